@@ -1,0 +1,82 @@
+"""Settings read from environment variables, with defaults that work on a laptop with nothing installed."""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VAR_DIR = REPO_ROOT / "var"
+
+# The embedded Redis started by `make run` listens here when REDIS_URL is not set.
+EMBEDDED_REDIS_PORT = 6399
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the platform. Build with :meth:`from_env`; override in tests with :meth:`replace`."""
+
+    database_url: str = f"sqlite:///{VAR_DIR / 'bertqueue.db'}"
+    redis_url: str = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+    model_store: str = str(VAR_DIR / "models")
+    device: str = "auto"  # auto | cpu | cuda
+    max_upload_mb: int = 50
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    predict_timeout_s: float = 30.0
+    max_texts_per_job: int = 10_000
+    max_text_chars: int = 20_000
+    job_max_attempts: int = 3
+    lease_seconds: int = 120  # a running job whose heartbeat is older than this may be reclaimed
+    requeue_after_s: int = 300  # a queued job older than this with no worker is re-sent by the reconciler
+    celery_eager: bool = False  # run tasks in-process (tests, demos)
+
+    # name of the environment variable for each field (no annotation: a class attribute, not a field)
+    _ENV = {
+        "database_url": "DATABASE_URL",
+        "redis_url": "REDIS_URL",
+        "model_store": "MODEL_STORE",
+        "device": "DEVICE",
+        "max_upload_mb": "MAX_UPLOAD_MB",
+        "secret_key": "SECRET_KEY",
+        "predict_timeout_s": "PREDICT_TIMEOUT_S",
+        "max_texts_per_job": "MAX_TEXTS_PER_JOB",
+        "max_text_chars": "MAX_TEXT_CHARS",
+        "job_max_attempts": "JOB_MAX_ATTEMPTS",
+        "lease_seconds": "LEASE_SECONDS",
+        "requeue_after_s": "REQUEUE_AFTER_S",
+        "celery_eager": "CELERY_EAGER",
+    }
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        """Build settings from ``environ`` (default: ``os.environ``); unset or empty variables keep defaults."""
+        env = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = env.get(cls._ENV.get(f.name, ""), "")
+            if not raw:
+                continue
+            # annotations are strings under `from __future__ import annotations`
+            parse = {"bool": _bool, "int": int, "float": float}.get(f.type, str)
+            try:
+                values[f.name] = parse(raw)
+            except ValueError:
+                raise ValueError(f"{cls._ENV[f.name]}={raw!r} is not a valid {f.type}") from None
+        settings = cls(**values)
+        if settings.device not in {"auto", "cpu", "cuda"}:
+            raise ValueError(f"DEVICE must be auto, cpu or cuda, not {settings.device!r}")
+        return settings
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+

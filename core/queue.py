@@ -1,0 +1,71 @@
+"""The Celery side that web and worker share: one configuration, task names, and sending by name.
+
+The web never imports the worker (or torch): it sends messages by task name, carrying the job id only.
+"""
+from __future__ import annotations
+
+from celery import Celery
+
+from .config import Settings
+from .schema import JobType
+
+TRAIN_TASK = "bertqueue.train"
+CLASSIFY_TASK = "bertqueue.classify"
+RECONCILE_TASK = "bertqueue.reconcile"
+
+TRAIN_QUEUE = "train"
+CLASSIFY_QUEUE = "classify"
+
+TASK_FOR_JOB_TYPE = {JobType.TRAIN.value: TRAIN_TASK, JobType.CLASSIFY.value: CLASSIFY_TASK}
+QUEUE_FOR_TASK = {TRAIN_TASK: TRAIN_QUEUE, CLASSIFY_TASK: CLASSIFY_QUEUE, RECONCILE_TASK: CLASSIFY_QUEUE}
+
+RECONCILE_EVERY_S = 60.0
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings: JSON only, late acks, redelivery on worker loss, one message prefetched at a time."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        # A lost-but-unacked message comes back after this long; jobs hold SQL leases, so an early
+        # redelivery of a long training job only retries later, it never runs twice at once.
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_ignore_result": True,  # results live in SQL
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_routes": {name: {"queue": queue} for name, queue in QUEUE_FOR_TASK.items()},
+        "task_default_queue": CLASSIFY_QUEUE,
+        "task_always_eager": settings.celery_eager,
+        "task_eager_propagates": False,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "reconcile-lost-jobs": {"task": RECONCILE_TASK, "schedule": RECONCILE_EVERY_S},
+        },
+    }
+
+
+def make_celery(settings: Settings, main: str = "bertqueue") -> Celery:
+    """A Celery app configured from ``settings`` (used by the web as a client and by the worker)."""
+    app = Celery(main)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def send(app: Celery, task_name: str, job_id: str) -> None:
+    """Send ``task_name(job_id)``. In eager mode, run it in-process if the task is registered here."""
+    if app.conf.task_always_eager and task_name in app.tasks:
+        app.tasks[task_name].apply(args=[job_id])
+        return
+    app.send_task(task_name, args=[job_id], queue=QUEUE_FOR_TASK.get(task_name))
+
+
+def enqueue_job(app: Celery, job_id: str, job_type: str) -> None:
+    """Send the message for a committed job row."""
+    send(app, TASK_FOR_JOB_TYPE[job_type], job_id)

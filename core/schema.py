@@ -1,0 +1,171 @@
+"""SQLAlchemy 2.0 schema: datasets, jobs, trained models and predictions. SQL is the source of truth."""
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
+
+# Deterministic constraint names, so Alembic migrations are identical on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Attach UTC to naive datetimes (SQLite returns them naive; everything stored here is UTC)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class JobType(str, enum.Enum):
+    TRAIN = "train"
+    CLASSIFY = "classify"
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def _in(column: str, enum_cls: type[enum.Enum]) -> str:
+    return f"{column} IN ({', '.join(repr(m.value) for m in enum_cls)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+
+
+class Dataset(Base):
+    """An uploaded CSV. The bytes live in SQL too, so web and workers need no shared disk for data."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(255))
+    columns: Mapped[list] = mapped_column(JSON)
+    row_count: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """A training or classification job; the only row that changes state while work runs."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in("type", JobType), name="type"),
+        CheckConstraint(_in("status", JobStatus), name="status"),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_type_created", "type", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict | None] = mapped_column(JSON)
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
+    # classify: the model used; train: the model produced (set on success)
+    model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("trained_models.id", ondelete="SET NULL", use_alter=True), index=True
+    )
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    enqueued_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    dataset: Mapped[Dataset | None] = relationship(lazy="joined")
+
+    @property
+    def status_enum(self) -> JobStatus:
+        return JobStatus(self.status)
+
+
+class TrainedModel(Base):
+    """A trained classifier: metadata in SQL, weights in the model store (``artifact_dir``)."""
+
+    __tablename__ = "trained_models"
+    __table_args__ = (UniqueConstraint("name", "version", name="name_version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    family: Mapped[str] = mapped_column(String(32))
+    encoder: Mapped[str] = mapped_column(String(500))
+    labels: Mapped[list] = mapped_column(JSON)  # labels of the first (or only) task
+    tasks: Mapped[dict] = mapped_column(JSON)  # {task: [labels]}; one entry for single-task families
+    metrics: Mapped[dict | None] = mapped_column(JSON)
+    params: Mapped[dict | None] = mapped_column(JSON)
+    artifact_dir: Mapped[str] = mapped_column(String(1000))
+    training_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def is_multitask(self) -> bool:
+        return self.family == "multitask"
+
+
+class Prediction(Base):
+    """One classified text of a classify job; unique per (job, index) so retries never duplicate rows."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("job_id", "index", name="job_index"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(200))  # multitask: the first task's label
+    score: Mapped[float] = mapped_column(Float)
+    scores: Mapped[dict] = mapped_column(JSON)
+    tasks: Mapped[dict | None] = mapped_column(JSON)  # multitask: {task: {label, score, scores}}

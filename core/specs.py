@@ -1,0 +1,104 @@
+"""Request and job-parameter models, shared by the web (validation) and the worker (reading params).
+
+A job's ``params`` column holds ``TrainRequest.model_dump()`` or ``ClassifyRequest.model_dump()``, so the
+worker reads exactly what the web validated.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+FAMILIES = ("bert", "distilbert", "bert_lstm", "multitask")
+Family = Literal["bert", "distilbert", "bert_lstm", "multitask"]
+
+ColumnName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class TrainRequest(_Strict):
+    """Body of ``POST /api/v1/jobs/train``."""
+
+    dataset_id: int
+    text_column: ColumnName
+    label_column: ColumnName | None = None
+    label_columns: list[ColumnName] | None = Field(default=None, max_length=16)
+    family: Family = "bert"
+    encoder: Annotated[str, Field(max_length=500)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    epochs: int = Field(default=3, ge=1, le=100)
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    learning_rate: float = Field(default=5e-5, gt=0, le=1)
+    max_length: int = Field(default=128, ge=8, le=512)
+    validation_split: float = Field(default=0.1, ge=0.0, le=0.5)
+    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    warmup_ratio: float = Field(default=0.1, ge=0.0, le=0.5)
+    weight_decay: float = Field(default=0.01, ge=0.0, le=1.0)
+    dropout: float = Field(default=0.1, ge=0.0, le=0.9)
+    # family options
+    lstm_hidden: int = Field(default=256, ge=4, le=4096)
+    bidirectional: bool = True
+    encoder_lr: float | None = Field(default=None, gt=0, le=1)
+    head_lr: float | None = Field(default=None, gt=0, le=1)
+    class_weights: Literal["balanced"] | list[float] | dict[str, list[float]] | None = None
+    freeze_encoder: bool = False
+    task_weights: dict[str, Annotated[float, Field(ge=0)]] | None = None
+
+    @model_validator(mode="after")
+    def _label_columns(self) -> "TrainRequest":
+        columns = self.label_columns or ([self.label_column] if self.label_column else [])
+        if not columns:
+            raise ValueError("give label_column (or label_columns for multitask)")
+        if len(set(columns)) != len(columns):
+            raise ValueError("label_columns must not repeat a column")
+        if self.family == "multitask":
+            if len(columns) < 2:
+                raise ValueError("multitask needs label_columns with at least 2 columns (one per task)")
+        elif len(columns) != 1:
+            raise ValueError(f"family {self.family!r} takes exactly one label column; use multitask for several")
+        self.label_columns, self.label_column = columns, columns[0]
+        if self.task_weights is not None:
+            unknown = set(self.task_weights) - set(columns)
+            if unknown:
+                raise ValueError(f"task_weights names unknown tasks: {', '.join(sorted(unknown))}")
+        if isinstance(self.class_weights, dict):
+            unknown = set(self.class_weights) - set(columns)
+            if unknown:
+                raise ValueError(f"class_weights names unknown tasks: {', '.join(sorted(unknown))}")
+        if isinstance(self.class_weights, list) and self.family == "multitask":
+            raise ValueError("for multitask give class_weights as {task: [weights]} or 'balanced'")
+        return self
+
+
+class ClassifyRequest(_Strict):
+    """Body of ``POST /api/v1/jobs/classify`` and ``POST /api/v1/predict``.
+
+    Validate with ``context={"max_texts": ..., "max_text_chars": ...}`` to apply the deployment's limits.
+    """
+
+    model_id: int
+    texts: list[str] = Field(min_length=1)
+
+    @field_validator("texts")
+    @classmethod
+    def _texts(cls, texts: list[str], info: ValidationInfo) -> list[str]:
+        context = info.context or {}
+        max_texts = context.get("max_texts", 10_000)
+        max_chars = context.get("max_text_chars", 20_000)
+        if len(texts) > max_texts:
+            raise ValueError(f"at most {max_texts} texts per request, got {len(texts)}")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise ValueError(f"texts[{i}] is empty")
+            if len(text) > max_chars:
+                raise ValueError(f"texts[{i}] has {len(text)} characters; the limit is {max_chars}")
+        return texts
+
+
+class PredictRequest(ClassifyRequest):
+    """Body of ``POST /api/v1/predict``: a classify job that the caller waits for."""
+
+    timeout_s: float | None = Field(default=None, ge=0, le=300)
