@@ -195,8 +195,10 @@ def cancel(session: Session, job_id: str) -> Job:
     return job
 
 
-def lost_jobs(session: Session, *, requeue_after_s: float, lease_seconds: float, now: datetime | None = None) -> list[str]:
-    """Ids of jobs whose message may be lost: queued too long, or running with a stale lease.
+def lost_jobs(
+    session: Session, *, requeue_after_s: float, lease_seconds: float, now: datetime | None = None
+) -> list[tuple[str, str]]:
+    """(id, type) of jobs whose message may be lost: queued too long, or running with a stale lease.
 
     Their ``enqueued_at`` is bumped (and committed) so one reconciler pass re-sends each at most once per period.
     """
@@ -204,8 +206,8 @@ def lost_jobs(session: Session, *, requeue_after_s: float, lease_seconds: float,
     queued_before = now - timedelta(seconds=requeue_after_s)
     stale_before = now - timedelta(seconds=lease_seconds)
     resend_before = now - timedelta(seconds=max(requeue_after_s, lease_seconds))
-    rows = session.scalars(
-        select(Job.id).where(
+    rows = session.execute(
+        select(Job.id, Job.type).where(
             or_(
                 and_(Job.status == JobStatus.QUEUED.value, or_(Job.enqueued_at.is_(None), Job.enqueued_at < queued_before)),
                 and_(
@@ -218,7 +220,7 @@ def lost_jobs(session: Session, *, requeue_after_s: float, lease_seconds: float,
     ).all()
     if rows:
         session.execute(
-            update(Job).where(Job.id.in_(rows)).values(enqueued_at=now).execution_options(synchronize_session=False)
+            update(Job).where(Job.id.in_([job_id for job_id, _ in rows])).values(enqueued_at=now).execution_options(synchronize_session=False)
         )
     session.commit()
-    return list(rows)
+    return [(job_id, job_type) for job_id, job_type in rows]

@@ -1,0 +1,51 @@
+"""Writing and reading classification results. Inserts are idempotent on (job_id, index)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from .schema import Prediction
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> int:
+    """Insert prediction rows for ``job_id``; rows whose (job_id, index) exist already are skipped.
+
+    Each item: ``{"index", "text", "label", "score", "scores", "tasks"?}``. Returns rows actually inserted.
+    Does not commit: the caller commits together with the job's heartbeat/progress.
+    """
+    rows = [
+        {
+            "job_id": job_id,
+            "index": item["index"],
+            "text": item["text"],
+            "label": item["label"],
+            "score": float(item["score"]),
+            "scores": item["scores"],
+            "tasks": item.get("tasks"),
+        }
+        for item in items
+    ]
+    if not rows:
+        return 0
+    insert = _INSERTS.get(session.get_bind().dialect.name)
+    if insert is None:  # another backend: fall back to skipping known indices by hand
+        known = stored_indices(session, job_id)
+        fresh = [r for r in rows if r["index"] not in known]
+        session.add_all(Prediction(**r) for r in fresh)
+        return len(fresh)
+    statement = insert(Prediction).values(rows).on_conflict_do_nothing(index_elements=["job_id", "index"])
+    return session.execute(statement).rowcount or 0
+
+
+def stored_indices(session: Session, job_id: str) -> set[int]:
+    """Indices already classified for ``job_id`` (lets a retried job resume where it stopped)."""
+    return set(session.scalars(select(Prediction.index).where(Prediction.job_id == job_id)))
+
+
+def count_predictions(session: Session, job_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id)) or 0

@@ -1,0 +1,32 @@
+"""The worker's Celery app: configuration from ``core.queue``, one DB engine and model cache per child process.
+
+Run: ``celery -A worker.celery_app worker -Q train,classify``. Nothing here touches CUDA: the device is
+resolved lazily inside each child after the fork.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import signals
+
+from core import runtime
+from core.config import Settings
+from core.db import db
+from core.queue import make_celery
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+settings = runtime.configure(Settings.from_env())
+app = make_celery(settings)
+
+import worker.tasks  # noqa: E402,F401  (registers the tasks with this app)
+
+log = logging.getLogger(__name__)
+
+
+@signals.worker_process_init.connect
+def _init_child_process(**_kwargs) -> None:
+    # Connections (and their sockets) inherited from the parent must not be shared with it.
+    db.after_fork()
+    log.info("worker child %s ready (database %s)", os.getpid(), db.engine.url.render_as_string(hide_password=True))
