@@ -47,3 +47,66 @@ def app(settings: Settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_service(name: str, error: Exception | None) -> None:
+    """Skip when a server is unreachable (a laptop); under CI the server must be up, so fail instead."""
+    if error is None:
+        return
+    message = f"{name} not reachable: {error}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: .ci/run must start it)")
+    pytest.skip(message)
+
+
+def _postgres_error() -> Exception | None:
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001
+        return exc
+    return None
+
+
+def _redis_error() -> Exception | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001
+        return exc
+    return None
+
+
+@pytest.fixture
+def postgres_schema_url():
+    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    require_service("PostgreSQL", _postgres_error())
+    schema = f"bq_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def redis_url():
+    """The real Redis server's URL (skipped on a laptop without one; required under CI)."""
+    require_service("Redis", _redis_error())
+    return REDIS_URL

@@ -1,0 +1,38 @@
+# bertqueue — `make run` starts the platform, `make test` runs the whole test suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install migrate worker web bench clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: web + worker + embedded Redis + SQLite on http://127.0.0.1:5000 (Ctrl-C stops all)
+run: $(STAMP)
+	$(PY) scripts/run_stack.py
+
+## test: the whole suite (real Redis/PostgreSQL tests skip without servers, except under CI=true)
+test: $(STAMP)
+	$(PY) -m pytest
+
+migrate: $(STAMP)
+	$(PY) -m alembic upgrade head
+
+worker: $(STAMP)
+	$(PY) -m celery -A worker.celery_app worker -B -Q train,classify --loglevel INFO
+
+web: $(STAMP)
+	$(VENV)/bin/gunicorn --bind 127.0.0.1:5000 --workers 2 --threads 4 'web:create_app()'
+
+bench: $(STAMP)
+	$(PY) bench/platform_throughput.py
+
+clean:
+	rm -rf var .pytest_cache

