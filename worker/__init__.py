@@ -1,0 +1,1 @@
+"""Celery worker side of bertqueue. Keep this import-light: no torch here."""
