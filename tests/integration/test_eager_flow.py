@@ -1,0 +1,142 @@
+"""End to end in Celery eager mode: REST upload -> train -> classify -> predictions, for every model family."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core import jobs
+from core.db import db
+from core.queue import CLASSIFY_TASK, TRAIN_TASK
+from core.schema import Job, JobType, Prediction, TrainedModel, utcnow
+
+from .conftest import sample_csv, upload, wait_for_job
+
+import worker.tasks  # noqa: F401  (registers the tasks, so eager sends run them in-process)
+
+TEXTS = ["@united thanks, the crew was amazing!", "worst flight ever, lost my bag", "flight 123 lands at 5pm"]
+
+
+def _train(client, dataset_id: int, encoder: Path, **overrides) -> dict:
+    body = {"dataset_id": dataset_id, "text_column": "text", "label_column": "sentiment", "family": "bert",
+            "encoder": str(encoder), "epochs": 1, "batch_size": 8, "max_length": 32, "validation_split": 0.25,
+            "seed": 1}
+    body.update(overrides)
+    response = client.post("/api/v1/jobs/train", json=body)
+    assert response.status_code == 202, response.get_json()
+    return wait_for_job(client, response.get_json()["id"])
+
+
+@pytest.mark.parametrize(
+    ("family", "options"),
+    [
+        ("bert", {}),
+        ("distilbert", {}),
+        ("bert_lstm", {"lstm_hidden": 16, "bidirectional": True}),
+        ("multitask", {"label_columns": ["sentiment", "topic"], "task_weights": {"topic": 0.5},
+                       "encoder_lr": 1e-4, "head_lr": 1e-3}),
+    ],
+)
+def test_train_and_classify_every_family(client, tiny_encoders, family, options):
+    columns = ("text", "sentiment", "topic") if family == "multitask" else ("text", "sentiment")
+    dataset_id = upload(client, sample_csv(60, columns))
+    overrides = {"family": family, **options}
+    if family == "multitask":
+        overrides["label_column"] = None
+    encoder = tiny_encoders["distilbert" if family == "distilbert" else "bert"]
+    job = _train(client, dataset_id, encoder, **overrides)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"] == 1.0 and job["started_at"] and job["finished_at"]
+    metrics = job["metrics"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
+    assert len(metrics["epochs"]) == 1
+
+    model = client.get(f"/api/v1/models/{job['model_id']}").get_json()
+    assert model["family"] == family and model["training_job_id"] == job["id"]
+    if family == "multitask":
+        assert set(model["tasks"]) == {"sentiment", "topic"}
+        assert set(metrics["tasks"]) == {"sentiment", "topic"}
+    else:
+        assert model["labels"] == ["negative", "neutral", "positive"]
+
+    response = client.post("/api/v1/jobs/classify", json={"model_id": job["model_id"], "texts": TEXTS})
+    assert response.status_code == 202
+    classify = wait_for_job(client, response.get_json()["id"])
+    assert classify["status"] == "succeeded", classify["error"]
+    page = client.get(f"/api/v1/jobs/{classify['id']}/predictions?offset=0&limit=10").get_json()
+    assert page["total"] == len(TEXTS)
+    assert [item["index"] for item in page["items"]] == [0, 1, 2]
+    assert [item["text"] for item in page["items"]] == TEXTS
+    for item in page["items"]:
+        results = item["tasks"].values() if family == "multitask" else [item]
+        for result in results:
+            assert result["label"] in result["scores"]
+            assert result["score"] == pytest.approx(max(result["scores"].values()))
+            assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+    if family == "multitask":
+        assert set(page["items"][0]["tasks"]["topic"]["scores"]) == set(model["tasks"]["topic"])
+
+
+def test_predict_waits_for_the_answer(client, tiny_encoders):
+    dataset_id = upload(client, sample_csv(40))
+    model_id = _train(client, dataset_id, tiny_encoders["bert"])["model_id"]
+    response = client.post("/api/v1/predict", json={"model_id": model_id, "texts": TEXTS[:2]})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert [p["text"] for p in body["predictions"]] == TEXTS[:2]
+    assert all(p["label"] in ("negative", "neutral", "positive") for p in body["predictions"])
+
+
+def test_duplicate_and_resumed_classification_never_duplicates_rows(app, client, tiny_encoders):
+    dataset_id = upload(client, sample_csv(40))
+    model_id = _train(client, dataset_id, tiny_encoders["bert"])["model_id"]
+    with db.session() as session:
+        job_id = jobs.create_job(session, JobType.CLASSIFY, {"model_id": model_id, "texts": TEXTS}, model_id=model_id).id
+        # a previous attempt stored index 0 and then its worker died (stale lease)
+        jobs.claim(session, job_id, "dead-worker", lease_seconds=1, max_attempts=3,
+                   now=utcnow().replace(year=2000))
+        session.add(Prediction(job_id=job_id, index=0, text=TEXTS[0], label="from-attempt-1", score=1.0, scores={}))
+    celery = app.extensions["celery"]
+    celery.tasks[CLASSIFY_TASK].apply(args=[job_id])  # redelivery: reclaims the stale lease, resumes
+    celery.tasks[CLASSIFY_TASK].apply(args=[job_id])  # a duplicate message: the job is done, nothing happens
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.attempts) == ("succeeded", 2)
+        rows = session.scalars(select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.index)).all()
+    assert [r.index for r in rows] == [0, 1, 2]
+    assert rows[0].label == "from-attempt-1"  # resumed after it, not rewritten
+
+
+def test_cancelled_job_is_not_run(client, app, tiny_encoders):
+    dataset_id = upload(client, sample_csv(40))
+    with db.session() as session:
+        job_id = jobs.create_job(session, JobType.TRAIN, {"dataset_id": dataset_id, "text_column": "text",
+                                                          "label_column": "sentiment"}, dataset_id=dataset_id).id
+        jobs.cancel(session, job_id)
+    app.extensions["celery"].tasks[TRAIN_TASK].apply(args=[job_id])
+    with db.session() as session:
+        assert session.get(Job, job_id).status == "cancelled"
+        assert session.scalar(select(func.count()).select_from(TrainedModel)) == 0
+
+
+def test_training_failure_is_reported_and_leaves_nothing_behind(client, settings, tmp_path):
+    dataset_id = upload(client, sample_csv(40))
+    missing = tmp_path / "no-such-encoder"
+    job = _train(client, dataset_id, missing)
+    assert job["status"] == "failed"
+    assert job["error"] and "encoder" in job["error"].lower()
+    assert job["model_id"] is None
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(TrainedModel)) == 0
+    store = Path(settings.model_store)
+    assert not any((store / "models").glob("*")) if (store / "models").exists() else True
+    assert not any((store / "tmp").glob("*")) if (store / "tmp").exists() else True
+
+
+def test_classify_with_unknown_model_is_404(client):
+    response = client.post("/api/v1/jobs/classify", json={"model_id": 999, "texts": ["hi"]})
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"]
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0  # nothing half-written
