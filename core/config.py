@@ -10,7 +10,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VAR_DIR = REPO_ROOT / "var"
 
 # The embedded Redis started by `make run` listens here when REDIS_URL is not set.
-EMBEDDED_REDIS_PORT = 6399
+EMBEDDED_REDIS_PORT = int(os.environ.get("EMBEDDED_REDIS_PORT", "6399"))
 
 
 def _bool(value: str) -> bool:
