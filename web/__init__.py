@@ -1,0 +1,52 @@
+"""bertqueue web process: the JSON API and the HTML pages. It never imports torch, ``worker`` or ``models``.
+
+Jobs are created in SQL (committed first) and then announced to the workers by task name, carrying the job id.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from core import runtime
+from core.config import Settings
+from core.queue import make_celery
+
+from .context import EXTENSION_KEY, WebState
+
+log = logging.getLogger(__name__)
+
+csrf = CSRFProtect()
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the Flask app. ``config`` holds Flask config keys and optionally ``"SETTINGS"`` (a ``Settings``)."""
+    config = dict(config or {})
+    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
+    runtime.configure(settings)
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        # Non-file form fields (the classify textarea) may be as large as an upload, not Flask's 500 kB default.
+        MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
+        WTF_CSRF_TIME_LIMIT=None,  # tokens live as long as the session; forms left open for hours still work
+    )
+    app.config.update(config)
+    app.json.sort_keys = False
+
+    from .metrics import Metrics
+
+    app.extensions[EXTENSION_KEY] = WebState(settings=settings, celery=make_celery(settings), metrics=Metrics())
+
+    from . import api, errors, pages
+
+    csrf.init_app(app)
+    csrf.exempt(api.bp)  # JSON API: no cookies/sessions are used for it, so no CSRF token either
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    errors.register(app)
+    app.extensions[EXTENSION_KEY].metrics.init_app(app)
+    return app

@@ -1,0 +1,57 @@
+"""Liveness and readiness probes."""
+from __future__ import annotations
+
+import redis
+from sqlalchemy import text
+
+from core.db import db
+
+from .. import context
+from . import bp
+
+BROKER_TIMEOUT_S = 1.0
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process is up (no dependencies checked)."""
+    return {"status": "ok"}
+
+
+def _check_database() -> str:
+    try:
+        with db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return f"error: {type(exc).__name__}: {exc}"[:300]
+
+
+def _check_broker() -> str:
+    settings = context.settings()
+    if settings.celery_eager:
+        return "skipped (eager mode: tasks run in-process)"
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=BROKER_TIMEOUT_S, socket_connect_timeout=BROKER_TIMEOUT_S
+    )
+    try:
+        client.ping()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {type(exc).__name__}: {exc}"[:300]
+    finally:
+        client.close()
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready when the database answers ``SELECT 1`` and the broker answers PING; 503 names what failed."""
+    checks = {"database": _check_database(), "broker": _check_broker()}
+    failed = [name for name, result in checks.items() if result.startswith("error")]
+    if failed:
+        return {
+            "status": "unavailable",
+            "checks": checks,
+            "error": {"code": "unavailable", "message": f"not ready: {', '.join(failed)} unreachable"},
+        }, 503
+    return {"status": "ok", "checks": checks}

@@ -1,0 +1,19 @@
+"""Trained models."""
+from __future__ import annotations
+
+from .. import services
+from . import bp
+from .request_args import int_arg
+
+
+@bp.get("/api/v1/models")
+def list_models():
+    limit = int_arg("limit", 100, minimum=1, maximum=1000)
+    offset = int_arg("offset", 0)
+    items, total = services.list_models(limit=limit, offset=offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@bp.get("/api/v1/models/<int:model_id>")
+def get_model(model_id: int):
+    return services.get_model(model_id)

@@ -1,0 +1,96 @@
+"""Errors: one exception type for expected failures and handlers that answer JSON under the API, HTML elsewhere.
+
+Every JSON error has the shape ``{"error": {"code": ..., "message": ...}}`` (plus ``details`` for validation).
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, make_response, render_template, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Paths that always answer JSON, even for errors raised before a view runs (404, 405, 413).
+_JSON_PREFIXES = ("/api/", "/healthz", "/readyz", "/metrics")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_entity",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An expected failure with an HTTP status, a machine-readable code and a user-facing message."""
+
+    def __init__(self, status: int, code: str, message: str, *, details: list | None = None, extra: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details, self.extra = status, code, message, details, extra
+
+    def to_dict(self) -> dict:
+        body: dict = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        if self.extra:
+            body.update(self.extra)
+        return {"error": body}
+
+
+def validation_error(exc: ValidationError, *, status: int = 422) -> ApiError:
+    """A pydantic error as an ApiError: a readable one-line message plus per-field details."""
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in err.get("loc", ()))
+        message = err.get("msg", "invalid value").removeprefix("Value error, ")
+        details.append({"field": field, "message": message, "type": err.get("type", "")})
+    summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
+    return ApiError(status, "validation_error", summary or "invalid request", details=details)
+
+
+def wants_json() -> bool:
+    return request.path.startswith(_JSON_PREFIXES)
+
+
+def _respond(status: int, code: str, message: str, payload: dict | None = None):
+    if wants_json():
+        body = jsonify(payload or {"error": {"code": code, "message": message}})
+    else:
+        body = render_template("error.html", status=status, code=code, message=message)
+    return make_response(body, status)
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return _respond(exc.status, exc.code, exc.message, exc.to_dict())
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        message = exc.description or exc.name
+        if status == 413:
+            limit_mb = app.config.get("MAX_CONTENT_LENGTH", 0) / (1024 * 1024)
+            message = f"the request is too large: the limit is {limit_mb:g} MB"
+        elif status == 405:
+            message = f"method {request.method} is not allowed for {request.path}"
+        elif status == 404 and wants_json():
+            message = f"not found: {request.path}"
+        response = _respond(status, code, message)
+        if status == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _respond(500, "internal_error", "internal server error: the failure was logged")

@@ -1,0 +1,100 @@
+"""Flask-WTF forms (CSRF-protected). Field-level rules live in the pydantic specs; these forms only collect
+input, and ``web.pages`` turns pydantic/service errors back into field messages."""
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import (
+    BooleanField,
+    FloatField,
+    IntegerField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
+
+from core.specs import FAMILIES, TrainRequest
+
+FAMILY_LABELS = {
+    "bert": "BERT: encoder + linear head",
+    "distilbert": "DistilBERT: distilled encoder + linear head",
+    "bert_lstm": "BERT + LSTM: encoder + (bi)LSTM head",
+    "multitask": "Multitask: shared encoder, one head per label column",
+}
+
+_DEFAULTS = TrainRequest.model_fields
+
+
+def _default(name: str):
+    return _DEFAULTS[name].default
+
+
+class UploadDatasetForm(FlaskForm):
+    file = FileField("CSV file", validators=[FileRequired("choose a CSV file to upload")])
+    name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
+
+
+class TrainForm(FlaskForm):
+    dataset_id = SelectField("Dataset", coerce=int, validators=[InputRequired("choose a dataset")])
+    name = StringField("Model name (optional)", validators=[Optional(), Length(max=200)])
+    family = SelectField("Model family", choices=[(f, FAMILY_LABELS[f]) for f in FAMILIES], default="bert")
+    text_column = SelectField("Text column", validate_choice=False, validators=[DataRequired("choose the text column")])
+    label_column = SelectField("Label column", validate_choice=False, validators=[Optional()])
+    label_columns = SelectMultipleField("Label columns (multitask: one task per column)", validate_choice=False)
+    encoder = StringField("Encoder (optional: Hugging Face name or local path; default all-MiniLM-L6-v2)",
+                          validators=[Optional(), Length(max=500)])
+    epochs = IntegerField("Epochs", default=_default("epochs"), validators=[InputRequired()])
+    batch_size = IntegerField("Batch size", default=_default("batch_size"), validators=[InputRequired()])
+    learning_rate = FloatField("Learning rate", default=_default("learning_rate"), validators=[InputRequired()])
+    max_length = IntegerField("Max length (tokens)", default=_default("max_length"), validators=[InputRequired()])
+    validation_split = FloatField("Validation split", default=_default("validation_split"),
+                                  validators=[InputRequired()])
+    encoder_lr = FloatField("Encoder learning rate (optional)", validators=[Optional()])
+    head_lr = FloatField("Head learning rate (optional)", validators=[Optional()])
+    class_weights_balanced = BooleanField("Balanced class weights")
+    freeze_encoder = BooleanField("Freeze encoder (train the head only)")
+    lstm_hidden = IntegerField("LSTM hidden size", default=_default("lstm_hidden"), validators=[Optional()])
+    bidirectional = BooleanField("Bidirectional LSTM", default=True)
+
+    def to_request_data(self) -> dict:
+        """The body of a ``TrainRequest``, with only the options that apply to the chosen family."""
+        family = self.family.data
+        data: dict = {
+            "dataset_id": self.dataset_id.data,
+            "family": family,
+            "text_column": self.text_column.data,
+            "epochs": self.epochs.data,
+            "batch_size": self.batch_size.data,
+            "learning_rate": self.learning_rate.data,
+            "max_length": self.max_length.data,
+            "validation_split": self.validation_split.data,
+            "freeze_encoder": bool(self.freeze_encoder.data),
+        }
+        if family == "multitask":
+            data["label_columns"] = [c for c in (self.label_columns.data or []) if c]
+        else:
+            data["label_column"] = self.label_column.data or None
+        if family == "bert_lstm":
+            data["lstm_hidden"] = self.lstm_hidden.data if self.lstm_hidden.data is not None else _default("lstm_hidden")
+            data["bidirectional"] = bool(self.bidirectional.data)
+        for optional in ("name", "encoder", "encoder_lr", "head_lr"):
+            value = getattr(self, optional).data
+            if value not in (None, ""):
+                data[optional] = value
+        if self.class_weights_balanced.data:
+            data["class_weights"] = "balanced"
+        return data
+
+
+class ClassifyForm(FlaskForm):
+    model_id = SelectField("Model", coerce=int, validators=[InputRequired("choose a model")])
+    texts = TextAreaField("Texts (one per line)", validators=[DataRequired("enter at least one text")])
+
+    def text_lines(self) -> list[str]:
+        return [line.strip() for line in (self.texts.data or "").splitlines() if line.strip()]
+
+
+class CancelForm(FlaskForm):
+    """Only carries the CSRF token for the cancel button."""

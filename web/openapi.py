@@ -1,0 +1,268 @@
+"""The OpenAPI 3.1 document, built with apispec from the pydantic request (``core.specs``) and response
+(``web.schemas``) models."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from apispec import APISpec
+from pydantic.json_schema import models_json_schema
+
+from core.schema import JobStatus, JobType
+from core.specs import ClassifyRequest, PredictRequest, TrainRequest
+
+from . import schemas
+
+REQUEST_MODELS = (TrainRequest, ClassifyRequest, PredictRequest)
+RESPONSE_MODELS = (
+    schemas.Error,
+    schemas.Job,
+    schemas.JobList,
+    schemas.Dataset,
+    schemas.DatasetList,
+    schemas.Model,
+    schemas.ModelList,
+    schemas.PredictionPage,
+    schemas.PredictResponse,
+    schemas.Health,
+)
+
+
+def _json(schema: str) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _response(description: str, schema: str = "Error", headers: dict | None = None) -> dict:
+    response = {"description": description, **_json(schema)}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_LOCATION = {"Location": {"description": "where to poll the job", "schema": {"type": "string"}}}
+_BAD = _response("malformed request (bad JSON, body not an object, bad query parameter)")
+_INVALID = _response("the body failed validation (missing/unknown fields, wrong types, out-of-range values)")
+_NOT_FOUND = _response("no such resource")
+
+
+def _query(name: str, description: str, schema: dict) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _path_param(name: str, kind: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+
+
+_PAGING = [
+    _query("limit", "page size", {"type": "integer", "minimum": 1}),
+    _query("offset", "items to skip", {"type": "integer", "minimum": 0}),
+]
+
+
+def _paths(spec: APISpec) -> None:
+    job_id, dataset_id, model_id = _path_param("job_id", "string"), _path_param("dataset_id", "integer"), _path_param(
+        "model_id", "integer"
+    )
+    spec.path(
+        path="/api/v1/datasets",
+        operations={
+            "post": {
+                "summary": "Upload a CSV dataset (header row, UTF-8; comma, semicolon or tab separated)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {"type": "string", "format": "binary"},
+                                    "name": {"type": "string", "maxLength": 200},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _response("stored", "Dataset"),
+                    "400": _response("missing file, empty file, not UTF-8, malformed CSV"),
+                    "413": _response("larger than MAX_UPLOAD_MB"),
+                },
+            },
+            "get": {
+                "summary": "List datasets, newest first",
+                "parameters": _PAGING,
+                "responses": {"200": _response("datasets", "DatasetList"), "400": _BAD},
+            },
+        },
+    )
+    spec.path(
+        path="/api/v1/datasets/{dataset_id}",
+        operations={
+            "get": {
+                "summary": "A dataset with a preview of its first rows and per-column label counts",
+                "parameters": [dataset_id],
+                "responses": {"200": _response("the dataset", "Dataset"), "404": _NOT_FOUND},
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/jobs/train",
+        operations={
+            "post": {
+                "summary": "Queue a training job",
+                "requestBody": {"required": True, **_json("TrainRequest")},
+                "responses": {
+                    "202": _response("queued", "Job", _LOCATION),
+                    "400": _BAD,
+                    "404": _response("unknown dataset"),
+                    "422": _response("invalid body, unknown column, or fewer than 2 classes"),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/jobs/classify",
+        operations={
+            "post": {
+                "summary": "Queue a classification job",
+                "requestBody": {"required": True, **_json("ClassifyRequest")},
+                "responses": {
+                    "202": _response("queued", "Job", _LOCATION),
+                    "400": _BAD,
+                    "404": _response("unknown model"),
+                    "422": _INVALID,
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/jobs",
+        operations={
+            "get": {
+                "summary": "List jobs, newest first",
+                "parameters": [
+                    _query("status", "filter by status", {"type": "string", "enum": [s.value for s in JobStatus]}),
+                    _query("type", "filter by type", {"type": "string", "enum": [t.value for t in JobType]}),
+                    _query("model_id", "filter by model", {"type": "integer"}),
+                    _query("dataset_id", "filter by dataset", {"type": "integer"}),
+                    *_PAGING,
+                ],
+                "responses": {"200": _response("jobs", "JobList"), "400": _BAD},
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/jobs/{job_id}",
+        operations={
+            "get": {
+                "summary": "A job's status, progress, params and metrics",
+                "parameters": [job_id],
+                "responses": {"200": _response("the job", "Job"), "404": _NOT_FOUND},
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/jobs/{job_id}/cancel",
+        operations={
+            "post": {
+                "summary": "Cancel a queued or running job",
+                "parameters": [job_id],
+                "responses": {
+                    "200": _response("cancelled", "Job"),
+                    "404": _NOT_FOUND,
+                    "409": _response("the job already finished"),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/jobs/{job_id}/predictions",
+        operations={
+            "get": {
+                "summary": "A classify job's predictions, ordered by index (partial while it runs)",
+                "parameters": [job_id, *_PAGING],
+                "responses": {
+                    "200": _response("a page of predictions", "PredictionPage"),
+                    "400": _BAD,
+                    "404": _NOT_FOUND,
+                    "409": _response("the job is a train job: it has no predictions"),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/models",
+        operations={
+            "get": {
+                "summary": "List trained models, newest first",
+                "parameters": _PAGING,
+                "responses": {"200": _response("models", "ModelList"), "400": _BAD},
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/models/{model_id}",
+        operations={
+            "get": {
+                "summary": "A trained model",
+                "parameters": [model_id],
+                "responses": {"200": _response("the model", "Model"), "404": _NOT_FOUND},
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/predict",
+        operations={
+            "post": {
+                "summary": "Classify texts and wait for the result (a classify job on the same queue)",
+                "requestBody": {"required": True, **_json("PredictRequest")},
+                "responses": {
+                    "200": _response("predictions", "PredictResponse"),
+                    "202": _response("not finished within timeout_s: poll the job", "Job", _LOCATION),
+                    "400": _BAD,
+                    "404": _response("unknown model"),
+                    "409": _response("the job was cancelled"),
+                    "422": _INVALID,
+                    "500": _response("the job failed; error.message is the job's error"),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/healthz",
+        operations={"get": {"summary": "Liveness: the process is up", "responses": {"200": _response("up", "Health")}}},
+    )
+    spec.path(
+        path="/readyz",
+        operations={
+            "get": {
+                "summary": "Readiness: database and broker reachable",
+                "responses": {"200": _response("ready", "Health"), "503": _response("not ready", "Health")},
+            }
+        },
+    )
+    spec.path(
+        path="/metrics",
+        operations={
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            }
+        },
+    )
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict:
+    spec = APISpec(
+        title="bertqueue",
+        version="1.0.0",
+        openapi_version="3.1.0",
+        info={"description": "Train and serve BERT-family text classifiers through a job queue."},
+    )
+    pairs = [(m, "validation") for m in REQUEST_MODELS] + [(m, "serialization") for m in RESPONSE_MODELS]
+    _, top = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
+    for name, schema in top.get("$defs", {}).items():
+        spec.components.schema(name, schema)
+    _paths(spec)
+    return spec.to_dict()

@@ -1,0 +1,38 @@
+"""Dataset upload, list and detail pages."""
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+
+from .. import services
+from ..errors import ApiError
+from ..forms import UploadDatasetForm
+from . import bp
+from .forms_support import apply_error
+
+
+@bp.route("/datasets", methods=["GET", "POST"])
+def datasets():
+    form = UploadDatasetForm()
+    general: list[str] = []
+    if form.validate_on_submit():
+        upload = form.file.data
+        try:
+            dataset = services.create_dataset(upload.read(), upload.filename, form.name.data)
+        except ApiError as exc:
+            apply_error(form, exc, general)
+            if not exc.details:
+                form.file.errors = [*form.file.errors, *general]
+                general = []
+        else:
+            flash(f"Uploaded “{dataset['name']}”: {dataset['rows']} rows, {len(dataset['columns'])} columns.", "ok")
+            return redirect(url_for(".dataset", dataset_id=dataset["id"]))
+    items, total = services.list_datasets(limit=500)
+    status = 400 if request.method == "POST" else 200
+    return render_template("datasets.html", form=form, datasets=items, total=total, general_errors=general), status
+
+
+@bp.get("/datasets/<int:dataset_id>")
+def dataset(dataset_id: int):
+    info = services.get_dataset(dataset_id)
+    jobs, _ = services.list_jobs(dataset_id=dataset_id, limit=20)
+    return render_template("dataset.html", dataset=info, jobs=jobs)

@@ -1,0 +1,21 @@
+"""Turning service/validation errors into form messages."""
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+
+from ..errors import ApiError
+
+
+def apply_error(form: FlaskForm, exc: ApiError, general: list[str], *, aliases: dict[str, str] | None = None) -> None:
+    """Attach ``exc`` to the fields it names (pydantic details), or to the general error list."""
+    aliases = aliases or {}
+    if exc.details:
+        for detail in exc.details:
+            field_name = aliases.get(detail["field"].split(".")[0], detail["field"].split(".")[0])
+            field = form._fields.get(field_name) if field_name else None
+            if field is not None:
+                field.errors = [*field.errors, detail["message"]]
+            else:
+                general.append(f"{detail['field']}: {detail['message']}" if detail["field"] else detail["message"])
+    else:
+        general.append(exc.message)

@@ -1,0 +1,82 @@
+"""Jobs list, job page (live progress, metrics or predictions) and the cancel button."""
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from core.schema import JobStatus, JobType
+
+from .. import services
+from ..errors import ApiError
+from ..forms import CancelForm
+from . import bp
+
+PAGE_SIZE = 50
+PREDICTIONS_PAGE_SIZE = 100
+
+
+def _page() -> int:
+    raw = request.args.get("page", "1")
+    return max(1, int(raw)) if raw.isdigit() else 1
+
+
+@bp.get("/jobs")
+def jobs():
+    status = request.args.get("status") or None
+    job_type = request.args.get("type") or None
+    if status not in (None, *[s.value for s in JobStatus]) or job_type not in (None, *[t.value for t in JobType]):
+        abort(400, "unknown status or type filter")
+    page = _page()
+    items, total = services.list_jobs(status=status, job_type=job_type, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    return render_template(
+        "jobs.html",
+        jobs=items,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        status=status,
+        job_type=job_type,
+        statuses=[s.value for s in JobStatus],
+        types=[t.value for t in JobType],
+    )
+
+
+@bp.get("/jobs/<job_id>")
+def job(job_id: str):
+    info = services.get_job(job_id)
+    page = _page()
+    predictions = None
+    if info["type"] == JobType.CLASSIFY.value:
+        predictions = services.list_predictions(
+            job_id, offset=(page - 1) * PREDICTIONS_PAGE_SIZE, limit=PREDICTIONS_PAGE_SIZE
+        )
+        predictions["pages"] = max(1, -(-predictions["total"] // PREDICTIONS_PAGE_SIZE))
+    model = None
+    if info["model_id"] is not None:
+        try:
+            model = services.get_model(info["model_id"])
+        except ApiError:
+            model = None
+    dataset = None
+    if info["dataset_id"] is not None:
+        try:
+            dataset = services.get_dataset(info["dataset_id"], profile=False)
+        except ApiError:
+            dataset = None
+    return render_template(
+        "job.html", job=info, model=model, dataset=dataset, predictions=predictions, page=page, cancel_form=CancelForm()
+    )
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str):
+    form = CancelForm()
+    if not form.validate_on_submit():
+        abort(400, "the form expired: reload the page and try again")
+    try:
+        services.cancel_job(job_id)
+        flash("Job cancelled.", "ok")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise
+        flash(exc.message, "error")
+    return redirect(url_for(".job", job_id=job_id))

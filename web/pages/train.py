@@ -1,0 +1,54 @@
+"""The training form: pick a dataset, columns, a model family and its options."""
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+
+from core.specs import TrainRequest
+
+from .. import services
+from ..errors import ApiError
+from ..forms import TrainForm
+from . import bp
+from .forms_support import apply_error
+
+
+def _guess(columns: list[str], candidates: tuple[str, ...], fallback: int) -> str | None:
+    for name in candidates:
+        for column in columns:
+            if column.lower() == name:
+                return column
+    return columns[fallback] if len(columns) > fallback else (columns[0] if columns else None)
+
+
+@bp.route("/train", methods=["GET", "POST"])
+def train():
+    datasets, _ = services.list_datasets(limit=1000)
+    form = TrainForm()
+    form.dataset_id.choices = [(d["id"], f"{d['name']} (#{d['id']}, {d['rows']} rows)") for d in datasets]
+    if request.method == "GET":
+        wanted = request.args.get("dataset_id", "")
+        if wanted.isdigit() and any(d["id"] == int(wanted) for d in datasets):
+            form.dataset_id.data = int(wanted)
+        wanted_family = request.args.get("family")
+        if wanted_family in dict(form.family.choices):
+            form.family.data = wanted_family
+    selected = next((d for d in datasets if d["id"] == form.dataset_id.data), datasets[0] if datasets else None)
+    columns = selected["columns"] if selected else []
+    for field in (form.text_column, form.label_column, form.label_columns):
+        field.choices = [(c, c) for c in columns]
+    if request.method == "GET" and selected:
+        form.dataset_id.data = selected["id"]
+        form.text_column.data = _guess(columns, ("text", "tweet", "sentence", "content", "body"), 0)
+        form.label_column.data = _guess(columns, ("label", "labels", "class", "category", "target"), 1)
+
+    general: list[str] = []
+    if form.validate_on_submit():
+        try:
+            job = services.start_training(services.validate(TrainRequest, form.to_request_data()))
+        except ApiError as exc:
+            apply_error(form, exc, general, aliases={"class_weights": "class_weights_balanced"})
+        else:
+            flash("Training job queued.", "ok")
+            return redirect(url_for(".job", job_id=job["id"]))
+    status = 400 if request.method == "POST" else 200
+    return render_template("train.html", form=form, datasets=datasets, general_errors=general), status

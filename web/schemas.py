@@ -1,0 +1,135 @@
+"""Pydantic models of the API's responses. They document the API (OpenAPI) and tests check real responses
+against them; the request models live in ``core.specs``."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="machine-readable error code, e.g. validation_error, not_found")
+    message: str = Field(description="what went wrong, for people")
+    details: list[dict[str, Any]] | None = Field(default=None, description="per-field errors for validation_error")
+    job_id: str | None = None
+
+
+class Error(_Out):
+    error: ErrorBody
+
+
+class Job(_Out):
+    id: str
+    type: Literal["train", "classify"]
+    status: JobStatusName
+    progress: float = Field(ge=0, le=1)
+    error: str | None
+    params: dict[str, Any] = Field(description="the request; for classify jobs `texts` is replaced by `text_count`")
+    metrics: dict[str, Any] | None
+    model_id: int | None = Field(description="classify: the model used; train: the model produced")
+    created_at: str | None = Field(description="ISO-8601, UTC")
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    dataset_id: int | None
+    terminal: bool = Field(description="true once the status can no longer change")
+
+
+class JobList(_Out):
+    items: list[Job]
+    total: int
+    limit: int
+    offset: int
+
+
+class ColumnStats(_Out):
+    distinct: int
+    empty: int
+    label_like: bool
+    top_values: list[tuple[str, int]] | None = Field(description="label counts, most common first")
+
+
+class Dataset(_Out):
+    id: int
+    name: str
+    rows: int
+    columns: list[str]
+    filename: str
+    size_bytes: int
+    sha256: str
+    created_at: str | None
+    preview: list[dict[str, str]] | None = None
+    column_stats: dict[str, ColumnStats] | None = None
+
+
+class DatasetList(_Out):
+    items: list[Dataset]
+    total: int
+    limit: int
+    offset: int
+
+
+class Model(_Out):
+    id: int
+    name: str
+    version: int
+    family: Literal["bert", "distilbert", "bert_lstm", "multitask"]
+    encoder: str
+    labels: list[str]
+    tasks: dict[str, list[str]]
+    metrics: dict[str, Any] | None
+    created_at: str | None
+    training_job_id: str | None
+    params: dict[str, Any] | None
+
+
+class ModelList(_Out):
+    items: list[Model]
+    total: int
+    limit: int
+    offset: int
+
+
+class TaskPrediction(_Out):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class Prediction(_Out):
+    """Single-task models: label/score/scores; multitask models: tasks."""
+
+    index: int
+    text: str
+    label: str | None = None
+    score: float | None = None
+    scores: dict[str, float] | None = None
+    tasks: dict[str, TaskPrediction] | None = None
+
+
+class PredictionPage(_Out):
+    items: list[Prediction]
+    total: int
+    offset: int
+    limit: int
+    job_id: str
+    job_status: JobStatusName
+    text_count: int
+
+
+class PredictResponse(_Out):
+    job_id: str
+    model_id: int
+    predictions: list[Prediction]
+
+
+class Health(_Out):
+    status: str
+    checks: dict[str, str] | None = None
+    error: ErrorBody | None = None

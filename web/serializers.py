@@ -1,0 +1,86 @@
+"""Rows -> JSON-ready dicts. The field names here are the public API: extend, never rename."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from core.schema import Dataset, Job, JobType, Prediction, TrainedModel, as_utc
+
+TEXT_PREVIEW_COUNT = 3
+TEXT_PREVIEW_CHARS = 200
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC (``...+00:00``), or None."""
+    value = as_utc(value)
+    return value.isoformat() if value is not None else None
+
+
+def job_params(job: Job) -> dict:
+    """A job's params for display: a classify job's texts are replaced by their count and the first few."""
+    params = dict(job.params or {})
+    if job.type == JobType.CLASSIFY.value and "texts" in params:
+        texts = params.pop("texts") or []
+        params["text_count"] = len(texts)
+        params["texts_preview"] = [t[:TEXT_PREVIEW_CHARS] for t in texts[:TEXT_PREVIEW_COUNT]]
+    return params
+
+
+def job_to_dict(job: Job) -> dict:
+    return {
+        "id": job.id,
+        "type": job.type,
+        "status": job.status,
+        "progress": job.progress,
+        "error": job.error,
+        "params": job_params(job),
+        "metrics": job.metrics,
+        "model_id": job.model_id,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "attempts": job.attempts,
+        "dataset_id": job.dataset_id,
+        "terminal": job.status_enum.terminal,
+    }
+
+
+def dataset_to_dict(dataset: Dataset) -> dict:
+    return {
+        "id": dataset.id,
+        "name": dataset.name,
+        "rows": dataset.row_count,
+        "columns": list(dataset.columns),
+        "filename": dataset.filename,
+        "size_bytes": dataset.size_bytes,
+        "sha256": dataset.sha256,
+        "created_at": iso(dataset.created_at),
+    }
+
+
+def model_to_dict(model: TrainedModel) -> dict:
+    return {
+        "id": model.id,
+        "name": model.name,
+        "version": model.version,
+        "family": model.family,
+        "encoder": model.encoder,
+        "labels": list(model.labels or []),
+        "tasks": model.tasks,
+        "metrics": model.metrics,
+        "created_at": iso(model.created_at),
+        "training_job_id": model.training_job_id,
+        "params": model.params,
+    }
+
+
+def prediction_to_dict(prediction: Prediction) -> dict:
+    """Single-task: ``{index, text, label, score, scores}``; multitask: ``{index, text, tasks: {task: {...}}}``."""
+    if prediction.tasks is not None:
+        return {"index": prediction.index, "text": prediction.text, "tasks": prediction.tasks}
+    return {
+        "index": prediction.index,
+        "text": prediction.text,
+        "label": prediction.label,
+        "score": prediction.score,
+        "scores": prediction.scores,
+    }

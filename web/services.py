@@ -1,0 +1,301 @@
+"""What the API and the HTML forms both do: validate, write SQL, commit, then enqueue by task name.
+
+Functions return JSON-ready dicts (see ``web.serializers``) and raise :class:`web.errors.ApiError` for bad input,
+so the JSON API returns them as they are and the pages turn the errors into form messages.
+Nothing is committed when validation fails: datasets are parsed and training columns checked before any row
+is added, and each function's session commits only once everything passed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from functools import lru_cache
+from pathlib import PurePath
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import func, select
+
+from core import jobs as job_states
+from core.datasets import DatasetError, check_training_columns, parse_csv
+from core.db import db
+from core.queue import enqueue_job
+from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel
+from core.specs import ClassifyRequest, TrainRequest
+
+from . import context
+from .errors import ApiError, validation_error
+from .serializers import dataset_to_dict, job_to_dict, model_to_dict, prediction_to_dict
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+PREVIEW_ROWS = 5
+PREVIEW_CELL_CHARS = 200
+LABEL_LIKE_MAX_DISTINCT = 50  # a column with at most this many distinct values is offered as a label column
+TOP_VALUES = 20
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(model: type[M], data: object) -> M:
+    """``model`` validated from ``data`` with the deployment's limits as context; errors become a 422."""
+    limits = context.settings()
+    try:
+        return model.model_validate(
+            data, context={"max_texts": limits.max_texts_per_job, "max_text_chars": limits.max_text_chars}
+        )
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def _dataset_error(exc: DatasetError) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message)
+
+
+def _not_found(kind: str, key: object) -> ApiError:
+    return ApiError(404, "not_found", f"{kind} {key} does not exist")
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def create_dataset(data: bytes, filename: str | None, name: str | None = None) -> dict:
+    """Parse an uploaded CSV and store it; the row is only added once the file parsed cleanly."""
+    limit = context.settings().max_upload_bytes
+    if len(data) > limit:
+        raise ApiError(413, "payload_too_large", f"the file is too large: the limit is {limit / 2**20:g} MB")
+    try:
+        parsed = parse_csv(data)
+    except DatasetError as exc:
+        raise _dataset_error(exc) from None
+    filename = PurePath((filename or "upload.csv").replace("\\", "/")).name[:255] or "upload.csv"
+    name = (name or "").strip() or PurePath(filename).stem or "dataset"
+    if len(name) > 200:
+        raise ApiError(422, "validation_error", "name: at most 200 characters")
+    with db.session() as session:
+        dataset = Dataset(
+            name=name,
+            filename=filename,
+            columns=parsed.columns,
+            row_count=parsed.row_count,
+            size_bytes=len(data),
+            sha256=parsed.sha256,
+            content=data,
+        )
+        session.add(dataset)
+        session.flush()
+        result = dataset_to_dict(dataset)
+    result.update(_profile(result["id"], result["sha256"]))
+    return result
+
+
+def list_datasets(*, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+    with db.session() as session:
+        total = session.scalar(select(func.count()).select_from(Dataset))
+        rows = session.scalars(
+            select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit).offset(offset)
+        )
+        return [dataset_to_dict(d) for d in rows], total
+
+
+def get_dataset(dataset_id: int, *, profile: bool = True) -> dict:
+    """A dataset with (optionally) a preview of its first rows and per-column value counts."""
+    with db.session() as session:
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None:
+            raise _not_found("dataset", dataset_id)
+        result = dataset_to_dict(dataset)
+    if profile:
+        result.update(_profile(dataset_id, result["sha256"]))
+    return result
+
+
+@lru_cache(maxsize=16)
+def _profile(dataset_id: int, sha256: str) -> dict:
+    """Preview rows and column statistics, cached per content hash (parsing a large CSV is not free)."""
+    with db.session() as session:
+        content = session.scalar(select(Dataset.content).where(Dataset.id == dataset_id))
+    parsed = parse_csv(content)
+    preview = [{k: v[:PREVIEW_CELL_CHARS] for k, v in row.items()} for row in parsed.rows[:PREVIEW_ROWS]]
+    stats = {}
+    for column in parsed.columns:
+        values = Counter(row[column].strip() for row in parsed.rows)
+        empty = values.pop("", 0)
+        label_like = 2 <= len(values) <= LABEL_LIKE_MAX_DISTINCT
+        stats[column] = {
+            "distinct": len(values),
+            "empty": empty,
+            "label_like": label_like,
+            # label counts for columns that look like labels: [[value, count], ...], most common first
+            "top_values": [[v, n] for v, n in values.most_common(TOP_VALUES)] if label_like else None,
+        }
+    return {"preview": preview, "column_stats": stats}
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def _enqueue(job_id: str, job_type: str) -> None:
+    """Announce a committed job. If the broker is down the row stays queued and the reconciler re-sends it."""
+    try:
+        enqueue_job(context.celery(), job_id, job_type)
+    except Exception:  # noqa: BLE001 - the job is safe in SQL; losing the message only delays it
+        log.warning("could not enqueue job %s now; the reconciler will re-send it", job_id, exc_info=True)
+
+
+def start_training(request: TrainRequest) -> dict:
+    """Check the dataset and its columns, commit a queued train job, then enqueue it."""
+    with db.session() as session:
+        dataset = session.get(Dataset, request.dataset_id)
+        if dataset is None:
+            raise _not_found("dataset", request.dataset_id)
+        try:
+            check_training_columns(parse_csv(dataset.content), request.text_column, list(request.label_columns))
+        except DatasetError as exc:
+            raise _dataset_error(exc) from None
+        job = job_states.create_job(session, JobType.TRAIN, request.model_dump(mode="json"), dataset_id=dataset.id)
+        result = job_to_dict(job)
+    _enqueue(result["id"], JobType.TRAIN.value)
+    return result
+
+
+def start_classification(request: ClassifyRequest) -> dict:
+    """Commit a queued classify job for an existing model, then enqueue it."""
+    params = request.model_dump(mode="json", include=set(ClassifyRequest.model_fields))  # drops timeout_s
+    with db.session() as session:
+        if session.get(TrainedModel, request.model_id) is None:
+            raise _not_found("model", request.model_id)
+        job = job_states.create_job(session, JobType.CLASSIFY, params, model_id=request.model_id)
+        result = job_to_dict(job)
+    _enqueue(result["id"], JobType.CLASSIFY.value)
+    return result
+
+
+def get_job(job_id: str) -> dict:
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise _not_found("job", job_id)
+        return job_to_dict(job)
+
+
+def list_jobs(
+    *,
+    status: str | None = None,
+    job_type: str | None = None,
+    model_id: int | None = None,
+    dataset_id: int | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict], int]:
+    """Jobs, newest first, with the total matching the filters."""
+    conditions = []
+    if status:
+        conditions.append(Job.status == JobStatus(status).value)
+    if job_type:
+        conditions.append(Job.type == JobType(job_type).value)
+    if model_id is not None:
+        conditions.append(Job.model_id == model_id)
+    if dataset_id is not None:
+        conditions.append(Job.dataset_id == dataset_id)
+    with db.session() as session:
+        total = session.scalar(select(func.count()).select_from(Job).where(*conditions))
+        rows = session.scalars(
+            select(Job).where(*conditions).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+        )
+        return [job_to_dict(job) for job in rows], total
+
+
+def job_counts() -> dict[str, int]:
+    """Number of jobs per status (every status present, zero when none)."""
+    counts = {s.value: 0 for s in JobStatus}
+    with db.session() as session:
+        for status, n in session.execute(select(Job.status, func.count()).group_by(Job.status)):
+            counts[status] = n
+    return counts
+
+
+def cancel_job(job_id: str) -> dict:
+    with db.session() as session:
+        try:
+            job = job_states.cancel(session, job_id)
+        except LookupError:
+            raise _not_found("job", job_id) from None
+        except job_states.InvalidTransition as exc:
+            raise ApiError(409, "invalid_transition", str(exc)) from None
+        return job_to_dict(job)
+
+
+def list_predictions(job_id: str, *, offset: int = 0, limit: int = 100) -> dict:
+    """A page of a classify job's predictions, ordered by index. A train job has none: 409."""
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise _not_found("job", job_id)
+        if job.type != JobType.CLASSIFY.value:
+            raise ApiError(
+                409, "not_a_classify_job", f"job {job_id} is a {job.type} job; only classify jobs have predictions"
+            )
+        total = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id))
+        rows = session.scalars(
+            select(Prediction)
+            .where(Prediction.job_id == job_id)
+            .order_by(Prediction.index)
+            .limit(limit)
+            .offset(offset)
+        )
+        return {
+            "items": [prediction_to_dict(p) for p in rows],
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "job_id": job_id,
+            "job_status": job.status,
+            "text_count": len((job.params or {}).get("texts") or []),
+        }
+
+
+def wait_for_job(job_id: str, timeout_s: float) -> dict:
+    """Poll SQL (fresh session each time, closed between polls) until the job finishes or time runs out."""
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    delay = 0.02
+    while True:
+        job = get_job(job_id)
+        remaining = deadline - time.monotonic()
+        if job["terminal"] or remaining <= 0:
+            return job
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.5)
+
+
+def all_predictions(job_id: str) -> list[dict]:
+    with db.session() as session:
+        rows = session.scalars(select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.index))
+        return [prediction_to_dict(p) for p in rows]
+
+
+# ---------------------------------------------------------------- models
+
+
+def list_models(*, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+    with db.session() as session:
+        total = session.scalar(select(func.count()).select_from(TrainedModel))
+        rows = session.scalars(
+            select(TrainedModel)
+            .order_by(TrainedModel.created_at.desc(), TrainedModel.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return [model_to_dict(m) for m in rows], total
+
+
+def get_model(model_id: int) -> dict:
+    with db.session() as session:
+        model = session.get(TrainedModel, model_id)
+        if model is None:
+            raise _not_found("model", model_id)
+        return model_to_dict(model)

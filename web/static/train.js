@@ -1,0 +1,83 @@
+// Train form: show the options of the chosen family, fill the column selects from
+// GET /api/v1/datasets/<id> when the dataset changes, and show the label counts of the chosen label column.
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  var form = document.getElementById("train-form");
+  if (!form) return;
+  var datasetUrl = script.dataset.datasetUrl;
+  var family = form.querySelector("#family");
+  var dataset = form.querySelector("#dataset_id");
+  var textColumn = form.querySelector("#text_column");
+  var labelColumn = form.querySelector("#label_column");
+  var labelColumns = form.querySelector("#label_columns");
+  var counts = document.getElementById("label-counts");
+  var stats = {};
+
+  function showFamilyOptions() {
+    var chosen = family.value;
+    var multitask = chosen === "multitask";
+    form.querySelectorAll(".multitask-only").forEach(function (el) { el.hidden = !multitask; });
+    form.querySelectorAll(".single-task").forEach(function (el) { el.hidden = multitask; });
+    form.querySelectorAll(".family-options").forEach(function (el) { el.hidden = el.dataset.family !== chosen; });
+    showCounts();
+  }
+
+  function fill(select, columns) {
+    var previous = Array.prototype.filter.call(select.options, function (o) { return o.selected; })
+      .map(function (o) { return o.value; });
+    select.replaceChildren();
+    columns.forEach(function (column) {
+      var option = document.createElement("option");
+      option.value = column;
+      option.textContent = column;
+      option.selected = previous.indexOf(column) >= 0;
+      select.appendChild(option);
+    });
+  }
+
+  function guess(select, columns, names) {
+    if (columns.indexOf(select.value) >= 0 && select.selectedIndex >= 0) return;
+    for (var i = 0; i < names.length; i++) {
+      for (var j = 0; j < columns.length; j++) {
+        if (columns[j].toLowerCase() === names[i]) { select.value = columns[j]; return; }
+      }
+    }
+  }
+
+  function describe(column) {
+    var s = stats[column];
+    if (!s) return "";
+    if (!s.top_values) return "“" + column + "”: " + s.distinct + " distinct values (does not look like a label column)";
+    return "“" + column + "”: " + s.top_values.map(function (p) { return p[0] + " " + p[1]; }).join(" · ");
+  }
+
+  function showCounts() {
+    if (!counts) return;
+    var chosen = family.value === "multitask"
+      ? Array.prototype.filter.call(labelColumns.options, function (o) { return o.selected; }).map(function (o) { return o.value; })
+      : [labelColumn.value];
+    counts.textContent = chosen.map(describe).filter(Boolean).join("  |  ");
+  }
+
+  function loadDataset() {
+    if (!dataset || !dataset.value) return;
+    fetch(datasetUrl + encodeURIComponent(dataset.value), { headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
+      .then(function (info) {
+        stats = info.column_stats || {};
+        [textColumn, labelColumn, labelColumns].forEach(function (select) { fill(select, info.columns); });
+        guess(textColumn, info.columns, ["text", "tweet", "sentence", "content", "body"]);
+        guess(labelColumn, info.columns, ["label", "labels", "class", "category", "target"]);
+        showCounts();
+      })
+      .catch(function () { if (counts) counts.textContent = "Could not load the dataset's columns."; });
+  }
+
+  family.addEventListener("change", showFamilyOptions);
+  if (dataset) dataset.addEventListener("change", loadDataset);
+  labelColumn.addEventListener("change", showCounts);
+  labelColumns.addEventListener("change", showCounts);
+  showFamilyOptions();
+  loadDataset();
+})();
