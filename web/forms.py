@@ -43,8 +43,7 @@ class TrainForm(FlaskForm):
     text_column = SelectField("Text column", validate_choice=False, validators=[DataRequired("choose the text column")])
     label_column = SelectField("Label column", validate_choice=False, validators=[Optional()])
     label_columns = SelectMultipleField("Label columns (multitask: one task per column)", validate_choice=False)
-    encoder = StringField("Encoder (optional: Hugging Face name or local path; default all-MiniLM-L6-v2)",
-                          validators=[Optional(), Length(max=500)])
+    encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
     epochs = IntegerField("Epochs", default=_default("epochs"), validators=[InputRequired()])
     batch_size = IntegerField("Batch size", default=_default("batch_size"), validators=[InputRequired()])
     learning_rate = FloatField("Learning rate", default=_default("learning_rate"), validators=[InputRequired()])

@@ -125,7 +125,8 @@ def _profile(dataset_id: int, sha256: str) -> dict:
     for column in parsed.columns:
         values = Counter(row[column].strip() for row in parsed.rows)
         empty = values.pop("", 0)
-        label_like = 2 <= len(values) <= LABEL_LIKE_MAX_DISTINCT
+        # label-like: a few distinct values, some repeated (an all-unique column is text or an id)
+        label_like = 2 <= len(values) <= LABEL_LIKE_MAX_DISTINCT and len(values) < sum(values.values())
         stats[column] = {
             "distinct": len(values),
             "empty": empty,

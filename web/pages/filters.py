@@ -52,6 +52,7 @@ def _columns(dicts) -> list[str]:
     return columns
 
 
+@bp.app_template_global()
 def metric_sections(metrics: dict | None, prefix: str = "") -> tuple[list, list]:
     """Split a metrics dict of unknown shape into scalars ``[(name, value)]`` and tables
     ``[(title, columns, rows)]`` (per-epoch lists, per-class and per-task dicts), recursively."""
@@ -86,13 +87,10 @@ def metric_sections(metrics: dict | None, prefix: str = "") -> tuple[list, list]
     return scalars, tables
 
 
+@bp.app_template_global()
 def page_url(page: int) -> str:
     """The current page's URL with its query string kept and ``page`` replaced."""
     args = {k: v for k, v in request.args.items() if v != ""}
     args["page"] = page
     return url_for(request.endpoint, **(request.view_args or {}), **args)
 
-
-@bp.app_context_processor
-def _helpers():
-    return {"metric_sections": metric_sections, "page_url": page_url}

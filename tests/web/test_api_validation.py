@@ -1,0 +1,165 @@
+"""Malformed requests get a clear 4xx with the error shape, and nothing is written."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import db
+from core.schema import Job
+
+from .factories import make_dataset, make_model
+from .helpers import assert_error
+
+JSON_POSTS = ["/api/v1/jobs/train", "/api/v1/jobs/classify", "/api/v1/predict"]
+
+
+def job_count() -> int:
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(Job))
+
+
+@pytest.mark.parametrize("path", JSON_POSTS)
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"", "empty"),
+        (b"[1, 2]", "must be an object"),
+        (b'"text"', "must be an object"),
+        (b"null", "must be an object"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_bad_json_is_400(client, sent, path, body, fragment):
+    response = client.post(path, data=body, content_type="application/json")
+    error = assert_error(response, 400, "invalid_json")
+    assert fragment in error["message"]
+    assert job_count() == 0 and sent == []
+
+
+def test_json_without_content_type_is_accepted(client):
+    dataset_id = make_dataset()
+    response = client.post(
+        "/api/v1/jobs/train", data=f'{{"dataset_id": {dataset_id}, "text_column": "text", "label_column": "label"}}'
+    )
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"text_column": "text", "label_column": "label"}, "dataset_id"),
+        ({"dataset_id": "one", "text_column": "text", "label_column": "label"}, "dataset_id"),
+        ({"dataset_id": 1, "text_column": 5, "label_column": "label"}, "text_column"),
+        ({"dataset_id": 1, "text_column": "text", "label_column": "label", "colour": "red"}, "colour"),
+        ({"dataset_id": 1, "text_column": "text", "label_column": "label", "epochs": 0}, "epochs"),
+        ({"dataset_id": 1, "text_column": "text", "label_column": "label", "family": "gpt"}, "family"),
+        ({"dataset_id": 1, "text_column": "text", "label_column": "label", "learning_rate": "fast"}, "learning_rate"),
+    ],
+)
+def test_train_body_validation(client, sent, body, field):
+    error = assert_error(client.post("/api/v1/jobs/train", json=body), 422, "validation_error")
+    assert field in error["message"]
+    assert any(d["field"] == field for d in error["details"]), error["details"]
+    assert job_count() == 0 and sent == []
+
+
+def test_train_needs_a_label_column(client):
+    error = assert_error(
+        client.post("/api/v1/jobs/train", json={"dataset_id": 1, "text_column": "text"}), 422, "validation_error"
+    )
+    assert "label_column" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs/classify", "/api/v1/predict"])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"texts": ["a"]}, "model_id"),
+        ({"model_id": 1}, "texts"),
+        ({"model_id": 1, "texts": "just one string"}, "texts"),
+        ({"model_id": 1, "texts": []}, "texts"),
+        ({"model_id": 1, "texts": ["ok", "  "]}, "texts"),
+        ({"model_id": 1, "texts": ["ok", 3]}, "texts.1"),
+        ({"model_id": [1], "texts": ["a"]}, "model_id"),
+        ({"model_id": 1, "texts": ["a"], "threshold": 0.5}, "threshold"),
+    ],
+)
+def test_classify_body_validation(client, sent, path, body, field):
+    error = assert_error(client.post(path, json=body), 422, "validation_error")
+    assert any(d["field"] == field for d in error["details"]), error["details"]
+    assert job_count() == 0 and sent == []
+
+
+def test_predict_timeout_validation(client):
+    error = assert_error(
+        client.post("/api/v1/predict", json={"model_id": 1, "texts": ["a"], "timeout_s": -1}), 422, "validation_error"
+    )
+    assert error["details"][0]["field"] == "timeout_s"
+
+
+def test_classify_limits_come_from_settings(settings):
+    from web import create_app
+
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(max_texts_per_job=2, max_text_chars=10)})
+    client = app.test_client()
+    model_id = make_model()
+    error = assert_error(
+        client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": ["a", "b", "c"]}), 422
+    )
+    assert "at most 2 texts" in error["message"]
+    error = assert_error(client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": ["x" * 11]}), 422)
+    assert "limit is 10" in error["message"]
+    assert client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": ["a", "b"]}).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/api/v1/jobs/no-such-job"),
+        ("post", "/api/v1/jobs/no-such-job/cancel"),
+        ("get", "/api/v1/jobs/no-such-job/predictions"),
+        ("get", "/api/v1/models/999"),
+        ("get", "/api/v1/datasets/999"),
+        ("get", "/api/v1/datasets/not-a-number"),
+        ("get", "/api/v1/no-such-endpoint"),
+    ],
+)
+def test_unknown_ids_are_404(client, method, path):
+    assert_error(getattr(client, method)(path), 404, "not_found")
+
+
+def test_unknown_model_and_dataset_in_bodies_are_404(client, sent):
+    error = assert_error(client.post("/api/v1/jobs/classify", json={"model_id": 42, "texts": ["a"]}), 404)
+    assert "model 42" in error["message"]
+    assert_error(client.post("/api/v1/predict", json={"model_id": 42, "texts": ["a"]}), 404)
+    body = {"dataset_id": 42, "text_column": "text", "label_column": "label"}
+    assert "dataset 42" in assert_error(client.post("/api/v1/jobs/train", json=body), 404)["message"]
+    assert job_count() == 0 and sent == []
+
+
+def test_wrong_method_is_405_json(client):
+    response = client.delete("/api/v1/jobs")
+    assert_error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+    assert_error(client.get("/api/v1/jobs/train"), 404)  # treated as a job id: no such job
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["status=done", "type=predict", "limit=0", "limit=abc", "limit=100000", "offset=-1", "offset=x", "model_id=abc"],
+)
+def test_bad_list_parameters_are_400(client, query):
+    error = assert_error(client.get(f"/api/v1/jobs?{query}"), 400, "invalid_parameter")
+    assert query.split("=")[0] in error["message"]
+
+
+def test_unexpected_errors_are_500_json(app, client, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr("web.services.list_jobs", boom)
+    error = assert_error(client.get("/api/v1/jobs"), 500, "internal_error")
+    assert "fire" not in error["message"]  # internals are logged, not leaked
+    response = client.get("/jobs")
+    assert response.status_code == 500 and b"internal server error" in response.data
