@@ -1,0 +1,80 @@
+"""Choosing the torch device and CPU thread count. Import-light: torch is imported inside the functions.
+
+``resolve_device(setting)``:
+
+* ``"auto"`` (or empty) -> ``"cuda"`` when ``torch.cuda.is_available()``, else ``"cpu"``.
+* ``"cpu"`` -> ``"cpu"``.
+* ``"cuda"`` / ``"cuda:N"`` -> returned as given when CUDA is available; when it is not, a
+  :class:`DeviceUnavailableError` (a ``RuntimeError``) is raised with a clear message -- an explicit request for a
+  GPU is never silently downgraded to the CPU (that would make jobs 50x slower without anyone noticing). Use
+  ``"auto"`` for "GPU if there is one".
+* anything else -> ``ValueError``.
+
+Call it in the process that will use the device (the worker child), not before forking.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The configured device (e.g. ``cuda``) does not exist on this machine."""
+
+
+def resolve_device(setting: str | None = "auto") -> str:
+    """Turn a device setting (``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``) into a torch device string."""
+    value = (setting or "auto").strip().lower()
+    if value == "cpu":
+        return "cpu"
+    if value not in ("auto", "gpu") and not (value == "cuda" or value.startswith("cuda:")):
+        raise ValueError(f"unknown device setting {setting!r}; use auto, cpu, cuda or cuda:N")
+    import torch
+
+    available = torch.cuda.is_available()
+    if value == "auto":
+        return "cuda" if available else "cpu"
+    if value == "gpu":
+        value = "cuda"
+    if not available:
+        raise DeviceUnavailableError(
+            f"device {setting!r} was requested but CUDA is not available on this machine "
+            "(set DEVICE=auto to use a GPU only when present, or DEVICE=cpu)"
+        )
+    if ":" in value:
+        index = int(value.split(":", 1)[1])
+        if index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"device {setting!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return value
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects affinity / container cpusets where the OS reports them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_torch_threads() -> int:
+    """Set torch's intra-op threads to the CPUs available to this process, unless the user chose a number.
+
+    A user choice is any of ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``TORCH_NUM_THREADS`` in the environment
+    (``TORCH_NUM_THREADS`` is applied here). Returns the thread count in effect.
+    """
+    import torch
+
+    explicit = os.environ.get("TORCH_NUM_THREADS")
+    if explicit and explicit.strip().isdigit() and int(explicit) > 0:
+        torch.set_num_threads(int(explicit))
+    elif not any(os.environ.get(name) for name in THREAD_ENV_VARS):
+        wanted = available_cpus()
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+    return torch.get_num_threads()
