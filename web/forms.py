@@ -13,7 +13,12 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+
+try:  # WTForms >= 3.3 wants SelectChoice objects; older versions take (value, label) tuples
+    from wtforms.fields.choices import SelectChoice as _SelectChoice
+except ImportError:  # pragma: no cover
+    _SelectChoice = None
 
 from core.specs import FAMILIES, TrainRequest
 
@@ -25,6 +30,13 @@ FAMILY_LABELS = {
 }
 
 _DEFAULTS = TrainRequest.model_fields
+
+
+def choices(pairs) -> list:
+    """``[(value, label), ...]`` as select choices for the installed WTForms."""
+    if _SelectChoice is None:  # pragma: no cover
+        return [(value, label) for value, label in pairs]
+    return [_SelectChoice(value, label) for value, label in pairs]
 
 
 def _default(name: str):
@@ -39,9 +51,9 @@ class UploadDatasetForm(FlaskForm):
 class TrainForm(FlaskForm):
     dataset_id = SelectField("Dataset", coerce=int, validators=[InputRequired("choose a dataset")])
     name = StringField("Model name (optional)", validators=[Optional(), Length(max=200)])
-    family = SelectField("Model family", choices=[(f, FAMILY_LABELS[f]) for f in FAMILIES], default="bert")
+    family = SelectField("Model family", choices=choices((f, FAMILY_LABELS[f]) for f in FAMILIES), default="bert")
     text_column = SelectField("Text column", validate_choice=False, validators=[DataRequired("choose the text column")])
-    label_column = SelectField("Label column", validate_choice=False, validators=[Optional()])
+    label_column = SelectField("Label column", validate_choice=False)
     label_columns = SelectMultipleField("Label columns (multitask: one task per column)", validate_choice=False)
     encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
     epochs = IntegerField("Epochs", default=_default("epochs"), validators=[InputRequired()])
@@ -56,6 +68,14 @@ class TrainForm(FlaskForm):
     freeze_encoder = BooleanField("Freeze encoder (train the head only)")
     lstm_hidden = IntegerField("LSTM hidden size", default=_default("lstm_hidden"), validators=[Optional()])
     bidirectional = BooleanField("Bidirectional LSTM", default=True)
+
+    def validate_label_column(self, field) -> None:
+        if self.family.data != "multitask" and not field.data:
+            raise ValidationError("choose the label column")
+
+    def validate_label_columns(self, field) -> None:
+        if self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
+            raise ValidationError("multitask needs at least 2 label columns (one task per column)")
 
     def to_request_data(self) -> dict:
         """The body of a ``TrainRequest``, with only the options that apply to the chosen family."""

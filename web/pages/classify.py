@@ -7,7 +7,7 @@ from core.specs import ClassifyRequest
 
 from .. import services
 from ..errors import ApiError
-from ..forms import ClassifyForm
+from ..forms import ClassifyForm, choices
 from . import bp
 from .forms_support import apply_error
 
@@ -16,7 +16,9 @@ from .forms_support import apply_error
 def classify():
     models, _ = services.list_models(limit=1000)
     form = ClassifyForm()
-    form.model_id.choices = [(m["id"], f"{m['name']} v{m['version']} ({m['family']}, #{m['id']})") for m in models]
+    form.model_id.choices = choices(
+        (m["id"], f"{m['name']} v{m['version']} ({m['family']}, #{m['id']})") for m in models
+    )
     if request.method == "GET":
         wanted = request.args.get("model_id", "")
         if wanted.isdigit() and any(m["id"] == int(wanted) for m in models):

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 
-from core.specs import TrainRequest
+from core.specs import FAMILIES, TrainRequest
 
 from .. import services
 from ..errors import ApiError
-from ..forms import TrainForm
+from ..forms import TrainForm, choices
 from . import bp
 from .forms_support import apply_error
 
@@ -24,18 +24,18 @@ def _guess(columns: list[str], candidates: tuple[str, ...], fallback: int) -> st
 def train():
     datasets, _ = services.list_datasets(limit=1000)
     form = TrainForm()
-    form.dataset_id.choices = [(d["id"], f"{d['name']} (#{d['id']}, {d['rows']} rows)") for d in datasets]
+    form.dataset_id.choices = choices((d["id"], f"{d['name']} (#{d['id']}, {d['rows']} rows)") for d in datasets)
     if request.method == "GET":
         wanted = request.args.get("dataset_id", "")
         if wanted.isdigit() and any(d["id"] == int(wanted) for d in datasets):
             form.dataset_id.data = int(wanted)
         wanted_family = request.args.get("family")
-        if wanted_family in dict(form.family.choices):
+        if wanted_family in FAMILIES:
             form.family.data = wanted_family
     selected = next((d for d in datasets if d["id"] == form.dataset_id.data), datasets[0] if datasets else None)
     columns = selected["columns"] if selected else []
     for field in (form.text_column, form.label_column, form.label_columns):
-        field.choices = [(c, c) for c in columns]
+        field.choices = choices((c, c) for c in columns)
     if request.method == "GET" and selected:
         form.dataset_id.data = selected["id"]
         form.text_column.data = _guess(columns, ("text", "tweet", "sentence", "content", "body"), 0)

@@ -1,0 +1,36 @@
+"""GET /api/v1/models and /api/v1/models/<id>."""
+from __future__ import annotations
+
+from web import schemas
+
+from . import factories as f
+from .helpers import assert_error
+
+MODEL_FIELDS = {"id", "name", "version", "family", "encoder", "labels", "tasks", "metrics", "created_at",
+                "training_job_id"}
+
+
+def test_models_list_and_detail(client):
+    dataset_id = f.make_dataset()
+    job_id = f.make_train_job(dataset_id)
+    single = f.make_model()
+    multi = f.make_model(family="multitask", tasks={"label": ["neg", "pos"], "topic": ["film", "music"]}, name="mt")
+    from core.db import db
+    from core.schema import TrainedModel
+
+    with db.session() as session:
+        session.get(TrainedModel, single).training_job_id = job_id
+    listing = client.get("/api/v1/models").json
+    schemas.ModelList.model_validate(listing)
+    assert listing["total"] == 2 and [m["id"] for m in listing["items"]] == [multi, single]
+    model = client.get(f"/api/v1/models/{single}").json
+    schemas.Model.model_validate(model)
+    assert MODEL_FIELDS <= set(model)
+    assert model["training_job_id"] == job_id and model["labels"] == ["neg", "pos"]
+    assert "artifact_dir" not in model
+    mt = client.get(f"/api/v1/models/{multi}").json
+    assert mt["family"] == "multitask" and list(mt["tasks"]) == ["label", "topic"]
+
+
+def test_unknown_model_is_404(client):
+    assert_error(client.get("/api/v1/models/7"), 404, "not_found")

@@ -1,0 +1,285 @@
+"""HTML pages render on empty and populated databases; forms validate, re-render with messages, and use CSRF."""
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import db
+from core.schema import Dataset, Job
+
+from . import factories as f
+
+PAGES = ["/", "/datasets", "/train", "/classify", "/jobs", "/models", "/jobs?status=running&type=train"]
+
+
+def count(table) -> int:
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(table))
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_render_on_an_empty_database(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    assert b"<!doctype html>" in response.data and b"bertqueue" in response.data
+
+
+@pytest.fixture
+def populated():
+    dataset_id = f.make_dataset()
+    history = [{"epoch": 1, "loss": 0.61, "val_accuracy": 0.5}, {"epoch": 2, "loss": 0.33, "val_accuracy": 0.75}]
+    metrics = {"accuracy": 0.75, "macro_f1": 0.7123, "history": history,
+               "per_class": {"pos": {"precision": 1.0, "recall": 0.5, "f1": 0.67, "support": 2}}}
+    model_id = f.make_model(metrics=metrics)
+    multi_id = f.make_model(family="multitask", tasks={"label": ["neg", "pos"], "topic": ["film", "music"]}, name="mt",
+                            metrics={"tasks": {"label": {"accuracy": 0.8}, "topic": {"accuracy": 0.6}}})
+    train = f.make_train_job(dataset_id)
+    f.start(train)
+    f.succeed(train, metrics=metrics, model_id=model_id)
+    running = f.make_train_job(dataset_id, family="bert_lstm")
+    f.start(running)
+    f.progress(running, 0.4)
+    failed = f.make_train_job(dataset_id)
+    f.fail(failed, "out of memory <script>alert(1)</script>")
+    single = f.make_classify_job(model_id, ["what a great film", "dull"])
+    f.start(single)
+    f.add_single_task_predictions(single, ["what a great film", "dull"])
+    f.succeed(single, metrics={"texts": 2, "label_counts": {"pos": 1, "neg": 1}})
+    multi = f.make_classify_job(multi_id, ["tune"])
+    f.start(multi)
+    f.add_multitask_predictions(multi, ["tune"])
+    f.succeed(multi)
+    return {"dataset": dataset_id, "model": model_id, "multi_model": multi_id, "train": train, "running": running,
+            "failed": failed, "single": single, "multi": multi}
+
+
+def test_pages_render_on_a_populated_database(client, populated):
+    p = populated
+    paths = PAGES + [f"/datasets/{p['dataset']}", f"/models/{p['model']}", f"/models/{p['multi_model']}",
+                     f"/train?dataset_id={p['dataset']}&family=multitask", f"/classify?model_id={p['model']}"]
+    paths += [f"/jobs/{p[key]}" for key in ("train", "running", "failed", "single", "multi")]
+    for path in paths:
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.status_code)
+    home = client.get("/").get_data(as_text=True)
+    assert "sentiment" in home and p["running"][:8] in home
+
+
+def test_train_job_page_shows_metrics_and_model_link(client, populated):
+    html = client.get(f"/jobs/{populated['train']}").get_data(as_text=True)
+    assert "macro_f1" in html and "0.7123" in html and "history" in html
+    assert f"/models/{populated['model']}" in html
+    assert "val_accuracy" in html  # per-epoch table
+
+
+def test_running_job_page_has_progress_bar_and_cancel(client, populated):
+    html = client.get(f"/jobs/{populated['running']}").get_data(as_text=True)
+    assert 'id="job-progress"' in html and "width: 40.0%" in html and "job.js" in html
+    assert f"/api/v1/jobs/{populated['running']}" in html
+    assert "Cancel" in html
+
+
+def test_failed_job_page_escapes_the_error(client, populated):
+    html = client.get(f"/jobs/{populated['failed']}").get_data(as_text=True)
+    assert "out of memory &lt;script&gt;" in html and "<script>alert(1)" not in html
+
+
+def test_classify_job_pages_show_predictions(client, populated):
+    html = client.get(f"/jobs/{populated['single']}").get_data(as_text=True)
+    assert "what a great film" in html and "pos" in html
+    html = client.get(f"/jobs/{populated['multi']}").get_data(as_text=True)
+    assert "topic" in html and "film" in html
+
+
+def test_unknown_ids_are_html_404(client):
+    for path in ["/jobs/nope", "/models/99", "/datasets/99", "/nowhere"]:
+        response = client.get(path)
+        assert response.status_code == 404 and b"<!doctype html>" in response.data
+
+
+def test_bad_jobs_filter_is_400(client):
+    assert client.get("/jobs?status=bogus").status_code == 400
+
+
+# ---------------------------------------------------------------- forms
+
+
+def test_upload_form(client):
+    data = {"file": (io.BytesIO(b"text,label\na,x\nb,y\n"), "mine.csv"), "name": ""}
+    response = client.post("/datasets", data=data, content_type="multipart/form-data")
+    assert response.status_code == 302
+    dataset_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "mine" in page and "Uploaded" in page
+    assert f"/train?dataset_id={dataset_id}" in page
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"\xff\xfe\x00bad", "NUL"), (b"text,label\n", "no data rows"), ("t,l\ncaf\xe9,a\n".encode("latin-1"), "UTF-8")],
+)
+def test_upload_form_rerenders_with_the_error(client, content, message):
+    data = {"file": (io.BytesIO(content), "bad.csv")}
+    response = client.post("/datasets", data=data, content_type="multipart/form-data")
+    assert response.status_code == 400 and message in response.get_data(as_text=True)
+    assert count(Dataset) == 0
+
+
+def test_upload_form_without_a_file(client):
+    response = client.post("/datasets", data={"name": "x"}, content_type="multipart/form-data")
+    assert response.status_code == 400 and "choose a CSV file" in response.get_data(as_text=True)
+
+
+def test_train_form_lists_families_and_columns(client):
+    dataset_id = f.make_dataset()
+    html = client.get(f"/train?dataset_id={dataset_id}").get_data(as_text=True)
+    for family in ("bert", "distilbert", "bert_lstm", "multitask"):
+        assert f'value="{family}"' in html
+    for field in ("epochs", "batch_size", "learning_rate", "max_length", "validation_split", "lstm_hidden",
+                  "bidirectional", "encoder_lr", "head_lr", "class_weights_balanced", "freeze_encoder", "label_columns"):
+        assert f'name="{field}"' in html, field
+    assert '<option selected value="text">' in html and '<option selected value="label">' in html
+
+
+def train_form(dataset, **overrides):
+    data = {"dataset_id": str(dataset), "family": "bert", "text_column": "text", "label_column": "label",
+            "epochs": "2", "batch_size": "8", "learning_rate": "3e-5", "max_length": "64", "validation_split": "0.2",
+            "lstm_hidden": "128", "bidirectional": "y"}
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_train_form_creates_a_job_through_the_service(client, sent):
+    dataset_id = f.make_dataset()
+    response = client.post("/train", data=train_form(dataset_id, family="bert_lstm", class_weights_balanced="y",
+                                                      encoder_lr="1e-5", name="my model"))
+    assert response.status_code == 302, response.get_data(as_text=True)
+    job_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert sent == [(job_id, "train")]
+    with db.session() as session:
+        params = session.get(Job, job_id).params
+    assert params["family"] == "bert_lstm" and params["epochs"] == 2 and params["learning_rate"] == 3e-5
+    assert params["class_weights"] == "balanced" and params["encoder_lr"] == 1e-5 and params["head_lr"] is None
+    assert params["lstm_hidden"] == 128 and params["bidirectional"] is True and params["name"] == "my model"
+
+
+def test_train_form_multitask(client, sent):
+    dataset_id = f.make_dataset()
+    data = train_form(dataset_id, family="multitask", label_column=None)
+    data["label_columns"] = ["label", "topic"]
+    response = client.post("/train", data=data)
+    assert response.status_code == 302
+    with db.session() as session:
+        assert session.get(Job, sent[0][0]).params["label_columns"] == ["label", "topic"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"label_column": "nope"}, "not in the dataset"),
+        ({"label_column": "text"}, "cannot also be a label column"),
+        ({"family": "multitask"}, "multitask needs at least 2 label columns"),
+        ({"family": "multitask", "label_columns": "label"}, "multitask needs at least 2 label columns"),
+        ({"label_column": ""}, "choose the label column"),
+        ({"epochs": "0"}, "greater than or equal to 1"),
+        ({"epochs": "many"}, "Not a valid integer"),
+        ({"learning_rate": ""}, "This field is required"),
+        ({"validation_split": "0.9"}, "less than or equal to 0.5"),
+        ({"dataset_id": "999"}, "Not a valid choice"),
+        ({"family": "gpt"}, "Not a valid choice"),
+    ],
+)
+def test_train_form_errors_rerender(client, sent, overrides, message):
+    dataset_id = f.make_dataset()
+    response = client.post("/train", data=train_form(dataset_id, **overrides))
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert count(Job) == 0 and sent == []
+
+
+def test_train_form_one_class_dataset(client):
+    dataset_id = f.make_dataset(b"text,label\na,x\nb,x\n")
+    response = client.post("/train", data=train_form(dataset_id))
+    assert response.status_code == 400 and "at least 2 classes" in response.get_data(as_text=True)
+
+
+def test_classify_form(client, sent):
+    model_id = f.make_model()
+    response = client.post("/classify", data={"model_id": str(model_id), "texts": "first text\n\n  second text  \n"})
+    assert response.status_code == 302
+    with db.session() as session:
+        assert session.get(Job, sent[0][0]).params == {"model_id": model_id, "texts": ["first text", "second text"]}
+
+
+@pytest.mark.parametrize("texts, message", [("", "enter at least one text"), ("\n   \n", "enter at least one text")])
+def test_classify_form_errors(client, texts, message):
+    model_id = f.make_model()
+    response = client.post("/classify", data={"model_id": str(model_id), "texts": texts})
+    assert response.status_code == 400 and message in response.get_data(as_text=True)
+    assert count(Job) == 0
+
+
+def test_classify_form_limits(settings):
+    from web import create_app
+
+    client = create_app({"TESTING": True, "SETTINGS": settings.replace(max_texts_per_job=2),
+                         "WTF_CSRF_ENABLED": False}).test_client()
+    model_id = f.make_model()
+    response = client.post("/classify", data={"model_id": str(model_id), "texts": "a\nb\nc"})
+    assert response.status_code == 400 and "at most 2 texts" in response.get_data(as_text=True)
+
+
+def test_classify_form_unknown_model(client):
+    f.make_model()
+    response = client.post("/classify", data={"model_id": "77", "texts": "a"})
+    assert response.status_code == 400 and "Not a valid choice" in response.get_data(as_text=True)
+
+
+def test_cancel_button(client):
+    job_id = f.make_train_job(f.make_dataset())
+    response = client.post(f"/jobs/{job_id}/cancel", follow_redirects=True)
+    assert response.status_code == 200 and "Job cancelled." in response.get_data(as_text=True)
+    again = client.post(f"/jobs/{job_id}/cancel", follow_redirects=True).get_data(as_text=True)
+    assert "can no longer be cancelled" in again
+
+
+# ---------------------------------------------------------------- CSRF
+
+
+@pytest.fixture
+def csrf_client(settings):
+    from web import create_app
+
+    return create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": True}).test_client()
+
+
+def token(client, path) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get(path).get_data(as_text=True))
+    assert match, "no CSRF token in the form"
+    return match.group(1)
+
+
+def test_form_post_without_csrf_token_is_rejected(csrf_client, sent):
+    dataset_id = f.make_dataset()
+    data = {"file": (io.BytesIO(b"text,label\na,x\nb,y\n"), "mine.csv")}
+    assert csrf_client.post("/datasets", data=data, content_type="multipart/form-data").status_code == 400
+    response = csrf_client.post("/train", data=train_form(dataset_id))
+    assert response.status_code == 400 and b"CSRF" in response.data
+    job_id = f.make_train_job(dataset_id)
+    assert csrf_client.post(f"/jobs/{job_id}/cancel").status_code == 400
+    assert csrf_client.post("/train", data={**train_form(dataset_id), "csrf_token": "forged"}).status_code == 400
+    assert count(Dataset) == 1 and sent == []
+
+
+def test_form_post_with_csrf_token_works(csrf_client):
+    data = {"file": (io.BytesIO(b"text,label\na,x\nb,y\n"), "mine.csv"), "csrf_token": token(csrf_client, "/datasets")}
+    assert csrf_client.post("/datasets", data=data, content_type="multipart/form-data").status_code == 302
+
+
+def test_api_is_exempt_from_csrf(csrf_client):
+    dataset_id = f.make_dataset()
+    body = {"dataset_id": dataset_id, "text_column": "text", "label_column": "label"}
+    assert csrf_client.post("/api/v1/jobs/train", json=body).status_code == 202
