@@ -19,7 +19,7 @@ REAL_SENTENCES = [
     "@SouthwestAir can u get me on flt #3768 instead of #2522 rt now",
     "I can't believe how good the new iPhone camera is, honestly the best upgrade I've made in years!",
     "Patriots fans are still arguing.",
-    "Self-driving cars will change how cities are designed, but not before the regulators catch up with them.",
+    "Self-driving cars will change how cities are designed, but not before the regulators catch up.",
 ]
 
 
