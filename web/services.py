@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 
 from core import jobs as job_states
-from core.datasets import DatasetError, check_training_columns, parse_csv
+from core.datasets import DatasetError, ParsedCSV, check_training_columns, parse_csv
 from core.db import db
 from core.queue import enqueue_job
 from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel
@@ -89,7 +89,7 @@ def create_dataset(data: bytes, filename: str | None, name: str | None = None) -
         session.add(dataset)
         session.flush()
         result = dataset_to_dict(dataset)
-    result.update(_profile(result["id"], result["sha256"]))
+    result.update(profile_rows(parsed))
     return result
 
 
@@ -116,10 +116,14 @@ def get_dataset(dataset_id: int, *, profile: bool = True) -> dict:
 
 @lru_cache(maxsize=16)
 def _profile(dataset_id: int, sha256: str) -> dict:
-    """Preview rows and column statistics, cached per content hash (parsing a large CSV is not free)."""
+    """:func:`profile_rows` of a stored dataset, cached per content hash (parsing a large CSV is not free)."""
     with db.session() as session:
         content = session.scalar(select(Dataset.content).where(Dataset.id == dataset_id))
-    parsed = parse_csv(content)
+    return profile_rows(parse_csv(content))
+
+
+def profile_rows(parsed: ParsedCSV) -> dict:
+    """The first rows (cells truncated) and, per column, distinct/empty counts and label counts."""
     preview = [{k: v[:PREVIEW_CELL_CHARS] for k, v in row.items()} for row in parsed.rows[:PREVIEW_ROWS]]
     stats = {}
     for column in parsed.columns:

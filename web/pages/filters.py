@@ -25,7 +25,7 @@ def num(value) -> str:
     if isinstance(value, bool) or value is None:
         return "–" if value is None else str(value).lower()
     if isinstance(value, float):
-        return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) >= 1e-4 or value == 0 else f"{value:.2e}"
+        return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
     return str(value)
 
 
@@ -85,6 +85,18 @@ def metric_sections(metrics: dict | None, prefix: str = "") -> tuple[list, list]
                 scalars.extend(sub_scalars)
                 tables.extend(sub_tables)
     return scalars, tables
+
+
+KEY_METRICS = ("accuracy", "macro_f1", "val_loss", "texts", "texts_per_second")
+
+
+@bp.app_template_global()
+def metric_view(metrics: dict | None) -> dict:
+    """Headline numbers (cards), other scalars (a fact list) and tables, for the metrics macro."""
+    scalars, tables = metric_sections(metrics)
+    key = [(name, value) for name, value in scalars if name in KEY_METRICS]
+    other = [(name, value) for name, value in scalars if name not in KEY_METRICS]
+    return {"key": key, "other": other, "tables": tables}
 
 
 @bp.app_template_global()

@@ -39,7 +39,7 @@ def train():
     if request.method == "GET" and selected:
         form.dataset_id.data = selected["id"]
         form.text_column.data = _guess(columns, ("text", "tweet", "sentence", "content", "body"), 0)
-        form.label_column.data = _guess(columns, ("label", "labels", "class", "category", "target"), 1)
+        form.label_column.data = _guess(columns, ("label", "labels", "sentiment", "class", "category", "target"), 1)
 
     general: list[str] = []
     if form.validate_on_submit():

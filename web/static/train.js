@@ -31,18 +31,21 @@
       var option = document.createElement("option");
       option.value = column;
       option.textContent = column;
-      option.selected = previous.indexOf(column) >= 0;
+      option.selected = option.defaultSelected = previous.indexOf(column) >= 0;
       select.appendChild(option);
     });
   }
 
-  function guess(select, columns, names) {
-    if (columns.indexOf(select.value) >= 0 && select.selectedIndex >= 0) return;
+  // keep a valid selection; else pick a column by name, else the first column accepted by `fallback`
+  function guess(select, columns, names, fallback) {
+    if (Array.prototype.some.call(select.options, function (o) { return o.selected && o.defaultSelected; })) return;
     for (var i = 0; i < names.length; i++) {
       for (var j = 0; j < columns.length; j++) {
         if (columns[j].toLowerCase() === names[i]) { select.value = columns[j]; return; }
       }
     }
+    var candidate = fallback ? columns.filter(fallback)[0] : undefined;
+    if (candidate !== undefined) select.value = candidate;
   }
 
   function describe(column) {
@@ -68,7 +71,8 @@
         stats = info.column_stats || {};
         [textColumn, labelColumn, labelColumns].forEach(function (select) { fill(select, info.columns); });
         guess(textColumn, info.columns, ["text", "tweet", "sentence", "content", "body"]);
-        guess(labelColumn, info.columns, ["label", "labels", "class", "category", "target"]);
+        guess(labelColumn, info.columns, ["label", "labels", "sentiment", "class", "category", "target"],
+              function (c) { return c !== textColumn.value && stats[c] && stats[c].label_like; });
         showCounts();
       })
       .catch(function () { if (counts) counts.textContent = "Could not load the dataset's columns."; });

@@ -1,0 +1,143 @@
+"""Browser tests: headless Chromium against a real threaded werkzeug server, CSRF on.
+
+Skipped when /usr/bin/chromium or /usr/bin/chromedriver is missing (``apt-get install chromium chromium-driver``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+
+import pytest
+
+from . import factories as f
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason=f"browser tests need {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)",
+)
+
+WAIT_S = 15
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="bertqueue-chrome-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1280,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    except Exception as exc:  # noqa: BLE001 - a broken browser install is an environment problem, not a bug here
+        shutil.rmtree(profile, ignore_errors=True)
+        pytest.skip(f"could not start headless Chromium: {exc}")
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def server(settings):
+    """The app on a real threaded werkzeug server at 127.0.0.1:<free port>; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    from web import create_app
+
+    app = create_app({"SETTINGS": settings, "WTF_CSRF_ENABLED": True})
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join(timeout=10)
+
+
+def wait(driver, condition, timeout=WAIT_S):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+
+
+def test_upload_a_dataset_through_the_form(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    csv = tmp_path / "tweets.csv"
+    csv.write_bytes(b"text,label\nso good,pos\nso bad,neg\nfine,pos\n")
+    browser.get(f"{server}/datasets")
+    assert "No datasets yet" in browser.page_source
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(csv))
+    browser.find_element(By.ID, "name").send_keys("Browser upload")
+    browser.find_element(By.CSS_SELECTOR, "#upload-form button[type=submit]").click()
+    wait(browser, lambda d: "/datasets/" in d.current_url)
+    assert "Browser upload" in browser.find_element(By.TAG_NAME, "h1").text
+    assert "3 rows" in browser.page_source
+    browser.get(f"{server}/datasets")
+    table = browser.find_element(By.ID, "datasets-table")
+    assert "Browser upload" in table.text and "tweets.csv" in table.text
+
+
+def test_train_form_shows_families_and_their_options(browser, server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    dataset_id = f.make_dataset()
+    browser.get(f"{server}/train")
+    family = Select(browser.find_element(By.ID, "family"))
+    assert [o.get_attribute("value") for o in family.options] == ["bert", "distilbert", "bert_lstm", "multitask"]
+    assert Select(browser.find_element(By.ID, "dataset_id")).first_selected_option.get_attribute("value") == str(
+        dataset_id
+    )
+    # columns filled from GET /api/v1/datasets/<id>, with label counts
+    wait(browser, lambda d: "pos 2" in d.find_element(By.ID, "label-counts").text)
+    columns = [o.get_attribute("value") for o in Select(browser.find_element(By.ID, "text_column")).options]
+    assert columns == ["text", "label", "topic"]
+    lstm = browser.find_element(By.CSS_SELECTOR, "fieldset[data-family=bert_lstm]")
+    multitask = browser.find_element(By.ID, "field-label_columns")
+    assert not lstm.is_displayed() and not multitask.is_displayed()
+    family.select_by_value("bert_lstm")
+    assert lstm.is_displayed() and browser.find_element(By.ID, "lstm_hidden").is_displayed()
+    family.select_by_value("multitask")
+    assert multitask.is_displayed() and not lstm.is_displayed()
+    assert not browser.find_element(By.ID, "field-label_column").is_displayed()
+    # submit a multitask job with both label columns: redirected to the job page
+    labels = Select(browser.find_element(By.ID, "label_columns"))
+    labels.select_by_value("label")
+    labels.select_by_value("topic")
+    browser.find_element(By.CSS_SELECTOR, "#train-form button[type=submit]").click()
+    wait(browser, lambda d: "/jobs/" in d.current_url)
+    assert "queued" in browser.find_element(By.ID, "job-status-badge").text
+
+
+def test_job_page_progress_updates_while_running(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    job_id = f.make_train_job(f.make_dataset())
+    f.start(job_id)
+    f.progress(job_id, 0.1)
+    browser.get(f"{server}/jobs/{job_id}")
+    bar = browser.find_element(By.ID, "job-progress")
+    assert bar.get_attribute("aria-valuenow") == "10"
+    assert browser.find_element(By.ID, "job-status-badge").text == "running"
+
+    f.progress(job_id, 0.6)  # the worker reports progress: the page picks it up by polling the API
+    wait(browser, lambda d: d.find_element(By.ID, "job-progress").get_attribute("aria-valuenow") == "60")
+    assert browser.find_element(By.ID, "job-progress-text").text == "60%"
+    width = browser.find_element(By.CSS_SELECTOR, "#job-progress .progress-fill").get_attribute("style")
+    assert "60" in width
+    browser.save_screenshot(str(tmp_path / "job-running.png"))
+
+    f.succeed(job_id, metrics={"accuracy": 0.875, "macro_f1": 0.8, "history": [{"epoch": 1, "loss": 0.4}]})
+    wait(browser, lambda d: "macro_f1" in d.page_source)  # reloaded once finished: metrics rendered
+    assert browser.find_element(By.ID, "job-status-badge").text == "succeeded"
+    assert "0.875" in browser.page_source
