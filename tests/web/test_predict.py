@@ -74,3 +74,25 @@ def test_default_timeout_comes_from_settings(settings, sent):
     response = app.test_client().post("/api/v1/predict", json={"model_id": model_id, "texts": ["a"]})
     assert response.status_code == 202
     assert 0.15 < time.monotonic() - started < 5
+
+
+def test_eager_mode_runs_a_registered_task_in_process(app, client, monkeypatch):
+    """With CELERY_EAGER and the task registered (worker imported in-process), the real send runs it inline."""
+    from core.queue import CLASSIFY_TASK, enqueue_job
+
+    monkeypatch.setattr("web.services.enqueue_job", enqueue_job)  # the real core.queue send
+    celery = app.extensions["bertqueue"].celery
+    seen = []
+
+    @celery.task(name=CLASSIFY_TASK, shared=False)  # this app only: never leaks into other apps of the session
+    def fake_classify(job_id):
+        seen.append(job_id)
+        f.start(job_id)
+        f.add_single_task_predictions(job_id, ["only"])
+        f.succeed(job_id)
+
+    model_id = f.make_model()
+    response = client.post("/api/v1/predict", json={"model_id": model_id, "texts": ["only"], "timeout_s": 0})
+    assert response.status_code == 200, response.json
+    assert seen == [response.json["job_id"]]
+    assert response.json["predictions"][0]["text"] == "only"
