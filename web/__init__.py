@@ -4,8 +4,6 @@ Jobs are created in SQL (committed first) and then announced to the workers by t
 """
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
@@ -14,8 +12,6 @@ from core.config import Settings
 from core.queue import make_celery
 
 from .context import EXTENSION_KEY, WebState
-
-log = logging.getLogger(__name__)
 
 csrf = CSRFProtect()
 

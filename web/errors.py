@@ -29,6 +29,9 @@ _HTTP_CODES = {
 }
 
 
+MAX_DETAILS = 20  # a list of 10,000 bad texts must not produce a 10,000-entry error
+
+
 class ApiError(Exception):
     """An expected failure with an HTTP status, a machine-readable code and a user-facing message."""
 
@@ -48,11 +51,14 @@ class ApiError(Exception):
 def validation_error(exc: ValidationError, *, status: int = 422) -> ApiError:
     """A pydantic error as an ApiError: a readable one-line message plus per-field details."""
     details = []
-    for err in exc.errors(include_url=False, include_input=False):
+    errors = exc.errors(include_url=False, include_input=False)
+    for err in errors[:MAX_DETAILS]:
         field = ".".join(str(part) for part in err.get("loc", ()))
         message = err.get("msg", "invalid value").removeprefix("Value error, ")
         details.append({"field": field, "message": message, "type": err.get("type", "")})
-    summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
+    summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details[:5])
+    if len(errors) > 5:
+        summary += f" (and {len(errors) - 5} more)"
     return ApiError(status, "validation_error", summary or "invalid request", details=details)
 
 

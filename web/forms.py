@@ -96,7 +96,8 @@ class TrainForm(FlaskForm):
         else:
             data["label_column"] = self.label_column.data or None
         if family == "bert_lstm":
-            data["lstm_hidden"] = self.lstm_hidden.data if self.lstm_hidden.data is not None else _default("lstm_hidden")
+            hidden = self.lstm_hidden.data
+            data["lstm_hidden"] = hidden if hidden is not None else _default("lstm_hidden")
             data["bidirectional"] = bool(self.bidirectional.data)
         for optional in ("name", "encoder", "encoder_lr", "head_lr"):
             value = getattr(self, optional).data

@@ -246,7 +246,9 @@ def _paths(spec: APISpec) -> None:
         operations={
             "get": {
                 "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                "responses": {
+                    "200": {"description": "text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                },
             }
         },
     )

@@ -163,3 +163,8 @@ def test_unexpected_errors_are_500_json(app, client, monkeypatch):
     assert "fire" not in error["message"]  # internals are logged, not leaked
     response = client.get("/jobs")
     assert response.status_code == 500 and b"internal server error" in response.data
+
+
+def test_many_errors_are_capped(client):
+    error = assert_error(client.post("/api/v1/jobs/classify", json={"model_id": 1, "texts": [1] * 500}), 422)
+    assert len(error["details"]) == 20 and "(and 495 more)" in error["message"]

@@ -128,6 +128,17 @@ def test_upload_form_rerenders_with_the_error(client, content, message):
     assert count(Dataset) == 0
 
 
+def test_upload_form_oversize_is_a_413_page(settings):
+    from web import create_app
+
+    client = create_app({"TESTING": True, "SETTINGS": settings.replace(max_upload_mb=1),
+                         "WTF_CSRF_ENABLED": False}).test_client()
+    data = {"file": (io.BytesIO(b"text,label\n" + b"x" * (1024 * 1024) + b",a\n"), "big.csv")}
+    response = client.post("/datasets", data=data, content_type="multipart/form-data")
+    assert response.status_code == 413 and b"the limit is 1 MB" in response.data and b"<!doctype html>" in response.data
+    assert count(Dataset) == 0
+
+
 def test_upload_form_without_a_file(client):
     response = client.post("/datasets", data={"name": "x"}, content_type="multipart/form-data")
     assert response.status_code == 400 and "choose a CSV file" in response.get_data(as_text=True)
@@ -139,7 +150,8 @@ def test_train_form_lists_families_and_columns(client):
     for family in ("bert", "distilbert", "bert_lstm", "multitask"):
         assert f'value="{family}"' in html
     for field in ("epochs", "batch_size", "learning_rate", "max_length", "validation_split", "lstm_hidden",
-                  "bidirectional", "encoder_lr", "head_lr", "class_weights_balanced", "freeze_encoder", "label_columns"):
+                  "bidirectional", "encoder_lr", "head_lr", "class_weights_balanced", "freeze_encoder",
+                  "label_columns"):
         assert f'name="{field}"' in html, field
     assert '<option selected value="text">' in html and '<option selected value="label">' in html
 

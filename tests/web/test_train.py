@@ -19,8 +19,8 @@ def job_count() -> int:
 
 def test_train_job_is_committed_then_enqueued(client, sent):
     dataset_id = make_dataset()
-    body = {"dataset_id": dataset_id, "text_column": "text", "label_column": "label", "epochs": 2, "family": "bert_lstm",
-            "lstm_hidden": 64, "bidirectional": False, "class_weights": "balanced"}
+    body = {"dataset_id": dataset_id, "text_column": "text", "label_column": "label", "epochs": 2,
+            "family": "bert_lstm", "lstm_hidden": 64, "bidirectional": False, "class_weights": "balanced"}
     response = client.post("/api/v1/jobs/train", json=body)
     assert response.status_code == 202, response.json
     job = response.json

@@ -72,7 +72,8 @@ def metric_sections(metrics: dict | None, prefix: str = "") -> tuple[list, list]
             if value and all(isinstance(v, dict) for v in value.values()):
                 columns = _columns(value.values())
                 if columns:
-                    tables.append((title, ["", *columns], [[k, *[v.get(c) for c in columns]] for k, v in value.items()]))
+                    rows = [[k, *[v.get(c) for c in columns]] for k, v in value.items()]
+                    tables.append((title, ["", *columns], rows))
                 for k, v in value.items():
                     nested = {kk: vv for kk, vv in v.items() if not _scalar(vv)}
                     sub_scalars, sub_tables = metric_sections(nested, f"{title} › {k} › ")
