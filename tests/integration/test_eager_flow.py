@@ -8,7 +8,6 @@ from sqlalchemy import func, select
 
 from core import jobs
 from core.db import db
-from core.queue import CLASSIFY_TASK, TRAIN_TASK
 from core.schema import Job, JobType, Prediction, TrainedModel, utcnow
 
 from .conftest import sample_csv, upload, wait_for_job
@@ -88,7 +87,7 @@ def test_predict_waits_for_the_answer(client, tiny_encoders):
     assert all(p["label"] in ("negative", "neutral", "positive") for p in body["predictions"])
 
 
-def test_duplicate_and_resumed_classification_never_duplicates_rows(app, client, tiny_encoders):
+def test_duplicate_and_resumed_classification_never_duplicates_rows(client, tiny_encoders):
     dataset_id = upload(client, sample_csv(40))
     model_id = _train(client, dataset_id, tiny_encoders["bert"])["model_id"]
     with db.session() as session:
@@ -97,9 +96,8 @@ def test_duplicate_and_resumed_classification_never_duplicates_rows(app, client,
         jobs.claim(session, job_id, "dead-worker", lease_seconds=1, max_attempts=3,
                    now=utcnow().replace(year=2000))
         session.add(Prediction(job_id=job_id, index=0, text=TEXTS[0], label="from-attempt-1", score=1.0, scores={}))
-    celery = app.extensions["celery"]
-    celery.tasks[CLASSIFY_TASK].apply(args=[job_id])  # redelivery: reclaims the stale lease, resumes
-    celery.tasks[CLASSIFY_TASK].apply(args=[job_id])  # a duplicate message: the job is done, nothing happens
+    worker.tasks.classify.apply(args=[job_id])  # redelivery: reclaims the stale lease, resumes
+    worker.tasks.classify.apply(args=[job_id])  # a duplicate message: the job is done, nothing happens
     with db.session() as session:
         job = session.get(Job, job_id)
         assert (job.status, job.attempts) == ("succeeded", 2)
@@ -108,13 +106,13 @@ def test_duplicate_and_resumed_classification_never_duplicates_rows(app, client,
     assert rows[0].label == "from-attempt-1"  # resumed after it, not rewritten
 
 
-def test_cancelled_job_is_not_run(client, app, tiny_encoders):
+def test_cancelled_job_is_not_run(client):
     dataset_id = upload(client, sample_csv(40))
     with db.session() as session:
         job_id = jobs.create_job(session, JobType.TRAIN, {"dataset_id": dataset_id, "text_column": "text",
                                                           "label_column": "sentiment"}, dataset_id=dataset_id).id
         jobs.cancel(session, job_id)
-    app.extensions["celery"].tasks[TRAIN_TASK].apply(args=[job_id])
+    worker.tasks.train.apply(args=[job_id])
     with db.session() as session:
         assert session.get(Job, job_id).status == "cancelled"
         assert session.scalar(select(func.count()).select_from(TrainedModel)) == 0

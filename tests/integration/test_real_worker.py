@@ -26,7 +26,7 @@ from .conftest import sample_csv, upload, wait_for_job
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REDIS_DB = 13  # a database of its own on the shared server, flushed before each test
+REDIS_DB = 12  # a database of its own on the shared server, flushed before each test
 
 
 @pytest.fixture
