@@ -84,12 +84,15 @@ def test_eager_mode_runs_a_registered_task_in_process(app, client, monkeypatch):
     celery = app.extensions["bertqueue"].celery
     seen = []
 
-    @celery.task(name=CLASSIFY_TASK, shared=False)  # this app only: never leaks into other apps of the session
+    @celery.task(name="tests.fake_classify", shared=False)  # this app only: never leaks into other apps
     def fake_classify(job_id):
         seen.append(job_id)
         f.start(job_id)
         f.add_single_task_predictions(job_id, ["only"])
         f.succeed(job_id)
+
+    # The real worker task may already be registered (other tests import worker.tasks): stand in for it.
+    monkeypatch.setitem(celery.tasks, CLASSIFY_TASK, fake_classify)
 
     model_id = f.make_model()
     response = client.post("/api/v1/predict", json={"model_id": model_id, "texts": ["only"], "timeout_s": 0})
