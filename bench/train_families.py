@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(families) - set(FAMILIES)
     if unknown:
         parser.error(f"unknown families: {', '.join(sorted(unknown))}")
-    datasets = {"sentiment": args.data_dir / "tweets_sentiment.csv", "multitask": args.data_dir / "tweets_multitask.csv"}
+    datasets = {
+        "sentiment": args.data_dir / "tweets_sentiment.csv",
+        "multitask": args.data_dir / "tweets_multitask.csv",
+    }
     for path in datasets.values():
         if not path.is_file():
             parser.error(f"dataset not found: {path}")
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         result.metrics["wall_seconds_incl_load_and_save"] = round(time.monotonic() - started, 2)
         results[family] = result.metrics
 
-    header = f"{'family':<12} {'task':<10} {'rows train/val':>15} {'train s':>9} {'ex/s':>8} {'accuracy':>9} {'macro-F1':>9}"
+    header = (f"{'family':<12} {'task':<10} {'rows train/val':>15} {'train s':>9} {'ex/s':>8} "
+              f"{'accuracy':>9} {'macro-F1':>9}")
     print(header)
     print("-" * len(header))
     for family, m in results.items():

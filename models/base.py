@@ -186,7 +186,8 @@ class EncoderClassifier(nn.Module):
         for i, task in enumerate(self.tasks):
             if self.class_weights and task in self.class_weights:
                 name = f"_class_weight_{i}"
-                self.register_buffer(name, torch.tensor(self.class_weights[task], dtype=torch.float32), persistent=False)
+                weight = torch.tensor(self.class_weights[task], dtype=torch.float32)  # (C,)
+                self.register_buffer(name, weight, persistent=False)
                 self._weight_buffer[task] = name
 
     def post_init(self) -> None:

@@ -71,7 +71,8 @@ def distilbert_config_from_bert(bert_config: Any) -> Any:
     from transformers import DistilBertConfig
 
     if getattr(bert_config, "model_type", None) != "bert":
-        raise ValueError(f"expected a BERT encoder (model_type 'bert'), got {getattr(bert_config, 'model_type', None)!r}")
+        model_type = getattr(bert_config, "model_type", None)
+        raise ValueError(f"expected a BERT encoder (model_type 'bert'), got {model_type!r}")
     position = getattr(bert_config, "position_embedding_type", None) or "absolute"
     if position != "absolute":
         raise ValueError(f"cannot convert: position_embedding_type={position!r} (DistilBERT has absolute positions)")

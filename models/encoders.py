@@ -4,7 +4,7 @@
   ``distilbert`` family the default is an exact DistilBERT-architecture conversion of it
   (:func:`models.convert.bert_to_distilbert`), built once into the encoder cache directory.
 * a local directory (anything that exists on disk, or looks like a path) -> loaded from disk only
-  (``HF_HUB_OFFLINE=1``, ``local_files_only=True``).
+  (``HF_HUB_OFFLINE=1`` while loading, ``local_files_only=True``).
 * anything else is taken as a Hugging Face hub id -> loaded through the hub (or its local cache) where reachable;
   otherwise a ``ValueError`` says the encoder is unknown.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,22 @@ def _is_local(name_or_path: str | os.PathLike) -> bool:
     return Path(name_or_path).expanduser().is_dir()
 
 
-def _mark_offline() -> None:
-    # Local directories never need the hub. (huggingface_hub reads this at import time, so it only helps when set
-    # before transformers is imported; the per-call local_files_only=True below is what actually enforces it.)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+@contextmanager
+def _offline():
+    """HF_HUB_OFFLINE=1 for the duration of a local load (restored after, so hub ids keep working later).
+
+    ``local_files_only=True`` on the same calls is what actually keeps a local load off the network, whatever
+    huggingface_hub read from the environment at import time.
+    """
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
 
 
 def load_encoder_config(name_or_path: str | os.PathLike) -> Any:
@@ -69,10 +82,10 @@ def load_encoder_config(name_or_path: str | os.PathLike) -> Any:
 
     name = str(name_or_path)
     if _is_local(name):
-        _mark_offline()
         if not (Path(name).expanduser() / "config.json").is_file():
             raise ValueError(f"encoder directory {name!r} has no config.json (not a transformers checkpoint)")
-        return AutoConfig.from_pretrained(str(Path(name).expanduser()), local_files_only=True)
+        with _offline():
+            return AutoConfig.from_pretrained(str(Path(name).expanduser()), local_files_only=True)
     if _looks_like_path(name):
         raise ValueError(f"encoder directory {name!r} does not exist")
     try:
@@ -97,7 +110,9 @@ def check_encoder_type(family: str, model_type: str | None) -> None:
         raise ValueError(encoder_type_error(family, model_type, allowed))
 
 
-def resolve_encoder(family: str, name: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> str:
+def resolve_encoder(
+    family: str, name: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+) -> str:
     """Turn a user's encoder choice into a loadable local path or hub id, checking it suits ``family``.
 
     ``None``/``"default"`` -> the packaged MiniLM (for ``distilbert``: its conversion, built once into
@@ -133,7 +148,6 @@ def load_encoder(name_or_path: str | os.PathLike) -> Any:
     name = str(name_or_path)
     local = _is_local(name)
     if local:
-        _mark_offline()
         name = str(Path(name).expanduser())
     elif _looks_like_path(name):
         raise ValueError(f"encoder directory {name!r} does not exist")
@@ -144,7 +158,11 @@ def load_encoder(name_or_path: str | os.PathLike) -> Any:
         if local:
             kwargs["local_files_only"] = True
         try:
-            model, info = AutoModel.from_pretrained(name, **kwargs)
+            if local:
+                with _offline():
+                    model, info = AutoModel.from_pretrained(name, **kwargs)
+            else:
+                model, info = AutoModel.from_pretrained(name, **kwargs)
         except OSError as error:
             if local:
                 raise ValueError(f"cannot load an encoder from {name!r}: {error}") from error
@@ -167,8 +185,8 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
 
     name = str(name_or_path)
     if _is_local(name):
-        _mark_offline()
-        return AutoTokenizer.from_pretrained(str(Path(name).expanduser()), local_files_only=True)
+        with _offline():
+            return AutoTokenizer.from_pretrained(str(Path(name).expanduser()), local_files_only=True)
     try:
         return AutoTokenizer.from_pretrained(name)
     except OSError:

@@ -65,7 +65,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_model(model: Any, tokenizer: Any, directory: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: Any, tokenizer: Any, directory: str | os.PathLike, *, metadata: dict[str, Any] | None = None
+) -> Path:
     """Save ``model`` (+ ``tokenizer``) into ``directory`` (created if needed); returns the directory.
 
     ``bertqueue_config.json`` is written last (atomically), so a reader that sees it sees a complete model.

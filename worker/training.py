@@ -125,7 +125,9 @@ def prepare_examples(rows: Sequence[Mapping[str, Any]], config: TrainConfig) -> 
     available = list(rows[0].keys())
     for column in [config.text_column, *columns]:
         if column not in available:
-            raise TrainingDataError(f"column {column!r} not found; the dataset's columns are: {', '.join(map(str, available))}")
+            raise TrainingDataError(
+                f"column {column!r} not found; the dataset's columns are: {', '.join(map(str, available))}"
+            )
     if config.text_column in columns:
         raise TrainingDataError(f"column {config.text_column!r} cannot be both the text and a label")
 
@@ -207,7 +209,10 @@ def length_bucketed_batches(
 
 
 def collate(
-    input_ids: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int, labels: Mapping[str, Sequence[int]] | None = None
+    input_ids: Sequence[Sequence[int]],
+    rows: Sequence[int],
+    pad_id: int,
+    labels: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Pad the selected rows to their longest (right padding): input_ids / attention_mask (B, T), labels (B,)."""
     import torch
@@ -249,7 +254,9 @@ def resolve_class_weights(
         return None
     if isinstance(setting, str):
         if setting != "balanced":
-            raise TrainingDataError(f"class_weights must be 'balanced', a list of numbers or {{task: [...]}}, got {setting!r}")
+            raise TrainingDataError(
+                f"class_weights must be 'balanced', a list of numbers or {{task: [...]}}, got {setting!r}"
+            )
         setting = {task: "balanced" for task in tasks}
     elif not isinstance(setting, Mapping):
         if len(tasks) != 1:

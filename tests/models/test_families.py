@@ -123,7 +123,8 @@ def test_padding_does_not_change_logits(family, options, tiny_bert_dir, tiny_dis
         ids, mask = _batch(tokenizer, SENTENCES)  # row 2 now carries many padding positions
         batched = _as_dict(model(ids, mask).logits, model)
         extra = torch.zeros((ids.shape[0], 7), dtype=ids.dtype)  # 7 more padding columns for everyone
-        padded = _as_dict(model(torch.cat([ids, extra + tokenizer.pad_token_id], 1), torch.cat([mask, extra], 1)).logits, model)
+        more_ids, more_mask = torch.cat([ids, extra + tokenizer.pad_token_id], 1), torch.cat([mask, extra], 1)
+        padded = _as_dict(model(more_ids, more_mask).logits, model)
     for task in alone:
         assert (alone[task][0] - batched[task][2]).abs().max().item() < 1e-5
         assert (batched[task] - padded[task]).abs().max().item() < 1e-5
