@@ -138,3 +138,22 @@ def test_classify_with_unknown_model_is_404(client):
     assert response.get_json()["error"]["code"]
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 0  # nothing half-written
+
+
+def test_reconciler_resends_a_job_whose_message_was_lost(client, tiny_encoders):
+    """SQL says queued, Redis never got (or lost) the message: the periodic reconciler sends it again."""
+    dataset_id = upload(client, sample_csv(40))
+    params = {"dataset_id": dataset_id, "text_column": "text", "label_column": "sentiment", "encoder":
+              str(tiny_encoders["bert"]), "epochs": 1, "max_length": 32}
+    with db.session() as session:
+        from core.specs import TrainRequest
+
+        job = jobs.create_job(session, JobType.TRAIN, TrainRequest.model_validate(params).model_dump(),
+                              dataset_id=dataset_id)
+        job.enqueued_at = utcnow().replace(year=2000)  # sent long ago; no worker ever saw it
+        job_id = job.id
+    assert worker.tasks.reconcile.apply().get() == 1
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job.status == "succeeded" and job.model_id is not None
+    assert worker.tasks.reconcile.apply().get() == 0  # nothing else is waiting
