@@ -110,3 +110,32 @@ def redis_url():
     """The real Redis server's URL (skipped on a laptop without one; required under CI)."""
     require_service("Redis", _redis_error())
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A tiny random-weight BERT encoder (+ the real MiniLM tokenizer), built once per session."""
+    from tests.factories import tiny_bert_encoder
+
+    return tiny_bert_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert_dir(tmp_path_factory):
+    """A tiny random-weight DistilBERT encoder, built once per session."""
+    from tests.factories import tiny_distilbert_encoder
+
+    return tiny_distilbert_encoder(tmp_path_factory.mktemp("tiny-distilbert"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_bert_dir):
+    from models.encoders import load_tokenizer
+
+    return load_tokenizer(tiny_bert_dir)
+
+
+@pytest.fixture
+def encoder_dir(request, tiny_bert_dir, tiny_distilbert_dir):
+    """Encoder directory for a family name given as the fixture's param (distilbert needs a DistilBERT one)."""
+    return tiny_distilbert_dir if request.param == "distilbert" else tiny_bert_dir

@@ -13,12 +13,9 @@ SAMPLE = REPO_ROOT / "data" / "sample_tweets_multitask.csv"
 
 
 @pytest.fixture(scope="session")
-def tiny_encoders(tmp_path_factory) -> dict[str, Path]:
+def tiny_encoders(tiny_bert_dir, tiny_distilbert_dir) -> dict[str, Path]:
     """Random-weight tiny encoders: 'bert' (for bert/bert_lstm/multitask) and 'distilbert'."""
-    from tests.factories import tiny_bert_encoder, tiny_distilbert_encoder
-
-    root = tmp_path_factory.mktemp("encoders")
-    return {"bert": tiny_bert_encoder(root / "bert"), "distilbert": tiny_distilbert_encoder(root / "distilbert")}
+    return {"bert": tiny_bert_dir, "distilbert": tiny_distilbert_dir}
 
 
 def sample_csv(rows: int, columns: tuple[str, ...] = ("text", "sentiment")) -> bytes:

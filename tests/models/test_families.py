@@ -11,7 +11,12 @@ from models.base import IGNORE_INDEX
 from models.io import CONFIG_NAME, WEIGHTS_NAME, load_model, save_model
 from models.registry import FAMILIES, build_model
 
-from .conftest import SENTENCES
+SENTENCES = [
+    "great flight, thanks!",
+    "@united my bag is lost again and nobody at the desk could tell me anything useful at all",
+    "meh",
+    "The new phone is fine I guess, battery life could be better though.",
+]
 
 SINGLE = {"sentiment": ["negative", "neutral", "positive"]}
 MULTI = {"sentiment": ["negative", "neutral", "positive"], "topic": ["airline", "apple", "nfl", "other"]}
