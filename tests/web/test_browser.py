@@ -1,6 +1,7 @@
 """Browser tests: headless Chromium against a real threaded werkzeug server, CSRF on.
 
-Skipped when /usr/bin/chromium or /usr/bin/chromedriver is missing (``apt-get install chromium chromium-driver``).
+Skipped when /usr/bin/chromium or /usr/bin/chromedriver is missing (``apt-get install chromium chromium-driver``),
+except under CI (CI=true), where .ci/run installs them and a missing browser is a failure.
 """
 from __future__ import annotations
 
@@ -11,18 +12,14 @@ import threading
 
 import pytest
 
+from tests.conftest import require_service
+
 from . import factories as f
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-        reason=f"browser tests need {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)",
-    ),
-]
+pytestmark = [pytest.mark.browser]
 
 WAIT_S = 15
 
@@ -32,6 +29,9 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        require_service("headless Chromium", FileNotFoundError(
+            f"browser tests need {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"))
     profile = tempfile.mkdtemp(prefix="bertqueue-chrome-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -43,7 +43,7 @@ def browser():
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     except Exception as exc:  # noqa: BLE001 - a broken browser install is an environment problem, not a bug here
         shutil.rmtree(profile, ignore_errors=True)
-        pytest.skip(f"could not start headless Chromium: {exc}")
+        require_service("headless Chromium", exc)
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
