@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -55,8 +56,11 @@ class Api:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(self.base + path, data=data, method=method,
                                          headers={"Content-Type": content_type} if data else {})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise SystemExit(f"{method} {path} -> {exc.code}: {exc.read().decode(errors='replace')}") from None
 
     def upload(self, csv_bytes: bytes, name: str) -> int:
         boundary = "benchboundary"
@@ -88,7 +92,7 @@ def to_csv(rows: list[dict]) -> bytes:
     import io
 
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["text", "sentiment"], lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=["text", "sentiment"])  # \r\n: quotes fields holding a bare \r
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue().encode()
@@ -215,6 +219,8 @@ def main() -> int:
     for (name, r), seconds in zip(rate.items(), (warm, cold, raw, loop)):
         print(f"{name:<26}{seconds:>10.2f}{r:>10.1f}{r / rate['raw batched forward']:>9.2f}")
     print(f"\nratio platform(warm)/raw = {rate['platform, warm worker'] / rate['raw batched forward']:.2f}")
+    print(f"ratio platform(warm)/worker inference loop = "
+          f"{rate['platform, warm worker'] / rate['worker inference loop']:.2f}  (queue + SQL overhead)")
     return 0
 
 

@@ -23,7 +23,7 @@ def sample_csv(rows: int, columns: tuple[str, ...] = ("text", "sentiment")) -> b
     with SAMPLE.open(encoding="utf-8", newline="") as f:
         records = [r for _, r in zip(range(rows), csv.DictReader(f))]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(records)
     return out.getvalue().encode("utf-8")
