@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core import jobs, runtime
 from core.datasets import DatasetError, parse_csv
@@ -47,8 +47,13 @@ class Lease:
         if self.lost or (not force and now - self._last < self.every_s):
             return not self.lost
         self._last = now
-        with db.session() as session:
-            self.lost = not jobs.heartbeat(session, self.job_id, self.owner, progress)
+        try:
+            with db.session() as session:
+                self.lost = not jobs.heartbeat(session, self.job_id, self.owner, progress)
+        except SQLAlchemyError as exc:
+            # A database hiccup must not kill hours of training; the next beat tries again, and a lease that
+            # really lapses is settled by the claim logic.
+            log.warning("job %s: heartbeat failed (%s); continuing", self.job_id, exc)
         return not self.lost
 
     def progress(self, fraction: float, _info: dict | None = None) -> None:
@@ -167,6 +172,14 @@ def _publish_model(job_id: str, request: TrainRequest, dataset_name: str, result
     shutil.rmtree(final_dir, ignore_errors=True)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(scratch, final_dir)
+    try:
+        _record_model(job_id, request, dataset_name, result, final_dir)
+    except BaseException:
+        shutil.rmtree(final_dir, ignore_errors=True)  # no model row, so no files either
+        raise
+
+
+def _record_model(job_id: str, request: TrainRequest, dataset_name: str, result, final_dir: Path) -> None:
     name = request.name or f"{request.family}-{dataset_name}"[:200]
     tasks = {task: list(labels) for task, labels in result.tasks.items()}
     encoder = request.encoder or "default (all-MiniLM-L6-v2)"
