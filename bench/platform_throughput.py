@@ -185,7 +185,7 @@ def main() -> int:
         print(f"trained {args.family} on {args.train_rows} tweets in {time.perf_counter() - started:.1f}s "
               f"(val accuracy {job['metrics']['accuracy']:.3f})")
         model = api.call("GET", f"/api/v1/models/{job['model_id']}")
-        model_dir = str(work / "store" / "models" / job["id"])
+        model_dir = str(next((work / "store" / "models").glob(f"{job['id']}-*")))
 
         def classify(batch: list[str]) -> float:
             t0 = time.perf_counter()

@@ -34,6 +34,10 @@ class Settings:
     lease_seconds: int = 120  # a running job whose heartbeat is older than this may be reclaimed
     requeue_after_s: int = 300  # a queued job older than this with no worker is re-sent by the reconciler
     celery_eager: bool = False  # run tasks in-process (tests, demos)
+    # Which encoders an API user may train from. Empty: any local directory (single-user default). Otherwise
+    # os.pathsep-separated root directories; the packaged default and MODEL_STORE/encoders are always allowed.
+    encoder_roots: str = ""
+    allow_hub_encoders: bool = True  # hub ids (only useful where a hub is reachable)
 
     # name of the environment variable for each field (no annotation: a class attribute, not a field)
     _ENV = {
@@ -50,6 +54,8 @@ class Settings:
         "lease_seconds": "LEASE_SECONDS",
         "requeue_after_s": "REQUEUE_AFTER_S",
         "celery_eager": "CELERY_EAGER",
+        "encoder_roots": "ENCODER_ROOTS",
+        "allow_hub_encoders": "ALLOW_HUB_ENCODERS",
     }
 
     @classmethod

@@ -46,6 +46,7 @@ class TrainRequest(_Strict):
     class_weights: Literal["balanced"] | list[float] | dict[str, list[float]] | None = None
     freeze_encoder: bool = False
     task_weights: dict[str, Annotated[float, Field(ge=0)]] | None = None
+    pooling: Literal["pooler", "cls", "mean"] | None = None  # bert and multitask; default: pooler when present
 
     @model_validator(mode="after")
     def _label_columns(self) -> "TrainRequest":
@@ -68,6 +69,8 @@ class TrainRequest(_Strict):
             unknown = set(self.class_weights) - set(columns)
             if unknown:
                 raise ValueError(f"class_weights names unknown tasks: {', '.join(sorted(unknown))}")
+        if self.pooling is not None and self.family not in ("bert", "multitask"):
+            raise ValueError(f"pooling applies to the bert and multitask families, not {self.family!r}")
         if isinstance(self.class_weights, list) and self.family == "multitask":
             raise ValueError("for multitask give class_weights as {task: [weights]} or 'balanced'")
         return self
@@ -79,8 +82,16 @@ class ClassifyRequest(_Strict):
     Validate with ``context={"max_texts": ..., "max_text_chars": ...}`` to apply the deployment's limits.
     """
 
+    # texts are kept exactly as sent (no whitespace stripping): predictions echo them back
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
     model_id: int
     texts: list[str] = Field(min_length=1)
+
+    @classmethod
+    def from_job_params(cls, params: dict) -> "ClassifyRequest":
+        """Read a job's stored params: already validated under the deployment's limits when it was created."""
+        return cls.model_validate(params, context={"max_texts": 2**63, "max_text_chars": 2**63})
 
     @field_validator("texts")
     @classmethod

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from core import jobs as job_states
 from core.datasets import DatasetError, ParsedCSV, check_training_columns, parse_csv
 from core.db import db
+from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.queue import enqueue_job
 from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel
 from core.specs import ClassifyRequest, TrainRequest
@@ -153,7 +154,11 @@ def _enqueue(job_id: str, job_type: str) -> None:
 
 
 def start_training(request: TrainRequest) -> dict:
-    """Check the dataset and its columns, commit a queued train job, then enqueue it."""
+    """Check the encoder, the dataset and its columns, commit a queued train job, then enqueue it."""
+    try:
+        check_encoder(request.encoder, context.settings())
+    except EncoderNotAllowed as exc:
+        raise ApiError(422, "encoder_not_allowed", str(exc)) from None
     with db.session() as session:
         dataset = session.get(Dataset, request.dataset_id)
         if dataset is None:
@@ -269,10 +274,14 @@ def wait_for_job(job_id: str, timeout_s: float) -> dict:
     deadline = time.monotonic() + max(0.0, timeout_s)
     delay = 0.02
     while True:
-        job = get_job(job_id)
+        # poll the status column alone: a classify job's params hold every text
+        with db.session() as session:
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+        if status is None:
+            raise _not_found("job", job_id)
         remaining = deadline - time.monotonic()
-        if job["terminal"] or remaining <= 0:
-            return job
+        if JobStatus(status).terminal or remaining <= 0:
+            return get_job(job_id)
         time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, 0.5)
 

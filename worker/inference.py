@@ -151,7 +151,11 @@ def get_predictor(model_dir: str | Path, device: str = "cpu") -> Predictor:
             if key in _cache:
                 _cache.move_to_end(key)
                 return _cache[key]
-        predictor = Predictor.load(key[0], device=device)
+        try:
+            predictor = Predictor.load(key[0], device=device)
+        finally:
+            with _cache_lock:
+                _loading.pop(key, None)
         with _cache_lock:
             # a re-saved model (new mtime) replaces the stale entry for the same dir/device
             for old in [k for k in _cache if k[0] == key[0] and k[2] == device]:
@@ -159,7 +163,6 @@ def get_predictor(model_dir: str | Path, device: str = "cpu") -> Predictor:
             _cache[key] = predictor
             while len(_cache) > max(1, CACHE_SIZE):
                 _cache.popitem(last=False)
-            _loading.pop(key, None)
     return predictor
 
 

@@ -9,7 +9,10 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
+from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -18,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from core import jobs, runtime
 from core.datasets import DatasetError, parse_csv
 from core.db import db
+from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.results import insert_predictions, stored_indices
 from core.schema import Dataset, Job, TrainedModel
 from core.specs import ClassifyRequest, TrainRequest
@@ -34,33 +38,52 @@ def worker_id() -> str:
 
 
 class Lease:
-    """Heartbeats for one claimed job; tells the ML loop when the job was cancelled or taken away."""
+    """Keeps a claimed job's lease fresh from a background thread for as long as the work runs.
 
-    def __init__(self, job_id: str, every_s: float = HEARTBEAT_EVERY_S) -> None:
-        self.job_id, self.owner, self.every_s = job_id, worker_id(), every_s
-        self._last = 0.0
+    The thread beats every few seconds whatever the ML code is doing (loading or converting an encoder, one huge
+    step, building a predictor), so a slow phase never looks like a dead worker. The ML loops only report
+    ``progress()`` (written with the next beat) and poll ``should_stop()`` (the job was cancelled, or another
+    worker took it over).
+    """
+
+    def __init__(self, job_id: str, lease_seconds: float, every_s: float = HEARTBEAT_EVERY_S) -> None:
+        self.job_id, self.owner = job_id, worker_id()
+        self.every_s = max(0.2, min(every_s, lease_seconds / 4))
         self.lost = False
+        self._progress: float | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
 
-    def beat(self, progress: float | None = None, *, force: bool = False) -> bool:
-        """Write progress + heartbeat at most every ``every_s`` seconds (or now, with ``force``)."""
-        now = time.monotonic()
-        if self.lost or (not force and now - self._last < self.every_s):
-            return not self.lost
-        self._last = now
+    def __enter__(self) -> "Lease":
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.every_s):
+            self._beat()
+
+    def _beat(self) -> None:
         try:
             with db.session() as session:
-                self.lost = not jobs.heartbeat(session, self.job_id, self.owner, progress)
+                owned = jobs.heartbeat(session, self.job_id, self.owner, self._progress)
         except SQLAlchemyError as exc:
-            # A database hiccup must not kill hours of training; the next beat tries again, and a lease that
-            # really lapses is settled by the claim logic.
+            # A database hiccup must not kill hours of work; the next beat tries again.
             log.warning("job %s: heartbeat failed (%s); continuing", self.job_id, exc)
-        return not self.lost
+            return
+        if not owned:
+            self.lost = True
+            self._stopped.set()
 
     def progress(self, fraction: float, _info: dict | None = None) -> None:
-        self.beat(fraction)
+        self._progress = fraction
 
     def should_stop(self) -> bool:
-        return not self.beat()
+        return self.lost
 
 
 def _claim(job_id: str) -> tuple[jobs.Claim, float | None]:
@@ -110,15 +133,18 @@ def run_training(job_id: str) -> float | None:
             if dataset is None:
                 raise DatasetError("the job's dataset no longer exists")
             content, dataset_name = dataset.content, dataset.name
+        check_encoder(request.encoder, settings)
         rows = parse_csv(content).rows
-        result = _train(job_id, request, rows, scratch, store)
-        _publish_model(job_id, request, dataset_name, result, scratch, store)
+        with Lease(job_id, settings.lease_seconds) as lease:
+            result = _train(request, rows, scratch, store, lease)
+        # one directory per attempt: a worker that lost the job can never touch the winner's files
+        _publish_model(job_id, request, dataset_name, result, scratch, store / "models" / f"{job_id}-{claim.attempts}")
     except Exception as exc:  # noqa: BLE001 - every failure must end up on the job row
         from .training import TrainingCancelled, TrainingDataError
 
         if isinstance(exc, TrainingCancelled):
-            log.info("job %s cancelled", job_id)
-        elif isinstance(exc, (TrainingDataError, DatasetError)):
+            log.info("job %s stopped: cancelled, or taken over by another worker", job_id)
+        elif isinstance(exc, (TrainingDataError, DatasetError, EncoderNotAllowed)):
             _fail(job_id, str(exc))
         else:
             log.exception("job %s crashed", job_id)
@@ -128,36 +154,20 @@ def run_training(job_id: str) -> float | None:
     return None
 
 
-def _train(job_id: str, request: TrainRequest, rows: list[dict], scratch: Path, store: Path):
-    from .training import TrainConfig, train_classifier
+def train_config(request: TrainRequest):
+    """The training loop's config from a validated request (every field the loop knows, by name)."""
+    from .training import TrainConfig
 
-    config = TrainConfig(
-        text_column=request.text_column,
-        label_columns=list(request.label_columns),
-        family=request.family,
-        encoder=request.encoder,
-        epochs=request.epochs,
-        batch_size=request.batch_size,
-        learning_rate=request.learning_rate,
-        encoder_lr=request.encoder_lr,
-        head_lr=request.head_lr,
-        max_length=request.max_length,
-        validation_split=request.validation_split,
-        seed=request.seed,
-        warmup_ratio=request.warmup_ratio,
-        weight_decay=request.weight_decay,
-        dropout=request.dropout,
-        class_weights=request.class_weights,
-        freeze_encoder=request.freeze_encoder,
-        lstm_hidden=request.lstm_hidden,
-        bidirectional=request.bidirectional,
-        task_weights=request.task_weights,
-    )
-    lease = Lease(job_id)
-    lease.beat(0.0, force=True)
+    values = request.model_dump()
+    return TrainConfig(**{f.name: values[f.name] for f in fields(TrainConfig) if f.name in values})
+
+
+def _train(request: TrainRequest, rows: list[dict], scratch: Path, store: Path, lease: Lease):
+    from .training import train_classifier
+
     return train_classifier(
         rows,
-        config,
+        train_config(request),
         scratch,
         device=_device(),
         encoder_cache_dir=store / "encoders",
@@ -166,10 +176,8 @@ def _train(job_id: str, request: TrainRequest, rows: list[dict], scratch: Path, 
     )
 
 
-def _publish_model(job_id: str, request: TrainRequest, dataset_name: str, result, scratch: Path, store: Path) -> None:
-    """Move the artifacts into the store and record model + job success in one transaction."""
-    final_dir = store / "models" / job_id
-    shutil.rmtree(final_dir, ignore_errors=True)
+def _publish_model(job_id: str, request: TrainRequest, dataset_name: str, result, scratch: Path, final_dir: Path) -> None:
+    """Move the artifacts into ``final_dir`` and record model + job success in one transaction."""
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(scratch, final_dir)
     try:
@@ -233,35 +241,36 @@ def _classify(job_id: str) -> None:
 
     with db.session() as session:
         job = session.get(Job, job_id)
-        request = ClassifyRequest.model_validate(job.params)
+        request = ClassifyRequest.from_job_params(job.params)
         model = session.get(TrainedModel, request.model_id)
         if model is None:
             raise LookupError(f"model {request.model_id} no longer exists")
         artifact_dir = model.artifact_dir
         done = stored_indices(session, job_id)
     started = time.monotonic()
-    predictor = get_predictor(artifact_dir, _device())
-    lease = Lease(job_id)
     texts = request.texts
     todo = [i for i in range(len(texts)) if i not in done]
-    for start in range(0, len(todo), CLASSIFY_CHUNK):
-        if lease.should_stop():
-            log.info("job %s cancelled after %d texts", job_id, start)
-            return
-        chunk = todo[start : start + CLASSIFY_CHUNK]
-        results = predictor.predict([texts[i] for i in chunk])
-        items = [_prediction_row(i, texts[i], r) for i, r in zip(chunk, results)]
-        with db.session() as session:
-            insert_predictions(session, job_id, items)
-            jobs.heartbeat(session, job_id, worker_id(), (len(done) + start + len(chunk)) / len(texts))
+    with Lease(job_id, runtime.settings().lease_seconds) as lease:
+        predictor = get_predictor(artifact_dir, _device())
+        for start in range(0, len(todo), CLASSIFY_CHUNK):
+            if lease.should_stop():
+                log.info("job %s stopped after %d texts: cancelled, or taken over", job_id, start)
+                return
+            chunk = todo[start : start + CLASSIFY_CHUNK]
+            results = predictor.predict([texts[i] for i in chunk])
+            items = [_prediction_row(i, texts[i], r) for i, r in zip(chunk, results)]
+            fraction = (len(done) + start + len(chunk)) / len(texts)
+            lease.progress(fraction)
+            with db.session() as session:  # the rows and the progress commit together
+                insert_predictions(session, job_id, items)
+                jobs.heartbeat(session, job_id, worker_id(), fraction)
     seconds = time.monotonic() - started
     with db.session() as session:
-        labels = _label_distribution(session, job_id)
         metrics = {
             "texts": len(texts),
             "seconds": round(seconds, 3),
             "texts_per_second": round(len(todo) / seconds, 2) if seconds > 0 else None,
-            "label_counts": labels,
+            "label_counts": _label_distribution(session, job_id),
             "device": _device(),
         }
         jobs.succeed(session, job_id, worker_id(), metrics=metrics)
@@ -275,9 +284,16 @@ def _prediction_row(index: int, text: str, result: dict) -> dict:
     return {"index": index, "text": text, "label": result["label"], "score": result["score"], "scores": result["scores"]}
 
 
-def _label_distribution(session, job_id: str) -> dict[str, int]:
+def _label_distribution(session, job_id: str) -> dict:
+    """Label counts of a job's predictions: ``{label: n}``, or ``{task: {label: n}}`` for a multitask model."""
     from core.schema import Prediction
 
+    per_task: dict[str, Counter] = {}
+    for tasks in session.scalars(select(Prediction.tasks).where(Prediction.job_id == job_id, Prediction.tasks.is_not(None))):
+        for task, result in (tasks or {}).items():
+            per_task.setdefault(task, Counter())[result["label"]] += 1
+    if per_task:
+        return {task: dict(sorted(counts.items())) for task, counts in per_task.items()}
     rows = session.execute(
         select(Prediction.label, func.count()).where(Prediction.job_id == job_id).group_by(Prediction.label)
     ).all()

@@ -62,3 +62,29 @@ def test_classify_request_limits():
         with pytest.raises(ValidationError):
             ClassifyRequest.model_validate({"model_id": 1, "texts": texts}, context=context)
     assert PredictRequest.model_validate({"model_id": 1, "texts": ["x"], "timeout_s": 5}).timeout_s == 5
+
+
+def test_pooling_option_belongs_to_bert_and_multitask():
+    assert TrainRequest(dataset_id=1, text_column="t", label_column="l", pooling="mean").pooling == "mean"
+    with pytest.raises(ValidationError):
+        TrainRequest(dataset_id=1, text_column="t", label_column="l", family="bert_lstm", pooling="mean")
+
+
+def test_texts_are_kept_exactly_and_stored_params_ignore_deployment_limits():
+    request = ClassifyRequest.model_validate({"model_id": 1, "texts": ["  padded text \n"]})
+    assert request.texts == ["  padded text \n"]
+    many = {"model_id": 1, "texts": ["x"] * 12_000}  # accepted by a deployment with a higher MAX_TEXTS_PER_JOB
+    assert len(ClassifyRequest.from_job_params(many).texts) == 12_000
+
+
+def test_every_train_request_field_the_training_loop_knows_reaches_it():
+    from dataclasses import fields
+
+    from worker.runner import train_config
+    from worker.training import TrainConfig
+
+    request = TrainRequest(dataset_id=1, text_column="t", label_column="l", pooling="cls", dropout=0.2, seed=7)
+    config = train_config(request)
+    assert (config.pooling, config.dropout, config.seed, config.label_columns) == ("cls", 0.2, 7, ["l"])
+    missing = {f.name for f in fields(TrainConfig)} - set(TrainRequest.model_fields)
+    assert not missing, f"TrainConfig fields the API cannot set: {missing}"

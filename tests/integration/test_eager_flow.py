@@ -157,3 +157,17 @@ def test_reconciler_resends_a_job_whose_message_was_lost(client, tiny_encoders):
         job = session.get(Job, job_id)
         assert job.status == "succeeded" and job.model_id is not None
     assert worker.tasks.reconcile.apply().get() == 0  # nothing else is waiting
+
+
+def test_encoder_outside_the_allowed_roots_is_refused_before_queueing(settings, tmp_path):
+    from web import create_app
+
+    restricted = settings.replace(encoder_roots=str(tmp_path / "encoders"))
+    client = create_app({"TESTING": True, "SETTINGS": restricted, "WTF_CSRF_ENABLED": False}).test_client()
+    dataset_id = upload(client, sample_csv(40))
+    response = client.post("/api/v1/jobs/train", json={"dataset_id": dataset_id, "text_column": "text",
+                                                       "label_column": "sentiment", "encoder": "/etc"})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "encoder_not_allowed"
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0

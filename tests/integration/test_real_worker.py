@@ -94,7 +94,8 @@ def test_train_and_classify_with_real_worker_redis_postgres_and_minilm(stack):
     assert job["metrics"]["train_examples"] + job["metrics"]["validation_examples"] == 48
     model = client.get(f"/api/v1/models/{job['model_id']}").get_json()
     assert model["family"] == "bert" and "MiniLM" in model["encoder"]
-    assert Path(settings.model_store, "models", job["id"], "model.safetensors").exists()
+    assert [p.name for p in Path(settings.model_store, "models").glob(f"{job['id']}-*/model.safetensors")] == [
+        "model.safetensors"]
 
     texts = ["@united thanks, the crew was amazing!", "worst flight ever, lost my bag"]
     response = client.post("/api/v1/jobs/classify", json={"model_id": job["model_id"], "texts": texts})
