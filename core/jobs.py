@@ -55,13 +55,18 @@ def create_job(
     *,
     dataset_id: int | None = None,
     model_id: int | None = None,
+    inputs: list | None = None,
 ) -> Job:
-    """Add a queued job to ``session`` (the caller commits *before* sending its message)."""
+    """Add a queued job to ``session`` (the caller commits *before* sending its message).
+
+    ``inputs`` holds bulky job input (a classify job's texts), stored apart from ``params``.
+    """
     now = utcnow()
     job = Job(
         type=JobType(job_type).value,
         status=JobStatus.QUEUED.value,
         params=params,
+        inputs=inputs,
         dataset_id=dataset_id,
         model_id=model_id,
         progress=0.0,

@@ -111,6 +111,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     params: Mapped[dict] = mapped_column(JSON, default=dict)
+    # A classify job's texts: kept out of ``params`` and deferred, so listing and polling jobs never load them.
+    inputs: Mapped[list | None] = deferred(mapped_column(JSON))
     metrics: Mapped[dict | None] = mapped_column(JSON)
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
     # classify: the model used; train: the model produced (set on success)

@@ -89,9 +89,19 @@ class ClassifyRequest(_Strict):
     texts: list[str] = Field(min_length=1)
 
     @classmethod
-    def from_job_params(cls, params: dict) -> "ClassifyRequest":
-        """Read a job's stored params: already validated under the deployment's limits when it was created."""
-        return cls.model_validate(params, context={"max_texts": 2**63, "max_text_chars": 2**63})
+    def from_job_params(cls, params: dict, inputs: list[str] | None = None) -> "ClassifyRequest":
+        """Read a stored job (params + inputs), already validated under the deployment's limits when created."""
+        data = {"model_id": params["model_id"], "texts": inputs if inputs is not None else params.get("texts")}
+        return cls.model_validate(data, context={"max_texts": 2**63, "max_text_chars": 2**63})
+
+    def job_params(self, preview: int = 3, preview_chars: int = 200) -> tuple[dict, list[str]]:
+        """(params, inputs) to store for this request: small params for display, the texts as inputs."""
+        params = {
+            "model_id": self.model_id,
+            "text_count": len(self.texts),
+            "texts_preview": [t[:preview_chars] for t in self.texts[:preview]],
+        }
+        return params, list(self.texts)
 
     @field_validator("texts")
     @classmethod

@@ -175,11 +175,11 @@ def start_training(request: TrainRequest) -> dict:
 
 def start_classification(request: ClassifyRequest) -> dict:
     """Commit a queued classify job for an existing model, then enqueue it."""
-    params = request.model_dump(mode="json", include=set(ClassifyRequest.model_fields))  # drops timeout_s
+    params, texts = ClassifyRequest.job_params(request)  # a PredictRequest's timeout_s is not stored
     with db.session() as session:
         if session.get(TrainedModel, request.model_id) is None:
             raise _not_found("model", request.model_id)
-        job = job_states.create_job(session, JobType.CLASSIFY, params, model_id=request.model_id)
+        job = job_states.create_job(session, JobType.CLASSIFY, params, model_id=request.model_id, inputs=texts)
         result = job_to_dict(job)
     _enqueue(result["id"], JobType.CLASSIFY.value)
     return result
@@ -265,7 +265,7 @@ def list_predictions(job_id: str, *, offset: int = 0, limit: int = 100) -> dict:
             "limit": limit,
             "job_id": job_id,
             "job_status": job.status,
-            "text_count": len((job.params or {}).get("texts") or []),
+            "text_count": (job.params or {}).get("text_count", len((job.params or {}).get("texts") or [])),
         }
 
 

@@ -241,7 +241,7 @@ def _classify(job_id: str) -> None:
 
     with db.session() as session:
         job = session.get(Job, job_id)
-        request = ClassifyRequest.from_job_params(job.params)
+        request = ClassifyRequest.from_job_params(job.params, job.inputs)
         model = session.get(TrainedModel, request.model_id)
         if model is None:
             raise LookupError(f"model {request.model_id} no longer exists")

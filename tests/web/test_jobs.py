@@ -6,6 +6,7 @@ from datetime import datetime
 import pytest
 
 from core.db import db
+from core.specs import ClassifyRequest
 from core.schema import Job
 from web import schemas
 
@@ -53,8 +54,11 @@ def test_classify_job_creation_and_params_hide_texts(client, sent):
     assert "texts" not in job["params"]
     assert job["params"]["text_count"] == 10 and job["params"]["texts_preview"] == texts[:3]
     assert sent == [(job["id"], "classify")]
-    with db.session() as session:  # the row keeps every text, exactly as the worker's ClassifyRequest expects
-        assert session.get(Job, job["id"]).params == {"model_id": model_id, "texts": texts}
+    with db.session() as session:  # the texts live in the deferred inputs column, read back by the worker
+        row = session.get(Job, job["id"])
+        assert row.params == {"model_id": model_id, "text_count": 10, "texts_preview": texts[:3]}
+        assert row.inputs == texts
+        assert ClassifyRequest.from_job_params(row.params, row.inputs).texts == texts
     assert "texts" not in client.get(f"/api/v1/jobs/{job['id']}").json["params"]
 
 
@@ -62,7 +66,8 @@ def test_predict_params_do_not_carry_timeout(client, sent):
     model_id = f.make_model()
     job = client.post("/api/v1/predict", json={"model_id": model_id, "texts": ["a"], "timeout_s": 0}).json
     with db.session() as session:
-        assert session.get(Job, job["id"]).params == {"model_id": model_id, "texts": ["a"]}
+        row = session.get(Job, job["id"])
+        assert "timeout_s" not in row.params and row.inputs == ["a"]
 
 
 @pytest.fixture

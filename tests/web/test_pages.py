@@ -223,7 +223,7 @@ def test_classify_form(client, sent):
     response = client.post("/classify", data={"model_id": str(model_id), "texts": "first text\n\n  second text  \n"})
     assert response.status_code == 302
     with db.session() as session:
-        assert session.get(Job, sent[0][0]).params == {"model_id": model_id, "texts": ["first text", "second text"]}
+        assert session.get(Job, sent[0][0]).inputs == ["first text", "second text"]
 
 
 @pytest.mark.parametrize("texts, message", [("", "enter at least one text"), ("\n   \n", "enter at least one text")])
