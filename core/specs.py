@@ -1,7 +1,8 @@
 """Request and job-parameter models, shared by the web (validation) and the worker (reading params).
 
-A job's ``params`` column holds ``TrainRequest.model_dump()`` or ``ClassifyRequest.model_dump()``, so the
-worker reads exactly what the web validated.
+A train job's ``params`` column holds ``TrainRequest.model_dump()``; a classify job stores
+``ClassifyRequest.job_params()`` (small params + the texts as ``inputs``). Either way the worker reads back exactly
+what the web validated.
 """
 from __future__ import annotations
 
