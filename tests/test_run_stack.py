@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +60,16 @@ def test_launcher_runs_the_platform_and_stops_cleanly(tmp_path):
         assert status == 200
         items = body["items"] if isinstance(body, dict) else body
         assert {d["name"] for d in items} >= {"sample_tweets", "sample_tweets_multitask"}
-        process.send_signal(signal.SIGINT)  # Ctrl-C
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        assert len(descendants) >= 3  # redis, worker (+ pool), web (+ workers)
+        process.send_signal(signal.SIGINT)  # Ctrl-C, possibly while the worker is still starting up
         output = process.communicate(timeout=60)[0].decode(errors="replace")
         assert process.returncode == 0, output
         assert "shutting down" in output
         time.sleep(0.5)
         assert not _listening(web_port) and not _listening(redis_port), output
+        survivors = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not survivors, f"processes outlived the launcher: {[p.cmdline() for p in survivors]}"
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
