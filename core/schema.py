@@ -88,6 +88,10 @@ class Dataset(Base):
     row_count: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
+    # csv | tsv | jsonl (see core.datasets): how ``content`` is parsed
+    format: Mapped[str] = mapped_column(String(16), default="csv", server_default="csv")
+    # preview rows + per-column statistics, computed once while the upload is parsed (None for old rows)
+    profile: Mapped[dict | None] = mapped_column(JSON)
     content: Mapped[bytes] = deferred(mapped_column(LargeBinary))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -167,6 +171,7 @@ class Prediction(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
+    row_id: Mapped[str | None] = mapped_column(Text)  # dataset jobs with an id_column: that row's id
     label: Mapped[str] = mapped_column(String(200))  # multitask: the first task's label
     score: Mapped[float] = mapped_column(Float)
     scores: Mapped[dict] = mapped_column(JSON)

@@ -77,36 +77,26 @@ class TrainRequest(_Strict):
         return self
 
 
-class ClassifyRequest(_Strict):
-    """Body of ``POST /api/v1/jobs/classify`` and ``POST /api/v1/predict``.
+# SQL ids are BIGINT on PostgreSQL: anything larger is not an id and must be a 4xx, not a database error.
+MAX_SQL_ID = 2**63 - 1
+SqlId = Annotated[int, Field(ge=1, le=MAX_SQL_ID)]
 
-    Validate with ``context={"max_texts": ..., "max_text_chars": ...}`` to apply the deployment's limits.
-    """
+
+class _ServingOptions(_Strict):
+    """What every classification request shares: the model and how to run it."""
 
     # texts are kept exactly as sent (no whitespace stripping): predictions echo them back
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    model_id: int
-    texts: list[str] = Field(min_length=1)
+    model_id: SqlId
+    # int8 dynamic quantization of the model's Linear layers (CPU); None: the deployment's default
+    quantize: bool | None = None
 
+    @field_validator("texts", check_fields=False)
     @classmethod
-    def from_job_params(cls, params: dict, inputs: list[str] | None = None) -> "ClassifyRequest":
-        """Read a stored job (params + inputs), already validated under the deployment's limits when created."""
-        data = {"model_id": params["model_id"], "texts": inputs if inputs is not None else params.get("texts")}
-        return cls.model_validate(data, context={"max_texts": 2**63, "max_text_chars": 2**63})
-
-    def job_params(self, preview: int = 3, preview_chars: int = 200) -> tuple[dict, list[str]]:
-        """(params, inputs) to store for this request: small params for display, the texts as inputs."""
-        params = {
-            "model_id": self.model_id,
-            "text_count": len(self.texts),
-            "texts_preview": [t[:preview_chars] for t in self.texts[:preview]],
-        }
-        return params, list(self.texts)
-
-    @field_validator("texts")
-    @classmethod
-    def _texts(cls, texts: list[str], info: ValidationInfo) -> list[str]:
+    def _texts(cls, texts: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if texts is None:
+            return None
         context = info.context or {}
         max_texts = context.get("max_texts", 10_000)
         max_chars = context.get("max_text_chars", 20_000)
@@ -117,10 +107,73 @@ class ClassifyRequest(_Strict):
                 raise ValueError(f"texts[{i}] is empty")
             if len(text) > max_chars:
                 raise ValueError(f"texts[{i}] has {len(text)} characters; the limit is {max_chars}")
+            if "\x00" in text:
+                raise ValueError(f"texts[{i}] contains a NUL character")
         return texts
 
 
-class PredictRequest(ClassifyRequest):
-    """Body of ``POST /api/v1/predict``: a classify job that the caller waits for."""
+class ClassifyRequest(_ServingOptions):
+    """Body of ``POST /api/v1/jobs/classify``: either ``texts``, or a stored dataset and its text column.
 
-    timeout_s: float | None = Field(default=None, ge=0, le=300)
+    Validate with ``context={"max_texts": ..., "max_text_chars": ...}`` to apply the deployment's limits.
+    """
+
+    texts: list[str] | None = Field(default=None, min_length=1)
+    dataset_id: SqlId | None = None
+    text_column: ColumnName | None = None
+    id_column: ColumnName | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ClassifyRequest":
+        if self.texts is not None and self.dataset_id is not None:
+            raise ValueError("give either texts or dataset_id (with text_column), not both")
+        if self.texts is None and self.dataset_id is None:
+            raise ValueError("give texts, or dataset_id with text_column")
+        if self.dataset_id is not None and self.text_column is None:
+            raise ValueError("text_column is required with dataset_id")
+        if self.texts is not None and (self.text_column is not None or self.id_column is not None):
+            raise ValueError("text_column and id_column go with dataset_id, not with texts")
+        if self.id_column is not None and self.id_column == self.text_column:
+            raise ValueError("id_column must differ from text_column")
+        return self
+
+    @property
+    def from_dataset(self) -> bool:
+        return self.dataset_id is not None
+
+    @classmethod
+    def from_job_params(cls, params: dict, inputs: list[str] | None = None) -> "ClassifyRequest":
+        """Read a stored job (params + inputs), already validated under the deployment's limits when created."""
+        data = {k: params[k] for k in ("model_id", "dataset_id", "text_column", "id_column", "quantize") if params.get(k) is not None}
+        if "dataset_id" not in data:
+            data["texts"] = inputs if inputs is not None else params.get("texts")
+        return cls.model_validate(data, context={"max_texts": 2**63, "max_text_chars": 2**63})
+
+    def job_params(self, preview: int = 3, preview_chars: int = 200, *, row_count: int | None = None) -> tuple[dict, list[str] | None]:
+        """(params, inputs) to store for this request: small params for display, the texts (if any) as inputs."""
+        params: dict = {"model_id": self.model_id}
+        if self.quantize is not None:
+            params["quantize"] = self.quantize
+        if self.from_dataset:
+            params.update(dataset_id=self.dataset_id, text_column=self.text_column, text_count=row_count)
+            if self.id_column is not None:
+                params["id_column"] = self.id_column
+            return params, None
+        params.update(text_count=len(self.texts), texts_preview=[t[:preview_chars] for t in self.texts[:preview]])
+        return params, list(self.texts)
+
+
+class PredictRequest(_ServingOptions):
+    """Body of ``POST /api/v1/predict``: texts classified by a job that the caller waits for."""
+
+    texts: list[str] = Field(min_length=1)
+    timeout_s: float | None = Field(default=None, ge=0, le=300, allow_inf_nan=False)
+
+    from_dataset = False
+
+    def job_params(self, preview: int = 3, preview_chars: int = 200) -> tuple[dict, list[str]]:
+        """As :meth:`ClassifyRequest.job_params` (``timeout_s`` is not stored: it is the caller's, not the job's)."""
+        data = self.model_dump(exclude={"timeout_s"}, exclude_none=True)
+        return ClassifyRequest.model_validate(data, context={"max_texts": 2**63, "max_text_chars": 2**63}).job_params(
+            preview, preview_chars
+        )

@@ -23,7 +23,7 @@ from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.queue import enqueue_job
 from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel
-from core.specs import ClassifyRequest, TrainRequest
+from core.specs import ClassifyRequest, PredictRequest, TrainRequest
 
 from . import context
 from .errors import ApiError, validation_error
@@ -173,16 +173,42 @@ def start_training(request: TrainRequest) -> dict:
     return result
 
 
-def start_classification(request: ClassifyRequest) -> dict:
-    """Commit a queued classify job for an existing model, then enqueue it."""
-    params, texts = ClassifyRequest.job_params(request)  # a PredictRequest's timeout_s is not stored
+def start_classification(request: ClassifyRequest | PredictRequest) -> dict:
+    """Commit a queued classify job (texts, or a dataset's text column) for an existing model, then enqueue it."""
     with db.session() as session:
         if session.get(TrainedModel, request.model_id) is None:
             raise _not_found("model", request.model_id)
-        job = job_states.create_job(session, JobType.CLASSIFY, params, model_id=request.model_id, inputs=texts)
+        row_count = None
+        if request.from_dataset:
+            dataset = session.get(Dataset, request.dataset_id)
+            if dataset is None:
+                raise _not_found("dataset", request.dataset_id)
+            _check_classify_columns(dataset, request.text_column, request.id_column)
+            row_count = dataset.row_count
+        params, texts = (
+            request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
+        )
+        job = job_states.create_job(
+            session, JobType.CLASSIFY, params, model_id=request.model_id, dataset_id=request.dataset_id
+            if request.from_dataset else None, inputs=texts,
+        )
         result = job_to_dict(job)
     _enqueue(result["id"], JobType.CLASSIFY.value)
     return result
+
+
+def _check_classify_columns(dataset: Dataset, text_column: str, id_column: str | None) -> None:
+    """The chosen columns exist, and the text column has some text (from the profile computed at upload)."""
+    missing = [c for c in (text_column, id_column) if c is not None and c not in dataset.columns]
+    if missing:
+        raise ApiError(
+            422, "unknown_column",
+            f"column(s) {', '.join(repr(c) for c in missing)} not in dataset {dataset.id}; "
+            f"it has {', '.join(dataset.columns)}",
+        )
+    stats = ((dataset.profile or {}).get("column_stats") or {}).get(text_column)
+    if stats is not None and stats.get("empty", 0) >= dataset.row_count:
+        raise ApiError(422, "empty_column", f"column {text_column!r} of dataset {dataset.id} has no text to classify")
 
 
 def get_job(job_id: str) -> dict:
