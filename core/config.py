@@ -38,6 +38,12 @@ class Settings:
     # os.pathsep-separated root directories; the packaged default and MODEL_STORE/encoders are always allowed.
     encoder_roots: str = ""
     allow_hub_encoders: bool = True  # hub ids (only useful where a hub is reachable)
+    # serving engine (worker.batching): how long a batch waits for partners, and how big a batch may get
+    batch_wait_ms: float = 2.0
+    max_batch_tokens: int = 8192  # rows x longest row (padded tokens) per forward pass
+    max_batch_size: int = 64
+    quantize_default: bool = False  # int8 dynamic quantization when neither the request nor the model says
+    reconcile_every_s: float = 60.0  # how often the beat schedule runs the reconciler
 
     # name of the environment variable for each field (no annotation: a class attribute, not a field)
     _ENV = {
@@ -56,6 +62,11 @@ class Settings:
         "celery_eager": "CELERY_EAGER",
         "encoder_roots": "ENCODER_ROOTS",
         "allow_hub_encoders": "ALLOW_HUB_ENCODERS",
+        "batch_wait_ms": "BATCH_WAIT_MS",
+        "max_batch_tokens": "MAX_BATCH_TOKENS",
+        "max_batch_size": "MAX_BATCH_SIZE",
+        "quantize_default": "QUANTIZE",
+        "reconcile_every_s": "RECONCILE_EVERY_S",
     }
 
     @classmethod
@@ -76,6 +87,8 @@ class Settings:
         settings = cls(**values)
         if settings.device not in {"auto", "cpu", "cuda"}:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, not {settings.device!r}")
+        if settings.batch_wait_ms < 0 or settings.max_batch_tokens < 1 or settings.max_batch_size < 1:
+            raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS and MAX_BATCH_SIZE >= 1")
         return settings
 
     def replace(self, **changes) -> "Settings":

@@ -4,6 +4,10 @@ The web never imports the worker (or torch): it sends messages by task name, car
 """
 from __future__ import annotations
 
+import logging
+import threading
+
+import redis
 from celery import Celery
 
 from .config import Settings
@@ -19,7 +23,9 @@ CLASSIFY_QUEUE = "classify"
 TASK_FOR_JOB_TYPE = {JobType.TRAIN.value: TRAIN_TASK, JobType.CLASSIFY.value: CLASSIFY_TASK}
 QUEUE_FOR_TASK = {TRAIN_TASK: TRAIN_QUEUE, CLASSIFY_TASK: CLASSIFY_QUEUE, RECONCILE_TASK: CLASSIFY_QUEUE}
 
-RECONCILE_EVERY_S = 60.0
+log = logging.getLogger(__name__)
+
+JOB_DONE_CHANNEL_PREFIX = "bertqueue:job-done:"  # + job id; a worker publishes the terminal status there
 
 
 def celery_config(settings: Settings) -> dict:
@@ -46,7 +52,7 @@ def celery_config(settings: Settings) -> dict:
         "task_eager_propagates": False,
         "worker_hijack_root_logger": False,
         "beat_schedule": {
-            "reconcile-lost-jobs": {"task": RECONCILE_TASK, "schedule": RECONCILE_EVERY_S},
+            "reconcile-lost-jobs": {"task": RECONCILE_TASK, "schedule": settings.reconcile_every_s},
         },
     }
 
@@ -69,3 +75,27 @@ def send(app: Celery, task_name: str, job_id: str) -> None:
 def enqueue_job(app: Celery, job_id: str, job_type: str) -> None:
     """Send the message for a committed job row."""
     send(app, TASK_FOR_JOB_TYPE[job_type], job_id)
+
+
+def job_done_channel(job_id: str) -> str:
+    """The Redis pub/sub channel on which a job's end is announced (a hint: SQL holds the truth)."""
+    return JOB_DONE_CHANNEL_PREFIX + job_id
+
+
+_publishers: dict[str, redis.Redis] = {}
+_publishers_lock = threading.Lock()
+
+
+def announce_job_done(redis_url: str, job_id: str, status: str) -> None:
+    """Publish ``status`` on the job's channel. Best effort: a waiter that misses it re-reads SQL, so only latency
+    is lost; never raises."""
+    with _publishers_lock:
+        client = _publishers.get(redis_url)
+        if client is None:
+            client = _publishers[redis_url] = redis.Redis.from_url(
+                redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+    try:
+        client.publish(job_done_channel(job_id), status)
+    except redis.RedisError as exc:
+        log.debug("could not announce job %s: %s", job_id, exc)

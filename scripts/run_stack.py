@@ -22,7 +22,12 @@ from core.config import EMBEDDED_REDIS_PORT, VAR_DIR, Settings  # noqa: E402
 
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ.get("PORT", "5000"))
-WORKER_CONCURRENCY = os.environ.get("WORKER_CONCURRENCY", "2")
+# Training: one prefork child per concurrent training (each holds a model being trained).
+WORKER_CONCURRENCY = os.environ.get("WORKER_CONCURRENCY", "1")
+# Classification: one process, one copy of each model, many jobs in flight (threads) batched together.
+CLASSIFY_THREADS = int(os.environ.get("CLASSIFY_THREADS", "32"))
+WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
+WEB_THREADS = int(os.environ.get("WEB_THREADS", "16"))  # /predict requests wait on a thread each
 SAMPLES = [REPO_ROOT / "data" / "sample_tweets.csv", REPO_ROOT / "data" / "sample_tweets_multitask.csv"]
 
 
@@ -66,6 +71,38 @@ def start_embedded_redis() -> subprocess.Popen | None:
     raise SystemExit("embedded redis-server did not start")
 
 
+def celery_worker_commands(
+    classify_threads: int = CLASSIFY_THREADS,
+    *,
+    train_concurrency: str = WORKER_CONCURRENCY,
+    schedule_file: Path = VAR_DIR / "celerybeat-schedule",
+    loglevel: str = "INFO",
+) -> dict[str, list[str]]:
+    """The two Celery workers of the platform.
+
+    ``train``: prefork, a child per concurrent training. ``classify``: a thread pool in one process, so every
+    classification job and ``/predict`` call in flight shares one copy of each model and its batching engine; it
+    also runs the beat schedule (the reconciler), where busy training slots cannot starve it.
+    """
+    celery = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", loglevel,
+              "--without-gossip", "--without-mingle"]
+    return {
+        "train": [*celery, "-Q", "train", "-n", "train@%h", "--pool", "prefork", "--concurrency", str(train_concurrency)],
+        "classify": [*celery, "-Q", "classify", "-n", "classify@%h", "--pool", "threads",
+                     "--concurrency", str(classify_threads), "-B", "-s", str(schedule_file)],
+    }
+
+
+def gunicorn_command(host: str, port: int, *, workers: int = WEB_WORKERS, threads: int = WEB_THREADS,
+                     loglevel: str = "info", access_log: bool = False) -> list[str]:
+    """The web server: ``workers`` processes x ``threads`` threads (gthread)."""
+    command = [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"{host}:{port}", "--workers", str(workers),
+               "--threads", str(threads), "--timeout", "120", "--log-level", loglevel]
+    if access_log:
+        command += ["--access-logfile", "-"]
+    return [*command, "web:create_app()"]
+
+
 def seed_samples(settings: Settings) -> None:
     """Load the bundled sample datasets into an empty database."""
     from sqlalchemy import func, select
@@ -96,7 +133,6 @@ def main() -> int:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     settings = Settings.from_env(env)
-    bin_dir = Path(sys.executable).parent
     children: list[tuple[str, subprocess.Popen]] = []
 
     def signal_group(process: subprocess.Popen, signum: int) -> None:
@@ -137,15 +173,9 @@ def main() -> int:
         log(f"database: {settings.database_url}")
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO_ROOT, env=env, check=True)
         seed_samples(settings)
-        worker = [
-            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-B", "-Q", "train,classify",
-            "--concurrency", WORKER_CONCURRENCY, "--loglevel", "INFO", "-s", str(VAR_DIR / "celerybeat-schedule"),
-        ]
-        children.append(("worker", subprocess.Popen(worker, cwd=REPO_ROOT, env=env, start_new_session=True)))
-        web = [
-            str(bin_dir / "gunicorn"), "--bind", f"{HOST}:{PORT}", "--workers", "2", "--threads", "4",
-            "--timeout", "120", "--access-logfile", "-", "web:create_app()",
-        ]
+        for name, command in celery_worker_commands().items():
+            children.append((f"{name} worker", subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)))
+        web = gunicorn_command(HOST, PORT, access_log=True)
         children.append(("web", subprocess.Popen(web, cwd=REPO_ROOT, env=env, start_new_session=True)))
         for _ in range(100):
             if _port_open(HOST, PORT):

@@ -33,9 +33,15 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config)
     app.json.sort_keys = False
 
+    from .completion import CompletionListener
     from .metrics import Metrics
 
-    app.extensions[EXTENSION_KEY] = WebState(settings=settings, celery=make_celery(settings), metrics=Metrics())
+    app.extensions[EXTENSION_KEY] = WebState(
+        settings=settings,
+        celery=make_celery(settings),
+        metrics=Metrics(),
+        completion=None if settings.celery_eager else CompletionListener(settings.redis_url),
+    )
 
     from . import api, errors, pages
 

@@ -10,6 +10,7 @@ from flask import current_app
 from core.config import Settings
 
 if TYPE_CHECKING:
+    from .completion import CompletionListener
     from .metrics import Metrics
 
 EXTENSION_KEY = "bertqueue"
@@ -20,6 +21,7 @@ class WebState:
     settings: Settings
     celery: Celery
     metrics: "Metrics"
+    completion: "CompletionListener | None" = None  # None in eager mode: jobs finish inside the request
 
 
 def state() -> WebState:
@@ -32,3 +34,7 @@ def settings() -> Settings:
 
 def celery() -> Celery:
     return state().celery
+
+
+def completion() -> "CompletionListener | None":
+    return state().completion

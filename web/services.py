@@ -8,8 +8,10 @@ is added, and each function's session commits only once everything passed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import PurePath
 from typing import TypeVar
@@ -296,20 +298,28 @@ def list_predictions(job_id: str, *, offset: int = 0, limit: int = 100) -> dict:
 
 
 def wait_for_job(job_id: str, timeout_s: float) -> dict:
-    """Poll SQL (fresh session each time, closed between polls) until the job finishes or time runs out."""
+    """Wait until the job finishes or time runs out; the job as it then is.
+
+    Woken by the worker's job-done announcement (``web.completion``) where there is one; the job's status is
+    read from SQL after registering and on every wake-up, so a lost announcement only delays the answer.
+    """
     deadline = time.monotonic() + max(0.0, timeout_s)
-    delay = 0.02
-    while True:
-        # poll the status column alone: a classify job's params hold every text
-        with db.session() as session:
-            status = session.scalar(select(Job.status).where(Job.id == job_id))
-        if status is None:
-            raise _not_found("job", job_id)
-        remaining = deadline - time.monotonic()
-        if JobStatus(status).terminal or remaining <= 0:
-            return get_job(job_id)
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.5)
+    listener = context.completion()
+    with listener.watch(job_id) if listener is not None else nullcontext(threading.Event()) as done:
+        # with a live listener SQL is only a safety net, so it is read rarely; without one it is polled
+        delay = 0.5 if listener is not None and listener.connected.is_set() else 0.02
+        while True:
+            with db.session() as session:  # the status column alone: a classify job's inputs hold every text
+                status = session.scalar(select(Job.status).where(Job.id == job_id))
+            if status is None:
+                raise _not_found("job", job_id)
+            remaining = deadline - time.monotonic()
+            if JobStatus(status).terminal or remaining <= 0:
+                return get_job(job_id)
+            done.wait(min(delay, remaining))
+            done.clear()
+            if listener is None or not listener.connected.is_set():
+                delay = min(delay * 1.5, 0.5)
 
 
 def all_predictions(job_id: str) -> list[dict]:

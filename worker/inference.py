@@ -5,10 +5,12 @@ by length, and packs rows into batches whose padded size (rows x longest row) st
 and ``max_batch_size`` rows (as text-embeddings-inference does), runs them under ``torch.inference_mode``, applies
 softmax and returns the results in input order.
 
-``get_predictor(model_dir, device)`` keeps up to ``CACHE_SIZE`` (4; env ``BERTQUEUE_PREDICTOR_CACHE``) loaded
-models per process, least recently used evicted first, keyed by the resolved directory, the modification time of
-its ``bertqueue_config.json`` (a re-saved model is reloaded) and the device. It is thread-safe: concurrent callers
-for the same model wait for one load; ``predict`` itself is serialised per model by a lock.
+``get_predictor(model_dir, device, quantize=)`` keeps up to ``CACHE_SIZE`` (4; env ``BERTQUEUE_PREDICTOR_CACHE``)
+loaded models per process, least recently used evicted first, keyed by the resolved directory, the modification time
+of its ``bertqueue_config.json`` (a re-saved model is reloaded), the device and whether it is int8-quantized. It is
+thread-safe: concurrent callers for the same model wait for one load; ``forward`` is serialised per model by a lock.
+Every job in a worker process reaches a model through its :attr:`Predictor.engine` (``worker.batching``), which
+batches texts of concurrent jobs together.
 """
 from __future__ import annotations
 
@@ -23,30 +25,95 @@ DEFAULT_MAX_LENGTH = 128  # only for a saved model that recorded none
 
 
 class Predictor:
-    """A loaded classifier ready to label texts. Build with :meth:`load` (or :func:`get_predictor`)."""
+    """A loaded classifier ready to label texts. Build with :meth:`load` (or :func:`get_predictor`).
+
+    The narrow backend the batching engine drives is :meth:`encode` (texts -> token ids) and :meth:`forward`
+    (a batch of token-id rows -> probabilities per task); :meth:`results` turns probabilities into labels.
+    :meth:`predict` is the same pipeline for one caller, without the engine.
+    """
 
     family: str
     tasks: dict[str, list[str]]
     is_multitask: bool
 
-    def __init__(self, model: Any, tokenizer: Any, device: str = "cpu", model_dir: str | Path | None = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str = "cpu",
+        model_dir: str | Path | None = None,
+        *,
+        quantized: bool = False,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.quantized = quantized
         self.family = model.family
         self.tasks = {task: list(labels) for task, labels in model.tasks.items()}
         self.is_multitask = bool(model.is_multitask)
         self.max_length = int(model.max_length or DEFAULT_MAX_LENGTH)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._lock = threading.Lock()
+        self._engine_lock = threading.Lock()
+        self._engine = None
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "cpu") -> "Predictor":
-        """Load a model saved by ``models.io.save_model`` onto ``device``."""
+    def load(cls, model_dir: str | Path, device: str = "cpu", *, quantize: bool = False) -> "Predictor":
+        """Load a model saved by ``models.io.save_model`` onto ``device``.
+
+        ``quantize``: int8 dynamic quantization of every ``nn.Linear`` (weights int8, activations quantized on
+        the fly). CPU only: on CUDA the model runs in half precision instead, so the flag is ignored there.
+        """
         from models.io import load_model
 
         model, tokenizer = load_model(model_dir, device=device)
-        return cls(model, tokenizer, device=device, model_dir=model_dir)
+        quantized = bool(quantize) and not str(device).startswith("cuda")
+        if quantized:
+            model = quantize_linear_layers(model)
+        return cls(model, tokenizer, device=device, model_dir=model_dir, quantized=quantized)
+
+    # ---------------------------------------------------------------- the narrow backend
+
+    def encode(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+        """Token ids per text, truncated to the model's training ``max_length`` (no padding)."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts, not a single string")
+        texts = ["" if t is None else str(t) for t in texts]
+        if not texts:
+            return []
+        return self.tokenizer(
+            texts, truncation=True, max_length=int(max_length or self.max_length), padding=False,
+            return_attention_mask=False, return_token_type_ids=False,
+        )["input_ids"]
+
+    def forward(self, rows: list[list[int]]) -> dict[str, list[list[float]]]:
+        """Probabilities ``{task: [[p per label] per row]}`` for one batch of token-id rows (any order/lengths)."""
+        import torch
+
+        longest = max(len(r) for r in rows)
+        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)  # (B, T)
+        for b, row in enumerate(rows):
+            ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[b, : len(row)] = 1
+        with self._lock, torch.inference_mode(), _autocast(self.device):
+            logits = self.model(ids.to(self.device), mask.to(self.device)).logits
+        if not isinstance(logits, dict):
+            logits = {next(iter(self.tasks)): logits}
+        # softmax in fp32 whatever precision the model ran in
+        return {task: torch.softmax(task_logits.float(), dim=-1).cpu().tolist() for task, task_logits in logits.items()}
+
+    def results(self, probabilities: list[dict[str, list[float]]]) -> list[dict]:
+        """Per-text ``{task: probs}`` -> the public result shape (see :meth:`predict`)."""
+        out = []
+        for probs in probabilities:
+            per_task = {task: _label_result(self.tasks[task], probs[task]) for task in self.tasks}
+            out.append({"tasks": per_task} if self.is_multitask else next(iter(per_task.values())))
+        return out
+
+    # ---------------------------------------------------------------- one caller, no engine
 
     def predict(
         self,
@@ -56,48 +123,67 @@ class Predictor:
         max_batch_tokens: int = 8192,
         max_batch_size: int = 64,
     ) -> list[dict]:
-        """Classify ``texts``; one result per text, in input order.
+        """Classify ``texts``; one result per text, in input order (length-sorted, token-budgeted batches).
 
         Single-task: ``{"label", "score", "scores": {label: probability}}``.
         Multitask: ``{"tasks": {task: {"label", "score", "scores"}}}``.
         """
-        import torch
-
         if isinstance(texts, str):
             raise TypeError("predict() takes a list of texts, not a single string")
-        texts = ["" if t is None else str(t) for t in texts]
-        if not texts:
-            return []
-        max_length = int(max_length or self.max_length)
         if max_batch_tokens < 1 or max_batch_size < 1:
             raise ValueError("max_batch_tokens and max_batch_size must be >= 1")
-        encoded = self.tokenizer(
-            texts, truncation=True, max_length=max_length, padding=False,
-            return_attention_mask=False, return_token_type_ids=False,
-        )["input_ids"]
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]), reverse=True)
-        probabilities: dict[str, list[list[float] | None]] = {task: [None] * len(texts) for task in self.tasks}
-        with self._lock, torch.inference_mode():
-            for batch in _token_budget_batches(order, [len(e) for e in encoded], max_batch_tokens, max_batch_size):
-                longest = len(encoded[batch[0]])  # longest first: the order is by decreasing length
-                ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)  # (B, T)
-                mask = torch.zeros((len(batch), longest), dtype=torch.long)  # (B, T)
-                for b, i in enumerate(batch):
-                    ids[b, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
-                    mask[b, : len(encoded[i])] = 1
-                logits = self.model(ids.to(self.device), mask.to(self.device)).logits
-                if not isinstance(logits, dict):
-                    logits = {next(iter(self.tasks)): logits}
-                for task, task_logits in logits.items():
-                    probs = torch.softmax(task_logits.float(), dim=-1).cpu().tolist()  # (B, C)
-                    for i, p in zip(batch, probs):
-                        probabilities[task][i] = p
-        results = []
-        for i in range(len(texts)):
-            per_task = {task: _label_result(self.tasks[task], probabilities[task][i]) for task in self.tasks}
-            results.append({"tasks": per_task} if self.is_multitask else next(iter(per_task.values())))
-        return results
+        encoded = self.encode(texts, max_length)
+        if not encoded:
+            return []
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+        probabilities: list[dict[str, list[float]] | None] = [None] * len(encoded)
+        for batch in token_budget_batches(order, [len(e) for e in encoded], max_batch_tokens, max_batch_size):
+            out = self.forward([encoded[i] for i in batch])
+            for b, i in enumerate(batch):
+                probabilities[i] = {task: out[task][b] for task in out}
+        return self.results(probabilities)
+
+    @property
+    def engine(self):
+        """This model's cross-job batching engine (one per loaded model per process; see worker.batching)."""
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    from .batching import BatchingEngine
+
+                    self._engine = BatchingEngine(self, **engine_options())
+        return self._engine
+
+
+def engine_options() -> dict:
+    """The batching engine's knobs from the settings in force."""
+    from core import runtime
+
+    settings = runtime.settings()
+    return {
+        "wait_ms": settings.batch_wait_ms,
+        "max_batch_tokens": settings.max_batch_tokens,
+        "max_batch_size": settings.max_batch_size,
+    }
+
+
+def quantize_linear_layers(model: Any) -> Any:
+    """int8 dynamic quantization of ``model``'s ``nn.Linear`` layers (CPU inference)."""
+    import torch
+
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _autocast(device: str):
+    """Half precision on CUDA (bf16 where supported, else fp16); a no-op context on CPU."""
+    import contextlib
+
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def _label_result(labels: list[str], probs: list[float]) -> dict[str, Any]:
@@ -105,7 +191,7 @@ def _label_result(labels: list[str], probs: list[float]) -> dict[str, Any]:
     return {"label": labels[best], "score": float(probs[best]), "scores": {l: float(p) for l, p in zip(labels, probs)}}
 
 
-def _token_budget_batches(order: list[int], lengths: list[int], max_tokens: int, max_size: int) -> list[list[int]]:
+def token_budget_batches(order: list[int], lengths: list[int], max_tokens: int, max_size: int) -> list[list[int]]:
     """Cut ``order`` (decreasing length) into batches with rows x longest <= max_tokens (>= 1 row each)."""
     batches: list[list[int]] = []
     current: list[int] = []
@@ -120,6 +206,8 @@ def _token_budget_batches(order: list[int], lengths: list[int], max_tokens: int,
     return batches
 
 
+_token_budget_batches = token_budget_batches  # the name the tests and older callers use
+
 # ------------------------------------------------------------------------------------------------ cache
 
 _cache: OrderedDict[tuple, Predictor] = OrderedDict()
@@ -127,7 +215,7 @@ _cache_lock = threading.Lock()
 _loading: dict[tuple, threading.Lock] = {}
 
 
-def _cache_key(model_dir: str | Path, device: str) -> tuple:
+def _cache_key(model_dir: str | Path, device: str, quantize: bool) -> tuple:
     from models.io import CONFIG_NAME
 
     path = Path(model_dir).expanduser().resolve()
@@ -135,12 +223,15 @@ def _cache_key(model_dir: str | Path, device: str) -> tuple:
         mtime = (path / CONFIG_NAME).stat().st_mtime_ns
     except FileNotFoundError:
         raise ValueError(f"{model_dir} is not a saved bertqueue model (no {CONFIG_NAME})") from None
-    return (str(path), mtime, device)
+    return (str(path), mtime, device, bool(quantize))
 
 
-def get_predictor(model_dir: str | Path, device: str = "cpu") -> Predictor:
-    """The cached :class:`Predictor` for ``model_dir`` on ``device``, loading it on first use (thread-safe LRU)."""
-    key = _cache_key(model_dir, device)
+def get_predictor(model_dir: str | Path, device: str = "cpu", *, quantize: bool = False) -> Predictor:
+    """The cached :class:`Predictor` for ``model_dir`` on ``device`` (int8 when ``quantize``), loaded on first use.
+
+    Thread-safe LRU: concurrent callers for one key wait for a single load.
+    """
+    key = _cache_key(model_dir, device, quantize)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -152,13 +243,13 @@ def get_predictor(model_dir: str | Path, device: str = "cpu") -> Predictor:
                 _cache.move_to_end(key)
                 return _cache[key]
         try:
-            predictor = Predictor.load(key[0], device=device)
+            predictor = Predictor.load(key[0], device=device, quantize=key[3])
         finally:
             with _cache_lock:
                 _loading.pop(key, None)
         with _cache_lock:
-            # a re-saved model (new mtime) replaces the stale entry for the same dir/device
-            for old in [k for k in _cache if k[0] == key[0] and k[2] == device]:
+            # a re-saved model (new mtime) replaces the stale entry for the same dir, device and precision
+            for old in [k for k in _cache if k[0] == key[0] and k[2:] == key[2:]]:
                 del _cache[old]
             _cache[key] = predictor
             while len(_cache) > max(1, CACHE_SIZE):

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from core import jobs, runtime
 from core.datasets import DatasetError, parse_csv
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
+from core.queue import announce_job_done
 from core.results import insert_predictions, stored_indices
 from core.schema import Dataset, Job, TrainedModel
 from core.specs import ClassifyRequest, TrainRequest
@@ -29,7 +31,7 @@ from core.specs import ClassifyRequest, TrainRequest
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 2.0
-CLASSIFY_CHUNK = 512  # texts per commit: bounds lost work on a crash and paces progress updates
+CLASSIFY_CHUNK = 256  # texts per commit: bounds lost work on a crash, memory per job and paces progress updates
 
 
 def worker_id() -> str:
@@ -38,36 +40,34 @@ def worker_id() -> str:
 
 
 class Lease:
-    """Keeps a claimed job's lease fresh from a background thread for as long as the work runs.
+    """Keeps a claimed job's lease fresh for as long as the work runs.
 
-    The thread beats every few seconds whatever the ML code is doing (loading or converting an encoder, one huge
-    step, building a predictor), so a slow phase never looks like a dead worker. The ML loops only report
-    ``progress()`` (written with the next beat) and poll ``should_stop()`` (the job was cancelled, or another
-    worker took it over).
+    One keeper thread per process (:class:`_LeaseKeeper`) renews every open lease every few seconds whatever the
+    ML code is doing (loading or converting an encoder, one huge step, building a predictor), so a slow phase never
+    looks like a dead worker, and a worker running many small jobs at once does not pay a thread and an UPDATE per
+    job: a job shorter than one beat interval costs no heartbeat at all (the claim set ``heartbeat_at``). The ML
+    loops only report ``progress()`` (written with the next beat) and poll ``should_stop()`` (the job was
+    cancelled, or another worker took it over).
     """
 
     def __init__(self, job_id: str, lease_seconds: float, every_s: float = HEARTBEAT_EVERY_S) -> None:
         self.job_id, self.owner = job_id, worker_id()
         self.every_s = max(0.2, min(every_s, lease_seconds / 4))
         self.lost = False
+        self.next_beat = 0.0
         self._progress: float | None = None
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
 
     def __enter__(self) -> "Lease":
-        self._beat()
-        self._thread.start()
+        self.next_beat = time.monotonic() + self.every_s
+        _keeper().add(self)
         return self
 
     def __exit__(self, *_exc) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=10)
+        _keeper().remove(self)
 
-    def _run(self) -> None:
-        while not self._stopped.wait(self.every_s):
-            self._beat()
-
-    def _beat(self) -> None:
+    def beat(self) -> None:
+        """Renew the lease now (and write the latest progress); marks the lease lost if the job is no longer ours."""
+        self.next_beat = time.monotonic() + self.every_s
         try:
             with db.session() as session:
                 owned = jobs.heartbeat(session, self.job_id, self.owner, self._progress)
@@ -77,7 +77,6 @@ class Lease:
             return
         if not owned:
             self.lost = True
-            self._stopped.set()
 
     def progress(self, fraction: float, _info: dict | None = None) -> None:
         self._progress = fraction
@@ -86,16 +85,58 @@ class Lease:
         return self.lost
 
 
-def _claim(job_id: str) -> tuple[jobs.Claim, float | None]:
+class _LeaseKeeper:
+    """The process's one heartbeat thread: beats each open :class:`Lease` when it is due."""
+
+    TICK_S = 0.2
+
+    def __init__(self) -> None:
+        self._leases: set[Lease] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.add(lease)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+
+    def remove(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.discard(lease)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK_S)
+            with self._lock:
+                if not self._leases:
+                    self._thread = None
+                    return
+                due = [lease for lease in self._leases if not lease.lost and lease.next_beat <= time.monotonic()]
+            for lease in due:
+                lease.beat()
+
+
+_keepers: dict[int, _LeaseKeeper] = {}
+
+
+def _keeper() -> _LeaseKeeper:
+    # one per process: a forked child must not share (or wait on) its parent's thread
+    pid = os.getpid()
+    if pid not in _keepers:
+        _keepers[pid] = _LeaseKeeper()
+    return _keepers[pid]
+
+
+def _claim(job_id: str, session=None) -> tuple[jobs.Claim, float | None]:
     settings = runtime.settings()
-    with db.session() as session:
-        claim = jobs.claim(
-            session,
-            job_id,
-            worker_id(),
-            lease_seconds=settings.lease_seconds,
-            max_attempts=settings.job_max_attempts,
-        )
+    if session is None:
+        with db.session() as own:
+            return _claim(job_id, own)
+    claim = jobs.claim(
+        session, job_id, worker_id(), lease_seconds=settings.lease_seconds, max_attempts=settings.job_max_attempts
+    )
     log.info("job %s: claim %s (attempt %s)", job_id, claim.outcome.value, claim.attempts)
     if claim.outcome is jobs.ClaimOutcome.BUSY:
         return claim, claim.retry_in
@@ -112,6 +153,16 @@ def _device() -> str:
     from .device import resolve_device
 
     return resolve_device(runtime.settings().device)
+
+
+def _announce(job_id: str) -> None:
+    """Tell waiting web requests (``/predict``) that the job ended. Best effort: they re-check SQL anyway."""
+    settings = runtime.settings()
+    if settings.celery_eager:
+        return  # the caller runs in this very call stack and reads SQL right after
+    with db.session() as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+    announce_job_done(settings.redis_url, job_id, status or "missing")
 
 
 # ---------------------------------------------------------------- training
@@ -224,64 +275,176 @@ def _record_model(job_id: str, request: TrainRequest, dataset_name: str, result,
 
 
 def run_classification(job_id: str) -> float | None:
-    """Classify every text of job ``job_id``; resumes after the last stored prediction on a retry."""
-    claim, retry_in = _claim(job_id)
-    if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
-        return retry_in
+    """Classify every input of job ``job_id``; resumes after the stored predictions on a retry.
+
+    Runs in one of the worker's many job threads; the texts go through the model's shared batching engine, so
+    concurrent jobs are batched together.
+    """
+    with db.session() as session:
+        claim, retry_in = _claim(job_id, session)
+        if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
+            return retry_in
+        try:
+            work = _ClassifyWork.read(session, job_id, resumed=claim.attempts > 1)
+        except Exception as exc:  # noqa: BLE001
+            work, error = None, exc
     try:
-        _classify(job_id)
-    except Exception as exc:  # noqa: BLE001
-        log.exception("job %s crashed", job_id)
-        _fail(job_id, f"classification failed: {type(exc).__name__}: {exc}")
+        if work is None:
+            raise error
+        work.run()
+    except Exception as exc:  # noqa: BLE001 - every failure must end up on the job row
+        from .batching import RequestCancelled
+
+        if isinstance(exc, RequestCancelled):
+            log.info("job %s stopped: cancelled, or taken over by another worker", job_id)
+        elif isinstance(exc, (LookupError, DatasetError)):
+            _fail(job_id, str(exc))
+        else:
+            log.exception("job %s crashed", job_id)
+            _fail(job_id, f"classification failed: {type(exc).__name__}: {exc}")
+    finally:
+        _announce(job_id)
     return None
 
 
-def _classify(job_id: str) -> None:
-    from .inference import get_predictor
+class _ClassifyWork:
+    """One attempt at a classify job: its inputs (texts or a dataset column), model and what is already stored."""
 
-    with db.session() as session:
+    def __init__(self, job_id: str, request: ClassifyRequest, artifact_dir: str, quantize: bool,
+                 done: set[int], dataset: tuple[bytes, str] | None, total: int) -> None:
+        self.job_id, self.request, self.artifact_dir, self.quantize = job_id, request, artifact_dir, quantize
+        self.done, self.dataset, self.total = done, dataset, total
+
+    @classmethod
+    def read(cls, session, job_id: str, *, resumed: bool) -> "_ClassifyWork":
+        """Everything the attempt needs, read in the claim's session (closed before inference starts)."""
         job = session.get(Job, job_id)
-        request = ClassifyRequest.from_job_params(job.params, job.inputs)
+        request = ClassifyRequest.from_job_params(job.params, None if job.params.get("dataset_id") else job.inputs)
         model = session.get(TrainedModel, request.model_id)
         if model is None:
             raise LookupError(f"model {request.model_id} no longer exists")
-        artifact_dir = model.artifact_dir
-        done = stored_indices(session, job_id)
-    started = time.monotonic()
-    texts = request.texts
-    todo = [i for i in range(len(texts)) if i not in done]
-    with Lease(job_id, runtime.settings().lease_seconds) as lease:
-        predictor = get_predictor(artifact_dir, _device())
-        for start in range(0, len(todo), CLASSIFY_CHUNK):
-            if lease.should_stop():
-                log.info("job %s stopped after %d texts: cancelled, or taken over", job_id, start)
-                return
-            chunk = todo[start : start + CLASSIFY_CHUNK]
-            results = predictor.predict([texts[i] for i in chunk])
-            items = [_prediction_row(i, texts[i], r) for i, r in zip(chunk, results)]
-            fraction = (len(done) + start + len(chunk)) / len(texts)
-            lease.progress(fraction)
-            with db.session() as session:  # the rows and the progress commit together
-                insert_predictions(session, job_id, items)
-                jobs.heartbeat(session, job_id, worker_id(), fraction)
-    seconds = time.monotonic() - started
-    with db.session() as session:
+        dataset = None
+        if request.from_dataset:
+            row = session.execute(
+                select(Dataset.content, Dataset.format, Dataset.row_count).where(Dataset.id == request.dataset_id)
+            ).first()
+            if row is None:
+                raise LookupError(f"dataset {request.dataset_id} no longer exists")
+            dataset, total = (row.content, row.format), row.row_count
+        else:
+            total = len(request.texts)
+        done = stored_indices(session, job_id) if resumed else set()
+        return cls(job_id, request, model.artifact_dir, _quantize(request, model), done, dataset, total)
+
+    def inputs(self) -> Iterator[tuple[int, str, str | None]]:
+        """(index, text, row id) of every input, in order; empty dataset texts are skipped (nothing to classify)."""
+        if self.dataset is None:
+            for index, text in enumerate(self.request.texts):
+                yield index, text, None
+            return
+        from core.datasets import open_rows  # noqa: PLC0415 (lands with the dataset formats branch)
+
+        content, fmt = self.dataset
+        text_column, id_column = self.request.text_column, self.request.id_column
+        for index, row in enumerate(open_rows(content, fmt)):
+            text = row.get(text_column, "")
+            if text.strip():
+                yield index, text, (row.get(id_column) if id_column else None)
+
+    def run(self) -> None:
+        from .inference import get_predictor
+
+        started = time.monotonic()
+        engine = get_predictor(self.artifact_dir, _device(), quantize=self.quantize).engine
+        self.labels: dict[str, Counter] = {}
+        self.classified = 0
+        todo = (item for item in self.inputs() if item[0] not in self.done)
+        with Lease(self.job_id, runtime.settings().lease_seconds) as lease:
+            # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
+            pending = None
+            for chunk in _chunks(todo, CLASSIFY_CHUNK):
+                future = engine.submit([text for _, text, _ in chunk], should_stop=lease.should_stop)
+                if pending is not None:
+                    self._store(*pending, engine, lease)
+                pending = (chunk, future)
+            if pending is None:  # nothing left to classify (all stored by an earlier attempt, or no text)
+                with db.session() as session:
+                    self._succeed(session, started)
+            else:
+                self._store(*pending, engine, lease, started=started)
+
+    def _store(self, chunk, future, engine, lease: "Lease", *, started: float | None = None) -> None:
+        """Wait for a chunk's results and insert them; the last chunk (``started`` given) commits the success."""
+        results = engine.backend.results(future.result())
+        if lease.should_stop():  # cancelled meanwhile: write nothing more
+            from .batching import RequestCancelled
+
+            raise RequestCancelled("the job was cancelled")
+        rows = [_prediction_row(index, text, result, row_id) for (index, text, row_id), result in zip(chunk, results)]
+        self._count(rows)
+        fraction = min(1.0, (chunk[-1][0] + 1) / max(1, self.total))
+        lease.progress(fraction)
+        with db.session() as session:  # the rows and the progress (or the success) commit together
+            insert_predictions(session, self.job_id, rows)
+            if started is None:
+                jobs.heartbeat(session, self.job_id, worker_id(), fraction)
+            else:
+                self._succeed(session, started)
+
+    def _count(self, rows: list[dict]) -> None:
+        self.classified += len(rows)
+        for row in rows:
+            for task, result in (row.get("tasks") or {None: row}).items():
+                self.labels.setdefault(task, Counter())[result["label"]] += 1
+
+    def _succeed(self, session, started: float) -> None:
+        seconds = time.monotonic() - started
         metrics = {
-            "texts": len(texts),
+            "texts": self.total,
+            "classified": self.classified,
             "seconds": round(seconds, 3),
-            "texts_per_second": round(len(todo) / seconds, 2) if seconds > 0 else None,
-            "label_counts": _label_distribution(session, job_id),
+            "texts_per_second": round(self.classified / seconds, 2) if seconds > 0 else None,
             "device": _device(),
+            "quantized": self.quantize,
         }
-        jobs.succeed(session, job_id, worker_id(), metrics=metrics)
+        if self.dataset is not None:
+            metrics["skipped_empty"] = self.total - len(self.done) - self.classified
+        if self.done:  # resumed: earlier attempts stored part of the rows, so count them all in SQL
+            metrics["label_counts"] = _label_distribution(session, self.job_id)
+        elif None in self.labels:
+            metrics["label_counts"] = dict(sorted(self.labels[None].items()))
+        else:
+            metrics["label_counts"] = {task: dict(sorted(c.items())) for task, c in self.labels.items()}
+        if not jobs.succeed(session, self.job_id, worker_id(), metrics=metrics):
+            log.info("job %s finished but no longer owns the job (cancelled or taken over)", self.job_id)
 
 
-def _prediction_row(index: int, text: str, result: dict) -> dict:
+def _quantize(request: ClassifyRequest, model: TrainedModel) -> bool:
+    """Request's choice, else the model's serving default, else the deployment's."""
+    if request.quantize is not None:
+        return request.quantize
+    default = (model.params or {}).get("serving", {}).get("quantize") if isinstance(model.params, dict) else None
+    return bool(runtime.settings().quantize_default if default is None else default)
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _prediction_row(index: int, text: str, result: dict, row_id: str | None = None) -> dict:
     if "tasks" in result:
         first = next(iter(result["tasks"].values()))
         return {"index": index, "text": text, "label": first["label"], "score": first["score"],
-                "scores": first["scores"], "tasks": result["tasks"]}
-    return {"index": index, "text": text, "label": result["label"], "score": result["score"], "scores": result["scores"]}
+                "scores": first["scores"], "tasks": result["tasks"], "row_id": row_id}
+    return {"index": index, "text": text, "label": result["label"], "score": result["score"],
+            "scores": result["scores"], "row_id": row_id}
 
 
 def _label_distribution(session, job_id: str) -> dict:
@@ -289,7 +452,12 @@ def _label_distribution(session, job_id: str) -> dict:
     from core.schema import Prediction
 
     per_task: dict[str, Counter] = {}
-    for tasks in session.scalars(select(Prediction.tasks).where(Prediction.job_id == job_id, Prediction.tasks.is_not(None))):
+    rows = session.scalars(
+        select(Prediction.tasks)
+        .where(Prediction.job_id == job_id, Prediction.tasks.is_not(None))
+        .execution_options(yield_per=1000)  # a dataset job may have hundreds of thousands of rows
+    )
+    for tasks in rows:
         for task, result in (tasks or {}).items():
             per_task.setdefault(task, Counter())[result["label"]] += 1
     if per_task:

@@ -96,10 +96,10 @@ def test_get_predictor_is_thread_safe(saved_models, monkeypatch):
     loads = []
     real_load = Predictor.load.__func__
 
-    def slow_load(cls, model_dir, device="cpu"):
+    def slow_load(cls, model_dir, device="cpu", **options):
         loads.append(model_dir)
         time.sleep(0.2)  # make the threads overlap
-        return real_load(cls, model_dir, device)
+        return real_load(cls, model_dir, device, **options)
 
     monkeypatch.setattr(Predictor, "load", classmethod(slow_load))
     results, errors = [], []

@@ -1,0 +1,84 @@
+"""Being told that a job ended, instead of polling SQL for it (``POST /api/v1/predict``).
+
+Workers publish a job's terminal status on ``core.queue.job_done_channel(job_id)``. Each web process keeps ONE
+Redis connection pattern-subscribed to those channels, in a background thread, and wakes the request threads
+waiting for a job id. The signal is a hint: SQL stays the truth. Waiters re-read the job's status after they
+register and whenever they wake (signal or timeout), so a missed or lost message costs latency, never a result;
+while Redis is unreachable the listener retries with backoff and waiters simply poll.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from core.queue import JOB_DONE_CHANNEL_PREFIX
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MAX_S = 5.0
+
+
+class CompletionListener:
+    """Routes job-done messages to the threads waiting for them. Starts its thread on first use."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.connected = threading.Event()
+        self._waiters: dict[str, set[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[threading.Event]:
+        """An event set when ``job_id``'s end is announced, for the duration of the ``with`` block."""
+        self._ensure_thread()
+        event = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                events = self._waiters.get(job_id)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del self._waiters[job_id]
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="job-completion-listener", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=30)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(JOB_DONE_CHANNEL_PREFIX + "*")
+                self.connected.set()
+                delay = 0.1
+                for message in pubsub.listen():
+                    self._dispatch(message)
+            except Exception as exc:  # noqa: BLE001 - keep listening whatever happens; waiters poll meanwhile
+                self.connected.clear()
+                log.info("job completion listener: %s; reconnecting in %.1fs", exc, delay)
+                threading.Event().wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _dispatch(self, message: dict) -> None:
+        channel = message.get("channel")
+        if isinstance(channel, bytes):
+            channel = channel.decode("utf-8", "replace")
+        if not channel or not channel.startswith(JOB_DONE_CHANNEL_PREFIX):
+            return
+        with self._lock:
+            events = list(self._waiters.get(channel[len(JOB_DONE_CHANNEL_PREFIX):], ()))
+        for event in events:
+            event.set()

@@ -1,0 +1,193 @@
+"""Cross-job dynamic batching: one inference loop per loaded model, shared by every job in the worker process.
+
+The design of text-embeddings-inference's router queue and Triton's dynamic batcher, sized for a Celery worker
+whose thread pool runs many classification jobs (and ``/predict`` calls) at once:
+
+* a job thread calls :meth:`BatchingEngine.predict` with its texts: they are tokenized in the caller's thread and
+  queued as one *request*; the caller blocks on a future;
+* one loop thread per model takes a *window* of queued texts, from every request, sorts it by token length, cuts
+  it into padded batches under ``max_batch_tokens`` / ``max_batch_size`` and runs them through the model's narrow
+  backend (:meth:`worker.inference.Predictor.forward`);
+* when the queue holds less than a full batch the loop waits at most ``wait_ms`` for partners;
+* small requests (interactive ``/predict`` calls, one-text jobs) go to the front of the window, so a large job
+  never holds them behind thousands of its texts; large requests still make progress in every window.
+
+Each text's probabilities go back to the request it came from, by position, so results never mix across jobs;
+texts of different models never meet (one engine per model). A request whose ``should_stop`` says so (its job was
+cancelled or taken over) is dropped with :class:`RequestCancelled`; a batch that fails is re-run text by text so
+only the request that owns the failing text gets the exception, never its batch partners.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from .inference import Predictor, token_budget_batches
+
+log = logging.getLogger(__name__)
+
+SMALL_REQUEST_TEXTS = 8  # requests up to this many texts are served first (interactive traffic)
+WINDOW_BATCHES = 4  # texts taken per loop round: this many full batches, sorted together by length
+IDLE_EXIT_S = 60.0  # an idle loop thread exits (and lets an evicted model be freed); the next request restarts it
+
+
+class RequestCancelled(Exception):
+    """The request's job was cancelled (or taken over) before all its texts ran."""
+
+
+@dataclass(eq=False)
+class _Request:
+    rows: list[list[int]]  # token ids per text
+    should_stop: Callable[[], bool] | None
+    future: Future = field(default_factory=Future)
+    probabilities: list = field(default_factory=list)  # per text: {task: probs}, filled by the loop
+    next_row: int = 0  # rows before this were handed to a window
+    remaining: int = 0  # rows still waiting for probabilities
+
+    def __post_init__(self) -> None:
+        self.probabilities = [None] * len(self.rows)
+        self.remaining = len(self.rows)
+
+    @property
+    def small(self) -> bool:
+        return len(self.rows) <= SMALL_REQUEST_TEXTS
+
+    def stopped(self) -> bool:
+        try:
+            return bool(self.should_stop and self.should_stop())
+        except Exception:  # noqa: BLE001 - a broken check must not take the loop down; treat as "go on"
+            log.exception("should_stop() raised; continuing the request")
+            return False
+
+
+class BatchingEngine:
+    """Batches the texts of every concurrent request for one loaded model. See the module docstring."""
+
+    def __init__(
+        self, backend: Predictor, *, wait_ms: float = 2.0, max_batch_tokens: int = 8192, max_batch_size: int = 64
+    ) -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1 or wait_ms < 0:
+            raise ValueError("max_batch_tokens and max_batch_size must be >= 1 and wait_ms >= 0")
+        self.backend = backend
+        self.wait_s = wait_ms / 1000.0
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self._queue: list[_Request] = []  # arrival order
+        self._queued_rows = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        # counters for /metrics-style introspection and tests
+        self.batches_run = 0
+        self.rows_run = 0
+
+    # ---------------------------------------------------------------- callers
+
+    def submit(self, texts: list[str], *, should_stop: Callable[[], bool] | None = None) -> Future:
+        """Queue ``texts``; the future resolves to one result per text, in order (see ``Predictor.predict``)."""
+        rows = self.backend.encode(texts)
+        request = _Request(rows, should_stop)
+        if not rows:
+            request.future.set_result([])
+            return request.future
+        with self._cond:
+            self._queue.append(request)
+            self._queued_rows += len(rows)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="batching-engine", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return request.future
+
+    def predict(self, texts: list[str], *, should_stop: Callable[[], bool] | None = None) -> list[dict]:
+        """Classify ``texts`` together with whatever else is in flight; blocks until they are done."""
+        probabilities = self.submit(texts, should_stop=should_stop).result()
+        return self.backend.results(probabilities)
+
+    # ---------------------------------------------------------------- the loop
+
+    def _loop(self) -> None:
+        while True:
+            window = self._next_window()
+            if window is None:
+                return
+            try:
+                self._run_window(window)
+            except BaseException:  # noqa: BLE001 - never leave a caller waiting forever
+                log.exception("batching loop failed")
+                for request, _ in window:
+                    if not request.future.done():
+                        request.future.set_exception(RuntimeError("the inference loop failed"))
+
+    def _next_window(self) -> list[tuple[_Request, int]] | None:
+        """Wait for work (and briefly for partners), then take up to WINDOW_BATCHES batches of rows."""
+        with self._cond:
+            idle_since = time.monotonic()
+            while not self._queued_rows:
+                if not self._cond.wait(timeout=IDLE_EXIT_S) and time.monotonic() - idle_since >= IDLE_EXIT_S:
+                    self._thread = None
+                    return None
+            deadline = time.monotonic() + self.wait_s
+            while self._queued_rows < self.max_batch_size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(timeout=left)
+            return self._take_window()
+
+    def _take_window(self) -> list[tuple[_Request, int]]:
+        """Rows for one round: small requests first, then the others in arrival order. Holds ``_cond``."""
+        limit = self.max_batch_size * WINDOW_BATCHES
+        window: list[tuple[_Request, int]] = []
+        for request in sorted(self._queue, key=lambda r: not r.small):  # stable: arrival order within each group
+            if len(window) >= limit:
+                break
+            if request.stopped():
+                self._drop(request, RequestCancelled("the job was cancelled"))
+                continue
+            take = min(len(request.rows) - request.next_row, limit - len(window))
+            window.extend((request, i) for i in range(request.next_row, request.next_row + take))
+            request.next_row += take
+            self._queued_rows -= take
+        self._queue = [r for r in self._queue if r.next_row < len(r.rows)]
+        return window
+
+    def _drop(self, request: _Request, error: BaseException) -> None:
+        """Take ``request`` out of the queue and fail its future (holds ``_cond``)."""
+        self._queued_rows -= len(request.rows) - request.next_row
+        request.next_row = len(request.rows)
+        if not request.future.done():
+            request.future.set_exception(error)
+
+    def _run_window(self, window: list[tuple[_Request, int]]) -> None:
+        lengths = [len(request.rows[i]) for request, i in window]
+        order = sorted(range(len(window)), key=lengths.__getitem__, reverse=True)
+        for batch in token_budget_batches(order, lengths, self.max_batch_tokens, self.max_batch_size):
+            items = [window[k] for k in batch if not window[k][0].future.done()]  # skip failed/cancelled requests
+            if items:
+                self._run_batch(items)
+
+    def _run_batch(self, items: list[tuple[_Request, int]]) -> None:
+        try:
+            out = self.backend.forward([request.rows[i] for request, i in items])
+        except Exception as exc:  # noqa: BLE001
+            if len(items) == 1:
+                request = items[0][0]
+                if not request.future.done():
+                    request.future.set_exception(exc)
+                return
+            log.warning("a batch of %d failed (%s); re-running its texts one by one", len(items), exc)
+            for item in items:
+                if not item[0].future.done():
+                    self._run_batch([item])
+            return
+        self.batches_run += 1
+        self.rows_run += len(items)
+        for b, (request, i) in enumerate(items):
+            request.probabilities[i] = {task: out[task][b] for task in out}
+            request.remaining -= 1
+            if request.remaining == 0 and not request.future.done():
+                request.future.set_result(request.probabilities)
