@@ -10,8 +10,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets the web read while a worker writes; busy_timeout waits for the write lock instead of failing.
+    # synchronous=NORMAL is WAL's recommended setting: commits no longer fsync (only checkpoints do), so the write
+    # lock is held for microseconds instead of a disk flush; a power cut may lose the last commits, never corrupt
+    # the file, and a crash of the process loses nothing. (Production runs on PostgreSQL.)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -30,7 +34,9 @@ class Database:
         if self._engine is not None and url == self.url:
             return
         self.dispose()
-        kwargs: dict = {"pool_pre_ping": True}
+        # Pre-ping finds connections a server dropped; a SQLite file has no server, so it is pure overhead there.
+        # Pools are sized for a worker's many job threads (and the web's request threads) without queueing.
+        kwargs: dict = {"pool_pre_ping": not url.startswith("sqlite"), "pool_size": 20, "max_overflow": 20}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             if url.startswith("sqlite:///"):
