@@ -240,6 +240,7 @@ class RowStream:
         if fmt == "jsonl":
             self._first = self._parse_json_line(self._first_line())
             self.columns = list(self._first)  # duplicate keys were refused while parsing
+            self._column_set = frozenset(self.columns)
             if not self.columns:
                 raise self._error("the first object has no keys: its keys name the columns")
             if any(not c.strip() for c in self.columns):
@@ -261,8 +262,8 @@ class RowStream:
         self._iterated = True
         return self._counted(self._jsonl_rows() if self.format == "jsonl" else self._delimited_rows())
 
-    def _error(self, message: str, code: str | None = None) -> DatasetError:
-        return DatasetError(f"line {self.line}: {message}", code=code or self._code)
+    def _error(self, message: str) -> DatasetError:
+        return DatasetError(f"line {self.line}: {message}", code=self._code)
 
     def _physical_lines(self) -> typing.Iterator[str]:
         while True:
@@ -278,7 +279,8 @@ class RowStream:
             yield line
 
     def _first_line(self) -> str:
-        """The first non-blank line; a file of only whitespace is empty."""
+        """The first non-blank line (blank lines before a header are skipped, like those between rows); a file of
+        only whitespace is empty."""
         for line in self._lines:
             if line.strip():
                 return line
@@ -355,7 +357,6 @@ class RowStream:
         return row
 
     def _jsonl_rows(self) -> typing.Iterator[dict[str, str]]:
-        self._column_set = frozenset(self.columns)
         yield self._json_row(self._first)
         del self._first
         for line in self._lines:
