@@ -1,17 +1,47 @@
-"""Parsing and validating uploaded CSV datasets. Errors carry a user-facing message and an HTTP status."""
+"""Parsing and validating uploaded datasets (CSV, TSV, JSON Lines). Errors carry a user-facing message and an
+HTTP status.
+
+Everything here streams: :func:`open_rows` decodes and parses a file chunk by chunk, so validating or profiling an
+upload near ``MAX_UPLOAD_MB`` holds a few buffers, not the whole file (nor every row) in memory. Only
+:func:`read_rows` (training needs every row) builds a list.
+"""
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
+import itertools
+import json
+import typing
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 # Tweets are short, but users upload documents too; the per-field cap protects memory, not realism.
 MAX_FIELD_CHARS = 1_000_000
 csv.field_size_limit(MAX_FIELD_CHARS)
+# One physical line is read whole (csv and json need complete lines); the cap keeps a file without newlines from
+# becoming one huge string. Several maximal fields (or a JSON-escaped one) still fit.
+MAX_LINE_CHARS = 8 * MAX_FIELD_CHARS
 
+FORMATS = ("csv", "tsv", "jsonl")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines"}
+_ERROR_CODES = {"csv": "invalid_csv", "tsv": "invalid_csv", "jsonl": "invalid_jsonl"}
 _DELIMITERS = (",", ";", "\t")
+
+HEAD_BYTES = 64 * 1024  # what format detection looks at
+_READ_CHUNK = 64 * 1024  # bytes per read from the upload
+
+PREVIEW_ROWS = 5
+PREVIEW_CELL_CHARS = 200
+LABEL_LIKE_MAX_DISTINCT = 50  # a column with at most this many distinct values is offered as a label column
+TOP_VALUES = 20
+# Distinct values are counted up to this many per column, then reported as capped: the count is for display, and
+# an exact count of a free-text column would need memory proportional to the file. Past LABEL_LIKE_MAX_DISTINCT
+# only 64-bit hashes are kept, so the cap costs under 1 MB per column however long the values are.
+DISTINCT_CAP = 10_000
 
 
 class DatasetError(ValueError):
@@ -24,14 +54,336 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedCSV:
+    """A whole dataset in memory (see :func:`read_rows`); despite the name, of any format."""
+
     columns: list[str]
     rows: list[dict[str, str]]
-    delimiter: str
+    delimiter: str | None  # None for JSON Lines
     sha256: str
+    format: str = "csv"
 
     @property
     def row_count(self) -> int:
         return len(self.rows)
+
+
+@dataclass(frozen=True)
+class UploadScan:
+    """What one streaming pass over an upload learned (see :func:`scan_upload`)."""
+
+    format: str
+    columns: list[str]
+    row_count: int
+    size_bytes: int
+    sha256: str
+    profile: dict  # {"preview": [...], "column_stats": {...}}, as :func:`profile_rows` returns
+
+
+# ---------------------------------------------------------------- format detection
+
+
+def detect_format(filename: str | None, head: bytes) -> str:
+    """The format of an upload: by the file name's extension, else by its first bytes (``head``).
+
+    Content rules: a first non-blank character ``{`` means JSON Lines; a first line with tabs and no commas means
+    TSV; anything else is CSV (whose delimiter, comma, semicolon or tab, is sniffed when it is parsed).
+    """
+    suffix = PurePosixPath((filename or "").replace("\\", "/")).suffix.lower()
+    if suffix in _EXTENSIONS:
+        return _EXTENSIONS[suffix]
+    text = head.removeprefix(codecs.BOM_UTF8).lstrip()
+    if text.startswith(b"{"):
+        return "jsonl"
+    first_line = text.split(b"\n", 1)[0]
+    if b"\t" in first_line and b"," not in first_line:
+        return "tsv"
+    return "csv"
+
+
+def _detect_delimiter(header_line: str) -> str:
+    counts = {d: header_line.count(d) for d in _DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 0 else ","
+
+
+# ---------------------------------------------------------------- bytes -> checked text
+
+
+class _CheckedBytes(io.RawIOBase):
+    """The upload's bytes as they stream past: hashed, counted, and checked chunk by chunk (no NUL, valid UTF-8).
+
+    Checking here rather than in the text layer gives exact byte offsets in error messages, and makes the checks
+    run before any parser sees the bytes. The caller's stream is never closed.
+    """
+
+    def __init__(self, stream: typing.BinaryIO, prefix: bytes, fmt: str) -> None:
+        super().__init__()
+        self._stream, self._prefix, self._format = stream, prefix, fmt
+        self._sha256 = hashlib.sha256()
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self._next_chunk(len(buffer))
+        if not chunk:
+            self._check_utf8(b"", final=True)
+            return 0
+        if b"\x00" in chunk:
+            raise DatasetError(
+                f"the file contains NUL bytes: it is not a text {_FORMAT_NAMES[self._format]} file",
+                code=_ERROR_CODES[self._format],
+            )
+        self._check_utf8(chunk, final=False)
+        self._sha256.update(chunk)
+        self.size += len(chunk)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def _next_chunk(self, size: int) -> bytes:
+        if self._prefix:
+            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
+            return chunk
+        return self._stream.read(size) or b""
+
+    def _check_utf8(self, chunk: bytes, *, final: bool) -> None:
+        pending = len(self._utf8.getstate()[0])  # bytes of an unfinished character from the previous chunk
+        try:
+            self._utf8.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            offset = self.size - pending + exc.start
+            raise DatasetError(
+                f"the file is not valid UTF-8 (byte {offset}): save it as UTF-8 and upload again",
+                code="invalid_encoding",
+            ) from None
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+
+# ---------------------------------------------------------------- rows
+
+
+def _check_header(columns: list[str], code: str) -> None:
+    if not columns or all(not c for c in columns):
+        raise DatasetError("the first row must be a header naming the columns", code=code)
+    if any(not c for c in columns):
+        raise DatasetError("every column in the header row needs a name", code=code)
+    duplicates = sorted(c for c, n in Counter(columns).items() if n > 1)
+    if duplicates:
+        raise DatasetError(f"duplicate column names in the header: {', '.join(duplicates)}", code=code)
+
+
+class _DuplicateKeys(ValueError):
+    pass
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook``: a JSON object, refusing repeated keys (``json`` would silently keep the last)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKeys(", ".join(sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)))
+    return obj
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return "a number"
+
+
+def _cell(value: object) -> str:
+    """A JSON value as the text a CSV cell would hold: strings as they are, null empty, anything else its JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False)
+
+
+class RowStream:
+    """The rows of a dataset, parsed as they are read. ``columns`` is known once constructed (the header, or the
+    keys of the first JSON object); iterate (once) for ``dict[str, str]`` rows, blank lines skipped.
+
+    Iteration raises :class:`DatasetError` (with the line number) at the first bad row, and at the end when the
+    file had no data rows. Once iteration has finished, ``sha256`` and ``size_bytes`` cover the whole file.
+    """
+
+    def __init__(
+        self, source: bytes | typing.BinaryIO, fmt: str, *, max_rows: int | None = None, prefix: bytes = b""
+    ) -> None:
+        if fmt not in FORMATS:
+            raise DatasetError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}", code="invalid_format")
+        stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        self.format, self.max_rows = fmt, max_rows
+        self.delimiter: str | None = None
+        self.line = 0  # physical lines read so far
+        self._code = _ERROR_CODES[fmt]
+        self._bytes = _CheckedBytes(stream, prefix, fmt)
+        # JSON strings cannot hold raw line breaks, so only "\n" ends a JSON line; csv wants newline="" (its docs).
+        self._text = io.TextIOWrapper(
+            io.BufferedReader(self._bytes, _READ_CHUNK), encoding="utf-8-sig", newline="\n" if fmt == "jsonl" else ""
+        )
+        self._lines = self._physical_lines()
+        self._iterated = False
+        if fmt == "jsonl":
+            self._first = self._parse_json_line(self._first_line())
+            self.columns = list(self._first)  # duplicate keys were refused while parsing
+            self._column_set = frozenset(self.columns)
+            if not self.columns:
+                raise self._error("the first object has no keys: its keys name the columns")
+            if any(not c.strip() for c in self.columns):
+                raise self._error("every key of the first object needs a name (it names a column)")
+        else:
+            self._reader, self.columns = self._open_delimited()
+
+    @property
+    def sha256(self) -> str:
+        return self._bytes.sha256
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes.size
+
+    def __iter__(self) -> typing.Iterator[dict[str, str]]:
+        if self._iterated:
+            raise RuntimeError("a RowStream can be iterated only once")
+        self._iterated = True
+        return self._counted(self._jsonl_rows() if self.format == "jsonl" else self._delimited_rows())
+
+    def _error(self, message: str) -> DatasetError:
+        return DatasetError(f"line {self.line}: {message}", code=self._code)
+
+    def _physical_lines(self) -> typing.Iterator[str]:
+        while True:
+            try:
+                line = self._text.readline(MAX_LINE_CHARS + 1)
+            except UnicodeDecodeError:  # _CheckedBytes reports bad UTF-8 first; this is a safety net
+                raise DatasetError("the file is not valid UTF-8", code="invalid_encoding") from None
+            if not line:
+                return
+            self.line += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise self._error(f"the line is longer than {MAX_LINE_CHARS} characters")
+            yield line
+
+    def _first_line(self) -> str:
+        """The first non-blank line (blank lines before a header are skipped, like those between rows); a file of
+        only whitespace is empty."""
+        for line in self._lines:
+            if line.strip():
+                return line
+        raise DatasetError("the file is empty", code="empty_file")
+
+    def _counted(self, rows: typing.Iterator[dict[str, str]]) -> typing.Iterator[dict[str, str]]:
+        count = 0
+        for row in rows:
+            count += 1
+            if self.max_rows is not None and count > self.max_rows:
+                raise DatasetError(f"too many rows: at most {self.max_rows} are allowed", code="too_many_rows",
+                                   status=413)
+            yield row
+        if not count:
+            raise DatasetError("the file has a header but no data rows", code="empty_file")
+
+    # -------------------------------------------------------------- csv / tsv
+
+    def _open_delimited(self) -> tuple[typing.Iterator[list[str]], list[str]]:
+        first = self._first_line()
+        self.delimiter = "\t" if self.format == "tsv" else _detect_delimiter(first)
+        # TSV keeps CSV quoting: tab-separated uploads were parsed that way before TSV had a name here.
+        reader = csv.reader(itertools.chain([first], self._lines), delimiter=self.delimiter, strict=True)
+        try:
+            header = next(reader)
+        except csv.Error as exc:
+            raise self._error(f"malformed CSV ({exc})") from None
+        columns = [c.strip() for c in header]
+        _check_header(columns, self._code)
+        return reader, columns
+
+    def _delimited_rows(self) -> typing.Iterator[dict[str, str]]:
+        columns, width = self.columns, len(self.columns)
+        try:
+            for record in self._reader:
+                if not record or (len(record) == 1 and not record[0].strip()):
+                    continue  # blank line
+                if len(record) != width:
+                    raise self._error(f"{len(record)} fields, but the header has {width}")
+                yield dict(zip(columns, record))
+        except csv.Error as exc:
+            raise self._error(f"malformed CSV ({exc})") from None
+
+    # -------------------------------------------------------------- json lines
+
+    def _parse_json_line(self, line: str) -> dict:
+        try:
+            value = json.loads(line.rstrip(), object_pairs_hook=_json_object, parse_constant=_reject_constant)
+        except _DuplicateKeys as exc:
+            raise self._error(f"duplicate keys in the object: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise self._error(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:
+            raise self._error(f"invalid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise self._error(f"expected a JSON object ({{...}}), got {_json_kind(value)}")
+        return value
+
+    def _json_row(self, obj: dict) -> dict[str, str]:
+        extra = [k for k in obj if k not in self._column_set]
+        if extra:
+            raise self._error(
+                f"key {extra[0]!r} is not in the first object's keys ({', '.join(self.columns)}); "
+                "every line must use those keys"
+            )
+        row = {}
+        for column in self.columns:
+            value = _cell(obj.get(column))
+            if len(value) > MAX_FIELD_CHARS:
+                raise self._error(f"field larger than field limit ({MAX_FIELD_CHARS})")
+            if "\x00" in value:  # an escaped \u0000: text columns in SQL cannot store it
+                raise self._error(f"column {column!r} contains a NUL character")
+            row[column] = value
+        return row
+
+    def _jsonl_rows(self) -> typing.Iterator[dict[str, str]]:
+        yield self._json_row(self._first)
+        del self._first
+        for line in self._lines:
+            if line.strip():
+                yield self._json_row(self._parse_json_line(line))
+
+
+def open_rows(source: bytes | typing.BinaryIO, fmt: str, *, max_rows: int | None = None) -> RowStream:
+    """Stream the rows of ``source`` (bytes, or a binary file object read from where it is) in format ``fmt``.
+
+    Header problems raise :class:`DatasetError` here; row problems while iterating. Decoding is incremental
+    (UTF-8, a BOM allowed), so memory stays bounded by the longest line, not the file.
+    """
+    return RowStream(source, fmt, max_rows=max_rows)
+
+
+def read_rows(content: bytes, fmt: str = "csv", *, max_rows: int | None = None) -> ParsedCSV:
+    """Every row of a stored dataset, in memory (training needs them all). Raises :class:`DatasetError`."""
+    stream = open_rows(content, fmt, max_rows=max_rows)
+    rows = list(stream)
+    return ParsedCSV(columns=stream.columns, rows=rows, delimiter=stream.delimiter, sha256=stream.sha256,
+                     format=fmt)
+
+
+def parse_csv(data: bytes, *, max_rows: int | None = None) -> ParsedCSV:
+    """Parse a CSV with a header row into dict rows. Raises :class:`DatasetError` for anything malformed."""
+    return read_rows(data, "csv", max_rows=max_rows)
 
 
 def decode_csv_bytes(data: bytes) -> str:
@@ -49,45 +401,100 @@ def decode_csv_bytes(data: bytes) -> str:
         ) from None
 
 
-def _detect_delimiter(header_line: str) -> str:
-    counts = {d: header_line.count(d) for d in _DELIMITERS}
-    best = max(counts, key=counts.get)
-    return best if counts[best] > 0 else ","
+# ---------------------------------------------------------------- profile
 
 
-def parse_csv(data: bytes, *, max_rows: int | None = None) -> ParsedCSV:
-    """Parse a CSV with a header row into dict rows. Raises :class:`DatasetError` for anything malformed."""
-    text = decode_csv_bytes(data)
-    first_line = text.lstrip("\r\n").split("\n", 1)[0]
-    delimiter = _detect_delimiter(first_line)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    try:
-        header = next(reader)
-        columns = [c.strip() for c in header]
-        if not columns or all(not c for c in columns):
-            raise DatasetError("the first row must be a header naming the columns", code="invalid_csv")
-        if any(not c for c in columns):
-            raise DatasetError("every column in the header row needs a name", code="invalid_csv")
-        duplicates = sorted(c for c, n in Counter(columns).items() if n > 1)
-        if duplicates:
-            raise DatasetError(f"duplicate column names in the header: {', '.join(duplicates)}", code="invalid_csv")
-        rows: list[dict[str, str]] = []
-        for record in reader:
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue  # blank line
-            if len(record) != len(columns):
-                raise DatasetError(
-                    f"line {reader.line_num}: {len(record)} fields, but the header has {len(columns)}",
-                    code="invalid_csv",
-                )
-            rows.append(dict(zip(columns, record)))
-            if max_rows is not None and len(rows) > max_rows:
-                raise DatasetError(f"too many rows: at most {max_rows} are allowed", code="too_many_rows", status=413)
-    except csv.Error as exc:
-        raise DatasetError(f"line {reader.line_num}: malformed CSV ({exc})", code="invalid_csv") from None
-    if not rows:
-        raise DatasetError("the file has a header but no data rows", code="empty_file")
-    return ParsedCSV(columns=columns, rows=rows, delimiter=delimiter, sha256=hashlib.sha256(data).hexdigest())
+class _ColumnStats:
+    """Distinct, empty and (for label-like columns) per-value counts of one column, in bounded memory."""
+
+    def __init__(self) -> None:
+        self.empty = 0
+        self.filled = 0
+        self.counts: Counter[str] | None = Counter()  # real values, while the column may still be label-like
+        self.hashes: set[int] | None = None  # past that: only the distinct count is wanted, hashes are small
+        self.capped = False
+
+    def add(self, value: str) -> None:
+        value = value.strip()
+        if not value:
+            self.empty += 1
+            return
+        self.filled += 1
+        if self.counts is not None:
+            self.counts[value] += 1
+            if len(self.counts) > LABEL_LIKE_MAX_DISTINCT:
+                self.hashes, self.counts = {hash(v) for v in self.counts}, None
+        elif self.hashes is not None:
+            # 64-bit hashes: a collision among DISTINCT_CAP values (odds about 1e-13) would undercount by one
+            self.hashes.add(hash(value))
+            if len(self.hashes) > DISTINCT_CAP:
+                self.hashes, self.capped = None, True
+
+    def result(self) -> dict:
+        if self.capped:
+            return {"distinct": DISTINCT_CAP, "empty": self.empty, "label_like": False, "top_values": None,
+                    "distinct_capped": True}
+        distinct = len(self.counts) if self.counts is not None else len(self.hashes)
+        # label-like: a few distinct values, some repeated (an all-unique column is text or an id)
+        label_like = 2 <= distinct <= LABEL_LIKE_MAX_DISTINCT and distinct < self.filled
+        return {
+            "distinct": distinct,
+            "empty": self.empty,
+            "label_like": label_like,
+            # label counts for columns that look like labels: [[value, count], ...], most common first
+            "top_values": [[v, n] for v, n in self.counts.most_common(TOP_VALUES)] if label_like else None,
+        }
+
+
+class Profiler:
+    """Builds a dataset's profile row by row: the first rows (cells truncated) and per-column statistics."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+        self.preview: list[dict[str, str]] = []
+        self._stats = {column: _ColumnStats() for column in columns}
+
+    def add(self, row: dict[str, str]) -> None:
+        if len(self.preview) < PREVIEW_ROWS:
+            self.preview.append({k: v[:PREVIEW_CELL_CHARS] for k, v in row.items()})
+        for column, stats in self._stats.items():
+            stats.add(row[column])
+
+    def result(self) -> dict:
+        """``{"preview": [...], "column_stats": {column: {distinct, empty, label_like, top_values}}}``; a column
+        with more than ``DISTINCT_CAP`` distinct values reports that many, plus ``"distinct_capped": true``."""
+        return {"preview": self.preview, "column_stats": {c: s.result() for c, s in self._stats.items()}}
+
+
+def profile_rows(parsed: ParsedCSV) -> dict:
+    """The profile (see :meth:`Profiler.result`) of rows already in memory."""
+    profiler = Profiler(parsed.columns)
+    for row in parsed.rows:
+        profiler.add(row)
+    return profiler.result()
+
+
+def scan_upload(
+    stream: typing.BinaryIO, filename: str | None, *, max_rows: int | None = None, fmt: str | None = None
+) -> UploadScan:
+    """Validate every row of an upload and profile it in one streaming pass, from the stream's current position.
+
+    The format is ``fmt`` if given, else detected from ``filename`` and the first bytes. Raises
+    :class:`DatasetError`; memory stays bounded whatever the file's size.
+    """
+    head = stream.read(HEAD_BYTES) or b""
+    fmt = fmt or detect_format(filename, head)
+    rows = RowStream(stream, fmt, max_rows=max_rows, prefix=head)
+    profiler = Profiler(rows.columns)
+    count = 0
+    for row in rows:
+        profiler.add(row)
+        count += 1
+    return UploadScan(format=fmt, columns=rows.columns, row_count=count, size_bytes=rows.size_bytes,
+                      sha256=rows.sha256, profile=profiler.result())
+
+
+# ---------------------------------------------------------------- training columns
 
 
 def label_counts(rows: list[dict[str, str]], text_column: str, label_column: str) -> Counter[str]:

@@ -105,10 +105,12 @@ def gunicorn_command(host: str, port: int, *, workers: int = WEB_WORKERS, thread
 
 def seed_samples(settings: Settings) -> None:
     """Load the bundled sample datasets into an empty database."""
+    import io
+
     from sqlalchemy import func, select
 
     from core import runtime
-    from core.datasets import parse_csv
+    from core.datasets import scan_upload
     from core.db import db
     from core.schema import Dataset
 
@@ -118,10 +120,11 @@ def seed_samples(settings: Settings) -> None:
             return
         for path in SAMPLES:
             data = path.read_bytes()
-            parsed = parse_csv(data)
-            session.add(Dataset(name=path.stem, filename=path.name, columns=parsed.columns, row_count=parsed.row_count,
-                                size_bytes=len(data), sha256=parsed.sha256, content=data))
-            log(f"loaded sample dataset {path.name} ({parsed.row_count} rows)")
+            scan = scan_upload(io.BytesIO(data), path.name)
+            session.add(Dataset(name=path.stem, filename=path.name, columns=scan.columns, row_count=scan.row_count,
+                                size_bytes=scan.size_bytes, sha256=scan.sha256, format=scan.format,
+                                profile=scan.profile, content=data))
+            log(f"loaded sample dataset {path.name} ({scan.row_count} rows, {scan.format})")
     db.dispose()
 
 

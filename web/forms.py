@@ -44,7 +44,7 @@ def _default(name: str):
 
 
 class UploadDatasetForm(FlaskForm):
-    file = FileField("CSV file", validators=[FileRequired("choose a CSV file to upload")])
+    file = FileField("CSV, TSV or JSONL file", validators=[FileRequired("choose a CSV, TSV or JSONL file to upload")])
     name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
 
 

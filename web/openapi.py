@@ -66,7 +66,9 @@ def _paths(spec: APISpec) -> None:
         path="/api/v1/datasets",
         operations={
             "post": {
-                "summary": "Upload a CSV dataset (header row, UTF-8; comma, semicolon or tab separated)",
+                "summary": "Upload a dataset: CSV (header row; comma, semicolon or tab separated), TSV or JSON Lines "
+                "(one object per line, the first one's keys name the columns); UTF-8. The format comes from the "
+                "file name's extension (.csv, .tsv/.tab, .jsonl/.ndjson), else from the content",
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -84,7 +86,7 @@ def _paths(spec: APISpec) -> None:
                 },
                 "responses": {
                     "201": _response("stored", "Dataset"),
-                    "400": _response("missing file, empty file, not UTF-8, malformed CSV"),
+                    "400": _response("missing file, empty file, not UTF-8, malformed CSV/TSV/JSONL, ragged rows"),
                     "413": _response("larger than MAX_UPLOAD_MB"),
                 },
             },

@@ -53,6 +53,9 @@ class ColumnStats(_Out):
     empty: int
     label_like: bool
     top_values: list[tuple[str, int]] | None = Field(description="label counts, most common first")
+    distinct_capped: bool = Field(
+        default=False, description="present (true) when there were more distinct values than `distinct` counts"
+    )
 
 
 class Dataset(_Out):
@@ -63,6 +66,7 @@ class Dataset(_Out):
     filename: str
     size_bytes: int
     sha256: str
+    format: Literal["csv", "tsv", "jsonl"]
     created_at: str | None
     preview: list[dict[str, str]] | None = None
     column_stats: dict[str, ColumnStats] | None = None

@@ -53,6 +53,7 @@ def dataset_to_dict(dataset: Dataset) -> dict:
         "filename": dataset.filename,
         "size_bytes": dataset.size_bytes,
         "sha256": dataset.sha256,
+        "format": dataset.format,
         "created_at": iso(dataset.created_at),
     }
 

@@ -7,20 +7,20 @@ is added, and each function's session commits only once everything passed.
 """
 from __future__ import annotations
 
+import io
 import logging
+import tempfile
 import threading
 import time
-from collections import Counter
 from contextlib import nullcontext
-from functools import lru_cache
 from pathlib import PurePath
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 
 from core import jobs as job_states
-from core.datasets import DatasetError, ParsedCSV, check_training_columns, parse_csv
+from core.datasets import DatasetError, check_training_columns, read_rows, scan_upload
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.queue import enqueue_job
@@ -35,10 +35,8 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
-PREVIEW_ROWS = 5
-PREVIEW_CELL_CHARS = 200
-LABEL_LIKE_MAX_DISTINCT = 50  # a column with at most this many distinct values is offered as a label column
-TOP_VALUES = 20
+_SPOOL_IN_MEMORY = 1024 * 1024  # a non-seekable upload is copied to a temporary file past this size
+_COPY_CHUNK = 64 * 1024
 
 
 # ---------------------------------------------------------------- validation
@@ -66,33 +64,70 @@ def _not_found(kind: str, key: object) -> ApiError:
 # ---------------------------------------------------------------- datasets
 
 
-def create_dataset(data: bytes, filename: str | None, name: str | None = None) -> dict:
-    """Parse an uploaded CSV and store it; the row is only added once the file parsed cleanly."""
-    limit = context.settings().max_upload_bytes
-    if len(data) > limit:
-        raise ApiError(413, "payload_too_large", f"the file is too large: the limit is {limit / 2**20:g} MB")
-    try:
-        parsed = parse_csv(data)
-    except DatasetError as exc:
-        raise _dataset_error(exc) from None
-    filename = PurePath((filename or "upload.csv").replace("\\", "/")).name[:255] or "upload.csv"
-    name = (name or "").strip() or PurePath(filename).stem or "dataset"
+def _upload_size(stream: BinaryIO, limit: int) -> tuple[BinaryIO, int]:
+    """The upload (seekable) and its size from its current position, reading at most ``limit + 1`` bytes.
+
+    Werkzeug hands uploads over as seekable files (in memory, or a temporary file past 500 kB); any other stream
+    is spooled to a temporary file, stopping as soon as it is known to be too large.
+    """
+    if not stream.seekable():
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+        left = limit + 1
+        while left > 0 and (chunk := stream.read(min(left, _COPY_CHUNK))):
+            spool.write(chunk)
+            left -= len(chunk)
+        spool.seek(0)
+        stream = spool
+    start = stream.tell()
+    size = stream.seek(0, io.SEEK_END) - start
+    stream.seek(start)
+    return stream, size
+
+
+def _clean_names(filename: str | None, name: str | None) -> tuple[str, str]:
+    """The stored file name (no directories; may be empty) and the dataset name; a too long name is a 422."""
+    filename = PurePath((filename or "").replace("\\", "/")).name[:255]
+    name = (name or "").strip() or PurePath(filename or "upload").stem or "dataset"
     if len(name) > 200:
         raise ApiError(422, "validation_error", "name: at most 200 characters")
+    return filename, name
+
+
+def create_dataset(upload: bytes | BinaryIO, filename: str | None, name: str | None = None) -> dict:
+    """Validate and profile an uploaded CSV, TSV or JSON Lines file in one streaming pass, then store it.
+
+    ``upload`` is the file (a binary stream, read from its current position, or bytes). Nothing is written unless
+    every row parsed; the response is the dataset plus its profile (preview rows and column statistics).
+    """
+    stream = io.BytesIO(upload) if isinstance(upload, (bytes, bytearray)) else upload
+    limit = context.settings().max_upload_bytes
+    stream, size = _upload_size(stream, limit)
+    if size > limit:
+        raise ApiError(413, "payload_too_large", f"the file is too large: the limit is {limit / 2**20:g} MB")
+    filename, name = _clean_names(filename, name)
+    start = stream.tell()
+    try:
+        scan = scan_upload(stream, filename or None)
+    except DatasetError as exc:
+        raise _dataset_error(exc) from None
+    stream.seek(start)
+    content = stream.read(size)  # the bytes live in SQL (see core.schema.Dataset): read once, after validation
     with db.session() as session:
         dataset = Dataset(
             name=name,
-            filename=filename,
-            columns=parsed.columns,
-            row_count=parsed.row_count,
-            size_bytes=len(data),
-            sha256=parsed.sha256,
-            content=data,
+            filename=filename or f"upload.{scan.format}",
+            columns=scan.columns,
+            row_count=scan.row_count,
+            size_bytes=len(content),
+            sha256=scan.sha256,
+            format=scan.format,
+            profile=scan.profile,
+            content=content,
         )
         session.add(dataset)
         session.flush()
         result = dataset_to_dict(dataset)
-    result.update(profile_rows(parsed))
+    result.update(scan.profile)
     return result
 
 
@@ -106,42 +141,22 @@ def list_datasets(*, limit: int = 100, offset: int = 0) -> tuple[list[dict], int
 
 
 def get_dataset(dataset_id: int, *, profile: bool = True) -> dict:
-    """A dataset with (optionally) a preview of its first rows and per-column value counts."""
+    """A dataset with (optionally) its profile: a preview of its first rows and per-column value counts."""
     with db.session() as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is None:
             raise _not_found("dataset", dataset_id)
         result = dataset_to_dict(dataset)
-    if profile:
-        result.update(_profile(dataset_id, result["sha256"]))
+        if profile:
+            result.update(dataset.profile if dataset.profile is not None else _store_profile(dataset))
     return result
 
 
-@lru_cache(maxsize=16)
-def _profile(dataset_id: int, sha256: str) -> dict:
-    """:func:`profile_rows` of a stored dataset, cached per content hash (parsing a large CSV is not free)."""
-    with db.session() as session:
-        content = session.scalar(select(Dataset.content).where(Dataset.id == dataset_id))
-    return profile_rows(parse_csv(content))
-
-
-def profile_rows(parsed: ParsedCSV) -> dict:
-    """The first rows (cells truncated) and, per column, distinct/empty counts and label counts."""
-    preview = [{k: v[:PREVIEW_CELL_CHARS] for k, v in row.items()} for row in parsed.rows[:PREVIEW_ROWS]]
-    stats = {}
-    for column in parsed.columns:
-        values = Counter(row[column].strip() for row in parsed.rows)
-        empty = values.pop("", 0)
-        # label-like: a few distinct values, some repeated (an all-unique column is text or an id)
-        label_like = 2 <= len(values) <= LABEL_LIKE_MAX_DISTINCT and len(values) < sum(values.values())
-        stats[column] = {
-            "distinct": len(values),
-            "empty": empty,
-            "label_like": label_like,
-            # label counts for columns that look like labels: [[value, count], ...], most common first
-            "top_values": [[v, n] for v, n in values.most_common(TOP_VALUES)] if label_like else None,
-        }
-    return {"preview": preview, "column_stats": stats}
+def _store_profile(dataset: Dataset) -> dict:
+    """Profile a dataset stored before profiles were computed at upload, once: the result is kept on the row."""
+    scan = scan_upload(io.BytesIO(dataset.content), dataset.filename, fmt=dataset.format)
+    dataset.profile = scan.profile
+    return scan.profile
 
 
 # ---------------------------------------------------------------- jobs
@@ -166,7 +181,8 @@ def start_training(request: TrainRequest) -> dict:
         if dataset is None:
             raise _not_found("dataset", request.dataset_id)
         try:
-            check_training_columns(parse_csv(dataset.content), request.text_column, list(request.label_columns))
+            parsed = read_rows(dataset.content, dataset.format)
+            check_training_columns(parsed, request.text_column, list(request.label_columns))
         except DatasetError as exc:
             raise _dataset_error(exc) from None
         job = job_states.create_job(session, JobType.TRAIN, request.model_dump(mode="json"), dataset_id=dataset.id)

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core import jobs, runtime
-from core.datasets import DatasetError, parse_csv
+from core.datasets import DatasetError, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.queue import announce_job_done
@@ -183,9 +183,10 @@ def run_training(job_id: str) -> float | None:
             dataset = session.get(Dataset, job.dataset_id) if job.dataset_id is not None else None
             if dataset is None:
                 raise DatasetError("the job's dataset no longer exists")
-            content, dataset_name = dataset.content, dataset.name
+            content, fmt, dataset_name = dataset.content, dataset.format, dataset.name
         check_encoder(request.encoder, settings)
-        rows = parse_csv(content).rows
+        rows = read_rows(content, fmt).rows
+        del content  # training keeps only the rows: the raw bytes need not stay alive for the whole run
         with Lease(job_id, settings.lease_seconds) as lease:
             result = _train(request, rows, scratch, store, lease)
         # one directory per attempt: a worker that lost the job can never touch the winner's files

@@ -78,3 +78,303 @@ def test_check_training_columns():
     with pytest.raises(DatasetError) as info:
         check_training_columns(parsed, "text", ["sentiment"], min_rows_per_class=2)
     assert info.value.code == "too_few_rows"
+
+
+# ---------------------------------------------------------------- formats (streaming reader)
+
+import csv  # noqa: E402
+import hashlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import tracemalloc  # noqa: E402
+from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from core import datasets  # noqa: E402
+from core.datasets import (  # noqa: E402
+    DISTINCT_CAP,
+    FORMATS,
+    detect_format,
+    open_rows,
+    profile_rows,
+    read_rows,
+    scan_upload,
+)
+
+SAMPLES = Path(__file__).resolve().parents[2] / "data"
+TSV = b'text\tlabel\nhello, world\tpos\n"quoted\ttab"\tneg\n'
+JSONL = b'{"text": "hello, world", "label": "pos"}\n{"text": "bad day", "label": "neg"}\n'
+
+
+def scan(data: bytes, filename: str | None = None, **kwargs):
+    return scan_upload(io.BytesIO(data), filename, **kwargs)
+
+
+def error_of(data: bytes, fmt: str) -> datasets.DatasetError:
+    with pytest.raises(datasets.DatasetError) as info:
+        read_rows(data, fmt)
+    assert info.value.status == 400
+    return info.value
+
+
+def test_formats():
+    assert FORMATS == ("csv", "tsv", "jsonl")
+
+
+@pytest.mark.parametrize(
+    ("filename", "fmt"),
+    [("a.csv", "csv"), ("A.CSV", "csv"), ("a.tsv", "tsv"), ("a.tab", "tsv"), ("a.jsonl", "jsonl"),
+     ("dir\\a.NDJSON", "jsonl"), ("../x/a.jsonl", "jsonl")],
+)
+def test_detect_format_by_extension_wins_over_content(filename, fmt):
+    assert detect_format(filename, b'{"not": "looked at"}\n' if fmt != "jsonl" else b"a,b\n1,2\n") == fmt
+
+
+@pytest.mark.parametrize(
+    ("head", "fmt"),
+    [
+        (b'{"text": "x"}\n', "jsonl"),
+        (b'\xef\xbb\xbf  \n {"text": "x"}\n', "jsonl"),  # BOM and leading whitespace
+        (b"text\tlabel\nx\ty\n", "tsv"),
+        (b"\n\ntext\tlabel\n", "tsv"),
+        (b"text,label\tx\n", "csv"),  # tabs and commas: CSV, whose delimiter is sniffed later
+        (b"text;label\n", "csv"),
+        (b"text\n", "csv"),
+        (b"", "csv"),
+    ],
+)
+def test_detect_format_by_content(head, fmt):
+    for filename in (None, "", "upload.txt", "noextension"):
+        assert detect_format(filename, head) == fmt
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [(b'text,label\n"hello, world",pos\nbad day,neg\n', "csv"),
+     (b"text\tlabel\nhello, world\tpos\nbad day\tneg\n", "tsv"),
+     (JSONL, "jsonl")],
+)
+def test_each_format_by_extension_and_by_content(data, fmt):
+    expected = [{"text": "hello, world", "label": "pos"}, {"text": "bad day", "label": "neg"}]
+    for filename in (f"data.{fmt}", "data.txt", None):
+        result = scan(data, filename)
+        assert (result.format, result.columns, result.row_count) == (fmt, ["text", "label"], 2)
+        assert result.size_bytes == len(data) and result.sha256 == hashlib.sha256(data).hexdigest()
+        assert result.profile["preview"] == expected
+    assert read_rows(data, fmt).rows == expected
+
+
+def test_tsv_keeps_commas_and_csv_quoting():
+    parsed = read_rows(TSV, "tsv")
+    assert parsed.delimiter == "\t" and parsed.format == "tsv"
+    assert parsed.rows == [{"text": "hello, world", "label": "pos"}, {"text": "quoted\ttab", "label": "neg"}]
+    # a .tsv file never has its delimiter sniffed: commas in the header stay in the column name
+    assert read_rows(b"a,b\tc\n1\t2\n", "tsv").columns == ["a,b", "c"]
+
+
+def test_jsonl_values_become_text():
+    line = {"text": "ünï 🎉", "int": 3, "float": 1.5, "big": 1e100, "yes": True, "no": False, "none": None,
+            "list": [1, "é"], "obj": {"a": {"b": None}}}
+    parsed = read_rows(json.dumps(line).encode() + b"\n", "jsonl")
+    assert parsed.columns == list(line) and parsed.delimiter is None
+    assert parsed.rows == [{"text": "ünï 🎉", "int": "3", "float": "1.5", "big": "1e+100", "yes": "true",
+                            "no": "false", "none": "", "list": '[1, "é"]', "obj": '{"a": {"b": null}}'}]
+
+
+def test_jsonl_missing_keys_blank_lines_crlf_and_bom():
+    data = '\ufeff{"text": "a", "label": "x"}\r\n\r\n  \n{"label": "y"}\r\n{}\n'.encode()
+    assert read_rows(data, "jsonl").rows == [
+        {"text": "a", "label": "x"}, {"text": "", "label": "y"}, {"text": "", "label": ""}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b'{"text": "a"}\n{"text": "b", "label": "x"}\n', "line 2: key 'label' is not in the first object's keys"),
+        (b'{"text": "a"}\n\n["b"]\n', "line 3: expected a JSON object ({...}), got an array"),
+        (b'{"text": "a"}\n"b"\n', "line 2: expected a JSON object ({...}), got a string"),
+        (b'{"text": "a"}\n42\n', "got a number"),
+        (b'{"text": "a"}\nnull\n', "got null"),
+        (b'{"text": "a"}\n{"text": "b"\n', "line 2: invalid JSON (Expecting ',' delimiter at column 13)"),
+        (b'{"text": "a"}\n{"text": NaN}\n', "line 2: invalid JSON (NaN is not valid JSON)"),
+        (b'{"text": "a", "text": "b"}\n', "line 1: duplicate keys in the object: text"),
+        (b"{}\n", "line 1: the first object has no keys"),
+        (b'{" ": "a"}\n', "line 1: every key of the first object needs a name"),
+        (b'{"text": "a\\u0000b"}\n', "line 1: column 'text' contains a NUL character"),
+        (b'text,label\n', "line 1: invalid JSON"),
+    ],
+)
+def test_bad_jsonl(data, fragment):
+    error = error_of(data, "jsonl")
+    assert error.code == "invalid_jsonl"
+    assert fragment in error.message
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_ragged_delimited_rows(fmt):
+    sep = b"," if fmt == "csv" else b"\t"
+    error = error_of(sep.join([b"text", b"label"]) + b"\nok" + sep + b"x\n\nonly-one\n", fmt)
+    assert error.code == "invalid_csv" and error.message == "line 4: 1 fields, but the header has 2"
+    error = error_of(sep.join([b"text", b"label"]) + b"\n" + sep.join([b"a", b"b", b"c"]) + b"\n", fmt)
+    assert error.message == "line 2: 3 fields, but the header has 2"
+
+
+def test_line_numbers_count_physical_lines():
+    error = error_of(b'\n\ntext,label\n"two\nlines",a\nx\n', "csv")
+    assert error.message == "line 6: 1 fields, but the header has 2"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_non_utf8_nul_and_empty_files_in_every_format(fmt):
+    header = b'{"text": "caf' if fmt == "jsonl" else b"text\ncaf"
+    error = error_of(header + b'\xe9"}\n' if fmt == "jsonl" else header + b"\xe9\n", fmt)
+    assert error.code == "invalid_encoding" and f"(byte {len(header)})" in error.message and "UTF-8" in error.message
+    error = error_of(b'{"text": "a\x00"}\n' if fmt == "jsonl" else b"text\na\x00b\n", fmt)
+    assert error.code == ("invalid_jsonl" if fmt == "jsonl" else "invalid_csv") and "NUL bytes" in error.message
+    for empty in (b"", b" \r\n\t\n", b"\xef\xbb\xbf\n"):
+        error = error_of(empty, fmt)
+        assert (error.code, error.message) == ("empty_file", "the file is empty")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_header_only_and_bad_headers(fmt):
+    sep = "," if fmt == "csv" else "\t"
+    cases = [
+        (f"text{sep}label\n\n", "empty_file", "the file has a header but no data rows"),
+        (f"text{sep}text\na{sep}b\n", "invalid_csv", "duplicate column names in the header: text"),
+        (f"text{sep} \na{sep}b\n", "invalid_csv", "every column in the header row needs a name"),
+    ]
+    for data, code, message in cases:
+        error = error_of(data.encode(), fmt)
+        assert (error.code, error.message) == (code, message)
+
+
+def test_utf8_characters_split_across_read_chunks():
+    # 2-, 3- and 4-byte characters after an odd-length header: chunk boundaries fall inside characters
+    text = "é€🎉" * 20_000
+    data = f"t\n{text}\n{text}\n".encode()
+    assert read_rows(data, "csv").rows == [{"t": text}, {"t": text}]
+    bad = b"t\n" + b"a\n" * 100_000 + b"\xff\n"
+    error = error_of(bad, "csv")
+    assert error.code == "invalid_encoding" and f"(byte {2 + 200_000})" in error.message
+    truncated = b"t\n" + b"a\n" * 100_000 + "é".encode()[:1]
+    assert f"(byte {2 + 200_000})" in error_of(truncated, "csv").message
+
+
+def test_overlong_line_is_refused(monkeypatch):
+    monkeypatch.setattr(datasets, "MAX_LINE_CHARS", 1000)
+    for fmt, data in [("csv", b"t\n" + b"x" * 2000), ("jsonl", b'{"t": "' + b"x" * 2000 + b'"}\n')]:
+        assert "longer than 1000 characters" in error_of(data, fmt).message
+    big_field = b'{"t": "' + b"x" * 600 + b'"}\n'
+    monkeypatch.setattr(datasets, "MAX_FIELD_CHARS", 500)
+    assert "field larger than field limit (500)" in error_of(big_field, "jsonl").message
+
+
+def test_open_rows_streams_from_a_file_object(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(b"text,label\n" + b"some text,x\n" * 100_000)
+    with path.open("rb") as f:
+        rows = open_rows(f, "csv")
+        assert rows.columns == ["text", "label"]
+        first = next(iter(rows))
+        assert first == {"text": "some text", "label": "x"}
+        assert f.tell() < 256 * 1024 < path.stat().st_size  # only the first chunks were read
+    with path.open("rb") as f:
+        rows = open_rows(f, "csv")
+        assert sum(1 for _ in rows) == 100_000
+        assert rows.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_max_rows_and_unknown_format():
+    with pytest.raises(datasets.DatasetError) as info:
+        scan(JSONL, "a.jsonl", max_rows=1)
+    assert (info.value.code, info.value.status) == ("too_many_rows", 413)
+    with pytest.raises(datasets.DatasetError) as info:
+        open_rows(b"a\n1\n", "xlsx")
+    assert info.value.code == "invalid_format"
+
+
+# ---------------------------------------------------------------- profile
+
+
+def old_profile_rows(parsed) -> dict:
+    """web.services.profile_rows as it was before profiles moved to core (the reference)."""
+    preview = [{k: v[:200] for k, v in row.items()} for row in parsed.rows[:5]]
+    stats = {}
+    for column in parsed.columns:
+        values = Counter(row[column].strip() for row in parsed.rows)
+        empty = values.pop("", 0)
+        label_like = 2 <= len(values) <= 50 and len(values) < sum(values.values())
+        stats[column] = {
+            "distinct": len(values),
+            "empty": empty,
+            "label_like": label_like,
+            "top_values": [[v, n] for v, n in values.most_common(20)] if label_like else None,
+        }
+    return {"preview": preview, "column_stats": stats}
+
+
+@pytest.mark.parametrize("name", ["sample_tweets.csv", "sample_tweets_multitask.csv"])
+def test_profile_equals_the_old_profile_on_the_samples(name):
+    data = (SAMPLES / name).read_bytes()
+    expected = old_profile_rows(parse_csv(data))
+    with (SAMPLES / name).open("rb") as f:
+        result = scan_upload(f, name)
+    assert result.profile == expected
+    assert profile_rows(parse_csv(data)) == expected
+    assert result.row_count == 2000 and expected["column_stats"]["text"]["distinct"] == 2000
+    assert expected["column_stats"]["sentiment"]["top_values"][0] == ["negative", 854]
+
+
+def test_profile_of_tricky_columns():
+    rows = ["id,label,few,blank"] + [f"{i},{'ab'[i % 2]}, {i % 60} ,{' ' if i % 3 else 'z'}" for i in range(120)]
+    data = "\n".join(rows).encode() + b"\n"
+    result = scan(data)
+    assert result.profile == old_profile_rows(parse_csv(data))
+    stats = result.profile["column_stats"]
+    assert stats["few"] == {"distinct": 60, "empty": 0, "label_like": False, "top_values": None}
+    assert stats["blank"] == {"distinct": 1, "empty": 80, "label_like": False, "top_values": None}
+    assert stats["label"]["top_values"] == [["a", 60], ["b", 60]]
+
+
+def test_distinct_values_are_capped():
+    n = DISTINCT_CAP + 5
+    assert n == 10_005
+    data = ("text,label\n" + "".join(f"text {i},{i % 3}\n" for i in range(n))).encode()
+    stats = scan(data).profile["column_stats"]
+    assert stats["text"] == {"distinct": DISTINCT_CAP, "empty": 0, "label_like": False, "top_values": None,
+                             "distinct_capped": True}
+    assert stats["label"] == {"distinct": 3, "empty": 0, "label_like": True,
+                              "top_values": [["0", 3335], ["1", 3335], ["2", 3335]]}
+    exact = ("text\n" + "".join(f"t{i}\n" for i in range(DISTINCT_CAP))).encode()
+    assert scan(exact).profile["column_stats"]["text"] == {
+        "distinct": DISTINCT_CAP, "empty": 0, "label_like": False, "top_values": None
+    }
+
+
+def test_scanning_a_large_file_keeps_memory_small(tmp_path):
+    random.seed(7)
+    words = "flight delayed again thanks crew amazing worst service ever lost bag seat gate late great awful".split()
+    path = tmp_path / "big.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "text", "label"])
+        for i in range(200_000):
+            text = f"@airline {' '.join(random.choices(words, k=22))} #{i} ünï 🎉"
+            writer.writerow([i, text, random.choice(["pos", "neg", "neutral"])])
+    size = path.stat().st_size
+    assert size > 30 * 2**20
+    tracemalloc.start()
+    try:
+        with path.open("rb") as f:
+            result = scan_upload(f, "big.csv")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.row_count == 200_000 and result.size_bytes == size
+    assert result.profile["column_stats"]["id"]["distinct_capped"] is True
+    assert result.profile["column_stats"]["label"]["distinct"] == 3
+    # holding the file (or its rows) would take well over its size; streaming needs a few buffers and counters
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MB scanning a {size / 2**20:.0f} MB file"

@@ -34,7 +34,7 @@ def test_upload_good_csv(client):
     body = response.json
     schemas.Dataset.model_validate(body)
     assert body["name"] == "My reviews"
-    assert body["rows"] == 3 and body["columns"] == ["text", "label"]
+    assert body["rows"] == 3 and body["columns"] == ["text", "label"] and body["format"] == "csv"
     assert body["filename"] == "reviews.csv"
     assert body["created_at"].endswith("+00:00")
     assert response.headers["Location"] == f"/api/v1/datasets/{body['id']}"
@@ -113,3 +113,149 @@ def test_list_and_get(client):
     schemas.Dataset.model_validate(detail)
     assert detail["preview"][0] == {"text": "I loved it", "label": "pos"}
     assert detail["column_stats"]["text"]["label_like"] is False
+
+
+# ---------------------------------------------------------------- TSV and JSON Lines
+
+TSV = b"text\tlabel\nI loved it, really\tpos\nterrible\tneg\nfine film\tpos\n"
+JSONL = (b'{"text": "I loved it", "label": "pos", "stars": 5}\n'
+         b'{"text": "terrible", "label": "neg", "stars": 1.5}\n'
+         b'{"text": "fine film", "label": "pos", "stars": null}\n')
+
+
+def stored(dataset_id: int) -> Dataset:
+    with db.session() as session:
+        dataset = session.get(Dataset, dataset_id)
+        dataset.content  # noqa: B018 - load the deferred column before the session closes
+        return dataset
+
+
+@pytest.mark.parametrize("filename", ["reviews.tsv", "reviews.txt", "reviews"])
+def test_upload_tsv(client, filename):
+    response = upload(client, TSV, filename)
+    assert response.status_code == 201, response.json
+    body = response.json
+    schemas.Dataset.model_validate(body)
+    assert (body["format"], body["rows"], body["columns"]) == ("tsv", 3, ["text", "label"])
+    assert body["preview"][0] == {"text": "I loved it, really", "label": "pos"}
+    assert body["column_stats"]["label"]["top_values"] == [["pos", 2], ["neg", 1]]
+    row = stored(body["id"])
+    assert (row.format, row.content, row.filename) == ("tsv", TSV, filename)
+    assert row.profile == {"preview": body["preview"], "column_stats": body["column_stats"]}
+
+
+@pytest.mark.parametrize("filename", ["reviews.jsonl", "reviews.ndjson", "reviews.txt"])
+def test_upload_jsonl(client, filename):
+    response = upload(client, JSONL, filename)
+    assert response.status_code == 201, response.json
+    body = response.json
+    schemas.Dataset.model_validate(body)
+    assert (body["format"], body["rows"], body["columns"]) == ("jsonl", 3, ["text", "label", "stars"])
+    assert body["preview"] == [
+        {"text": "I loved it", "label": "pos", "stars": "5"},
+        {"text": "terrible", "label": "neg", "stars": "1.5"},
+        {"text": "fine film", "label": "pos", "stars": ""},
+    ]
+    assert body["column_stats"]["stars"] == {"distinct": 2, "empty": 1, "label_like": False, "top_values": None}
+    assert stored(body["id"]).content == JSONL and body["size_bytes"] == len(JSONL)
+
+
+class Unseekable(io.RawIOBase):
+    """An endless (or ``data``-long) stream that cannot seek, counting the bytes taken from it."""
+
+    def __init__(self, data: bytes | None = None) -> None:
+        super().__init__()
+        self.data, self.taken = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.data is None:
+            chunk = b"x" * len(buffer)
+        else:
+            chunk = self.data[self.taken:self.taken + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self.taken += len(chunk)
+        return len(chunk)
+
+
+def test_service_reads_streams_from_their_position_and_detects_by_content(app):
+    from web import services
+
+    stream = io.BytesIO(b"junk before" + JSONL)
+    stream.seek(len(b"junk before"))
+    with app.app_context():
+        body = services.create_dataset(stream, None)
+        unseekable = services.create_dataset(io.BufferedReader(Unseekable(TSV)), "x")
+    assert (body["format"], body["filename"], body["name"], body["rows"]) == ("jsonl", "upload.jsonl", "upload", 3)
+    assert stored(body["id"]).content == JSONL
+    assert (unseekable["format"], unseekable["rows"], stored(unseekable["id"]).content) == ("tsv", 3, TSV)
+
+
+def test_service_refuses_an_oversize_stream_after_reading_just_past_the_limit(settings):
+    from web import create_app, services
+    from web.errors import ApiError
+
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(max_upload_mb=1)})
+    endless = Unseekable()
+    with app.app_context(), pytest.raises(ApiError) as info:
+        services.create_dataset(endless, "big.csv")
+    assert (info.value.status, info.value.code) == (413, "payload_too_large")
+    assert endless.taken <= 2**20 + 64 * 1024  # the limit plus at most one read
+    assert dataset_count() == 0
+
+
+@pytest.mark.parametrize(
+    "content, filename, code, fragment",
+    [
+        (b"text\tlabel\na\tb\tc\n", "x.tsv", "invalid_csv", "line 2: 3 fields, but the header has 2"),
+        (b"text\tlabel\n", "x.tsv", "empty_file", "no data rows"),
+        ("text\tlabel\ncaf\xe9\ta\n".encode("latin-1"), "x.tsv", "invalid_encoding", "UTF-8 (byte 14)"),
+        (b'{"text": "a"}\n{"text": "b", "label": "x"}\n', "x.jsonl", "invalid_jsonl",
+         "line 2: key 'label' is not in the first object's keys"),
+        (b'{"text": "a"}\n["b"]\n', "x.jsonl", "invalid_jsonl", "line 2: expected a JSON object"),
+        (b'{"text": "a"}\n{"text": \n', "x.jsonl", "invalid_jsonl", "line 2: invalid JSON"),
+        (b'{"text": "a\x00"}\n', "x.jsonl", "invalid_jsonl", "NUL"),
+        (b"\n  \n", "x.jsonl", "empty_file", "the file is empty"),
+        (b'{"text": "a"}\n', "x.csv", "empty_file", "no data rows"),  # the extension wins: a 1-column CSV
+    ],
+)
+def test_bad_tsv_and_jsonl_are_400_and_store_nothing(client, content, filename, code, fragment):
+    error = assert_error(upload(client, content, filename), 400, code)
+    assert fragment in error["message"]
+    assert dataset_count() == 0
+
+
+def test_get_returns_the_profile_stored_at_upload(client):
+    dataset_id = upload(client, JSONL, "r.jsonl").json["id"]
+    marker = {"preview": [], "column_stats": {"text": {"distinct": 7, "empty": 0, "label_like": False,
+                                                        "top_values": None}}}
+    with db.session() as session:
+        session.get(Dataset, dataset_id).profile = marker
+    detail = client.get(f"/api/v1/datasets/{dataset_id}").json
+    assert detail["format"] == "jsonl" and detail["column_stats"] == marker["column_stats"]
+    assert detail["preview"] == []
+    listing = client.get("/api/v1/datasets").json["items"]
+    assert listing[0]["format"] == "jsonl" and "column_stats" not in listing[0]
+
+
+def test_old_rows_get_their_profile_computed_once_and_stored(client):
+    from .factories import make_dataset
+
+    dataset_id = make_dataset(TSV)  # written like a dataset from before profiles: profile NULL, format csv
+    assert stored(dataset_id).profile is None
+    detail = client.get(f"/api/v1/datasets/{dataset_id}").json
+    assert detail["format"] == "csv" and detail["preview"][1] == {"text": "terrible", "label": "neg"}
+    assert stored(dataset_id).profile == {"preview": detail["preview"], "column_stats": detail["column_stats"]}
+
+
+def test_train_on_a_jsonl_dataset(client, sent):
+    dataset_id = upload(client, JSONL, "r.jsonl").json["id"]
+    body = {"dataset_id": dataset_id, "text_column": "text", "label_column": "label"}
+    response = client.post("/api/v1/jobs/train", json=body)
+    assert response.status_code == 202, response.json
+    assert sent == [(response.json["id"], "train")]
+    bad = {"dataset_id": dataset_id, "text_column": "text", "label_column": "nope"}
+    error = assert_error(client.post("/api/v1/jobs/train", json=bad), 422, "unknown_column")
+    assert error["message"] == "column(s) 'nope' not in the dataset; it has text, label, stars"

@@ -117,6 +117,15 @@ def test_upload_form(client):
     assert f"/train?dataset_id={dataset_id}" in page
 
 
+def test_upload_form_takes_jsonl(client):
+    data = {"file": (io.BytesIO(b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n'), "mine.jsonl")}
+    response = client.post("/datasets", data=data, content_type="multipart/form-data")
+    assert response.status_code == 302
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "JSONL" in page and "2 rows" in page
+    assert "CSV, TSV or JSONL" in client.get("/datasets").get_data(as_text=True)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [(b"\xff\xfe\x00bad", "NUL"), (b"text,label\n", "no data rows"), ("t,l\ncaf\xe9,a\n".encode("latin-1"), "UTF-8")],
@@ -141,7 +150,7 @@ def test_upload_form_oversize_is_a_413_page(settings):
 
 def test_upload_form_without_a_file(client):
     response = client.post("/datasets", data={"name": "x"}, content_type="multipart/form-data")
-    assert response.status_code == 400 and "choose a CSV file" in response.get_data(as_text=True)
+    assert response.status_code == 400 and "choose a CSV, TSV or JSONL file" in response.get_data(as_text=True)
 
 
 def test_train_form_lists_families_and_columns(client):

@@ -5,8 +5,9 @@ Conventions (the OpenAPI document at ``/api/v1/openapi.json`` has the details):
 - Errors: ``{"error": {"code", "message"[, "details"]}}``. 400 ``invalid_json`` (unparsable, empty or non-object
   body), 400 ``invalid_parameter`` (query string), 422 ``validation_error`` (body fails the pydantic spec;
   ``details`` lists ``{field, message, type}``), 404 ``not_found``, 409 ``invalid_transition`` (cancelling a
-  finished job), 413 ``payload_too_large``; dataset problems use ``core.datasets`` codes (``invalid_csv``,
-  ``invalid_encoding``, ``empty_file``: 400; ``unknown_column``, ``too_few_classes``: 422).
+  finished job), 413 ``payload_too_large``; dataset problems use ``core.datasets`` codes (``invalid_csv`` (CSV
+  and TSV), ``invalid_jsonl``, ``invalid_encoding``, ``empty_file``: 400; ``unknown_column``, ``too_few_classes``:
+  422).
 - ``GET /api/v1/jobs/<id>/predictions`` on a *train* job is 409 ``not_a_classify_job``; on a classify job that
   is still running it returns the predictions stored so far (``job_status`` and ``text_count`` tell how far).
 - ``POST /api/v1/predict``: 200 when the job succeeded within ``timeout_s``, 500 ``job_failed`` (the job's

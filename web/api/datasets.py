@@ -13,8 +13,10 @@ from .request_args import int_arg
 def upload_dataset():
     upload = request.files.get("file")
     if upload is None:
-        raise ApiError(400, "missing_file", "send the CSV as a multipart/form-data field named 'file'")
-    result = services.create_dataset(upload.read(), upload.filename, request.form.get("name"))
+        raise ApiError(
+            400, "missing_file", "send the CSV, TSV or JSONL file as a multipart/form-data field named 'file'"
+        )
+    result = services.create_dataset(upload.stream, upload.filename, request.form.get("name"))
     return result, 201, {"Location": url_for("api.get_dataset", dataset_id=result["id"])}
 
 

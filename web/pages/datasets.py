@@ -17,7 +17,7 @@ def datasets():
     if form.validate_on_submit():
         upload = form.file.data
         try:
-            dataset = services.create_dataset(upload.read(), upload.filename, form.name.data)
+            dataset = services.create_dataset(upload.stream, upload.filename, form.name.data)
         except ApiError as exc:
             apply_error(form, exc, general)
             if not exc.details:
