@@ -6,7 +6,7 @@ what the web validated.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -169,7 +169,7 @@ class PredictRequest(_ServingOptions):
     texts: list[str] = Field(min_length=1)
     timeout_s: float | None = Field(default=None, ge=0, le=300, allow_inf_nan=False)
 
-    from_dataset = False
+    from_dataset: ClassVar[bool] = False  # predict takes texts only
 
     def job_params(self, preview: int = 3, preview_chars: int = 200) -> tuple[dict, list[str]]:
         """As :meth:`ClassifyRequest.job_params` (``timeout_s`` is not stored: it is the caller's, not the job's)."""
