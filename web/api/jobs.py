@@ -1,7 +1,7 @@
 """Creating, reading, listing and cancelling jobs, and reading a classify job's predictions."""
 from __future__ import annotations
 
-from flask import Response, url_for
+from flask import Response, request, url_for
 
 from core.schema import JobStatus, JobType
 from core.specs import ClassifyRequest, TrainRequest
@@ -58,7 +58,8 @@ def cancel_job(job_id: str):
 def list_predictions(job_id: str):
     offset = int_arg("offset", 0)
     limit = int_arg("limit", 100, minimum=1, maximum=1000)
-    return services.list_predictions(job_id, offset=offset, limit=limit)
+    label = request.args.get("label") or None
+    return services.list_predictions(job_id, offset=offset, limit=limit, label=label)
 
 
 @bp.get("/api/v1/jobs/<job_id>/export")
