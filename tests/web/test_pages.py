@@ -295,3 +295,101 @@ def test_api_is_exempt_from_csrf(csrf_client):
     dataset_id = f.make_dataset()
     body = {"dataset_id": dataset_id, "text_column": "text", "label_column": "label"}
     assert csrf_client.post("/api/v1/jobs/train", json=body).status_code == 202
+
+
+# ---------------------------------------------------------------- job page: downloads, label filter, id column
+
+
+def rows_shown(html: str) -> list[int]:
+    """Indices of the prediction rows in the job page's table, in order."""
+    return [int(i) for i in re.findall(r'<tr data-index="(\d+)">', html)]
+
+
+def label_options(html: str) -> list[tuple[str, str]]:
+    select = html[html.index('id="label-select"'):]
+    select = select[: select.index("</select>")]
+    return re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', select)
+
+
+def seven_predictions(metrics: dict | None = None, *, finish: bool = True, model_id: int | None = None) -> str:
+    texts = [f"text {i}" for i in range(7)]
+    job_id = f.make_classify_job(model_id or f.make_model(), texts)
+    f.start(job_id)
+    f.add_single_task_predictions(job_id, texts)  # even indices pos, odd neg
+    if finish:
+        f.succeed(job_id, metrics=metrics)
+    return job_id
+
+
+def test_download_links_only_once_the_job_succeeded(client):
+    model_id = f.make_model()
+    queued = f.make_classify_job(model_id, ["a"])
+    running = f.make_classify_job(model_id, ["a"])
+    f.start(running)
+    failed = f.make_classify_job(model_id, ["a"])
+    f.fail(failed, "boom")
+    train = f.make_train_job(f.make_dataset())
+    for job_id in (queued, running, failed, train):
+        html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+        assert "Download CSV" not in html and "/export" not in html, job_id
+    done = seven_predictions(model_id=model_id)
+    html = client.get(f"/jobs/{done}").get_data(as_text=True)
+    for fmt, text in (("csv", "Download CSV"), ("jsonl", "Download JSONL")):
+        href = f"/api/v1/jobs/{done}/export?format={fmt}"
+        assert f'id="download-{fmt}" href="{href}" download>{text}</a>' in html
+        response = client.get(href)
+        assert response.status_code == 200 and f"job-{done}-predictions.{fmt}" in response.headers["Content-Disposition"]
+
+
+def test_label_filter_narrows_the_table(client):
+    job_id = seven_predictions({"texts": 7, "label_counts": {"neg": 3, "pos": 4}})
+    html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert rows_shown(html) == [0, 1, 2, 3, 4, 5, 6]
+    assert label_options(html) == [("", "any"), ("neg", "neg (3)"), ("pos", "pos (4)")]
+    html = client.get(f"/jobs/{job_id}?label=neg").get_data(as_text=True)
+    assert rows_shown(html) == [1, 3, 5]
+    assert '<option value="neg" selected>neg (3)</option>' in html and "3 labelled “neg” · 7 texts" in html
+    html = client.get(f"/jobs/{job_id}?label=maybe").get_data(as_text=True)
+    assert rows_shown(html) == [] and "No predictions labelled “maybe”." in html
+    assert ("maybe", "maybe") in label_options(html)  # a label not predicted stays visible as the filter
+
+
+def test_label_filter_keeps_across_pages(client, monkeypatch):
+    monkeypatch.setattr("web.pages.jobs.PREDICTIONS_PAGE_SIZE", 2)
+    job_id = seven_predictions({"label_counts": {"neg": 3, "pos": 4}})
+    html = client.get(f"/jobs/{job_id}?label=pos").get_data(as_text=True)
+    assert rows_shown(html) == [0, 2] and "page 1 of 2" in html
+    assert f'href="/jobs/{job_id}?label=pos&amp;page=2"' in html
+    html = client.get(f"/jobs/{job_id}?label=pos&page=2").get_data(as_text=True)
+    assert rows_shown(html) == [4, 6] and "page 2 of 2" in html
+
+
+def test_label_filter_of_a_running_job_lists_the_labels_so_far(client):
+    job_id = seven_predictions(finish=False)
+    html = client.get(f"/jobs/{job_id}?label=pos").get_data(as_text=True)
+    assert label_options(html) == [("", "any"), ("neg", "neg"), ("pos", "pos")]
+    assert rows_shown(html) == [0, 2, 4, 6]
+
+
+def test_label_filter_of_a_multitask_job_uses_the_first_task(client):
+    tasks = {"label": ["neg", "pos"], "topic": ["film", "music"]}
+    job_id = f.make_classify_job(f.make_model(family="multitask", tasks=tasks, name="mt"), ["a", "b"])
+    f.start(job_id)
+    f.add_multitask_predictions(job_id, ["a", "b"])
+    f.succeed(job_id, metrics={"label_counts": {"label": {"pos": 2}, "topic": {"film": 2}}})
+    html = client.get(f"/jobs/{job_id}?label=pos").get_data(as_text=True)
+    assert "Predicted label (label)" in html and label_options(html) == [("", "any"), ("pos", "pos (2)")]
+    assert rows_shown(html) == [0, 1]
+
+
+def test_id_column_shows_only_for_jobs_with_an_id_column(client):
+    model_id, dataset_id = f.make_model(), f.make_dataset()
+    items = [{"index": i, "text": f"t{i}", "label": "pos", "score": 0.9, "scores": {"neg": 0.1, "pos": 0.9},
+              "row_id": f"row-{i}"} for i in range(2)]
+    with_id = f.finished(f.make_dataset_classify_job(model_id, dataset_id, id_column="topic"), items)
+    html = client.get(f"/jobs/{with_id}").get_data(as_text=True)
+    assert "<th>#</th><th>topic</th><th>Text</th>" in html
+    assert '<td class="mono">row-0</td>' in html and '<td class="mono">row-1</td>' in html
+    plain = f.finished(f.make_dataset_classify_job(model_id, dataset_id), [dict(items[0], row_id=None)])
+    assert "<th>#</th><th>Text</th>" in client.get(f"/jobs/{plain}").get_data(as_text=True)
+
