@@ -393,3 +393,70 @@ def test_id_column_shows_only_for_jobs_with_an_id_column(client):
     plain = f.finished(f.make_dataset_classify_job(model_id, dataset_id), [dict(items[0], row_id=None)])
     assert "<th>#</th><th>Text</th>" in client.get(f"/jobs/{plain}").get_data(as_text=True)
 
+
+# ---------------------------------------------------------------- classify form: a dataset instead of texts
+
+
+def classify_form(model_id, dataset_id="", **overrides):
+    data = {"model_id": str(model_id), "texts": "", "dataset_id": str(dataset_id), "text_column": "text",
+            "id_column": ""}
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_classify_form_lists_datasets_and_their_columns(client):
+    f.make_model()
+    dataset_id = f.make_dataset()
+    html = client.get("/classify").get_data(as_text=True)
+    assert f'<option value="{dataset_id}">reviews (#{dataset_id}, 4 rows)</option>' in html
+    assert 'name="text_column"' in html and 'name="id_column"' in html and "classify.js" in html
+    html = client.get(f"/classify?dataset_id={dataset_id}").get_data(as_text=True)
+    assert f'<option selected value="{dataset_id}">' in html and '<option selected value="text">' in html
+    assert '<option value="topic">topic</option>' in html
+
+
+@pytest.mark.parametrize("id_column", ["topic", ""])
+def test_classify_form_with_a_dataset_creates_a_job(client, sent, id_column):
+    model_id, dataset_id = f.make_model(), f.make_dataset()
+    response = client.post("/classify", data=classify_form(model_id, dataset_id, id_column=id_column))
+    assert response.status_code == 302, response.get_data(as_text=True)
+    job_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert sent == [(job_id, "classify")]
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        params, inputs = job.params, job.inputs
+        assert job.type == "classify" and job.dataset_id == dataset_id and job.model_id == model_id
+    expected = {"model_id": model_id, "dataset_id": dataset_id, "text_column": "text", "text_count": 4}
+    if id_column:
+        expected["id_column"] = id_column
+    assert params == expected and inputs is None
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Classification job queued for 4 row(s) of dataset reviews." in page
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"texts": "typed\ntexts"}, "Type texts or choose a dataset, not both."),
+        ({"dataset_id": "", "texts": "  \n"}, "enter at least one text, or choose a dataset"),
+        ({"text_column": ""}, "choose the text column"),
+        ({"text_column": "nope"}, "column(s) &#39;nope&#39; not in dataset"),
+        ({"id_column": "text"}, "id_column must differ from text_column"),
+        ({"dataset_id": "999"}, "Not a valid choice"),
+        ({"dataset_id": "abc"}, "Invalid Choice: could not coerce"),
+    ],
+)
+def test_classify_form_dataset_errors_rerender(client, sent, overrides, message):
+    model_id, dataset_id = f.make_model(), f.make_dataset()
+    response = client.post("/classify", data={**classify_form(model_id, dataset_id), **overrides})
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert count(Job) == 0 and sent == []
+
+
+def test_classify_form_with_a_dataset_needs_the_csrf_token(csrf_client, sent):
+    model_id, dataset_id = f.make_model(), f.make_dataset()
+    assert csrf_client.post("/classify", data=classify_form(model_id, dataset_id)).status_code == 400
+    assert count(Job) == 0
+    data = {**classify_form(model_id, dataset_id), "csrf_token": token(csrf_client, "/classify")}
+    assert csrf_client.post("/classify", data=data).status_code == 302 and len(sent) == 1
