@@ -118,7 +118,7 @@ class ClassifyForm(FlaskForm):
 
     model_id = SelectField("Model", coerce=int, validators=[InputRequired("choose a model")])
     texts = TextAreaField("Texts (one per line)", validators=[Optional()])
-    dataset_id = SelectField("…or a dataset", coerce=_optional_int, validators=[Optional()])
+    dataset_id = SelectField("Dataset", coerce=_optional_int, validators=[Optional()])
     # filled from the chosen dataset (server side, and by classify.js when the dataset changes)
     text_column = SelectField("Text column", validate_choice=False, validators=[Optional()])
     id_column = SelectField("Id column (optional)", validate_choice=False, validators=[Optional()])
