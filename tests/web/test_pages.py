@@ -338,7 +338,8 @@ def test_download_links_only_once_the_job_succeeded(client):
         href = f"/api/v1/jobs/{done}/export?format={fmt}"
         assert f'id="download-{fmt}" href="{href}" download>{text}</a>' in html
         response = client.get(href)
-        assert response.status_code == 200 and f"job-{done}-predictions.{fmt}" in response.headers["Content-Disposition"]
+        assert response.status_code == 200
+        assert f"job-{done}-predictions.{fmt}" in response.headers["Content-Disposition"]
 
 
 def test_label_filter_narrows_the_table(client):

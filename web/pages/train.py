@@ -11,6 +11,8 @@ from ..forms import TrainForm, choices
 from . import bp
 from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
 
+LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "category", "target")
+
 
 @bp.route("/train", methods=["GET", "POST"])
 def train():
@@ -31,7 +33,7 @@ def train():
     if request.method == "GET" and selected:
         form.dataset_id.data = selected["id"]
         form.text_column.data = guess_column(columns, TEXT_COLUMN_NAMES, 0)
-        form.label_column.data = guess_column(columns, ("label", "labels", "sentiment", "class", "category", "target"), 1)
+        form.label_column.data = guess_column(columns, LABEL_COLUMN_NAMES, 1)
 
     general: list[str] = []
     if form.validate_on_submit():
