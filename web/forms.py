@@ -108,12 +108,48 @@ class TrainForm(FlaskForm):
         return data
 
 
+def _optional_int(value) -> int | None:
+    """Coerce a select's value to int, with "" (the "none" option) as None."""
+    return None if value in (None, "") else int(value)
+
+
 class ClassifyForm(FlaskForm):
+    """Texts typed one per line, or a stored dataset's text column (and optionally its id column): exactly one."""
+
     model_id = SelectField("Model", coerce=int, validators=[InputRequired("choose a model")])
-    texts = TextAreaField("Texts (one per line)", validators=[DataRequired("enter at least one text")])
+    texts = TextAreaField("Texts (one per line)", validators=[Optional()])
+    dataset_id = SelectField("Dataset", coerce=_optional_int, validators=[Optional()])
+    # filled from the chosen dataset (server side, and by classify.js when the dataset changes)
+    text_column = SelectField("Text column", validate_choice=False, validators=[Optional()])
+    id_column = SelectField("Id column (optional)", validate_choice=False, validators=[Optional()])
 
     def text_lines(self) -> list[str]:
         return [line.strip() for line in (self.texts.data or "").splitlines() if line.strip()]
+
+    def validate(self, extra_validators=None) -> bool:
+        """The fields' own checks, then: texts or a dataset, not both and not neither."""
+        if not super().validate(extra_validators):
+            return False
+        if self.text_lines() and self.dataset_id.data is not None:
+            self.form_errors.append("Type texts or choose a dataset, not both.")
+            return False
+        if not self.text_lines() and self.dataset_id.data is None:
+            self.texts.errors = [*self.texts.errors, "enter at least one text, or choose a dataset"]
+            return False
+        if self.dataset_id.data is not None and not self.text_column.data:
+            self.text_column.errors = [*self.text_column.errors, "choose the text column"]
+            return False
+        return True
+
+    def to_request_data(self) -> dict:
+        """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns."""
+        if self.dataset_id.data is None:
+            return {"model_id": self.model_id.data, "texts": self.text_lines()}
+        data = {"model_id": self.model_id.data, "dataset_id": self.dataset_id.data,
+                "text_column": self.text_column.data}
+        if self.id_column.data:
+            data["id_column"] = self.id_column.data
+        return data
 
 
 class CancelForm(FlaskForm):

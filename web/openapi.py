@@ -44,6 +44,16 @@ _INVALID = _response("the body failed validation (missing/unknown fields, wrong 
 _NOT_FOUND = _response("no such resource")
 
 
+_EXPORT_DESCRIPTION = (
+    "Columns, in order: `index`, `id` (only for a job on a dataset with an `id_column`: the row's id), `text`, "
+    "`label`, `score`, then `score_<label>` for each class in the model's label order. For a multitask model: "
+    "`index`, `id`?, `text`, then per task `<task>_label`, `<task>_score`, `<task>_score_<label>`... "
+    "CSV: RFC 4180 (CRLF, quoted only when needed), UTF-8 with a byte-order mark; floats are written so they "
+    "parse back exactly, texts exactly as stored (nothing is escaped for spreadsheet formulas). "
+    "JSONL: one JSON object per line with the same keys."
+)
+
+
 def _query(name: str, description: str, schema: dict) -> dict:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
@@ -126,13 +136,14 @@ def _paths(spec: APISpec) -> None:
         path="/api/v1/jobs/classify",
         operations={
             "post": {
-                "summary": "Queue a classification job",
+                "summary": "Queue a classification job: texts, or a stored dataset's text column (+ id column)",
                 "requestBody": {"required": True, **_json("ClassifyRequest")},
                 "responses": {
                     "202": _response("queued", "Job", _LOCATION),
                     "400": _BAD,
-                    "404": _response("unknown model"),
-                    "422": _INVALID,
+                    "404": _response("unknown model or dataset"),
+                    "422": _response("invalid body (texts and dataset_id both or neither given, ...), a column the "
+                                     "dataset lacks (unknown_column), or a text column with no text (empty_column)"),
                 },
             }
         },
@@ -182,12 +193,51 @@ def _paths(spec: APISpec) -> None:
         operations={
             "get": {
                 "summary": "A classify job's predictions, ordered by index (partial while it runs)",
-                "parameters": [job_id, *_PAGING],
+                "parameters": [
+                    job_id,
+                    _query("label", "only predictions of this label (multitask: the first task's label); "
+                           "total counts the matching ones", {"type": "string"}),
+                    *_PAGING,
+                ],
                 "responses": {
                     "200": _response("a page of predictions", "PredictionPage"),
                     "400": _BAD,
                     "404": _NOT_FOUND,
                     "409": _response("the job is a train job: it has no predictions"),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/api/v1/jobs/{job_id}/export",
+        operations={
+            "get": {
+                "summary": "Download every prediction of a succeeded classify job as CSV or JSONL (streamed)",
+                "description": _EXPORT_DESCRIPTION,
+                "parameters": [
+                    job_id,
+                    _query("format", "csv (default) or jsonl", {"type": "string", "enum": ["csv", "jsonl"],
+                                                                 "default": "csv"}),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the predictions, one row (CSV) or object (JSONL) each, ordered by index",
+                        "headers": {
+                            "Content-Disposition": {
+                                "description": 'attachment; filename="job-<id>-predictions.csv" (or .jsonl)',
+                                "schema": {"type": "string"},
+                            }
+                        },
+                        "content": {
+                            "text/csv; charset=utf-8": {"schema": {"type": "string"}},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": _response("format is neither csv nor jsonl (invalid_parameter)"),
+                    "404": _NOT_FOUND,
+                    "409": _response(
+                        "a train job (not_a_classify_job), or a classify job that has not succeeded (job_not_succeeded)"
+                    ),
                 },
             }
         },

@@ -110,6 +110,7 @@ class Prediction(_Out):
     """Single-task models: label/score/scores; multitask models: tasks."""
 
     index: int
+    id: str | None = Field(default=None, description="the dataset row's id (jobs on a dataset with an id_column)")
     text: str
     label: str | None = None
     score: float | None = None

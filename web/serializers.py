@@ -75,13 +75,20 @@ def model_to_dict(model: TrainedModel) -> dict:
 
 
 def prediction_to_dict(prediction: Prediction) -> dict:
-    """Single-task: ``{index, text, label, score, scores}``; multitask: ``{index, text, tasks: {task: {...}}}``."""
+    """Single-task: ``{index, text, label, score, scores}``; multitask: ``{index, text, tasks: {task: {...}}}``.
+
+    Both gain ``id`` (the dataset row's id) when the job was classifying a dataset with an ``id_column``.
+    """
     if prediction.tasks is not None:
-        return {"index": prediction.index, "text": prediction.text, "tasks": prediction.tasks}
-    return {
-        "index": prediction.index,
-        "text": prediction.text,
-        "label": prediction.label,
-        "score": prediction.score,
-        "scores": prediction.scores,
-    }
+        result = {"index": prediction.index, "text": prediction.text, "tasks": prediction.tasks}
+    else:
+        result = {
+            "index": prediction.index,
+            "text": prediction.text,
+            "label": prediction.label,
+            "score": prediction.score,
+            "scores": prediction.scores,
+        }
+    if prediction.row_id is not None:
+        result["id"] = prediction.row_id
+    return result

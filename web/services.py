@@ -284,8 +284,9 @@ def cancel_job(job_id: str) -> dict:
         return job_to_dict(job)
 
 
-def list_predictions(job_id: str, *, offset: int = 0, limit: int = 100) -> dict:
-    """A page of a classify job's predictions, ordered by index. A train job has none: 409."""
+def list_predictions(job_id: str, *, offset: int = 0, limit: int = 100, label: str | None = None) -> dict:
+    """A page of a classify job's predictions, ordered by index, optionally only those predicted ``label``
+    (multitask: the first task's label); ``total`` counts the matching rows. A train job has none: 409."""
     with db.session() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -294,10 +295,13 @@ def list_predictions(job_id: str, *, offset: int = 0, limit: int = 100) -> dict:
             raise ApiError(
                 409, "not_a_classify_job", f"job {job_id} is a {job.type} job; only classify jobs have predictions"
             )
-        total = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id))
+        conditions = [Prediction.job_id == job_id]
+        if label is not None:
+            conditions.append(Prediction.label == label)
+        total = session.scalar(select(func.count()).select_from(Prediction).where(*conditions))
         rows = session.scalars(
             select(Prediction)
-            .where(Prediction.job_id == job_id)
+            .where(*conditions)
             .order_by(Prediction.index)
             .limit(limit)
             .offset(offset)
@@ -311,6 +315,26 @@ def list_predictions(job_id: str, *, offset: int = 0, limit: int = 100) -> dict:
             "job_status": job.status,
             "text_count": (job.params or {}).get("text_count", len((job.params or {}).get("texts") or [])),
         }
+
+
+def prediction_labels(job_id: str) -> list[tuple[str, int | None]]:
+    """``[(label, count)]`` a classify job predicted (multitask: its first task), for a filter by label.
+
+    A finished job's ``metrics.label_counts`` has them already; a running job (or an old one without counts)
+    asks SQL for the distinct labels so far, without counts.
+    """
+    with db.session() as session:
+        metrics = session.scalar(select(Job.metrics).where(Job.id == job_id)) or {}
+        counts = metrics.get("label_counts")
+        if isinstance(counts, dict) and counts:
+            first = next(iter(counts.values()))
+            if isinstance(first, dict):  # multitask: {task: {label: n}}; Prediction.label is the first task's
+                counts = first
+            return [(str(label), n) for label, n in counts.items()]
+        labels = session.scalars(
+            select(Prediction.label).where(Prediction.job_id == job_id).distinct().order_by(Prediction.label)
+        )
+        return [(label, None) for label in labels]
 
 
 def wait_for_job(job_id: str, timeout_s: float) -> dict:

@@ -5,6 +5,7 @@ import hashlib
 
 from core import jobs as job_states
 from core.datasets import parse_csv
+from core.results import insert_predictions
 from core.db import db
 from core.schema import Dataset, JobType, Prediction, TrainedModel
 
@@ -61,6 +62,26 @@ def make_classify_job(model_id: int, texts: list[str]) -> str:
         return job_states.create_job(
             session, JobType.CLASSIFY, {"model_id": model_id, "texts": texts}, model_id=model_id
         ).id
+
+
+def make_dataset_classify_job(
+    model_id: int, dataset_id: int, *, text_column: str = "text", id_column: str | None = None
+) -> str:
+    """A classify job on a stored dataset, with the params ``ClassifyRequest.job_params`` would store."""
+    params = {"model_id": model_id, "dataset_id": dataset_id, "text_column": text_column, "text_count": 4}
+    if id_column is not None:
+        params["id_column"] = id_column
+    with db.session() as session:
+        return job_states.create_job(session, JobType.CLASSIFY, params, model_id=model_id, dataset_id=dataset_id).id
+
+
+def finished(job_id: str, items: list[dict], **kwargs) -> str:
+    """Start ``job_id``, store ``items`` through ``core.results.insert_predictions`` and succeed it."""
+    start(job_id)
+    with db.session() as session:
+        insert_predictions(session, job_id, items)
+    succeed(job_id, **kwargs)
+    return job_id
 
 
 def start(job_id: str, worker: str = "w1") -> None:

@@ -144,3 +144,35 @@ def test_job_page_progress_updates_while_running(browser, server, tmp_path):
     wait(browser, lambda d: "macro_f1" in d.page_source)  # reloaded once finished: metrics rendered
     assert browser.find_element(By.ID, "job-status-badge").text == "succeeded"
     assert "0.875" in browser.page_source
+
+
+def test_classify_a_dataset_through_the_form(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from core.db import db
+    from core.schema import Job
+
+    model_id = f.make_model()
+    f.make_dataset()
+    other = f.make_dataset(b"tweet_id,body,label\n1,hello,a\n2,world,b\n", name="tweets")
+    browser.get(f"{server}/classify")
+    text_column = browser.find_element(By.ID, "text_column")
+    assert not browser.find_element(By.ID, "field-text_column").is_displayed()  # no dataset chosen: texts mode
+    Select(browser.find_element(By.ID, "dataset_id")).select_by_value(str(other))
+    # columns filled from GET /api/v1/datasets/<id>; the text column guessed by name
+    wait(browser, lambda d: [o.get_attribute("value") for o in Select(text_column).options] == ["tweet_id", "body",
+                                                                                                 "label"])
+    assert text_column.is_displayed() and Select(text_column).first_selected_option.get_attribute("value") == "body"
+    id_column = Select(browser.find_element(By.ID, "id_column"))
+    assert [o.get_attribute("value") for o in id_column.options] == ["", "tweet_id", "body", "label"]
+    id_column.select_by_value("tweet_id")
+    browser.save_screenshot(str(tmp_path / "classify-dataset.png"))
+    browser.find_element(By.CSS_SELECTOR, "#classify-form button[type=submit]").click()
+    wait(browser, lambda d: "/jobs/" in d.current_url)
+    assert "queued" in browser.find_element(By.ID, "job-status-badge").text
+    assert "2 row(s) of dataset tweets" in browser.page_source
+    with db.session() as session:
+        job = session.get(Job, browser.current_url.rsplit("/", 1)[1])
+        assert job.params == {"model_id": model_id, "dataset_id": other, "text_column": "body",
+                              "id_column": "tweet_id", "text_count": 2}

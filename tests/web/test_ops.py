@@ -77,6 +77,7 @@ def test_openapi_document(client):
         "/api/v1/jobs/{job_id}": {"get"},
         "/api/v1/jobs/{job_id}/cancel": {"post"},
         "/api/v1/jobs/{job_id}/predictions": {"get"},
+        "/api/v1/jobs/{job_id}/export": {"get"},
         "/api/v1/models": {"get"},
         "/api/v1/models/{model_id}": {"get"},
         "/api/v1/predict": {"post"},
@@ -92,6 +93,17 @@ def test_openapi_document(client):
     assert {"TrainRequest", "ClassifyRequest", "PredictRequest", "Job", "Error", "PredictionPage"} <= set(schemas_)
     assert "dataset_id" in schemas_["TrainRequest"]["required"]
     assert schemas_["TrainRequest"]["additionalProperties"] is False
+    classify = schemas_["ClassifyRequest"]
+    assert {"model_id", "texts", "dataset_id", "text_column", "id_column"} <= set(classify["properties"])
+    assert classify["required"] == ["model_id"] and classify["additionalProperties"] is False
+    assert "id" in schemas_["Prediction"]["properties"]
+    export = doc["paths"]["/api/v1/jobs/{job_id}/export"]["get"]
+    assert {p["name"]: p["schema"].get("enum") for p in export["parameters"]} == {"job_id": None,
+                                                                                  "format": ["csv", "jsonl"]}
+    assert set(export["responses"]) == {"200", "400", "404", "409"}
+    assert set(export["responses"]["200"]["content"]) == {"text/csv; charset=utf-8", "application/x-ndjson"}
+    predictions = doc["paths"]["/api/v1/jobs/{job_id}/predictions"]["get"]
+    assert "label" in {p["name"] for p in predictions["parameters"]}
     body = doc["paths"]["/api/v1/jobs/train"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/TrainRequest"}
     for ref in _refs(doc, set()):  # every reference resolves

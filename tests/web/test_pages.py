@@ -304,3 +304,169 @@ def test_api_is_exempt_from_csrf(csrf_client):
     dataset_id = f.make_dataset()
     body = {"dataset_id": dataset_id, "text_column": "text", "label_column": "label"}
     assert csrf_client.post("/api/v1/jobs/train", json=body).status_code == 202
+
+
+# ---------------------------------------------------------------- job page: downloads, label filter, id column
+
+
+def rows_shown(html: str) -> list[int]:
+    """Indices of the prediction rows in the job page's table, in order."""
+    return [int(i) for i in re.findall(r'<tr data-index="(\d+)">', html)]
+
+
+def label_options(html: str) -> list[tuple[str, str]]:
+    select = html[html.index('id="label-select"'):]
+    select = select[: select.index("</select>")]
+    return re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', select)
+
+
+def seven_predictions(metrics: dict | None = None, *, finish: bool = True, model_id: int | None = None) -> str:
+    texts = [f"text {i}" for i in range(7)]
+    job_id = f.make_classify_job(model_id or f.make_model(), texts)
+    f.start(job_id)
+    f.add_single_task_predictions(job_id, texts)  # even indices pos, odd neg
+    if finish:
+        f.succeed(job_id, metrics=metrics)
+    return job_id
+
+
+def test_download_links_only_once_the_job_succeeded(client):
+    model_id = f.make_model()
+    queued = f.make_classify_job(model_id, ["a"])
+    running = f.make_classify_job(model_id, ["a"])
+    f.start(running)
+    failed = f.make_classify_job(model_id, ["a"])
+    f.fail(failed, "boom")
+    train = f.make_train_job(f.make_dataset())
+    for job_id in (queued, running, failed, train):
+        html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+        assert "Download CSV" not in html and "/export" not in html, job_id
+    done = seven_predictions(model_id=model_id)
+    html = client.get(f"/jobs/{done}").get_data(as_text=True)
+    for fmt, text in (("csv", "Download CSV"), ("jsonl", "Download JSONL")):
+        href = f"/api/v1/jobs/{done}/export?format={fmt}"
+        assert f'id="download-{fmt}" href="{href}" download>{text}</a>' in html
+        response = client.get(href)
+        assert response.status_code == 200
+        assert f"job-{done}-predictions.{fmt}" in response.headers["Content-Disposition"]
+
+
+def test_label_filter_narrows_the_table(client):
+    job_id = seven_predictions({"texts": 7, "label_counts": {"neg": 3, "pos": 4}})
+    html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert rows_shown(html) == [0, 1, 2, 3, 4, 5, 6]
+    assert label_options(html) == [("", "any"), ("neg", "neg (3)"), ("pos", "pos (4)")]
+    html = client.get(f"/jobs/{job_id}?label=neg").get_data(as_text=True)
+    assert rows_shown(html) == [1, 3, 5]
+    assert '<option value="neg" selected>neg (3)</option>' in html and "3 labelled “neg” · 7 texts" in html
+    html = client.get(f"/jobs/{job_id}?label=maybe").get_data(as_text=True)
+    assert rows_shown(html) == [] and "No predictions labelled “maybe”." in html
+    assert ("maybe", "maybe") in label_options(html)  # a label not predicted stays visible as the filter
+
+
+def test_label_filter_keeps_across_pages(client, monkeypatch):
+    monkeypatch.setattr("web.pages.jobs.PREDICTIONS_PAGE_SIZE", 2)
+    job_id = seven_predictions({"label_counts": {"neg": 3, "pos": 4}})
+    html = client.get(f"/jobs/{job_id}?label=pos").get_data(as_text=True)
+    assert rows_shown(html) == [0, 2] and "page 1 of 2" in html
+    assert f'href="/jobs/{job_id}?label=pos&amp;page=2"' in html
+    html = client.get(f"/jobs/{job_id}?label=pos&page=2").get_data(as_text=True)
+    assert rows_shown(html) == [4, 6] and "page 2 of 2" in html
+
+
+def test_label_filter_of_a_running_job_lists_the_labels_so_far(client):
+    job_id = seven_predictions(finish=False)
+    html = client.get(f"/jobs/{job_id}?label=pos").get_data(as_text=True)
+    assert label_options(html) == [("", "any"), ("neg", "neg"), ("pos", "pos")]
+    assert rows_shown(html) == [0, 2, 4, 6]
+
+
+def test_label_filter_of_a_multitask_job_uses_the_first_task(client):
+    tasks = {"label": ["neg", "pos"], "topic": ["film", "music"]}
+    job_id = f.make_classify_job(f.make_model(family="multitask", tasks=tasks, name="mt"), ["a", "b"])
+    f.start(job_id)
+    f.add_multitask_predictions(job_id, ["a", "b"])
+    f.succeed(job_id, metrics={"label_counts": {"label": {"pos": 2}, "topic": {"film": 2}}})
+    html = client.get(f"/jobs/{job_id}?label=pos").get_data(as_text=True)
+    assert "Predicted label (label)" in html and label_options(html) == [("", "any"), ("pos", "pos (2)")]
+    assert rows_shown(html) == [0, 1]
+
+
+def test_id_column_shows_only_for_jobs_with_an_id_column(client):
+    model_id, dataset_id = f.make_model(), f.make_dataset()
+    items = [{"index": i, "text": f"t{i}", "label": "pos", "score": 0.9, "scores": {"neg": 0.1, "pos": 0.9},
+              "row_id": f"row-{i}"} for i in range(2)]
+    with_id = f.finished(f.make_dataset_classify_job(model_id, dataset_id, id_column="topic"), items)
+    html = client.get(f"/jobs/{with_id}").get_data(as_text=True)
+    assert "<th>#</th><th>topic</th><th>Text</th>" in html
+    assert '<td class="mono">row-0</td>' in html and '<td class="mono">row-1</td>' in html
+    plain = f.finished(f.make_dataset_classify_job(model_id, dataset_id), [dict(items[0], row_id=None)])
+    assert "<th>#</th><th>Text</th>" in client.get(f"/jobs/{plain}").get_data(as_text=True)
+
+
+# ---------------------------------------------------------------- classify form: a dataset instead of texts
+
+
+def classify_form(model_id, dataset_id="", **overrides):
+    data = {"model_id": str(model_id), "texts": "", "dataset_id": str(dataset_id), "text_column": "text",
+            "id_column": ""}
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_classify_form_lists_datasets_and_their_columns(client):
+    f.make_model()
+    dataset_id = f.make_dataset()
+    html = client.get("/classify").get_data(as_text=True)
+    assert f'<option value="{dataset_id}">reviews (#{dataset_id}, 4 rows)</option>' in html
+    assert 'name="text_column"' in html and 'name="id_column"' in html and "classify.js" in html
+    html = client.get(f"/classify?dataset_id={dataset_id}").get_data(as_text=True)
+    assert f'<option selected value="{dataset_id}">' in html and '<option selected value="text">' in html
+    assert '<option value="topic">topic</option>' in html
+
+
+@pytest.mark.parametrize("id_column", ["topic", ""])
+def test_classify_form_with_a_dataset_creates_a_job(client, sent, id_column):
+    model_id, dataset_id = f.make_model(), f.make_dataset()
+    response = client.post("/classify", data=classify_form(model_id, dataset_id, id_column=id_column))
+    assert response.status_code == 302, response.get_data(as_text=True)
+    job_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert sent == [(job_id, "classify")]
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        params, inputs = job.params, job.inputs
+        assert job.type == "classify" and job.dataset_id == dataset_id and job.model_id == model_id
+    expected = {"model_id": model_id, "dataset_id": dataset_id, "text_column": "text", "text_count": 4}
+    if id_column:
+        expected["id_column"] = id_column
+    assert params == expected and inputs is None
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Classification job queued for 4 row(s) of dataset reviews." in page
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"texts": "typed\ntexts"}, "Type texts or choose a dataset, not both."),
+        ({"dataset_id": "", "texts": "  \n"}, "enter at least one text, or choose a dataset"),
+        ({"text_column": ""}, "choose the text column"),
+        ({"text_column": "nope"}, "column(s) &#39;nope&#39; not in dataset"),
+        ({"id_column": "text"}, "id_column must differ from text_column"),
+        ({"dataset_id": "999"}, "Not a valid choice"),
+        ({"dataset_id": "abc"}, "Invalid Choice: could not coerce"),
+    ],
+)
+def test_classify_form_dataset_errors_rerender(client, sent, overrides, message):
+    model_id, dataset_id = f.make_model(), f.make_dataset()
+    response = client.post("/classify", data={**classify_form(model_id, dataset_id), **overrides})
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert count(Job) == 0 and sent == []
+
+
+def test_classify_form_with_a_dataset_needs_the_csrf_token(csrf_client, sent):
+    model_id, dataset_id = f.make_model(), f.make_dataset()
+    assert csrf_client.post("/classify", data=classify_form(model_id, dataset_id)).status_code == 400
+    assert count(Job) == 0
+    data = {**classify_form(model_id, dataset_id), "csrf_token": token(csrf_client, "/classify")}
+    assert csrf_client.post("/classify", data=data).status_code == 302 and len(sent) == 1

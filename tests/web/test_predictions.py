@@ -71,3 +71,54 @@ def test_train_job_is_409(client):
     job_id = f.make_train_job(f.make_dataset())
     error = assert_error(client.get(f"/api/v1/jobs/{job_id}/predictions"), 409, "not_a_classify_job")
     assert "train job" in error["message"]
+
+
+def test_label_filter_counts_and_pages_the_matching_rows(client):
+    model_id = f.make_model()
+    texts = [f"t{i}" for i in range(7)]
+    job_id = f.make_classify_job(model_id, texts)
+    f.start(job_id)
+    f.add_single_task_predictions(job_id, texts)  # even indices pos, odd neg
+    f.succeed(job_id)
+    page = client.get(f"/api/v1/jobs/{job_id}/predictions?label=pos").json
+    schemas.PredictionPage.model_validate(page)
+    assert [i["index"] for i in page["items"]] == [0, 2, 4, 6] and page["total"] == 4
+    page = client.get(f"/api/v1/jobs/{job_id}/predictions?label=neg&offset=1&limit=1").json
+    assert [i["index"] for i in page["items"]] == [3] and page["total"] == 3
+    page = client.get(f"/api/v1/jobs/{job_id}/predictions?label=nothing").json
+    assert page["items"] == [] and page["total"] == 0
+    assert client.get(f"/api/v1/jobs/{job_id}/predictions?label=").json["total"] == 7  # empty: no filter
+
+
+def test_label_filter_on_a_multitask_job_uses_the_first_task(client):
+    model_id = f.make_model(family="multitask", tasks={"label": ["neg", "pos"], "topic": ["film", "music"]})
+    job_id = f.make_classify_job(model_id, ["a", "b"])
+    f.start(job_id)
+    f.add_multitask_predictions(job_id, ["a", "b"])  # label pos, topic film
+    assert client.get(f"/api/v1/jobs/{job_id}/predictions?label=pos").json["total"] == 2
+    assert client.get(f"/api/v1/jobs/{job_id}/predictions?label=film").json["total"] == 0
+
+
+def test_id_only_for_rows_with_a_row_id(client):
+    model_id = f.make_model()
+    job_id = f.make_dataset_classify_job(model_id, f.make_dataset(), id_column="topic")
+    items = [{"index": i, "text": t, "label": "pos", "score": 0.9, "scores": {"neg": 0.1, "pos": 0.9}, "row_id": r}
+             for i, (t, r) in enumerate([("a", "film-1"), ("b", None)])]
+    f.finished(job_id, items)
+    page = client.get(f"/api/v1/jobs/{job_id}/predictions").json
+    schemas.PredictionPage.model_validate(page)
+    assert page["items"] == [
+        {"index": 0, "text": "a", "label": "pos", "score": 0.9, "scores": {"neg": 0.1, "pos": 0.9}, "id": "film-1"},
+        {"index": 1, "text": "b", "label": "pos", "score": 0.9, "scores": {"neg": 0.1, "pos": 0.9}},
+    ]
+
+
+def test_id_on_multitask_items(client):
+    model_id = f.make_model(family="multitask", tasks={"label": ["neg", "pos"], "topic": ["film", "music"]})
+    job_id = f.make_dataset_classify_job(model_id, f.make_dataset(), id_column="topic")
+    tasks = {"label": {"label": "pos", "score": 0.7, "scores": {"neg": 0.3, "pos": 0.7}},
+             "topic": {"label": "film", "score": 0.6, "scores": {"film": 0.6, "music": 0.4}}}
+    f.finished(job_id, [{"index": 0, "text": "a", "label": "pos", "score": 0.7, "scores": tasks["label"]["scores"],
+                         "tasks": tasks, "row_id": "42"}])
+    item = client.get(f"/api/v1/jobs/{job_id}/predictions").json["items"][0]
+    assert item == {"index": 0, "text": "a", "tasks": tasks, "id": "42"}

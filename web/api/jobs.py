@@ -1,12 +1,12 @@
 """Creating, reading, listing and cancelling jobs, and reading a classify job's predictions."""
 from __future__ import annotations
 
-from flask import url_for
+from flask import Response, request, url_for
 
 from core.schema import JobStatus, JobType
 from core.specs import ClassifyRequest, TrainRequest
 
-from .. import services
+from .. import exports, services
 from . import bp
 from .request_args import choice_arg, int_arg, json_object, optional_int_arg
 
@@ -58,4 +58,17 @@ def cancel_job(job_id: str):
 def list_predictions(job_id: str):
     offset = int_arg("offset", 0)
     limit = int_arg("limit", 100, minimum=1, maximum=1000)
-    return services.list_predictions(job_id, offset=offset, limit=limit)
+    label = request.args.get("label") or None
+    return services.list_predictions(job_id, offset=offset, limit=limit, label=label)
+
+
+@bp.get("/api/v1/jobs/<job_id>/export")
+def export_predictions(job_id: str):
+    """Every prediction of a succeeded classify job as a CSV or JSONL download, streamed page by page."""
+    fmt = choice_arg("format", list(exports.FORMATS)) or "csv"
+    plan = exports.plan_export(job_id)  # every check happens here, before the first byte is sent
+    return Response(
+        exports.export_chunks(plan, fmt),
+        content_type=exports.FORMATS[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{exports.filename(job_id, fmt)}"'},
+    )

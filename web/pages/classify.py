@@ -1,4 +1,5 @@
-"""The classification form: one text per line, classified by a trained model in a classify job."""
+"""The classification form: texts typed one per line, or a stored dataset's text column, classified by a
+trained model in a classify job."""
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
@@ -9,29 +10,60 @@ from .. import services
 from ..errors import ApiError
 from ..forms import ClassifyForm, choices
 from . import bp
-from .forms_support import apply_error
+from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
+
+NO_DATASET = "— none: classify the texts above —"
+NO_ID_COLUMN = "— none —"
+
+
+def _wanted_id(name: str, rows: list[dict]) -> int | None:
+    """``?name=<id>`` of a GET, when it names one of ``rows``."""
+    wanted = request.args.get(name, "")
+    return int(wanted) if wanted.isdigit() and any(r["id"] == int(wanted) for r in rows) else None
+
+
+def _column_choices(form: ClassifyForm, datasets: list[dict]) -> None:
+    """Offer the chosen dataset's columns (none while no dataset is chosen); classify.js refills them on change."""
+    selected = next((d for d in datasets if d["id"] == form.dataset_id.data), None)
+    columns = selected["columns"] if selected else []
+    form.text_column.choices = choices((c, c) for c in columns)
+    form.id_column.choices = choices([("", NO_ID_COLUMN), *((c, c) for c in columns)])
+    if request.method == "GET" and selected:
+        form.text_column.data = guess_column(columns, TEXT_COLUMN_NAMES, 0)
 
 
 @bp.route("/classify", methods=["GET", "POST"])
 def classify():
     models, _ = services.list_models(limit=1000)
+    datasets, _ = services.list_datasets(limit=1000)
     form = ClassifyForm()
     form.model_id.choices = choices(
         (m["id"], f"{m['name']} v{m['version']} ({m['family']}, #{m['id']})") for m in models
     )
+    form.dataset_id.choices = choices(
+        [("", NO_DATASET), *((d["id"], f"{d['name']} (#{d['id']}, {d['rows']} rows)") for d in datasets)]
+    )
     if request.method == "GET":
-        wanted = request.args.get("model_id", "")
-        if wanted.isdigit() and any(m["id"] == int(wanted) for m in models):
-            form.model_id.data = int(wanted)
+        form.model_id.data = _wanted_id("model_id", models) or form.model_id.data
+        form.dataset_id.data = _wanted_id("dataset_id", datasets)
+    _column_choices(form, datasets)
     general: list[str] = []
     if form.validate_on_submit():
         try:
-            body = {"model_id": form.model_id.data, "texts": form.text_lines()}
-            job = services.start_classification(services.validate(ClassifyRequest, body))
+            job = services.start_classification(services.validate(ClassifyRequest, form.to_request_data()))
         except ApiError as exc:
             apply_error(form, exc, general)
         else:
-            flash(f"Classification job queued for {len(form.text_lines())} text(s).", "ok")
+            flash(_queued_message(job, datasets), "ok")
             return redirect(url_for(".job", job_id=job["id"]))
+    general.extend(form.form_errors)
     status = 400 if request.method == "POST" else 200
-    return render_template("classify.html", form=form, models=models, general_errors=general), status
+    return render_template("classify.html", form=form, models=models, datasets=datasets, general_errors=general), status
+
+
+def _queued_message(job: dict, datasets: list[dict]) -> str:
+    count = job["params"].get("text_count")
+    if job["dataset_id"] is None:
+        return f"Classification job queued for {count} text(s)."
+    name = next((d["name"] for d in datasets if d["id"] == job["dataset_id"]), f"#{job['dataset_id']}")
+    return f"Classification job queued for {count} row(s) of dataset {name}."

@@ -1,4 +1,4 @@
-"""Turning service/validation errors into form messages."""
+"""Turning service/validation errors into form messages, and guessing a dataset's columns for the forms."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
@@ -19,3 +19,15 @@ def apply_error(form: FlaskForm, exc: ApiError, general: list[str], *, aliases: 
                 general.append(f"{detail['field']}: {detail['message']}" if detail["field"] else detail["message"])
     else:
         general.append(exc.message)
+
+
+TEXT_COLUMN_NAMES = ("text", "tweet", "sentence", "content", "body")
+
+
+def guess_column(columns: list[str], candidates: tuple[str, ...], fallback: int) -> str | None:
+    """The first of ``candidates`` among ``columns`` (case-insensitive), else the column at ``fallback``."""
+    for name in candidates:
+        for column in columns:
+            if column.lower() == name:
+                return column
+    return columns[fallback] if len(columns) > fallback else (columns[0] if columns else None)

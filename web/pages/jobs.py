@@ -1,4 +1,4 @@
-"""Jobs list, job page (live progress, metrics or predictions) and the cancel button."""
+"""Jobs list, job page (live progress, metrics or predictions filtered by label, downloads) and the cancel button."""
 from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -45,11 +45,14 @@ def job(job_id: str):
     info = services.get_job(job_id)
     page = _page()
     predictions = None
+    label = request.args.get("label") or None
+    labels: list = []
     if info["type"] == JobType.CLASSIFY.value:
         predictions = services.list_predictions(
-            job_id, offset=(page - 1) * PREDICTIONS_PAGE_SIZE, limit=PREDICTIONS_PAGE_SIZE
+            job_id, offset=(page - 1) * PREDICTIONS_PAGE_SIZE, limit=PREDICTIONS_PAGE_SIZE, label=label
         )
         predictions["pages"] = max(1, -(-predictions["total"] // PREDICTIONS_PAGE_SIZE))
+        labels = services.prediction_labels(job_id)
     model = None
     if info["model_id"] is not None:
         try:
@@ -63,7 +66,8 @@ def job(job_id: str):
         except ApiError:
             dataset = None
     return render_template(
-        "job.html", job=info, model=model, dataset=dataset, predictions=predictions, page=page, cancel_form=CancelForm()
+        "job.html", job=info, model=model, dataset=dataset, predictions=predictions, page=page, label=label,
+        labels=labels, cancel_form=CancelForm(),
     )
 
 

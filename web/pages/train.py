@@ -9,15 +9,9 @@ from .. import services
 from ..errors import ApiError
 from ..forms import TrainForm, choices
 from . import bp
-from .forms_support import apply_error
+from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
 
-
-def _guess(columns: list[str], candidates: tuple[str, ...], fallback: int) -> str | None:
-    for name in candidates:
-        for column in columns:
-            if column.lower() == name:
-                return column
-    return columns[fallback] if len(columns) > fallback else (columns[0] if columns else None)
+LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "category", "target")
 
 
 @bp.route("/train", methods=["GET", "POST"])
@@ -38,8 +32,8 @@ def train():
         field.choices = choices((c, c) for c in columns)
     if request.method == "GET" and selected:
         form.dataset_id.data = selected["id"]
-        form.text_column.data = _guess(columns, ("text", "tweet", "sentence", "content", "body"), 0)
-        form.label_column.data = _guess(columns, ("label", "labels", "sentiment", "class", "category", "target"), 1)
+        form.text_column.data = guess_column(columns, TEXT_COLUMN_NAMES, 0)
+        form.label_column.data = guess_column(columns, LABEL_COLUMN_NAMES, 1)
 
     general: list[str] = []
     if form.validate_on_submit():

@@ -1,0 +1,60 @@
+// Classify form: when a dataset is chosen, show its column selects and fill them from
+// GET /api/v1/datasets/<id> (as the train form does); with no dataset, hide them (the typed texts are used).
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  var form = document.getElementById("classify-form");
+  if (!form) return;
+  var datasetUrl = script.dataset.datasetUrl;
+  var dataset = form.querySelector("#dataset_id");
+  var textColumn = form.querySelector("#text_column");
+  var idColumn = form.querySelector("#id_column");
+  var TEXT_NAMES = ["text", "tweet", "sentence", "content", "body"];
+  var noId = idColumn && idColumn.options.length ? idColumn.options[0].textContent : "— none —";
+
+  function option(value, label, selected) {
+    var o = document.createElement("option");
+    o.value = value;
+    o.textContent = label;
+    o.selected = o.defaultSelected = selected;
+    return o;
+  }
+
+  // refill a select, keeping the chosen column when the new dataset has it too
+  function fill(select, columns, none) {
+    var previous = select.value;
+    select.replaceChildren();
+    if (none) select.appendChild(option("", none, false));
+    columns.forEach(function (c) { select.appendChild(option(c, c, c === previous)); });
+    return columns.indexOf(previous) >= 0;
+  }
+
+  function guessText(columns) {
+    for (var i = 0; i < TEXT_NAMES.length; i++) {
+      for (var j = 0; j < columns.length; j++) {
+        if (columns[j].toLowerCase() === TEXT_NAMES[i]) { textColumn.value = columns[j]; return; }
+      }
+    }
+    if (columns.length) textColumn.value = columns[0];
+  }
+
+  function showColumns(visible) {
+    form.querySelectorAll(".dataset-only").forEach(function (el) { el.hidden = !visible; });
+  }
+
+  function loadDataset() {
+    if (!dataset.value) { showColumns(false); return; }
+    showColumns(true);
+    fetch(datasetUrl + encodeURIComponent(dataset.value), { headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
+      .then(function (info) {
+        if (!fill(textColumn, info.columns)) guessText(info.columns);
+        fill(idColumn, info.columns, noId);
+      })
+      .catch(function () { textColumn.replaceChildren(); });
+  }
+
+  if (!dataset) return;
+  dataset.addEventListener("change", loadDataset);
+  showColumns(Boolean(dataset.value));
+})();
