@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 FAMILIES = ("bert", "distilbert", "bert_lstm", "multitask")
 Family = Literal["bert", "distilbert", "bert_lstm", "multitask"]
@@ -82,6 +83,13 @@ MAX_SQL_ID = 2**63 - 1
 SqlId = Annotated[int, Field(ge=1, le=MAX_SQL_ID)]
 
 
+def _field_error(field: str, message: str) -> ValidationError:
+    """A validation error that names ``field`` (a model-level check would otherwise report no field)."""
+    return ValidationError.from_exception_data(
+        "ClassifyRequest", [InitErrorDetails(type=PydanticCustomError("invalid_source", message), loc=(field,), input=None)]
+    )
+
+
 class _ServingOptions(_Strict):
     """What every classification request shares: the model and how to run it."""
 
@@ -126,11 +134,11 @@ class ClassifyRequest(_ServingOptions):
     @model_validator(mode="after")
     def _one_source(self) -> "ClassifyRequest":
         if self.texts is not None and self.dataset_id is not None:
-            raise ValueError("give either texts or dataset_id (with text_column), not both")
+            raise _field_error("dataset_id", "give either texts or dataset_id (with text_column), not both")
         if self.texts is None and self.dataset_id is None:
-            raise ValueError("give texts, or dataset_id with text_column")
+            raise _field_error("texts", "give texts, or dataset_id with text_column")
         if self.dataset_id is not None and self.text_column is None:
-            raise ValueError("text_column is required with dataset_id")
+            raise _field_error("text_column", "text_column is required with dataset_id")
         if self.texts is not None and (self.text_column is not None or self.id_column is not None):
             raise ValueError("text_column and id_column go with dataset_id, not with texts")
         if self.id_column is not None and self.id_column == self.text_column:

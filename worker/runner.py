@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core import jobs, runtime
-from core.datasets import DatasetError, read_rows
+from core.datasets import DatasetError, open_rows, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.queue import announce_job_done
@@ -343,8 +343,6 @@ class _ClassifyWork:
             for index, text in enumerate(self.request.texts):
                 yield index, text, None
             return
-        from core.datasets import open_rows  # noqa: PLC0415 (lands with the dataset formats branch)
-
         content, fmt = self.dataset
         text_column, id_column = self.request.text_column, self.request.id_column
         for index, row in enumerate(open_rows(content, fmt)):
