@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install migrate worker web bench clean
+.PHONY: run test install migrate worker classify-worker web bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,14 +25,19 @@ test: $(STAMP)
 migrate: $(STAMP)
 	$(PY) -m alembic upgrade head
 
+## worker: the training worker (prefork); classify-worker: the classification worker (threads, batching, beat)
 worker: $(STAMP)
-	$(PY) -m celery -A worker.celery_app worker -B -Q train,classify --loglevel INFO
+	$(PY) -m celery -A worker.celery_app worker -Q train -n train@%h --pool prefork --concurrency 1 --loglevel INFO
+
+classify-worker: $(STAMP)
+	$(PY) -m celery -A worker.celery_app worker -Q classify -n classify@%h --pool threads --concurrency 32 -B \
+		--loglevel INFO
 
 web: $(STAMP)
-	$(VENV)/bin/gunicorn --bind 127.0.0.1:5000 --workers 2 --threads 4 'web:create_app()'
+	$(VENV)/bin/gunicorn --bind 127.0.0.1:5000 --workers 2 --threads 16 'web:create_app()'
 
 bench: $(STAMP)
-	$(PY) bench/platform_throughput.py
+	$(PY) bench/serving.py --json bench/results/serving.json
 
 clean:
 	rm -rf var .pytest_cache

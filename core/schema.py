@@ -153,6 +153,8 @@ class TrainedModel(Base):
     metrics: Mapped[dict | None] = mapped_column(JSON)
     params: Mapped[dict | None] = mapped_column(JSON)
     artifact_dir: Mapped[str] = mapped_column(String(1000))
+    # serving defaults a request may override: {"quantize": bool} (see core.specs.ModelServingUpdate)
+    serving: Mapped[dict | None] = mapped_column(JSON)
     training_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

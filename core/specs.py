@@ -171,6 +171,12 @@ class ClassifyRequest(_ServingOptions):
         return params, list(self.texts)
 
 
+class ModelServingUpdate(_Strict):
+    """Body of ``PATCH /api/v1/models/<id>``: the model's serving defaults (null: follow the deployment)."""
+
+    quantize: bool | None = None
+
+
 class PredictRequest(_ServingOptions):
     """Body of ``POST /api/v1/predict``: texts classified by a job that the caller waits for."""
 

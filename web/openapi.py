@@ -8,11 +8,11 @@ from apispec import APISpec
 from pydantic.json_schema import models_json_schema
 
 from core.schema import JobStatus, JobType
-from core.specs import ClassifyRequest, PredictRequest, TrainRequest
+from core.specs import ClassifyRequest, ModelServingUpdate, PredictRequest, TrainRequest
 
 from . import schemas
 
-REQUEST_MODELS = (TrainRequest, ClassifyRequest, PredictRequest)
+REQUEST_MODELS = (TrainRequest, ClassifyRequest, PredictRequest, ModelServingUpdate)
 RESPONSE_MODELS = (
     schemas.Error,
     schemas.Job,
@@ -259,7 +259,18 @@ def _paths(spec: APISpec) -> None:
                 "summary": "A trained model",
                 "parameters": [model_id],
                 "responses": {"200": _response("the model", "Model"), "404": _NOT_FOUND},
-            }
+            },
+            "patch": {
+                "summary": "Set the model's serving defaults (quantize); null returns a key to the deployment's",
+                "parameters": [model_id],
+                "requestBody": {"required": True, **_json("ModelServingUpdate")},
+                "responses": {
+                    "200": _response("the model", "Model"),
+                    "400": _BAD,
+                    "404": _NOT_FOUND,
+                    "422": _INVALID,
+                },
+            },
         },
     )
     spec.path(

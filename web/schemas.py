@@ -91,6 +91,7 @@ class Model(_Out):
     created_at: str | None
     training_job_id: str | None
     params: dict[str, Any] | None
+    serving: dict[str, Any] = {}
 
 
 class ModelList(_Out):

@@ -71,6 +71,7 @@ def model_to_dict(model: TrainedModel) -> dict:
         "created_at": iso(model.created_at),
         "training_job_id": model.training_job_id,
         "params": model.params,
+        "serving": model.serving or {},
     }
 
 

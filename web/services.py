@@ -25,7 +25,7 @@ from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.queue import enqueue_job
 from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel
-from core.specs import ClassifyRequest, PredictRequest, TrainRequest
+from core.specs import ClassifyRequest, ModelServingUpdate, PredictRequest, TrainRequest
 
 from . import context
 from .errors import ApiError, validation_error
@@ -381,6 +381,23 @@ def list_models(*, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
             .offset(offset)
         )
         return [model_to_dict(m) for m in rows], total
+
+
+def update_model_serving(model_id: int, update: ModelServingUpdate) -> dict:
+    """Set a model's serving defaults (fields left out of the request keep their value)."""
+    with db.session() as session:
+        model = session.get(TrainedModel, model_id)
+        if model is None:
+            raise _not_found("model", model_id)
+        serving = dict(model.serving or {})
+        for key, value in update.model_dump(exclude_unset=True).items():
+            if value is None:
+                serving.pop(key, None)
+            else:
+                serving[key] = value
+        model.serving = serving
+        session.flush()
+        return model_to_dict(model)
 
 
 def get_model(model_id: int) -> dict:

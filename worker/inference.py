@@ -213,12 +213,15 @@ _token_budget_batches = token_budget_batches  # the name the tests and older cal
 _cache: OrderedDict[tuple, Predictor] = OrderedDict()
 _cache_lock = threading.Lock()
 _loading: dict[tuple, threading.Lock] = {}
+_resolved_paths: dict[str | Path, Path] = {}
 
 
 def _cache_key(model_dir: str | Path, device: str, quantize: bool) -> tuple:
     from models.io import CONFIG_NAME
 
-    path = Path(model_dir).expanduser().resolve()
+    path = _resolved_paths.get(model_dir)
+    if path is None:  # resolving walks the file system: done once per name (a job per text asks every time)
+        path = _resolved_paths[model_dir] = Path(model_dir).expanduser().resolve()
     try:
         mtime = (path / CONFIG_NAME).stat().st_mtime_ns
     except FileNotFoundError:
@@ -261,3 +264,4 @@ def clear_predictor_cache() -> None:
     """Forget every cached model (tests, or to free memory)."""
     with _cache_lock:
         _cache.clear()
+        _resolved_paths.clear()

@@ -152,17 +152,21 @@ def _fail(job_id: str, message: str) -> None:
 def _device() -> str:
     from .device import resolve_device
 
-    return resolve_device(runtime.settings().device)
+    setting = runtime.settings().device
+    if _resolved_device.get(setting) is None:  # the answer never changes within a process
+        _resolved_device[setting] = resolve_device(setting)
+    return _resolved_device[setting]
+
+
+_resolved_device: dict[str, str] = {}
 
 
 def _announce(job_id: str) -> None:
-    """Tell waiting web requests (``/predict``) that the job ended. Best effort: they re-check SQL anyway."""
+    """Tell waiting web requests (``/predict``) that the job ended. Best effort: they re-read its status in SQL."""
     settings = runtime.settings()
     if settings.celery_eager:
         return  # the caller runs in this very call stack and reads SQL right after
-    with db.session() as session:
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-    announce_job_done(settings.redis_url, job_id, status or "missing")
+    announce_job_done(settings.redis_url, job_id, "ended")
 
 
 # ---------------------------------------------------------------- training
@@ -422,7 +426,7 @@ def _quantize(request: ClassifyRequest, model: TrainedModel) -> bool:
     """Request's choice, else the model's serving default, else the deployment's."""
     if request.quantize is not None:
         return request.quantize
-    default = (model.params or {}).get("serving", {}).get("quantize") if isinstance(model.params, dict) else None
+    default = (model.serving or {}).get("quantize")
     return bool(runtime.settings().quantize_default if default is None else default)
 
 

@@ -1,4 +1,5 @@
-"""datasets.format + datasets.profile (computed once at upload); predictions.row_id (the input row's id)
+"""datasets.format + datasets.profile (computed once at upload); predictions.row_id (the input row's id);
+trained_models.serving (per-model serving defaults, e.g. int8 quantization)
 
 Revision ID: 0003
 Revises: 0002
@@ -21,9 +22,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("profile", sa.JSON(), nullable=True))
     with op.batch_alter_table("predictions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("row_id", sa.Text(), nullable=True))
+    with op.batch_alter_table("trained_models", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("serving", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("trained_models", schema=None) as batch_op:
+        batch_op.drop_column("serving")
     with op.batch_alter_table("predictions", schema=None) as batch_op:
         batch_op.drop_column("row_id")
     with op.batch_alter_table("datasets", schema=None) as batch_op:

@@ -34,3 +34,25 @@ def test_models_list_and_detail(client):
 
 def test_unknown_model_is_404(client):
     assert_error(client.get("/api/v1/models/7"), 404, "not_found")
+
+
+def test_model_serving_defaults_are_set_and_cleared(client):
+    model_id = f.make_model()
+    assert client.get(f"/api/v1/models/{model_id}").json["serving"] == {}
+    response = client.patch(f"/api/v1/models/{model_id}", json={"quantize": True})
+    assert response.status_code == 200 and response.json["serving"] == {"quantize": True}
+    assert client.get(f"/api/v1/models/{model_id}").json["serving"] == {"quantize": True}
+    assert client.patch(f"/api/v1/models/{model_id}", json={}).json["serving"] == {"quantize": True}  # unset: kept
+    assert client.patch(f"/api/v1/models/{model_id}", json={"quantize": None}).json["serving"] == {}
+
+
+def test_model_serving_update_rejects_bad_input(client):
+    model_id = f.make_model()
+    error = assert_error(client.patch(f"/api/v1/models/{model_id}", json={"quantize": "maybe"}), 422,
+                         "validation_error")
+    assert error["details"][0]["field"] == "quantize"
+    assert_error(client.patch(f"/api/v1/models/{model_id}", json={"int8": True}), 422, "validation_error")
+    assert_error(client.patch(f"/api/v1/models/{model_id}", data="[1]", content_type="application/json"), 400,
+                 "invalid_json")
+    assert_error(client.patch("/api/v1/models/999", json={"quantize": True}), 404, "not_found")
+    assert client.get(f"/api/v1/models/{model_id}").json["serving"] == {}

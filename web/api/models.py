@@ -1,9 +1,11 @@
 """Trained models."""
 from __future__ import annotations
 
+from core.specs import ModelServingUpdate
+
 from .. import services
 from . import bp
-from .request_args import int_arg
+from .request_args import int_arg, json_object
 
 
 @bp.get("/api/v1/models")
@@ -17,3 +19,9 @@ def list_models():
 @bp.get("/api/v1/models/<int:model_id>")
 def get_model(model_id: int):
     return services.get_model(model_id)
+
+
+@bp.patch("/api/v1/models/<int:model_id>")
+def update_model(model_id: int):
+    """Serving defaults of a model, e.g. ``{"quantize": true}``; a request's own ``quantize`` still wins."""
+    return services.update_model_serving(model_id, services.validate(ModelServingUpdate, json_object()))
