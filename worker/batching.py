@@ -5,12 +5,15 @@ whose thread pool runs many classification jobs (and ``/predict`` calls) at once
 
 * a job thread calls :meth:`BatchingEngine.predict` with its texts: they are tokenized in the caller's thread and
   queued as one *request*; the caller blocks on a future;
-* one loop thread per model takes a *window* of queued texts, from every request, sorts it by token length, cuts
-  it into padded batches under ``max_batch_tokens`` / ``max_batch_size`` and runs them through the model's narrow
-  backend (:meth:`worker.inference.Predictor.forward`);
-* when the queue holds less than a full batch the loop waits at most ``wait_ms`` for partners;
-* small requests (interactive ``/predict`` calls, one-text jobs) go to the front of the window, so a large job
-  never holds them behind thousands of its texts; large requests still make progress in every window.
+* one loop thread per model forms each batch when the model is free (continuous batching): first the queued
+  *small* requests (interactive ``/predict`` calls, one-text jobs; whole requests, oldest first, up to a batch),
+  length-sorted and cut under ``max_batch_tokens`` / ``max_batch_size``; otherwise the next batch of a *pool*
+  that holds up to ``POOL_ROWS`` rows of the oldest large request sorted by token length (little padding);
+* the batch runs through the model's narrow backend (:meth:`worker.inference.Predictor.forward`);
+* when only a few small texts are waiting the loop waits at most ``wait_ms`` for partners.
+
+Because the next batch is chosen after every batch, a small request that arrives while a large job runs waits for
+one batch, never for the large job's chunk.
 
 Each text's probabilities go back to the request it came from, by position, so results never mix across jobs;
 texts of different models never meet (one engine per model). A request whose ``should_stop`` says so (its job was
@@ -31,7 +34,7 @@ from .inference import Predictor, token_budget_batches
 log = logging.getLogger(__name__)
 
 SMALL_REQUEST_TEXTS = 8  # requests up to this many texts are served first (interactive traffic)
-WINDOW_BATCHES = 4  # texts taken per loop round: this many full batches, sorted together by length
+POOL_ROWS = 1024  # rows of a large request sorted together by length (less padding than batching in order)
 IDLE_EXIT_S = 60.0  # an idle loop thread exits (and lets an evicted model be freed); the next request restarts it
 
 
@@ -77,7 +80,8 @@ class BatchingEngine:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self._queue: list[_Request] = []  # arrival order
-        self._queued_rows = 0
+        self._queued_rows = 0  # rows of queued requests not yet taken into a batch or the pool
+        self._pool: list[tuple[_Request, int]] = []  # rows of one large request, longest first
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         # counters for /metrics-style introspection and tests
@@ -111,64 +115,89 @@ class BatchingEngine:
 
     def _loop(self) -> None:
         while True:
-            window = self._next_window()
-            if window is None:
+            batches = self._next_batches()
+            if batches is None:
                 return
-            try:
-                self._run_window(window)
-            except BaseException:  # noqa: BLE001 - never leave a caller waiting forever
-                log.exception("batching loop failed")
-                for request, _ in window:
-                    if not request.future.done():
-                        request.future.set_exception(RuntimeError("the inference loop failed"))
+            for batch in batches:
+                try:
+                    self._run_batch(batch)
+                except BaseException:  # noqa: BLE001 - never leave a caller waiting forever
+                    log.exception("batching loop failed")
+                    for request, _ in batch:
+                        if not request.future.done():
+                            request.future.set_exception(RuntimeError("the inference loop failed"))
 
-    def _next_window(self) -> list[tuple[_Request, int]] | None:
-        """Wait for work (and briefly for partners), then take up to WINDOW_BATCHES batches of rows."""
+    def _next_batches(self) -> list[list[tuple[_Request, int]]] | None:
+        """The next step's batches: queued small requests first, else the next batch of the sorted pool.
+
+        Decided batch by batch, so a small request that arrives while a large job runs waits for one batch at
+        most, not for the large job's whole chunk.
+        """
         with self._cond:
             idle_since = time.monotonic()
-            while not self._queued_rows:
+            while not self._queued_rows and not self._pool:
                 if not self._cond.wait(timeout=IDLE_EXIT_S) and time.monotonic() - idle_since >= IDLE_EXIT_S:
                     self._thread = None
                     return None
-            deadline = time.monotonic() + self.wait_s
-            while self._queued_rows < self.max_batch_size:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(timeout=left)
-            return self._take_window()
+            if not self._pool and self._queued_rows < self.max_batch_size and all(r.small for r in self._queue):
+                # dynamic batching: with less than a full batch waiting, give partners a moment to arrive
+                deadline = time.monotonic() + self.wait_s
+                while self._queued_rows < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(timeout=left)
+            self._drop_stopped()
+            small = self._take_small()
+            if small:
+                lengths = [len(request.rows[i]) for request, i in small]
+                order = sorted(range(len(small)), key=lengths.__getitem__, reverse=True)
+                return [[small[k] for k in batch] for batch in
+                        token_budget_batches(order, lengths, self.max_batch_tokens, self.max_batch_size)]
+            if not self._pool:
+                self._refill_pool()
+            return [self._pop_pool_batch()] if self._pool else []
 
-    def _take_window(self) -> list[tuple[_Request, int]]:
-        """Rows for one round: small requests first, then the others in arrival order. Holds ``_cond``."""
-        limit = self.max_batch_size * WINDOW_BATCHES
-        window: list[tuple[_Request, int]] = []
-        for request in sorted(self._queue, key=lambda r: not r.small):  # stable: arrival order within each group
-            if len(window) >= limit:
-                break
-            if request.stopped():
-                self._drop(request, RequestCancelled("the job was cancelled"))
-                continue
-            take = min(len(request.rows) - request.next_row, limit - len(window))
-            window.extend((request, i) for i in range(request.next_row, request.next_row + take))
-            request.next_row += take
-            self._queued_rows -= take
+    def _drop_stopped(self) -> None:
+        """Fail and forget requests whose job stopped (holds ``_cond``): their texts never reach the model."""
+        for request in {r for r in self._queue} | {r for r, _ in self._pool}:
+            if not request.future.done() and request.stopped():
+                self._queued_rows -= len(request.rows) - request.next_row
+                request.next_row = len(request.rows)
+                request.future.set_exception(RequestCancelled("the job was cancelled"))
         self._queue = [r for r in self._queue if r.next_row < len(r.rows)]
-        return window
+        self._pool = [(r, i) for r, i in self._pool if not r.future.done()]
 
-    def _drop(self, request: _Request, error: BaseException) -> None:
-        """Take ``request`` out of the queue and fail its future (holds ``_cond``)."""
-        self._queued_rows -= len(request.rows) - request.next_row
-        request.next_row = len(request.rows)
-        if not request.future.done():
-            request.future.set_exception(error)
+    def _take_small(self) -> list[tuple[_Request, int]]:
+        """Whole small requests, in arrival order, up to one batch of rows (holds ``_cond``)."""
+        taken: list[tuple[_Request, int]] = []
+        for request in self._queue:
+            if not request.small:
+                continue
+            if taken and len(taken) + len(request.rows) > self.max_batch_size:
+                break
+            taken.extend((request, i) for i in range(len(request.rows)))
+            request.next_row = len(request.rows)
+            self._queued_rows -= len(request.rows)
+        if taken:
+            self._queue = [r for r in self._queue if r.next_row < len(r.rows)]
+        return taken
 
-    def _run_window(self, window: list[tuple[_Request, int]]) -> None:
-        lengths = [len(request.rows[i]) for request, i in window]
-        order = sorted(range(len(window)), key=lengths.__getitem__, reverse=True)
-        for batch in token_budget_batches(order, lengths, self.max_batch_tokens, self.max_batch_size):
-            items = [window[k] for k in batch if not window[k][0].future.done()]  # skip failed/cancelled requests
-            if items:
-                self._run_batch(items)
+    def _refill_pool(self) -> None:
+        """Up to POOL_ROWS rows of the oldest large request, longest first (holds ``_cond``)."""
+        request = next((r for r in self._queue if not r.small), None)
+        if request is None:
+            return
+        take = min(POOL_ROWS, len(request.rows) - request.next_row)
+        rows = range(request.next_row, request.next_row + take)
+        request.next_row += take
+        self._queued_rows -= take
+        self._pool = sorted(((request, i) for i in rows), key=lambda item: len(item[0].rows[item[1]]), reverse=True)
+        self._queue = [r for r in self._queue if r.next_row < len(r.rows)]
+
+    def _pop_pool_batch(self) -> list[tuple[_Request, int]]:
+        """The pool's longest rows, as many as fit the token budget and the batch size (holds ``_cond``)."""
+        longest = len(self._pool[0][0].rows[self._pool[0][1]])
+        size = max(1, min(self.max_batch_size, self.max_batch_tokens // max(1, longest), len(self._pool)))
+        batch, self._pool = self._pool[:size], self._pool[size:]
+        return batch
 
     def _run_batch(self, items: list[tuple[_Request, int]]) -> None:
         try:

@@ -31,7 +31,9 @@ from core.specs import ClassifyRequest, TrainRequest
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 2.0
-CLASSIFY_CHUNK = 256  # texts per commit: bounds lost work on a crash, memory per job and paces progress updates
+# Texts per commit: bounds lost work on a crash and memory per job, paces progress updates, and is what the engine
+# sorts by length at once (worker.batching.POOL_ROWS).
+CLASSIFY_CHUNK = 1024
 
 
 def worker_id() -> str:
