@@ -80,7 +80,7 @@ class TrainRequest(_Strict):
 
 # SQL ids are BIGINT on PostgreSQL: anything larger is not an id and must be a 4xx, not a database error.
 MAX_SQL_ID = 2**63 - 1
-SqlId = Annotated[int, Field(ge=1, le=MAX_SQL_ID)]
+SqlId = Annotated[int, Field(ge=1, le=MAX_SQL_ID, strict=True)]  # strict: true is not the id 1
 
 
 def _field_error(field: str, message: str) -> ValidationError:

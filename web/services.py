@@ -194,7 +194,7 @@ def start_training(request: TrainRequest) -> dict:
 def start_classification(request: ClassifyRequest | PredictRequest) -> dict:
     """Commit a queued classify job (texts, or a dataset's text column) for an existing model, then enqueue it."""
     with db.session() as session:
-        if session.get(TrainedModel, request.model_id) is None:
+        if session.scalar(select(TrainedModel.id).where(TrainedModel.id == request.model_id)) is None:
             raise _not_found("model", request.model_id)
         row_count = None
         if request.from_dataset:

@@ -82,6 +82,7 @@ class BatchingEngine:
         self._queue: list[_Request] = []  # arrival order
         self._queued_rows = 0  # rows of queued requests not yet taken into a batch or the pool
         self._pool: list[tuple[_Request, int]] = []  # rows of one large request, longest first
+        self._taken: list[_Request] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         # counters for /metrics-style introspection and tests
@@ -115,7 +116,12 @@ class BatchingEngine:
 
     def _loop(self) -> None:
         while True:
-            batches = self._next_batches()
+            try:
+                batches = self._next_batches()
+            except BaseException:  # noqa: BLE001 - fail what is waiting rather than strand it with a dead loop
+                log.exception("batching loop could not form a batch")
+                self._fail_everything(RuntimeError("the inference loop failed"))
+                continue
             if batches is None:
                 return
             for batch in batches:
@@ -146,6 +152,7 @@ class BatchingEngine:
                     self._cond.wait(timeout=left)
             self._drop_stopped()
             small = self._take_small()
+            self._taken = [request for request, _ in small]  # until handed to the loop (see _fail_everything)
             if small:
                 lengths = [len(request.rows[i]) for request, i in small]
                 order = sorted(range(len(small)), key=lengths.__getitem__, reverse=True)
@@ -154,6 +161,15 @@ class BatchingEngine:
             if not self._pool:
                 self._refill_pool()
             return [self._pop_pool_batch()] if self._pool else []
+
+    def _fail_everything(self, error: BaseException) -> None:
+        """Fail every queued or pooled request (a broken loop must not leave callers waiting forever)."""
+        with self._cond:
+            requests = {r for r in self._queue} | {r for r, _ in self._pool} | set(self._taken)
+            self._queue, self._pool, self._queued_rows, self._taken = [], [], 0, []
+        for request in requests:
+            if not request.future.done():
+                request.future.set_exception(error)
 
     def _drop_stopped(self) -> None:
         """Fail and forget requests whose job stopped (holds ``_cond``): their texts never reach the model."""

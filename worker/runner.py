@@ -327,7 +327,9 @@ class _ClassifyWork:
         """Everything the attempt needs, read in the claim's session (closed before inference starts)."""
         job = session.get(Job, job_id)
         request = ClassifyRequest.from_job_params(job.params, None if job.params.get("dataset_id") else job.inputs)
-        model = session.get(TrainedModel, request.model_id)
+        model = session.execute(  # two columns, not the row's JSON blobs: this runs once per job
+            select(TrainedModel.artifact_dir, TrainedModel.serving).where(TrainedModel.id == request.model_id)
+        ).first()
         if model is None:
             raise LookupError(f"model {request.model_id} no longer exists")
         dataset = None
@@ -360,11 +362,11 @@ class _ClassifyWork:
         from .inference import get_predictor
 
         started = time.monotonic()
-        engine = get_predictor(self.artifact_dir, _device(), quantize=self.quantize).engine
         self.labels: dict[str, Counter] = {}
         self.classified = 0
         todo = (item for item in self.inputs() if item[0] not in self.done)
-        with Lease(self.job_id, runtime.settings().lease_seconds) as lease:
+        with Lease(self.job_id, runtime.settings().lease_seconds) as lease:  # a cold model load is covered too
+            engine = get_predictor(self.artifact_dir, _device(), quantize=self.quantize).engine
             # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
             pending = None
             for chunk in _chunks(todo, CLASSIFY_CHUNK):
@@ -406,14 +408,15 @@ class _ClassifyWork:
         seconds = time.monotonic() - started
         metrics = {
             "texts": self.total,
-            "classified": self.classified,
+            "classified": len(self.done) + self.classified,  # this attempt's and the earlier ones'
+
             "seconds": round(seconds, 3),
-            "texts_per_second": round(self.classified / seconds, 2) if seconds > 0 else None,
+            "texts_per_second": round(self.classified / seconds, 2) if seconds > 0 else None,  # this attempt
             "device": _device(),
             "quantized": self.quantize,
         }
         if self.dataset is not None:
-            metrics["skipped_empty"] = self.total - len(self.done) - self.classified
+            metrics["skipped_empty"] = self.total - metrics["classified"]
         if self.done:  # resumed: earlier attempts stored part of the rows, so count them all in SQL
             metrics["label_counts"] = _label_distribution(session, self.job_id)
         elif None in self.labels:
@@ -424,7 +427,7 @@ class _ClassifyWork:
             log.info("job %s finished but no longer owns the job (cancelled or taken over)", self.job_id)
 
 
-def _quantize(request: ClassifyRequest, model: TrainedModel) -> bool:
+def _quantize(request: ClassifyRequest, model) -> bool:
     """Request's choice, else the model's serving default, else the deployment's."""
     if request.quantize is not None:
         return request.quantize
