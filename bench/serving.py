@@ -37,6 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -234,18 +235,28 @@ class RawModel:
 # ------------------------------------------------------------------------------------------------ workloads
 
 
+def finished_at(job: dict) -> float:
+    """When the job's success (and its last predictions) were committed, as a UNIX time."""
+    return datetime.fromisoformat(job["finished_at"]).timestamp()
+
+
 def p1_platform(api: Api, model_id: int, texts: list[str], quantize: bool) -> float:
-    started = time.perf_counter()
+    """Seconds from the POST until the job's success commits (its predictions commit in the same transaction).
+
+    The end is read from the job row, so the client polls calmly (every 0.25 s) and its polling neither adds
+    latency nor takes CPU from the worker (a 20 ms poll costs the web a request every 20 ms).
+    """
+    started = time.time()
     job = api.call("POST", "/api/v1/jobs/classify", {"model_id": model_id, "texts": texts, "quantize": quantize})
-    done = api.wait(job["id"])
-    elapsed = time.perf_counter() - started
+    done = api.wait(job["id"], interval=0.25)
     assert done["status"] == "succeeded", done
     assert done["metrics"]["classified"] == len(texts), done["metrics"]
-    return elapsed
+    return finished_at(done) - started
 
 
 def p2_platform(api: Api, model_id: int, texts: list[str], clients: int, quantize: bool = False) -> float:
-    """Seconds from the first POST until all ``len(texts)`` one-text jobs are succeeded in SQL."""
+    """Seconds from the first POST until all ``len(texts)`` one-text jobs are succeeded in SQL (the last one's
+    ``finished_at``; a calm 0.2 s poll only notices the end)."""
     before = api.call("GET", "/api/v1/jobs?type=classify&status=succeeded&limit=1")["total"]
     queue = list(texts)
     lock = threading.Lock()
@@ -258,15 +269,16 @@ def p2_platform(api: Api, model_id: int, texts: list[str], clients: int, quantiz
                 text = queue.pop()
             api.call("POST", "/api/v1/jobs/classify", {"model_id": model_id, "texts": [text], "quantize": quantize})
 
-    started = time.perf_counter()
+    started = time.time()
     with ThreadPoolExecutor(clients) as pool:
         for _ in range(clients):
             pool.submit(client)
         while api.call("GET", "/api/v1/jobs?type=classify&status=succeeded&limit=1")["total"] < before + len(texts):
-            time.sleep(0.02)
-            if time.perf_counter() - started > 600:
+            time.sleep(0.2)
+            if time.time() - started > 600:
                 raise SystemExit("P2 did not finish in 10 minutes")
-    return time.perf_counter() - started
+    jobs = api.call("GET", f"/api/v1/jobs?type=classify&status=succeeded&limit={len(texts)}")["items"]
+    return max(finished_at(job) for job in jobs) - started
 
 
 def p3_latencies(api: Api, model_id: int, texts: list[str], clients: int, per_client: int) -> list[float]:
@@ -304,11 +316,11 @@ def p4_dataset(api: Api, stack: Stack, model_id: int, dataset_id: int, rows: int
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    started = time.perf_counter()
+    started = time.time()
     job = api.call("POST", "/api/v1/jobs/classify",
                    {"model_id": model_id, "dataset_id": dataset_id, "text_column": "text", "id_column": "row_id"})
     done = api.wait(job["id"], interval=0.5)
-    elapsed = time.perf_counter() - started
+    elapsed = finished_at(done) - started
     stop.set()
     sampler.join()
     assert done["status"] == "succeeded", done

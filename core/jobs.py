@@ -8,7 +8,7 @@ redelivered message, up to ``max_attempts`` executions in total.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
@@ -42,6 +42,7 @@ class Claim:
     outcome: ClaimOutcome
     attempts: int = 0
     retry_in: float = 0.0  # seconds until a BUSY lease goes stale
+    job: Job | None = field(default=None, compare=False, repr=False)  # the claimed row, loaded in the claim's session
 
 
 def can_transition(current: JobStatus, target: JobStatus) -> bool:
@@ -113,7 +114,7 @@ def claim(
     if job is None:
         return Claim(ClaimOutcome.MISSING)
     if result.rowcount == 1:
-        return Claim(ClaimOutcome.CLAIMED, attempts=job.attempts)
+        return Claim(ClaimOutcome.CLAIMED, attempts=job.attempts, job=job)
     status = JobStatus(job.status)
     if status in TERMINAL_STATUSES:
         return Claim(ClaimOutcome.DONE, attempts=job.attempts)

@@ -39,8 +39,10 @@ def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> 
         fresh = [r for r in rows if r["index"] not in known]
         session.add_all(Prediction(**r) for r in fresh)
         return len(fresh)
-    statement = insert(Prediction).values(rows).on_conflict_do_nothing(index_elements=["job_id", "index"])
-    return session.execute(statement).rowcount or 0
+    # executemany with one cached statement (SQLAlchemy batches it into multi-row INSERTs): compiling a fresh
+    # ``.values(rows)`` statement with thousands of parameters per chunk cost more CPU than the insert itself.
+    statement = insert(Prediction.__table__).on_conflict_do_nothing(index_elements=["job_id", "index"])
+    return max(0, session.connection().execute(statement, rows).rowcount or 0)
 
 
 def stored_indices(session: Session, job_id: str) -> set[int]:

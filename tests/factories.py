@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_DIMS = {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "max_positions": 128}
 
 
@@ -74,3 +75,28 @@ def tiny_distilbert_encoder(directory: str | os.PathLike) -> Path:
         torch.manual_seed(0)
         model = DistilBertModel(config)
     return _save(model, tokenizer, Path(directory))
+
+
+def save_tiny_model(family: str, tasks: dict, encoder_dir, tokenizer, directory, *, seed: int, max_length: int = 32):
+    """A random-weight model of ``family`` on the tiny encoder, seeded and saved to ``directory``; returns it."""
+    import torch
+
+    from models.io import save_model
+    from models.registry import build_model
+
+    with torch.random.fork_rng(devices=[]):  # seeded weights without disturbing the caller's RNG
+        torch.manual_seed(seed)
+        model = build_model(family, tasks, encoder_dir)
+    model.max_length = max_length
+    return save_model(model, tokenizer, directory)
+
+
+def migrate(url: str) -> None:
+    """Run every Alembic migration against ``url`` (the real schema, as production builds it)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")

@@ -292,7 +292,7 @@ def run_classification(job_id: str) -> float | None:
         if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
             return retry_in
         try:
-            work = _ClassifyWork.read(session, job_id, resumed=claim.attempts > 1)
+            work = _ClassifyWork.read(session, claim.job, resumed=claim.attempts > 1)
         except Exception as exc:  # noqa: BLE001
             work, error = None, exc
     try:
@@ -323,9 +323,9 @@ class _ClassifyWork:
         self.done, self.dataset, self.total = done, dataset, total
 
     @classmethod
-    def read(cls, session, job_id: str, *, resumed: bool) -> "_ClassifyWork":
+    def read(cls, session, job: Job, *, resumed: bool) -> "_ClassifyWork":
         """Everything the attempt needs, read in the claim's session (closed before inference starts)."""
-        job = session.get(Job, job_id)
+        job_id = job.id
         request = ClassifyRequest.from_job_params(job.params, None if job.params.get("dataset_id") else job.inputs)
         model = session.execute(  # two columns, not the row's JSON blobs: this runs once per job
             select(TrainedModel.artifact_dir, TrainedModel.serving).where(TrainedModel.id == request.model_id)

@@ -19,6 +19,7 @@ from core import jobs
 from core.db import db
 from core.results import insert_predictions
 from core.schema import Dataset, Job, Prediction, TrainedModel, utcnow
+from tests.factories import save_tiny_model
 from tests.web.helpers import assert_error
 from worker import runner
 from worker.batching import BatchingEngine
@@ -46,25 +47,12 @@ ROWS = [
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-def _save_model(tiny_bert_dir, tokenizer, directory, family: str, tasks: dict, seed: int):
-    import torch
-
-    from models.io import save_model
-    from models.registry import build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(family, tasks, tiny_bert_dir)
-    model.max_length = 32
-    return save_model(model, tokenizer, directory)
-
-
 @pytest.fixture(scope="module")
 def model_dirs(tiny_bert_dir, tokenizer, tmp_path_factory):
     base = tmp_path_factory.mktemp("dataset-classify-models")
     dirs = {
-        "bert": _save_model(tiny_bert_dir, tokenizer, base / "bert", "bert", SINGLE_TASKS, seed=11),
-        "multitask": _save_model(tiny_bert_dir, tokenizer, base / "multitask", "multitask", MULTI_TASKS, seed=12),
+        "bert": save_tiny_model("bert", SINGLE_TASKS, tiny_bert_dir, tokenizer, base / "bert", seed=11),
+        "multitask": save_tiny_model("multitask", MULTI_TASKS, tiny_bert_dir, tokenizer, base / "multitask", seed=12),
     }
     yield dirs
     clear_predictor_cache()
@@ -420,3 +408,40 @@ def test_bad_uploads_store_nothing(client, filename, data, code):
     assert_error(response, 400, code)
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Dataset)) == 0
+
+
+# ---------------------------------------------------------------- SQL round trips per job
+
+
+def _statements_while(fn) -> list[str]:
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        seen.append(statement.split(None, 1)[0].upper())
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        fn()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    return seen
+
+
+@pytest.mark.parametrize("texts", [1, 300])
+def test_a_classify_job_costs_a_few_statements_whatever_its_size(client, models, monkeypatch, texts):
+    """Claim, read the job and model, one multi-row INSERT, the success: not a round trip per text."""
+    monkeypatch.setattr("web.services.enqueue_job", lambda *_a, **_k: None)  # run the task by hand below
+
+    def new_job() -> str:
+        body = {"model_id": models["bert"], "texts": [f"text number {i}" for i in range(texts)]}
+        return client.post("/api/v1/jobs/classify", json=body).get_json()["id"]
+
+    runner.run_classification(new_job())  # warm-up: loads the model into this process's cache
+    job_id = new_job()
+    statements = _statements_while(lambda: runner.run_classification(job_id))
+    assert statements == ["UPDATE", "SELECT", "SELECT", "SELECT", "INSERT", "UPDATE"], statements
+    with db.session() as session:
+        assert session.scalar(select(Job.status).where(Job.id == job_id)) == "succeeded"
+        assert session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id)) == texts

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import func, select
 
 from core.config import Settings
 from core.db import db
 from core.schema import Job, Prediction, TrainedModel
+from tests.factories import migrate, save_tiny_model
 
 from .conftest import wait_for_job
 
@@ -32,25 +31,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB = 11  # a database of its own on the shared server (test_real_worker uses 12), flushed before each test
-# A killed worker's job goes stale quickly. Not shorter: a worker loads the model (cold: imports torch and
-# transformers, about 4 s here) after claiming the job and before its lease keeper starts renewing it, so a lease
-# shorter than the load makes a healthy job look lost (see test_dataset_classify's lease test).
+# A killed worker's job goes stale quickly, with room to spare for a healthy worker's first heartbeat on a busy
+# CI machine (the lease keeper renews from the claim on, through the cold model load).
 LEASE_SECONDS = 10
 LABELS = ["neg", "pos"]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_bert_dir, tokenizer, tmp_path_factory):
-    import torch
-
-    from models.io import save_model
-    from models.registry import build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(21)
-        model = build_model("bert", {"sentiment": LABELS}, tiny_bert_dir)
-    model.max_length = 32
-    return save_model(model, tokenizer, tmp_path_factory.mktemp("real-classify") / "model")
+    return save_tiny_model("bert", {"sentiment": LABELS}, tiny_bert_dir, tokenizer,
+                           tmp_path_factory.mktemp("real-classify") / "model", seed=21)
 
 
 @pytest.fixture
@@ -62,10 +52,7 @@ def stack(tmp_path, postgres_schema_url, redis_url, model_dir):
 
     broker = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
     redis.Redis.from_url(broker).flushdb()
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.set_main_option("sqlalchemy.url", postgres_schema_url.replace("%", "%%"))
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    migrate(postgres_schema_url)
     settings = Settings(
         database_url=postgres_schema_url, redis_url=broker, model_store=str(tmp_path / "store"), device="cpu",
         secret_key="test", celery_eager=False, lease_seconds=LEASE_SECONDS, requeue_after_s=LEASE_SECONDS,

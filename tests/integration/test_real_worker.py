@@ -16,10 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-from alembic import command
-from alembic.config import Config
 
 from core.config import Settings
+from tests.factories import migrate
 
 from .conftest import sample_csv, upload, wait_for_job
 
@@ -34,10 +33,7 @@ def stack(tmp_path, postgres_schema_url, redis_url):
     """A migrated PostgreSQL schema, a clean Redis database, settings for both, and a worker launcher."""
     broker = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
     redis.Redis.from_url(broker).flushdb()
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.set_main_option("sqlalchemy.url", postgres_schema_url.replace("%", "%%"))
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    migrate(postgres_schema_url)
     settings = Settings(
         database_url=postgres_schema_url, redis_url=broker, model_store=str(tmp_path / "store"), device="cpu",
         secret_key="test", celery_eager=False, lease_seconds=4, predict_timeout_s=120,

@@ -13,8 +13,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from models.io import save_model
-from models.registry import build_model
+from tests.factories import save_tiny_model
 from worker import batching
 from worker.batching import BatchingEngine, RequestCancelled
 from worker.inference import Predictor
@@ -25,23 +24,13 @@ POISON = "zebra"  # a single wordpiece never used by the random texts above
 WAIT_S = 30  # generous limits for joins and futures: only reached when something hangs
 
 
-def _save(family, tasks, tiny_bert_dir, tokenizer, directory, seed):
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(family, tasks, tiny_bert_dir)
-    model.max_length = 32
-    return save_model(model, tokenizer, directory)
-
-
 @pytest.fixture(scope="module")
 def model_dirs(tiny_bert_dir, tokenizer, tmp_path_factory):
     base = tmp_path_factory.mktemp("batching-models")
     return {
-        "single": _save("bert", {"s": ["a", "b", "c"]}, tiny_bert_dir, tokenizer, base / "single", seed=1),
-        "multi": _save("multitask", {"s": ["a", "b"], "t": ["x", "y", "z"]}, tiny_bert_dir, tokenizer,
-                       base / "multi", seed=2),
+        "single": save_tiny_model("bert", {"s": ["a", "b", "c"]}, tiny_bert_dir, tokenizer, base / "single", seed=1),
+        "multi": save_tiny_model("multitask", {"s": ["a", "b"], "t": ["x", "y", "z"]}, tiny_bert_dir, tokenizer,
+                               base / "multi", seed=2),
     }
 
 
