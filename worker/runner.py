@@ -28,6 +28,8 @@ from core.results import insert_predictions, stored_indices
 from core.schema import Dataset, Job, TrainedModel
 from core.specs import ClassifyRequest, TrainRequest
 
+from .batching import RequestCancelled
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 2.0
@@ -287,30 +289,21 @@ def run_classification(job_id: str) -> float | None:
     Runs in one of the worker's many job threads; the texts go through the model's shared batching engine, so
     concurrent jobs are batched together.
     """
-    with db.session() as session:
-        claim, retry_in = _claim(job_id, session)
-        if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
-            return retry_in
-        try:
-            work = _ClassifyWork.read(session, claim.job, resumed=claim.attempts > 1)
-        except Exception as exc:  # noqa: BLE001
-            work, error = None, exc
     try:
-        if work is None:
-            raise error
+        with db.session() as session:
+            claim, retry_in = _claim(job_id, session)
+            if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
+                return retry_in
+            work = _ClassifyWork.read(session, claim.job, resumed=claim.attempts > 1)
         work.run()
+    except RequestCancelled:
+        log.info("job %s stopped: cancelled, or taken over by another worker", job_id)
+    except (LookupError, DatasetError) as exc:
+        _fail(job_id, str(exc))
     except Exception as exc:  # noqa: BLE001 - every failure must end up on the job row
-        from .batching import RequestCancelled
-
-        if isinstance(exc, RequestCancelled):
-            log.info("job %s stopped: cancelled, or taken over by another worker", job_id)
-        elif isinstance(exc, (LookupError, DatasetError)):
-            _fail(job_id, str(exc))
-        else:
-            log.exception("job %s crashed", job_id)
-            _fail(job_id, f"classification failed: {type(exc).__name__}: {exc}")
-    finally:
-        _announce(job_id)
+        log.exception("job %s crashed", job_id)
+        _fail(job_id, f"classification failed: {type(exc).__name__}: {exc}")
+    _announce(job_id)
     return None
 
 
@@ -384,8 +377,6 @@ class _ClassifyWork:
         """Wait for a chunk's results and insert them; the last chunk (``started`` given) commits the success."""
         results = engine.backend.results(future.result())
         if lease.should_stop():  # cancelled meanwhile: write nothing more
-            from .batching import RequestCancelled
-
             raise RequestCancelled("the job was cancelled")
         rows = [_prediction_row(index, text, result, row_id) for (index, text, row_id), result in zip(chunk, results)]
         self._count(rows)
@@ -401,6 +392,7 @@ class _ClassifyWork:
     def _count(self, rows: list[dict]) -> None:
         self.classified += len(rows)
         for row in rows:
+            # multitask rows count per task; a single-task row counts under the key None
             for task, result in (row.get("tasks") or {None: row}).items():
                 self.labels.setdefault(task, Counter())[result["label"]] += 1
 
@@ -409,7 +401,6 @@ class _ClassifyWork:
         metrics = {
             "texts": self.total,
             "classified": len(self.done) + self.classified,  # this attempt's and the earlier ones'
-
             "seconds": round(seconds, 3),
             "texts_per_second": round(self.classified / seconds, 2) if seconds > 0 else None,  # this attempt
             "device": _device(),
