@@ -15,12 +15,14 @@ from core import runtime
 from core.config import Settings
 from core.db import db
 from core.queue import make_celery
+from worker.memory import tune_malloc
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The classification worker runs many job threads beside the batching engine's loop, which re-takes the GIL after
 # every torch op; a 0.5 ms switch interval (Python's default: 5 ms) lets it back in sooner. Measured on 2 cores:
 # 500 one-text jobs from 16 clients, 54 -> 68 jobs/s (see bench/README.md).
 sys.setswitchinterval(0.0005)
+tune_malloc()  # fewer malloc arenas for the many job threads (see worker/memory.py)
 
 settings = runtime.configure(Settings.from_env())
 app = make_celery(settings)

@@ -29,6 +29,7 @@ from core.schema import Dataset, Job, TrainedModel
 from core.specs import ClassifyRequest, TrainRequest
 
 from .batching import RequestCancelled
+from .memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +389,7 @@ class _ClassifyWork:
                 jobs.heartbeat(session, self.job_id, worker_id(), fraction)
             else:
                 self._succeed(session, started)
+        release_free_memory()  # a large job must not grow the worker's RSS chunk by chunk (worker/memory.py)
 
     def _count(self, rows: list[dict]) -> None:
         self.classified += len(rows)
