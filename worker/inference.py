@@ -206,8 +206,6 @@ def token_budget_batches(order: list[int], lengths: list[int], max_tokens: int, 
     return batches
 
 
-_token_budget_batches = token_budget_batches  # the name the tests and older callers use
-
 # ------------------------------------------------------------------------------------------------ cache
 
 _cache: OrderedDict[tuple, Predictor] = OrderedDict()

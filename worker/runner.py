@@ -318,6 +318,8 @@ class _ClassifyWork:
                  done: set[int], dataset: tuple[bytes, str] | None, total: int) -> None:
         self.job_id, self.request, self.artifact_dir, self.quantize = job_id, request, artifact_dir, quantize
         self.done, self.dataset, self.total = done, dataset, total
+        self.labels: dict[str, Counter] = {}  # label counts of this attempt, per task (None: single-task)
+        self.classified = self.chunks_stored = 0  # rows / chunks this attempt stored
 
     @classmethod
     def read(cls, session, job: Job, *, resumed: bool) -> "_ClassifyWork":
@@ -359,8 +361,6 @@ class _ClassifyWork:
         from .inference import get_predictor
 
         started = time.monotonic()
-        self.labels: dict[str, Counter] = {}
-        self.classified = self.chunks_stored = 0
         todo = (item for item in self.inputs() if item[0] not in self.done)
         with Lease(self.job_id, runtime.settings().lease_seconds) as lease:  # a cold model load is covered too
             engine = get_predictor(self.artifact_dir, _device(), quantize=self.quantize).engine

@@ -10,7 +10,7 @@ import pytest
 from models.io import CONFIG_NAME, save_model
 from models.registry import build_model
 from worker import inference
-from worker.inference import Predictor, _token_budget_batches, clear_predictor_cache, get_predictor
+from worker.inference import Predictor, clear_predictor_cache, get_predictor, token_budget_batches
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def saved_models(tiny_bert_dir, tokenizer, tmp_path):
 def test_token_budget_batches():
     lengths = [50, 3, 20, 20, 7, 100, 1]
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    batches = _token_budget_batches(order, lengths, max_tokens=60, max_size=3)
+    batches = token_budget_batches(order, lengths, max_tokens=60, max_size=3)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert batches[0] == [5]  # longer than the budget on its own: still served, alone
     for b in batches:
