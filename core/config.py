@@ -44,6 +44,16 @@ class Settings:
     max_batch_size: int = 64
     quantize_default: bool = False  # int8 dynamic quantization when neither the request nor the model says
     reconcile_every_s: float = 60.0  # how often the beat schedule runs the reconciler
+    # accounts and limits (issue 7)
+    admin_token: str = ""  # when set (>= 16 chars): the bootstrap admin's API token is exactly this value
+    trusted_hosts: str = ""  # comma-separated Host names the web answers to; empty: any
+    metrics_public: bool = False  # /metrics without a token (a scraper on a private network); else admins only
+    max_active_jobs_per_user: int = 20  # queued + running jobs per user; beyond: 429
+    max_training_work: int = 2_000_000_000  # epochs x rows x max_length of one training job
+    predict_max_waiters: int = 8  # /predict calls waiting at once per web process; the rest answer 202 at once
+    train_time_limit_s: float = 6 * 3600.0  # a training running longer fails and frees its slot
+    classify_time_limit_s: float = 3600.0
+    broker_visibility_timeout_s: int = 3600  # Redis redelivers an unacked message after this long
 
     # name of the environment variable for each field (no annotation: a class attribute, not a field)
     _ENV = {
@@ -67,6 +77,15 @@ class Settings:
         "max_batch_size": "MAX_BATCH_SIZE",
         "quantize_default": "QUANTIZE",
         "reconcile_every_s": "RECONCILE_EVERY_S",
+        "admin_token": "BERTQUEUE_ADMIN_TOKEN",
+        "trusted_hosts": "TRUSTED_HOSTS",
+        "metrics_public": "METRICS_PUBLIC",
+        "max_active_jobs_per_user": "MAX_ACTIVE_JOBS_PER_USER",
+        "max_training_work": "MAX_TRAINING_WORK",
+        "predict_max_waiters": "PREDICT_MAX_WAITERS",
+        "train_time_limit_s": "TRAIN_TIME_LIMIT_S",
+        "classify_time_limit_s": "CLASSIFY_TIME_LIMIT_S",
+        "broker_visibility_timeout_s": "BROKER_VISIBILITY_TIMEOUT_S",
     }
 
     @classmethod
@@ -89,6 +108,8 @@ class Settings:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, not {settings.device!r}")
         if settings.batch_wait_ms < 0 or settings.max_batch_tokens < 1 or settings.max_batch_size < 1:
             raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS and MAX_BATCH_SIZE >= 1")
+        if settings.admin_token and len(settings.admin_token) < 16:
+            raise ValueError("BERTQUEUE_ADMIN_TOKEN must be at least 16 characters long")
         return settings
 
     def replace(self, **changes) -> "Settings":

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -30,6 +31,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+USERNAME_MAX = 64
+TOKEN_NAME_MAX = 100
+LABEL_MAX = 200  # characters of a predicted label (Prediction.label)
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -76,12 +81,47 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
 
 
+class User(Base):
+    """An account. Web pages log in with the password; the API takes one of the user's :class:`ApiToken`."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # None: API tokens only, no web login
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column()  # a disabled user's tokens and logins stop working
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_at is None
+
+
+class ApiToken(Base):
+    """A named, revocable API token. Only its SHA-256 is stored: the token itself is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(TOKEN_NAME_MAX))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
 class Dataset(Base):
     """An uploaded CSV. The bytes live in SQL too, so web and workers need no shared disk for data."""
 
     __tablename__ = "datasets"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # the creator; None: a bundled sample, readable by every user
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(255))
     columns: Mapped[list] = mapped_column(JSON)
@@ -109,6 +149,7 @@ class Job(Base):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     type: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
@@ -125,7 +166,8 @@ class Job(Base):
     )
     worker_id: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column()
-    enqueued_at: Mapped[datetime | None] = mapped_column()
+    enqueued_at: Mapped[datetime | None] = mapped_column()  # when its message was last sent
+    sends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # messages sent (reconciler backoff)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
@@ -144,6 +186,7 @@ class TrainedModel(Base):
     __table_args__ = (UniqueConstraint("name", "version", name="name_version"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(Integer)
     family: Mapped[str] = mapped_column(String(32))
@@ -174,7 +217,7 @@ class Prediction(Base):
     index: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
     row_id: Mapped[str | None] = mapped_column(Text)  # dataset jobs with an id_column: that row's id
-    label: Mapped[str] = mapped_column(String(200))  # multitask: the first task's label
+    label: Mapped[str] = mapped_column(String(LABEL_MAX))  # multitask: the first task's label
     score: Mapped[float] = mapped_column(Float)
     scores: Mapped[dict] = mapped_column(JSON)
     tasks: Mapped[dict | None] = mapped_column(JSON)  # multitask: {task: {label, score, scores}}
