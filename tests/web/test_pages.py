@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import re
+from html.parser import HTMLParser
 
 import pytest
 from sqlalchemy import func, select
@@ -20,11 +21,81 @@ def count(table) -> int:
         return session.scalar(select(func.count()).select_from(table))
 
 
+class _Tables(HTMLParser):
+    """Every ``<table>`` of a page as rows of cell texts (whitespace collapsed), header rows included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th") and self.tables:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def tables(html: str) -> list[list[list[str]]]:
+    """The page's tables, in document order (see :class:`_Tables`)."""
+    parser = _Tables()
+    parser.feed(html)
+    return parser.tables
+
+
+def job_rows(html: str, table: int = 0) -> list[list[str]]:
+    """Body rows of a jobs table (``ui.jobs_table``) without the Created column: [id[:8], type, status, progress]."""
+    rows = tables(html)[table]
+    assert rows[0] == ["Job", "Type", "Status", "Progress", "Created"], rows[0]
+    return [row[:4] for row in rows[1:]]
+
+
+def stat_cards(html: str) -> dict[str, int]:
+    return {name: int(value) for value, name in
+            re.findall(r'<div class="stat-value">(\d+)</div><div class="stat-name">([^<]+)</div>', html)}
+
+
+def empty_notes(html: str) -> list[str]:
+    return [" ".join(re.sub(r"<[^>]+>", "", note).split()) for note in re.findall(r'<p class="empty">(.*?)</p>', html)]
+
+
+EMPTY_PAGES = {  # path -> (heading, the empty-state notes it shows)
+    "/": ("Dashboard", ["No jobs yet.", "No trained models yet.", "No datasets yet."]),
+    "/datasets": ("Datasets", ["No datasets yet: upload one above."]),
+    "/train": ("Train a model", ["Upload a dataset first: datasets →"]),
+    "/classify": ("Classify texts", ["No trained models yet: train one →"]),
+    "/jobs": ("Jobs", ["No jobs match."]),
+    "/models": ("Models", ["No trained models yet: train one →"]),
+    "/jobs?status=running&type=train": ("Jobs", ["No jobs match."]),
+}
+
+
 @pytest.mark.parametrize("path", PAGES)
 def test_pages_render_on_an_empty_database(client, path):
     response = client.get(path)
     assert response.status_code == 200
-    assert b"<!doctype html>" in response.data and b"bertqueue" in response.data
+    html = response.get_data(as_text=True)
+    assert html.startswith("<!doctype html>") and "bertqueue" in html
+    heading, notes = EMPTY_PAGES[path]
+    assert f"<h1>{heading}</h1>" in html
+    assert empty_notes(html) == notes
+    assert tables(html) == []  # no table of rows that do not exist
+    if path == "/":
+        assert stat_cards(html) == {"datasets": 0, "models": 0, "queued jobs": 0, "running jobs": 0,
+                                    "succeeded jobs": 0, "failed jobs": 0, "cancelled jobs": 0}
+    if path.startswith("/jobs"):
+        assert '<span class="muted">0 jobs</span>' in html
 
 
 @pytest.fixture
@@ -56,16 +127,71 @@ def populated():
             "failed": failed, "single": single, "multi": multi}
 
 
+def page(client, path: str) -> str:
+    response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    return response.get_data(as_text=True)
+
+
 def test_pages_render_on_a_populated_database(client, populated):
     p = populated
-    paths = PAGES + [f"/datasets/{p['dataset']}", f"/models/{p['model']}", f"/models/{p['multi_model']}",
-                     f"/train?dataset_id={p['dataset']}&family=multitask", f"/classify?model_id={p['model']}"]
-    paths += [f"/jobs/{p[key]}" for key in ("train", "running", "failed", "single", "multi")]
-    for path in paths:
-        response = client.get(path)
-        assert response.status_code == 200, (path, response.status_code)
-    home = client.get("/").get_data(as_text=True)
-    assert "sentiment" in home and p["running"][:8] in home
+    row = {  # each job's row in a jobs table: short id, type, status, progress
+        "train": [p["train"][:8], "train · bert", "succeeded", "100%"],
+        "running": [p["running"][:8], "train · bert_lstm", "running", "40%"],
+        "failed": [p["failed"][:8], "train · bert", "failed", "0%"],
+        "single": [p["single"][:8], "classify · 2 texts", "succeeded", "100%"],
+        "multi": [p["multi"][:8], "classify · 1 text", "succeeded", "100%"],
+    }
+    newest_first = [row[k] for k in ("multi", "single", "failed", "running", "train")]
+
+    home = page(client, "/")
+    assert stat_cards(home) == {"datasets": 1, "models": 2, "queued jobs": 0, "running jobs": 1,
+                                "succeeded jobs": 3, "failed jobs": 1, "cancelled jobs": 0}
+    assert job_rows(home) == newest_first
+    assert f'<a href="/models/{p["model"]}">sentiment v1</a> <span class="muted">bert · acc 0.75</span>' in home
+    assert f'<a href="/models/{p["multi_model"]}">mt v1</a> <span class="muted">multitask</span>' in home
+    assert f'<a href="/datasets/{p["dataset"]}">reviews</a> <span class="muted">4 rows</span>' in home
+    assert empty_notes(home) == []
+
+    jobs_page = page(client, "/jobs")
+    assert job_rows(jobs_page) == newest_first and '<span class="muted">5 jobs</span>' in jobs_page
+    filtered = page(client, "/jobs?status=running&type=train")
+    assert job_rows(filtered) == [row["running"]] and '<span class="muted">1 job</span>' in filtered
+
+    [datasets] = tables(page(client, "/datasets"))
+    assert [r[:5] for r in datasets[1:]] == [["reviews", "reviews.csv", "CSV", "4", "text, label, topic"]]
+    columns, first_rows, training = tables(page(client, f"/datasets/{p['dataset']}"))
+    assert columns[1:] == [["text", "4", "0", "–"], ["label", "2", "0", "pos 2neg 2"],
+                           ["topic", "2", "0", "film 2music 2"]]
+    assert first_rows == [["text", "label", "topic"], ["great movie", "pos", "film"], ["awful plot", "neg", "film"],
+                          ["lovely song", "pos", "music"], ["boring album", "neg", "music"]]
+    assert [r[:4] for r in training[1:]] == [row["failed"], row["running"], row["train"]]
+
+    [models] = tables(page(client, "/models"))
+    assert [r[:6] for r in models[1:]] == [["mt", "v1", "multitask", "label, topic", "–", "–"],
+                                          ["sentiment", "v1", "bert", "neg, pos", "0.75", "0.7123"]]
+    single_model = page(client, f"/models/{p['model']}")
+    assert '<div class="metric-value">0.75</div><div class="metric-name">accuracy</div>' in single_model
+    assert tables(single_model)[:2] == [[["epoch", "loss", "val_accuracy"], ["1", "0.61", "0.5"], ["2", "0.33", "0.75"]],
+                                        [["", "precision", "recall", "f1", "support"], ["pos", "1", "0.5", "0.67", "2"]]]
+    assert job_rows(single_model, 2) == [row["single"]]
+    multi_model = page(client, f"/models/{p['multi_model']}")
+    assert tables(multi_model)[0] == [["", "accuracy"], ["label", "0.8"], ["topic", "0.6"]]
+    assert job_rows(multi_model, 1) == [row["multi"]]
+    assert "<dt>Task “topic”</dt>" in multi_model
+
+    train_form_page = page(client, f"/train?dataset_id={p['dataset']}&family=multitask")
+    assert f'<option selected value="{p["dataset"]}">reviews (#{p["dataset"]}, 4 rows)</option>' in train_form_page
+    assert '<option selected value="multitask">' in train_form_page
+    classify_page = page(client, f"/classify?model_id={p['model']}")
+    assert f'<option selected value="{p["model"]}">sentiment v1 (bert, #{p["model"]})</option>' in classify_page
+    assert f'<option value="{p["multi_model"]}">mt v1 (multitask, #{p["multi_model"]})</option>' in classify_page
+
+    for key, status, attempts in (("train", "succeeded", 1), ("running", "running", 1), ("failed", "failed", 0),
+                                  ("single", "succeeded", 1), ("multi", "succeeded", 1)):
+        html = page(client, f"/jobs/{p[key]}")
+        assert f'data-status="{status}"' in html and f"<dt>Attempts</dt><dd>{attempts}</dd>" in html, key
+        assert f'<span id="job-status-badge"><span class="badge badge-{status}">{status}</span></span>' in html, key
 
 
 def test_train_job_page_shows_metrics_and_model_link(client, populated):
@@ -89,9 +215,12 @@ def test_failed_job_page_escapes_the_error(client, populated):
 
 def test_classify_job_pages_show_predictions(client, populated):
     html = client.get(f"/jobs/{populated['single']}").get_data(as_text=True)
-    assert "what a great film" in html and "pos" in html
+    predictions, label_counts = tables(html)
+    assert predictions == [["#", "Text", "Label", "Score"], ["0", "what a great film", "pos", "0.8"],
+                           ["1", "dull", "neg", "0.7"]]
+    assert label_counts == [["", "value"], ["pos", "1"], ["neg", "1"]]  # the job's metrics
     html = client.get(f"/jobs/{populated['multi']}").get_data(as_text=True)
-    assert "topic" in html and "film" in html
+    assert tables(html) == [[["#", "Text", "label", "topic"], ["0", "tune", "pos 0.7", "film 0.6"]]]
 
 
 def test_unknown_ids_are_html_404(client):
@@ -291,8 +420,12 @@ def test_form_post_without_csrf_token_is_rejected(csrf_client, sent):
     assert response.status_code == 400 and b"CSRF" in response.data
     job_id = f.make_train_job(dataset_id)
     assert csrf_client.post(f"/jobs/{job_id}/cancel").status_code == 400
+    assert csrf_client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": "forged"}).status_code == 400
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.finished_at) == ("queued", None)  # the rejected cancel changed nothing
     assert csrf_client.post("/train", data={**train_form(dataset_id), "csrf_token": "forged"}).status_code == 400
-    assert count(Dataset) == 1 and sent == []
+    assert count(Dataset) == 1 and count(Job) == 1 and sent == []
 
 
 def test_form_post_with_csrf_token_works(csrf_client):
