@@ -16,8 +16,18 @@ def test_local_paths_and_hub_ids_are_told_apart(tmp_path):
 
 def test_unrestricted_by_default(tmp_path):
     settings = Settings(model_store=str(tmp_path / "store"))
-    for name in (None, "default", "/anywhere/at/all", "org/model"):
-        check_encoder(name, settings)
+    assert (settings.encoder_roots, settings.allow_hub_encoders) == ("", True)
+    names = (None, "default", " Default ", "/anywhere/at/all", "./relative", "org/model")
+    assert [check_encoder(name, settings) for name in names] == [None] * len(names)  # none raises
+    # the same names under a restriction: only the default ones stay allowed, so it is the default that allows
+    restricted = settings.replace(encoder_roots=str(tmp_path / "encoders"), allow_hub_encoders=False)
+    refused = []
+    for name in names:
+        try:
+            check_encoder(name, restricted)
+        except EncoderNotAllowed:
+            refused.append(name)
+    assert refused == ["/anywhere/at/all", "./relative", "org/model"]
 
 
 def test_roots_restrict_local_paths_without_revealing_what_exists(tmp_path):

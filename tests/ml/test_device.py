@@ -1,10 +1,18 @@
 """Device resolution and thread configuration."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from worker.device import DeviceUnavailableError, configure_torch_threads, resolve_device
+from worker.device import (
+    THREAD_ENV_VARS,
+    DeviceUnavailableError,
+    available_cpus,
+    configure_torch_threads,
+    resolve_device,
+)
 
 
 def test_resolve_device_without_cuda(monkeypatch):
@@ -30,17 +38,48 @@ def test_resolve_device_with_cuda(monkeypatch):
         resolve_device("cuda:3")
 
 
-def test_configure_torch_threads_respects_the_user(monkeypatch):
+@pytest.fixture
+def torch_threads(monkeypatch):
+    """No thread variables in the environment; torch's thread count restored afterwards."""
+    for name in THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
     before = torch.get_num_threads()
-    try:
-        monkeypatch.setenv("TORCH_NUM_THREADS", "1")
-        assert configure_torch_threads() == 1
-        monkeypatch.delenv("TORCH_NUM_THREADS")
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
+
+
+def test_available_cpus_follows_affinity_then_cpu_count(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    assert available_cpus() == 3  # the CPUs this process may use, not the machine's
+
+    def no_affinity(pid):
+        raise OSError("not supported")
+
+    monkeypatch.setattr(os, "sched_getaffinity", no_affinity, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert available_cpus() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert available_cpus() == 1
+
+
+def test_configure_torch_threads_uses_the_available_cpus(monkeypatch, torch_threads):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    torch.set_num_threads(1)
+    assert configure_torch_threads() == 3
+    assert torch.get_num_threads() == 3
+
+
+def test_configure_torch_threads_respects_the_user(monkeypatch, torch_threads):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    torch.set_num_threads(1)
+    monkeypatch.setenv("TORCH_NUM_THREADS", "2")
+    assert configure_torch_threads() == 2 and torch.get_num_threads() == 2  # applied here
+    monkeypatch.delenv("TORCH_NUM_THREADS")
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "4")
         torch.set_num_threads(1)
-        assert configure_torch_threads() == 1  # an explicit OMP_NUM_THREADS is left alone
-        monkeypatch.delenv("OMP_NUM_THREADS")
-        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-        assert configure_torch_threads() >= 1
-    finally:
-        torch.set_num_threads(before)
+        assert configure_torch_threads() == 1, name  # the runtime reads it itself: left alone, not set to 3
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TORCH_NUM_THREADS", "lots")
+    torch.set_num_threads(2)
+    assert configure_torch_threads() == 2  # not a count: ignored, and still a user choice (no override)
