@@ -6,25 +6,84 @@ what the web validated.
 """
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from .schema import TOKEN_NAME_MAX, USERNAME_MAX
 
 FAMILIES = ("bert", "distilbert", "bert_lstm", "multitask")
 Family = Literal["bert", "distilbert", "bert_lstm", "multitask"]
 
 ColumnName = Annotated[str, Field(min_length=1, max_length=200)]
 
+# SQL ids are BIGINT on PostgreSQL: anything larger is not an id and must be a 4xx, not a database error.
+MAX_SQL_ID = 2**63 - 1
+SqlId = Annotated[int, Field(ge=1, le=MAX_SQL_ID, strict=True)]  # strict: true is not the id 1
+
+
+def _field_error(field: str | tuple, message: str, *, title: str = "ClassifyRequest", kind: str = "invalid_source"):
+    """A validation error that names ``field`` (a model-level check would otherwise report no field)."""
+    loc = field if isinstance(field, tuple) else (field,)
+    return ValidationError.from_exception_data(
+        title, [InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=None)]
+    )
+
+
+def _nul_path(value: Any, path: tuple = ()) -> tuple | None:
+    """Where the first string (value or key) holding a NUL character is in ``value``, or None.
+
+    Iterative, so a deeply nested value cannot exhaust the stack.
+    """
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return (*where, key)
+                stack.append((child, (*where, key)))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, (*where, i)) for i, child in reversed(list(enumerate(item))))
+    return None
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    """Base of every request model: unknown fields, NUL characters and NaN/Infinity are rejected.
+
+    SQL text columns cannot hold NUL (PostgreSQL refuses it) and PostgreSQL's JSON rejects NaN/Infinity, so
+    neither may reach a job's params, a name or a label.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        where = _nul_path(data) if isinstance(data, dict) else None
+        if where is not None:
+            raise _field_error(where, "must not contain a NUL character", title=cls.__name__, kind="nul_character")
+        return data
 
 
 class TrainRequest(_Strict):
     """Body of ``POST /api/v1/jobs/train``."""
 
-    dataset_id: int
+    dataset_id: SqlId
     text_column: ColumnName
     label_column: ColumnName | None = None
     label_columns: list[ColumnName] | None = Field(default=None, max_length=16)
@@ -78,18 +137,6 @@ class TrainRequest(_Strict):
         return self
 
 
-# SQL ids are BIGINT on PostgreSQL: anything larger is not an id and must be a 4xx, not a database error.
-MAX_SQL_ID = 2**63 - 1
-SqlId = Annotated[int, Field(ge=1, le=MAX_SQL_ID, strict=True)]  # strict: true is not the id 1
-
-
-def _field_error(field: str, message: str) -> ValidationError:
-    """A validation error that names ``field`` (a model-level check would otherwise report no field)."""
-    return ValidationError.from_exception_data(
-        "ClassifyRequest", [InitErrorDetails(type=PydanticCustomError("invalid_source", message), loc=(field,), input=None)]
-    )
-
-
 class _ServingOptions(_Strict):
     """What every classification request shares: the model and how to run it."""
 
@@ -115,8 +162,6 @@ class _ServingOptions(_Strict):
                 raise ValueError(f"texts[{i}] is empty")
             if len(text) > max_chars:
                 raise ValueError(f"texts[{i}] has {len(text)} characters; the limit is {max_chars}")
-            if "\x00" in text:
-                raise ValueError(f"texts[{i}] contains a NUL character")
         return texts
 
 
@@ -191,3 +236,23 @@ class PredictRequest(_ServingOptions):
         return ClassifyRequest.model_validate(data, context={"max_texts": 2**63, "max_text_chars": 2**63}).job_params(
             preview, preview_chars
         )
+
+
+# ---------------------------------------------------------------- accounts
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
+
+
+class UserCreate(_Strict):
+    """Body of ``POST /api/v1/users`` (admins only). Without a password the user has API tokens only."""
+
+    username: Annotated[str, Field(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)]
+    # kept exactly as typed: leading or trailing spaces are part of a password
+    password: Annotated[str, StringConstraints(strip_whitespace=False, min_length=8, max_length=256)] | None = None
+    is_admin: StrictBool = False  # strict: "yes" or 1 must not make an admin by accident
+
+
+class TokenCreate(_Strict):
+    """Body of ``POST /api/v1/tokens``: a name for the caller's new API token."""
+
+    name: Annotated[str, Field(min_length=1, max_length=TOKEN_NAME_MAX)]
