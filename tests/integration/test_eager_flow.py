@@ -1,6 +1,8 @@
 """End to end in Celery eager mode: REST upload -> train -> classify -> predictions, for every model family."""
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,12 @@ from core import jobs
 from core.db import db
 from core.schema import Job, JobType, Prediction, TrainedModel, utcnow
 
+from tests.accuracy import assert_task_metrics, validation_rows
+
 from .conftest import sample_csv, upload, wait_for_job
 
 import worker.tasks  # noqa: F401  (registers the tasks, so eager sends run them in-process)
+from tests.factories import api_client
 
 TEXTS = ["@united thanks, the crew was amazing!", "worst flight ever, lost my bag", "flight 123 lands at 5pm"]
 
@@ -39,7 +44,8 @@ def _train(client, dataset_id: int, encoder: Path, **overrides) -> dict:
 )
 def test_train_and_classify_every_family(client, tiny_encoders, family, options):
     columns = ("text", "sentiment", "topic") if family == "multitask" else ("text", "sentiment")
-    dataset_id = upload(client, sample_csv(60, columns))
+    data = sample_csv(60, columns)
+    dataset_id = upload(client, data)
     overrides = {"family": family, **options}
     if family == "multitask":
         overrides["label_column"] = None
@@ -48,8 +54,8 @@ def test_train_and_classify_every_family(client, tiny_encoders, family, options)
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"] == 1.0 and job["started_at"] and job["finished_at"]
     metrics = job["metrics"]
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
-    assert len(metrics["epochs"]) == 1
+    assert len(metrics["epochs"]) == 1 and metrics["epochs"][0]["accuracy"] == metrics["accuracy"]
+    assert (metrics["train_examples"], metrics["validation_examples"]) == (45, 15)
 
     model = client.get(f"/api/v1/models/{job['model_id']}").get_json()
     assert model["family"] == family and model["training_job_id"] == job["id"]
@@ -59,14 +65,22 @@ def test_train_and_classify_every_family(client, tiny_encoders, family, options)
     else:
         assert model["labels"] == ["negative", "neutral", "positive"]
 
-    response = client.post("/api/v1/jobs/classify", json={"model_id": job["model_id"], "texts": TEXTS})
+    # the validation rows go through the job API too: the reported metrics must be those of these predictions
+    tasks = ["sentiment", "topic"] if family == "multitask" else ["sentiment"]
+    val_texts, truth = validation_rows(list(csv.DictReader(io.StringIO(data.decode()))), text_column="text",
+                                       label_columns=tasks, validation_split=0.25, seed=1, family=family)
+    response = client.post("/api/v1/jobs/classify", json={"model_id": job["model_id"], "texts": TEXTS + val_texts})
     assert response.status_code == 202
     classify = wait_for_job(client, response.get_json()["id"])
     assert classify["status"] == "succeeded", classify["error"]
-    page = client.get(f"/api/v1/jobs/{classify['id']}/predictions?offset=0&limit=10").get_json()
-    assert page["total"] == len(TEXTS)
-    assert [item["index"] for item in page["items"]] == [0, 1, 2]
-    assert [item["text"] for item in page["items"]] == TEXTS
+    page = client.get(f"/api/v1/jobs/{classify['id']}/predictions?offset=0&limit=100").get_json()
+    assert page["total"] == len(TEXTS) + 15
+    assert [item["index"] for item in page["items"]] == list(range(len(TEXTS) + 15))
+    assert [item["text"] for item in page["items"]] == TEXTS + val_texts
+    for task in tasks:
+        reported = metrics["tasks"][task] if family == "multitask" else metrics
+        assert_task_metrics(reported, truth[task], [item["tasks"][task] if family == "multitask" else item
+                                                    for item in page["items"][len(TEXTS):]])
     for item in page["items"]:
         results = item["tasks"].values() if family == "multitask" else [item]
         for result in results:
@@ -163,7 +177,7 @@ def test_encoder_outside_the_allowed_roots_is_refused_before_queueing(settings, 
     from web import create_app
 
     restricted = settings.replace(encoder_roots=str(tmp_path / "encoders"))
-    client = create_app({"TESTING": True, "SETTINGS": restricted, "WTF_CSRF_ENABLED": False}).test_client()
+    client = api_client(create_app({"TESTING": True, "SETTINGS": restricted, "WTF_CSRF_ENABLED": False}))
     dataset_id = upload(client, sample_csv(40))
     response = client.post("/api/v1/jobs/train", json={"dataset_id": dataset_id, "text_column": "text",
                                                        "label_column": "sentiment", "encoder": "/etc"})
