@@ -45,7 +45,24 @@ def app(settings: Settings):
 
 
 @pytest.fixture
-def client(app):
+def admin_token(settings: Settings) -> str:
+    """An API token of an admin user created in the test database."""
+    from tests.factories import make_user
+
+    return make_user("admin", is_admin=True).token
+
+
+@pytest.fixture
+def client(app, admin_token: str):
+    """A test client authenticated as an admin: it sends ``Authorization: Bearer`` (API and pages alike)."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {admin_token}"
+    return client
+
+
+@pytest.fixture
+def anonymous(app):
+    """A test client with no credentials."""
     return app.test_client()
 
 

@@ -100,3 +100,36 @@ def migrate(url: str) -> None:
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
+
+
+class TestUser:
+    """A user created for a test: its id, name and one API token."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, user_id: int, username: str, token: str) -> None:
+        self.id, self.username, self.token = user_id, username, token
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_user(username: str, *, is_admin: bool = False, password: str | None = None) -> TestUser:
+    """A user in the configured database (``core.db``) with one API token."""
+    from core import accounts
+    from core.db import db
+
+    with db.session() as session:
+        user, new = accounts.create_user(session, username, password=password, is_admin=is_admin)
+        return TestUser(user.id, user.username, new.token)
+
+
+def api_client(app, user: TestUser | None = None):
+    """``app.test_client()`` authenticated as ``user`` (default: a new admin in the configured database)."""
+    import uuid
+
+    user = user or make_user(f"admin-{uuid.uuid4().hex[:8]}", is_admin=True)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {user.token}"
+    return client

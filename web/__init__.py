@@ -11,6 +11,7 @@ from core import runtime
 from core.config import Settings
 from core.queue import make_celery
 
+from . import guards
 from .context import EXTENSION_KEY, WebState
 
 csrf = CSRFProtect()
@@ -29,7 +30,11 @@ def create_app(config: dict | None = None) -> Flask:
         # Non-file form fields (the classify textarea) may be as large as an upload, not Flask's 500 kB default.
         MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
         WTF_CSRF_TIME_LIMIT=None,  # tokens live as long as the session; forms left open for hours still work
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",  # the login cookie is not sent with cross-site POSTs
     )
+    if settings.trusted_hosts:  # Werkzeug answers 400 for any other Host header
+        app.config["TRUSTED_HOSTS"] = [h.strip() for h in settings.trusted_hosts.split(",") if h.strip()]
     app.config.update(config)
     app.json.sort_keys = False
 
@@ -43,12 +48,15 @@ def create_app(config: dict | None = None) -> Flask:
         completion=None if settings.celery_eager else CompletionListener(settings.redis_url),
     )
 
-    from . import api, errors, pages
+    from . import api, auth, cli, errors, pages
 
     csrf.init_app(app)
-    csrf.exempt(api.bp)  # JSON API: no cookies/sessions are used for it, so no CSRF token either
+    csrf.exempt(api.bp)  # JSON API: Bearer tokens only, never cookies, so no CSRF token either
+    auth.init_app(app)
+    guards.register(app)  # bounded <int:> ids, no NUL in paths or queries: before the blueprints add rules
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     errors.register(app)
+    cli.register(app)
     app.extensions[EXTENSION_KEY].metrics.init_app(app)
     return app

@@ -12,9 +12,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from flask import Response
 from sqlalchemy import select
 
+from core.accounts import Principal
 from core.db import db
+from core.ownership import visible
 from core.schema import Job, JobStatus, JobType, Prediction, TrainedModel
 
 from .errors import ApiError
@@ -75,11 +78,21 @@ def filename(job_id: str, fmt: str) -> str:
     return f"job-{job_id}-predictions.{fmt}"
 
 
-def plan_export(job_id: str) -> ExportPlan:
+def export_response(user: Principal, job_id: str, fmt: str) -> Response:
+    """The download (API and job page alike): checked first, then streamed page by page."""
+    plan = plan_export(user, job_id)  # every check happens here, before the first byte is sent
+    return Response(
+        export_chunks(plan, fmt),
+        content_type=FORMATS[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{filename(job_id, fmt)}"'},
+    )
+
+
+def plan_export(user: Principal, job_id: str) -> ExportPlan:
     """Check that ``job_id`` is a succeeded classify job and work out its columns; raises :class:`ApiError`."""
     with db.session() as session:
-        job = session.get(Job, job_id)
-        if job is None:
+        job = session.scalar(select(Job).where(Job.id == job_id, visible(Job, user)))
+        if job is None:  # someone else's job answers like a missing one
             raise ApiError(404, "not_found", f"job {job_id} does not exist")
         if job.type != JobType.CLASSIFY.value:
             raise ApiError(

@@ -8,6 +8,7 @@ from wtforms import (
     BooleanField,
     FloatField,
     IntegerField,
+    PasswordField,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -154,3 +155,20 @@ class ClassifyForm(FlaskForm):
 
 class CancelForm(FlaskForm):
     """Only carries the CSRF token for the cancel button."""
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+
+
+class LogoutForm(FlaskForm):
+    """The logout button: a POST with a CSRF token, so another site cannot log a user out."""
+
+
+class TokenForm(FlaskForm):
+    name = StringField("Token name", validators=[DataRequired(), Length(max=100)])
+
+
+class RevokeTokenForm(FlaskForm):
+    """A revoke button (CSRF only)."""

@@ -33,6 +33,7 @@ class Job(_Out):
     params: dict[str, Any] = Field(description="the request; for classify jobs `texts` is replaced by `text_count`")
     metrics: dict[str, Any] | None
     model_id: int | None = Field(description="classify: the model used; train: the model produced")
+    owner_id: int | None = Field(description="the creating user's id")
     created_at: str | None = Field(description="ISO-8601, UTC")
     started_at: str | None
     finished_at: str | None
@@ -67,6 +68,7 @@ class Dataset(_Out):
     size_bytes: int
     sha256: str
     format: Literal["csv", "tsv", "jsonl"]
+    owner_id: int | None = Field(description="the creating user's id (None: a bundled sample, readable by every user)")
     created_at: str | None
     preview: list[dict[str, str]] | None = None
     column_stats: dict[str, ColumnStats] | None = None
@@ -88,6 +90,7 @@ class Model(_Out):
     labels: list[str]
     tasks: dict[str, list[str]]
     metrics: dict[str, Any] | None
+    owner_id: int | None = Field(description="the creating user's id")
     created_at: str | None
     training_job_id: str | None
     params: dict[str, Any] | None

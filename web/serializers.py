@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core.schema import Dataset, Job, JobType, Prediction, TrainedModel, as_utc
+from core.schema import ApiToken, Dataset, Job, JobType, Prediction, TrainedModel, User, as_utc
 
 TEXT_PREVIEW_COUNT = 3
 TEXT_PREVIEW_CHARS = 200
@@ -35,6 +35,7 @@ def job_to_dict(job: Job) -> dict:
         "params": job_params(job),
         "metrics": job.metrics,
         "model_id": job.model_id,
+        "owner_id": job.owner_id,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
@@ -54,6 +55,7 @@ def dataset_to_dict(dataset: Dataset) -> dict:
         "size_bytes": dataset.size_bytes,
         "sha256": dataset.sha256,
         "format": dataset.format,
+        "owner_id": dataset.owner_id,  # None: a bundled sample every user can read
         "created_at": iso(dataset.created_at),
     }
 
@@ -72,6 +74,7 @@ def model_to_dict(model: TrainedModel) -> dict:
         "training_job_id": model.training_job_id,
         "params": model.params,
         "serving": model.serving or {},
+        "owner_id": model.owner_id,
     }
 
 
@@ -93,3 +96,24 @@ def prediction_to_dict(prediction: Prediction) -> dict:
     if prediction.row_id is not None:
         result["id"] = prediction.row_id
     return result
+
+
+def user_to_dict(user: User) -> dict:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "is_admin": bool(user.is_admin),
+        "created_at": iso(user.created_at),
+        "disabled_at": iso(user.disabled_at),
+    }
+
+
+def token_to_dict(token: ApiToken) -> dict:
+    """A token's metadata; the secret itself is never stored, so it can only be shown when created."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "created_at": iso(token.created_at),
+        "last_used_at": iso(token.last_used_at),
+        "revoked_at": iso(token.revoked_at),
+    }

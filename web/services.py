@@ -20,11 +20,13 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 
 from core import jobs as job_states
+from core.accounts import Principal
 from core.datasets import DatasetError, check_training_columns, read_rows, scan_upload
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
+from core.ownership import visible, writable
 from core.queue import enqueue_job
-from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel
+from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, ModelServingUpdate, PredictRequest, TrainRequest
 
 from . import context
@@ -61,6 +63,18 @@ def _not_found(kind: str, key: object) -> ApiError:
     return ApiError(404, "not_found", f"{kind} {key} does not exist")
 
 
+def _visible_row(session, entity, key, user: Principal, kind: str, *, write: bool = False):
+    """The ``entity`` row ``key`` if ``user`` may see it (or change it, with ``write``); else a 404.
+
+    Someone else's row answers exactly like a missing one, so ids of others are never confirmed.
+    """
+    scope = writable(entity, user) if write else visible(entity, user)
+    row = session.scalar(select(entity).where(entity.id == key, scope))
+    if row is None:
+        raise _not_found(kind, key)
+    return row
+
+
 # ---------------------------------------------------------------- datasets
 
 
@@ -85,15 +99,23 @@ def _upload_size(stream: BinaryIO, limit: int) -> tuple[BinaryIO, int]:
 
 
 def _clean_names(filename: str | None, name: str | None) -> tuple[str, str]:
-    """The stored file name (no directories; may be empty) and the dataset name; a too long name is a 422."""
-    filename = PurePath((filename or "").replace("\\", "/")).name[:255]
+    """The stored file name (no directories or control characters; may be empty) and the dataset name.
+
+    A name that SQL cannot store as typed (over 200 characters, or holding a NUL) is a 422 naming the field; the
+    file name is only a label, so it is cleaned instead.
+    """
+    filename = "".join(c for c in (filename or "") if c >= " " and c != "\x7f")
+    filename = PurePath(filename.replace("\\", "/")).name[:255]
     name = (name or "").strip() or PurePath(filename or "upload").stem or "dataset"
-    if len(name) > 200:
-        raise ApiError(422, "validation_error", "name: at most 200 characters")
+    problem = ("at most 200 characters" if len(name) > 200
+               else "must not contain a NUL character" if "\x00" in name else None)
+    if problem:
+        raise ApiError(422, "validation_error", f"name: {problem}",
+                       details=[{"field": "name", "message": problem, "type": "value_error"}])
     return filename, name
 
 
-def create_dataset(upload: bytes | BinaryIO, filename: str | None, name: str | None = None) -> dict:
+def create_dataset(user: Principal, upload: bytes | BinaryIO, filename: str | None, name: str | None = None) -> dict:
     """Validate and profile an uploaded CSV, TSV or JSON Lines file in one streaming pass, then store it.
 
     ``upload`` is the file (a binary stream, read from its current position, or bytes). Nothing is written unless
@@ -114,6 +136,7 @@ def create_dataset(upload: bytes | BinaryIO, filename: str | None, name: str | N
     content = stream.read(size)  # the bytes live in SQL (see core.schema.Dataset): read once, after validation
     with db.session() as session:
         dataset = Dataset(
+            owner_id=user.id,
             name=name,
             filename=filename or f"upload.{scan.format}",
             columns=scan.columns,
@@ -131,21 +154,19 @@ def create_dataset(upload: bytes | BinaryIO, filename: str | None, name: str | N
     return result
 
 
-def list_datasets(*, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+def list_datasets(user: Principal, *, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
     with db.session() as session:
-        total = session.scalar(select(func.count()).select_from(Dataset))
+        total = session.scalar(select(func.count()).select_from(Dataset).where(visible(Dataset, user)))
         rows = session.scalars(
-            select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit).offset(offset)
+            select(Dataset).where(visible(Dataset, user)).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit).offset(offset)
         )
         return [dataset_to_dict(d) for d in rows], total
 
 
-def get_dataset(dataset_id: int, *, profile: bool = True) -> dict:
+def get_dataset(user: Principal, dataset_id: int, *, profile: bool = True) -> dict:
     """A dataset with (optionally) its profile: a preview of its first rows and per-column value counts."""
     with db.session() as session:
-        dataset = session.get(Dataset, dataset_id)
-        if dataset is None:
-            raise _not_found("dataset", dataset_id)
+        dataset = _visible_row(session, Dataset, dataset_id, user, "dataset")
         result = dataset_to_dict(dataset)
         if profile:
             result.update(dataset.profile if dataset.profile is not None else _store_profile(dataset))
@@ -170,45 +191,78 @@ def _enqueue(job_id: str, job_type: str) -> None:
         log.warning("could not enqueue job %s now; the reconciler will re-send it", job_id, exc_info=True)
 
 
-def start_training(request: TrainRequest) -> dict:
+def _check_quota(session, user: Principal) -> None:
+    """At most MAX_ACTIVE_JOBS_PER_USER queued + running jobs per user: 429 beyond.
+
+    The user's row is locked (PostgreSQL) so that concurrent submissions of one user are counted one at a time.
+    """
+    limit = context.settings().max_active_jobs_per_user
+    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    active = session.scalar(
+        select(func.count()).select_from(Job).where(
+            Job.owner_id == user.id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])
+        )
+    )
+    if active >= limit:
+        raise ApiError(
+            429, "too_many_active_jobs",
+            f"you have {active} queued or running jobs, the limit is {limit}: wait for some to finish",
+        )
+
+
+def _check_training_work(request: TrainRequest, rows: int) -> None:
+    """Epochs x rows x max_length bounded by MAX_TRAINING_WORK, so one request cannot hold a worker for days."""
+    limit = context.settings().max_training_work
+    work = request.epochs * rows * request.max_length
+    if work > limit:
+        raise ApiError(
+            422, "training_too_large",
+            f"epochs x rows x max_length = {request.epochs} x {rows} x {request.max_length} = {work:,} exceeds the "
+            f"limit of {limit:,} (MAX_TRAINING_WORK): use fewer epochs, a shorter max_length or a smaller dataset",
+        )
+
+
+def start_training(user: Principal, request: TrainRequest) -> dict:
     """Check the encoder, the dataset and its columns, commit a queued train job, then enqueue it."""
     try:
         check_encoder(request.encoder, context.settings())
     except EncoderNotAllowed as exc:
         raise ApiError(422, "encoder_not_allowed", str(exc)) from None
     with db.session() as session:
-        dataset = session.get(Dataset, request.dataset_id)
-        if dataset is None:
-            raise _not_found("dataset", request.dataset_id)
+        dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
+        _check_training_work(request, dataset.row_count)
         try:
             parsed = read_rows(dataset.content, dataset.format)
             check_training_columns(parsed, request.text_column, list(request.label_columns))
         except DatasetError as exc:
             raise _dataset_error(exc) from None
-        job = job_states.create_job(session, JobType.TRAIN, request.model_dump(mode="json"), dataset_id=dataset.id)
+        _check_quota(session, user)
+        job = job_states.create_job(
+            session, JobType.TRAIN, request.model_dump(mode="json"), dataset_id=dataset.id, owner_id=user.id
+        )
         result = job_to_dict(job)
     _enqueue(result["id"], JobType.TRAIN.value)
     return result
 
 
-def start_classification(request: ClassifyRequest | PredictRequest) -> dict:
+def start_classification(user: Principal, request: ClassifyRequest | PredictRequest) -> dict:
     """Commit a queued classify job (texts, or a dataset's text column) for an existing model, then enqueue it."""
     with db.session() as session:
-        if session.scalar(select(TrainedModel.id).where(TrainedModel.id == request.model_id)) is None:
+        model_scope = visible(TrainedModel, user)
+        if session.scalar(select(TrainedModel.id).where(TrainedModel.id == request.model_id, model_scope)) is None:
             raise _not_found("model", request.model_id)
         row_count = None
         if request.from_dataset:
-            dataset = session.get(Dataset, request.dataset_id)
-            if dataset is None:
-                raise _not_found("dataset", request.dataset_id)
+            dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
             _check_classify_columns(dataset, request.text_column, request.id_column)
             row_count = dataset.row_count
         params, texts = (
             request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
         )
+        _check_quota(session, user)
         job = job_states.create_job(
             session, JobType.CLASSIFY, params, model_id=request.model_id, dataset_id=request.dataset_id
-            if request.from_dataset else None, inputs=texts,
+            if request.from_dataset else None, inputs=texts, owner_id=user.id,
         )
         result = job_to_dict(job)
     _enqueue(result["id"], JobType.CLASSIFY.value)
@@ -229,15 +283,13 @@ def _check_classify_columns(dataset: Dataset, text_column: str, id_column: str |
         raise ApiError(422, "empty_column", f"column {text_column!r} of dataset {dataset.id} has no text to classify")
 
 
-def get_job(job_id: str) -> dict:
+def get_job(user: Principal, job_id: str) -> dict:
     with db.session() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise _not_found("job", job_id)
-        return job_to_dict(job)
+        return job_to_dict(_visible_row(session, Job, job_id, user, "job"))
 
 
 def list_jobs(
+    user: Principal,
     *,
     status: str | None = None,
     job_type: str | None = None,
@@ -247,7 +299,7 @@ def list_jobs(
     offset: int = 0,
 ) -> tuple[list[dict], int]:
     """Jobs, newest first, with the total matching the filters."""
-    conditions = []
+    conditions = [visible(Job, user)]
     if status:
         conditions.append(Job.status == JobStatus(status).value)
     if job_type:
@@ -264,17 +316,19 @@ def list_jobs(
         return [job_to_dict(job) for job in rows], total
 
 
-def job_counts() -> dict[str, int]:
-    """Number of jobs per status (every status present, zero when none)."""
+def job_counts(user: Principal) -> dict[str, int]:
+    """Number of the user's jobs per status (every status present, zero when none)."""
     counts = {s.value: 0 for s in JobStatus}
     with db.session() as session:
-        for status, n in session.execute(select(Job.status, func.count()).group_by(Job.status)):
+        query = select(Job.status, func.count()).where(visible(Job, user)).group_by(Job.status)
+        for status, n in session.execute(query):
             counts[status] = n
     return counts
 
 
-def cancel_job(job_id: str) -> dict:
+def cancel_job(user: Principal, job_id: str) -> dict:
     with db.session() as session:
+        _visible_row(session, Job, job_id, user, "job", write=True)
         try:
             job = job_states.cancel(session, job_id)
         except LookupError:
@@ -284,13 +338,13 @@ def cancel_job(job_id: str) -> dict:
         return job_to_dict(job)
 
 
-def list_predictions(job_id: str, *, offset: int = 0, limit: int = 100, label: str | None = None) -> dict:
+def list_predictions(
+    user: Principal, job_id: str, *, offset: int = 0, limit: int = 100, label: str | None = None
+) -> dict:
     """A page of a classify job's predictions, ordered by index, optionally only those predicted ``label``
     (multitask: the first task's label); ``total`` counts the matching rows. A train job has none: 409."""
     with db.session() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise _not_found("job", job_id)
+        job = _visible_row(session, Job, job_id, user, "job")
         if job.type != JobType.CLASSIFY.value:
             raise ApiError(
                 409, "not_a_classify_job", f"job {job_id} is a {job.type} job; only classify jobs have predictions"
@@ -317,14 +371,14 @@ def list_predictions(job_id: str, *, offset: int = 0, limit: int = 100, label: s
         }
 
 
-def prediction_labels(job_id: str) -> list[tuple[str, int | None]]:
+def prediction_labels(user: Principal, job_id: str) -> list[tuple[str, int | None]]:
     """``[(label, count)]`` a classify job predicted (multitask: its first task), for a filter by label.
 
     A finished job's ``metrics.label_counts`` has them already; a running job (or an old one without counts)
     asks SQL for the distinct labels so far, without counts.
     """
     with db.session() as session:
-        metrics = session.scalar(select(Job.metrics).where(Job.id == job_id)) or {}
+        metrics = session.scalar(select(Job.metrics).where(Job.id == job_id, visible(Job, user))) or {}
         counts = metrics.get("label_counts")
         if isinstance(counts, dict) and counts:
             first = next(iter(counts.values()))
@@ -337,7 +391,7 @@ def prediction_labels(job_id: str) -> list[tuple[str, int | None]]:
         return [(label, None) for label in labels]
 
 
-def wait_for_job(job_id: str, timeout_s: float) -> dict:
+def wait_for_job(user: Principal, job_id: str, timeout_s: float) -> dict:
     """Wait until the job finishes or time runs out; the job as it then is.
 
     Woken by the worker's job-done announcement (``web.completion``) where there is one; the job's status is
@@ -355,15 +409,16 @@ def wait_for_job(job_id: str, timeout_s: float) -> dict:
                 raise _not_found("job", job_id)
             remaining = deadline - time.monotonic()
             if JobStatus(status).terminal or remaining <= 0:
-                return get_job(job_id)
+                return get_job(user, job_id)
             done.wait(min(delay, remaining))
             done.clear()
             if listener is None or not listener.connected.is_set():
                 delay = min(delay * 1.5, 0.5)
 
 
-def all_predictions(job_id: str) -> list[dict]:
+def all_predictions(user: Principal, job_id: str) -> list[dict]:
     with db.session() as session:
+        _visible_row(session, Job, job_id, user, "job")
         rows = session.scalars(select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.index))
         return [prediction_to_dict(p) for p in rows]
 
@@ -371,11 +426,12 @@ def all_predictions(job_id: str) -> list[dict]:
 # ---------------------------------------------------------------- models
 
 
-def list_models(*, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+def list_models(user: Principal, *, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
     with db.session() as session:
-        total = session.scalar(select(func.count()).select_from(TrainedModel))
+        total = session.scalar(select(func.count()).select_from(TrainedModel).where(visible(TrainedModel, user)))
         rows = session.scalars(
             select(TrainedModel)
+            .where(visible(TrainedModel, user))
             .order_by(TrainedModel.created_at.desc(), TrainedModel.id.desc())
             .limit(limit)
             .offset(offset)
@@ -383,12 +439,10 @@ def list_models(*, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
         return [model_to_dict(m) for m in rows], total
 
 
-def update_model_serving(model_id: int, update: ModelServingUpdate) -> dict:
+def update_model_serving(user: Principal, model_id: int, update: ModelServingUpdate) -> dict:
     """Set a model's serving defaults (fields left out of the request keep their value)."""
     with db.session() as session:
-        model = session.get(TrainedModel, model_id)
-        if model is None:
-            raise _not_found("model", model_id)
+        model = _visible_row(session, TrainedModel, model_id, user, "model", write=True)
         serving = dict(model.serving or {})
         for key, value in update.model_dump(exclude_unset=True).items():
             if value is None:
@@ -400,9 +454,6 @@ def update_model_serving(model_id: int, update: ModelServingUpdate) -> dict:
         return model_to_dict(model)
 
 
-def get_model(model_id: int) -> dict:
+def get_model(user: Principal, model_id: int) -> dict:
     with db.session() as session:
-        model = session.get(TrainedModel, model_id)
-        if model is None:
-            raise _not_found("model", model_id)
-        return model_to_dict(model)
+        return model_to_dict(_visible_row(session, TrainedModel, model_id, user, "model"))

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from core.config import Settings
 from core.db import db
 from core.schema import Job, Prediction, TrainedModel
-from tests.factories import migrate, save_tiny_model
+from tests.factories import api_client, migrate, save_tiny_model
 
 from .conftest import wait_for_job
 
@@ -62,7 +62,7 @@ def stack(tmp_path, postgres_schema_url, redis_url, model_dir):
                DEVICE="cpu", LEASE_SECONDS=str(LEASE_SECONDS), REQUEUE_AFTER_S=str(LEASE_SECONDS),
                RECONCILE_EVERY_S="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", CELERY_EAGER="false",
                PYTHONPATH=str(REPO_ROOT))
-    client = create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": False}).test_client()
+    client = api_client(create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": False}))
     with db.session() as session:
         model = TrainedModel(name="tiny", version=1, family="bert", encoder="tiny", labels=LABELS,
                              tasks={"sentiment": LABELS}, metrics={}, params={"family": "bert"},

@@ -12,10 +12,11 @@ from core.schema import Dataset, JobType, Prediction, TrainedModel
 CSV = b"text,label,topic\ngreat movie,pos,film\nawful plot,neg,film\nlovely song,pos,music\nboring album,neg,music\n"
 
 
-def make_dataset(content: bytes = CSV, name: str = "reviews") -> int:
+def make_dataset(content: bytes = CSV, name: str = "reviews", owner_id: int | None = None) -> int:
     parsed = parse_csv(content)
     with db.session() as session:
         dataset = Dataset(
+            owner_id=owner_id,
             name=name,
             filename=f"{name}.csv",
             columns=parsed.columns,
@@ -30,11 +31,13 @@ def make_dataset(content: bytes = CSV, name: str = "reviews") -> int:
 
 
 def make_model(
-    *, family: str = "bert", tasks: dict | None = None, name: str = "sentiment", version: int = 1, metrics=None
+    *, family: str = "bert", tasks: dict | None = None, name: str = "sentiment", version: int = 1, metrics=None,
+    owner_id: int | None = None,
 ) -> int:
     tasks = tasks or {"label": ["neg", "pos"]}
     with db.session() as session:
         model = TrainedModel(
+            owner_id=owner_id,
             name=name,
             version=version,
             family=family,
@@ -50,17 +53,17 @@ def make_model(
         return model.id
 
 
-def make_train_job(dataset_id: int | None = None, **params) -> str:
+def make_train_job(dataset_id: int | None = None, owner_id: int | None = None, **params) -> str:
     body = {"dataset_id": dataset_id, "text_column": "text", "label_column": "label", "label_columns": ["label"],
             "family": "bert", **params}
     with db.session() as session:
-        return job_states.create_job(session, JobType.TRAIN, body, dataset_id=dataset_id).id
+        return job_states.create_job(session, JobType.TRAIN, body, dataset_id=dataset_id, owner_id=owner_id).id
 
 
-def make_classify_job(model_id: int, texts: list[str]) -> str:
+def make_classify_job(model_id: int, texts: list[str], owner_id: int | None = None) -> str:
     with db.session() as session:
         return job_states.create_job(
-            session, JobType.CLASSIFY, {"model_id": model_id, "texts": texts}, model_id=model_id
+            session, JobType.CLASSIFY, {"model_id": model_id, "texts": texts}, model_id=model_id, owner_id=owner_id
         ).id
 
 

@@ -6,8 +6,10 @@ import io
 import pytest
 from sqlalchemy import func, select
 
+from core.accounts import Principal
 from core.db import db
 from core.schema import Dataset
+from tests.factories import api_client, make_user
 from web import schemas
 
 from .helpers import assert_error
@@ -91,7 +93,7 @@ def test_oversize_upload_is_413_json(settings):
 
     app = create_app({"TESTING": True, "SETTINGS": settings.replace(max_upload_mb=1)})
     content = b"text,label\n" + b"x" * (1024 * 1024 + 10) + b",a\n"
-    error = assert_error(upload(app.test_client(), content), 413, "payload_too_large")
+    error = assert_error(upload(api_client(app), content), 413, "payload_too_large")
     assert "1 MB" in error["message"]
     assert dataset_count() == 0
 
@@ -183,11 +185,13 @@ class Unseekable(io.RawIOBase):
 def test_service_reads_streams_from_their_position_and_detects_by_content(app):
     from web import services
 
+    owner = make_user("owner")
+    principal = Principal(id=owner.id, username=owner.username, is_admin=False)
     stream = io.BytesIO(b"junk before" + JSONL)
     stream.seek(len(b"junk before"))
     with app.app_context():
-        body = services.create_dataset(stream, None)
-        unseekable = services.create_dataset(io.BufferedReader(Unseekable(TSV)), "x")
+        body = services.create_dataset(principal, stream, None)
+        unseekable = services.create_dataset(principal, io.BufferedReader(Unseekable(TSV)), "x")
     assert (body["format"], body["filename"], body["name"], body["rows"]) == ("jsonl", "upload.jsonl", "upload", 3)
     assert stored(body["id"]).content == JSONL
     assert (unseekable["format"], unseekable["rows"], stored(unseekable["id"]).content) == ("tsv", 3, TSV)
@@ -200,7 +204,7 @@ def test_service_refuses_an_oversize_stream_after_reading_just_past_the_limit(se
     app = create_app({"TESTING": True, "SETTINGS": settings.replace(max_upload_mb=1)})
     endless = Unseekable()
     with app.app_context(), pytest.raises(ApiError) as info:
-        services.create_dataset(endless, "big.csv")
+        services.create_dataset(Principal(id=1, username="nobody", is_admin=False), endless, "big.csv")
     assert (info.value.status, info.value.code) == (413, "payload_too_large")
     assert endless.taken <= 2**20 + 64 * 1024  # the limit plus at most one read
     assert dataset_count() == 0

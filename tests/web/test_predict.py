@@ -5,6 +5,7 @@ import threading
 
 from . import factories as f
 from .helpers import assert_error
+from tests.factories import api_client
 
 
 def test_succeeds_when_the_worker_finishes_in_time(client, sent):
@@ -71,7 +72,7 @@ def test_default_timeout_comes_from_settings(settings, sent):
     app = create_app({"TESTING": True, "SETTINGS": settings.replace(predict_timeout_s=0.2)})
     model_id = f.make_model()
     started = time.monotonic()
-    response = app.test_client().post("/api/v1/predict", json={"model_id": model_id, "texts": ["a"]})
+    response = api_client(app).post("/api/v1/predict", json={"model_id": model_id, "texts": ["a"]})
     assert response.status_code == 202
     assert 0.15 < time.monotonic() - started < 5
 

@@ -20,4 +20,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from . import datasets, docs, health, jobs, models, predict  # noqa: E402,F401  (routes register on import)
+from . import accounts, datasets, docs, health, jobs, models, predict  # noqa: E402,F401  (routes register on import)

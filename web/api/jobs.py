@@ -1,12 +1,13 @@
 """Creating, reading, listing and cancelling jobs, and reading a classify job's predictions."""
 from __future__ import annotations
 
-from flask import Response, request, url_for
+from flask import request, url_for
 
 from core.schema import JobStatus, JobType
 from core.specs import ClassifyRequest, TrainRequest
 
 from .. import exports, services
+from ..auth import current
 from . import bp
 from .request_args import choice_arg, int_arg, json_object, optional_int_arg
 
@@ -21,19 +22,19 @@ def accepted(job: dict):
 
 @bp.post("/api/v1/jobs/train")
 def create_train_job():
-    return accepted(services.start_training(services.validate(TrainRequest, json_object())))
+    return accepted(services.start_training(current(), services.validate(TrainRequest, json_object())))
 
 
 @bp.post("/api/v1/jobs/classify")
 def create_classify_job():
-    return accepted(services.start_classification(services.validate(ClassifyRequest, json_object())))
+    return accepted(services.start_classification(current(), services.validate(ClassifyRequest, json_object())))
 
 
 @bp.get("/api/v1/jobs")
 def list_jobs():
     limit = int_arg("limit", 50, minimum=1, maximum=500)
     offset = int_arg("offset", 0)
-    items, total = services.list_jobs(
+    items, total = services.list_jobs(current(), 
         status=choice_arg("status", STATUSES),
         job_type=choice_arg("type", TYPES),
         model_id=optional_int_arg("model_id"),
@@ -46,12 +47,12 @@ def list_jobs():
 
 @bp.get("/api/v1/jobs/<job_id>")
 def get_job(job_id: str):
-    return services.get_job(job_id)
+    return services.get_job(current(), job_id)
 
 
 @bp.post("/api/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
-    return services.cancel_job(job_id)
+    return services.cancel_job(current(), job_id)
 
 
 @bp.get("/api/v1/jobs/<job_id>/predictions")
@@ -59,16 +60,11 @@ def list_predictions(job_id: str):
     offset = int_arg("offset", 0)
     limit = int_arg("limit", 100, minimum=1, maximum=1000)
     label = request.args.get("label") or None
-    return services.list_predictions(job_id, offset=offset, limit=limit, label=label)
+    return services.list_predictions(current(), job_id, offset=offset, limit=limit, label=label)
 
 
 @bp.get("/api/v1/jobs/<job_id>/export")
 def export_predictions(job_id: str):
     """Every prediction of a succeeded classify job as a CSV or JSONL download, streamed page by page."""
     fmt = choice_arg("format", list(exports.FORMATS)) or "csv"
-    plan = exports.plan_export(job_id)  # every check happens here, before the first byte is sent
-    return Response(
-        exports.export_chunks(plan, fmt),
-        content_type=exports.FORMATS[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{exports.filename(job_id, fmt)}"'},
-    )
+    return exports.export_response(current(), job_id, fmt)

@@ -7,6 +7,7 @@ from flask import flash, redirect, render_template, request, url_for
 from core.specs import ClassifyRequest
 
 from .. import services
+from ..auth import current
 from ..errors import ApiError
 from ..forms import ClassifyForm, choices
 from . import bp
@@ -34,8 +35,8 @@ def _column_choices(form: ClassifyForm, datasets: list[dict]) -> None:
 
 @bp.route("/classify", methods=["GET", "POST"])
 def classify():
-    models, _ = services.list_models(limit=1000)
-    datasets, _ = services.list_datasets(limit=1000)
+    models, _ = services.list_models(current(), limit=1000)
+    datasets, _ = services.list_datasets(current(), limit=1000)
     form = ClassifyForm()
     form.model_id.choices = choices(
         (m["id"], f"{m['name']} v{m['version']} ({m['family']}, #{m['id']})") for m in models
@@ -50,7 +51,7 @@ def classify():
     general: list[str] = []
     if form.validate_on_submit():
         try:
-            job = services.start_classification(services.validate(ClassifyRequest, form.to_request_data()))
+            job = services.start_classification(current(), services.validate(ClassifyRequest, form.to_request_data()))
         except ApiError as exc:
             apply_error(form, exc, general)
         else:

@@ -5,7 +5,8 @@ from flask import abort, flash, redirect, render_template, request, url_for
 
 from core.schema import JobStatus, JobType
 
-from .. import services
+from .. import exports, services
+from ..auth import current
 from ..errors import ApiError
 from ..forms import CancelForm
 from . import bp
@@ -26,7 +27,7 @@ def jobs():
     if status not in (None, *[s.value for s in JobStatus]) or job_type not in (None, *[t.value for t in JobType]):
         abort(400, "unknown status or type filter")
     page = _page()
-    items, total = services.list_jobs(status=status, job_type=job_type, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    items, total = services.list_jobs(current(), status=status, job_type=job_type, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     return render_template(
         "jobs.html",
         jobs=items,
@@ -42,27 +43,27 @@ def jobs():
 
 @bp.get("/jobs/<job_id>")
 def job(job_id: str):
-    info = services.get_job(job_id)
+    info = services.get_job(current(), job_id)
     page = _page()
     predictions = None
     label = request.args.get("label") or None
     labels: list = []
     if info["type"] == JobType.CLASSIFY.value:
-        predictions = services.list_predictions(
+        predictions = services.list_predictions(current(), 
             job_id, offset=(page - 1) * PREDICTIONS_PAGE_SIZE, limit=PREDICTIONS_PAGE_SIZE, label=label
         )
         predictions["pages"] = max(1, -(-predictions["total"] // PREDICTIONS_PAGE_SIZE))
-        labels = services.prediction_labels(job_id)
+        labels = services.prediction_labels(current(), job_id)
     model = None
     if info["model_id"] is not None:
         try:
-            model = services.get_model(info["model_id"])
+            model = services.get_model(current(), info["model_id"])
         except ApiError:
             model = None
     dataset = None
     if info["dataset_id"] is not None:
         try:
-            dataset = services.get_dataset(info["dataset_id"], profile=False)
+            dataset = services.get_dataset(current(), info["dataset_id"], profile=False)
         except ApiError:
             dataset = None
     return render_template(
@@ -71,13 +72,28 @@ def job(job_id: str):
     )
 
 
+@bp.get("/jobs/<job_id>.json")
+def job_json(job_id: str):
+    """The job as the API returns it, for the job page's live progress (pages use the login, not a token)."""
+    return services.get_job(current(), job_id)
+
+
+@bp.get("/jobs/<job_id>/export")
+def export(job_id: str):
+    """The job page's download buttons: the API's export, authenticated by the login."""
+    fmt = request.args.get("format") or "csv"
+    if fmt not in exports.FORMATS:
+        abort(400, f"format must be one of {', '.join(exports.FORMATS)}")
+    return exports.export_response(current(), job_id, fmt)
+
+
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str):
     form = CancelForm()
     if not form.validate_on_submit():
         abort(400, "the form expired: reload the page and try again")
     try:
-        services.cancel_job(job_id)
+        services.cancel_job(current(), job_id)
         flash("Job cancelled.", "ok")
     except ApiError as exc:
         if exc.status == 404:

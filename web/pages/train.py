@@ -6,6 +6,7 @@ from flask import flash, redirect, render_template, request, url_for
 from core.specs import FAMILIES, TrainRequest
 
 from .. import services
+from ..auth import current
 from ..errors import ApiError
 from ..forms import TrainForm, choices
 from . import bp
@@ -16,7 +17,7 @@ LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "category", "targ
 
 @bp.route("/train", methods=["GET", "POST"])
 def train():
-    datasets, _ = services.list_datasets(limit=1000)
+    datasets, _ = services.list_datasets(current(), limit=1000)
     form = TrainForm()
     form.dataset_id.choices = choices((d["id"], f"{d['name']} (#{d['id']}, {d['rows']} rows)") for d in datasets)
     if request.method == "GET":
@@ -38,7 +39,7 @@ def train():
     general: list[str] = []
     if form.validate_on_submit():
         try:
-            job = services.start_training(services.validate(TrainRequest, form.to_request_data()))
+            job = services.start_training(current(), services.validate(TrainRequest, form.to_request_data()))
         except ApiError as exc:
             apply_error(form, exc, general, aliases={"class_weights": "class_weights_balanced"})
         else:

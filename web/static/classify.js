@@ -1,5 +1,5 @@
 // Classify form: when a dataset is chosen, show its column selects and fill them from
-// GET /api/v1/datasets/<id> (as the train form does); with no dataset, hide them (the typed texts are used).
+// GET /datasets/<id>.json (as the train form does); with no dataset, hide them (the typed texts are used).
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -45,7 +45,7 @@
   function loadDataset() {
     if (!dataset.value) { showColumns(false); return; }
     showColumns(true);
-    fetch(datasetUrl + encodeURIComponent(dataset.value), { headers: { Accept: "application/json" } })
+    fetch(datasetUrl + encodeURIComponent(dataset.value) + ".json", { headers: { Accept: "application/json" } })
       .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
       .then(function (info) {
         if (!fill(textColumn, info.columns)) guessText(info.columns);

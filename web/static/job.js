@@ -1,4 +1,4 @@
-// Job page: poll GET /api/v1/jobs/<id> while the job runs, update the status badge and progress bar,
+// Job page: poll GET /jobs/<id>.json while the job runs, update the status badge and progress bar,
 // and reload the page once the job finishes (the server then renders metrics or predictions).
 (function () {
   "use strict";

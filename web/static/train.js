@@ -1,5 +1,5 @@
 // Train form: show the options of the chosen family, fill the column selects from
-// GET /api/v1/datasets/<id> when the dataset changes, and show the label counts of the chosen label column.
+// GET /datasets/<id>.json when the dataset changes, and show the label counts of the chosen label column.
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -65,7 +65,7 @@
 
   function loadDataset() {
     if (!dataset || !dataset.value) return;
-    fetch(datasetUrl + encodeURIComponent(dataset.value), { headers: { Accept: "application/json" } })
+    fetch(datasetUrl + encodeURIComponent(dataset.value) + ".json", { headers: { Accept: "application/json" } })
       .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
       .then(function (info) {
         stats = info.column_stats || {};

@@ -16,7 +16,8 @@ from core.schema import Base
 import web
 app = web.create_app({"SETTINGS": Settings(database_url=sys.argv[1], celery_eager=True, secret_key="x")})
 Base.metadata.create_all(db.engine)
-client = app.test_client()
+from tests.factories import api_client
+client = api_client(app)
 for path in ("/", "/train", "/classify", "/api/v1/jobs", "/api/v1/openapi.json", "/metrics"):
     assert client.get(path).status_code == 200, path
 heavy = sorted(m for m in sys.modules

@@ -1,0 +1,221 @@
+"""Users, API tokens and the first admin. The web (API, pages, CLI) and ``make run`` all go through here.
+
+Passwords are hashed with Werkzeug's ``generate_password_hash`` (scrypt, salted). API tokens are 256-bit random
+strings: only their SHA-256 is stored (a token is as strong as a key, so a slow hash adds nothing), so a copy of
+the database does not let anyone in, and a token is shown once, when it is created.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .schema import ApiToken, User, utcnow
+
+TOKEN_PREFIX = "bq_"
+ADMIN_USERNAME = "admin"
+# last_used_at is written at most this often per token: an API call costs a read, not a write
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+# An unusable hash for unknown users, so a login for a missing user costs as much as one for a wrong password.
+_DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
+
+
+class AccountError(Exception):
+    """A request about accounts that cannot be done (a taken username, an unknown user or token)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: enough to scope queries, detached from any session."""
+
+    id: int
+    username: str
+    is_admin: bool
+
+    @classmethod
+    def of(cls, user: User) -> "Principal":
+        return cls(id=user.id, username=user.username, is_admin=bool(user.is_admin))
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token just created: ``token`` is the only time the secret is available."""
+
+    row: ApiToken
+    token: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+# ---------------------------------------------------------------- users
+
+
+def create_user(
+    session: Session, username: str, *, password: str | None = None, is_admin: bool = False,
+    token: str | None = None, token_name: str = "default",
+) -> tuple[User, NewToken]:
+    """A new user and their first API token (``token`` if given, else a random one); flushes, does not commit.
+
+    A user created without a password can use the API only (no web login) until one is set.
+    """
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise AccountError(409, "username_taken", f"the username {username!r} is already taken")
+    user = User(
+        username=username,
+        password_hash=generate_password_hash(password) if password else None,
+        is_admin=is_admin,
+        created_at=utcnow(),
+    )
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent request took the name between the check and the insert
+        session.rollback()
+        raise AccountError(409, "username_taken", f"the username {username!r} is already taken") from None
+    return user, create_token(session, user.id, token_name, token=token)
+
+
+def find_user(session: Session, key: int | str) -> User:
+    """A user by id or username; :class:`AccountError` 404 when there is none."""
+    user = session.get(User, key) if isinstance(key, int) else session.scalar(select(User).where(User.username == key))
+    if user is None:
+        raise AccountError(404, "not_found", f"user {key} does not exist")
+    return user
+
+
+def disable_user(session: Session, key: int | str) -> User:
+    """Disable a user: their logins and tokens stop working at once; what they own stays. Idempotent."""
+    user = find_user(session, key)
+    if user.disabled_at is None:
+        user.disabled_at = utcnow()
+        session.flush()
+    return user
+
+
+def set_password(session: Session, key: int | str, password: str) -> User:
+    user = find_user(session, key)
+    user.password_hash = generate_password_hash(password)
+    session.flush()
+    return user
+
+
+def check_login(session: Session, username: str, password: str) -> Principal | None:
+    """The active user with this username and password, or None (for any reason: no hint which part was wrong)."""
+    user = session.scalar(select(User).where(User.username == username))
+    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    if not check_password_hash(stored, password) or user is None or not user.active or not user.password_hash:
+        return None
+    return Principal.of(user)
+
+
+def load_principal(session: Session, user_id: int) -> Principal | None:
+    """The active user ``user_id`` (a web session's user), or None."""
+    user = session.get(User, user_id)
+    return Principal.of(user) if user is not None and user.active else None
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def create_token(session: Session, user_id: int, name: str, *, token: str | None = None) -> NewToken:
+    """A new named token for ``user_id``; flushes. ``token`` fixes its value (the bootstrap admin's)."""
+    secret = token or generate_token()
+    row = ApiToken(user_id=user_id, name=name, token_hash=hash_token(secret), created_at=utcnow())
+    session.add(row)
+    session.flush()
+    return NewToken(row=row, token=secret)
+
+
+def list_tokens(session: Session, user_id: int) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)))
+
+
+def revoke_token(session: Session, user_id: int | None, token_id: int) -> ApiToken:
+    """Revoke a token of ``user_id`` (None: any user's, for admins and the CLI); 404 for anyone else's. Idempotent."""
+    row = session.get(ApiToken, token_id)
+    if row is None or (user_id is not None and row.user_id != user_id):
+        raise AccountError(404, "not_found", f"token {token_id} does not exist")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.flush()
+    return row
+
+
+def authenticate_token(session: Session, token: str) -> Principal | None:
+    """The active user owning this unrevoked token, or None. Records when the token was last used; commits."""
+    row = session.execute(
+        select(ApiToken.id, ApiToken.last_used_at, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None), User.disabled_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    now = utcnow()
+    last_used = row.last_used_at
+    if last_used is not None and last_used.tzinfo is None:
+        last_used = last_used.replace(tzinfo=now.tzinfo)
+    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+        session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+        session.commit()
+    return Principal.of(row.User)
+
+
+# ---------------------------------------------------------------- the first admin
+
+
+@dataclass(frozen=True)
+class AdminCredentials:
+    username: str
+    password: str | None  # None when the admin already existed
+    token: str
+
+
+def bootstrap_admin(session: Session, *, admin_token: str = "") -> AdminCredentials | None:
+    """Create the first admin when the database has no user at all; commits. None when users exist already.
+
+    The admin's token is ``admin_token`` when given (automation, docker-compose), else random; the password is
+    always random (the web login). Two processes racing here create one admin: the username is unique.
+    """
+    if session.scalar(select(func.count()).select_from(User)) > 0:
+        return None
+    password = secrets.token_urlsafe(12)
+    try:
+        _, new = create_user(
+            session, ADMIN_USERNAME, password=password, is_admin=True, token=admin_token or None, token_name="bootstrap"
+        )
+        session.commit()
+    except AccountError:
+        return None  # another process created it first
+    return AdminCredentials(ADMIN_USERNAME, password, new.token)
+
+
+def write_credentials(path: Path, credentials: AdminCredentials, *, token_from_env: bool) -> None:
+    """Write the generated admin credentials to ``path`` with mode 0600 (created that way: never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token_line = "(the value of BERTQUEUE_ADMIN_TOKEN)" if token_from_env else credentials.token
+    text = (
+        "# bertqueue admin account, created on first start. Keep this file private.\n"
+        f"username={credentials.username}\npassword={credentials.password}\ntoken={token_line}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)

@@ -1,0 +1,134 @@
+"""Who is calling: API tokens for ``/api/v1``, a login session (Flask-Login) for the pages.
+
+- Every ``/api/v1`` route needs ``Authorization: Bearer <token>``; a cookie never authenticates the API, so a
+  cross-site page cannot use a logged-in browser against it. Open: ``/healthz``, ``/readyz``, the OpenAPI
+  document; ``/metrics`` is for admins unless ``METRICS_PUBLIC`` is set.
+- Pages need a logged-in user (session cookie; the login form is CSRF-protected). A Bearer token is accepted on
+  pages as well (scripts, tests); no browser sends one by itself.
+
+Both set ``g.principal``; views hand :func:`current` to the services, which scope every query by it.
+"""
+from __future__ import annotations
+
+from flask import Flask, g, redirect, request, url_for
+from flask_login import LoginManager, UserMixin
+
+from core import accounts
+from core.accounts import Principal
+from core.db import db
+
+from . import context
+from .errors import ApiError
+
+# API endpoints that answer without a token (probes and the API description)
+OPEN_ENDPOINTS = frozenset({"api.healthz", "api.readyz", "api.openapi"})
+METRICS_ENDPOINT = "api.metrics"
+# pages reachable without logging in
+OPEN_PAGES = frozenset({"pages.login", "static"})
+
+login_manager = LoginManager()
+login_manager.login_view = "pages.login"
+login_manager.login_message = None  # the login page says what to do
+
+
+class SessionUser(UserMixin):
+    """Flask-Login's view of a :class:`Principal` (its id is what the session cookie stores)."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self.id = principal.id
+
+
+def current() -> Principal:
+    """The authenticated caller of this request (set before any view runs)."""
+    principal = g.get("principal")
+    if principal is None:  # a view reached without the guards: never serve it anonymously
+        raise ApiError(401, "unauthorized", "authentication required")
+    return principal
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _principal_from_token(token: str) -> Principal | None:
+    if "\x00" in token or len(token) > 512:
+        return None
+    with db.session() as session:
+        return accounts.authenticate_token(session, token)
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message)
+
+
+def _guard_api():
+    endpoint = request.endpoint or ""
+    if endpoint in OPEN_ENDPOINTS:
+        return None
+    if endpoint == METRICS_ENDPOINT and context.settings().metrics_public:
+        return None
+    token = bearer_token()
+    if token is None:
+        raise _unauthorized("send an API token: Authorization: Bearer <token>")
+    principal = _principal_from_token(token)
+    if principal is None:
+        raise _unauthorized("the API token is invalid, revoked, or its user is disabled")
+    if endpoint == METRICS_ENDPOINT and not principal.is_admin:
+        raise ApiError(403, "forbidden", "metrics are for admins (or set METRICS_PUBLIC=true)")
+    g.principal = principal
+    return None
+
+
+def _guard_pages():
+    from flask_login import current_user
+
+    if request.endpoint in OPEN_PAGES:
+        return None
+    if current_user.is_authenticated:
+        g.principal = current_user.principal
+        return None
+    return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
+
+
+def _guard():
+    if request.blueprint == "api":
+        return _guard_api()
+    if request.blueprint == "pages" or request.endpoint == "static":
+        return _guard_pages()
+    return None  # no route matched: the 404/405 handlers answer
+
+
+def _challenge(response):
+    if response.status_code == 401 and request.blueprint == "api":  # RFC 6750: say which scheme the API wants
+        response.headers.setdefault("WWW-Authenticate", 'Bearer realm="bertqueue"')
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Install the login manager and the guards that run before every view."""
+    login_manager.init_app(app)
+    app.before_request(_guard)
+    app.after_request(_challenge)
+
+
+@login_manager.user_loader
+def _load_session_user(user_id: str) -> SessionUser | None:
+    try:
+        key = int(user_id)
+    except ValueError:
+        return None
+    with db.session() as session:
+        principal = accounts.load_principal(session, key)
+    return SessionUser(principal) if principal is not None else None
+
+
+@login_manager.request_loader
+def _load_bearer_user(_request) -> SessionUser | None:
+    token = bearer_token()
+    principal = _principal_from_token(token) if token else None
+    return SessionUser(principal) if principal is not None else None

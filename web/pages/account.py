@@ -1,0 +1,75 @@
+"""Logging in and out, and the account page: the user's API tokens (create, shown once; revoke)."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import login_user, logout_user
+
+from core import accounts
+from core.db import db
+
+from .. import account_services
+from ..auth import SessionUser, current
+from ..errors import ApiError
+from ..forms import LoginForm, LogoutForm, RevokeTokenForm, TokenForm
+from . import bp
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after logging in: a path on this site only (never an open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for(".index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        with db.session() as session:
+            principal = accounts.check_login(session, form.username.data, form.password.data)
+        if principal is not None:
+            login_user(SessionUser(principal))
+            return redirect(_safe_next(request.args.get("next")))
+        error = "Unknown username or wrong password."
+    status = 401 if error else (400 if request.method == "POST" else 200)
+    return render_template("login.html", form=form, error=error), status
+
+
+@bp.post("/logout")
+def logout():
+    if not LogoutForm().validate_on_submit():
+        abort(400, "the form expired: reload the page and try again")
+    logout_user()
+    flash("Logged out.", "ok")
+    return redirect(url_for(".login"))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+def account():
+    """The user's tokens; a new token is shown on this page once, right after it is created."""
+    form = TokenForm()
+    new_token = None
+    if form.validate_on_submit():
+        try:
+            new_token = account_services.create_token(current(), form.name.data.strip())
+        except ApiError as exc:
+            form.name.errors = [*form.name.errors, exc.message]
+        else:
+            form = TokenForm(formdata=None)
+    tokens, _ = account_services.list_tokens(current())
+    status = 400 if request.method == "POST" and new_token is None else 200
+    return render_template(
+        "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm()
+    ), status
+
+
+@bp.post("/account/tokens/<int:token_id>/revoke")
+def revoke_token(token_id: int):
+    if not RevokeTokenForm().validate_on_submit():
+        abort(400, "the form expired: reload the page and try again")
+    account_services.revoke_token(current(), token_id)
+    flash("Token revoked.", "ok")
+    return redirect(url_for(".account"))
