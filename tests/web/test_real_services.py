@@ -6,10 +6,12 @@ import io
 import json
 
 import pytest
+from sqlalchemy import inspect
 
 from core.db import db
 from core.queue import TRAIN_QUEUE, enqueue_job
-from core.schema import Base
+from core.results import insert_predictions
+from tests.factories import migrate
 
 from . import factories as f
 from .helpers import assert_error
@@ -69,9 +71,11 @@ def test_the_message_is_sent_by_task_name_and_carries_only_the_job_id(settings, 
 def test_api_on_postgresql(settings, postgres_schema_url, sent):
     from web import create_app
 
+    migrate(postgres_schema_url)  # the schema as production builds it: Alembic, not create_all
     app = create_app({"TESTING": True, "SETTINGS": settings.replace(database_url=postgres_schema_url),
                       "WTF_CSRF_ENABLED": False})
-    Base.metadata.create_all(db.engine)
+    assert db.engine.dialect.name == "postgresql"
+    assert "alembic_version" in inspect(db.engine).get_table_names()
     client = app.test_client()
     upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(f.CSV), "r.csv")},
                          content_type="multipart/form-data")
@@ -83,10 +87,18 @@ def test_api_on_postgresql(settings, postgres_schema_url, sent):
     texts = ["a", "b", "c"]
     classify = client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": texts}).json
     f.start(classify["id"])
-    f.add_single_task_predictions(classify["id"], texts, order=[2, 0, 1])
+    items = [{"index": i, "text": texts[i], "label": "pos" if i % 2 == 0 else "neg", "score": 0.8,
+              "scores": {"pos": 0.8, "neg": 0.2} if i % 2 == 0 else {"pos": 0.2, "neg": 0.8}} for i in range(3)]
+    with db.session() as session:  # a first attempt stored indices 2 and 0 ...
+        insert_predictions(session, classify["id"], [items[2], items[0]])
+    with db.session() as session:  # ... the retry writes them all: ON CONFLICT DO NOTHING skips 0 and 2, no error
+        insert_predictions(session, classify["id"], [{**item, "label": "retry"} for item in items])
     f.succeed(classify["id"])
     page = client.get(f"/api/v1/jobs/{classify['id']}/predictions?limit=2").json
     assert [p["index"] for p in page["items"]] == [0, 1] and page["total"] == 3
+    everything = client.get(f"/api/v1/jobs/{classify['id']}/predictions").json["items"]
+    assert [(p["index"], p["text"], p["label"]) for p in everything] == [(0, "a", "pos"), (1, "b", "retry"),
+                                                                         (2, "c", "pos")]
     listing = client.get("/api/v1/jobs?type=train&status=queued").json
     assert [j["id"] for j in listing["items"]] == [train["id"]] and listing["total"] == 1
     assert client.get(f"/api/v1/jobs/{train['id']}").json["created_at"].endswith("+00:00")
