@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from .schema import LABEL_MAX
+
 # Tweets are short, but users upload documents too; the per-field cap protects memory, not realism.
 MAX_FIELD_CHARS = 1_000_000
 csv.field_size_limit(MAX_FIELD_CHARS)
@@ -527,6 +529,14 @@ def check_training_columns(
             raise DatasetError(
                 f"label column {column!r} needs at least 2 classes with non-empty text; found {found}",
                 code="too_few_classes",
+                status=422,
+            )
+        too_long = [label for label in counts[column] if len(label) > LABEL_MAX]
+        if too_long:  # a model's predicted label is stored in a column of LABEL_MAX characters
+            raise DatasetError(
+                f"label column {column!r}: {len(too_long)} label(s) longer than {LABEL_MAX} characters, e.g. "
+                f"{too_long[0][:60]!r}...; is it a text column?",
+                code="label_too_long",
                 status=422,
             )
         rare = sorted(label for label, n in counts[column].items() if n < min_rows_per_class)

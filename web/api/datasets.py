@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import request, url_for
 
 from .. import services
+from ..auth import current
 from ..errors import ApiError
 from . import bp
 from .request_args import int_arg
@@ -11,12 +12,17 @@ from .request_args import int_arg
 
 @bp.post("/api/v1/datasets")
 def upload_dataset():
+    if request.mimetype != "multipart/form-data":  # see request_args: the only body type besides JSON
+        sent = request.content_type or "no Content-Type"
+        raise ApiError(
+            415, "unsupported_media_type", f"send the file as multipart/form-data (a field named 'file'), not {sent}"
+        )
     upload = request.files.get("file")
     if upload is None:
         raise ApiError(
             400, "missing_file", "send the CSV, TSV or JSONL file as a multipart/form-data field named 'file'"
         )
-    result = services.create_dataset(upload.stream, upload.filename, request.form.get("name"))
+    result = services.create_dataset(current(), upload.stream, upload.filename, request.form.get("name"))
     return result, 201, {"Location": url_for("api.get_dataset", dataset_id=result["id"])}
 
 
@@ -24,10 +30,10 @@ def upload_dataset():
 def list_datasets():
     limit = int_arg("limit", 100, minimum=1, maximum=1000)
     offset = int_arg("offset", 0)
-    items, total = services.list_datasets(limit=limit, offset=offset)
+    items, total = services.list_datasets(current(), limit=limit, offset=offset)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @bp.get("/api/v1/datasets/<int:dataset_id>")
 def get_dataset(dataset_id: int):
-    return services.get_dataset(dataset_id)
+    return services.get_dataset(current(), dataset_id)

@@ -1,24 +1,55 @@
-"""Synchronous prediction: a classify job on the same queue and workers, waited for by polling SQL."""
+"""Synchronous prediction: a classify job on the same queue and workers, waited for by polling SQL.
+
+A waiting call holds one of the web process's threads, so at most ``settings.predict_max_waiters`` calls per
+process wait at once; any further call answers at once (202 with the job, unless it already finished) and the
+client polls ``GET /api/v1/jobs/<id>``. The other pages and API calls therefore always find a free thread.
+"""
 from __future__ import annotations
+
+import threading
+
+from flask import current_app
 
 from core.schema import JobStatus
 from core.specs import PredictRequest
 
 from .. import context, services
+from ..auth import current
 from ..errors import ApiError
 from . import bp
 from .jobs import accepted
 from .request_args import json_object
 
 
+_WAITERS_KEY = "bertqueue.predict_waiters"
+_waiters_lock = threading.Lock()
+
+
+def _waiters() -> threading.BoundedSemaphore:
+    """This app's slots for waiting /predict calls (``settings.predict_max_waiters``), made on first use."""
+    slots = current_app.extensions.get(_WAITERS_KEY)
+    if slots is None:
+        with _waiters_lock:
+            slots = current_app.extensions.setdefault(
+                _WAITERS_KEY, threading.BoundedSemaphore(context.settings().predict_max_waiters)
+            )
+    return slots
+
+
 @bp.post("/api/v1/predict")
 def predict():
     request = services.validate(PredictRequest, json_object())
     timeout = context.settings().predict_timeout_s if request.timeout_s is None else request.timeout_s
-    job = services.start_classification(request)
-    job = services.wait_for_job(job["id"], timeout)
+    slots = _waiters()
+    waiting = slots.acquire(blocking=False)  # never blocks: a full house answers 202 instead of queueing here
+    try:
+        job = services.start_classification(current(), request)
+        job = services.wait_for_job(current(), job["id"], timeout if waiting else 0.0)
+    finally:
+        if waiting:
+            slots.release()
     if job["status"] == JobStatus.SUCCEEDED.value:
-        return {"job_id": job["id"], "model_id": job["model_id"], "predictions": services.all_predictions(job["id"])}
+        return {"job_id": job["id"], "model_id": job["model_id"], "predictions": services.all_predictions(current(), job["id"])}
     if job["status"] == JobStatus.FAILED.value:
         raise ApiError(500, "job_failed", job["error"] or "the classification job failed", extra={"job_id": job["id"]})
     if job["status"] == JobStatus.CANCELLED.value:

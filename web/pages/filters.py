@@ -6,6 +6,8 @@ from datetime import datetime
 
 from flask import request, url_for
 
+from core.specs import MAX_SQL_ID
+
 from . import bp
 
 
@@ -107,3 +109,23 @@ def page_url(page: int) -> str:
     args["page"] = page
     return url_for(request.endpoint, **(request.view_args or {}), **args)
 
+
+MAX_PAGE = 1_000_000  # keeps (page - 1) * page size far below SQL's 2^63 limit on OFFSET
+
+
+def query_int(name: str) -> int | None:
+    """``?name=`` as a non-negative int below 2^63; None when absent or anything else (a page never fails on it).
+
+    ``str.isdigit`` alone is not enough: it accepts "²", and more than 4,300 digits, which ``int()`` refuses.
+    """
+    raw = request.args.get(name, "")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if value <= MAX_SQL_ID else None
+
+
+def page_arg() -> int:
+    """``?page=`` as a page number: 1 when absent or not a number, at most :data:`MAX_PAGE`."""
+    page = query_int("page")
+    return 1 if page is None or page < 1 else min(page, MAX_PAGE)
