@@ -1,6 +1,8 @@
 """Malformed requests get a clear 4xx with the error shape, and nothing is written."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import func, select
 
@@ -9,6 +11,7 @@ from core.schema import Job
 
 from .factories import make_dataset, make_model
 from .helpers import assert_error
+from tests.factories import api_client
 
 JSON_POSTS = ["/api/v1/jobs/train", "/api/v1/jobs/classify", "/api/v1/predict"]
 
@@ -37,12 +40,38 @@ def test_bad_json_is_400(client, sent, path, body, fragment):
     assert job_count() == 0 and sent == []
 
 
-def test_json_without_content_type_is_accepted(client):
-    dataset_id = make_dataset()
-    response = client.post(
-        "/api/v1/jobs/train", data=f'{{"dataset_id": {dataset_id}, "text_column": "text", "label_column": "label"}}'
-    )
-    assert response.status_code == 202
+TRAIN_BODY = '{"dataset_id": %d, "text_column": "text", "label_column": "label"}'
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "text/json"])
+def test_json_bodies_need_the_json_media_type(client, sent, content_type):
+    """A cross-site HTML form can send only text/plain, urlencoded or multipart bodies: none may drive the API."""
+    body = TRAIN_BODY % make_dataset()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    error = assert_error(client.post("/api/v1/jobs/train", data=body, headers=headers), 415, "unsupported_media_type")
+    assert "application/json" in error["message"]
+    assert job_count() == 0 and sent == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"])
+def test_json_media_type_with_parameters_is_accepted(client, sent, content_type):
+    response = client.post("/api/v1/jobs/train", data=TRAIN_BODY % make_dataset(), headers={"Content-Type": content_type})
+    assert response.status_code == 202, response.json
+    assert job_count() == 1 and len(sent) == 1
+
+
+def test_bodyless_post_needs_no_content_type(client):
+    job_id = client.post("/api/v1/jobs/train", json=json.loads(TRAIN_BODY % make_dataset())).json["id"]
+    response = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200 and response.json["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/csv", None])
+def test_dataset_upload_needs_multipart(client, content_type):
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = client.post("/api/v1/datasets", data=b"text,label\na,b\nc,d\n", headers=headers)
+    assert_error(response, 415, "unsupported_media_type")
+    assert client.get("/api/v1/datasets").json["total"] == 0
 
 
 @pytest.mark.parametrize(
@@ -102,7 +131,7 @@ def test_classify_limits_come_from_settings(settings):
     from web import create_app
 
     app = create_app({"TESTING": True, "SETTINGS": settings.replace(max_texts_per_job=2, max_text_chars=10)})
-    client = app.test_client()
+    client = api_client(app)
     model_id = make_model()
     error = assert_error(
         client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": ["a", "b", "c"]}), 422
