@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from pydantic import ValidationError
 
 from core import accounts
@@ -136,6 +136,7 @@ def revoke_token(token_id: int) -> None:
 
 
 @click.command("bootstrap")
+@with_appcontext
 @click.option("--credentials-file", type=click.Path(dir_okay=False), default=str(CREDENTIALS_FILE), show_default=True)
 def bootstrap(credentials_file: str) -> None:
     """Create the first admin if the database has no user (token: BERTQUEUE_ADMIN_TOKEN, else random)."""

@@ -18,7 +18,9 @@ from . import bp
 
 def _safe_next(target: str | None) -> str:
     """Where to go after logging in: a path on this site only (never an open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    # browsers read "/\\host" as "//host": backslashes are refused too
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target \
+            and not urlsplit(target).netloc:
         return target
     return url_for(".index")
 

@@ -1,0 +1,196 @@
+"""Web login (session cookie, CSRF-protected forms), the account page's tokens, the CLI and the first admin."""
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+from sqlalchemy import func, select
+
+from core import accounts
+from core.db import db
+from core.schema import ApiToken, User
+from tests.factories import make_user
+
+from . import factories as f
+from .helpers import assert_error
+
+
+@pytest.fixture
+def browser(settings):
+    """A cookie-keeping client of an app with CSRF on, as a real browser would see it."""
+    from web import create_app
+
+    return create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": True}).test_client()
+
+
+def csrf(client, path: str) -> str:
+    match = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def log_in(client, username: str, password: str, next_path: str = ""):
+    token = csrf(client, "/login")
+    return client.post(f"/login{next_path}", data={"csrf_token": token, "username": username, "password": password})
+
+
+def test_pages_redirect_to_login_and_back(browser):
+    make_user("carol", password="correct horse")
+    response = browser.get("/jobs?status=queued")
+    assert response.status_code == 302 and response.headers["Location"] == "/login?next=/jobs?status%3Dqueued"
+    login = log_in(browser, "carol", "correct horse", "?next=/jobs?status%3Dqueued")
+    assert login.status_code == 302 and login.headers["Location"] == "/jobs?status=queued"
+    page = browser.get("/jobs").get_data(as_text=True)
+    assert 'id="account-link">carol</a>' in page
+
+
+def test_wrong_password_unknown_user_and_disabled_user_cannot_log_in(browser):
+    make_user("carol", password="correct horse")
+    for username, password in (("carol", "wrong horse"), ("nobody", "correct horse")):
+        response = log_in(browser, username, password)
+        assert response.status_code == 401 and "Unknown username or wrong password." in response.get_data(as_text=True)
+        assert browser.get("/").status_code == 302
+    with db.session() as session:
+        accounts.disable_user(session, "carol")
+    assert log_in(browser, "carol", "correct horse").status_code == 401
+    # a token-only user (no password) has no web login
+    make_user("robot")
+    assert log_in(browser, "robot", "").status_code == 400
+
+
+def test_login_without_csrf_token_is_rejected(browser):
+    make_user("carol", password="correct horse")
+    browser.get("/login")
+    response = browser.post("/login", data={"username": "carol", "password": "correct horse"})
+    assert response.status_code == 400
+    assert browser.get("/").status_code == 302  # still logged out
+
+
+def test_next_is_never_an_open_redirect(browser):
+    make_user("carol", password="correct horse")
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil"):
+        response = log_in(browser, "carol", "correct horse", f"?next={target}")
+        assert response.headers["Location"] == "/", target
+        browser.post("/logout", data={"csrf_token": csrf(browser, "/")})
+
+
+def test_logout_needs_csrf_and_ends_the_session(browser):
+    make_user("carol", password="correct horse")
+    log_in(browser, "carol", "correct horse")
+    assert browser.post("/logout").status_code == 400
+    assert browser.get("/").status_code == 200
+    response = browser.post("/logout", data={"csrf_token": csrf(browser, "/")})
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
+    assert browser.get("/").status_code == 302
+
+
+def test_a_login_cookie_never_authenticates_the_api(browser):
+    make_user("carol", password="correct horse")
+    log_in(browser, "carol", "correct horse")
+    assert browser.get("/").status_code == 200
+    assert_error(browser.get("/api/v1/jobs"), 401, "unauthorized")
+    assert_error(browser.post("/api/v1/tokens", json={"name": "x"}), 401, "unauthorized")
+
+
+def test_forms_keep_csrf_when_logged_in(browser):
+    carol = make_user("carol", password="correct horse")
+    log_in(browser, "carol", "correct horse")
+    job_id = f.make_train_job(f.make_dataset(), owner_id=carol.id)
+    assert browser.post(f"/jobs/{job_id}/cancel").status_code == 400
+    assert browser.get(f"/jobs/{job_id}.json").json["status"] == "queued"
+    token = csrf(browser, f"/jobs/{job_id}")
+    assert browser.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token}).status_code == 302
+    assert browser.get(f"/jobs/{job_id}.json").json["status"] == "cancelled"
+
+
+def test_account_page_creates_shows_once_and_revokes_tokens(browser):
+    make_user("carol", password="correct horse")
+    log_in(browser, "carol", "correct horse")
+    page = browser.post("/account", data={"csrf_token": csrf(browser, "/account"), "name": "laptop"})
+    assert page.status_code == 200
+    token = re.search(r'<pre id="new-token">([^<]+)</pre>', page.get_data(as_text=True)).group(1)
+    assert browser.get("/api/v1/tokens", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    again = browser.get("/account").get_data(as_text=True)
+    assert token not in again and "laptop" in again  # shown once
+    with db.session() as session:
+        token_id = session.scalar(select(ApiToken.id).where(ApiToken.name == "laptop"))
+    revoke = browser.post(f"/account/tokens/{token_id}/revoke", data={"csrf_token": csrf(browser, "/account")})
+    assert revoke.status_code == 302
+    assert browser.get("/api/v1/tokens", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_tokens_are_stored_hashed(client):
+    created = client.post("/api/v1/tokens", json={"name": "ci"}).json
+    with db.session() as session:
+        row = session.get(ApiToken, created["id"])
+        assert row.token_hash == accounts.hash_token(created["token"]) != created["token"]
+        assert created["token"] not in str([row.name, row.token_hash])
+
+
+def test_admin_creates_a_user_who_can_use_the_api_at_once(client, anonymous):
+    created = client.post("/api/v1/users", json={"username": "dave", "password": "s3cret-pass"})
+    assert created.status_code == 201, created.json
+    assert (created.json["username"], created.json["is_admin"]) == ("dave", False)
+    headers = {"Authorization": f"Bearer {created.json['token']}"}
+    assert anonymous.get("/api/v1/jobs", headers=headers).json["total"] == 0
+    assert_error(client.post("/api/v1/users", json={"username": "dave"}), 409, "username_taken")
+    assert_error(client.post("/api/v1/users", json={"username": "bad name!"}), 422, "validation_error")
+
+
+# ---------------------------------------------------------------- CLI and bootstrap
+
+
+def test_cli_creates_lists_disables_users_and_tokens(app):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["users", "create", "erin", "--password", "long enough"])
+    assert result.exit_code == 0, result.output
+    token = re.search(r"API token \(shown only now\): (\S+)", result.output).group(1)
+    assert app.test_client().get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert "erin\tuser\tactive" in runner.invoke(args=["users", "list"]).output
+    result = runner.invoke(args=["tokens", "create", "--user", "erin", "deploy"])
+    assert result.exit_code == 0 and "for erin: bq_" in result.output
+    listed = runner.invoke(args=["tokens", "list", "--user", "erin"]).output
+    assert "default\tactive" in listed and "deploy\tactive" in listed
+    token_id = int(listed.split("\t")[0])
+    assert runner.invoke(args=["tokens", "revoke", str(token_id)]).exit_code == 0
+    assert app.test_client().get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert runner.invoke(args=["users", "disable", "erin"]).exit_code == 0
+    assert "erin\tuser\tdisabled" in runner.invoke(args=["users", "list"]).output
+    failed = runner.invoke(args=["users", "create", "erin"])
+    assert failed.exit_code != 0 and "already taken" in failed.output
+
+
+def test_bootstrap_creates_one_admin_with_a_private_credentials_file(app, tmp_path):
+    path = tmp_path / "admin_credentials"
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["bootstrap", "--credentials-file", str(path)])
+    assert result.exit_code == 0 and "created admin 'admin'" in result.output
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    headers = {"Authorization": f"Bearer {values['token']}"}
+    assert app.test_client().get("/api/v1/users", headers=headers).json["items"][0]["is_admin"] is True
+    with db.session() as session:
+        assert accounts.check_login(session, "admin", values["password"]).is_admin
+    again = runner.invoke(args=["bootstrap", "--credentials-file", str(path)])
+    assert "nothing to do" in again.output
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 1
+
+
+def test_bootstrap_uses_the_configured_admin_token(settings, tmp_path):
+    from web import create_app
+
+    fixed = "a-deployment-token-of-32-chars!!"
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(admin_token=fixed)})
+    path = tmp_path / "creds"
+    assert app.test_cli_runner().invoke(args=["bootstrap", "--credentials-file", str(path)]).exit_code == 0
+    assert fixed not in path.read_text()  # the file never repeats a secret the operator already has
+    assert app.test_client().get("/api/v1/jobs", headers={"Authorization": f"Bearer {fixed}"}).status_code == 200
+
+
+def test_short_admin_token_is_refused():
+    from core.config import Settings
+
+    with pytest.raises(ValueError, match="at least 16"):
+        Settings.from_env({"BERTQUEUE_ADMIN_TOKEN": "short"})
