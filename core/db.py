@@ -1,11 +1,30 @@
 """Engine and session handling. ``db`` is defined here, outside any app, and configured by whoever runs."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long a transient database error is retried before it counts: long enough to ride out a PostgreSQL restart or
+# failover, or a SQLite write lock held by a slow writer.
+TRANSIENT_RETRY_S = 30.0
+
+
+def is_transient(error: BaseException) -> bool:
+    """A database error that may pass if the transaction is simply tried again: a lock or deadlock, a dropped or
+    refused connection (``OperationalError``), or any error that invalidated its connection. Constraint violations
+    and bad statements are not."""
+    return isinstance(error, OperationalError) or (isinstance(error, DBAPIError) and error.connection_invalidated)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -69,6 +88,26 @@ class Database:
             raise
         finally:
             session.close()
+
+    def transact(self, work: Callable[[Session], T], *, what: str, retry_for_s: float = TRANSIENT_RETRY_S) -> T:
+        """Run ``work(session)`` in a transaction of its own, retried with backoff on transient errors.
+
+        Every try gets a fresh session (an invalidated connection is replaced), so ``work`` must be safe to run again
+        from the start: conditional UPDATEs and ``ON CONFLICT DO NOTHING`` inserts are. Backoff doubles from 0.1 s
+        to at most 5 s (with jitter) and gives up after ``retry_for_s``, re-raising the last error.
+        """
+        delay, deadline = 0.1, time.monotonic() + retry_for_s
+        while True:
+            try:
+                with self.session() as session:
+                    return work(session)
+            except DBAPIError as error:
+                if not is_transient(error) or time.monotonic() + delay > deadline:
+                    raise
+                cause = str(error.orig or error).strip().splitlines() or [type(error).__name__]
+                log.warning("%s: transient database error, retrying in %.1f s: %s", what, delay, cause[0])
+            time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: workers that failed together do not retry together
+            delay = min(5.0, delay * 2)
 
     def after_fork(self) -> None:
         """Drop connections inherited from a parent process without closing the parent's sockets."""

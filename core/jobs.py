@@ -2,12 +2,16 @@
 
 Transitions are conditional UPDATEs, so two processes racing on one job cannot both win:
 ``queued -> running -> succeeded | failed | cancelled`` and ``queued -> cancelled | failed``.
-A running job carries a lease (``worker_id`` + ``heartbeat_at``); a stale lease can be reclaimed by a
-redelivered message, up to ``max_attempts`` executions in total.
+A running job carries a lease (``worker_id`` + ``heartbeat_at``). Only a queued job, or a running job whose lease is
+stale (no heartbeat for ``lease_seconds``, or its owner is a process of this host that no longer exists), can be
+claimed, up to ``max_attempts`` executions in total. A duplicate or redelivered message that meets a fresh lease is
+answered ``BUSY``: the caller drops it, and it is not an attempt.
 """
 from __future__ import annotations
 
 import enum
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,9 +35,9 @@ class InvalidTransition(Exception):
 
 class ClaimOutcome(str, enum.Enum):
     CLAIMED = "claimed"  # this worker now owns the job
-    BUSY = "busy"  # another worker holds a fresh lease: try again later
+    BUSY = "busy"  # a live worker holds a fresh lease: drop the message (the reconciler re-sends if it goes stale)
     DONE = "done"  # already finished or cancelled: nothing to do
-    GAVE_UP = "gave_up"  # attempts exhausted: the job was marked failed
+    GAVE_UP = "gave_up"  # claimable, but its attempts are exhausted: the job was marked failed
     MISSING = "missing"  # no such job
 
 
@@ -41,8 +45,30 @@ class ClaimOutcome(str, enum.Enum):
 class Claim:
     outcome: ClaimOutcome
     attempts: int = 0
-    retry_in: float = 0.0  # seconds until a BUSY lease goes stale
     job: Job | None = field(default=None, compare=False, repr=False)  # the claimed row, loaded in the claim's session
+
+
+# How much longer the reconciler waits before each further re-send of one job (x2 per send, at most this factor).
+MAX_RESEND_BACKOFF = 16
+
+
+def owner_is_gone(worker_id: str | None) -> bool:
+    """True when ``worker_id`` ("hostname:pid") names a process of *this* host that no longer exists.
+
+    A worker child killed mid-job leaves a lease that looks fresh for up to ``lease_seconds``; its redelivered
+    message may take the job over at once instead of waiting. Another host's worker, or a pid that exists (even a
+    reused one), counts as alive: the lease then expires the normal way.
+    """
+    host, _, pid = (worker_id or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: the process exists under another user
+        return False
+    return False
 
 
 def can_transition(current: JobStatus, target: JobStatus) -> bool:
@@ -57,6 +83,7 @@ def create_job(
     dataset_id: int | None = None,
     model_id: int | None = None,
     inputs: list | None = None,
+    owner_id: int | None = None,
 ) -> Job:
     """Add a queued job to ``session`` (the caller commits *before* sending its message).
 
@@ -65,6 +92,7 @@ def create_job(
     now = utcnow()
     job = Job(
         type=JobType(job_type).value,
+        owner_id=owner_id,
         status=JobStatus.QUEUED.value,
         params=params,
         inputs=inputs,
@@ -73,7 +101,8 @@ def create_job(
         progress=0.0,
         attempts=0,
         created_at=now,
-        enqueued_at=now,
+        enqueued_at=now,  # the caller sends the first message right after committing
+        sends=1,
     )
     session.add(job)
     session.flush()
@@ -89,16 +118,52 @@ def claim(
     max_attempts: int,
     now: datetime | None = None,
 ) -> Claim:
-    """Try to take ``job_id`` for ``worker_id``; commits. Safe under duplicate and redelivered messages."""
+    """Try to take ``job_id`` for ``worker_id``; commits. Safe under duplicate and redelivered messages.
+
+    Order of the checks: a finished job is ``DONE``; a fresh lease held by a live worker is ``BUSY`` (whatever the
+    attempt count: a duplicate during the last attempt must not fail a healthy job); only a claimable job (queued,
+    or running with a stale lease) is ``CLAIMED``, or ``GAVE_UP`` (marked failed) when its attempts are exhausted.
+    """
     now = now or utcnow()
     stale_before = now - timedelta(seconds=lease_seconds)
-    claimable = or_(
-        Job.status == JobStatus.QUEUED.value,
-        and_(Job.status == JobStatus.RUNNING.value, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before)),
-    )
+    stale = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before)
+    claimable = or_(Job.status == JobStatus.QUEUED.value, and_(Job.status == JobStatus.RUNNING.value, stale))
+    # The common case (a queued job, or a stale lease) is one UPDATE and one SELECT.
+    if _take(session, job_id, worker_id, now, Job.attempts < max_attempts, claimable):
+        return _claimed(session, job_id)
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return Claim(ClaimOutcome.MISSING)
+    status = JobStatus(job.status)
+    if status in TERMINAL_STATUSES:
+        return Claim(ClaimOutcome.DONE, attempts=job.attempts)
+    heartbeat_at = as_utc(job.heartbeat_at)
+    fresh = status is JobStatus.RUNNING and heartbeat_at is not None and heartbeat_at >= stale_before
+    owner_gone = fresh and owner_is_gone(job.worker_id)
+    if fresh and not owner_gone:
+        return Claim(ClaimOutcome.BUSY, attempts=job.attempts)
+    # Claimable. The conditions repeat what was just read, so a concurrent claim, heartbeat or cancel wins the race.
+    same = [Job.status == job.status, Job.attempts == job.attempts]
+    same.append(Job.worker_id == job.worker_id if owner_gone else claimable)
+    if job.attempts >= max_attempts:
+        message = f"gave up after {job.attempts} attempts (the worker running it was lost)"
+        result = session.execute(
+            update(Job).where(Job.id == job_id, *same)
+            .values(status=JobStatus.FAILED.value, error=message, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return Claim(ClaimOutcome.GAVE_UP if result.rowcount == 1 else ClaimOutcome.BUSY, attempts=job.attempts)
+    if _take(session, job_id, worker_id, now, *same):
+        return _claimed(session, job_id)
+    return Claim(ClaimOutcome.BUSY, attempts=job.attempts)  # another message took it first
+
+
+def _take(session: Session, job_id: str, worker_id: str, now: datetime, *conditions) -> bool:
+    """The claiming UPDATE under ``conditions``; commits; True when this call won the job."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.attempts < max_attempts, claimable)
+        .where(Job.id == job_id, *conditions)
         .values(
             status=JobStatus.RUNNING.value,
             attempts=Job.attempts + 1,
@@ -110,24 +175,23 @@ def claim(
         .execution_options(synchronize_session=False)
     )
     session.commit()
+    return result.rowcount == 1
+
+
+def _claimed(session: Session, job_id: str) -> Claim:
     job = session.get(Job, job_id, populate_existing=True)
-    if job is None:
-        return Claim(ClaimOutcome.MISSING)
-    if result.rowcount == 1:
-        return Claim(ClaimOutcome.CLAIMED, attempts=job.attempts, job=job)
-    status = JobStatus(job.status)
-    if status in TERMINAL_STATUSES:
-        return Claim(ClaimOutcome.DONE, attempts=job.attempts)
-    if job.attempts >= max_attempts:
-        fail(session, job_id, f"gave up after {job.attempts} attempts (the worker running it was lost)")
-        return Claim(ClaimOutcome.GAVE_UP, attempts=job.attempts)
-    heartbeat = as_utc(job.heartbeat_at) or now
-    retry_in = max(1.0, (heartbeat + timedelta(seconds=lease_seconds) - now).total_seconds())
-    return Claim(ClaimOutcome.BUSY, attempts=job.attempts, retry_in=retry_in)
+    return Claim(ClaimOutcome.CLAIMED, attempts=job.attempts, job=job)
 
 
-def heartbeat(session: Session, job_id: str, worker_id: str, progress: float | None = None) -> bool:
-    """Renew the lease (and progress); commits. False means the job is no longer ours (cancelled, reclaimed)."""
+def heartbeat(
+    session: Session, job_id: str, worker_id: str, progress: float | None = None, *, commit: bool = True
+) -> bool:
+    """Renew the lease (and progress). False means the job is no longer ours (cancelled, reclaimed, timed out).
+
+    ``commit=False`` leaves the transaction open (on PostgreSQL the row stays locked until the caller commits): a
+    worker writes its results after this check in the same transaction, so a cancel lands before or after them,
+    never in between.
+    """
     values: dict = {"heartbeat_at": utcnow()}
     if progress is not None:
         values["progress"] = min(1.0, max(0.0, float(progress)))
@@ -137,7 +201,8 @@ def heartbeat(session: Session, job_id: str, worker_id: str, progress: float | N
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    session.commit()
+    if commit:
+        session.commit()
     return result.rowcount == 1
 
 
@@ -201,32 +266,54 @@ def cancel(session: Session, job_id: str) -> Job:
     return job
 
 
-def lost_jobs(
-    session: Session, *, requeue_after_s: float, lease_seconds: float, now: datetime | None = None
-) -> list[tuple[str, str]]:
-    """(id, type) of jobs whose message may be lost: queued too long, or running with a stale lease.
+def resend_delay_s(base_s: float, sends: int) -> float:
+    """How long after its last message a waiting job is re-sent: ``base_s``, doubling with each message sent."""
+    return base_s * min(MAX_RESEND_BACKOFF, 2 ** max(0, (sends or 1) - 1))
 
-    Their ``enqueued_at`` is bumped (and committed) so one reconciler pass re-sends each at most once per period.
+
+def lost_jobs(
+    session: Session,
+    *,
+    requeue_after_s: float,
+    lease_seconds: float,
+    now: datetime | None = None,
+    broker_lost: bool = False,
+) -> list[tuple[str, str]]:
+    """(id, type) of jobs whose message looks lost, marked as re-sent now (``enqueued_at``, ``sends``); commits.
+
+    A queued job is re-sent ``requeue_after_s`` after its last message, a running job once its lease is stale; each
+    further re-send of the same job waits twice as long (:func:`resend_delay_s`), so a long queue behind busy
+    workers does not fill Redis with copies. ``broker_lost`` (Redis restarted empty): every queued and running job
+    is re-sent at once; copies that meet a live worker's lease are dropped by :func:`claim`.
     """
     now = now or utcnow()
-    queued_before = now - timedelta(seconds=requeue_after_s)
-    stale_before = now - timedelta(seconds=lease_seconds)
-    resend_before = now - timedelta(seconds=max(requeue_after_s, lease_seconds))
-    rows = session.execute(
-        select(Job.id, Job.type).where(
-            or_(
-                and_(Job.status == JobStatus.QUEUED.value, or_(Job.enqueued_at.is_(None), Job.enqueued_at < queued_before)),
-                and_(
-                    Job.status == JobStatus.RUNNING.value,
-                    Job.heartbeat_at < stale_before,
-                    or_(Job.enqueued_at.is_(None), Job.enqueued_at < resend_before),
-                ),
-            )
+    queued = Job.status == JobStatus.QUEUED.value
+    running = Job.status == JobStatus.RUNNING.value
+    if broker_lost:
+        condition = or_(queued, running)
+    else:
+        # the shortest possible wait in SQL; the per-job backoff is applied below
+        condition = or_(
+            and_(queued, or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=requeue_after_s))),
+            and_(
+                running,
+                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - timedelta(seconds=lease_seconds)),
+                or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=lease_seconds)),
+            ),
         )
-    ).all()
-    if rows:
+    rows = session.execute(select(Job.id, Job.type, Job.status, Job.sends, Job.enqueued_at).where(condition)).all()
+    due = []
+    for row in rows:
+        base = requeue_after_s if row.status == JobStatus.QUEUED.value else lease_seconds
+        last = as_utc(row.enqueued_at)
+        if broker_lost or last is None or last < now - timedelta(seconds=resend_delay_s(base, row.sends)):
+            due.append((row.id, row.type))
+    if due:
         session.execute(
-            update(Job).where(Job.id.in_([job_id for job_id, _ in rows])).values(enqueued_at=now).execution_options(synchronize_session=False)
+            update(Job)
+            .where(Job.id.in_([job_id for job_id, _ in due]))
+            .values(enqueued_at=now, sends=Job.sends + 1)
+            .execution_options(synchronize_session=False)
         )
     session.commit()
-    return [(job_id, job_type) for job_id, job_type in rows]
+    return due

@@ -21,7 +21,12 @@ TRAIN_QUEUE = "train"
 CLASSIFY_QUEUE = "classify"
 
 TASK_FOR_JOB_TYPE = {JobType.TRAIN.value: TRAIN_TASK, JobType.CLASSIFY.value: CLASSIFY_TASK}
+# The reconciler runs as its own process (worker.reconciler); its task exists to run one pass on demand.
 QUEUE_FOR_TASK = {TRAIN_TASK: TRAIN_QUEUE, CLASSIFY_TASK: CLASSIFY_QUEUE, RECONCILE_TASK: CLASSIFY_QUEUE}
+
+# A training's own deadline (worker.runner.Lease) stops it at TRAIN_TIME_LIMIT_S; Celery's hard limit kills the
+# prefork child only if the work is stuck this much longer (a hung C call never polls its deadline).
+HARD_TIME_LIMIT_GRACE_S = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +38,7 @@ def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
-        # A lost-but-unacked message comes back after this long; jobs hold SQL leases, so an early
-        # redelivery of a long training job only retries later, it never runs twice at once.
-        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_transport_options": broker_transport_options(settings.broker_visibility_timeout_s),
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -48,12 +51,28 @@ def celery_config(settings: Settings) -> dict:
         "worker_prefetch_multiplier": 1,
         "task_routes": {name: {"queue": queue} for name, queue in QUEUE_FOR_TASK.items()},
         "task_default_queue": CLASSIFY_QUEUE,
+        # Only the prefork training worker can enforce a hard limit (thread pools cannot kill a thread); the
+        # classify worker relies on the cooperative deadline alone.
+        "task_annotations": {TRAIN_TASK: {"time_limit": settings.train_time_limit_s + HARD_TIME_LIMIT_GRACE_S}},
         "task_always_eager": settings.celery_eager,
         "task_eager_propagates": False,
         "worker_hijack_root_logger": False,
-        "beat_schedule": {
-            "reconcile-lost-jobs": {"task": RECONCILE_TASK, "schedule": settings.reconcile_every_s},
-        },
+    }
+
+
+def broker_transport_options(visibility_timeout_s: float) -> dict:
+    """Redis transport options: an unacked message is redelivered ``visibility_timeout_s`` after delivery.
+
+    A training that runs longer than that gets its message back while still running: the copy meets the job's
+    fresh lease and is dropped (core.jobs.claim), so it is neither run twice nor failed. kombu looks for overdue
+    messages every ``interval x throttle`` seconds (100 s by default); a short timeout gets a matching sweep.
+    """
+    sweep_s = min(100.0, max(1.0, visibility_timeout_s / 10))
+    interval = min(10.0, sweep_s)
+    return {
+        "visibility_timeout": visibility_timeout_s,
+        "unacked_restore_interval": interval,
+        "unacked_restore_throttle": max(1, round(sweep_s / interval)),
     }
 
 

@@ -1,7 +1,9 @@
 """Glue between SQL and the ML code: claim a job, run it with the DB session closed, store results idempotently.
 
-Each ``run_*`` function returns ``None`` when the message is dealt with, or a number of seconds after which the
-message should be retried (another worker holds a fresh lease on the job).
+Each ``run_*`` function deals with one message completely: a message whose job is not claimable (finished,
+cancelled, or held under a live worker's fresh lease) is dropped, never retried. Every SQL write goes through
+``db.transact``, which retries transient database errors with backoff, so a lock or a dropped connection does not
+fail the job. Each attempt runs under a :class:`Lease` with the job type's time limit.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core import jobs, runtime
+from core.config import Settings
 from core.datasets import DatasetError, open_rows, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
@@ -34,6 +37,8 @@ from .memory import release_free_memory
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 2.0
+# Test-only fault injection (see _test_fault); inert unless the worker's environment sets it to "1".
+TEST_FAULTS_ENV = "BERTQUEUE_TEST_FAULTS"
 # Texts per commit: bounds lost work on a crash and memory per job, paces progress updates, and is what the engine
 # sorts by length at once (worker.batching.POOL_ROWS).
 CLASSIFY_CHUNK = 1024
@@ -55,18 +60,25 @@ class Lease:
     looks like a dead worker, and a worker running many small jobs at once does not pay a thread and an UPDATE per
     job: a job shorter than one beat interval costs no heartbeat at all (the claim set ``heartbeat_at``). The ML
     loops only report ``progress()`` (written with the next beat) and poll ``should_stop()`` (the job was
-    cancelled, or another worker took it over).
+    cancelled, another worker took it over, or it ran past its time limit).
+
+    ``time_limit_s``: past it the keeper fails the job ("... exceeded the time limit of N s") and stops renewing,
+    even if the work is stuck where it never polls ``should_stop()``; the job is no longer running in SQL at once.
     """
 
-    def __init__(self, job_id: str, lease_seconds: float, every_s: float = HEARTBEAT_EVERY_S) -> None:
+    def __init__(self, job_id: str, lease_seconds: float, every_s: float = HEARTBEAT_EVERY_S, *,
+                 time_limit_s: float | None = None, kind: str = "the job") -> None:
         self.job_id, self.owner = job_id, worker_id()
         self.every_s = max(0.2, min(every_s, lease_seconds / 4))
-        self.lost = False
-        self.next_beat = 0.0
+        self.time_limit_s, self.kind = time_limit_s, kind
+        self.lost = self.timed_out = False
+        self.next_beat = self.deadline = 0.0
         self._progress: float | None = None
 
     def __enter__(self) -> "Lease":
-        self.next_beat = time.monotonic() + self.every_s
+        now = time.monotonic()
+        self.next_beat = now + self.every_s
+        self.deadline = now + self.time_limit_s if self.time_limit_s else float("inf")
         _keeper().add(self)
         return self
 
@@ -85,6 +97,17 @@ class Lease:
             return
         if not owned:
             self.lost = True
+
+    def expire(self) -> None:
+        """The time limit has passed: fail the job (if still ours) and tell the work to stop."""
+        self.timed_out = self.lost = True
+        message = f"{self.kind} exceeded the time limit of {self.time_limit_s:g} s"
+        log.warning("job %s: %s", self.job_id, message)
+        try:  # short retries: this runs on the keeper thread, which renews every other job's lease too
+            db.transact(lambda session: jobs.fail(session, self.job_id, message, worker_id=self.owner),
+                        what=f"job {self.job_id}: time limit", retry_for_s=5.0)
+        except SQLAlchemyError as exc:  # the runner fails it again when the work stops
+            log.warning("job %s: could not record the time limit (%s)", self.job_id, exc)
 
     def progress(self, fraction: float, _info: dict | None = None) -> None:
         self._progress = fraction
@@ -121,7 +144,12 @@ class _LeaseKeeper:
                 if not self._leases:
                     self._thread = None
                     return
-                due = [lease for lease in self._leases if not lease.lost and lease.next_beat <= time.monotonic()]
+                now = time.monotonic()
+                expired = [lease for lease in self._leases if not lease.lost and lease.deadline <= now]
+                due = [lease for lease in self._leases if not lease.lost and lease.next_beat <= now
+                       and lease not in expired]
+            for lease in expired:
+                lease.expire()
             for lease in due:
                 lease.beat()
 
@@ -137,24 +165,48 @@ def _keeper() -> _LeaseKeeper:
     return _keepers[pid]
 
 
-def _claim(job_id: str, session=None) -> tuple[jobs.Claim, float | None]:
+def _claim(job_id: str) -> jobs.Claim:
+    """Claim the job (retrying transient database errors); anything but CLAIMED means: drop the message."""
     settings = runtime.settings()
-    if session is None:
-        with db.session() as own:
-            return _claim(job_id, own)
-    claim = jobs.claim(
-        session, job_id, worker_id(), lease_seconds=settings.lease_seconds, max_attempts=settings.job_max_attempts
+    claim = db.transact(
+        lambda session: jobs.claim(session, job_id, worker_id(), lease_seconds=settings.lease_seconds,
+                                   max_attempts=settings.job_max_attempts),
+        what=f"job {job_id}: claim",
     )
     log.info("job %s: claim %s (attempt %s)", job_id, claim.outcome.value, claim.attempts)
-    if claim.outcome is jobs.ClaimOutcome.BUSY:
-        return claim, claim.retry_in
-    return claim, None
+    if claim.outcome is jobs.ClaimOutcome.CLAIMED:
+        _test_fault(claim.job)
+    return claim
+
+
+def _test_fault(job: Job) -> None:
+    """Test-only poison job: with ``BERTQUEUE_TEST_FAULTS=1`` in the worker's environment, a job whose params hold
+    ``"test_fault": "exit"`` kills its worker process right after each claim (tests/integration/test_faults.py).
+    Inert otherwise: the web never stores that key (request specs forbid unknown fields)."""
+    if os.environ.get(TEST_FAULTS_ENV) == "1" and (job.params or {}).get("test_fault") == "exit":
+        log.warning("job %s: test fault: exiting the worker process", job.id)
+        os._exit(70)
 
 
 def _fail(job_id: str, message: str) -> None:
     log.warning("job %s failed: %s", job_id, message)
-    with db.session() as session:
-        jobs.fail(session, job_id, message, worker_id=worker_id())
+    owner = worker_id()
+    db.transact(lambda session: jobs.fail(session, job_id, message, worker_id=owner), what=f"job {job_id}: fail")
+
+
+def _stopped(job_id: str, lease: "Lease | None") -> None:
+    """The work stopped at ``should_stop()``: cancelled, taken over, or out of time (then the job fails)."""
+    if lease is not None and lease.timed_out:
+        _fail(job_id, f"{lease.kind} exceeded the time limit of {lease.time_limit_s:g} s")  # no-op if recorded
+    else:
+        log.info("job %s stopped: cancelled, or taken over by another worker", job_id)
+
+
+def fail_hard_time_limit(job_id: str, seconds: float) -> None:
+    """Celery killed the job's process at its hard time limit (stuck past the cooperative deadline)."""
+    message = f"training exceeded the time limit of {seconds:g} s (the worker process was stopped)"
+    log.warning("job %s failed: %s", job_id, message)
+    db.transact(lambda session: jobs.fail(session, job_id, message), what=f"job {job_id}: fail")
 
 
 def _device() -> str:
@@ -180,34 +232,33 @@ def _announce(job_id: str) -> None:
 # ---------------------------------------------------------------- training
 
 
-def run_training(job_id: str) -> float | None:
-    """Run training job ``job_id`` end to end."""
-    claim, retry_in = _claim(job_id)
+def run_training(job_id: str) -> None:
+    """Run training job ``job_id`` end to end (or drop the message if the job is not claimable)."""
+    claim = _claim(job_id)
     if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
-        return retry_in
+        return
     settings = runtime.settings()
     store = Path(settings.model_store)
     scratch = store / "tmp" / f"{job_id}-{claim.attempts}"
+    lease = None
     try:
-        with db.session() as session:  # read everything, then close the session before long work
-            job = session.get(Job, job_id)
-            request = TrainRequest.model_validate(job.params)
-            dataset = session.get(Dataset, job.dataset_id) if job.dataset_id is not None else None
-            if dataset is None:
-                raise DatasetError("the job's dataset no longer exists")
-            content, fmt, dataset_name = dataset.content, dataset.format, dataset.name
+        # read everything, then close the session before long work
+        request, owner_id, content, fmt, dataset_name = db.transact(
+            lambda session: _read_training(session, job_id), what=f"job {job_id}: read")
         check_encoder(request.encoder, settings)
         rows = read_rows(content, fmt).rows
         del content  # training keeps only the rows: the raw bytes need not stay alive for the whole run
-        with Lease(job_id, settings.lease_seconds) as lease:
+        lease = Lease(job_id, settings.lease_seconds, time_limit_s=settings.train_time_limit_s, kind="training")
+        with lease:
             result = _train(request, rows, scratch, store, lease)
-        # one directory per attempt: a worker that lost the job can never touch the winner's files
-        _publish_model(job_id, request, dataset_name, result, scratch, store / "models" / f"{job_id}-{claim.attempts}")
+            # one directory per attempt: a worker that lost the job can never touch the winner's files
+            final_dir = store / "models" / f"{job_id}-{claim.attempts}"
+            _publish_model(job_id, request, owner_id, dataset_name, result, scratch, final_dir, lease)
     except Exception as exc:  # noqa: BLE001 - every failure must end up on the job row
         from .training import TrainingCancelled, TrainingDataError
 
         if isinstance(exc, TrainingCancelled):
-            log.info("job %s stopped: cancelled, or taken over by another worker", job_id)
+            _stopped(job_id, lease)
         elif isinstance(exc, (TrainingDataError, DatasetError, EncoderNotAllowed)):
             _fail(job_id, str(exc))
         else:
@@ -215,7 +266,16 @@ def run_training(job_id: str) -> float | None:
             _fail(job_id, f"training failed: {type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return None
+
+
+def _read_training(session, job_id: str):
+    """The job's request and owner, and its dataset's bytes, format and name."""
+    job = session.get(Job, job_id)
+    request = TrainRequest.model_validate(job.params)
+    dataset = session.get(Dataset, job.dataset_id) if job.dataset_id is not None else None
+    if dataset is None:
+        raise DatasetError("the job's dataset no longer exists")
+    return request, job.owner_id, dataset.content, dataset.format, dataset.name
 
 
 def train_config(request: TrainRequest):
@@ -240,75 +300,97 @@ def _train(request: TrainRequest, rows: list[dict], scratch: Path, store: Path, 
     )
 
 
-def _publish_model(job_id: str, request: TrainRequest, dataset_name: str, result, scratch: Path, final_dir: Path) -> None:
+def _publish_model(job_id: str, request: TrainRequest, owner_id: int | None, dataset_name: str, result,
+                   scratch: Path, final_dir: Path, lease: Lease) -> None:
     """Move the artifacts into ``final_dir`` and record model + job success in one transaction."""
+    from .training import TrainingCancelled
+
+    if lease.should_stop():  # cancelled (or out of time) while saving: publish nothing
+        raise TrainingCancelled("training was cancelled")
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(scratch, final_dir)
     try:
-        _record_model(job_id, request, dataset_name, result, final_dir)
+        recorded = _record_model(job_id, request, owner_id, dataset_name, result, final_dir)
     except BaseException:
         shutil.rmtree(final_dir, ignore_errors=True)  # no model row, so no files either
         raise
+    if not recorded:  # cancelled or reclaimed meanwhile: nothing was recorded
+        shutil.rmtree(final_dir, ignore_errors=True)
+        log.info("job %s finished training but no longer owns the job; model discarded", job_id)
 
 
-def _record_model(job_id: str, request: TrainRequest, dataset_name: str, result, final_dir: Path) -> None:
+def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, dataset_name: str, result,
+                  final_dir: Path) -> bool:
+    """Insert the model row and mark the job succeeded, atomically; False if the job is no longer ours.
+
+    Retried on transient errors; a retry after a commit whose answer was lost finds its own model row (one
+    ``artifact_dir`` per attempt) and reports success instead of discarding a recorded model.
+    """
     name = request.name or f"{request.family}-{dataset_name}"[:200]
     tasks = {task: list(labels) for task, labels in result.tasks.items()}
     encoder = request.encoder or "default (all-MiniLM-L6-v2)"
+    owner = worker_id()
+
+    def record(session) -> bool | None:
+        if session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
+                                                        TrainedModel.artifact_dir == str(final_dir))) is not None:
+            return True
+        version = (session.scalar(select(func.max(TrainedModel.version)).where(TrainedModel.name == name)) or 0) + 1
+        model = TrainedModel(
+            name=name,
+            version=version,
+            family=request.family,
+            encoder=encoder,
+            labels=next(iter(tasks.values())),
+            tasks=tasks,
+            metrics=result.metrics,
+            params=request.model_dump(),
+            artifact_dir=str(final_dir),
+            training_job_id=job_id,
+            owner_id=owner_id,
+        )
+        session.add(model)
+        try:
+            session.flush()
+        except IntegrityError:
+            session.rollback()
+            return None  # another model took this version: try the next one
+        return jobs.succeed(session, job_id, owner, metrics=result.metrics, model_id=model.id)
+
     for _ in range(3):  # the (name, version) unique constraint settles version races
-        with db.session() as session:
-            version = (session.scalar(select(func.max(TrainedModel.version)).where(TrainedModel.name == name)) or 0) + 1
-            model = TrainedModel(
-                name=name,
-                version=version,
-                family=request.family,
-                encoder=encoder,
-                labels=next(iter(tasks.values())),
-                tasks=tasks,
-                metrics=result.metrics,
-                params=request.model_dump(),
-                artifact_dir=str(final_dir),
-                training_job_id=job_id,
-            )
-            session.add(model)
-            try:
-                session.flush()
-            except IntegrityError:
-                session.rollback()
-                continue
-            if not jobs.succeed(session, job_id, worker_id(), metrics=result.metrics, model_id=model.id):
-                # cancelled or reclaimed meanwhile: record nothing
-                shutil.rmtree(final_dir, ignore_errors=True)
-                log.info("job %s finished training but no longer owns the job; model discarded", job_id)
-            return
+        recorded = db.transact(record, what=f"job {job_id}: record model")
+        if recorded is not None:
+            return recorded
     raise RuntimeError(f"could not allocate a version for model {name!r}")
 
 
 # ---------------------------------------------------------------- classification
 
 
-def run_classification(job_id: str) -> float | None:
+def run_classification(job_id: str) -> None:
     """Classify every input of job ``job_id``; resumes after the stored predictions on a retry.
 
     Runs in one of the worker's many job threads; the texts go through the model's shared batching engine, so
-    concurrent jobs are batched together.
+    concurrent jobs are batched together. A message whose job is not claimable is dropped.
     """
+    work = None
     try:
-        with db.session() as session:
-            claim, retry_in = _claim(job_id, session)
-            if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
-                return retry_in
-            work = _ClassifyWork.read(session, claim.job, resumed=claim.attempts > 1)
+        claim = _claim(job_id)
+        if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
+            return
+        # the claimed row is re-attached (no SELECT) so its deferred inputs load in the read's session
+        work = db.transact(lambda session: _ClassifyWork.read(session, session.merge(claim.job, load=False),
+                                                              resumed=claim.attempts > 1),
+                           what=f"job {job_id}: read")
         work.run()
     except RequestCancelled:
-        log.info("job %s stopped: cancelled, or taken over by another worker", job_id)
+        _stopped(job_id, work.lease if work is not None else None)
     except (LookupError, DatasetError) as exc:
         _fail(job_id, str(exc))
     except Exception as exc:  # noqa: BLE001 - every failure must end up on the job row
         log.exception("job %s crashed", job_id)
         _fail(job_id, f"classification failed: {type(exc).__name__}: {exc}")
     _announce(job_id)
-    return None
 
 
 class _ClassifyWork:
@@ -320,6 +402,9 @@ class _ClassifyWork:
         self.done, self.dataset, self.total = done, dataset, total
         self.labels: dict[str, Counter] = {}  # label counts of this attempt, per task (None: single-task)
         self.classified = self.chunks_stored = 0  # rows / chunks this attempt stored
+        settings = runtime.settings()
+        self.lease = Lease(job_id, settings.lease_seconds, time_limit_s=settings.classify_time_limit_s,
+                           kind="classification")
 
     @classmethod
     def read(cls, session, job: Job, *, resumed: bool) -> "_ClassifyWork":
@@ -362,7 +447,7 @@ class _ClassifyWork:
 
         started = time.monotonic()
         todo = (item for item in self.inputs() if item[0] not in self.done)
-        with Lease(self.job_id, runtime.settings().lease_seconds) as lease:  # a cold model load is covered too
+        with self.lease as lease:  # a cold model load is covered too
             engine = get_predictor(self.artifact_dir, _device(), quantize=self.quantize).engine
             # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
             pending = None
@@ -372,8 +457,7 @@ class _ClassifyWork:
                     self._store(*pending, engine, lease)
                 pending = (chunk, future)
             if pending is None:  # nothing left to classify (all stored by an earlier attempt, or no text)
-                with db.session() as session:
-                    self._succeed(session, started)
+                db.transact(lambda session: self._succeed(session, started), what=f"job {self.job_id}: succeed")
             else:
                 self._store(*pending, engine, lease, started=started)
 
@@ -386,15 +470,27 @@ class _ClassifyWork:
         self._count(rows)
         fraction = min(1.0, (chunk[-1][0] + 1) / max(1, self.total))
         lease.progress(fraction)
-        with db.session() as session:  # the rows and the progress (or the success) commit together
-            insert_predictions(session, self.job_id, rows)
-            if started is None:
-                jobs.heartbeat(session, self.job_id, worker_id(), fraction)
-            else:
-                self._succeed(session, started)
+        db.transact(lambda session: self._write(session, rows, fraction, started), what=f"job {self.job_id}: store")
         self.chunks_stored += 1
         if self.chunks_stored % TRIM_EVERY_CHUNKS == 0:
             release_free_memory()  # a large job must not grow the worker's RSS chunk by chunk (worker/memory.py)
+
+    def _write(self, session, rows: list[dict], fraction: float, started: float | None) -> None:
+        """One chunk's rows with the progress (or, for the last chunk, the success), in one transaction.
+
+        The lease is checked *before* the rows are written (the row stays locked until the commit on PostgreSQL):
+        a job cancelled or taken over meanwhile gets no more rows. The success is conditional too, and rolls the
+        last rows back with it when the job is no longer ours.
+        """
+        if started is None:
+            if not jobs.heartbeat(session, self.job_id, self.lease.owner, fraction, commit=False):
+                session.rollback()
+                self.lease.lost = True
+                raise RequestCancelled("the job was cancelled")
+            insert_predictions(session, self.job_id, rows)
+        else:
+            insert_predictions(session, self.job_id, rows)
+            self._succeed(session, started)
 
     def _count(self, rows: list[dict]) -> None:
         self.classified += len(rows)
@@ -421,7 +517,7 @@ class _ClassifyWork:
             metrics["label_counts"] = dict(sorted(self.labels[None].items()))
         else:
             metrics["label_counts"] = {task: dict(sorted(c.items())) for task, c in self.labels.items()}
-        if not jobs.succeed(session, self.job_id, worker_id(), metrics=metrics):
+        if not jobs.succeed(session, self.job_id, self.lease.owner, metrics=metrics):
             log.info("job %s finished but no longer owns the job (cancelled or taken over)", self.job_id)
 
 

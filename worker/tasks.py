@@ -1,46 +1,53 @@
 """Celery tasks. Thin by design: they take a job id, call ``worker.runner``, and translate its answer.
 
-Delivery guarantees come from SQL: the runner claims the job with a lease and a bounded attempt counter, so
-duplicate or redelivered messages are harmless.
+Delivery guarantees come from SQL: the runner claims the job with a lease and a bounded attempt counter, so a
+duplicate or redelivered message is harmless: it is dropped (acked) unless the job is claimable, and never
+retried here. A job whose message is lost, or whose worker died, is re-sent by the reconciler (worker.reconciler).
 """
 from __future__ import annotations
 
-from celery import shared_task
+import logging
+
+from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
 
 from core import runtime
-from core.db import db
-from core.jobs import lost_jobs
-from core.queue import CLASSIFY_TASK, RECONCILE_TASK, TRAIN_TASK, enqueue_job
+from core.queue import CLASSIFY_TASK, RECONCILE_TASK, TRAIN_TASK
 
 from . import runner
+from .reconciler import reconcile_once
 
-# Retries here only wait out another worker's fresh lease; real executions are bounded by JOB_MAX_ATTEMPTS.
-_LEASE_WAIT_RETRIES = 1000
-_TASK_OPTIONS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "max_retries": _LEASE_WAIT_RETRIES}
+log = logging.getLogger(__name__)
+
+_TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True}
 
 
-@shared_task(name=TRAIN_TASK, **_TASK_OPTIONS)
-def train(self, job_id: str) -> None:
+class _TrainTask(Task):
+    """The training task; its hard time limit (core.queue.celery_config) fails the job it interrupted."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # Celery calls this in the worker's main process after killing a child at the hard time limit; the job's
+        # own deadline (runner.Lease) did not stop it, so record why the job ends here.
+        if isinstance(exc, TimeLimitExceeded) and args:
+            try:
+                runner.fail_hard_time_limit(args[0], runtime.settings().train_time_limit_s)
+            except Exception:  # noqa: BLE001 - the reconciler still recovers the job from its stale lease
+                log.exception("job %s: could not record the hard time limit", args[0])
+
+
+@shared_task(name=TRAIN_TASK, base=_TrainTask, **_TASK_OPTIONS)
+def train(job_id: str) -> None:
     """Train the model described by job ``job_id``."""
-    retry_in = runner.run_training(job_id)
-    if retry_in is not None:
-        raise self.retry(countdown=retry_in)
+    runner.run_training(job_id)
 
 
 @shared_task(name=CLASSIFY_TASK, **_TASK_OPTIONS)
-def classify(self, job_id: str) -> None:
+def classify(job_id: str) -> None:
     """Classify the texts of job ``job_id`` and store the predictions."""
-    retry_in = runner.run_classification(job_id)
-    if retry_in is not None:
-        raise self.retry(countdown=retry_in)
+    runner.run_classification(job_id)
 
 
 @shared_task(name=RECONCILE_TASK, bind=True)
 def reconcile(self) -> int:
-    """Re-send messages for jobs that SQL says are waiting but whose message Redis may have lost."""
-    settings = runtime.settings()
-    with db.session() as session:
-        lost = lost_jobs(session, requeue_after_s=settings.requeue_after_s, lease_seconds=settings.lease_seconds)
-    for job_id, job_type in lost:
-        enqueue_job(self.app, job_id, job_type)
-    return len(lost)
+    """One reconciler pass on demand (the periodic ones run in ``python -m worker.reconciler``)."""
+    return reconcile_once(self.app, runtime.settings())

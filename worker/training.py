@@ -21,8 +21,9 @@ Pipeline of :func:`train_classifier`:
 6. **Save** the final model with :func:`models.io.save_model` into ``output_dir``.
 
 ``progress(fraction, info)`` is called at least every ``PROGRESS_INTERVAL_S`` seconds and at every epoch end;
-``should_stop()`` is polled as often (and between epochs); when it returns True, :class:`TrainingCancelled` is
-raised and nothing is written.
+``should_stop()`` must be cheap (it reads a flag): it is polled in every phase -- before loading the encoder,
+after building the model (before each tokenizer chunk), after every training and evaluation step, and before
+saving. When it returns True, :class:`TrainingCancelled` is raised and nothing is written.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 
 MIN_ROWS = 10  # usable (labelled, non-empty) rows needed to train at all
 HEAD_LR_MULTIPLIER = 10.0  # default head_lr = HEAD_LR_MULTIPLIER * learning_rate
-PROGRESS_INTERVAL_S = 2.0  # progress() / should_stop() cadence
+PROGRESS_INTERVAL_S = 2.0  # progress() cadence (should_stop() is polled at every step)
+TOKENIZE_CHUNK = 2048  # texts per tokenizer call: a stop request is seen between chunks
 BUCKET_CHUNK_BATCHES = 50  # batches per length-sorted chunk
 MAX_GRAD_NORM = 1.0
 IGNORE_INDEX = -100
@@ -328,7 +330,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 class _Heartbeat:
-    """Rate-limits progress() and should_stop() to every PROGRESS_INTERVAL_S seconds."""
+    """Rate-limits progress() to every PROGRESS_INTERVAL_S seconds; polls should_stop() at every tick."""
 
     def __init__(self, progress: Callable[[float, dict], None] | None, should_stop: Callable[[], bool] | None):
         self.progress, self.should_stop = progress, should_stop
@@ -340,12 +342,23 @@ class _Heartbeat:
 
     def tick(self, fraction: float, info: dict[str, Any], force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last < PROGRESS_INTERVAL_S:
-            return
-        self.last = now
-        if self.progress is not None:
-            self.progress(min(1.0, max(0.0, fraction)), info)
+        if force or now - self.last >= PROGRESS_INTERVAL_S:
+            self.last = now
+            if self.progress is not None:
+                self.progress(min(1.0, max(0.0, fraction)), info)
         self.check_stop()
+
+
+def _tokenize(tokenizer: Any, texts: list[str], max_length: int, heartbeat: _Heartbeat) -> list[list[int]]:
+    """Token ids of every text (truncated, unpadded), in chunks so that a stop request is seen in between."""
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        heartbeat.check_stop()
+        ids.extend(tokenizer(
+            texts[start : start + TOKENIZE_CHUNK], truncation=True, max_length=max_length, padding=False,
+            return_attention_mask=False, return_token_type_ids=False,
+        )["input_ids"])
+    return ids
 
 
 def _family_options(config: TrainConfig, class_weights: dict[str, list[float]] | None) -> dict[str, Any]:
@@ -499,21 +512,18 @@ def train_classifier(
     np.random.seed(config.seed % 2**32)
     torch.manual_seed(config.seed)
 
+    heartbeat.tick(0.0, {"phase": "loading"}, force=True)
     try:
         encoder_path = resolve_encoder(config.family, config.encoder, encoder_cache_dir)
     except ValueError as error:
         raise TrainingDataError(str(error)) from error
     tokenizer = load_tokenizer(encoder_path)
-    heartbeat.tick(0.0, {"phase": "loading"}, force=True)
     model = build_model(config.family, tasks, encoder_path, **_family_options(config, class_weights))
     max_length = min(config.max_length, _encoder_max_positions(tokenizer, model.encoder_config))
     model.max_length = max_length
     model.to(device)
 
-    encoded = tokenizer(
-        examples.texts, truncation=True, max_length=max_length, padding=False,
-        return_attention_mask=False, return_token_type_ids=False,
-    )["input_ids"]
+    encoded = _tokenize(tokenizer, examples.texts, max_length, heartbeat)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(ids) for ids in encoded]
     train_lengths = [lengths[i] for i in train_rows]
@@ -531,7 +541,6 @@ def train_classifier(
     step, train_step_seconds, seen = 0, 0.0, 0
     last_eval: dict[str, Any] | None = None
     loop_started = time.monotonic()
-    heartbeat.check_stop()
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.monotonic()
         model.train()

@@ -1,12 +1,18 @@
-"""Job state machine: transitions, leases, attempt bounds and the reconciler query."""
+"""Job state machine: transitions, leases, attempt bounds, the reconciler query and transient-error retries."""
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from core import db as db_module
 from core import jobs
-from core.db import db
+from core.db import db, is_transient
 from core.jobs import ClaimOutcome, InvalidTransition
 from core.schema import Job, JobStatus, JobType, utcnow
 
@@ -65,8 +71,49 @@ def test_duplicate_message_sees_fresh_lease_as_busy(settings):
     assert _claim(job_id, "w1").outcome is ClaimOutcome.CLAIMED
     second = _claim(job_id, "w2")
     assert second.outcome is ClaimOutcome.BUSY
-    assert 0 < second.retry_in <= LEASE
-    assert _get(job_id).attempts == 1  # a busy answer is not an attempt
+    job = _get(job_id)
+    assert (job.attempts, job.worker_id, job.status) == (1, "w1", "running")  # a busy answer is not an attempt
+
+
+def test_duplicate_during_the_last_attempt_with_a_fresh_lease_is_dropped_not_failed(settings):
+    job_id = _new_job()
+    now = utcnow()
+    for attempt in (1, 2):
+        now += timedelta(seconds=LEASE + 1)  # the previous attempt's lease went stale
+        assert _claim(job_id, f"w{attempt}", now=now, max_attempts=2).outcome is ClaimOutcome.CLAIMED
+    duplicate = _claim(job_id, "w9", now=now + timedelta(seconds=1), max_attempts=2)
+    assert duplicate.outcome is ClaimOutcome.BUSY
+    job = _get(job_id)
+    assert (job.status, job.attempts, job.worker_id, job.error) == ("running", 2, "w2", None)
+    with db.session() as session:
+        assert jobs.succeed(session, job_id, "w2")  # the healthy last attempt still finishes
+
+
+def test_a_lease_whose_local_owner_process_is_gone_is_claimed_at_once(settings):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer names a process (reaped)
+    job_id = _new_job()
+    assert _claim(job_id, f"{socket.gethostname()}:{dead.pid}").outcome is ClaimOutcome.CLAIMED
+    claim = _claim(job_id, "w2")  # the lease is seconds old, far from stale
+    assert (claim.outcome, claim.attempts) == (ClaimOutcome.CLAIMED, 2)
+    assert _get(job_id).worker_id == "w2"
+
+
+def test_a_fresh_lease_of_a_live_or_remote_owner_is_respected():
+    assert not jobs.owner_is_gone(f"{socket.gethostname()}:{__import__('os').getpid()}")  # this very process
+    assert not jobs.owner_is_gone("some-other-host:1")  # another host: cannot tell, trust the lease
+    assert not jobs.owner_is_gone("w1") and not jobs.owner_is_gone(None)
+
+
+def test_exhausted_attempts_and_a_dead_owner_give_up(settings):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    job_id = _new_job()
+    assert _claim(job_id, f"{socket.gethostname()}:{dead.pid}", max_attempts=1).outcome is ClaimOutcome.CLAIMED
+    claim = _claim(job_id, "w2", max_attempts=1)
+    assert claim.outcome is ClaimOutcome.GAVE_UP
+    job = _get(job_id)
+    assert job.status == "failed" and "gave up after 1 attempts" in job.error
 
 
 def test_stale_lease_is_reclaimed_and_old_owner_is_locked_out(settings):
@@ -81,7 +128,7 @@ def test_stale_lease_is_reclaimed_and_old_owner_is_locked_out(settings):
     assert _get(job_id).worker_id == "w2"
 
 
-def test_attempts_are_bounded(settings):
+def test_exhausted_attempts_and_a_stale_lease_fail_the_job(settings):
     job_id = _new_job()
     now = utcnow()
     for attempt in range(1, 3):
@@ -149,3 +196,102 @@ def test_lost_jobs_finds_old_queued_and_stale_running_once_per_period(settings):
     assert sorted(lost) == sorted([(old_queued, "classify"), (stale_running, "train")])
     with db.session() as session:  # bumped: not re-sent again in the same period
         assert jobs.lost_jobs(session, requeue_after_s=300, lease_seconds=LEASE, now=now + timedelta(seconds=1)) == []
+
+
+def _resend(now, **kwargs):
+    with db.session() as session:
+        return jobs.lost_jobs(session, requeue_after_s=300, lease_seconds=LEASE, now=now, **kwargs)
+
+
+def test_reconciler_backs_off_per_job(settings):
+    job_id = _new_job()
+    created = _get(job_id).enqueued_at
+    assert _get(job_id).sends == 1  # the caller sends its first message right after the commit
+    t = utcnow()
+    assert _resend(t + timedelta(seconds=299)) == []
+    resent = []
+    for minutes in range(1, 200):  # one pass a minute for more than three hours
+        if _resend(t + timedelta(minutes=minutes)):
+            resent.append(minutes)
+    # waits of 300 s, then 600, 1200, 2400, 4800 s (x2 per message sent, capped at 16 x 300 s)
+    assert resent == [5, 16, 37, 78, 159], resent  # strictly later than each wait, passes a minute apart
+    job = _get(job_id)
+    assert job.sends == 1 + len(resent) and job.enqueued_at > created
+
+
+def test_reconciler_resends_a_stale_running_job_then_backs_off(settings):
+    job_id = _new_job(JobType.TRAIN)
+    _claim(job_id)
+    t = utcnow()
+    assert _resend(t + timedelta(seconds=LEASE - 5)) == []  # lease still fresh
+    assert _resend(t + timedelta(seconds=LEASE + 1)) == [(job_id, "train")]
+    assert _resend(t + timedelta(seconds=2 * LEASE)) == []  # the next re-send waits 2 x LEASE after this one
+    assert _resend(t + timedelta(seconds=3 * LEASE + 2)) == [(job_id, "train")]
+
+
+def test_broker_lost_resends_every_waiting_job_at_once(settings):
+    queued, running, done = _new_job(), _new_job(JobType.TRAIN), _new_job()
+    _claim(running)
+    _claim(done)
+    with db.session() as session:
+        jobs.succeed(session, done, "w1")
+    assert _resend(utcnow()) == []  # nothing looks lost by age
+    assert sorted(_resend(utcnow(), broker_lost=True)) == sorted([(queued, "classify"), (running, "train")])
+
+
+# ---------------------------------------------------------------- transient database errors
+
+
+def test_transient_errors_are_told_apart():
+    orig = Exception("boom")
+    assert is_transient(OperationalError("UPDATE jobs", {}, orig))  # lock, deadlock, connection refused
+    assert is_transient(DBAPIError("SELECT 1", {}, orig, connection_invalidated=True))  # dropped connection
+    assert not is_transient(DBAPIError("SELECT 1", {}, orig))
+    assert not is_transient(IntegrityError("INSERT", {}, orig))
+
+
+def test_transact_retries_a_locked_database_with_backoff(settings, monkeypatch):
+    """A real OperationalError from the driver (SQLite's "database is locked"), raised on the first two UPDATEs: the
+    claim is retried in a fresh transaction and succeeds; nothing of the failed tries is left behind."""
+    import sqlite3
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(db_module.time, "sleep", sleeps.append)
+    job_id = _new_job()
+    failures = [2]
+
+    def lock(conn, cursor, statement, *_args):
+        if statement.startswith("UPDATE jobs") and failures[0]:
+            failures[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+
+    event.listen(db.engine, "before_cursor_execute", lock)
+    try:
+        claim = db.transact(
+            lambda session: jobs.claim(session, job_id, "w1", lease_seconds=LEASE, max_attempts=3), what="claim")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", lock)
+    assert claim.outcome is ClaimOutcome.CLAIMED and claim.attempts == 1
+    assert len(sleeps) == 2 and sleeps[0] <= 0.1 < sleeps[1] * 2 + 0.1  # doubling backoff (with jitter)
+    assert _get(job_id).attempts == 1
+
+
+def test_transact_gives_up_after_its_budget_and_never_retries_real_errors(settings, monkeypatch):
+    monkeypatch.setattr(db_module.time, "sleep", lambda _s: None)
+    calls = []
+
+    def always_locked(_session):
+        calls.append(1)
+        raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+
+    with pytest.raises(OperationalError):
+        db.transact(always_locked, what="locked", retry_for_s=0.0)
+    assert len(calls) == 1
+
+    def constraint(_session):
+        calls.append(1)
+        raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+
+    with pytest.raises(IntegrityError):
+        db.transact(constraint, what="constraint")
+    assert len(calls) == 2  # not retried
