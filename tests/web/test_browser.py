@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from tests.conftest import require_service
+from tests.factories import make_user
 
 from . import factories as f
 
@@ -51,8 +52,16 @@ def browser():
 
 
 @pytest.fixture
-def server(settings):
-    """The app on a real threaded werkzeug server at 127.0.0.1:<free port>; yields its base URL."""
+def web_user(settings):
+    """The (non-admin) user the browser logs in as."""
+    return make_user("webuser", password="browser-pass")
+
+
+@pytest.fixture
+def server(settings, browser, web_user):
+    """The app on a real threaded werkzeug server at 127.0.0.1:<free port>, the browser logged in through the
+    login form; yields its base URL."""
+    from selenium.webdriver.common.by import By
     from werkzeug.serving import make_server
 
     from web import create_app
@@ -61,7 +70,15 @@ def server(settings):
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
+    base = f"http://127.0.0.1:{httpd.server_port}"
+    browser.delete_all_cookies()
+    browser.get(f"{base}/datasets")  # not logged in: sent to the login page, which brings us back
+    wait(browser, lambda d: "/login" in d.current_url)
+    browser.find_element(By.ID, "username").send_keys("webuser")
+    browser.find_element(By.ID, "password").send_keys("browser-pass")
+    browser.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    wait(browser, lambda d: d.current_url == f"{base}/datasets")
+    yield base
     httpd.shutdown()
     thread.join(timeout=10)
 
@@ -122,10 +139,10 @@ def test_train_form_shows_families_and_their_options(browser, server):
     assert "queued" in browser.find_element(By.ID, "job-status-badge").text
 
 
-def test_job_page_progress_updates_while_running(browser, server, tmp_path):
+def test_job_page_progress_updates_while_running(browser, server, web_user, tmp_path):
     from selenium.webdriver.common.by import By
 
-    job_id = f.make_train_job(f.make_dataset())
+    job_id = f.make_train_job(f.make_dataset(), owner_id=web_user.id)
     f.start(job_id)
     f.progress(job_id, 0.1)
     browser.get(f"{server}/jobs/{job_id}")
@@ -146,14 +163,14 @@ def test_job_page_progress_updates_while_running(browser, server, tmp_path):
     assert "0.875" in browser.page_source
 
 
-def test_classify_a_dataset_through_the_form(browser, server, tmp_path):
+def test_classify_a_dataset_through_the_form(browser, server, web_user, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     from core.db import db
     from core.schema import Job
 
-    model_id = f.make_model()
+    model_id = f.make_model(owner_id=web_user.id)
     f.make_dataset()
     other = f.make_dataset(b"tweet_id,body,label\n1,hello,a\n2,world,b\n", name="tweets")
     browser.get(f"{server}/classify")
