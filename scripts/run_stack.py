@@ -128,6 +128,30 @@ def seed_samples(settings: Settings) -> None:
     db.dispose()
 
 
+CREDENTIALS_FILE = VAR_DIR / "admin_credentials"
+
+
+def bootstrap_admin(settings: Settings) -> None:
+    """First start: create the admin and print its credentials once (kept in var/admin_credentials, mode 0600)."""
+    from core import accounts, runtime
+    from core.db import db
+
+    runtime.configure(settings)
+    with db.session() as session:
+        created = accounts.bootstrap_admin(session, admin_token=settings.admin_token)
+    db.dispose()
+    if created is None:
+        if CREDENTIALS_FILE.exists():
+            log(f"admin credentials (from the first start): {CREDENTIALS_FILE}")
+        return
+    accounts.write_credentials(CREDENTIALS_FILE, created, token_from_env=bool(settings.admin_token))
+    token = "the value of BERTQUEUE_ADMIN_TOKEN" if settings.admin_token else created.token
+    log("created the admin account (shown once; also in var/admin_credentials, mode 0600):")
+    log(f"    web login: {created.username} / {created.password}")
+    log(f"    API token: {token}")
+    log('    e.g. export TOKEN=...; curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:5000/api/v1/jobs')
+
+
 def main() -> int:
     VAR_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
@@ -176,6 +200,7 @@ def main() -> int:
         log(f"database: {settings.database_url}")
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO_ROOT, env=env, check=True)
         seed_samples(settings)
+        bootstrap_admin(settings)
         for name, command in celery_worker_commands().items():
             children.append((f"{name} worker", subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)))
         web = gunicorn_command(HOST, PORT, access_log=True)
