@@ -67,6 +67,9 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise SystemExit(f"nothing listening on {port}")
 
 
+BENCH_TOKEN = "bench-admin-token-0123456789"  # the stack's admin token (BERTQUEUE_ADMIN_TOKEN)
+
+
 class Stack:
     """The platform's processes, started like ``scripts/run_stack.py`` starts them."""
 
@@ -75,7 +78,9 @@ class Stack:
         self.env = dict(os.environ, DATABASE_URL=os.environ.get("DATABASE_URL", f"sqlite:///{work / 'bench.db'}"),
                         MODEL_STORE=str(work / "store"), DEVICE=os.environ.get("DEVICE", "cpu"), HF_HUB_OFFLINE="1",
                         SECRET_KEY="bench", PYTHONPATH=str(REPO_ROOT), TOKENIZERS_PARALLELISM="false",
-                        MAX_UPLOAD_MB="200")
+                        MAX_UPLOAD_MB="200", BERTQUEUE_ADMIN_TOKEN=BENCH_TOKEN,
+                        # P2 submits hundreds of jobs at once: the per-user quota is not what is measured here
+                        MAX_ACTIVE_JOBS_PER_USER="1000000")
         self.classify_threads, self.web_threads = classify_threads, web_threads
         self.classify_worker: subprocess.Popen | None = None
 
@@ -91,6 +96,9 @@ class Stack:
             self.env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
             wait_port(redis_port)
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO_ROOT, env=self.env, check=True,
+                       capture_output=True)
+        subprocess.run([sys.executable, "-m", "flask", "--app", "web", "bootstrap", "--credentials-file",
+                        str(self.work / "admin_credentials")], cwd=REPO_ROOT, env=self.env, check=True,
                        capture_output=True)
         commands = celery_worker_commands(self.classify_threads, schedule_file=self.work / "beat-schedule",
                                           loglevel="WARNING")
@@ -129,8 +137,8 @@ class Api:
     def call(self, method: str, path: str, body: dict | None = None, *, raw: bytes | None = None,
              content_type: str = "application/json", timeout: float = 600) -> dict:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Content-Type": content_type} if data else {})
+        headers = {"Authorization": f"Bearer {BENCH_TOKEN}", **({"Content-Type": content_type} if data else {})}
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return json.loads(response.read())
