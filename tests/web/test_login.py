@@ -59,6 +59,23 @@ def test_wrong_password_unknown_user_and_disabled_user_cannot_log_in(browser):
     assert log_in(browser, "robot", "").status_code == 400
 
 
+def test_hostile_login_input_is_a_plain_failed_login(browser):
+    make_user("carol", password="correct horse")
+    for username, password in (("car\x00ol", "correct horse"), ("carol", "correct\x00horse"), ("x" * 65, "p")):
+        response = log_in(browser, username, password)
+        assert response.status_code in (400, 401), username
+        assert browser.get("/").status_code == 302
+
+
+def test_only_trusted_hosts_are_answered(settings):
+    from web import create_app
+
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(trusted_hosts="bertqueue.example, localhost")})
+    client = app.test_client()
+    assert client.get("/healthz", headers={"Host": "bertqueue.example"}).status_code == 200
+    assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 400
+
+
 def test_login_without_csrf_token_is_rejected(browser):
     make_user("carol", password="correct horse")
     browser.get("/login")

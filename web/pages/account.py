@@ -30,8 +30,9 @@ def login():
     form = LoginForm()
     error = None
     if form.validate_on_submit():
-        with db.session() as session:
-            principal = accounts.check_login(session, form.username.data, form.password.data)
+        username, password = form.username.data, form.password.data
+        with db.session() as session:  # a NUL can be no one's name (and PostgreSQL cannot compare one)
+            principal = None if "\x00" in username + password else accounts.check_login(session, username, password)
         if principal is not None:
             login_user(SessionUser(principal))
             return redirect(_safe_next(request.args.get("next")))
