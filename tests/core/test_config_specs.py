@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.config import Settings
-from core.specs import ClassifyRequest, PredictRequest, TrainRequest
+from core.specs import MAX_SQL_ID, ClassifyRequest, PredictRequest, TokenCreate, TrainRequest, UserCreate
 
 
 def test_settings_defaults_and_env_overrides(tmp_path):
@@ -88,3 +88,68 @@ def test_every_train_request_field_the_training_loop_knows_reaches_it():
     assert (config.pooling, config.dropout, config.seed, config.label_columns) == ("cls", 0.2, 7, ["l"])
     missing = {f.name for f in fields(TrainConfig)} - set(TrainRequest.model_fields)
     assert not missing, f"TrainConfig fields the API cannot set: {missing}"
+
+
+def _error(model, data: dict) -> dict:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(data)
+    return info.value.errors()[0]
+
+
+TRAIN = {"dataset_id": 1, "text_column": "text", "label_column": "label"}
+
+
+@pytest.mark.parametrize(
+    "model, data, loc",
+    [
+        (TrainRequest, {**TRAIN, "name": "model\x00"}, ("name",)),
+        (TrainRequest, {**TRAIN, "label_column": "la\x00bel"}, ("label_column",)),
+        (TrainRequest, {**TRAIN, "family": "multitask", "label_columns": ["label", "topic"],
+                        "task_weights": {"topic": 1, "la\x00": 2}}, ("task_weights", "la\x00")),
+        (ClassifyRequest, {"model_id": 1, "texts": ["fine", "not\x00fine"]}, ("texts", 1)),
+        (PredictRequest, {"model_id": 1, "texts": ["\x00"]}, ("texts", 0)),
+        (UserCreate, {"username": "bob", "password": "pass\x00word"}, ("password",)),
+        (TokenCreate, {"name": "ci\x00"}, ("name",)),
+    ],
+)
+def test_nul_characters_are_refused_where_they_are(model, data, loc):
+    """PostgreSQL text cannot hold NUL: every request model refuses it, naming the field (and list index)."""
+    error = _error(model, data)
+    assert error["type"] == "nul_character" and error["loc"] == loc and "NUL" in error["msg"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_infinity_are_refused(value):
+    """PostgreSQL's JSON refuses NaN/Infinity, and params are stored as JSON."""
+    with pytest.raises(ValidationError) as info:  # a union: one error per member, the list member's is ours
+        TrainRequest.model_validate({**TRAIN, "class_weights": [value, 1.0]})
+    assert ("finite_number", ("class_weights", "list[float]", 0)) in [(e["type"], e["loc"]) for e in info.value.errors()]
+    assert _error(TrainRequest, {**TRAIN, "task_weights": {"label": value}})["type"] == "finite_number"
+    assert _error(PredictRequest, {"model_id": 1, "texts": ["a"], "timeout_s": value})["type"] == "finite_number"
+
+
+@pytest.mark.parametrize("model, key", [(TrainRequest, "dataset_id"), (ClassifyRequest, "model_id")])
+def test_sql_ids_end_below_2_63(model, key):
+    body = {**TRAIN} if model is TrainRequest else {"model_id": 1, "texts": ["a"]}
+    assert getattr(model.model_validate({**body, key: MAX_SQL_ID}), key) == MAX_SQL_ID
+    assert _error(model, {**body, key: MAX_SQL_ID + 1})["type"] == "less_than_equal"
+    assert _error(model, {**body, key: True})["type"] == "int_type"  # strict: true is not the id 1
+
+
+def test_user_create():
+    user = UserCreate.model_validate({"username": "ann.o-k_1@corp", "password": "  spaced pass  "})
+    assert (user.username, user.password, user.is_admin) == ("ann.o-k_1@corp", "  spaced pass  ", False)
+    assert UserCreate.model_validate({"username": "root", "is_admin": True}).password is None
+    for bad in ["", "has space", "semi;colon", "ünïcode", "x" * 65]:
+        assert _error(UserCreate, {"username": bad})["loc"] == ("username",), bad
+    assert _error(UserCreate, {"username": "bob", "password": "short"})["type"] == "string_too_short"
+    assert _error(UserCreate, {"username": "bob", "password": "p" * 257})["type"] == "string_too_long"
+    assert _error(UserCreate, {"username": "bob", "is_admin": "yes"})["type"] == "bool_type"
+    assert _error(UserCreate, {"username": "bob", "role": "admin"})["type"] == "extra_forbidden"
+
+
+def test_token_create():
+    assert TokenCreate.model_validate({"name": " laptop "}).name == "laptop"
+    assert _error(TokenCreate, {"name": ""})["type"] == "string_too_short"
+    assert _error(TokenCreate, {"name": "n" * 101})["type"] == "string_too_long"
+    assert _error(TokenCreate, {})["type"] == "missing"

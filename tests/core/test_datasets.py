@@ -80,6 +80,20 @@ def test_check_training_columns():
     assert info.value.code == "too_few_rows"
 
 
+def test_labels_longer_than_the_prediction_column_are_refused():
+    """A predicted label is stored in a LABEL_MAX-character column: such a label (a text column?) is a 422."""
+    from core.schema import LABEL_MAX
+
+    fits, too_long = "x" * LABEL_MAX, "y" * (LABEL_MAX + 1)
+    parsed = parse_csv(f"text,label\na,{fits}\nb,neg\nc,{too_long}\n".encode())
+    with pytest.raises(DatasetError) as info:
+        check_training_columns(parsed, "text", ["label"])
+    assert (info.value.status, info.value.code) == (422, "label_too_long")
+    assert "label column 'label': 1 label(s) longer than 200 characters" in info.value.message
+    ok = parse_csv(f"text,label\na,{fits}\nb,neg\n".encode())
+    assert check_training_columns(ok, "text", ["label"])["label"] == {fits: 1, "neg": 1}
+
+
 # ---------------------------------------------------------------- formats (streaming reader)
 
 import csv  # noqa: E402
