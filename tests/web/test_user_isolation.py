@@ -234,3 +234,28 @@ def test_training_work_is_capped(settings, people):
     error = assert_error(client.post("/api/v1/jobs/train", json=body), 422, "training_too_large")
     assert "2 x 4 x 128 = 1,024" in error["message"]
     assert client.post("/api/v1/jobs/train", json={**body, "epochs": 1}).status_code == 202
+
+
+@pytest.mark.postgres
+def test_isolation_and_quota_on_postgresql(settings, postgres_schema_url, sent):
+    """The same rules on a migrated PostgreSQL schema (row locks for the quota, BIGINT owner ids)."""
+    from tests.factories import api_client, migrate
+    from web import create_app
+
+    migrate(postgres_schema_url)
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(database_url=postgres_schema_url,
+                                                                    max_active_jobs_per_user=1)})
+    alice, bob = make_user("alice"), make_user("bob")
+    as_alice, as_bob = api_client(app, alice), api_client(app, bob)
+    upload = as_alice.post("/api/v1/datasets", data={"file": (io.BytesIO(f.CSV), "a.csv")},
+                           content_type="multipart/form-data")
+    assert upload.status_code == 201
+    body = {"dataset_id": upload.json["id"], "text_column": "text", "label_column": "label"}
+    job = as_alice.post("/api/v1/jobs/train", json=body)
+    assert job.status_code == 202 and job.json["owner_id"] == alice.id
+    assert_error(as_alice.post("/api/v1/jobs/train", json=body), 429, "too_many_active_jobs")
+    for path in (f"/api/v1/jobs/{job.json['id']}", f"/api/v1/datasets/{upload.json['id']}"):
+        assert_error(as_bob.get(path), 404, "not_found")
+    assert_error(as_bob.post("/api/v1/jobs/train", json=body), 404, "not_found")
+    assert as_bob.get("/api/v1/jobs").json["total"] == 0
+    assert as_alice.get("/api/v1/jobs").json["total"] == 1
