@@ -11,6 +11,7 @@ from ..auth import current
 from ..errors import ApiError
 from ..forms import ClassifyForm, choices
 from . import bp
+from .filters import query_int
 from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
 
 NO_DATASET = "— none: classify the texts above —"
@@ -19,8 +20,8 @@ NO_ID_COLUMN = "— none —"
 
 def _wanted_id(name: str, rows: list[dict]) -> int | None:
     """``?name=<id>`` of a GET, when it names one of ``rows``."""
-    wanted = request.args.get(name, "")
-    return int(wanted) if wanted.isdigit() and any(r["id"] == int(wanted) for r in rows) else None
+    wanted = query_int(name)
+    return wanted if wanted is not None and any(r["id"] == wanted for r in rows) else None
 
 
 def _column_choices(form: ClassifyForm, datasets: list[dict]) -> None:

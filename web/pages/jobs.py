@@ -10,14 +10,10 @@ from ..auth import current
 from ..errors import ApiError
 from ..forms import CancelForm
 from . import bp
+from .filters import page_arg
 
 PAGE_SIZE = 50
 PREDICTIONS_PAGE_SIZE = 100
-
-
-def _page() -> int:
-    raw = request.args.get("page", "1")
-    return max(1, int(raw)) if raw.isdigit() else 1
 
 
 @bp.get("/jobs")
@@ -26,7 +22,7 @@ def jobs():
     job_type = request.args.get("type") or None
     if status not in (None, *[s.value for s in JobStatus]) or job_type not in (None, *[t.value for t in JobType]):
         abort(400, "unknown status or type filter")
-    page = _page()
+    page = page_arg()
     items, total = services.list_jobs(current(), status=status, job_type=job_type, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     return render_template(
         "jobs.html",
@@ -44,7 +40,7 @@ def jobs():
 @bp.get("/jobs/<job_id>")
 def job(job_id: str):
     info = services.get_job(current(), job_id)
-    page = _page()
+    page = page_arg()
     predictions = None
     label = request.args.get("label") or None
     labels: list = []

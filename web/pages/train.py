@@ -10,6 +10,7 @@ from ..auth import current
 from ..errors import ApiError
 from ..forms import TrainForm, choices
 from . import bp
+from .filters import query_int
 from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
 
 LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "category", "target")
@@ -21,9 +22,9 @@ def train():
     form = TrainForm()
     form.dataset_id.choices = choices((d["id"], f"{d['name']} (#{d['id']}, {d['rows']} rows)") for d in datasets)
     if request.method == "GET":
-        wanted = request.args.get("dataset_id", "")
-        if wanted.isdigit() and any(d["id"] == int(wanted) for d in datasets):
-            form.dataset_id.data = int(wanted)
+        wanted = query_int("dataset_id")
+        if wanted is not None and any(d["id"] == wanted for d in datasets):
+            form.dataset_id.data = wanted
         wanted_family = request.args.get("family")
         if wanted_family in FAMILIES:
             form.family.data = wanted_family
