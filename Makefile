@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install migrate worker classify-worker web bench clean
+.PHONY: run test install migrate worker classify-worker reconciler web bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,13 +25,17 @@ test: $(STAMP)
 migrate: $(STAMP)
 	$(PY) -m alembic upgrade head
 
-## worker: the training worker (prefork); classify-worker: the classification worker (threads, batching, beat)
+## worker: the training worker (prefork); classify-worker: the classification worker (threads, batching);
+## reconciler: re-sends the messages of jobs Redis lost (run exactly one)
 worker: $(STAMP)
 	$(PY) -m celery -A worker.celery_app worker -Q train -n train@%h --pool prefork --concurrency 1 --loglevel INFO
 
 classify-worker: $(STAMP)
-	$(PY) -m celery -A worker.celery_app worker -Q classify -n classify@%h --pool threads --concurrency 32 -B \
+	$(PY) -m celery -A worker.celery_app worker -Q classify -n classify@%h --pool threads --concurrency 32 \
 		--loglevel INFO
+
+reconciler: $(STAMP)
+	$(PY) -m worker.reconciler
 
 web: $(STAMP)
 	$(VENV)/bin/gunicorn --bind 127.0.0.1:5000 --workers 2 --threads 16 'web:create_app()'

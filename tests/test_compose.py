@@ -1,6 +1,7 @@
 """docker-compose.yml is validated statically (no Docker engine here): it parses and wires the stack."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -12,14 +13,17 @@ def _compose() -> dict:
     return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 
 
+APP_SERVICES = ("migrate", "web", "worker", "classify-worker", "reconciler")
+
+
 def test_compose_names_the_services():
     services = _compose()["services"]
-    assert {"redis", "postgres", "migrate", "web", "worker", "classify-worker"} <= set(services)
+    assert {"redis", "postgres", "migrate", "web", "worker", "classify-worker", "reconciler"} <= set(services)
 
 
 def test_app_services_share_env_wiring():
     services = _compose()["services"]
-    for name in ("migrate", "web", "worker", "classify-worker"):
+    for name in APP_SERVICES:
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql+psycopg://") and "@postgres:5432/" in env["DATABASE_URL"]
         assert env["REDIS_URL"] == "redis://redis:6379/0"
@@ -31,13 +35,48 @@ def test_startup_order_and_commands():
     services = _compose()["services"]
     assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("web", "worker", "classify-worker"):
+    for name in ("web", "worker", "classify-worker", "reconciler"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert services[name]["restart"] == "unless-stopped"
     assert "worker.celery_app" in services["worker"]["command"]
 
 
+def test_no_default_secrets():
+    """SECRET_KEY, the admin token and the database password must come from the environment: `${VAR:?message}`
+    makes compose refuse to start without them; no value of theirs is written in the file."""
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    for var in ("SECRET_KEY", "BERTQUEUE_ADMIN_TOKEN", "POSTGRES_PASSWORD"):
+        uses = re.findall(r"\$\{" + var + r"(:?[-?][^}]*)?\}", text)
+        assert uses, var
+        assert all(use.startswith(":?") for use in uses), (var, uses)  # required, never defaulted
+    env = _compose()["services"]["web"]["environment"]
+    assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
+    assert env["BERTQUEUE_ADMIN_TOKEN"].startswith("${BERTQUEUE_ADMIN_TOKEN:?")
+    assert "change-me" not in text
+
+
+def test_web_is_published_on_localhost_unless_told_otherwise():
+    assert _compose()["services"]["web"]["ports"] == ["${WEB_BIND:-127.0.0.1}:5000:5000"]
+    for name, service in _compose()["services"].items():
+        if name != "web":
+            assert "ports" not in service, name  # nothing else is published
+
+
+def test_reconciler_runs_as_its_own_process():
+    """One reconciler process, the same module `make run` starts; no worker runs a beat schedule any more."""
+    from scripts.run_stack import reconciler_command
+
+    services = _compose()["services"]
+    command = services["reconciler"]["command"]
+    assert command[-2:] == reconciler_command()[-2:] == ["-m", "worker.reconciler"]
+    assert "model-store:/data/models" not in services["reconciler"].get("volumes", [])  # it needs no models
+    for name in ("worker", "classify-worker"):
+        assert "-B" not in services[name]["command"] and "--beat" not in services[name]["command"]
+
+
 def test_worker_layout_matches_the_launcher():
-    """Compose runs the same two workers as `make run`: prefork for training, a thread pool (+ beat) for the rest."""
+    """Compose runs the same two workers as `make run`: prefork for training, a thread pool for the rest."""
     from scripts.run_stack import celery_worker_commands
 
     services = _compose()["services"]
@@ -46,9 +85,7 @@ def test_worker_layout_matches_the_launcher():
         command = services[service]["command"]
         for flag in ("-Q", "--pool", "-n"):
             assert command[command.index(flag) + 1] == launcher[name][launcher[name].index(flag) + 1], (service, flag)
-    assert "-B" in services["classify-worker"]["command"] and "-B" not in services["worker"]["command"]
     assert "web:create_app()" in services["web"]["command"]
-    assert "5000:5000" in services["web"]["ports"]
 
 
 def test_volumes_for_model_store_and_postgres():

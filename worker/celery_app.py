@@ -15,6 +15,7 @@ from core import runtime
 from core.config import Settings
 from core.db import db
 from core.queue import make_celery
+from worker.lifecycle import die_with_parent
 from worker.memory import tune_malloc
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 @signals.worker_process_init.connect
 def _init_child_process(**_kwargs) -> None:
+    # A pool child must not outlive its worker (killed with SIGKILL): an orphan would keep its job's lease fresh.
+    die_with_parent()
     # Connections (and their sockets) inherited from the parent must not be shared with it.
     db.after_fork()
     log.info("worker child %s ready (database %s)", os.getpid(), db.engine.url.render_as_string(hide_password=True))
