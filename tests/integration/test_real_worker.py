@@ -1,8 +1,10 @@
 """The platform against a real Celery worker process, the real Redis server and PostgreSQL.
 
 One short training with the real packaged all-MiniLM-L6-v2 encoder, then classification through both the job
-API and the waiting predict endpoint; and crash recovery: a worker child killed mid-job is replaced, the job's
-message is redelivered, the stale lease is reclaimed and the job still succeeds exactly once.
+API and the waiting predict endpoint; crash recovery: a worker child killed mid-job is replaced, the job's
+message is redelivered, the stale lease is reclaimed and the job still succeeds exactly once; and the queue's
+promises with a tiny saved model: a job cancelled while its message waits never starts, a redelivered message
+resumes a job whose worker died after the rows it stored, and the reconciler re-sends a job whose message was lost.
 """
 from __future__ import annotations
 
@@ -11,14 +13,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 import redis
+from sqlalchemy import select, update
 
+from core import jobs
 from core.config import Settings
-from tests.factories import migrate
+from core.db import db
+from core.queue import QUEUE_FOR_TASK, RECONCILE_TASK, enqueue_job, make_celery
+from core.results import insert_predictions
+from core.schema import Job, JobType, Prediction, TrainedModel, utcnow
+from core.specs import ClassifyRequest
+from tests.factories import migrate, save_tiny_model
 
 from .conftest import sample_csv, upload, wait_for_job
 
@@ -26,42 +36,65 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB = 12  # a database of its own on the shared server, flushed before each test
+SHARED_REDIS_DB = 10  # the worker shared by the tiny-model tests has another: a stack of its own never flushes it
+# every queue a task is routed to (the reconciler's included, wherever core.queue routes it)
+QUEUES = ",".join(sorted(set(QUEUE_FOR_TASK.values())))
+LABELS = ["neg", "pos"]
+TEXTS = [f"text number {i}: " + " ".join(["great", "awful", "gate", "lost", "thanks"][: 1 + i % 5]) for i in range(10)]
+
+
+class _Stack:
+    """Settings and worker environment for a migrated PostgreSQL schema and a flushed Redis database, and a
+    launcher of real ``celery worker`` processes (prefork, one child, every queue) whose logs go to ``directory``."""
+
+    def __init__(self, database_url: str, redis_url: str, directory: Path, redis_db: int = REDIS_DB) -> None:
+        broker = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+        redis.Redis.from_url(broker).flushdb()
+        migrate(database_url)
+        self.directory = directory
+        self.settings = Settings(
+            database_url=database_url, redis_url=broker, model_store=str(directory / "store"), device="cpu",
+            secret_key="test", celery_eager=False, lease_seconds=4, predict_timeout_s=120,
+        )
+        self.env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=broker, MODEL_STORE=self.settings.model_store,
+                        DEVICE="cpu", LEASE_SECONDS="4", HF_HUB_OFFLINE="1", CELERY_EAGER="false",
+                        PYTHONPATH=str(REPO_ROOT))
+        self.workers: list[subprocess.Popen] = []
+
+    def start_worker(self) -> subprocess.Popen:
+        """Start a worker and return once it consumes its queues."""
+        log_path = self.directory / f"worker{len(self.workers)}.log"
+        with open(log_path, "wb") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", QUEUES,
+                 "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                 "-n", f"test{len(self.workers)}@%h"],
+                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.workers.append(process)
+        wait_until(lambda: b" ready." in log_path.read_bytes() or process.poll() is not None, 90,
+                   lambda: f"worker not ready after 90 s:\n{_logs(self.directory)}")
+        assert process.poll() is None, f"worker exited with {process.returncode}:\n{_logs(self.directory)}"
+        return process
+
+    def stop(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture
 def stack(tmp_path, postgres_schema_url, redis_url):
-    """A migrated PostgreSQL schema, a clean Redis database, settings for both, and a worker launcher."""
-    broker = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    redis.Redis.from_url(broker).flushdb()
-    migrate(postgres_schema_url)
-    settings = Settings(
-        database_url=postgres_schema_url, redis_url=broker, model_store=str(tmp_path / "store"), device="cpu",
-        secret_key="test", celery_eager=False, lease_seconds=4, predict_timeout_s=120,
-    )
-    env = dict(os.environ, DATABASE_URL=settings.database_url, REDIS_URL=broker, MODEL_STORE=settings.model_store,
-               DEVICE="cpu", LEASE_SECONDS="4", HF_HUB_OFFLINE="1", CELERY_EAGER="false", PYTHONPATH=str(REPO_ROOT))
-    workers: list[subprocess.Popen] = []
-
-    def start_worker() -> subprocess.Popen:
-        log = open(tmp_path / f"worker{len(workers)}.log", "wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "train,classify",
-             "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "-n", f"test{len(workers)}@%h"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        workers.append(process)
-        return process
-
-    yield settings, start_worker, tmp_path
-    for process in workers:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in workers:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    """A stack of its own for one test: ``(settings, start_worker, tmp_path)``."""
+    stack = _Stack(postgres_schema_url, redis_url, tmp_path)
+    yield stack.settings, stack.start_worker, tmp_path
+    stack.stop()
 
 
 def _client(settings: Settings):
@@ -72,6 +105,15 @@ def _client(settings: Settings):
 
 def _logs(tmp_path: Path) -> str:
     return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(tmp_path.glob("worker*.log")))
+
+
+def wait_until(condition, timeout: float, message) -> None:
+    """Poll ``condition`` every 0.1 s; fail with ``message()`` (built at the deadline) if it stays false."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message())
+        time.sleep(0.1)
 
 
 def test_train_and_classify_with_real_worker_redis_postgres_and_minilm(stack):
@@ -118,9 +160,10 @@ def test_killed_worker_child_job_is_redelivered_and_finishes_once(stack, tiny_en
     job_id = response.get_json()["id"]
     running = wait_for_job(client, job_id, timeout=120, statuses=("running", "succeeded", "failed"))
     assert running["status"] == "running", running
-    deadline = time.monotonic() + 60
-    while client.get(f"/api/v1/jobs/{job_id}").get_json()["progress"] <= 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # kill it mid-training, after its first progress report: never before the training loop started
+    wait_until(lambda: client.get(f"/api/v1/jobs/{job_id}").get_json()["progress"] > 0, 60,
+               lambda: f"no training progress within 60 s: {client.get(f'/api/v1/jobs/{job_id}').get_json()}\n"
+                       f"{_logs(tmp_path)}")
     children = psutil.Process(worker.pid).children()
     assert children, "the prefork pool has no child process"
     for child in children:
@@ -131,3 +174,144 @@ def test_killed_worker_child_job_is_redelivered_and_finishes_once(stack, tiny_en
     models = client.get("/api/v1/models").get_json()
     items = models["items"] if isinstance(models, dict) else models
     assert [m["training_job_id"] for m in items].count(job_id) == 1
+
+
+
+# ---------------------------------------------------------------- cancel, resume, reconcile with a tiny model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_bert_dir, tokenizer, tmp_path_factory):
+    return save_tiny_model("bert", {"sentiment": LABELS}, tiny_bert_dir, tokenizer,
+                           tmp_path_factory.mktemp("real-worker") / "model", seed=5)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, model_dir):
+    """One stack with one worker already consuming, shared by the tests below (a worker takes seconds to start
+    and stop); each test works on jobs of its own. Yields ``(stack, model_id)``."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import POSTGRES_URL, REDIS_URL, _postgres_error, _redis_error, require_service
+
+    require_service("PostgreSQL", _postgres_error())
+    require_service("Redis", _redis_error())
+    schema = f"bq_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    stack = _Stack(f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}", REDIS_URL,
+                   tmp_path_factory.mktemp("running-worker"), redis_db=SHARED_REDIS_DB)
+    try:
+        _client(stack.settings)  # points this process at the stack's database
+        model_id = _model_row(model_dir)
+        stack.start_worker()
+        yield stack, model_id
+    finally:
+        stack.stop()
+        db.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def on_running(running):
+    """The shared stack, with this process's database pointed at it again (another test may have moved it)."""
+    stack, model_id = running
+    return stack, _client(stack.settings), model_id
+
+
+def _model_row(model_dir: Path) -> int:
+    with db.session() as session:
+        model = TrainedModel(name="tiny", version=1, family="bert", encoder="tiny", labels=LABELS,
+                             tasks={"sentiment": LABELS}, metrics={}, params={"family": "bert"},
+                             artifact_dir=str(model_dir))
+        session.add(model)
+        session.flush()
+        return model.id
+
+
+def _classify_row(model_id: int, texts: list[str]) -> str:
+    """A queued classify job committed in SQL only: no message is sent for it."""
+    params, inputs = ClassifyRequest(model_id=model_id, texts=texts).job_params()
+    with db.session() as session:
+        return jobs.create_job(session, JobType.CLASSIFY, params, model_id=model_id, inputs=inputs).id
+
+
+def _stored(job_id: str) -> list[tuple[int, str]]:
+    with db.session() as session:
+        return [tuple(r) for r in session.execute(select(Prediction.index, Prediction.label)
+                                                  .where(Prediction.job_id == job_id).order_by(Prediction.index))]
+
+
+def _job(job_id: str) -> Job:
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def _handled(stack: _Stack) -> int:
+    """Messages the worker has finished with (Celery logs one "succeeded" line per task run, dropped ones too)."""
+    return (stack.directory / "worker0.log").read_text(errors="replace").count("] succeeded in ")
+
+
+def test_job_cancelled_while_its_message_waits_never_starts(on_running):
+    stack, client, model_id = on_running
+    cancelled_id = _classify_row(model_id, TEXTS)
+    assert client.post(f"/api/v1/jobs/{cancelled_id}/cancel").get_json()["status"] == "cancelled"
+    handled = _handled(stack)
+    celery = make_celery(stack.settings)
+    enqueue_job(celery, cancelled_id, "classify")  # its message arrives after the cancel
+    # a second job queued behind it: the one worker child takes messages in order, so once this one is done the
+    # cancelled job's message has been delivered, and dropped
+    after = wait_for_job(client, client.post("/api/v1/jobs/classify", json={"model_id": model_id,
+                                                                           "texts": TEXTS[:2]}).get_json()["id"])
+    assert after["status"] == "succeeded", f"{after}\n{_logs(stack.directory)}"
+    wait_until(lambda: _handled(stack) >= handled + 2, 10,
+               lambda: f"the worker did not finish with both messages:\n{_logs(stack.directory)}")
+    job = _job(cancelled_id)
+    assert (job.status, job.attempts, job.started_at, job.worker_id, job.progress) == ("cancelled", 0, None, None, 0.0)
+    assert _stored(cancelled_id) == []
+    assert redis.Redis.from_url(stack.settings.redis_url).llen("classify") == 0
+
+
+def test_redelivered_message_resumes_a_dead_workers_job_after_its_stored_rows(on_running):
+    stack, client, model_id = on_running
+    job_id = _classify_row(model_id, TEXTS)
+    earlier = [0, 3, 4]
+    with db.session() as session:  # attempt 1 stored three rows, then its worker died: the lease went stale
+        session.execute(update(Job).where(Job.id == job_id).values(
+            status="running", attempts=1, worker_id="gone-host:4242", started_at=utcnow().replace(year=2000),
+            heartbeat_at=utcnow().replace(year=2000)))
+        insert_predictions(session, job_id, [{"index": i, "text": TEXTS[i], "label": "from-attempt-1", "score": 1.0,
+                                              "scores": {"from-attempt-1": 1.0}} for i in earlier])
+    enqueue_job(make_celery(stack.settings), job_id, "classify")  # as the broker redelivers an unacked message
+    job = wait_for_job(client, job_id, timeout=120)
+    assert (job["status"], job["attempts"]) == ("succeeded", 2), f"{job}\n{_logs(stack.directory)}"
+    rows = _stored(job_id)
+    assert [i for i, _ in rows] == list(range(len(TEXTS)))  # every index exactly once
+    assert [label for i, label in rows if i in earlier] == ["from-attempt-1"] * 3  # kept, not classified again
+    assert all(label in LABELS for i, label in rows if i not in earlier)
+    assert job["metrics"]["classified"] == len(TEXTS)
+    assert job["metrics"]["label_counts"] == dict(Counter(label for _, label in rows))
+
+
+def test_reconciler_resends_a_job_whose_message_was_lost(on_running):
+    stack, client, model_id = on_running
+    job_id = _classify_row(model_id, TEXTS[:4])
+    with db.session() as session:  # its message was "sent" long ago and lost: Redis has nothing for it
+        session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow().replace(year=2000)))
+    broker = redis.Redis.from_url(stack.settings.redis_url)
+    assert all(broker.llen(queue) == 0 for queue in QUEUES.split(","))
+    time.sleep(1)  # the running worker has no message for it: nothing runs the job without the reconciler
+    assert _job(job_id).status == "queued"
+    make_celery(stack.settings).send_task(RECONCILE_TASK, queue=QUEUE_FOR_TASK[RECONCILE_TASK])  # one pass
+    job = wait_for_job(client, job_id, timeout=120)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1), f"{job}\n{_logs(stack.directory)}"
+    assert _job(job_id).enqueued_at.year != 2000  # the reconciler recorded its re-send
+    assert [i for i, _ in _stored(job_id)] == [0, 1, 2, 3]
