@@ -41,8 +41,10 @@ def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> 
         return len(fresh)
     # executemany with one cached statement (SQLAlchemy batches it into multi-row INSERTs): compiling a fresh
     # ``.values(rows)`` statement with thousands of parameters per chunk cost more CPU than the insert itself.
-    statement = insert(Prediction.__table__).on_conflict_do_nothing(index_elements=["job_id", "index"])
-    return max(0, session.connection().execute(statement, rows).rowcount or 0)
+    # RETURNING counts what was inserted: under psycopg 3 an executemany reports rowcount -1.
+    statement = (insert(Prediction.__table__).on_conflict_do_nothing(index_elements=["job_id", "index"])
+                 .returning(Prediction.__table__.c.index))
+    return len(session.connection().execute(statement, rows).all())
 
 
 def stored_indices(session: Session, job_id: str) -> set[int]:

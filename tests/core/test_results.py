@@ -63,12 +63,7 @@ def test_same_index_twice_in_one_write(backend):
         assert session.scalar(select(Prediction.label).where(Prediction.job_id == job_id, Prediction.index == 1)) == "pos"
 
 
-# psycopg 3 reports rowcount -1 for an executemany, so insert_predictions returns max(0, -1) == 0 on PostgreSQL.
-ROWCOUNT_BUG = pytest.mark.xfail(strict=True, reason="core/results.py insert_predictions returns 0 on PostgreSQL "
-                                                     "(executemany rowcount is -1 under psycopg 3)")
-
-
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, ROWCOUNT_BUG])],
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
                          indirect=True)
 def test_insert_returns_the_rows_it_inserted(backend):
     job_id = _new_job()

@@ -28,7 +28,7 @@ from core.queue import QUEUE_FOR_TASK, RECONCILE_TASK, enqueue_job, make_celery
 from core.results import insert_predictions
 from core.schema import Job, JobType, Prediction, TrainedModel, utcnow
 from core.specs import ClassifyRequest
-from tests.factories import migrate, save_tiny_model
+from tests.factories import api_client, migrate, save_tiny_model
 
 from .conftest import sample_csv, upload, wait_for_job
 
@@ -100,7 +100,7 @@ def stack(tmp_path, postgres_schema_url, redis_url):
 def _client(settings: Settings):
     from web import create_app
 
-    return create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": False}).test_client()
+    return api_client(create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": False}))
 
 
 def _logs(tmp_path: Path) -> str:

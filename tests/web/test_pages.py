@@ -11,6 +11,8 @@ from sqlalchemy import func, select
 from core.db import db
 from core.schema import Dataset, Job
 
+from tests.factories import api_client
+
 from . import factories as f
 
 PAGES = ["/", "/datasets", "/train", "/classify", "/jobs", "/models", "/jobs?status=running&type=train"]
@@ -204,7 +206,7 @@ def test_train_job_page_shows_metrics_and_model_link(client, populated):
 def test_running_job_page_has_progress_bar_and_cancel(client, populated):
     html = client.get(f"/jobs/{populated['running']}").get_data(as_text=True)
     assert 'id="job-progress"' in html and "width: 40.0%" in html and "job.js" in html
-    assert f"/api/v1/jobs/{populated['running']}" in html
+    assert f"/jobs/{populated['running']}.json" in html
     assert "Cancel" in html
 
 
@@ -269,8 +271,8 @@ def test_upload_form_rerenders_with_the_error(client, content, message):
 def test_upload_form_oversize_is_a_413_page(settings):
     from web import create_app
 
-    client = create_app({"TESTING": True, "SETTINGS": settings.replace(max_upload_mb=1),
-                         "WTF_CSRF_ENABLED": False}).test_client()
+    client = api_client(create_app({"TESTING": True, "SETTINGS": settings.replace(max_upload_mb=1),
+                                    "WTF_CSRF_ENABLED": False}))
     data = {"file": (io.BytesIO(b"text,label\n" + b"x" * (1024 * 1024) + b",a\n"), "big.csv")}
     response = client.post("/datasets", data=data, content_type="multipart/form-data")
     assert response.status_code == 413 and b"the limit is 1 MB" in response.data and b"<!doctype html>" in response.data
@@ -375,8 +377,8 @@ def test_classify_form_errors(client, texts, message):
 def test_classify_form_limits(settings):
     from web import create_app
 
-    client = create_app({"TESTING": True, "SETTINGS": settings.replace(max_texts_per_job=2),
-                         "WTF_CSRF_ENABLED": False}).test_client()
+    client = api_client(create_app({"TESTING": True, "SETTINGS": settings.replace(max_texts_per_job=2),
+                                    "WTF_CSRF_ENABLED": False}))
     model_id = f.make_model()
     response = client.post("/classify", data={"model_id": str(model_id), "texts": "a\nb\nc"})
     assert response.status_code == 400 and "at most 2 texts" in response.get_data(as_text=True)
@@ -403,7 +405,7 @@ def test_cancel_button(client):
 def csrf_client(settings):
     from web import create_app
 
-    return create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": True}).test_client()
+    return api_client(create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": True}))
 
 
 def token(client, path) -> str:
@@ -477,7 +479,7 @@ def test_download_links_only_once_the_job_succeeded(client):
     done = seven_predictions(model_id=model_id)
     html = client.get(f"/jobs/{done}").get_data(as_text=True)
     for fmt, text in (("csv", "Download CSV"), ("jsonl", "Download JSONL")):
-        href = f"/api/v1/jobs/{done}/export?format={fmt}"
+        href = f"/jobs/{done}/export?format={fmt}"
         assert f'id="download-{fmt}" href="{href}" download>{text}</a>' in html
         response = client.get(href)
         assert response.status_code == 200

@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 from core.db import db
 from core.queue import TRAIN_QUEUE, enqueue_job
 from core.results import insert_predictions
-from tests.factories import migrate
+from tests.factories import api_client, migrate
 
 from . import factories as f
 from .helpers import assert_error
@@ -44,7 +44,7 @@ def test_the_message_is_sent_by_task_name_and_carries_only_the_job_id(settings, 
     app = create_app({"TESTING": True, "SETTINGS": settings.replace(redis_url=url, celery_eager=False)})
     broker = redis.Redis.from_url(url)
     dataset_id = f.make_dataset()
-    response = app.test_client().post(
+    response = api_client(app).post(
         "/api/v1/jobs/train", json={"dataset_id": dataset_id, "text_column": "text", "label_column": "label"}
     )
     assert response.status_code == 202
@@ -76,7 +76,7 @@ def test_api_on_postgresql(settings, postgres_schema_url, sent):
                       "WTF_CSRF_ENABLED": False})
     assert db.engine.dialect.name == "postgresql"
     assert "alembic_version" in inspect(db.engine).get_table_names()
-    client = app.test_client()
+    client = api_client(app)
     upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(f.CSV), "r.csv")},
                          content_type="multipart/form-data")
     assert upload.status_code == 201, upload.json
