@@ -83,6 +83,10 @@ class _Strict(BaseModel):
 class TrainRequest(_Strict):
     """Body of ``POST /api/v1/jobs/train``."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"dataset_id": 1, "text_column": "text", "label_column": "label", "epochs": 1}]}
+    )
+
     dataset_id: SqlId
     text_column: ColumnName
     label_column: ColumnName | None = None
@@ -171,6 +175,11 @@ class ClassifyRequest(_ServingOptions):
     Validate with ``context={"max_texts": ..., "max_text_chars": ...}`` to apply the deployment's limits.
     """
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model_id": 1, "texts": ["great movie", "awful plot"]},
+        {"model_id": 1, "dataset_id": 1, "text_column": "text"},
+    ]})
+
     texts: list[str] | None = Field(default=None, min_length=1)
     dataset_id: SqlId | None = None
     text_column: ColumnName | None = None
@@ -219,11 +228,17 @@ class ClassifyRequest(_ServingOptions):
 class ModelServingUpdate(_Strict):
     """Body of ``PATCH /api/v1/models/<id>``: the model's serving defaults (null: follow the deployment)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"quantize": True}]})
+
     quantize: bool | None = None
 
 
 class PredictRequest(_ServingOptions):
     """Body of ``POST /api/v1/predict``: texts classified by a job that the caller waits for."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"model_id": 1, "texts": ["great movie", "awful plot"], "timeout_s": 5}]}
+    )
 
     texts: list[str] = Field(min_length=1)
     timeout_s: float | None = Field(default=None, ge=0, le=300, allow_inf_nan=False)
@@ -246,6 +261,10 @@ USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
 class UserCreate(_Strict):
     """Body of ``POST /api/v1/users`` (admins only). Without a password the user has API tokens only."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"username": "ann", "password": "correct horse battery", "is_admin": False}]}
+    )
+
     username: Annotated[str, Field(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)]
     # kept exactly as typed: leading or trailing spaces are part of a password
     password: Annotated[str, StringConstraints(strip_whitespace=False, min_length=8, max_length=256)] | None = None
@@ -254,5 +273,7 @@ class UserCreate(_Strict):
 
 class TokenCreate(_Strict):
     """Body of ``POST /api/v1/tokens``: a name for the caller's new API token."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "laptop"}]})
 
     name: Annotated[str, Field(min_length=1, max_length=TOKEN_NAME_MAX)]

@@ -142,3 +142,39 @@ class Health(_Out):
     status: str
     checks: dict[str, str] | None = None
     error: ErrorBody | None = None
+
+
+class User(_Out):
+    id: int
+    username: str
+    is_admin: bool
+    created_at: str | None
+    disabled_at: str | None = Field(description="when an admin disabled the user: their tokens and logins stopped")
+
+
+class NewUser(User):
+    token: str = Field(description="the user's first API token: shown in this answer only (only its hash is kept)")
+
+
+class UserList(_Out):
+    items: list[User]
+    total: int
+    limit: int
+    offset: int
+
+
+class Token(_Out):
+    id: int
+    name: str
+    created_at: str | None
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class NewToken(Token):
+    token: str = Field(description="the API token: shown in this answer only (only its hash is kept)")
+
+
+class TokenList(_Out):
+    items: list[Token]
+    total: int
