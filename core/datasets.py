@@ -13,6 +13,7 @@ import hashlib
 import io
 import itertools
 import json
+import re
 import typing
 from collections import Counter
 from dataclasses import dataclass
@@ -205,6 +206,10 @@ def _json_kind(value: object) -> str:
     return "a number"
 
 
+# a \u escape of a UTF-16 surrogate; alone (not in a high-low pair) it is no character, and SQL cannot store it
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
 def _cell(value: object) -> str:
     """A JSON value as the text a CSV cell would hold: strings as they are, null empty, anything else its JSON."""
     if isinstance(value, str):
@@ -339,6 +344,11 @@ class RowStream:
             raise self._error(f"invalid JSON ({exc})") from None
         if not isinstance(value, dict):
             raise self._error(f"expected a JSON object ({{...}}), got {_json_kind(value)}")
+        if _SURROGATE_ESCAPE.search(line):  # only a \u escape can make one: the bytes were valid UTF-8
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise self._error("a \\u escape makes a lone UTF-16 surrogate (\\ud800-\\udfff): not text") from None
         return value
 
     def _json_row(self, obj: dict) -> dict[str, str]:

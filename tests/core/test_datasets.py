@@ -217,6 +217,9 @@ def test_jsonl_missing_keys_blank_lines_crlf_and_bom():
         (b"{}\n", "line 1: the first object has no keys"),
         (b'{" ": "a"}\n', "line 1: every key of the first object needs a name"),
         (b'{"text": "a\\u0000b"}\n', "line 1: column 'text' contains a NUL character"),
+        (b'{"text": "a"}\n{"text": "\\ud800"}\n', "line 2: a \\u escape makes a lone UTF-16 surrogate"),
+        (b'{"text": "a", "t\\uDC00": "x"}\n', "line 1: a \\u escape makes a lone UTF-16 surrogate"),
+        (b'{"text": {"nested": ["\\udfff"]}}\n', "line 1: a \\u escape makes a lone UTF-16 surrogate"),
         (b'text,label\n', "line 1: invalid JSON"),
     ],
 )
@@ -224,6 +227,12 @@ def test_bad_jsonl(data, fragment):
     error = error_of(data, "jsonl")
     assert error.code == "invalid_jsonl"
     assert fragment in error.message
+
+
+def test_jsonl_surrogate_pairs_are_text():
+    """An escaped pair (an emoji) is one character; only a lone half is refused."""
+    rows = list(open_rows(b'{"text": "hi \\ud83d\\ude00", "label": "\\\\ud800 is written out"}\n', "jsonl"))
+    assert rows == [{"text": "hi \U0001f600", "label": "\\ud800 is written out"}]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv"])
