@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.schema import LABEL_MAX
+
 log = logging.getLogger(__name__)
 
 MIN_ROWS = 10  # usable (labelled, non-empty) rows needed to train at all
@@ -158,6 +160,12 @@ def prepare_examples(rows: Sequence[Mapping[str, Any]], config: TrainConfig) -> 
     label_ids: dict[str, list[int]] = {}
     for j, column in enumerate(columns):
         values = sorted({labels[j] for labels in raw if labels[j]})
+        too_long = [v for v in values if len(v) > LABEL_MAX]
+        if too_long:  # the web refuses these at submission; a dataset stored before that check may still have them
+            raise TrainingDataError(
+                f"column {column!r} has labels longer than {LABEL_MAX} characters (e.g. {too_long[0][:60]!r}...): "
+                "is it a text column?"
+            )
         if len(values) < 2:
             found = f"only one label ({values[0]!r})" if values else "no labels"
             raise TrainingDataError(f"column {column!r} has {found}; a classifier needs at least 2 different labels")

@@ -255,3 +255,13 @@ def test_real_tweets_multitask_smoke(tiny_bert_dir, tmp_path):
                               tmp_path)
     assert set(result.tasks) == {"sentiment", "topic"} and len(result.tasks["topic"]) >= 2
     assert result.metrics["tasks"]["sentiment"]["validation_examples"] == 20
+
+
+def test_labels_longer_than_the_label_column_are_refused_before_training():
+    from core.schema import LABEL_MAX
+    from worker.training import TrainConfig, TrainingDataError, prepare_examples
+
+    rows = [{"text": f"t{i}", "label": ("x" * (LABEL_MAX + 1)) if i % 2 else "short"} for i in range(12)]
+    config = TrainConfig(text_column="text", label_columns=["label"])
+    with pytest.raises(TrainingDataError, match=f"longer than {LABEL_MAX} characters"):
+        prepare_examples(rows, config)

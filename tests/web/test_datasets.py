@@ -85,7 +85,7 @@ def test_bad_files_are_400_and_store_nothing(client, content, code, fragment):
 def test_missing_file_field_is_400(client):
     response = client.post("/api/v1/datasets", data={"name": "x"}, content_type="multipart/form-data")
     assert "file" in assert_error(response, 400, "missing_file")["message"]
-    assert_error(client.post("/api/v1/datasets", json={"file": "text,label"}), 400, "missing_file")
+    assert_error(client.post("/api/v1/datasets", json={"file": "text,label"}), 415, "unsupported_media_type")
 
 
 def test_oversize_upload_is_413_json(settings):

@@ -137,6 +137,15 @@ def test_account_page_creates_shows_once_and_revokes_tokens(browser):
     assert browser.get("/api/v1/tokens", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
+def test_account_page_refuses_a_bad_token_name(browser):
+    make_user("carol", password="correct horse")
+    log_in(browser, "carol", "correct horse")
+    page = browser.post("/account", data={"csrf_token": csrf(browser, "/account"), "name": "lap\x00top"})
+    assert page.status_code == 400 and "NUL" in page.get_data(as_text=True)
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(ApiToken)) == 1  # only carol's first token
+
+
 def test_tokens_are_stored_hashed(client):
     created = client.post("/api/v1/tokens", json={"name": "ci"}).json
     with db.session() as session:

@@ -100,7 +100,7 @@ def test_openapi_document(client):
     export = doc["paths"]["/api/v1/jobs/{job_id}/export"]["get"]
     assert {p["name"]: p["schema"].get("enum") for p in export["parameters"]} == {"job_id": None,
                                                                                   "format": ["csv", "jsonl"]}
-    assert set(export["responses"]) == {"200", "400", "404", "409"}
+    assert set(export["responses"]) == {"200", "400", "401", "404", "409"}
     assert set(export["responses"]["200"]["content"]) == {"text/csv; charset=utf-8", "application/x-ndjson"}
     predictions = doc["paths"]["/api/v1/jobs/{job_id}/predictions"]["get"]
     assert "label" in {p["name"] for p in predictions["parameters"]}

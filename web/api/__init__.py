@@ -2,8 +2,14 @@
 
 Conventions (the OpenAPI document at ``/api/v1/openapi.json`` has the details):
 
-- Errors: ``{"error": {"code", "message"[, "details"]}}``. 400 ``invalid_json`` (unparsable, empty or non-object
-  body), 400 ``invalid_parameter`` (query string), 422 ``validation_error`` (body fails the pydantic spec;
+- Authentication: ``Authorization: Bearer <token>`` on every route but ``/healthz``, ``/readyz`` and the OpenAPI
+  document (401 ``unauthorized`` otherwise; ``/metrics``: admins, 403 ``forbidden`` for others, unless
+  ``METRICS_PUBLIC``). Someone else's dataset, job or model answers 404 ``not_found``, exactly like a missing one.
+  429 ``too_many_active_jobs`` past ``MAX_ACTIVE_JOBS_PER_USER`` queued + running jobs.
+- Errors: ``{"error": {"code", "message"[, "details"]}}``. 415 ``unsupported_media_type`` (a body that is not
+  ``application/json``, or an upload that is not ``multipart/form-data``), 400 ``invalid_json`` (unparsable, empty
+  or non-object body, NaN/Infinity, nesting deeper than 32, lone surrogates), 400 ``invalid_parameter`` (query
+  string, including a NUL character or an integer past 2^63), 422 ``validation_error`` (body fails the pydantic spec;
   ``details`` lists ``{field, message, type}``), 404 ``not_found``, 409 ``invalid_transition`` (cancelling a
   finished job), 413 ``payload_too_large``; dataset problems use ``core.datasets`` codes (``invalid_csv`` (CSV
   and TSV), ``invalid_jsonl``, ``invalid_encoding``, ``empty_file``: 400; ``unknown_column``, ``too_few_classes``:

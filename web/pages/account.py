@@ -8,8 +8,9 @@ from flask_login import login_user, logout_user
 
 from core import accounts
 from core.db import db
+from core.specs import TokenCreate
 
-from .. import account_services
+from .. import account_services, services
 from ..auth import SessionUser, current
 from ..errors import ApiError
 from ..forms import LoginForm, LogoutForm, RevokeTokenForm, TokenForm
@@ -57,7 +58,8 @@ def account():
     new_token = None
     if form.validate_on_submit():
         try:
-            new_token = account_services.create_token(current(), form.name.data.strip())
+            spec = services.validate(TokenCreate, {"name": form.name.data.strip()})  # NUL, length: as the API
+            new_token = account_services.create_token(current(), spec.name)
         except ApiError as exc:
             form.name.errors = [*form.name.errors, exc.message]
         else:
