@@ -170,6 +170,7 @@ def _take(session: Session, job_id: str, worker_id: str, now: datetime, *conditi
             worker_id=worker_id,
             heartbeat_at=now,
             started_at=now,
+            progress=0.0,  # this attempt's progress (a resumed classification reports its overall share)
             error=None,
         )
         .execution_options(synchronize_session=False)

@@ -33,6 +33,27 @@ import worker.tasks  # noqa: E402,F401  (registers the tasks with this app)
 log = logging.getLogger(__name__)
 
 
+@signals.worker_init.connect
+def _preload_ml_stack(**_kwargs) -> None:
+    # The worker's main process imports torch, transformers and the model code once, before any pool child forks:
+    # every child -- and every replacement of one that crashed or was killed -- starts with them loaded (shared
+    # copy-on-write) and takes its job at once instead of paying a multi-second import. Importing torch does not
+    # initialize CUDA (the device is resolved in the child) nor start its thread pools.
+    import time
+
+    started = time.monotonic()
+    import sklearn.metrics  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import models.io  # noqa: F401
+    import models.registry  # noqa: F401
+    import worker.inference  # noqa: F401
+    import worker.training  # noqa: F401
+
+    log.info("ML stack preloaded in %.1f s", time.monotonic() - started)
+
+
 @signals.worker_process_init.connect
 def _init_child_process(**_kwargs) -> None:
     # A pool child must not outlive its worker (killed with SIGKILL): an orphan would keep its job's lease fresh.
