@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -181,11 +182,12 @@ def _claim(job_id: str) -> jobs.Claim:
 
 def _test_fault(job: Job) -> None:
     """Test-only poison job: with ``BERTQUEUE_TEST_FAULTS=1`` in the worker's environment, a job whose params hold
-    ``"test_fault": "exit"`` kills its worker process right after each claim (tests/integration/test_faults.py).
-    Inert otherwise: the web never stores that key (request specs forbid unknown fields)."""
+    ``"test_fault": "exit"`` kills its worker process (SIGKILL, like the OOM killer) right after each claim
+    (tests/integration/test_faults.py). Inert otherwise: the web never stores that key (request specs forbid
+    unknown fields)."""
     if os.environ.get(TEST_FAULTS_ENV) == "1" and (job.params or {}).get("test_fault") == "exit":
-        log.warning("job %s: test fault: exiting the worker process", job.id)
-        os._exit(70)
+        log.warning("job %s: test fault: killing the worker process", job.id)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fail(job_id: str, message: str) -> None:
@@ -240,6 +242,7 @@ def run_training(job_id: str) -> None:
     settings = runtime.settings()
     store = Path(settings.model_store)
     scratch = store / "tmp" / f"{job_id}-{claim.attempts}"
+    _remove_earlier_attempts(store, job_id, claim.attempts)
     lease = None
     try:
         # read everything, then close the session before long work
@@ -266,6 +269,16 @@ def run_training(job_id: str) -> None:
             _fail(job_id, f"training failed: {type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove_earlier_attempts(store: Path, job_id: str, attempt: int) -> None:
+    """Delete the files of this job's earlier attempts: a worker killed while saving (or between publishing the files
+    and committing the model row) leaves them behind, and this claim proves that attempt is over."""
+    for directory in ("tmp", "models"):
+        for path in (store / directory).glob(f"{job_id}-*"):
+            if path.name != f"{job_id}-{attempt}":
+                log.info("job %s: removing %s, left by an earlier attempt", job_id, path)
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _read_training(session, job_id: str):

@@ -158,6 +158,70 @@ def test_a_poison_job_fails_after_max_attempts_while_other_jobs_run(stack_factor
     job = stack.wait_for(poison, timeout=90)
     assert job.status == "failed", stack.logs()
     assert job.attempts == 3 and job.error == "gave up after 3 attempts (the worker running it was lost)"
-    assert _count_lines(stack, f"job {poison}: test fault: exiting") == 3
+    assert _count_lines(stack, f"job {poison}: test fault: killing the worker") == 3
     job = stack.wait_for(healthy, timeout=90)
     assert (job.status, job.attempts) == ("succeeded", 1), stack.logs()  # never disturbed by its neighbour's crashes
+
+
+def test_cancel_mid_training_stops_within_5_s_and_leaves_nothing(stack_factory, tiny_bert_dir):
+    stack = stack_factory()
+    stack.start_redis()
+    stack.start_worker("train")  # one slot: the next job can start only once the cancelled one let go of it
+    dataset_id = stack.dataset(120)
+    long_job = stack.train_job(dataset_id, tiny_bert_dir, epochs=100)
+    wait_until(lambda: stack.job(long_job).progress > 0, "training under way", 60, stack.logs)
+    never = stack.train_job(dataset_id, tiny_bert_dir)  # queued behind it, cancelled before it starts
+    following = stack.train_job(dataset_id, tiny_bert_dir)
+    with db.session() as session:
+        jobs.cancel(session, never)
+        jobs.cancel(session, long_job)
+    cancelled_at = time.monotonic()
+    wait_until(lambda: stack.job(following).status != "queued", "the next job starts", 30, stack.logs)
+    assert time.monotonic() - cancelled_at < 5.0, stack.logs()  # the slot was freed within 5 s
+    assert f"job {long_job} stopped: cancelled" in stack.logs(tail=None)
+    assert stack.wait_for(following).status == "succeeded"
+    for job_id in (long_job, never):
+        job = stack.job(job_id)
+        assert job.status == "cancelled" and job.model_id is None
+        assert stack.models_of(job_id) == []
+        assert not list(stack.model_store.glob(f"*/{job_id}-*"))  # no model files, no scratch directory
+    assert (stack.job(never).attempts, stack.job(never).started_at) == (0, None)  # a queued job never starts
+
+
+def test_make_run_stack_killed_mid_training_and_restarted_completes_the_job_once(stack_factory, tiny_bert_dir):
+    """The launcher's whole process group is SIGKILLed mid-training (its children die with it, the embedded Redis
+    loses every message); started again, the reconciler re-sends the job and a worker takes it over at once (its
+    old owner's pid is gone), long before its 60 s lease would go stale."""
+    stack = stack_factory(LEASE_SECONDS="60")
+    web_port, redis_port = free_port(), free_port()
+    env = {k: v for k, v in stack.env.items() if k not in ("REDIS_URL", "BERTQUEUE_TEST_FAULTS")}
+    env.update(EMBEDDED_REDIS_PORT=str(redis_port), PORT=str(web_port), WEB_WORKERS="1", WEB_THREADS="2",
+               CLASSIFY_THREADS="2", BERTQUEUE_ADMIN_TOKEN="faults-test-admin-token-0123456789",
+               ADMIN_CREDENTIALS_FILE=str(stack.tmp_path / "admin_credentials"))
+    stack.celery.conf.broker_url = f"redis://127.0.0.1:{redis_port}/0"  # the stack's embedded Redis
+
+    def launch(n: int) -> subprocess.Popen:
+        with open(stack.tmp_path / f"stack{n}.log", "wb") as log:
+            process = subprocess.Popen([sys.executable, "scripts/run_stack.py"], cwd=REPO_ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        stack.processes.append(process)
+        wait_until(lambda: b"train@" in (stack.tmp_path / f"stack{n}.log").read_bytes() and b" ready." in
+                   (stack.tmp_path / f"stack{n}.log").read_bytes() and listening(web_port), "stack ready", 120,
+                   stack.logs)
+        return process
+
+    first = launch(1)
+    job_id = stack.train_job(stack.dataset(120), tiny_bert_dir, epochs=12)
+    wait_until(lambda: stack.job(job_id).progress > 0, "training under way", 90, stack.logs)
+    descendants = psutil.Process(first.pid).children(recursive=True)
+    signal_group(first, signal.SIGKILL)  # only the launcher is in its group: the rest must die with it
+    first.wait()
+    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants),
+               "every child of the killed launcher gone", 15, stack.logs)
+    assert not listening(redis_port) and not listening(web_port)
+    assert stack.job(job_id).status == "running"  # as the crash left it: a fresh-looking lease, no message
+    launch(2)
+    job = stack.wait_for(job_id, timeout=60)
+    assert (job.status, job.attempts) == ("succeeded", 2), (job.error, stack.logs())
+    assert len(stack.models_of(job_id)) == 1
+    assert [p.name for p in stack.model_store.glob(f"models/{job_id}-*")] == [f"{job_id}-2"]
