@@ -10,11 +10,13 @@ reconciler process, a private redis-server, PostgreSQL, and tiny models so that 
 """
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -73,20 +75,27 @@ def test_worker_children_killed_mid_job_again_and_again_every_job_succeeds_once(
     stack.start_worker("classify", pool="prefork", MAX_BATCH_SIZE="4")
     dataset_id, model_id = stack.dataset(120), stack.model(model_dir, LABELS)
     texts = _texts(4000)
-    train_ids = [stack.train_job(dataset_id, tiny_bert_dir, epochs=3) for _ in range(2)]
-    classify_ids = [stack.classify_job(model_id, texts) for _ in range(2)]
+    new_job = {"train": lambda: stack.train_job(dataset_id, tiny_bert_dir, epochs=6),
+               "classify": lambda: stack.classify_job(model_id, texts)}
+    job_ids = {kind: [make(), make()] for kind, make in new_job.items()}
     kills: dict[str, list[tuple[str, int]]] = {"train": [], "classify": []}  # (job, attempt) killed
     deadline = time.monotonic() + 150
     while min(len(k) for k in kills.values()) < KILLS:
         assert time.monotonic() < deadline, f"{kills}\n{stack.logs()}"
-        for job_id in train_ids + classify_ids:
-            job = stack.job(job_id)
-            done = kills[job.type]
-            # mid-work: the attempt has written progress (training steps / a stored chunk of predictions)
-            if len(done) < KILLS and job.status == "running" and job.progress > 0 and (job_id, job.attempts) not in done:
-                os.kill(_owner_pid(stack, job_id), signal.SIGKILL)  # no ack, no cleanup, its lease still fresh
-                done.append((job_id, job.attempts))
+        for kind, ids in job_ids.items():
+            done = kills[kind]
+            if len(done) >= KILLS:
+                continue
+            rows = [stack.job(job_id) for job_id in ids]
+            for job in rows:
+                # mid-work: the attempt has written progress (training steps / a stored chunk of predictions)
+                if job.status == "running" and job.progress > 0 and (job.id, job.attempts) not in done:
+                    os.kill(_owner_pid(stack, job.id), signal.SIGKILL)  # no ack, no cleanup, its lease still fresh
+                    done.append((job.id, job.attempts))
+            if all(job.status == "succeeded" for job in rows):  # finished between kills: give the loop more work
+                ids.append(new_job[kind]())
         time.sleep(0.05)
+    train_ids, classify_ids = job_ids["train"], job_ids["classify"]
     for job_id in train_ids + classify_ids:
         job = stack.wait_for(job_id, timeout=120)
         assert job.status == "succeeded", (job.error, stack.logs())
@@ -113,14 +122,12 @@ def test_redis_restarted_with_100_queued_jobs_all_succeed_exactly_once(stack_fac
     assert broker.llen("classify") == 100  # queued in Redis, no worker yet
     stack.kill_redis()
     stack.start_redis()  # the same port, empty: every message is gone
-    assert stack.redis().llen("classify") == 0
     stack.start_worker("classify", concurrency=8)  # make run's classification worker (threads)
     for job_id in job_ids:
         job = stack.wait_for(job_id, timeout=90)
         assert (job.status, job.attempts) == ("succeeded", 1), (job.error, stack.logs())
         assert stack.predictions(job_id) == list(range(job.params["text_count"]))
-    with db.session() as session:
-        assert {j.sends for j in session.query(jobs.Job).filter(jobs.Job.id.in_(job_ids))} == {2}  # re-sent once
+    assert {stack.job(job_id).sends for job_id in job_ids} == {2}  # each re-sent exactly once
 
 
 def _count_lines(stack: Stack, needle: str) -> int:
@@ -225,3 +232,120 @@ def test_make_run_stack_killed_mid_training_and_restarted_completes_the_job_once
     assert (job.status, job.attempts) == ("succeeded", 2), (job.error, stack.logs())
     assert len(stack.models_of(job_id)) == 1
     assert [p.name for p in stack.model_store.glob(f"models/{job_id}-*")] == [f"{job_id}-2"]
+
+
+# ---------------------------------------------------------------- in-process: time limits, transient database errors
+
+
+@pytest.fixture
+def eager_rows(settings, tiny_bert_dir, model_dir):
+    """A dataset and a model row in the test's SQLite database; jobs run in this process (runner calls)."""
+    from core.datasets import scan_upload
+    from core.schema import Dataset, TrainedModel
+
+    from .conftest import sample_csv
+
+    data = sample_csv(120)
+    scan = scan_upload(io.BytesIO(data), "t.csv")
+    with db.session() as session:
+        dataset = Dataset(name="t", filename="t.csv", columns=scan.columns, row_count=scan.row_count,
+                          size_bytes=scan.size_bytes, sha256=scan.sha256, format=scan.format, profile=scan.profile,
+                          content=data)
+        model = TrainedModel(name="tiny", version=1, family="bert", encoder="tiny", labels=LABELS,
+                             tasks={"sentiment": LABELS}, metrics={}, params={}, artifact_dir=str(model_dir))
+        session.add_all([dataset, model])
+        session.flush()
+        return dataset.id, model.id
+
+
+def _eager_job(job_type, params, **kwargs) -> str:
+    with db.session() as session:
+        return jobs.create_job(session, job_type, params, **kwargs).id
+
+
+def test_a_training_past_its_time_limit_fails_with_a_clear_message(settings, eager_rows, tiny_bert_dir):
+    from core import runtime
+    from core.schema import JobType
+    from core.specs import TrainRequest
+    from worker import runner
+
+    runtime.configure(settings.replace(train_time_limit_s=1.5))
+    dataset_id, _ = eager_rows
+    params = TrainRequest.model_validate({"dataset_id": dataset_id, "text_column": "text", "label_column":
+                                          "sentiment", "encoder": str(tiny_bert_dir), "epochs": 100,
+                                          "batch_size": 4, "max_length": 32}).model_dump(mode="json")
+    job_id = _eager_job(JobType.TRAIN, params, dataset_id=dataset_id)
+    started = time.monotonic()
+    runner.run_training(job_id)  # returns: the slot is free again
+    assert time.monotonic() - started < 10
+    with db.session() as session:
+        job = session.get(jobs.Job, job_id)
+        assert (job.status, job.error) == ("failed", "training exceeded the time limit of 1.5 s")
+        assert job.model_id is None
+    assert not list(Path(settings.model_store).glob(f"*/{job_id}-*"))
+
+
+def test_a_classification_past_its_time_limit_fails_and_stops_writing(settings, eager_rows):
+    from core import runtime
+    from core.schema import JobType
+    from worker import runner
+
+    runtime.configure(settings.replace(classify_time_limit_s=0.5, max_batch_size=1))
+    _, model_id = eager_rows
+    texts = _texts(20_000)
+    job_id = _eager_job(JobType.CLASSIFY, {"model_id": model_id}, model_id=model_id, inputs=texts)
+    runner.run_classification(job_id)
+    with db.session() as session:
+        job = session.get(jobs.Job, job_id)
+        assert (job.status, job.error) == ("failed", "classification exceeded the time limit of 0.5 s")
+        stored = len(_predictions(session, job_id))
+    assert stored < len(texts)
+    time.sleep(0.5)
+    with db.session() as session:
+        assert len(_predictions(session, job_id)) == stored  # nothing written after the stop
+
+
+def _predictions(session, job_id):
+    from sqlalchemy import select
+
+    from core.schema import Prediction
+
+    return session.scalars(select(Prediction.index).where(Prediction.job_id == job_id)).all()
+
+
+def test_transient_database_errors_in_the_workers_writes_do_not_fail_the_job(settings, eager_rows):
+    """SQLite's "database is locked" (a real driver OperationalError) on the first claim, the first prediction
+    INSERT and the first success UPDATE: each write is retried with backoff and the job succeeds, rows exactly once."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from core.schema import JobType
+    from worker import runner
+
+    _, model_id = eager_rows
+    texts = _texts(2500)  # three chunks: heartbeat + INSERT, heartbeat + INSERT, INSERT + success
+    job_id = _eager_job(JobType.CLASSIFY, {"model_id": model_id}, model_id=model_id, inputs=texts)
+    writes = {  # which statement is which write
+        "claim": lambda sql: sql.startswith("UPDATE jobs") and "attempts=" in sql,
+        "insert": lambda sql: sql.startswith("INSERT INTO predictions"),
+        "success": lambda sql: sql.startswith("UPDATE jobs") and "finished_at=" in sql,
+    }
+    failed = []
+
+    def lock_once(conn, cursor, statement, *_args):
+        for name, matches in writes.items():
+            if matches(statement) and name not in failed:
+                failed.append(name)
+                raise sqlite3.OperationalError("database is locked")
+
+    event.listen(db.engine, "before_cursor_execute", lock_once)
+    try:
+        runner.run_classification(job_id)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", lock_once)
+    assert sorted(failed) == sorted(writes), failed  # every kind of write met its error once
+    with db.session() as session:
+        job = session.get(jobs.Job, job_id)
+        assert (job.status, job.attempts, job.error) == ("succeeded", 1, None)
+        assert sorted(_predictions(session, job_id)) == list(range(len(texts)))
