@@ -43,7 +43,7 @@ class Settings:
     max_batch_tokens: int = 8192  # rows x longest row (padded tokens) per forward pass
     max_batch_size: int = 64
     quantize_default: bool = False  # int8 dynamic quantization when neither the request nor the model says
-    reconcile_every_s: float = 60.0  # how often the beat schedule runs the reconciler
+    reconcile_every_s: float = 60.0  # how often the reconciler process looks for lost jobs
     # accounts and limits (issue 7)
     admin_token: str = ""  # when set (>= 16 chars): the bootstrap admin's API token is exactly this value
     trusted_hosts: str = ""  # comma-separated Host names the web answers to; empty: any

@@ -1,5 +1,5 @@
-"""Dataset classification on the real classification worker (threads pool + beat, the command ``make run`` uses),
-the real Redis server and PostgreSQL, with a tiny saved model.
+"""Dataset classification on the real classification worker (threads pool, the command ``make run`` uses), the
+reconciler process, the real Redis server and PostgreSQL, with a tiny saved model.
 
 A few thousand rows classify to exactly one prediction per non-empty row (while a ``/predict`` call is served
 alongside); and a worker killed mid-job (SIGKILL of its whole process group: no ack, no cleanup) leaves a stale
@@ -47,7 +47,7 @@ def model_dir(tiny_bert_dir, tokenizer, tmp_path_factory):
 def stack(tmp_path, postgres_schema_url, redis_url, model_dir):
     """A migrated PostgreSQL schema, a clean Redis database, the web client, a model row, and a launcher for
     classification workers started with ``scripts/run_stack.celery_worker_commands()["classify"]``."""
-    from scripts.run_stack import celery_worker_commands
+    from scripts.run_stack import celery_worker_commands, reconciler_command
     from web import create_app
 
     broker = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
@@ -74,11 +74,11 @@ def stack(tmp_path, postgres_schema_url, redis_url, model_dir):
 
     def start_worker(**extra_env: str) -> subprocess.Popen:
         n = len(workers)
-        argv = celery_worker_commands(4, schedule_file=tmp_path / f"beat-schedule-{n}")["classify"]
+        argv = celery_worker_commands(4)["classify"]
         argv = [f"classify{n}@%h" if part == "classify@%h" else part for part in argv]  # a node name of its own
         log_path = tmp_path / f"worker{n}.log"
         with open(log_path, "wb") as log:  # the child keeps its own descriptor
-            # its own process group, so a kill takes the embedded beat process with it, like a crashed machine
+            # its own process group, so a kill takes its pool with it, like a crashed machine
             process = subprocess.Popen(argv, cwd=REPO_ROOT, env={**env, **extra_env}, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         workers.append(process)
@@ -89,6 +89,9 @@ def stack(tmp_path, postgres_schema_url, redis_url, model_dir):
             time.sleep(0.2)
         return process
 
+    with open(tmp_path / "reconciler.log", "wb") as log:  # re-sends the messages of jobs a killed worker held
+        workers.append(subprocess.Popen(reconciler_command(), cwd=REPO_ROOT, env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True))
     yield client, model_id, start_worker, tmp_path
     for process in workers:
         if process.poll() is None:
@@ -98,7 +101,7 @@ def stack(tmp_path, postgres_schema_url, redis_url, model_dir):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             pass
-        _signal_group(process, signal.SIGKILL)  # the group's stragglers (beat), or a worker that hung
+        _signal_group(process, signal.SIGKILL)  # the group's stragglers, or a worker that hung
         process.wait()
 
 
@@ -195,14 +198,14 @@ def test_killed_classify_worker_job_resumes_on_a_new_worker(stack, model_dir):
         assert time.monotonic() < deadline, f"no predictions stored\n{_logs(tmp_path)}"
         assert first.poll() is None, _logs(tmp_path)
         time.sleep(0.05)
-    _signal_group(first, signal.SIGKILL)  # worker, its threads and its beat: gone mid-job
+    _signal_group(first, signal.SIGKILL)  # worker and its threads: gone mid-job
     first.wait()
     before = {r.index: r.id for r in _stored(job_id)}
     assert 0 < len(before) < len(wanted), "the job finished before the kill: make it longer"
     job = client.get(f"/api/v1/jobs/{job_id}").get_json()
     assert (job["status"], job["attempts"]) == ("running", 1)
 
-    start_worker()  # its beat runs the reconciler, which re-sends the job once its lease is stale
+    start_worker()  # the reconciler re-sends the job once its lease is stale (or the dead pid frees it)
     job = wait_for_job(client, job_id, timeout=180)
     assert job["status"] == "succeeded", f"{job}\n{_logs(tmp_path)}"
     assert job["attempts"] == 2
