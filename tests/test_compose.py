@@ -33,7 +33,8 @@ def test_app_services_share_env_wiring():
 
 def test_startup_order_and_commands():
     services = _compose()["services"]
-    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    # migrations first, then the first admin (whose token is BERTQUEUE_ADMIN_TOKEN)
+    assert services["migrate"]["command"] == ["sh", "-c", "alembic upgrade head && flask --app web bootstrap"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("web", "worker", "classify-worker", "reconciler"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
