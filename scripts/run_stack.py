@@ -169,7 +169,7 @@ def bootstrap_admin(settings: Settings) -> None:
     log(f"created the admin account (shown once; also in {ADMIN_CREDENTIALS_FILE}, mode 0600):")
     log(f"    web login: {created.username} / {created.password}")
     log(f"    API token: {token}")
-    log('    e.g. export TOKEN=...; curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:5000/api/v1/jobs')
+    log(f'    e.g. export TOKEN=...; curl -H "Authorization: Bearer $TOKEN" http://{HOST}:{PORT}/api/v1/jobs')
 
 
 class Child:
