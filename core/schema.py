@@ -146,10 +146,12 @@ class Job(Base):
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_type_created", "type", "created_at"),
+        # the per-user quota counts a user's queued + running jobs on every submission
+        Index("ix_jobs_owner_status", "owner_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
-    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))  # ix_jobs_owner_status
     type: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     progress: Mapped[float] = mapped_column(Float, default=0.0)

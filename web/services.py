@@ -194,10 +194,12 @@ def _enqueue(job_id: str, job_type: str) -> None:
 def _check_quota(session, user: Principal) -> None:
     """At most MAX_ACTIVE_JOBS_PER_USER queued + running jobs per user: 429 beyond.
 
-    The user's row is locked (PostgreSQL) so that concurrent submissions of one user are counted one at a time.
+    The user's row is locked so that concurrent submissions of one user are counted one at a time (PostgreSQL;
+    SQLite has no row locks, and a single-host deployment's overshoot is bounded by its request threads).
     """
     limit = context.settings().max_active_jobs_per_user
-    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(User.id).where(User.id == user.id).with_for_update())
     active = session.scalar(
         select(func.count()).select_from(Job).where(
             Job.owner_id == user.id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])
@@ -417,9 +419,14 @@ def wait_for_job(user: Principal, job_id: str, timeout_s: float) -> dict:
 
 
 def all_predictions(user: Principal, job_id: str) -> list[dict]:
+    """Every prediction of a job ``user`` may see (none of anyone else's: the scope is part of the one query)."""
     with db.session() as session:
-        _visible_row(session, Job, job_id, user, "job")
-        rows = session.scalars(select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.index))
+        rows = session.scalars(
+            select(Prediction)
+            .join(Job, Job.id == Prediction.job_id)
+            .where(Prediction.job_id == job_id, visible(Job, user))
+            .order_by(Prediction.index)
+        )
         return [prediction_to_dict(p) for p in rows]
 
 

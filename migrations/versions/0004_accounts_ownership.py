@@ -48,7 +48,10 @@ def upgrade() -> None:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.add_column(sa.Column("owner_id", BigId, nullable=True))
             batch_op.create_foreign_key(op.f(f"fk_{table}_owner_id_users"), "users", ["owner_id"], ["id"], ondelete="SET NULL")
-            batch_op.create_index(op.f(f"ix_{table}_owner_id"), ["owner_id"])
+            if table == "jobs":  # the quota counts a user's jobs by status: one index serves both
+                batch_op.create_index("ix_jobs_owner_status", ["owner_id", "status"])
+            else:
+                batch_op.create_index(op.f(f"ix_{table}_owner_id"), ["owner_id"])
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sends", sa.Integer(), nullable=False, server_default="0"))
 
@@ -58,7 +61,7 @@ def downgrade() -> None:
         batch_op.drop_column("sends")
     for table in reversed(OWNED):
         with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_index(op.f(f"ix_{table}_owner_id"))
+            batch_op.drop_index("ix_jobs_owner_status" if table == "jobs" else op.f(f"ix_{table}_owner_id"))
             batch_op.drop_constraint(op.f(f"fk_{table}_owner_id_users"), type_="foreignkey")
             batch_op.drop_column("owner_id")
     op.drop_index(op.f("ix_api_tokens_user_id"), table_name="api_tokens")
