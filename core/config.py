@@ -50,7 +50,9 @@ class Settings:
     metrics_public: bool = False  # /metrics without a token (a scraper on a private network); else admins only
     max_active_jobs_per_user: int = 20  # queued + running jobs per user; beyond: 429
     max_training_work: int = 2_000_000_000  # epochs x rows x max_length of one training job
-    predict_max_waiters: int = 8  # /predict calls waiting at once per web process; the rest answer 202 at once
+    # /predict calls waiting at once per web process (of its WEB_THREADS, 16 by default: 4 stay free for everything
+    # else); the rest answer 202 at once with the job to poll
+    predict_max_waiters: int = 12
     train_time_limit_s: float = 6 * 3600.0  # a training running longer fails and frees its slot
     classify_time_limit_s: float = 3600.0
     broker_visibility_timeout_s: int = 3600  # Redis redelivers an unacked message after this long

@@ -1,4 +1,5 @@
-"""Synchronous prediction: a classify job on the same queue and workers, waited for by polling SQL.
+"""Synchronous prediction: a classify job on the same queue and workers, waited for (woken by its job-done
+announcement, SQL being the truth: see ``services.wait_for_job``).
 
 A waiting call holds one of the web process's threads, so at most ``settings.predict_max_waiters`` calls per
 process wait at once; any further call answers at once (202 with the job, unless it already finished) and the
@@ -49,7 +50,8 @@ def predict():
         if waiting:
             slots.release()
     if job["status"] == JobStatus.SUCCEEDED.value:
-        return {"job_id": job["id"], "model_id": job["model_id"], "predictions": services.all_predictions(current(), job["id"])}
+        predictions = services.all_predictions(current(), job["id"])
+        return {"job_id": job["id"], "model_id": job["model_id"], "predictions": predictions}
     if job["status"] == JobStatus.FAILED.value:
         raise ApiError(500, "job_failed", job["error"] or "the classification job failed", extra={"job_id": job["id"]})
     if job["status"] == JobStatus.CANCELLED.value:
