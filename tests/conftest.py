@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -103,9 +105,9 @@ def _redis_error() -> Exception | None:
     return None
 
 
-@pytest.fixture
-def postgres_schema_url():
-    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema, dropped on exit (any fixture scope)."""
     import uuid
 
     from sqlalchemy import create_engine, text
@@ -116,10 +118,19 @@ def postgres_schema_url():
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_schema_url():
+    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -133,3 +133,17 @@ def api_client(app, user: TestUser | None = None):
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {user.token}"
     return client
+
+
+def tiny_model_row(model_dir: Path, labels: list[str], task: str = "sentiment", owner_id: int | None = None) -> int:
+    """A ``trained_models`` row for a single-task BERT saved at ``model_dir`` (e.g. by :func:`save_tiny_model`)."""
+    from core.db import db
+    from core.schema import TrainedModel
+
+    with db.session() as session:
+        model = TrainedModel(name="tiny", version=1, family="bert", encoder="tiny", labels=list(labels),
+                             tasks={task: list(labels)}, metrics={}, params={"family": "bert"},
+                             artifact_dir=str(model_dir), owner_id=owner_id)
+        session.add(model)
+        session.flush()
+        return model.id

@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 
 from core.config import Settings
 from core.db import db
-from core.schema import Job, Prediction, TrainedModel
-from tests.factories import api_client, migrate, save_tiny_model
+from core.schema import Job, Prediction
+from tests.factories import api_client, migrate, save_tiny_model, tiny_model_row
 
 from .conftest import wait_for_job
 
@@ -63,13 +63,7 @@ def stack(tmp_path, postgres_schema_url, redis_url, model_dir):
                RECONCILE_EVERY_S="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", CELERY_EAGER="false",
                PYTHONPATH=str(REPO_ROOT))
     client = api_client(create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": False}))
-    with db.session() as session:
-        model = TrainedModel(name="tiny", version=1, family="bert", encoder="tiny", labels=LABELS,
-                             tasks={"sentiment": LABELS}, metrics={}, params={"family": "bert"},
-                             artifact_dir=str(model_dir))
-        session.add(model)
-        session.flush()
-        model_id = model.id
+    model_id = tiny_model_row(model_dir, LABELS)
     workers: list[subprocess.Popen] = []
 
     def start_worker(**extra_env: str) -> subprocess.Popen:

@@ -26,9 +26,9 @@ from core.config import Settings
 from core.db import db
 from core.queue import QUEUE_FOR_TASK, RECONCILE_TASK, enqueue_job, make_celery
 from core.results import insert_predictions
-from core.schema import Job, JobType, Prediction, TrainedModel, utcnow
+from core.schema import Job, JobType, Prediction, utcnow
 from core.specs import ClassifyRequest
-from tests.factories import api_client, migrate, save_tiny_model
+from tests.factories import api_client, migrate, save_tiny_model, tiny_model_row
 
 from .conftest import sample_csv, upload, wait_for_job
 
@@ -190,32 +190,19 @@ def model_dir(tiny_bert_dir, tokenizer, tmp_path_factory):
 def running(tmp_path_factory, model_dir):
     """One stack with one worker already consuming, shared by the tests below (a worker takes seconds to start
     and stop); each test works on jobs of its own. Yields ``(stack, model_id)``."""
-    import uuid
+    from tests.conftest import REDIS_URL, _redis_error, postgres_schema, require_service
 
-    from sqlalchemy import create_engine, text
-
-    from tests.conftest import POSTGRES_URL, REDIS_URL, _postgres_error, _redis_error, require_service
-
-    require_service("PostgreSQL", _postgres_error())
     require_service("Redis", _redis_error())
-    schema = f"bq_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    stack = _Stack(f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}", REDIS_URL,
-                   tmp_path_factory.mktemp("running-worker"), redis_db=SHARED_REDIS_DB)
-    try:
-        _client(stack.settings)  # points this process at the stack's database
-        model_id = _model_row(model_dir)
-        stack.start_worker()
-        yield stack, model_id
-    finally:
-        stack.stop()
-        db.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema() as url:
+        stack = _Stack(url, REDIS_URL, tmp_path_factory.mktemp("running-worker"), redis_db=SHARED_REDIS_DB)
+        try:
+            _client(stack.settings)  # points this process at the stack's database
+            model_id = tiny_model_row(model_dir, LABELS)
+            stack.start_worker()
+            yield stack, model_id
+        finally:
+            stack.stop()
+            db.dispose()
 
 
 @pytest.fixture
@@ -223,16 +210,6 @@ def on_running(running):
     """The shared stack, with this process's database pointed at it again (another test may have moved it)."""
     stack, model_id = running
     return stack, _client(stack.settings), model_id
-
-
-def _model_row(model_dir: Path) -> int:
-    with db.session() as session:
-        model = TrainedModel(name="tiny", version=1, family="bert", encoder="tiny", labels=LABELS,
-                             tasks={"sentiment": LABELS}, metrics={}, params={"family": "bert"},
-                             artifact_dir=str(model_dir))
-        session.add(model)
-        session.flush()
-        return model.id
 
 
 def _classify_row(model_id: int, texts: list[str]) -> str:
