@@ -1,7 +1,7 @@
 """Who may see and act on what: SQL conditions that scope every query of the web to the calling user.
 
 Datasets, jobs and models belong to their creator (``owner_id``); predictions belong to their job. A user sees
-their own rows only, plus the bundled sample datasets (``owner_id`` NULL, readable by all); an admin sees all.
+their own rows only, plus the datasets marked ``shared`` (the bundled samples); an admin sees all.
 Anything outside a user's scope is reported as missing (404), so ids of others are never confirmed.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ def visible(entity: Owned, user: Principal) -> ColumnElement[bool]:
     if user.is_admin:
         return true()
     if entity is Dataset:
-        return or_(Dataset.owner_id == user.id, Dataset.owner_id.is_(None))
+        return or_(Dataset.owner_id == user.id, Dataset.shared.is_(True))
     return entity.owner_id == user.id
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
@@ -120,8 +121,10 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    # the creator; None: a bundled sample, readable by every user
+    # the creator (None: created before accounts existed, or its user row was deleted: admins only)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    # readable by every user (the bundled samples ``make run`` loads); only ever set by the platform itself
+    shared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     name: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(255))
     columns: Mapped[list] = mapped_column(JSON)
@@ -185,7 +188,8 @@ class TrainedModel(Base):
     """A trained classifier: metadata in SQL, weights in the model store (``artifact_dir``)."""
 
     __tablename__ = "trained_models"
-    __table_args__ = (UniqueConstraint("name", "version", name="name_version"),)
+    # versions count per owner and name: one user's numbering reveals nothing of another's models
+    __table_args__ = (UniqueConstraint("owner_id", "name", "version", name="owner_name_version"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)

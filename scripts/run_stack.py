@@ -146,7 +146,7 @@ def seed_samples(settings: Settings) -> None:
             scan = scan_upload(io.BytesIO(data), path.name)
             session.add(Dataset(name=path.stem, filename=path.name, columns=scan.columns, row_count=scan.row_count,
                                 size_bytes=scan.size_bytes, sha256=scan.sha256, format=scan.format,
-                                profile=scan.profile, content=data))
+                                profile=scan.profile, content=data, shared=True))
             log(f"loaded sample dataset {path.name} ({scan.row_count} rows, {scan.format})")
     db.dispose()
 

@@ -47,3 +47,25 @@ def test_upgrade_on_empty_sqlite(tmp_path):
 @pytest.mark.postgres
 def test_upgrade_on_postgresql(postgres_schema_url):
     _assert_migrates_without_drift(postgres_schema_url)
+
+
+def test_accounts_migration_shares_only_the_bundled_samples(tmp_path):
+    """Rows from before accounts have no owner: the bundled samples become shared, every other row admin-only."""
+    from alembic import command as alembic_command
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'legacy.db'}"
+    alembic_command.upgrade(_alembic(url), "0003")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for name in ("sample_tweets.csv", "private.csv"):
+            connection.execute(text(
+                "INSERT INTO datasets (name, filename, columns, row_count, size_bytes, sha256, format, content, "
+                "created_at) VALUES (:n, :n, '[]', 0, 0, '', 'csv', x'', CURRENT_TIMESTAMP)"), {"n": name})
+    engine.dispose()
+    alembic_command.upgrade(_alembic(url), "head")
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = dict(connection.execute(text("SELECT filename, shared FROM datasets")).all())
+    engine.dispose()
+    assert rows == {"sample_tweets.csv": 1, "private.csv": 0}

@@ -68,7 +68,8 @@ class Dataset(_Out):
     size_bytes: int
     sha256: str
     format: Literal["csv", "tsv", "jsonl"]
-    owner_id: int | None = Field(description="the creating user's id (None: a bundled sample, readable by every user)")
+    owner_id: int | None = Field(description="the creating user's id (None: a bundled sample, or from before accounts)")
+    shared: bool = Field(description="readable by every user (the bundled samples)")
     created_at: str | None
     preview: list[dict[str, str]] | None = None
     column_stats: dict[str, ColumnStats] | None = None

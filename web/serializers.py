@@ -55,7 +55,8 @@ def dataset_to_dict(dataset: Dataset) -> dict:
         "size_bytes": dataset.size_bytes,
         "sha256": dataset.sha256,
         "format": dataset.format,
-        "owner_id": dataset.owner_id,  # None: a bundled sample every user can read
+        "owner_id": dataset.owner_id,
+        "shared": bool(dataset.shared),  # a bundled sample every user can read
         "created_at": iso(dataset.created_at),
     }
 

@@ -348,7 +348,9 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
         if session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
                                                         TrainedModel.artifact_dir == str(final_dir))) is not None:
             return True
-        version = (session.scalar(select(func.max(TrainedModel.version)).where(TrainedModel.name == name)) or 0) + 1
+        same_name = select(func.max(TrainedModel.version)).where(TrainedModel.name == name,
+                                                                 TrainedModel.owner_id == owner_id)
+        version = (session.scalar(same_name) or 0) + 1  # per owner: nobody learns of another's models
         model = TrainedModel(
             name=name,
             version=version,
@@ -370,7 +372,7 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
             return None  # another model took this version: try the next one
         return jobs.succeed(session, job_id, owner, metrics=result.metrics, model_id=model.id)
 
-    for _ in range(3):  # the (name, version) unique constraint settles version races
+    for _ in range(3):  # the (owner, name, version) unique constraint settles version races
         recorded = db.transact(record, what=f"job {job_id}: record model")
         if recorded is not None:
             return recorded

@@ -16,6 +16,7 @@ depends_on = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 OWNED = ("datasets", "jobs", "trained_models")
+SAMPLE_FILES = ("sample_tweets.csv", "sample_tweets_multitask.csv")  # what `make run` loads (scripts/run_stack.py)
 
 
 def upgrade() -> None:
@@ -54,9 +55,27 @@ def upgrade() -> None:
                 batch_op.create_index(op.f(f"ix_{table}_owner_id"), ["owner_id"])
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sends", sa.Integer(), nullable=False, server_default="0"))
+    with op.batch_alter_table("datasets", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("shared", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # Rows from before accounts have no owner: only the bundled samples become readable by every user; every
+    # other one stays with the admins (an administrator can hand it to its user).
+    datasets = sa.table("datasets", sa.column("owner_id"), sa.column("filename"), sa.column("shared"))
+    op.execute(
+        datasets.update()
+        .where(datasets.c.owner_id.is_(None), datasets.c.filename.in_(SAMPLE_FILES))
+        .values(shared=True)
+    )
+    with op.batch_alter_table("trained_models", schema=None) as batch_op:
+        batch_op.drop_constraint("name_version", type_="unique")
+        batch_op.create_unique_constraint("owner_name_version", ["owner_id", "name", "version"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("trained_models", schema=None) as batch_op:
+        batch_op.drop_constraint("owner_name_version", type_="unique")
+        batch_op.create_unique_constraint("name_version", ["name", "version"])
+    with op.batch_alter_table("datasets", schema=None) as batch_op:
+        batch_op.drop_column("shared")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_column("sends")
     for table in reversed(OWNED):

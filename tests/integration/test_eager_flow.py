@@ -185,3 +185,18 @@ def test_encoder_outside_the_allowed_roots_is_refused_before_queueing(settings, 
     assert response.get_json()["error"]["code"] == "encoder_not_allowed"
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_model_versions_count_per_owner_and_name(app, settings, tiny_encoders):
+    """Two users training a model of the same name each get version 1, then 2: nobody learns of the other's."""
+    from tests.factories import make_user
+
+    alice, bob = (api_client(app, make_user(name)) for name in ("alice", "bob"))
+    versions = {}
+    for who, client in (("alice", alice), ("bob", bob), ("alice", alice)):
+        dataset_id = upload(client, sample_csv(40, ("text", "sentiment")))
+        job = _train(client, dataset_id, tiny_encoders["bert"], name="sentiment")
+        assert job["status"] == "succeeded", job["error"]
+        model = client.get(f"/api/v1/models/{job['model_id']}").get_json()
+        versions.setdefault(who, []).append(model["version"])
+    assert versions == {"alice": [1, 2], "bob": [1]}

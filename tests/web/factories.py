@@ -12,11 +12,12 @@ from core.schema import Dataset, JobType, Prediction, TrainedModel
 CSV = b"text,label,topic\ngreat movie,pos,film\nawful plot,neg,film\nlovely song,pos,music\nboring album,neg,music\n"
 
 
-def make_dataset(content: bytes = CSV, name: str = "reviews", owner_id: int | None = None) -> int:
+def make_dataset(content: bytes = CSV, name: str = "reviews", owner_id: int | None = None, shared: bool = False) -> int:
     parsed = parse_csv(content)
     with db.session() as session:
         dataset = Dataset(
             owner_id=owner_id,
+            shared=shared,
             name=name,
             filename=f"{name}.csv",
             columns=parsed.columns,

@@ -111,7 +111,7 @@ def test_train_form_shows_families_and_their_options(browser, server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    dataset_id = f.make_dataset()
+    dataset_id = f.make_dataset(shared=True)
     browser.get(f"{server}/train")
     family = Select(browser.find_element(By.ID, "family"))
     assert [o.get_attribute("value") for o in family.options] == ["bert", "distilbert", "bert_lstm", "multitask"]
@@ -142,7 +142,7 @@ def test_train_form_shows_families_and_their_options(browser, server):
 def test_job_page_progress_updates_while_running(browser, server, web_user, tmp_path):
     from selenium.webdriver.common.by import By
 
-    job_id = f.make_train_job(f.make_dataset(), owner_id=web_user.id)
+    job_id = f.make_train_job(f.make_dataset(shared=True), owner_id=web_user.id)
     f.start(job_id)
     f.progress(job_id, 0.1)
     browser.get(f"{server}/jobs/{job_id}")
@@ -171,8 +171,8 @@ def test_classify_a_dataset_through_the_form(browser, server, web_user, tmp_path
     from core.schema import Job
 
     model_id = f.make_model(owner_id=web_user.id)
-    f.make_dataset()
-    other = f.make_dataset(b"tweet_id,body,label\n1,hello,a\n2,world,b\n", name="tweets")
+    f.make_dataset(shared=True)
+    other = f.make_dataset(b"tweet_id,body,label\n1,hello,a\n2,world,b\n", name="tweets", shared=True)
     browser.get(f"{server}/classify")
     text_column = browser.find_element(By.ID, "text_column")
     assert not browser.find_element(By.ID, "field-text_column").is_displayed()  # no dataset chosen: texts mode

@@ -1,7 +1,7 @@
 """Two users on one instance: neither can see or touch the other's datasets, jobs, models or predictions.
 
 Someone else's id answers exactly like a missing one (404), in lists, detail, predictions, export, cancel,
-classify with their model and train on their dataset; the bundled samples (no owner) are shared; admins see all.
+classify with their model and train on their dataset; the bundled samples (``shared``) are readable by all; admins see all.
 """
 from __future__ import annotations
 
@@ -138,7 +138,8 @@ def test_the_error_for_someone_elses_id_is_the_error_for_a_missing_one(client, p
 
 
 def test_shared_samples_are_readable_and_trainable_by_everyone(client, people):
-    sample = f.make_dataset(name="sample")  # no owner: a bundled sample
+    sample = f.make_dataset(name="sample", shared=True)  # a bundled sample: shared, owned by nobody
+    private = f.make_dataset(name="legacy")  # no owner and not shared (e.g. from before accounts): admins only
     for name in ("alice", "bob"):
         user = people[name]
         assert _get(client, f"/api/v1/datasets/{sample}", user).status_code == 200
@@ -146,6 +147,8 @@ def test_shared_samples_are_readable_and_trainable_by_everyone(client, people):
         response = client.post("/api/v1/jobs/train", headers=user.headers,
                                json={"dataset_id": sample, "text_column": "text", "label_column": "label"})
         assert response.status_code == 202 and response.json["owner_id"] == user.id
+        assert _get(client, f"/api/v1/datasets/{private}", user).status_code == 404
+    assert _get(client, f"/api/v1/datasets/{private}", people["root"]).status_code == 200
     # each sees only their own job on the shared dataset
     assert _get(client, "/api/v1/jobs", people["alice"]).json["total"] == 1
 
