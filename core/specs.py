@@ -270,6 +270,14 @@ class UserCreate(_Strict):
     password: Annotated[str, StringConstraints(strip_whitespace=False, min_length=8, max_length=256)] | None = None
     is_admin: StrictBool = False  # strict: "yes" or 1 must not make an admin by accident
 
+    @field_validator("username")
+    @classmethod
+    def _not_only_digits(cls, value: str) -> str:
+        # the CLI takes "id or username": an all-digit name would be read as someone else's id
+        if value.isdigit():
+            raise ValueError("a username needs at least one character that is not a digit")
+        return value
+
 
 class TokenCreate(_Strict):
     """Body of ``POST /api/v1/tokens``: a name for the caller's new API token."""

@@ -25,7 +25,8 @@ CREDENTIALS_FILE = VAR_DIR / "admin_credentials"
 
 
 def _user_key(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
+    """An id (ASCII digits, at most 18 of them: below 2^63) or a username (never all digits: see UserCreate)."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else value
 
 
 def _fail(exc: AccountError | ValidationError) -> None:

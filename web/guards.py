@@ -50,7 +50,28 @@ def _no_nul_in_query() -> None:
             raise ApiError(400, "invalid_parameter", f"query parameter {shown!r} holds a NUL character")
 
 
+# API endpoints whose body is a file upload; every other API body must be JSON
+MULTIPART_ENDPOINTS = frozenset({"api.upload_dataset"})
+
+
+def _api_body_media_type() -> None:
+    """Any API request carrying a body says it is JSON (or multipart where a file is uploaded): 415 otherwise.
+
+    Also on routes that read no body (cancel, DELETE): a cross-site form can send text/plain or urlencoded
+    bodies without a preflight, and the API never takes one.
+    """
+    if request.blueprint != "api" or request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if not request.content_length and not request.content_type:
+        return  # no body at all
+    allowed = {"multipart/form-data"} if request.endpoint in MULTIPART_ENDPOINTS else {"application/json"}
+    if request.mimetype not in allowed:
+        sent = request.content_type or "no Content-Type"
+        raise ApiError(415, "unsupported_media_type", f"send the body as {' or '.join(sorted(allowed))}, not {sent}")
+
+
 def register(app: Flask) -> None:
-    """Install the bounded converters and the query-string check on ``app`` (before its blueprints)."""
+    """Install the bounded converters and the request checks on ``app`` (before its blueprints)."""
     app.url_map.converters.update(int=SqlIdConverter, default=TextConverter, string=TextConverter)
     app.before_request(_no_nul_in_query)
+    app.before_request(_api_body_media_type)

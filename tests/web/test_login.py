@@ -162,6 +162,9 @@ def test_admin_creates_a_user_who_can_use_the_api_at_once(client, anonymous):
     assert anonymous.get("/api/v1/jobs", headers=headers).json["total"] == 0
     assert_error(client.post("/api/v1/users", json={"username": "dave"}), 409, "username_taken")
     assert_error(client.post("/api/v1/users", json={"username": "bad name!"}), 422, "validation_error")
+    # the CLI reads all-digit arguments as ids: such a username would name someone else
+    error = assert_error(client.post("/api/v1/users", json={"username": "12345"}), 422, "validation_error")
+    assert "not a digit" in error["message"]
 
 
 # ---------------------------------------------------------------- CLI and bootstrap
@@ -185,6 +188,9 @@ def test_cli_creates_lists_disables_users_and_tokens(app):
     assert "erin\tuser\tdisabled" in runner.invoke(args=["users", "list"]).output
     failed = runner.invoke(args=["users", "create", "erin"])
     assert failed.exit_code != 0 and "already taken" in failed.output
+    for odd in ("\u00b2", "9" * 30):  # a superscript digit, an id past 2^63: "no such user", not a crash
+        result = runner.invoke(args=["users", "disable", odd])
+        assert result.exit_code == 1 and "does not exist" in result.output, result.output
 
 
 def test_bootstrap_creates_one_admin_with_a_private_credentials_file(app, tmp_path):

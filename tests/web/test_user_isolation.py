@@ -103,6 +103,20 @@ def test_bob_lists_none_of_alices_rows(client, people, alice_rows):
     assert root["total"] == 2
 
 
+def test_a_cross_site_body_cannot_drive_the_api(client, people, alice_rows):
+    """Bodies a cross-site form can send without a preflight are refused, even on routes that read no body."""
+    alice = people["alice"]
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        response = client.post(f"/api/v1/jobs/{alice_rows['train']}/cancel", data="x=1", headers=alice.headers,
+                               content_type=content_type)
+        assert_error(response, 415, "unsupported_media_type")
+        response = client.post("/api/v1/jobs/train", data="", headers=alice.headers, content_type=content_type)
+        assert_error(response, 415, "unsupported_media_type")
+    with db.session() as session:
+        assert session.get(Job, alice_rows["train"]).status == JobStatus.QUEUED.value
+    assert client.post(f"/api/v1/jobs/{alice_rows['train']}/cancel", headers=alice.headers).status_code == 200
+
+
 def test_bob_cannot_act_on_alices_rows(client, people, alice_rows):
     bob = people["bob"]
     assert_error(client.post(f"/api/v1/jobs/{alice_rows['train']}/cancel", headers=bob.headers), 404, "not_found")
