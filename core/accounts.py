@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -172,10 +172,14 @@ def authenticate_token(session: Session, token: str) -> Principal | None:
     last_used = row.last_used_at
     if last_used is not None and last_used.tzinfo is None:
         last_used = last_used.replace(tzinfo=now.tzinfo)
+    principal = Principal.of(row.User)
     if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
-        session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-        session.commit()
-    return Principal.of(row.User)
+        try:
+            session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+            session.commit()
+        except OperationalError:  # a locked database must not fail the call: the time is written next minute
+            session.rollback()
+    return principal
 
 
 # ---------------------------------------------------------------- the first admin
@@ -216,6 +220,6 @@ def write_credentials(path: Path, credentials: AdminCredentials, *, token_from_e
         f"username={credentials.username}\npassword={credentials.password}\ntoken={token_line}\n"
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_TRUNC: tighten it before the secret is written
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    os.chmod(path, 0o600)

@@ -13,6 +13,9 @@ VAR_DIR = REPO_ROOT / "var"
 EMBEDDED_REDIS_PORT = int(os.environ.get("EMBEDDED_REDIS_PORT", "6399"))
 
 
+MAX_TOKEN_CHARS = 512  # longest API token the web accepts in an Authorization header
+
+
 def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
@@ -110,8 +113,11 @@ class Settings:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, not {settings.device!r}")
         if settings.batch_wait_ms < 0 or settings.max_batch_tokens < 1 or settings.max_batch_size < 1:
             raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS and MAX_BATCH_SIZE >= 1")
-        if settings.admin_token and len(settings.admin_token) < 16:
-            raise ValueError("BERTQUEUE_ADMIN_TOKEN must be at least 16 characters long")
+        token = settings.admin_token
+        if token and not (16 <= len(token) <= MAX_TOKEN_CHARS and token.isprintable() and token.strip() == token
+                          and " " not in token):
+            raise ValueError(f"BERTQUEUE_ADMIN_TOKEN must be 16 to {MAX_TOKEN_CHARS} printable characters long, "
+                             "without spaces (it is sent in an Authorization header)")
         return settings
 
     def replace(self, **changes) -> "Settings":

@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from .schema import TERMINAL_STATUSES, Job, JobStatus, JobType, as_utc, utcnow
@@ -318,3 +318,18 @@ def lost_jobs(
         )
     session.commit()
     return due
+
+
+def unmark_resend(session: Session, job_ids: list[str]) -> None:
+    """Undo :func:`lost_jobs`' marks for jobs whose message could not be sent after all; commits.
+
+    They become due at once (``enqueued_at`` NULL) and their backoff is what it was before the pass.
+    """
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids))
+            .values(enqueued_at=None, sends=case((Job.sends > 0, Job.sends - 1), else_=0))
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()

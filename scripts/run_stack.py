@@ -240,6 +240,11 @@ def main() -> int:
     VAR_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("SECRET_KEY", _secret_key())
+    # Waiting /predict calls may hold all but 4 of a web process's threads (pages and polls need the rest).
+    env.setdefault("PREDICT_MAX_WAITERS", str(max(1, WEB_THREADS - 4)))
+    if int(env["PREDICT_MAX_WAITERS"]) >= WEB_THREADS:
+        log(f"warning: PREDICT_MAX_WAITERS={env['PREDICT_MAX_WAITERS']} lets waiting /predict calls hold all "
+            f"{WEB_THREADS} web threads of a process; use fewer than WEB_THREADS")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")

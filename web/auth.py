@@ -15,6 +15,7 @@ from flask_login import LoginManager, UserMixin
 
 from core import accounts
 from core.accounts import Principal
+from core.config import MAX_TOKEN_CHARS
 from core.db import db
 
 from . import context
@@ -56,7 +57,7 @@ def bearer_token() -> str | None:
 
 
 def _principal_from_token(token: str) -> Principal | None:
-    if "\x00" in token or len(token) > 512:
+    if "\x00" in token or len(token) > MAX_TOKEN_CHARS:
         return None
     with db.session() as session:
         return accounts.authenticate_token(session, token)

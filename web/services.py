@@ -388,7 +388,11 @@ def prediction_labels(user: Principal, job_id: str) -> list[tuple[str, int | Non
                 counts = first
             return [(str(label), n) for label, n in counts.items()]
         labels = session.scalars(
-            select(Prediction.label).where(Prediction.job_id == job_id).distinct().order_by(Prediction.label)
+            select(Prediction.label)
+            .join(Job, Job.id == Prediction.job_id)
+            .where(Prediction.job_id == job_id, visible(Job, user))
+            .distinct()
+            .order_by(Prediction.label)
         )
         return [(label, None) for label in labels]
 

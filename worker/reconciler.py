@@ -24,7 +24,7 @@ from celery import Celery
 from core import runtime
 from core.config import Settings
 from core.db import db
-from core.jobs import lost_jobs
+from core.jobs import lost_jobs, unmark_resend
 from core.queue import enqueue_job, make_celery
 
 log = logging.getLogger("bertqueue.reconciler")
@@ -38,8 +38,14 @@ def reconcile_once(app: Celery, settings: Settings, *, broker_lost: bool = False
     with db.session() as session:
         lost = lost_jobs(session, requeue_after_s=settings.requeue_after_s, lease_seconds=settings.lease_seconds,
                          broker_lost=broker_lost)
-    for job_id, job_type in lost:
-        enqueue_job(app, job_id, job_type)
+    for done, (job_id, job_type) in enumerate(lost):
+        try:
+            enqueue_job(app, job_id, job_type)
+        except Exception:
+            # Redis went away mid-pass: the jobs not sent must not count as sent (their backoff would double)
+            with db.session() as session:
+                unmark_resend(session, [unsent for unsent, _ in lost[done:]])
+            raise
     if lost:
         log.info("re-sent %d job message(s)%s", len(lost), " (Redis lost its data)" if broker_lost else "")
     return len(lost)

@@ -295,3 +295,35 @@ def test_transact_gives_up_after_its_budget_and_never_retries_real_errors(settin
     with pytest.raises(IntegrityError):
         db.transact(constraint, what="constraint")
     assert len(calls) == 2  # not retried
+
+
+def test_a_resend_that_could_not_be_sent_is_unmarked(settings):
+    job_id = _new_job()
+    t = utcnow()
+    assert _resend(t + timedelta(seconds=301)) == [(job_id, "classify")]
+    assert _get(job_id).sends == 2
+    with db.session() as session:  # the broker refused the message: the mark is taken back
+        jobs.unmark_resend(session, [job_id])
+    assert (_get(job_id).sends, _get(job_id).enqueued_at) == (1, None)
+    assert _resend(t + timedelta(seconds=302)) == [(job_id, "classify")]  # due again at once, same backoff
+
+
+def test_reconciler_pass_unmarks_what_a_dead_broker_did_not_take(settings, monkeypatch):
+    from worker import reconciler
+
+    first, second = _new_job(), _new_job()
+    with db.session() as session:
+        for job_id in (first, second):
+            session.get(Job, job_id).enqueued_at = utcnow() - timedelta(seconds=1000)
+    sent = []
+
+    def flaky_send(_app, job_id, _job_type):
+        if sent:
+            raise ConnectionError("redis went away")
+        sent.append(job_id)
+
+    monkeypatch.setattr(reconciler, "enqueue_job", flaky_send)
+    with pytest.raises(ConnectionError):
+        reconciler.reconcile_once(None, settings.replace(requeue_after_s=300))
+    (unsent,) = {first, second} - set(sent)
+    assert (_get(sent[0]).sends, _get(unsent).sends, _get(unsent).enqueued_at) == (2, 1, None)
