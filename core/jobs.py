@@ -53,13 +53,15 @@ MAX_RESEND_BACKOFF = 16
 
 
 def owner_is_gone(worker_id: str | None) -> bool:
-    """True when ``worker_id`` ("hostname:pid") names a process of *this* host that no longer exists.
+    """True when ``worker_id`` ("hostname:pid", or "hostname#attempt:pid") names a process of *this* host that no
+    longer exists.
 
     A worker child killed mid-job leaves a lease that looks fresh for up to ``lease_seconds``; its redelivered
     message may take the job over at once instead of waiting. Another host's worker, or a pid that exists (even a
     reused one), counts as alive: the lease then expires the normal way.
     """
     host, _, pid = (worker_id or "").rpartition(":")
+    host = host.split("#", 1)[0]  # a per-attempt nonce (worker.runner) follows the host name
     if host != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
         return False
     try:

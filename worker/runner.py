@@ -7,6 +7,7 @@ fail the job. Each attempt runs under a :class:`Lease` with the job type's time 
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import shutil
@@ -14,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import fields
@@ -23,7 +25,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core import jobs, runtime
-from core.config import Settings
 from core.datasets import DatasetError, open_rows, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
@@ -48,9 +49,22 @@ CLASSIFY_CHUNK = 1024
 TRIM_EVERY_CHUNKS = 4
 
 
+# The lease owner of the attempt this thread runs. Per attempt, not per process: the classification worker runs
+# many jobs in one process, and a job re-claimed by that same process (its lease went stale during a database
+# outage, say) must not let the old attempt's heartbeat, time limit or failure pass for the new one's.
+_attempt_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar("bertqueue_attempt_owner", default=None)
+
+
 def worker_id() -> str:
-    """This process's identity in job leases (computed per call: the pid changes after a fork)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """The current attempt's identity in job leases: ``"<host>#<nonce>:<pid>"`` (see ``core.jobs.owner_is_gone``).
+
+    Set by each claim for the thread that runs the job; outside an attempt, this process's ``"<host>:<pid>"``.
+    """
+    return _attempt_owner.get() or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _new_attempt_owner() -> str:
+    return f"{socket.gethostname()}#{uuid.uuid4().hex[:12]}:{os.getpid()}"
 
 
 class Lease:
@@ -169,8 +183,10 @@ def _keeper() -> _LeaseKeeper:
 def _claim(job_id: str) -> jobs.Claim:
     """Claim the job (retrying transient database errors); anything but CLAIMED means: drop the message."""
     settings = runtime.settings()
+    owner = _new_attempt_owner()
+    _attempt_owner.set(owner)  # every write of this attempt (lease, results, success, failure) names it
     claim = db.transact(
-        lambda session: jobs.claim(session, job_id, worker_id(), lease_seconds=settings.lease_seconds,
+        lambda session: jobs.claim(session, job_id, owner, lease_seconds=settings.lease_seconds,
                                    max_attempts=settings.job_max_attempts),
         what=f"job {job_id}: claim",
     )
@@ -207,8 +223,14 @@ def _stopped(job_id: str, lease: "Lease | None") -> None:
 def fail_hard_time_limit(job_id: str, seconds: float) -> None:
     """Celery killed the job's process at its hard time limit (stuck past the cooperative deadline)."""
     message = f"training exceeded the time limit of {seconds:g} s (the worker process was stopped)"
-    log.warning("job %s failed: %s", job_id, message)
-    db.transact(lambda session: jobs.fail(session, job_id, message), what=f"job {job_id}: fail")
+
+    def fail_if_ours(session) -> bool:
+        # Only the attempt that was killed: if a live worker re-claimed the job meanwhile, its attempt stands.
+        owner = session.scalar(select(Job.worker_id).where(Job.id == job_id))
+        return jobs.owner_is_gone(owner) and jobs.fail(session, job_id, message, worker_id=owner)
+
+    if db.transact(fail_if_ours, what=f"job {job_id}: fail"):
+        log.warning("job %s failed: %s", job_id, message)
 
 
 def _device() -> str:

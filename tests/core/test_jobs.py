@@ -1,6 +1,7 @@
 """Job state machine: transitions, leases, attempt bounds, the reconciler query and transient-error retries."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -327,3 +328,31 @@ def test_reconciler_pass_unmarks_what_a_dead_broker_did_not_take(settings, monke
         reconciler.reconcile_once(None, settings.replace(requeue_after_s=300))
     (unsent,) = {first, second} - set(sent)
     assert (_get(sent[0]).sends, _get(unsent).sends, _get(unsent).enqueued_at) == (2, 1, None)
+
+
+def test_a_dead_attempts_owner_with_a_per_attempt_nonce_is_gone(settings):
+    """worker.runner names each attempt "<host>#<nonce>:<pid>": the host and pid still decide."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    assert jobs.owner_is_gone(f"{host}#a1b2c3:{dead.pid}")
+    assert not jobs.owner_is_gone(f"{host}#a1b2c3:{os.getpid()}")
+    assert not jobs.owner_is_gone(f"other-host#a1b2c3:{dead.pid}")
+
+
+def test_each_claim_is_an_attempt_of_its_own_even_in_one_process(settings):
+    """Two attempts of one job in the same process (a stale lease re-claimed) have different lease owners: the old
+    attempt's heartbeat no longer owns the job, so it stops instead of running beside the new one."""
+    from worker import runner
+
+    job_id = _new_job()
+    first = runner._claim(job_id)
+    old_owner = runner.worker_id()
+    with db.session() as session:  # the lease goes stale (e.g. a database outage longer than LEASE_SECONDS)
+        session.get(Job, job_id).heartbeat_at = utcnow() - timedelta(seconds=settings.lease_seconds + 1)
+    second = runner._claim(job_id)
+    assert (first.outcome, second.outcome, second.attempts) == (ClaimOutcome.CLAIMED, ClaimOutcome.CLAIMED, 2)
+    assert runner.worker_id() != old_owner and old_owner.endswith(f":{os.getpid()}")
+    with db.session() as session:
+        assert not jobs.heartbeat(session, job_id, old_owner)
+        assert jobs.heartbeat(session, job_id, runner.worker_id())
