@@ -25,7 +25,7 @@ from .errors import ApiError
 OPEN_ENDPOINTS = frozenset({"api.healthz", "api.readyz", "api.openapi"})
 METRICS_ENDPOINT = "api.metrics"
 # pages reachable without logging in
-OPEN_PAGES = frozenset({"pages.login", "static"})
+OPEN_PAGES = frozenset({"pages.login"})
 
 login_manager = LoginManager()
 login_manager.login_view = "pages.login"
@@ -99,9 +99,9 @@ def _guard_pages():
 def _guard():
     if request.blueprint == "api":
         return _guard_api()
-    if request.blueprint == "pages" or request.endpoint == "static":
+    if request.blueprint == "pages":
         return _guard_pages()
-    return None  # no route matched: the 404/405 handlers answer
+    return None  # static files, or no route matched (the 404/405 handlers answer)
 
 
 def _challenge(response):
