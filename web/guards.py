@@ -62,9 +62,10 @@ def _api_body_media_type() -> None:
     """
     if request.blueprint != "api" or request.method in ("GET", "HEAD", "OPTIONS"):
         return
-    if not request.content_length and not request.content_type:
-        return  # no body at all
-    allowed = {"multipart/form-data"} if request.endpoint in MULTIPART_ENDPOINTS else {"application/json"}
+    upload = request.endpoint in MULTIPART_ENDPOINTS
+    if not upload and not request.content_length and not request.content_type:
+        return  # no body at all (an upload always needs one)
+    allowed = {"multipart/form-data"} if upload else {"application/json"}
     if request.mimetype not in allowed:
         sent = request.content_type or "no Content-Type"
         raise ApiError(415, "unsupported_media_type", f"send the body as {' or '.join(sorted(allowed))}, not {sent}")
