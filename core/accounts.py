@@ -18,10 +18,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .config import VAR_DIR
 from .schema import ApiToken, User, utcnow
 
 TOKEN_PREFIX = "bq_"
 ADMIN_USERNAME = "admin"
+DEFAULT_CREDENTIALS_FILE = VAR_DIR / "admin_credentials"  # where the first admin's credentials are written
 # last_used_at is written at most this often per token: an API call costs a read, not a write
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 # An unusable hash for unknown users, so a login for a missing user costs as much as one for a wrong password.
@@ -192,8 +194,9 @@ class AdminCredentials:
     token: str
 
 
-def bootstrap_admin(session: Session, *, admin_token: str = "") -> AdminCredentials | None:
-    """Create the first admin when the database has no user at all; commits. None when users exist already.
+def bootstrap_admin(session: Session, credentials_file: Path, *, admin_token: str = "") -> AdminCredentials | None:
+    """Create the first admin when the database has no user at all, and write its credentials to
+    ``credentials_file`` (mode 0600); commits. None when users exist already.
 
     The admin's token is ``admin_token`` when given (automation, docker-compose), else random; the password is
     always random (the web login). Two processes racing here create one admin: the username is unique.
@@ -208,10 +211,12 @@ def bootstrap_admin(session: Session, *, admin_token: str = "") -> AdminCredenti
         session.commit()
     except AccountError:
         return None  # another process created it first
-    return AdminCredentials(ADMIN_USERNAME, password, new.token)
+    created = AdminCredentials(ADMIN_USERNAME, password, new.token)
+    _write_credentials(credentials_file, created, token_from_env=bool(admin_token))
+    return created
 
 
-def write_credentials(path: Path, credentials: AdminCredentials, *, token_from_env: bool) -> None:
+def _write_credentials(path: Path, credentials: AdminCredentials, *, token_from_env: bool) -> None:
     """Write the generated admin credentials to ``path`` with mode 0600 (created that way: never world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     token_line = "(the value of BERTQUEUE_ADMIN_TOKEN)" if token_from_env else credentials.token

@@ -36,7 +36,7 @@ WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
 WEB_THREADS = int(os.environ.get("WEB_THREADS", "16"))  # /predict requests wait on a thread each
 SAMPLES = [REPO_ROOT / "data" / "sample_tweets.csv", REPO_ROOT / "data" / "sample_tweets_multitask.csv"]
 # Where the first start writes the admin's generated credentials (mode 0600); tests point it elsewhere.
-ADMIN_CREDENTIALS_FILE = Path(os.environ.get("ADMIN_CREDENTIALS_FILE", str(VAR_DIR / "admin_credentials")))
+ADMIN_CREDENTIALS_FILE = os.environ.get("ADMIN_CREDENTIALS_FILE")  # default: core.accounts.DEFAULT_CREDENTIALS_FILE
 RESTART_BACKOFF_S = (1.0, 30.0)  # first and longest wait before restarting a child that died
 STABLE_AFTER_S = 60.0  # a child that ran this long before dying is restarted after the shortest wait again
 
@@ -156,17 +156,17 @@ def bootstrap_admin(settings: Settings) -> None:
     from core import accounts, runtime
     from core.db import db
 
+    path = Path(ADMIN_CREDENTIALS_FILE) if ADMIN_CREDENTIALS_FILE else accounts.DEFAULT_CREDENTIALS_FILE
     runtime.configure(settings)
     with db.session() as session:
-        created = accounts.bootstrap_admin(session, admin_token=settings.admin_token)
+        created = accounts.bootstrap_admin(session, path, admin_token=settings.admin_token)
     db.dispose()
     if created is None:
-        if ADMIN_CREDENTIALS_FILE.exists():
-            log(f"admin credentials (from the first start): {ADMIN_CREDENTIALS_FILE}")
+        if path.exists():
+            log(f"admin credentials (from the first start): {path}")
         return
-    accounts.write_credentials(ADMIN_CREDENTIALS_FILE, created, token_from_env=bool(settings.admin_token))
     token = "the value of BERTQUEUE_ADMIN_TOKEN" if settings.admin_token else created.token
-    log(f"created the admin account (shown once; also in {ADMIN_CREDENTIALS_FILE}, mode 0600):")
+    log(f"created the admin account (shown once; also in {path}, mode 0600):")
     log(f"    web login: {created.username} / {created.password}")
     log(f"    API token: {token}")
     log(f'    e.g. export TOKEN=...; curl -H "Authorization: Bearer $TOKEN" http://{HOST}:{PORT}/api/v1/jobs')

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from core import accounts
 from core.accounts import AccountError
-from core.config import VAR_DIR
 from core.db import db
 from core.specs import TokenCreate, UserCreate
 
@@ -20,9 +19,6 @@ from .serializers import token_to_dict, user_to_dict
 
 users_cli = AppGroup("users", help="Create, list and disable users.")
 tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
-
-CREDENTIALS_FILE = VAR_DIR / "admin_credentials"
-
 
 def _user_key(value: str) -> int | str:
     """An id (ASCII digits, at most 18 of them: below 2^63) or a username (never all digits: see UserCreate)."""
@@ -138,18 +134,16 @@ def revoke_token(token_id: int) -> None:
 
 @click.command("bootstrap")
 @with_appcontext
-@click.option("--credentials-file", type=click.Path(dir_okay=False), default=str(CREDENTIALS_FILE), show_default=True)
+@click.option("--credentials-file", type=click.Path(dir_okay=False), default=str(accounts.DEFAULT_CREDENTIALS_FILE), show_default=True)
 def bootstrap(credentials_file: str) -> None:
     """Create the first admin if the database has no user (token: BERTQUEUE_ADMIN_TOKEN, else random)."""
     from pathlib import Path
 
-    settings = context.settings()
     with db.session() as session:
-        created = accounts.bootstrap_admin(session, admin_token=settings.admin_token)
+        created = accounts.bootstrap_admin(session, Path(credentials_file), admin_token=context.settings().admin_token)
     if created is None:
         click.echo("users exist already: nothing to do")
         return
-    accounts.write_credentials(Path(credentials_file), created, token_from_env=bool(settings.admin_token))
     click.echo(f"created admin {created.username!r}; credentials written to {credentials_file} (mode 0600)")
 
 
