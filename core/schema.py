@@ -56,6 +56,7 @@ def as_utc(value: datetime | None) -> datetime | None:
 class JobType(str, enum.Enum):
     TRAIN = "train"
     CLASSIFY = "classify"
+    EVALUATE = "evaluate"  # a saved model scored on a labelled dataset (metrics only, no prediction rows)
 
 
 class JobStatus(str, enum.Enum):
@@ -140,7 +141,7 @@ class Dataset(Base):
 
 
 class Job(Base):
-    """A training or classification job; the only row that changes state while work runs."""
+    """A training, classification or evaluation job; the only row that changes state while work runs."""
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -165,7 +166,7 @@ class Job(Base):
     inputs: Mapped[list | None] = deferred(mapped_column(JSON))
     metrics: Mapped[dict | None] = mapped_column(JSON)
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
-    # classify: the model used; train: the model produced (set on success)
+    # classify/evaluate: the model used; train: the model produced (set on success)
     model_id: Mapped[int | None] = mapped_column(
         ForeignKey("trained_models.id", ondelete="SET NULL", use_alter=True), index=True
     )
@@ -227,3 +228,5 @@ class Prediction(Base):
     score: Mapped[float] = mapped_column(Float)
     scores: Mapped[dict] = mapped_column(JSON)
     tasks: Mapped[dict | None] = mapped_column(JSON)  # multitask: {task: {label, score, scores}}
+    # multi-label models: every label over its threshold (``label``/``score`` then hold the top-scoring one)
+    labels: Mapped[list | None] = mapped_column(JSON)
