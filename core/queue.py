@@ -15,14 +15,18 @@ from .schema import JobType
 
 TRAIN_TASK = "bertqueue.train"
 CLASSIFY_TASK = "bertqueue.classify"
+EVALUATE_TASK = "bertqueue.evaluate"
 RECONCILE_TASK = "bertqueue.reconcile"
 
 TRAIN_QUEUE = "train"
 CLASSIFY_QUEUE = "classify"
 
-TASK_FOR_JOB_TYPE = {JobType.TRAIN.value: TRAIN_TASK, JobType.CLASSIFY.value: CLASSIFY_TASK}
+TASK_FOR_JOB_TYPE = {JobType.TRAIN.value: TRAIN_TASK, JobType.CLASSIFY.value: CLASSIFY_TASK,
+                     JobType.EVALUATE.value: EVALUATE_TASK}
+# An evaluation is inference over a labelled dataset: it shares the classify workers and their batching engines.
 # The reconciler runs as its own process (worker.reconciler); its task exists to run one pass on demand.
-QUEUE_FOR_TASK = {TRAIN_TASK: TRAIN_QUEUE, CLASSIFY_TASK: CLASSIFY_QUEUE, RECONCILE_TASK: CLASSIFY_QUEUE}
+QUEUE_FOR_TASK = {TRAIN_TASK: TRAIN_QUEUE, CLASSIFY_TASK: CLASSIFY_QUEUE, EVALUATE_TASK: CLASSIFY_QUEUE,
+                  RECONCILE_TASK: CLASSIFY_QUEUE}
 
 # A training's own deadline (worker.runner.Lease) stops it at TRAIN_TIME_LIMIT_S; Celery's hard limit kills the
 # prefork child only if the work is stuck this much longer (a hung C call never polls its deadline).

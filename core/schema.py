@@ -172,6 +172,8 @@ class Job(Base):
     )
     worker_id: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column()
+    # when the running attempt expects to finish, as its work last estimated (training reports one); None: unknown
+    eta_at: Mapped[datetime | None] = mapped_column()
     enqueued_at: Mapped[datetime | None] = mapped_column()  # when its message was last sent
     sends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # messages sent (reconciler backoff)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -223,6 +225,7 @@ class Prediction(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
+    text_pair: Mapped[str | None] = mapped_column(Text)  # pair models: the second text of the pair
     row_id: Mapped[str | None] = mapped_column(Text)  # dataset jobs with an id_column: that row's id
     label: Mapped[str] = mapped_column(String(LABEL_MAX))  # multitask: the first task's label
     score: Mapped[float] = mapped_column(Float)

@@ -1,4 +1,5 @@
-"""Migration 0005 on a database holding rows: jobs.type accepts "evaluate", predictions gain ``labels``; and back."""
+"""Migration 0005 on a database holding rows: jobs.type accepts "evaluate", jobs gain ``eta_at``, predictions gain
+``labels`` and ``text_pair``; and back."""
 from __future__ import annotations
 
 import json
@@ -42,7 +43,8 @@ def _check_round_trip(url: str) -> None:
 
     command.upgrade(_alembic(url), "0005")
     _execute(url, JOB, id="eval-1", type="evaluate")
-    _execute(url, "UPDATE predictions SET labels = :labels", labels=json.dumps(["pos", "sports"]))
+    _execute(url, "UPDATE predictions SET labels = :labels, text_pair = 'there'", labels=json.dumps(["pos", "sports"]))
+    _execute(url, "UPDATE jobs SET eta_at = CURRENT_TIMESTAMP")
     with pytest.raises(IntegrityError):
         _execute(url, JOB, id="bogus-1", type="bogus")  # still a CHECK, not a free-for-all
     assert sorted(_scalar_rows(url, "SELECT id, type FROM jobs")) == [("eval-1", "evaluate"), ("train-1", "train")]
@@ -53,7 +55,8 @@ def _check_round_trip(url: str) -> None:
     assert _scalar_rows(url, "SELECT id, type FROM jobs") == [("train-1", "train")]  # evaluate jobs go with the type
     engine = create_engine(url)
     with engine.connect() as connection:
-        assert "labels" not in {c["name"] for c in inspect(connection).get_columns("predictions")}
+        assert not {"labels", "text_pair"} & {c["name"] for c in inspect(connection).get_columns("predictions")}
+        assert "eta_at" not in {c["name"] for c in inspect(connection).get_columns("jobs")}
     engine.dispose()
     assert _scalar_rows(url, "SELECT label FROM predictions") == [("pos",)]
 

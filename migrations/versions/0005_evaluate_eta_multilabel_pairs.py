@@ -1,4 +1,4 @@
-"""jobs.type allows "evaluate"; predictions.labels (a multi-label model's labels over their thresholds)
+"""jobs.type allows "evaluate"; jobs.eta_at; predictions.labels (multi-label) and predictions.text_pair (pairs)
 
 Revision ID: 0005
 Revises: 0004
@@ -31,13 +31,19 @@ def _replace_type_check(values: tuple[str, ...]) -> None:
 
 def upgrade() -> None:
     _replace_type_check(TYPES_AFTER)
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("eta_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("predictions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("text_pair", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("labels", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("predictions", schema=None) as batch_op:
         batch_op.drop_column("labels")
+        batch_op.drop_column("text_pair")
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("eta_at")
     # evaluation jobs cannot exist under the old constraint: they go, as the feature does
     jobs = sa.table("jobs", sa.column("type"))
     op.execute(jobs.delete().where(jobs.c.type == "evaluate"))
