@@ -173,6 +173,7 @@ def _take(session: Session, job_id: str, worker_id: str, now: datetime, *conditi
             heartbeat_at=now,
             started_at=now,
             progress=0.0,  # this attempt's progress (a resumed classification reports its overall share)
+            eta_at=None,
             error=None,
         )
         .execution_options(synchronize_session=False)
@@ -187,9 +188,12 @@ def _claimed(session: Session, job_id: str) -> Claim:
 
 
 def heartbeat(
-    session: Session, job_id: str, worker_id: str, progress: float | None = None, *, commit: bool = True
+    session: Session, job_id: str, worker_id: str, progress: float | None = None, *, commit: bool = True,
+    eta_at: datetime | None = None, metrics: dict | None = None,
 ) -> bool:
     """Renew the lease (and progress). False means the job is no longer ours (cancelled, reclaimed, timed out).
+
+    ``eta_at`` (the expected end) and ``metrics`` (a training's curves so far) ride the same UPDATE when given.
 
     ``commit=False`` leaves the transaction open (on PostgreSQL the row stays locked until the caller commits): a
     worker writes its results after this check in the same transaction, so a cancel lands before or after them,
@@ -198,6 +202,10 @@ def heartbeat(
     values: dict = {"heartbeat_at": utcnow()}
     if progress is not None:
         values["progress"] = min(1.0, max(0.0, float(progress)))
+    if eta_at is not None:
+        values["eta_at"] = eta_at
+    if metrics is not None:
+        values["metrics"] = metrics
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.worker_id == worker_id)
