@@ -1,4 +1,4 @@
-"""Parsing and validating uploaded datasets (CSV, TSV, JSON Lines). Errors carry a user-facing message and an
+"""Parsing and validating uploaded datasets (CSV, TSV, JSON Lines, a JSON array of objects). Errors carry a user-facing message and an
 HTTP status.
 
 Everything here streams: :func:`open_rows` decodes and parses a file chunk by chunk, so validating or profiling an
@@ -28,10 +28,10 @@ csv.field_size_limit(MAX_FIELD_CHARS)
 # becoming one huge string. Several maximal fields (or a JSON-escaped one) still fit.
 MAX_LINE_CHARS = 8 * MAX_FIELD_CHARS
 
-FORMATS = ("csv", "tsv", "jsonl")
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines"}
-_ERROR_CODES = {"csv": "invalid_csv", "tsv": "invalid_csv", "jsonl": "invalid_jsonl"}
+FORMATS = ("csv", "tsv", "jsonl", "json")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+_FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines", "json": "JSON"}
+_ERROR_CODES = {"csv": "invalid_csv", "tsv": "invalid_csv", "jsonl": "invalid_jsonl", "json": "invalid_json_array"}
 _DELIMITERS = (",", ";", "\t")
 
 HEAD_BYTES = 64 * 1024  # what format detection looks at
@@ -88,7 +88,7 @@ class UploadScan:
 def detect_format(filename: str | None, head: bytes) -> str:
     """The format of an upload: by the file name's extension, else by its first bytes (``head``).
 
-    Content rules: a first non-blank character ``{`` means JSON Lines; a first line with tabs and no commas means
+    Content rules: a first non-blank character ``{`` means JSON Lines, ``[`` a JSON array; a first line with tabs and no commas means
     TSV; anything else is CSV (whose delimiter, comma, semicolon or tab, is sniffed when it is parsed).
     """
     suffix = PurePosixPath((filename or "").replace("\\", "/")).suffix.lower()
@@ -97,6 +97,8 @@ def detect_format(filename: str | None, head: bytes) -> str:
     text = head.removeprefix(codecs.BOM_UTF8).lstrip()
     if text.startswith(b"{"):
         return "jsonl"
+    if text.startswith(b"["):
+        return "json"
     first_line = text.split(b"\n", 1)[0]
     if b"\t" in first_line and b"," not in first_line:
         return "tsv"
@@ -244,8 +246,11 @@ class RowStream:
         )
         self._lines = self._physical_lines()
         self._iterated = False
-        if fmt == "jsonl":
-            self._first = self._parse_json_line(self._first_line())
+        if fmt in ("jsonl", "json"):
+            self._objects = self._array_objects() if fmt == "json" else None
+            self._first = next(self._objects, None) if fmt == "json" else self._parse_json_line(self._first_line())
+            if self._first is None:
+                raise DatasetError("the JSON array is empty", code="empty_file")
             self.columns = list(self._first)  # duplicate keys were refused while parsing
             self._column_set = frozenset(self.columns)
             if not self.columns:
@@ -267,6 +272,8 @@ class RowStream:
         if self._iterated:
             raise RuntimeError("a RowStream can be iterated only once")
         self._iterated = True
+        if self.format == "json":
+            return self._counted(self._json_array_rows())
         return self._counted(self._jsonl_rows() if self.format == "jsonl" else self._delimited_rows())
 
     def _error(self, message: str) -> DatasetError:
@@ -334,17 +341,24 @@ class RowStream:
     # -------------------------------------------------------------- json lines
 
     def _parse_json_line(self, line: str) -> dict:
+        return self._check_object(self._decode(json.loads, line.rstrip()), line)
+
+    def _decode(self, parse: typing.Callable, text: str) -> typing.Any:
+        """``parse(text)`` with the dataset rules (no repeated key, no NaN); errors become :class:`DatasetError`."""
         try:
-            value = json.loads(line.rstrip(), object_pairs_hook=_json_object, parse_constant=_reject_constant)
+            return parse(text, object_pairs_hook=_json_object, parse_constant=_reject_constant)
         except _DuplicateKeys as exc:
             raise self._error(f"duplicate keys in the object: {exc}") from None
         except json.JSONDecodeError as exc:
             raise self._error(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
         except (ValueError, RecursionError) as exc:
             raise self._error(f"invalid JSON ({exc})") from None
+
+    def _check_object(self, value: typing.Any, text: str) -> dict:
+        """``value`` (decoded from ``text``) must be an object whose strings SQL can store."""
         if not isinstance(value, dict):
             raise self._error(f"expected a JSON object ({{...}}), got {_json_kind(value)}")
-        if _SURROGATE_ESCAPE.search(line):  # only a \u escape can make one: the bytes were valid UTF-8
+        if _SURROGATE_ESCAPE.search(text):  # only a \u escape can make one: the bytes were valid UTF-8
             try:
                 json.dumps(value, ensure_ascii=False).encode("utf-8")
             except UnicodeEncodeError:
@@ -367,6 +381,73 @@ class RowStream:
                 raise self._error(f"column {column!r} contains a NUL character")
             row[column] = value
         return row
+
+    def _array_objects(self) -> typing.Iterator[dict]:
+        """The objects of a JSON array, decoded one at a time from a sliding buffer (never the whole file).
+
+        ``self.line`` follows the line of the object being decoded, for error messages.
+        """
+        buffer, eof = "", False
+
+        def fill() -> bool:
+            nonlocal buffer, eof
+            chunk = self._text.read(_READ_CHUNK)
+            eof = not chunk
+            buffer += chunk
+            return bool(chunk)
+
+        def skip_space() -> str:
+            nonlocal buffer
+            while True:
+                stripped = buffer.lstrip()
+                self.line += buffer.count("\n", 0, len(buffer) - len(stripped))
+                buffer = stripped
+                if buffer or not fill():
+                    return buffer[:1]
+
+        self.line = 1
+        if not skip_space():
+            raise DatasetError("the file is empty", code="empty_file")
+        if buffer[:1] != "[":
+            raise self._error("a JSON dataset is an array of objects: [{...}, {...}]")
+        buffer = buffer[1:]
+        head = skip_space()
+        while head != "]":
+            if not head:
+                raise self._error("the JSON array is not closed with ']'")
+            raw_decode = json.JSONDecoder(object_pairs_hook=_json_object, parse_constant=_reject_constant).raw_decode
+            while True:
+                try:
+                    obj, end = raw_decode(buffer)
+                except json.JSONDecodeError:  # maybe only cut short: read on, up to the longest object allowed
+                    if not eof and len(buffer) <= MAX_LINE_CHARS and fill():
+                        continue
+                    self._decode(lambda text, **_: raw_decode(text), buffer)  # raises, with the dataset's message
+                except (ValueError, RecursionError):
+                    self._decode(lambda text, **_: raw_decode(text), buffer)
+                break
+            self._check_object(obj, buffer[:end])
+            self.line += buffer.count("\n", 0, end)
+            buffer = buffer[end:]
+            yield obj
+            head = skip_space()
+            if head == "]":
+                break
+            if head != ",":
+                raise self._error("expected ',' or ']' after an object")
+            buffer = buffer[1:]
+            head = skip_space()
+            if head == "]":
+                raise self._error("a ',' must be followed by another object")
+        buffer = buffer[1:]
+        if skip_space():
+            raise self._error("text after the closing ']'")
+
+    def _json_array_rows(self) -> typing.Iterator[dict[str, str]]:
+        yield self._json_row(self._first)
+        del self._first
+        for obj in self._objects:
+            yield self._json_row(obj)
 
     def _jsonl_rows(self) -> typing.Iterator[dict[str, str]]:
         yield self._json_row(self._first)
@@ -518,42 +599,87 @@ def label_counts(rows: list[dict[str, str]], text_column: str, label_column: str
     )
 
 
-def check_training_columns(
-    parsed: ParsedCSV, text_column: str, label_columns: list[str], *, min_rows_per_class: int = 1
-) -> dict[str, Counter[str]]:
-    """Validate the columns chosen for training; returns label counts per label column. Errors are 422."""
-    missing = [c for c in [text_column, *label_columns] if c not in parsed.columns]
+TRUE_VALUES = frozenset({"1", "true", "yes", "y"})  # a 0/1 label column's cells (lower-cased)
+FALSE_VALUES = frozenset({"0", "false", "no", "n", ""})
+
+
+def row_labels(row: dict[str, str], config: typing.Any) -> list[str] | None:
+    """The labels of one row under ``config`` (a ``core.options.TrainConfig``): one per label column for single-label
+    and multitask data, the labels present for multi-label data. None when a 0/1 cell holds anything else."""
+    columns = config.label_columns
+    if not config.multi_label:
+        return [row.get(c, "").strip() for c in columns]
+    if len(columns) == 1:
+        cell = row.get(columns[0], "")
+        return [part.strip() for part in cell.split(config.label_separator) if part.strip()]
+    present = []
+    for column in columns:
+        value = row.get(column, "").strip().lower()
+        if value in TRUE_VALUES:
+            present.append(column)
+        elif value not in FALSE_VALUES:
+            return None
+    return present
+
+
+def check_training_columns(parsed: ParsedCSV, config: typing.Any, *, known: dict[str, set[str]] | None = None
+                           ) -> dict[str, Counter[str]]:
+    """Validate the columns ``config`` (a ``core.options.TrainConfig``) trains on; returns label counts per task
+    (multi-label: one task named after its label column, or ``labels``). Errors are 422.
+
+    ``known``: the label sets of the training data, for a separate validation dataset (its labels must be among them).
+    """
+    label_columns = list(config.label_columns)
+    text_columns = config.text_columns()
+    missing = [c for c in [*text_columns, *label_columns] if c not in parsed.columns]
     if missing:
         raise DatasetError(
             f"column(s) {', '.join(repr(c) for c in missing)} not in the dataset; it has {', '.join(parsed.columns)}",
             code="unknown_column",
             status=422,
         )
-    if text_column in label_columns:
-        raise DatasetError("the text column cannot also be a label column", code="invalid_columns", status=422)
-    counts = {}
-    for column in label_columns:
-        counts[column] = label_counts(parsed.rows, text_column, column)
-        if len(counts[column]) < 2:
-            found = ", ".join(repr(x) for x in counts[column]) or "none"
+    if set(text_columns) & set(label_columns):
+        raise DatasetError("a text column cannot also be a label column", code="invalid_columns", status=422)
+    tasks = ([label_columns[0] if len(label_columns) == 1 else "labels"] if config.multi_label else label_columns)
+    counts: dict[str, Counter[str]] = {task: Counter() for task in tasks}
+    for number, row in enumerate(parsed.rows, start=2):
+        if not all(row.get(c, "").strip() for c in text_columns[:1]):
+            continue
+        labels = row_labels(row, config)
+        if labels is None:
             raise DatasetError(
-                f"label column {column!r} needs at least 2 classes with non-empty text; found {found}",
+                f"row {number}: multi-label columns hold 0/1 (or true/false, yes/no); found "
+                f"{', '.join(repr(row.get(c, '')[:40]) for c in label_columns)}",
+                code="invalid_label_value", status=422,
+            )
+        if config.multi_label:
+            counts[tasks[0]].update(labels)
+        else:
+            for task, label in zip(tasks, labels):
+                if label:
+                    counts[task][label] += 1
+    for task, counter in counts.items():
+        if known is not None:
+            unknown = sorted(set(counter) - known.get(task, set()))
+            if unknown:
+                raise DatasetError(
+                    f"the validation data has labels the training data lacks for {task!r}: {', '.join(unknown[:10])}",
+                    code="unknown_labels", status=422,
+                )
+            continue
+        if len(counter) < 2:
+            found = ", ".join(repr(x) for x in counter) or "none"
+            raise DatasetError(
+                f"label column {task!r} needs at least 2 classes with non-empty text; found {found}",
                 code="too_few_classes",
                 status=422,
             )
-        too_long = [label for label in counts[column] if len(label) > LABEL_MAX]
+        too_long = [label for label in counter if len(label) > LABEL_MAX]
         if too_long:  # a model's predicted label is stored in a column of LABEL_MAX characters
             raise DatasetError(
-                f"label column {column!r}: {len(too_long)} label(s) longer than {LABEL_MAX} characters, e.g. "
+                f"label column {task!r}: {len(too_long)} label(s) longer than {LABEL_MAX} characters, e.g. "
                 f"{too_long[0][:60]!r}...; is it a text column?",
                 code="label_too_long",
-                status=422,
-            )
-        rare = sorted(label for label, n in counts[column].items() if n < min_rows_per_class)
-        if rare:
-            raise DatasetError(
-                f"label column {column!r}: classes with fewer than {min_rows_per_class} rows: {', '.join(rare[:10])}",
-                code="too_few_rows",
                 status=422,
             )
     return counts

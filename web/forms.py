@@ -2,6 +2,8 @@
 input, and ``web.pages`` turns pydantic/service errors back into field messages."""
 from __future__ import annotations
 
+import typing
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
@@ -21,16 +23,9 @@ try:  # WTForms >= 3.3 wants SelectChoice objects; older versions take (value, l
 except ImportError:  # pragma: no cover
     _SelectChoice = None
 
-from core.specs import FAMILIES, TrainRequest
+from core.options import FAMILY_INFO, applies, option_fields
 
-FAMILY_LABELS = {
-    "bert": "BERT: encoder + linear head",
-    "distilbert": "DistilBERT: distilled encoder + linear head",
-    "bert_lstm": "BERT + LSTM: encoder + (bi)LSTM head",
-    "multitask": "Multitask: shared encoder, one head per label column",
-}
-
-_DEFAULTS = TrainRequest.model_fields
+OPTION_GROUPS = {"data": "Data shape", "model": "Model", "training": "Training", "evaluation": "Evaluation"}
 
 
 def choices(pairs) -> list:
@@ -40,73 +35,118 @@ def choices(pairs) -> list:
     return [_SelectChoice(value, label) for value, label in pairs]
 
 
-def _default(name: str):
-    return _DEFAULTS[name].default
+def _bounds(field_info) -> dict:
+    """HTML min/max attributes from the option's pydantic constraints (the server enforces them anyway)."""
+    attrs = {}
+    for constraint in field_info.metadata:
+        for name, attr in (("ge", "min"), ("gt", "min"), ("le", "max"), ("lt", "max")):
+            if getattr(constraint, name, None) is not None:
+                attrs[attr] = getattr(constraint, name)
+    return attrs
+
+
+def _option_field(name: str, field_info, meta):
+    """A WTForms field for one declared option, built from its type and default (see ``core.options``)."""
+    annotation = field_info.annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    kind = args[0]
+    default = field_info.default
+    hint = field_info.description
+    render = {"data-families": " ".join(meta.families or FAMILY_INFO)}
+    if kind is bool:
+        return BooleanField(meta.label, default=bool(default), description=hint, render_kw=render)
+    if typing.get_origin(kind) is typing.Literal:
+        values = [("", "default")] if default is None else []
+        values += [(v, v) for v in typing.get_args(kind)]
+        return SelectField(meta.label, choices=choices(values), default="" if default is None else default,
+                           description=hint, render_kw=render)
+    required = [Optional()]  # left empty: the declared default applies
+    if kind is int:
+        return IntegerField(meta.label, default=default, validators=required, description=hint,
+                            render_kw={**render, "type": "number", **_bounds(field_info)})
+    if kind is float:
+        return FloatField(meta.label, default=default, validators=required, description=hint, render_kw=render)
+    return StringField(meta.label, default=default, validators=[Optional()], description=hint, render_kw=render)
 
 
 class UploadDatasetForm(FlaskForm):
-    file = FileField("CSV, TSV or JSONL file", validators=[FileRequired("choose a CSV, TSV or JSONL file to upload")])
+    file = FileField("CSV, TSV, JSON or JSONL file",
+                     validators=[FileRequired("choose a CSV, TSV, JSON or JSONL file to upload")])
     name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
 
 
-class TrainForm(FlaskForm):
+class TrainFormBase(FlaskForm):
+    """The data fields are written here (their choices come from the chosen dataset); every training option is
+    generated from its declaration in ``core.options`` (see :func:`_option_field`), one fieldset per group."""
+
     dataset_id = SelectField("Dataset", coerce=int, validators=[InputRequired("choose a dataset")])
+    validation_dataset_id = SelectField("Validation dataset (optional)", coerce=lambda v: _optional_int(v),
+                                        validators=[Optional()], validate_choice=False)
     name = StringField("Model name (optional)", validators=[Optional(), Length(max=200)])
-    family = SelectField("Model family", choices=choices((f, FAMILY_LABELS[f]) for f in FAMILIES), default="bert")
-    text_column = SelectField("Text column", validate_choice=False, validators=[DataRequired("choose the text column")])
+    family = SelectField("Model family", choices=choices((f, i.label) for f, i in FAMILY_INFO.items()), default="bert")
+    text_column = SelectField("Text column", validate_choice=False, validators=[Optional()])
+    text_pair_column = SelectField("Second text column (sentence pairs, optional)", validate_choice=False,
+                                   validators=[Optional()])
     label_column = SelectField("Label column", validate_choice=False)
-    label_columns = SelectMultipleField("Label columns (multitask: one task per column)", validate_choice=False)
+    label_columns = SelectMultipleField("Label columns (multitask: one task each; multi-label: one 0/1 column each)",
+                                        validate_choice=False)
     encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
-    epochs = IntegerField("Epochs", default=_default("epochs"), validators=[InputRequired()])
-    batch_size = IntegerField("Batch size", default=_default("batch_size"), validators=[InputRequired()])
-    learning_rate = FloatField("Learning rate", default=_default("learning_rate"), validators=[InputRequired()])
-    max_length = IntegerField("Max length (tokens)", default=_default("max_length"), validators=[InputRequired()])
-    validation_split = FloatField("Validation split", default=_default("validation_split"),
-                                  validators=[InputRequired()])
-    encoder_lr = FloatField("Encoder learning rate (optional)", validators=[Optional()])
-    head_lr = FloatField("Head learning rate (optional)", validators=[Optional()])
     class_weights_balanced = BooleanField("Balanced class weights")
-    freeze_encoder = BooleanField("Freeze encoder (train the head only)")
-    lstm_hidden = IntegerField("LSTM hidden size", default=_default("lstm_hidden"), validators=[Optional()])
-    bidirectional = BooleanField("Bidirectional LSTM", default=True)
+
+    def option_groups(self) -> list[tuple[str, list]]:
+        """``[(legend, [fields])]`` of the generated option fields, in declaration order."""
+        return [(legend, [self[name] for name, _, meta in option_fields(group)])
+                for group, legend in OPTION_GROUPS.items()]
+
+    def validate_text_column(self, field) -> None:
+        if not field.data and not self.text_template.data:
+            raise ValidationError("choose the text column (or write a text template)")
 
     def validate_label_column(self, field) -> None:
-        if self.family.data != "multitask" and not field.data:
+        if not self._uses_label_columns() and not field.data:
             raise ValidationError("choose the label column")
 
     def validate_label_columns(self, field) -> None:
         if self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
             raise ValidationError("multitask needs at least 2 label columns (one task per column)")
 
+    def _uses_label_columns(self) -> bool:
+        return self.family.data == "multitask" or bool(self.multi_label.data and self.label_columns.data)
+
     def to_request_data(self) -> dict:
-        """The body of a ``TrainRequest``, with only the options that apply to the chosen family."""
+        """The body of a ``TrainRequest``: the data fields, then every option that applies to the chosen family
+        (empty optional fields are left out, so the declared defaults apply)."""
         family = self.family.data
-        data: dict = {
-            "dataset_id": self.dataset_id.data,
-            "family": family,
-            "text_column": self.text_column.data,
-            "epochs": self.epochs.data,
-            "batch_size": self.batch_size.data,
-            "learning_rate": self.learning_rate.data,
-            "max_length": self.max_length.data,
-            "validation_split": self.validation_split.data,
-            "freeze_encoder": bool(self.freeze_encoder.data),
-        }
-        if family == "multitask":
+        data: dict = {"dataset_id": self.dataset_id.data, "family": family}
+        if self._uses_label_columns():
             data["label_columns"] = [c for c in (self.label_columns.data or []) if c]
         else:
             data["label_column"] = self.label_column.data or None
-        if family == "bert_lstm":
-            hidden = self.lstm_hidden.data
-            data["lstm_hidden"] = hidden if hidden is not None else _default("lstm_hidden")
-            data["bidirectional"] = bool(self.bidirectional.data)
-        for optional in ("name", "encoder", "encoder_lr", "head_lr"):
+        for optional in ("name", "encoder", "text_column", "text_pair_column", "validation_dataset_id"):
             value = getattr(self, optional).data
             if value not in (None, ""):
                 data[optional] = value
+        for name, _, meta in option_fields():
+            if meta.group is None or not applies(meta, family):
+                continue
+            value = self[name].data
+            if value in (None, ""):
+                continue
+            data[name] = value
+        if data.get("text_template"):
+            data.pop("text_column", None)
         if self.class_weights_balanced.data:
             data["class_weights"] = "balanced"
         return data
+
+
+def with_option_fields(base: type[TrainFormBase]) -> type[TrainFormBase]:
+    """``base`` plus one generated field per declared option that has a form group."""
+    fields = {name: _option_field(name, info, meta) for name, info, meta in option_fields() if meta.group is not None}
+    return type("TrainForm", (base,), fields)
+
+
+TrainForm = with_option_fields(TrainFormBase)
 
 
 def _optional_int(value) -> int | None:

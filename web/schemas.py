@@ -67,7 +67,7 @@ class Dataset(_Out):
     filename: str
     size_bytes: int
     sha256: str
-    format: Literal["csv", "tsv", "jsonl"]
+    format: Literal["csv", "tsv", "jsonl", "json"]
     owner_id: int | None = Field(description="the creating user's id (None: a bundled sample, or from before accounts)")
     shared: bool = Field(description="readable by every user (the bundled samples)")
     created_at: str | None

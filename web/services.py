@@ -21,13 +21,14 @@ from sqlalchemy import func, select
 
 from core import jobs as job_states
 from core.accounts import Principal
-from core.datasets import DatasetError, check_training_columns, read_rows, scan_upload
+from core.datasets import DatasetError, check_training_columns, open_rows, read_rows, scan_upload
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
+from core.evaluation import EvaluationError, plan_evaluation
 from core.ownership import visible, writable
 from core.queue import enqueue_job
 from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
-from core.specs import ClassifyRequest, ModelServingUpdate, PredictRequest, TrainRequest
+from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
 
 from . import context
 from .errors import ApiError, validation_error
@@ -225,7 +226,7 @@ def _check_training_work(request: TrainRequest, rows: int) -> None:
 
 
 def start_training(user: Principal, request: TrainRequest) -> dict:
-    """Check the encoder, the dataset and its columns, commit a queued train job, then enqueue it."""
+    """Check the encoder, the dataset(s) and their columns, commit a queued train job, then enqueue it."""
     try:
         check_encoder(request.encoder, context.settings())
     except EncoderNotAllowed as exc:
@@ -233,9 +234,14 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
     with db.session() as session:
         dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
         _check_training_work(request, dataset.row_count)
+        validation = None
+        if request.validation_dataset_id is not None:
+            validation = _visible_row(session, Dataset, request.validation_dataset_id, user, "validation dataset")
         try:
-            parsed = read_rows(dataset.content, dataset.format)
-            check_training_columns(parsed, request.text_column, list(request.label_columns))
+            counts = check_training_columns(read_rows(dataset.content, dataset.format), request)
+            if validation is not None:
+                known = {task: set(labels) for task, labels in counts.items()}
+                check_training_columns(read_rows(validation.content, validation.format), request, known=known)
         except DatasetError as exc:
             raise _dataset_error(exc) from None
         _check_quota(session, user)
@@ -248,15 +254,18 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
 
 
 def start_classification(user: Principal, request: ClassifyRequest | PredictRequest) -> dict:
-    """Commit a queued classify job (texts, or a dataset's text column) for an existing model, then enqueue it."""
+    """Commit a queued classify job (texts, pairs, or a dataset's columns) for an existing model, then enqueue it."""
     with db.session() as session:
         model_scope = visible(TrainedModel, user)
-        if session.scalar(select(TrainedModel.id).where(TrainedModel.id == request.model_id, model_scope)) is None:
+        model_params = session.execute(
+            select(TrainedModel.params).where(TrainedModel.id == request.model_id, model_scope)).first()
+        if model_params is None:
             raise _not_found("model", request.model_id)
+        _check_input_kind(request, model_params.params or {})
         row_count = None
         if request.from_dataset:
             dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
-            _check_classify_columns(dataset, request.text_column, request.id_column)
+            _check_classify_columns(dataset, request.text_column, request.id_column, request.text_pair_column)
             row_count = dataset.row_count
         params, texts = (
             request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
@@ -271,9 +280,22 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
     return result
 
 
-def _check_classify_columns(dataset: Dataset, text_column: str, id_column: str | None) -> None:
+def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:
+    """Pairs go to a model trained on sentence pairs (``text_pair_column``), single texts to any other."""
+    trained_on_pairs = model_params.get("text_pair_column") is not None
+    if trained_on_pairs and not request.with_pairs:
+        source = "text_pair_column" if request.from_dataset else "pairs"
+        raise ApiError(422, "pairs_required", f"model {request.model_id} was trained on sentence pairs: give "
+                       f"{source} ([text, text_pair] per input) instead of single texts")
+    if request.with_pairs and not trained_on_pairs:
+        raise ApiError(422, "pairs_not_supported", f"model {request.model_id} classifies single texts: pairs are "
+                       "for models trained with a text_pair_column")
+
+
+def _check_classify_columns(dataset: Dataset, text_column: str, id_column: str | None,
+                            text_pair_column: str | None = None) -> None:
     """The chosen columns exist, and the text column has some text (from the profile computed at upload)."""
-    missing = [c for c in (text_column, id_column) if c is not None and c not in dataset.columns]
+    missing = [c for c in (text_column, text_pair_column, id_column) if c is not None and c not in dataset.columns]
     if missing:
         raise ApiError(
             422, "unknown_column",
@@ -283,6 +305,37 @@ def _check_classify_columns(dataset: Dataset, text_column: str, id_column: str |
     stats = ((dataset.profile or {}).get("column_stats") or {}).get(text_column)
     if stats is not None and stats.get("empty", 0) >= dataset.row_count:
         raise ApiError(422, "empty_column", f"column {text_column!r} of dataset {dataset.id} has no text to classify")
+
+
+def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
+    """Commit a queued evaluate job: the model and dataset visible to ``user``, columns that fit the model's task
+    shape and exist in the dataset, and no label the model does not know (422 ``unknown_labels`` with the list)."""
+    with db.session() as session:
+        model = _visible_row(session, TrainedModel, request.model_id, user, "model")
+        dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
+        try:
+            plan = plan_evaluation(
+                model.family, model.tasks, model.params, text_column=request.text_column,
+                text_pair_column=request.text_pair_column, label_column=request.label_column,
+                label_columns=request.label_columns)
+            missing = [c for c in plan.columns if c not in dataset.columns]
+            if missing:
+                raise ApiError(422, "unknown_column", f"column(s) {', '.join(map(repr, missing))} not in dataset "
+                               f"{dataset.id}; it has {', '.join(dataset.columns)}")
+            plan.check_labels(open_rows(dataset.content, dataset.format))  # streamed: no list of every row
+        except EvaluationError as exc:
+            raise ApiError(422, exc.code, exc.message, extra={"labels": exc.labels} if exc.labels else None) from None
+        except DatasetError as exc:
+            raise _dataset_error(exc) from None
+        params = {"model_id": model.id, "dataset_id": dataset.id, **plan.to_params(), "text_count": dataset.row_count}
+        if request.quantize is not None:
+            params["quantize"] = request.quantize
+        _check_quota(session, user)
+        job = job_states.create_job(
+            session, JobType.EVALUATE, params, model_id=model.id, dataset_id=dataset.id, owner_id=user.id)
+        result = job_to_dict(job)
+    _enqueue(result["id"], JobType.EVALUATE.value)
+    return result
 
 
 def get_job(user: Principal, job_id: str) -> dict:

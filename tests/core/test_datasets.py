@@ -4,6 +4,12 @@ from __future__ import annotations
 import pytest
 
 from core.datasets import DatasetError, check_training_columns, label_counts, parse_csv
+from core.options import TrainConfig
+
+
+def cfg(text: str | None, labels: list[str], **options) -> TrainConfig:
+    """A training config without the request-level checks (so column clashes reach check_training_columns)."""
+    return TrainConfig.model_construct(text_column=text, label_columns=labels, label_column=labels[0], **options)
 
 
 def test_parses_header_and_rows():
@@ -64,20 +70,37 @@ def test_label_counts_skip_empty_text_and_label():
 
 def test_check_training_columns():
     parsed = parse_csv(b"text,sentiment,topic\na,pos,x\nb,neg,x\nc,pos,x\n")
-    counts = check_training_columns(parsed, "text", ["sentiment"])
+    counts = check_training_columns(parsed, cfg("text", ["sentiment"]))
     assert counts["sentiment"] == {"pos": 2, "neg": 1}
     with pytest.raises(DatasetError) as info:
-        check_training_columns(parsed, "text", ["missing"])
+        check_training_columns(parsed, cfg("text", ["missing"]))
     assert info.value.status == 422 and info.value.code == "unknown_column"
     with pytest.raises(DatasetError) as info:
-        check_training_columns(parsed, "text", ["topic"])
+        check_training_columns(parsed, cfg("text", ["topic"]))
     assert info.value.code == "too_few_classes"
     with pytest.raises(DatasetError) as info:
-        check_training_columns(parsed, "text", ["text"])
+        check_training_columns(parsed, cfg("text", ["text"]))
     assert info.value.code == "invalid_columns"
+
+
+def test_multi_label_columns_template_and_validation_labels():
+    parsed = parse_csv(b"speaker,text,tags,a,b\nann,x,red|blue,1,0\nbob,y,,yes,true\ncy,z,blue,0,no\n")
+    separated = cfg(None, ["tags"], multi_label=True, text_template="{speaker}: {text}")
+    assert check_training_columns(parsed, separated)["tags"] == {"red": 1, "blue": 2}
+    assert check_training_columns(parsed, cfg("text", ["a", "b"], multi_label=True))["labels"] == {"a": 2, "b": 1}
+    bad = parse_csv(b"text,a,b\nx,1,maybe\n")
     with pytest.raises(DatasetError) as info:
-        check_training_columns(parsed, "text", ["sentiment"], min_rows_per_class=2)
-    assert info.value.code == "too_few_rows"
+        check_training_columns(bad, cfg("text", ["a", "b"], multi_label=True))
+    assert info.value.code == "invalid_label_value" and "'maybe'" in info.value.message
+    with pytest.raises(DatasetError) as info:
+        check_training_columns(parsed, cfg(None, ["tags"], text_template="{speaker} {nope}"))
+    assert info.value.code == "unknown_column" and "'nope'" in info.value.message
+    with pytest.raises(DatasetError) as info:
+        check_training_columns(parsed, cfg("text", ["tags"], text_pair_column="missing"))
+    assert info.value.code == "unknown_column"
+    with pytest.raises(DatasetError) as info:  # a validation set with a label the training data lacks
+        check_training_columns(parsed, separated, known={"tags": {"red"}})
+    assert info.value.code == "unknown_labels" and "blue" in info.value.message
 
 
 def test_labels_longer_than_the_prediction_column_are_refused():
@@ -87,11 +110,11 @@ def test_labels_longer_than_the_prediction_column_are_refused():
     fits, too_long = "x" * LABEL_MAX, "y" * (LABEL_MAX + 1)
     parsed = parse_csv(f"text,label\na,{fits}\nb,neg\nc,{too_long}\n".encode())
     with pytest.raises(DatasetError) as info:
-        check_training_columns(parsed, "text", ["label"])
+        check_training_columns(parsed, cfg("text", ["label"]))
     assert (info.value.status, info.value.code) == (422, "label_too_long")
     assert "label column 'label': 1 label(s) longer than 200 characters" in info.value.message
     ok = parse_csv(f"text,label\na,{fits}\nb,neg\n".encode())
-    assert check_training_columns(ok, "text", ["label"])["label"] == {fits: 1, "neg": 1}
+    assert check_training_columns(ok, cfg("text", ["label"]))["label"] == {fits: 1, "neg": 1}
 
 
 # ---------------------------------------------------------------- formats (streaming reader)
@@ -133,7 +156,7 @@ def error_of(data: bytes, fmt: str) -> datasets.DatasetError:
 
 
 def test_formats():
-    assert FORMATS == ("csv", "tsv", "jsonl")
+    assert FORMATS == ("csv", "tsv", "jsonl", "json")
 
 
 @pytest.mark.parametrize(
@@ -251,11 +274,13 @@ def test_line_numbers_count_physical_lines():
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_non_utf8_nul_and_empty_files_in_every_format(fmt):
-    header = b'{"text": "caf' if fmt == "jsonl" else b"text\ncaf"
-    error = error_of(header + b'\xe9"}\n' if fmt == "jsonl" else header + b"\xe9\n", fmt)
+    json_open = {"jsonl": b"", "json": b"["}.get(fmt)
+    header = json_open + b'{"text": "caf' if json_open is not None else b"text\ncaf"
+    error = error_of(header + b'\xe9"}\n' if json_open is not None else header + b"\xe9\n", fmt)
     assert error.code == "invalid_encoding" and f"(byte {len(header)})" in error.message and "UTF-8" in error.message
-    error = error_of(b'{"text": "a\x00"}\n' if fmt == "jsonl" else b"text\na\x00b\n", fmt)
-    assert error.code == ("invalid_jsonl" if fmt == "jsonl" else "invalid_csv") and "NUL bytes" in error.message
+    error = error_of(json_open + b'{"text": "a\x00"}\n' if json_open is not None else b"text\na\x00b\n", fmt)
+    codes = {"jsonl": "invalid_jsonl", "json": "invalid_json_array"}
+    assert error.code == codes.get(fmt, "invalid_csv") and "NUL bytes" in error.message
     for empty in (b"", b" \r\n\t\n", b"\xef\xbb\xbf\n"):
         error = error_of(empty, fmt)
         assert (error.code, error.message) == ("empty_file", "the file is empty")
@@ -401,3 +426,24 @@ def test_scanning_a_large_file_keeps_memory_small(tmp_path):
     assert result.profile["column_stats"]["label"]["distinct"] == 3
     # holding the file (or its rows) would take well over its size; streaming needs a few buffers and counters
     assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MB scanning a {size / 2**20:.0f} MB file"
+
+
+def test_json_array_uploads_stream_object_by_object():
+    from core.datasets import detect_format, read_rows
+
+    data = b'[\n {"text": "a", "label": "x"},\n {"text": "b", "label": 1, "extra": null}\n]\n'
+    assert detect_format(None, data) == "json" and detect_format("d.json", b"") == "json"
+    with pytest.raises(DatasetError) as info:  # keys must be those of the first object
+        read_rows(data, "json")
+    assert info.value.code == "invalid_json_array" and "line 3" in info.value.message
+    rows = read_rows(b'[{"text": "a", "label": "x"}, {"text": "b", "label": 1}]', "json").rows
+    assert rows == [{"text": "a", "label": "x"}, {"text": "b", "label": "1"}]
+    big = b"[" + b",".join(b'{"text": "%d", "label": "y"}' % i for i in range(20_000)) + b"]"
+    assert len(read_rows(big, "json").rows) == 20_000
+    for bad, message in [(b"[]", "empty"), (b'[{"a":1},]', "followed by another object"),
+                         (b'[{"a":1} {"a":2}]', "expected ','"), (b'[{"a":1}] x', "after the closing"),
+                         (b'[1]', "expected a JSON object"), (b'[{"a":1,"a":2}]', "duplicate keys"),
+                         (b'[{"a":NaN}]', "NaN"), (b'[{"a":"\\ud800"}]', "surrogate"), (b'{"a": 1}', "array")]:
+        with pytest.raises(DatasetError) as info:
+            read_rows(bad, "json")
+        assert message in info.value.message, (bad, info.value.message)

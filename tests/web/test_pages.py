@@ -254,7 +254,7 @@ def test_upload_form_takes_jsonl(client):
     assert response.status_code == 302
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "JSONL" in page and "2 rows" in page
-    assert "CSV, TSV or JSONL" in client.get("/datasets").get_data(as_text=True)
+    assert "CSV, TSV, JSON or JSONL" in client.get("/datasets").get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
@@ -281,7 +281,7 @@ def test_upload_form_oversize_is_a_413_page(settings):
 
 def test_upload_form_without_a_file(client):
     response = client.post("/datasets", data={"name": "x"}, content_type="multipart/form-data")
-    assert response.status_code == 400 and "choose a CSV, TSV or JSONL file" in response.get_data(as_text=True)
+    assert response.status_code == 400 and "choose a CSV, TSV, JSON or JSONL file" in response.get_data(as_text=True)
 
 
 def test_train_form_lists_families_and_columns(client):
@@ -338,7 +338,7 @@ def test_train_form_multitask(client, sent):
         ({"label_column": ""}, "choose the label column"),
         ({"epochs": "0"}, "greater than or equal to 1"),
         ({"epochs": "many"}, "Not a valid integer"),
-        ({"learning_rate": ""}, "This field is required"),
+        ({"learning_rate": "-1"}, "greater than 0"),
         ({"validation_split": "0.9"}, "less than or equal to 0.5"),
         ({"dataset_id": "999"}, "Not a valid choice"),
         ({"family": "gpt"}, "Not a valid choice"),

@@ -15,7 +15,7 @@ def upload_dataset():
     upload = request.files.get("file")  # the body is multipart (web.guards: 415 otherwise)
     if upload is None:
         raise ApiError(
-            400, "missing_file", "send the CSV, TSV or JSONL file as a multipart/form-data field named 'file'"
+            400, "missing_file", "send the CSV, TSV, JSON or JSONL file as a multipart/form-data field named 'file'"
         )
     result = services.create_dataset(current(), upload.stream, upload.filename, request.form.get("name"))
     return result, 201, {"Location": url_for("api.get_dataset", dataset_id=result["id"])}

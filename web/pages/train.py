@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 
-from core.specs import FAMILIES, TrainRequest
+from core.options import FAMILIES, TrainRequest
 
 from .. import services
 from ..auth import current
@@ -32,6 +32,10 @@ def train():
     columns = selected["columns"] if selected else []
     for field in (form.text_column, form.label_column, form.label_columns):
         field.choices = choices((c, c) for c in columns)
+    form.text_pair_column.choices = choices([("", "none (single texts)"), *((c, c) for c in columns)])
+    form.validation_dataset_id.choices = choices(
+        [("", "none: hold out the validation split"), *((d["id"], f"{d['name']} (#{d['id']})") for d in datasets)]
+    )
     if request.method == "GET" and selected:
         form.dataset_id.data = selected["id"]
         form.text_column.data = guess_column(columns, TEXT_COLUMN_NAMES, 0)

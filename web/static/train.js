@@ -14,12 +14,19 @@
   var counts = document.getElementById("label-counts");
   var stats = {};
 
+  var multiLabel = form.querySelector("#multi_label");
+
+  // the options of other families are hidden (each declares its families in data-families); several label
+  // columns are chosen for multitask (one task each) and may be for multi-label (one 0/1 column per label)
   function showFamilyOptions() {
     var chosen = family.value;
     var multitask = chosen === "multitask";
-    form.querySelectorAll(".multitask-only").forEach(function (el) { el.hidden = !multitask; });
-    form.querySelectorAll(".single-task").forEach(function (el) { el.hidden = multitask; });
-    form.querySelectorAll(".family-options").forEach(function (el) { el.hidden = el.dataset.family !== chosen; });
+    var multi = !multitask && multiLabel && multiLabel.checked;
+    form.querySelectorAll("[data-families]").forEach(function (el) {
+      if (el.classList.contains("field")) el.hidden = el.dataset.families.split(" ").indexOf(chosen) < 0;
+    });
+    form.querySelectorAll(".label-columns").forEach(function (el) { el.hidden = !(multitask || multi); });
+    form.querySelectorAll(".single-column").forEach(function (el) { el.hidden = multitask; });
     showCounts();
   }
 
@@ -30,7 +37,7 @@
     columns.forEach(function (column) {
       var option = document.createElement("option");
       option.value = column;
-      option.textContent = column;
+      option.textContent = column || "none";
       option.selected = option.defaultSelected = previous.indexOf(column) >= 0;
       select.appendChild(option);
     });
@@ -70,6 +77,8 @@
       .then(function (info) {
         stats = info.column_stats || {};
         [textColumn, labelColumn, labelColumns].forEach(function (select) { fill(select, info.columns); });
+        var pair = form.querySelector("#text_pair_column");
+        if (pair) fill(pair, [""].concat(info.columns));
         guess(textColumn, info.columns, ["text", "tweet", "sentence", "content", "body"]);
         guess(labelColumn, info.columns, ["label", "labels", "sentiment", "class", "category", "target"],
               function (c) { return c !== textColumn.value && stats[c] && stats[c].label_like; });
@@ -79,6 +88,7 @@
   }
 
   family.addEventListener("change", showFamilyOptions);
+  if (multiLabel) multiLabel.addEventListener("change", showFamilyOptions);
   if (dataset) dataset.addEventListener("change", loadDataset);
   labelColumn.addEventListener("change", showCounts);
   labelColumns.addEventListener("change", showCounts);

@@ -1,0 +1,306 @@
+"""Every model family and every training option, declared once (torch-free).
+
+Request validation (:class:`TrainRequest`), the training loop's configuration (:class:`TrainConfig`), the train
+form (``web.forms``), the OpenAPI document (the models' JSON schema) and the model builder (:func:`model_options`)
+all read these declarations. Adding an option means adding one field below (with its :class:`Opt`) plus its use:
+the model's constructor for a model option, ``ml`` for a training knob.
+
+A field's :class:`Opt` says how people see it (label, form group), which families it applies to and whether it is
+passed to the model's constructor. A value other than the default for an option that does not apply to the chosen
+family is refused (422), so a typo never trains silently without the option.
+"""
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
+
+from .validation import ColumnName, SqlId, StrictModel
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """A model family as users see it (the classes live in ``models.registry``, keyed by the same names)."""
+
+    name: str
+    label: str
+    multi_label: bool = True  # can train multi-label classifiers
+    multitask: bool = False  # several label columns = several tasks
+
+
+FAMILY_INFO: dict[str, FamilyInfo] = {
+    f.name: f
+    for f in (
+        FamilyInfo("bert", "BERT: encoder + linear head"),
+        FamilyInfo("distilbert", "DistilBERT: distilled encoder + linear head"),
+        FamilyInfo("bert_lstm", "BERT + LSTM: encoder + (bi)LSTM head from the last real token"),
+        FamilyInfo("multitask", "Multitask: shared encoder, one head per label column", multi_label=False,
+                   multitask=True),
+    )
+}
+FAMILIES = tuple(FAMILY_INFO)
+Family = Literal[FAMILIES]  # type: ignore[valid-type]  (Literal of a tuple = Literal of its members)
+MULTI_LABEL_FAMILIES = tuple(f for f, info in FAMILY_INFO.items() if info.multi_label)
+
+METRICS = ("macro_f1", "accuracy", "micro_f1", "val_loss")  # what early stopping and the best checkpoint follow
+
+
+@dataclass(frozen=True)
+class Opt:
+    """How a training option is shown and used (pydantic keeps it in the field's metadata).
+
+    ``group``: the train form's fieldset ("data", "training", "evaluation", "model"; None: API only).
+    ``families``: the families it applies to (None: all). ``model``: passed to the model's constructor.
+    ``why_not``: appended to the error when it is set for a family it does not apply to.
+    """
+
+    label: str
+    group: str | None = "training"
+    families: tuple[str, ...] | None = None
+    model: bool = False
+    why_not: str = ""
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict:
+        schema = handler(core_schema)
+        if self.families is not None:
+            schema["x-families"] = list(self.families)  # the OpenAPI document says where an option applies
+        return schema
+
+
+def opt(field: FieldInfo | None = None) -> Opt | None:
+    """The :class:`Opt` of a model field (None for plain fields such as the data columns)."""
+    return next((m for m in (field.metadata if field else ()) if isinstance(m, Opt)), None)
+
+
+ClassWeights = Literal["balanced"] | list[Annotated[float, Field(ge=0)]] | dict[
+    str, Literal["balanced"] | list[Annotated[float, Field(ge=0)]]
+]
+
+
+class TrainConfig(StrictModel):
+    """Everything that defines a training run: the data's columns and shape, plus every option.
+
+    The training loop (``ml.loop.train_classifier``) reads exactly this; :class:`TrainRequest` adds where the data
+    comes from and the model's name.
+    """
+
+    # ---- data: which columns, what task shape
+    text_column: ColumnName | None = Field(
+        default=None, description="the column holding the text (optional when text_template builds it)")
+    label_column: ColumnName | None = Field(
+        default=None, description="the label column; for multi_label its cells hold labels joined by label_separator")
+    label_columns: list[ColumnName] | None = Field(
+        default=None, max_length=64,
+        description="multitask: one task per column; multi_label: one 0/1 column per label (label = column name)")
+    text_pair_column: ColumnName | None = Field(
+        default=None, description="sentence pairs: the second text; both are encoded as one pair ([CLS] a [SEP] b [SEP])")
+    text_template: Annotated[str | None, Opt("Text template", group="data")] = Field(
+        default=None, max_length=1000,
+        description='builds the text from several columns, e.g. "{speaker}: {text}" (replaces text_column)')
+    multi_label: Annotated[bool, Opt("Multi-label (several labels per text)", group="data",
+                                     families=MULTI_LABEL_FAMILIES, model=True,
+                                     why_not="multitask keeps single-label tasks")] = Field(
+        default=False, description="each text may have several labels: sigmoid + BCE, a threshold per label")
+    label_separator: Annotated[str, Opt("Label separator (multi-label)", group="data")] = Field(
+        default="|", min_length=1, max_length=10,
+        description="multi_label with one label column: what separates a cell's labels (an empty cell: no label)")
+    text_normalization: Annotated[Literal["none", "social"], Opt("Text normalization", group="data")] = Field(
+        default="none", description='"social": user handles become "@user" and links "http" (as in TweetEval)')
+
+    # ---- model
+    family: Family = Field(default="bert", description="the model family")
+    encoder: Annotated[str, Field(max_length=500)] | None = Field(
+        default=None, description="pretrained encoder: local directory or hub id (default: the packaged MiniLM)")
+    dropout: Annotated[float, Opt("Head dropout", group="model", model=True)] = Field(default=0.1, ge=0.0, le=0.9)
+    freeze_encoder: Annotated[bool, Opt("Freeze encoder (train the head only)", group="model", model=True)] = False
+    pooling: Annotated[Literal["pooler", "cls", "mean"] | None, Opt(
+        "Pooling", group="model", families=("bert", "multitask"), model=True)] = Field(
+        default=None, description="how the encoder's tokens become one vector; null: the pooler when the "
+        "checkpoint has a trained one, else the [CLS] token")
+    lstm_hidden: Annotated[int, Opt("LSTM hidden size", group="model", families=("bert_lstm",), model=True)] = Field(
+        default=256, ge=4, le=4096)
+    bidirectional: Annotated[bool, Opt("Bidirectional LSTM", group="model", families=("bert_lstm",),
+                                       model=True)] = True
+    task_weights: Annotated[dict[str, Annotated[float, Field(ge=0)]] | None, Opt(
+        "Task weights", group=None, families=("multitask",), model=True)] = Field(
+        default=None, description="multitask: loss weight per task (default 1 each)")
+
+    # ---- optimisation
+    epochs: Annotated[int, Opt("Epochs")] = Field(default=3, ge=1, le=100)
+    batch_size: Annotated[int, Opt("Batch size")] = Field(default=16, ge=1, le=1024)
+    learning_rate: Annotated[float, Opt("Learning rate")] = Field(default=5e-5, gt=0, le=1)
+    encoder_lr: Annotated[float | None, Opt("Encoder learning rate")] = Field(
+        default=None, gt=0, le=1, description="default: learning_rate")
+    head_lr: Annotated[float | None, Opt("Head learning rate")] = Field(
+        default=None, gt=0, le=1, description="default: 10 x learning_rate (the heads start from random weights)")
+    layer_lr_decay: Annotated[float, Opt("Layer-wise LR decay")] = Field(
+        default=1.0, gt=0, le=1, description="encoder layer i of L trains at encoder_lr x decay^(L-i); 1: off")
+    max_length: Annotated[int, Opt("Max length (tokens)")] = Field(default=128, ge=8, le=512)
+    warmup_ratio: Annotated[float, Opt("Warm-up ratio")] = Field(default=0.1, ge=0.0, le=0.5)
+    weight_decay: Annotated[float, Opt("Weight decay")] = Field(default=0.01, ge=0.0, le=1.0)
+    label_smoothing: Annotated[float, Opt("Label smoothing", model=True)] = Field(
+        default=0.0, ge=0.0, le=0.5, description="single-label cross-entropy only")
+    class_weights: Annotated[ClassWeights | None, Opt("Class weights", group=None)] = Field(
+        default=None, description='"balanced", one weight per label (sorted label order) or {task: ...}')
+    seed: Annotated[int, Opt("Seed")] = Field(default=42, ge=0, le=2**31 - 1)
+
+    # ---- evaluation, early stopping
+    validation_split: Annotated[float, Opt("Validation split", group="evaluation")] = Field(
+        default=0.1, ge=0.0, le=0.5, description="held out when no validation_dataset_id is given")
+    eval_steps: Annotated[int | None, Opt("Evaluate every N steps", group="evaluation")] = Field(
+        default=None, ge=1, le=10_000_000, description="null: at the end of every epoch")
+    early_stopping_patience: Annotated[int | None, Opt("Early-stopping patience (evaluations)", group="evaluation")] = Field(
+        default=None, ge=1, le=1000, description="stop after this many evaluations without a better metric; null: off")
+    metric: Annotated[Literal[METRICS], Opt("Metric for the best checkpoint", group="evaluation")] = Field(  # type: ignore[valid-type]
+        default="macro_f1", description="what picks the saved (best) checkpoint and drives early stopping")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.text_template is not None:
+            template_columns(self.text_template)  # raises ValueError naming the problem
+        _check_columns(self)
+        _check_family_options(self)
+        _check_weights(self)
+        if self.label_smoothing and self.multi_label:
+            raise ValueError("label_smoothing applies to single-label training, not multi_label")
+        if self.label_separator != "|" and not (self.multi_label and len(self.label_columns) == 1):
+            raise ValueError("label_separator applies to multi_label with one label column")
+        return self
+
+    def text_columns(self) -> list[str]:
+        """Every column the texts are built from (text or template columns, and the pair column)."""
+        columns = template_columns(self.text_template) if self.text_template else [self.text_column]
+        return [*columns, *([self.text_pair_column] if self.text_pair_column else [])]
+
+
+class TrainRequest(TrainConfig):
+    """Body of ``POST /api/v1/jobs/train``: a :class:`TrainConfig` plus where the data comes from."""
+
+    model_config = {**StrictModel.model_config, "json_schema_extra": {"examples": [
+        {"dataset_id": 1, "text_column": "text", "label_column": "label", "epochs": 1},
+        {"dataset_id": 1, "text_column": "text", "label_column": "tags", "multi_label": True},
+    ]}}
+
+    dataset_id: SqlId
+    validation_dataset_id: SqlId | None = Field(
+        default=None, description="a labelled dataset to evaluate on, replacing the random validation split")
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="the model's name (default: family-dataset)")
+
+    @model_validator(mode="after")
+    def _validation_source(self) -> "TrainRequest":
+        if self.early_stopping_patience is not None and not self.validation_split and self.validation_dataset_id is None:
+            raise ValueError("early_stopping_patience needs validation data: a validation_split > 0 or a "
+                             "validation_dataset_id")
+        return self
+
+    def config(self) -> TrainConfig:
+        """The training configuration of this request (what the training loop reads)."""
+        return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
+
+
+def option_fields(group: str | None = None) -> list[tuple[str, FieldInfo, Opt]]:
+    """``(name, field, opt)`` of every declared option, in declaration order (only ``group``'s when given)."""
+    out = []
+    for name, field in TrainConfig.model_fields.items():
+        meta = opt(field)
+        if meta is not None and (group is None or meta.group == group):
+            out.append((name, field, meta))
+    return out
+
+
+def applies(meta: Opt, family: str) -> bool:
+    return meta.families is None or family in meta.families
+
+
+def model_options(config: TrainConfig) -> dict[str, Any]:
+    """The family options ``models.registry.build_model`` takes for ``config.family`` (class weights apart: the
+    training code resolves "balanced" from the label counts first)."""
+    return {name: getattr(config, name) for name, _, meta in option_fields() if meta.model and applies(meta, config.family)}
+
+
+def template_columns(template: str) -> list[str]:
+    """The column names a text template uses, in order; ValueError for anything but plain ``{column}`` fields."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"text_template is not a valid template: {exc}") from None
+    columns: list[str] = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name or name.isdigit():
+            raise ValueError("text_template fields must name a column, e.g. {text}")
+        if any(c in name for c in ".[]") or spec or conversion:
+            raise ValueError(f"text_template field {{{name}}} may only name a column: no attribute, index, "
+                             "conversion or format spec")
+        if name not in columns:
+            columns.append(name)
+    if not columns:
+        raise ValueError("text_template names no column: use {column} placeholders")
+    return columns
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+
+
+def _check_columns(config: TrainConfig) -> None:
+    """Resolve label_column / label_columns into ``label_columns`` and check they fit the family and task shape."""
+    if config.text_column is None and config.text_template is None:
+        raise ValueError("give text_column (or a text_template)")
+    if config.text_column is not None and config.text_template is not None:
+        raise ValueError("give text_column or text_template, not both")
+    columns = config.label_columns or ([config.label_column] if config.label_column else [])
+    if not columns:
+        raise ValueError("give label_column (or label_columns)")
+    if config.label_columns and config.label_column and config.label_column != config.label_columns[0]:
+        raise ValueError("give label_column or label_columns, not both")
+    if len(set(columns)) != len(columns):
+        raise ValueError("label_columns must not repeat a column")
+    info = FAMILY_INFO[config.family]
+    if info.multitask:
+        if len(columns) < 2:
+            raise ValueError("multitask needs label_columns with at least 2 columns (one per task)")
+    elif len(columns) != 1 and not config.multi_label:
+        raise ValueError(f"family {config.family!r} takes exactly one label column; use multitask for several "
+                         "tasks, or multi_label with one 0/1 column per label")
+    if config.text_pair_column is not None and config.text_pair_column == config.text_column:
+        raise ValueError("text_pair_column must differ from text_column")
+    config.label_columns, config.label_column = columns, columns[0]
+
+
+def _check_family_options(config: TrainConfig) -> None:
+    """An option set to a non-default value must apply to the chosen family."""
+    for name, field, meta in option_fields():
+        if applies(meta, config.family) or getattr(config, name) == field.default:
+            continue
+        *others, last = meta.families or ("",)
+        where = f"{', '.join(others)} and {last} families" if others else f"{last} family"
+        why = f" ({meta.why_not})" if meta.why_not else ""
+        raise ValueError(f"{name} applies to the {where}, not {config.family!r}{why}")
+
+
+def _check_weights(config: TrainConfig) -> None:
+    """Class and task weights name known tasks and hold usable numbers (their lengths are checked against the
+    data's labels by the training code, which alone knows them)."""
+    tasks = config.label_columns if FAMILY_INFO[config.family].multitask else [config.label_column]
+    if config.task_weights is not None:
+        unknown = set(config.task_weights) - set(tasks)
+        if unknown:
+            raise ValueError(f"task_weights names unknown tasks: {', '.join(sorted(unknown))}")
+    weights = config.class_weights
+    if isinstance(weights, list) and FAMILY_INFO[config.family].multitask:
+        raise ValueError("for multitask give class_weights as {task: [weights]} or 'balanced'")
+    if isinstance(weights, dict):
+        unknown = set(weights) - set(tasks)
+        if unknown:
+            raise ValueError(f"class_weights names unknown tasks: {', '.join(sorted(unknown))}")
+    lists = [weights] if isinstance(weights, list) else [w for w in (weights or {}).values() if isinstance(w, list)] \
+        if isinstance(weights, dict) else []
+    for values in lists:
+        if not values or not any(w > 0 for w in values) or not all(math.isfinite(w) for w in values):
+            raise ValueError("class_weights must be finite numbers >= 0, not all 0")
