@@ -18,7 +18,7 @@ _EXPORTS = {
     "model_class": ".registry",
     "save_model": ".io",
     "load_model": ".io",
-    "resolve_encoder": ".encoders",
+    "resolve_encoder": ".registry",
     "default_encoder_path": ".encoders",
     "load_encoder": ".encoders",
     "load_tokenizer": ".encoders",

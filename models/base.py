@@ -3,14 +3,26 @@
 A family subclasses :class:`EncoderClassifier`, sets ``family`` / ``encoder_types`` / ``option_names``, builds its
 heads in ``__init__`` (then calls :meth:`EncoderClassifier.post_init`) and implements
 :meth:`EncoderClassifier._task_logits` (and :meth:`EncoderClassifier.head_options`). The base class owns
-the encoder, the task/label bookkeeping, the loss (class weights, ``-100`` = "no label"), ``freeze_encoder`` and
-the optimizer parameter groups, so the families only describe their heads.
+the encoder, the task/label bookkeeping, the loss, ``freeze_encoder``, sentence-pair inputs and the optimizer
+parameter groups, so the families only describe their heads.
+
+Losses (HF-style: ``forward(..., labels=None)`` returns the loss when labels are given):
+
+* single-label (default): cross-entropy over label ids (B,), ``-100`` = "no label", class weights as ``weight``,
+  optional ``label_smoothing``;
+* ``multi_label=True`` (families with ``supports_multi_label``): one sigmoid per label, ``BCEWithLogits`` on float
+  multi-hot targets (B, C), class weights as ``pos_weight`` (the weight of a label's positive examples). The
+  per-label decision ``thresholds`` (default 0.5) are stored with the model and applied by inference.
+
+Sentence pairs: ``token_type_ids`` (B, T) reach the encoder when it has token-type embeddings (BERT); an encoder
+without them (DistilBERT) ignores them and tells the two texts apart by the [SEP] between them.
 
 Shape legend used in comments: B = batch size, T = sequence length (after padding), H = encoder hidden size,
 C = number of classes of a task.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -86,6 +98,33 @@ def normalize_tasks(tasks: Mapping[str, Sequence[str]]) -> OrderedDict[str, list
     return out
 
 
+def normalize_thresholds(thresholds: Sequence[float] | None, num_labels: int) -> list[float]:
+    """Per-label decision thresholds of a multi-label model: ``None`` -> 0.5 each; else C numbers in [0, 1]."""
+    if thresholds is None:
+        return [0.5] * num_labels
+    if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence):
+        raise ValueError(f"thresholds must be a list of {num_labels} numbers, got {thresholds!r}")
+    values = [float(t) for t in thresholds]
+    if len(values) != num_labels:
+        raise ValueError(f"thresholds has {len(values)} values but the model has {num_labels} labels")
+    if any(not math.isfinite(t) or not 0.0 <= t <= 1.0 for t in values):
+        raise ValueError(f"thresholds must be numbers in [0, 1]: {values}")
+    return values
+
+
+def encoder_takes_token_types(encoder: nn.Module) -> bool:
+    """True when ``encoder`` has token-type (segment) embeddings that a sentence pair can use.
+
+    DistilBERT's forward takes no ``token_type_ids``; RoBERTa-like encoders take them but have a single type
+    (``type_vocab_size == 1``), where a second segment id would be out of range.
+    """
+    try:
+        takes = "token_type_ids" in inspect.signature(encoder.forward).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return takes and int(getattr(encoder.config, "type_vocab_size", 0) or 0) > 1
+
+
 def normalize_class_weights(
     class_weights: None | Sequence[float] | Mapping[str, Sequence[float]], tasks: Mapping[str, Sequence[str]]
 ) -> dict[str, list[float]] | None:
@@ -99,7 +138,7 @@ def normalize_class_weights(
     if isinstance(class_weights, str):
         raise ValueError(
             f"class_weights={class_weights!r} must be resolved to numbers before building the model "
-            "(worker.training computes 'balanced' weights from the label counts)"
+            "(ml.data computes 'balanced' weights from the label counts)"
         )
     if not isinstance(class_weights, Mapping):
         if len(tasks) != 1:
@@ -137,12 +176,20 @@ class EncoderClassifier(nn.Module):
             weights when omitted (the loading path, which then loads the saved state dict).
         dropout: dropout probability of the head(s).
         class_weights: ``[w, ...]`` (single task) or ``{task: [w, ...]}``, in label order; ``None`` = unweighted.
+            Multi-label: the ``pos_weight`` of each label.
         freeze_encoder: train only the head(s); the encoder's weights get no gradient and stay in eval mode.
+        multi_label: several labels per row (sigmoid + BCE); only families with ``supports_multi_label``.
+        label_smoothing: in [0, 1), for the single-label cross-entropy (``F.cross_entropy(label_smoothing=)``).
     """
 
     family: ClassVar[str] = ""
     encoder_types: ClassVar[frozenset[str]] = BERT_LIKE_TYPES
     multitask: ClassVar[bool] = False
+    supports_multi_label: ClassVar[bool] = True
+    # constructor options every family takes (handled here); saved as head hyperparameters, except class_weights
+    common_option_names: ClassVar[tuple[str, ...]] = (
+        "dropout", "class_weights", "freeze_encoder", "multi_label", "label_smoothing",
+    )
     # names of the family-specific constructor options (saved as head hyperparameters)
     option_names: ClassVar[tuple[str, ...]] = ()
 
@@ -155,6 +202,8 @@ class EncoderClassifier(nn.Module):
         dropout: float = 0.1,
         class_weights: None | Sequence[float] | Mapping[str, Sequence[float]] = None,
         freeze_encoder: bool = False,
+        multi_label: bool = False,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
         model_type = getattr(encoder_config, "model_type", None)
@@ -167,6 +216,17 @@ class EncoderClassifier(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout_p = float(dropout)
         self.freeze_encoder = bool(freeze_encoder)
+        if multi_label and not self.supports_multi_label:
+            raise ValueError(
+                f"family {self.family!r} does not support multi_label: it keeps single-label tasks only"
+            )
+        self.multi_label = bool(multi_label)
+        label_smoothing = float(label_smoothing)
+        if not (math.isfinite(label_smoothing) and 0.0 <= label_smoothing < 1.0):
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if self.multi_label and label_smoothing:
+            raise ValueError("label_smoothing applies to single-label cross-entropy, not to multi_label models")
+        self.label_smoothing = label_smoothing
         self.max_length: int | None = None  # recorded by the trainer, saved with the model, used by inference
         self.label2id = {t: {label: i for i, label in enumerate(labels)} for t, labels in self.tasks.items()}
         self.id2label = {t: dict(enumerate(labels)) for t, labels in self.tasks.items()}
@@ -178,6 +238,9 @@ class EncoderClassifier(nn.Module):
         self.encoder = encoder
         self.encoder_config = self.encoder.config
         self.hidden_size = int(self.encoder_config.hidden_size)
+        self.takes_token_types = encoder_takes_token_types(self.encoder)
+        self._thresholds: list[float] | None = None
+        self.thresholds = None  # multi-label: 0.5 per label until tuned on validation data
 
         # class weights live in non-persistent buffers: they move with .to(device) but are saved in the JSON
         # config, not in the state dict
@@ -199,7 +262,10 @@ class EncoderClassifier(nn.Module):
 
     # ---- to implement in a family ------------------------------------------------------------------------
 
-    def _task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _task_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``{task: logits (B, C_task)}``; pass ``token_type_ids`` on to :meth:`encode`."""
         raise NotImplementedError
 
     def head_options(self) -> dict[str, Any]:
@@ -216,9 +282,29 @@ class EncoderClassifier(nn.Module):
         """The first (for single-task families: the only) task name."""
         return next(iter(self.tasks))
 
+    @property
+    def thresholds(self) -> list[float] | None:
+        """Multi-label: the per-label decision thresholds (p >= threshold -> label); single-label: ``None``."""
+        return self._thresholds
+
+    @thresholds.setter
+    def thresholds(self, values: Sequence[float] | None) -> None:
+        if not self.multi_label:
+            if values is not None:
+                raise ValueError("thresholds only apply to a multi_label model")
+            self._thresholds = None
+            return
+        self._thresholds = normalize_thresholds(values, len(self.tasks[self.task]))
+
     def head_config(self) -> dict[str, Any]:
         """Every head hyperparameter needed to rebuild this model (without any code default)."""
-        return {"dropout": self.dropout_p, "freeze_encoder": self.freeze_encoder, **self.head_options()}
+        return {
+            "dropout": self.dropout_p,
+            "freeze_encoder": self.freeze_encoder,
+            "multi_label": self.multi_label,
+            "label_smoothing": self.label_smoothing,
+            **self.head_options(),
+        }
 
     def _init_head_weights(self) -> None:
         """HF-style init of the head: Linear ~ N(0, initializer_range), bias 0. The encoder is left untouched."""
@@ -237,20 +323,39 @@ class EncoderClassifier(nn.Module):
             self.encoder.eval()  # a frozen encoder is a fixed feature extractor: no dropout either
         return self
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-        """Run the encoder; returns its output (``last_hidden_state`` (B, T, H), maybe ``pooler_output`` (B, H))."""
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> Any:
+        """Run the encoder; returns its output (``last_hidden_state`` (B, T, H), maybe ``pooler_output`` (B, H)).
+
+        ``token_type_ids`` (B, T) (0 = first text, 1 = second text of a pair) are passed on only when the encoder
+        has token-type embeddings (:attr:`takes_token_types`); otherwise they are ignored.
+        """
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None and self.takes_token_types else {}
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **extra)
 
     def task_loss(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of one task over the rows that have a label (id != -100), with its class weights.
+        """The loss of one task, with its class weights.
 
-        A batch in which no row has a label for ``task`` gives 0 (still attached to the graph), never NaN.
+        Single-label: cross-entropy over the rows that have a label (id != -100), with ``label_smoothing``; a
+        batch in which no row has a label for ``task`` gives 0 (still attached to the graph), never NaN.
+        Multi-label: ``BCEWithLogits`` on float multi-hot targets (B, C), class weights as ``pos_weight``.
         """
+        weight = getattr(self, self._weight_buffer[task]) if task in self._weight_buffer else None
+        if self.multi_label:
+            targets = labels.to(device=logits.device, dtype=torch.float32)  # (B, C)
+            if targets.shape != logits.shape:
+                raise ValueError(
+                    f"multi-label targets must have shape {tuple(logits.shape)} (rows x labels), "
+                    f"got {tuple(targets.shape)}"
+                )
+            return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=weight)
         labels = labels.to(logits.device).long()  # (B,)
         if not bool((labels != IGNORE_INDEX).any()):
             return logits.sum() * 0.0
-        weight = getattr(self, self._weight_buffer[task]) if task in self._weight_buffer else None
-        return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(
+            logits.float(), labels, weight=weight, ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing
+        )
 
     def compute_loss(
         self, logits: dict[str, torch.Tensor], labels: torch.Tensor | Mapping[str, torch.Tensor]
@@ -265,9 +370,14 @@ class EncoderClassifier(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         labels: torch.Tensor | Mapping[str, torch.Tensor] | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> ClassifierOutput:
-        """Classify a padded batch: input_ids / attention_mask (B, T); labels (B,) or {task: (B,)}, -100 = none."""
-        logits = self._task_logits(input_ids, attention_mask)  # {task: (B, C_task)}
+        """Classify a padded batch: input_ids / attention_mask / token_type_ids (B, T).
+
+        ``labels``: (B,) label ids or ``{task: (B,)}`` (-100 = none); multi-label: float multi-hot (B, C).
+        ``token_type_ids``: the segment of each token of a sentence pair (see :meth:`encode`); ``None`` = one text.
+        """
+        logits = self._task_logits(input_ids, attention_mask, token_type_ids)  # {task: (B, C_task)}
         loss = self.compute_loss(logits, labels) if labels is not None else None
         return ClassifierOutput(loss=loss, logits=logits if self.multitask else logits[self.task])
 

@@ -66,8 +66,10 @@ class BertClassifier(EncoderClassifier):
     def head_options(self) -> dict[str, Any]:
         return {"pooling": self.pooling}
 
-    def _task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.encode(input_ids, attention_mask)
+    def _task_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        out = self.encode(input_ids, attention_mask, token_type_ids)
         pooled = pool_hidden_states(
             self.pooling, out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None)
         )  # (B, T, H) -> (B, H)

@@ -64,7 +64,9 @@ class BertLSTMClassifier(EncoderClassifier):
     def head_options(self) -> dict[str, Any]:
         return {"lstm_hidden": self.lstm_hidden, "bidirectional": self.bidirectional}
 
-    def _task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        hidden = self.encode(input_ids, attention_mask).last_hidden_state  # (B, T, H)
+    def _task_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        hidden = self.encode(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, H)
         lengths = attention_mask.sum(dim=1).clamp(min=1)  # (B,) real tokens per row (right padding)
         return {self.task: self.head(hidden, lengths)}  # (B, C)

@@ -2,9 +2,10 @@
 
 A DistilBERT layer is a post-LayerNorm transformer block exactly like a BERT layer (q/k/v, output projection,
 residual + LayerNorm, GELU FFN, residual + LayerNorm); the only architectural differences are that DistilBERT has
-no token-type embeddings and no pooler. With all-zero token types (what every model here uses), BERT adds the
+no token-type embeddings and no pooler. With all-zero token types (every single-text input), BERT adds the
 constant vector ``token_type_embeddings[0]`` to every position, so folding it into the position embeddings
-gives identical embeddings. Weight mapping (per layer i)::
+gives identical embeddings. (A sentence pair's second segment has token type 1 in BERT; the converted encoder
+has no such signal and tells the segments apart by the [SEP] token alone.) Weight mapping (per layer i)::
 
     embeddings.word_embeddings                     -> embeddings.word_embeddings
     embeddings.position_embeddings + tok_type[0]   -> embeddings.position_embeddings
@@ -28,6 +29,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from .encoders import default_encoder_path, load_encoder
 
 CONVERTER_VERSION = 1
 MARKER_NAME = "bertqueue_conversion.json"
@@ -124,8 +127,6 @@ def bert_to_distilbert(bert_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     from transformers.utils import logging as hf_logging
 
     bert_dir, out_dir = Path(bert_dir).expanduser(), Path(out_dir)
-    from .encoders import load_encoder
-
     bert = load_encoder(bert_dir)
     if not isinstance(bert, BertModel):
         raise ValueError(f"{bert_dir} is not a BERT encoder (got {type(bert).__name__})")
@@ -206,6 +207,4 @@ def ensure_converted(bert_dir: str | os.PathLike, cache_dir: str | os.PathLike, 
 
 def ensure_default_distilbert(cache_dir: str | os.PathLike) -> Path:
     """The DistilBERT conversion of the packaged all-MiniLM-L6-v2 in ``cache_dir`` (built on first use)."""
-    from .encoders import default_encoder_path
-
     return ensure_converted(default_encoder_path(), cache_dir, default_distilbert_name())

@@ -3,7 +3,9 @@
 This is the head layout of HF's DistilBertForSequenceClassification (same module names ``pre_classifier`` and
 ``classifier``). The encoder must be a DistilBERT checkpoint (``model_type == "distilbert"``); a BERT checkpoint is
 rejected with a message pointing at :func:`models.convert.bert_to_distilbert`. The offline default encoder is the
-exact DistilBERT-architecture conversion of the packaged all-MiniLM-L6-v2 (see :mod:`models.encoders`).
+exact DistilBERT-architecture conversion of the packaged all-MiniLM-L6-v2 (see :func:`models.registry.resolve_encoder`).
+DistilBERT has no token-type embeddings: the ``token_type_ids`` of a sentence pair are ignored (the [SEP] between
+the two texts still separates them).
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ class DistilBertClassifier(EncoderClassifier):
         self.head = DistilBertClassificationHead(self.hidden_size, len(self.tasks[self.task]), self.dropout_p)
         self.post_init()
 
-    def _task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        hidden = self.encode(input_ids, attention_mask).last_hidden_state  # (B, T, H)
+    def _task_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        hidden = self.encode(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, H)
         return {self.task: self.head(hidden[:, 0])}  # [CLS] (B, H) -> (B, C)

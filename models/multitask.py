@@ -4,7 +4,8 @@ forward(labels={task: (B,)}) -> loss = sum_t task_weights[t] * CE_t, where CE_t 
 task t is not -100 (a row may lack some labels) and is 0 (not NaN) when no row of the batch has a label for t.
 Logits are a ``{task: (B, C_t)}`` dict. Options: ``pooling`` (as the ``bert`` family), ``task_weights``
 (``{task: w}``, default 1.0 each). Separate encoder / head learning rates come from
-:meth:`EncoderClassifier.parameter_groups`, as for every family.
+:meth:`EncoderClassifier.parameter_groups`, as for every family. Every task is single-label: ``multi_label=True`` is
+refused with a ValueError.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class MultiTaskClassifier(EncoderClassifier):
     family = "multitask"
     encoder_types = BERT_LIKE_TYPES | {"distilbert"}
     multitask = True
+    supports_multi_label = False  # several single-label tasks; multi_label=True is refused (ValueError)
     option_names = ("pooling", "task_weights")
 
     def __init__(
@@ -65,8 +67,10 @@ class MultiTaskClassifier(EncoderClassifier):
     def head_options(self) -> dict[str, Any]:
         return {"pooling": self.pooling, "task_weights": dict(self.task_weights)}
 
-    def _task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.encode(input_ids, attention_mask)
+    def _task_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        out = self.encode(input_ids, attention_mask, token_type_ids)
         pooled = pool_hidden_states(
             self.pooling, out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None)
         )  # (B, H)

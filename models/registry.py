@@ -1,14 +1,28 @@
-"""Family name -> model class, and building a model around a pretrained encoder."""
+"""Family name -> model class; which encoders a family may use; building a model around a pretrained encoder.
+
+Import order inside the package (no cycles): ``base`` <- the family modules <- ``registry`` -> ``encoders``,
+``convert`` (-> ``encoders``); ``io`` -> ``registry``. ``encoders`` knows no family.
+"""
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from .base import EncoderClassifier
+from .base import EncoderClassifier, encoder_type_error
 from .bert import BertClassifier
 from .bert_lstm import BertLSTMClassifier
+from .convert import ensure_default_distilbert
 from .distilbert import DistilBertClassifier
+from .encoders import (
+    default_cache_dir,
+    default_encoder_path,
+    is_default_encoder,
+    is_local_encoder,
+    load_encoder,
+    load_encoder_config,
+)
 from .multitask import MultiTaskClassifier
 
 FAMILIES: dict[str, type[EncoderClassifier]] = {
@@ -18,7 +32,7 @@ FAMILIES: dict[str, type[EncoderClassifier]] = {
     "multitask": MultiTaskClassifier,
 }
 
-COMMON_OPTIONS = ("dropout", "class_weights", "freeze_encoder")
+COMMON_OPTIONS = EncoderClassifier.common_option_names
 
 
 def model_class(family: str) -> type[EncoderClassifier]:
@@ -34,6 +48,39 @@ def family_options(family: str) -> tuple[str, ...]:
     return COMMON_OPTIONS + model_class(family).option_names
 
 
+def check_encoder_type(family: str, model_type: str | None) -> None:
+    """Raise a clear ValueError when ``family`` cannot use an encoder of ``model_type``.
+
+    A BERT checkpoint given to ``distilbert`` is rejected (not silently converted) with a message pointing at
+    :func:`models.convert.bert_to_distilbert`; a DistilBERT checkpoint given to ``bert`` likewise.
+    """
+    allowed = model_class(family).encoder_types
+    if model_type not in allowed:
+        raise ValueError(encoder_type_error(family, model_type, allowed))
+
+
+def resolve_encoder(
+    family: str, name: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+) -> str:
+    """Turn a user's encoder choice into a loadable local path or hub id, checking it suits ``family``.
+
+    ``None``/``"default"`` -> the packaged MiniLM (for ``distilbert``: its exact DistilBERT conversion, built once
+    into ``cache_dir``, default :func:`models.encoders.default_cache_dir`). Only the packaged default is converted
+    automatically. Raises ``ValueError`` for an unknown encoder or an architecture the family cannot use.
+    """
+    model_class(family)  # validates the family name
+    if is_default_encoder(name):
+        if family == "distilbert":
+            return str(ensure_default_distilbert(cache_dir if cache_dir is not None else default_cache_dir()))
+        return default_encoder_path()
+    name = str(name).strip()
+    if is_local_encoder(name):
+        name = str(Path(name).expanduser().resolve())
+    config = load_encoder_config(name)
+    check_encoder_type(family, getattr(config, "model_type", None))
+    return name
+
+
 def build_model(
     family: str,
     tasks: Mapping[str, Sequence[str]],
@@ -42,12 +89,11 @@ def build_model(
 ) -> EncoderClassifier:
     """A new ``family`` model on the pretrained encoder at ``encoder_path`` (local dir or hub id); heads random.
 
-    ``options``: ``dropout``, ``class_weights`` (numbers, see :func:`models.base.normalize_class_weights`),
-    ``freeze_encoder`` and the family's own (``pooling``; ``lstm_hidden``, ``bidirectional``; ``task_weights``).
+    ``options``: the common ones (``dropout``, ``class_weights`` (numbers, see
+    :func:`models.base.normalize_class_weights`), ``freeze_encoder``, ``multi_label``, ``label_smoothing``) and the
+    family's own (``pooling``; ``lstm_hidden``, ``bidirectional``; ``task_weights``).
     Raises ValueError for an unknown family/option or an encoder architecture the family cannot use.
     """
-    from .encoders import check_encoder_type, load_encoder, load_encoder_config
-
     cls = model_class(family)
     unknown = set(options) - set(family_options(family))
     if unknown:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from models import convert
-from models.encoders import default_encoder_path, load_encoder, load_tokenizer, resolve_encoder
+from models.encoders import default_encoder_path, load_encoder, load_tokenizer
 from models.io import CONFIG_NAME, load_model, save_model
-from models.registry import build_model
+from models.registry import build_model, resolve_encoder
 
 REAL_SENTENCES = [
     "ok",
@@ -136,9 +136,13 @@ def test_load_needs_no_training_defaults_no_pickle(tiny_bert_dir, tokenizer, tmp
     model = build_model("bert_lstm", {"s": ["a", "b"]}, tiny_bert_dir, lstm_hidden=6, bidirectional=False, dropout=0.3)
     save_model(model, tokenizer, tmp_path, metadata={"note": "x"})
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
-    assert config["format_version"] == 1 and config["family"] == "bert_lstm"
+    assert config["format_version"] == 2 and config["family"] == "bert_lstm"
     assert config["encoder"]["model_type"] == "bert" and config["encoder"]["config"]["hidden_size"] == 32
-    assert config["head"] == {"dropout": 0.3, "freeze_encoder": False, "lstm_hidden": 6, "bidirectional": False}
+    assert config["head"] == {
+        "dropout": 0.3, "freeze_encoder": False, "multi_label": False, "label_smoothing": 0.0,
+        "lstm_hidden": 6, "bidirectional": False,
+    }
+    assert config["thresholds"] is None  # single-label
     assert config["label2id"] == {"s": {"a": 0, "b": 1}} and config["id2label"] == {"s": {"0": "a", "1": "b"}}
     assert config["metadata"] == {"note": "x"}
 
