@@ -5,9 +5,9 @@
 
 For each family (``bert``, ``distilbert``, ``bert_lstm`` on ``../shared/datasets/tweets_sentiment.csv``, label
 ``sentiment``; ``multitask`` on ``tweets_multitask.csv``, tasks ``sentiment`` + ``topic``) this trains one epoch
-in-process with :func:`worker.training.train_classifier` (default encoder, like ``bench/train_families.py``) on a
+in-process with :func:`ml.loop.train_classifier` (default encoder, like ``bench/train_families.py``) on a
 seeded random sample of ``--train-rows`` rows (all of them train: ``validation_split=0``), saves the model, then
-loads it twice with :class:`worker.inference.Predictor` -- fp32 and ``quantize=True`` (int8) -- and runs both on the
+loads it twice with :class:`ml.inference.Predictor` -- fp32 and ``quantize=True`` (int8) -- and runs both on the
 same ``--eval-rows`` held-out rows (a disjoint part of the same seeded sample, never seen in training).
 
 Per family and task: accuracy and macro-F1 (sklearn) for fp32 and int8 and their change in points (int8 - fp32),
@@ -87,8 +87,9 @@ def state_dict_mb(model) -> float:
 
 
 def bench_family(family: str, train: list[dict], held_out: list[dict], args, log) -> dict:
-    from worker.inference import Predictor
-    from worker.training import TrainConfig, train_classifier
+    from ml.config import TrainConfig
+    from ml.inference import Predictor
+    from ml.loop import train_classifier
 
     multitask = family == "multitask"
     tasks = ["sentiment", "topic"] if multitask else ["sentiment"]
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from worker.device import available_cpus, configure_torch_threads
+    from ml.device import available_cpus, configure_torch_threads
 
     threads = configure_torch_threads()
     # torch 2.10+ deprecates quantized tensor creation (the move to torchao); quantize_dynamic still works: one

@@ -189,7 +189,7 @@ class RawModel:
     """The trained model in this process: the reference the platform is compared with."""
 
     def __init__(self, model_dir: str, max_length: int, quantize: bool = False) -> None:
-        from worker.inference import Predictor
+        from ml.inference import Predictor
 
         self.predictor = Predictor.load(model_dir, device="cpu", quantize=quantize)
         self.model, self.tokenizer, self.max_length = self.predictor.model, self.predictor.tokenizer, max_length

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write all metrics here")
     args = parser.parse_args(argv)
 
-    from worker.training import TrainConfig, train_classifier
+    from ml.config import TrainConfig
+    from ml.loop import train_classifier
 
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = set(families) - set(FAMILIES)

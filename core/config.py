@@ -41,7 +41,7 @@ class Settings:
     # os.pathsep-separated root directories; the packaged default and MODEL_STORE/encoders are always allowed.
     encoder_roots: str = ""
     allow_hub_encoders: bool = True  # hub ids (only useful where a hub is reachable)
-    # serving engine (worker.batching): how long a batch waits for partners, and how big a batch may get
+    # serving engine (ml.batching): how long a batch waits for partners, and how big a batch may get
     batch_wait_ms: float = 2.0
     max_batch_tokens: int = 8192  # rows x longest row (padded tokens) per forward pass
     max_batch_size: int = 64

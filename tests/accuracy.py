@@ -19,7 +19,8 @@ NEAR_TIE = 1e-4
 def validation_rows(rows: Sequence[Mapping[str, str]], *, text_column: str, label_columns: list[str],
                     validation_split: float, seed: int, family: str = "bert") -> tuple[list[str], dict[str, list]]:
     """The validation texts and their true labels per task (``None`` where a row has no label for a task)."""
-    from worker.training import IGNORE_INDEX, TrainConfig, prepare_examples, split_indices
+    from ml.config import IGNORE_INDEX, TrainConfig
+    from ml.data import prepare_examples, split_indices
 
     examples = prepare_examples(rows, TrainConfig(text_column=text_column, label_columns=label_columns,
                                                   family=family))

@@ -48,8 +48,8 @@ def _preload_ml_stack(**_kwargs) -> None:
 
     import models.io  # noqa: F401
     import models.registry  # noqa: F401
-    import worker.inference  # noqa: F401
-    import worker.training  # noqa: F401
+    import ml.inference  # noqa: F401
+    import ml.loop  # noqa: F401
 
     log.info("ML stack preloaded in %.1f s", time.monotonic() - started)
 

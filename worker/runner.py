@@ -32,8 +32,8 @@ from core.queue import announce_job_done
 from core.results import insert_predictions, stored_indices
 from core.schema import Dataset, Job, TrainedModel
 from core.specs import ClassifyRequest, TrainRequest
+from ml.batching import RequestCancelled
 
-from .batching import RequestCancelled
 from .memory import release_free_memory
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ HEARTBEAT_EVERY_S = 2.0
 # Test-only fault injection (see _test_fault); inert unless the worker's environment sets it to "1".
 TEST_FAULTS_ENV = "BERTQUEUE_TEST_FAULTS"
 # Texts per commit: bounds lost work on a crash and memory per job, paces progress updates, and is what the engine
-# sorts by length at once (worker.batching.POOL_ROWS).
+# sorts by length at once (ml.batching.POOL_ROWS).
 CLASSIFY_CHUNK = 1024
 # Free heap pages go back to the OS every this many chunks of a job: large jobs stay flat, and jobs of a few
 # thousand texts do not pay the re-faulting of trimmed pages (worker/memory.py).
@@ -234,7 +234,7 @@ def fail_hard_time_limit(job_id: str, seconds: float) -> None:
 
 
 def _device() -> str:
-    from .device import resolve_device
+    from ml.device import resolve_device
 
     setting = runtime.settings().device
     if _resolved_device.get(setting) is None:  # the answer never changes within a process
@@ -280,7 +280,7 @@ def run_training(job_id: str) -> None:
             final_dir = store / "models" / f"{job_id}-{claim.attempts}"
             _publish_model(job_id, request, owner_id, dataset_name, result, scratch, final_dir, lease)
     except Exception as exc:  # noqa: BLE001 - every failure must end up on the job row
-        from .training import TrainingCancelled, TrainingDataError
+        from ml.config import TrainingCancelled, TrainingDataError
 
         if isinstance(exc, TrainingCancelled):
             _stopped(job_id, lease)
@@ -315,14 +315,14 @@ def _read_training(session, job_id: str):
 
 def train_config(request: TrainRequest):
     """The training loop's config from a validated request (every field the loop knows, by name)."""
-    from .training import TrainConfig
+    from ml.config import TrainConfig
 
     values = request.model_dump()
     return TrainConfig(**{f.name: values[f.name] for f in fields(TrainConfig) if f.name in values})
 
 
 def _train(request: TrainRequest, rows: list[dict], scratch: Path, store: Path, lease: Lease):
-    from .training import train_classifier
+    from ml.loop import train_classifier
 
     return train_classifier(
         rows,
@@ -338,7 +338,7 @@ def _train(request: TrainRequest, rows: list[dict], scratch: Path, store: Path, 
 def _publish_model(job_id: str, request: TrainRequest, owner_id: int | None, dataset_name: str, result,
                    scratch: Path, final_dir: Path, lease: Lease) -> None:
     """Move the artifacts into ``final_dir`` and record model + job success in one transaction."""
-    from .training import TrainingCancelled
+    from ml.config import TrainingCancelled
 
     if lease.should_stop():  # cancelled (or out of time) while saving: publish nothing
         raise TrainingCancelled("training was cancelled")
@@ -480,7 +480,7 @@ class _ClassifyWork:
                 yield index, text, (row.get(id_column) if id_column else None)
 
     def run(self) -> None:
-        from .inference import get_predictor
+        from ml.inference import get_predictor
 
         started = time.monotonic()
         todo = (item for item in self.inputs() if item[0] not in self.done)

@@ -81,7 +81,7 @@ def test_every_train_request_field_the_training_loop_knows_reaches_it():
     from dataclasses import fields
 
     from worker.runner import train_config
-    from worker.training import TrainConfig
+    from ml.config import TrainConfig
 
     request = TrainRequest(dataset_id=1, text_column="t", label_column="l", pooling="cls", dropout=0.2, seed=7)
     config = train_config(request)

@@ -19,11 +19,11 @@ from core import jobs
 from core.db import db
 from core.results import insert_predictions
 from core.schema import Dataset, Job, Prediction, TrainedModel, utcnow
+from ml.batching import BatchingEngine
+from ml.inference import Predictor, clear_predictor_cache
 from tests.factories import save_tiny_model
 from tests.web.helpers import assert_error
 from worker import runner
-from worker.batching import BatchingEngine
-from worker.inference import Predictor, clear_predictor_cache
 
 SINGLE_TASKS = {"sentiment": ["neg", "pos"]}
 MULTI_TASKS = {"sentiment": ["neg", "neu", "pos"], "topic": ["bags", "crew"]}
@@ -326,7 +326,7 @@ def test_the_lease_is_renewed_while_the_model_loads(client, models, settings, mo
     import time
 
     from core import runtime
-    from worker import inference
+    from ml import inference
 
     runtime.configure(settings.replace(lease_seconds=1))  # the lease keeper beats every 0.25 s
     monkeypatch.setattr("web.services.enqueue_job", lambda *_args: None)

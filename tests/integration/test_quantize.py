@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker import inference
-from worker.inference import Predictor
+from ml import inference
+from ml.inference import Predictor
 
 from .conftest import sample_csv, upload, wait_for_job
 from .test_eager_flow import TEXTS, _train

@@ -144,7 +144,7 @@ def _count(job_id: str) -> int:
 
 def _assert_exact(rows: list[Prediction], wanted: list[tuple[int, str, str]], model_dir: Path) -> None:
     """One row per wanted index (none twice, none missing), with its id and text, and the model's answer."""
-    from worker.inference import Predictor
+    from ml.inference import Predictor
 
     assert len(rows) == len(wanted)
     assert [(r.index, r.row_id, r.text) for r in rows] == wanted

@@ -1,4 +1,4 @@
-"""The cross-job batching engine (worker.batching) on tiny saved models.
+"""The cross-job batching engine (ml.batching) on tiny saved models.
 
 Every test compares the engine's answers with ``Predictor.predict`` of the same texts alone (no engine), and
 records what the engine handed to the model's ``forward`` to check how requests were batched. Tests that depend
@@ -13,10 +13,10 @@ from concurrent.futures import Future
 
 import pytest
 
+from ml import batching
+from ml.batching import BatchingEngine, RequestCancelled
+from ml.inference import Predictor
 from tests.factories import save_tiny_model
-from worker import batching
-from worker.batching import BatchingEngine, RequestCancelled
-from worker.inference import Predictor
 
 WORDS = ("flight", "delay", "bag", "crew", "great", "awful", "seat", "gate", "pilot", "coffee", "late", "thanks",
          "never", "again", "lovely", "service", "the", "a", "was", "my", "on", "time", "lost", "refund")
@@ -484,7 +484,7 @@ def test_idle_loop_thread_exits_and_a_later_request_restarts_it(served, referenc
 
 def test_an_error_while_forming_a_batch_fails_the_waiting_requests_and_the_loop_goes_on(monkeypatch):
     """A broken batch-forming step must not strand callers behind a dead loop thread."""
-    from worker import batching
+    from ml import batching
 
     predictor = _FakeBackendForFailure()
     engine = batching.BatchingEngine(predictor, wait_ms=0)

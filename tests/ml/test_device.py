@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from worker.device import (
+from ml.device import (
     THREAD_ENV_VARS,
     DeviceUnavailableError,
     available_cpus,

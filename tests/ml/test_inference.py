@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from ml import inference
+from ml.inference import Predictor, clear_predictor_cache, get_predictor, token_budget_batches
 from models.io import CONFIG_NAME, save_model
 from models.registry import build_model
-from worker import inference
-from worker.inference import Predictor, clear_predictor_cache, get_predictor, token_budget_batches
 
 
 @pytest.fixture

@@ -9,20 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from ml import loop
+from ml.batches import length_bucketed_batches
+from ml.config import TrainConfig, TrainingCancelled, TrainingDataError
+from ml.data import balanced_class_weights, prepare_examples, split_indices
+from ml.inference import Predictor
+from ml.loop import train_classifier
 from models.io import CONFIG_NAME, load_model
 from tests.accuracy import assert_task_metrics, validation_rows
-from worker import training
-from worker.inference import Predictor
-from worker.training import (
-    TrainConfig,
-    TrainingCancelled,
-    TrainingDataError,
-    balanced_class_weights,
-    length_bucketed_batches,
-    prepare_examples,
-    split_indices,
-    train_classifier,
-)
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets"
 
@@ -206,7 +200,7 @@ def test_wrong_encoder_is_a_training_data_error(tiny_bert_dir, tmp_path):
 
 
 def test_should_stop_cancels_mid_training(tiny_bert_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "PROGRESS_INTERVAL_S", 0.0)  # poll at every step
+    monkeypatch.setattr(loop, "PROGRESS_INTERVAL_S", 0.0)  # poll at every step
     polls = []
 
     def should_stop():
@@ -259,7 +253,8 @@ def test_real_tweets_multitask_smoke(tiny_bert_dir, tmp_path):
 
 def test_labels_longer_than_the_label_column_are_refused_before_training():
     from core.schema import LABEL_MAX
-    from worker.training import TrainConfig, TrainingDataError, prepare_examples
+    from ml.config import TrainConfig, TrainingDataError
+    from ml.data import prepare_examples
 
     rows = [{"text": f"t{i}", "label": ("x" * (LABEL_MAX + 1)) if i % 2 else "short"} for i in range(12)]
     config = TrainConfig(text_column="text", label_columns=["label"])

@@ -1,4 +1,4 @@
-"""The web process never imports torch, transformers, the worker or the model code."""
+"""The web process never imports torch, transformers, the worker, the ML code or the model code."""
 from __future__ import annotations
 
 import os
@@ -21,7 +21,7 @@ client = api_client(app)
 for path in ("/", "/train", "/classify", "/api/v1/jobs", "/api/v1/openapi.json", "/metrics"):
     assert client.get(path).status_code == 200, path
 heavy = sorted(m for m in sys.modules
-               if m.split(".")[0] in {"torch", "transformers", "tokenizers", "safetensors", "worker", "models"})
+               if m.split(".")[0] in {"torch", "transformers", "tokenizers", "safetensors", "worker", "ml", "models"})
 assert not heavy, heavy
 print("clean")
 """

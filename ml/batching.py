@@ -9,7 +9,7 @@ whose thread pool runs many classification jobs (and ``/predict`` calls) at once
   *small* requests (interactive ``/predict`` calls, one-text jobs; whole requests, oldest first, up to a batch),
   length-sorted and cut under ``max_batch_tokens`` / ``max_batch_size``; otherwise the next batch of a *pool*
   that holds up to ``POOL_ROWS`` rows of the oldest large request sorted by token length (little padding);
-* the batch runs through the model's narrow backend (:meth:`worker.inference.Predictor.forward`);
+* the batch runs through the model's narrow backend (:meth:`ml.inference.Predictor.forward`);
 * when only a few small texts are waiting the loop waits at most ``wait_ms`` for partners.
 
 Because the next batch is chosen after every batch, a small request that arrives while a large job runs waits for
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from .inference import Predictor, token_budget_batches
+from ml.inference import Predictor, token_budget_batches
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ softmax and returns the results in input order.
 loaded models per process, least recently used evicted first, keyed by the resolved directory, the modification time
 of its ``bertqueue_config.json`` (a re-saved model is reloaded), the device and whether it is int8-quantized. It is
 thread-safe: concurrent callers for the same model wait for one load; ``forward`` is serialised per model by a lock.
-Every job in a worker process reaches a model through its :attr:`Predictor.engine` (``worker.batching``), which
+Every job in a worker process reaches a model through its :attr:`Predictor.engine` (``ml.batching``), which
 batches texts of concurrent jobs together.
 """
 from __future__ import annotations
@@ -145,11 +145,11 @@ class Predictor:
 
     @property
     def engine(self):
-        """This model's cross-job batching engine (one per loaded model per process; see worker.batching)."""
+        """This model's cross-job batching engine (one per loaded model per process; see ml.batching)."""
         if self._engine is None:
             with self._engine_lock:
                 if self._engine is None:
-                    from .batching import BatchingEngine
+                    from ml.batching import BatchingEngine
 
                     self._engine = BatchingEngine(self, **engine_options())
         return self._engine
