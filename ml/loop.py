@@ -25,7 +25,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -306,7 +305,7 @@ def train_classifier(
 
     heartbeat.check_stop()
     metadata = {
-        "training": {**asdict(config), "max_length": max_length, "encoder_lr": encoder_lr, "head_lr": head_lr,
+        "training": {**config.model_dump(mode="json"), "max_length": max_length, "encoder_lr": encoder_lr, "head_lr": head_lr,
                      "class_weights": class_weights},
         "encoder_source": encoder_path,
         "summary": {k: metrics[k] for k in ("accuracy", "macro_f1", "val_loss", "train_examples",

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -314,11 +313,8 @@ def _read_training(session, job_id: str):
 
 
 def train_config(request: TrainRequest):
-    """The training loop's config from a validated request (every field the loop knows, by name)."""
-    from ml.config import TrainConfig
-
-    values = request.model_dump()
-    return TrainConfig(**{f.name: values[f.name] for f in fields(TrainConfig) if f.name in values})
+    """The training loop's config from a validated request (``core.options.TrainConfig``)."""
+    return request.config()
 
 
 def _train(request: TrainRequest, rows: list[dict], scratch: Path, store: Path, lease: Lease):
