@@ -15,7 +15,9 @@ _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> int:
     """Insert prediction rows for ``job_id``; rows whose (job_id, index) exist already are skipped.
 
-    Each item: ``{"index", "text", "label", "score", "scores", "tasks"?, "row_id"?}``. Returns rows actually inserted.
+    Each item: ``{"index", "text", "label", "score", "scores", "tasks"?, "labels"?, "text_pair"?, "row_id"?}``
+    (``labels``: a multi-label model's labels; ``text_pair``: a pair model's second text). Returns rows actually
+    inserted.
     Does not commit: the caller commits together with the job's heartbeat/progress.
     """
     rows = [
@@ -27,6 +29,8 @@ def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> 
             "score": float(item["score"]),
             "scores": item["scores"],
             "tasks": item.get("tasks"),
+            "labels": item.get("labels"),
+            "text_pair": item.get("text_pair"),
             "row_id": item.get("row_id"),
         }
         for item in items

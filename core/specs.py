@@ -106,9 +106,10 @@ class ClassifyRequest(_ServingOptions):
         if self.dataset_id is None and any(c is not None for c in (self.text_column, self.text_pair_column,
                                                                    self.id_column)):
             raise ValueError("text_column, text_pair_column and id_column go with dataset_id, not with texts or pairs")
-        columns = [c for c in (self.text_column, self.text_pair_column, self.id_column) if c is not None]
-        if len(set(columns)) != len(columns):
-            raise ValueError("text_column, text_pair_column and id_column must be different columns")
+        if self.id_column is not None and self.id_column == self.text_column:
+            raise ValueError("id_column must differ from text_column")
+        if self.text_pair_column is not None and self.text_pair_column in (self.text_column, self.id_column):
+            raise ValueError("text_pair_column must differ from text_column and id_column")
         return self
 
     @property

@@ -1,5 +1,8 @@
 """Exporting a classify job's predictions as CSV or JSONL, streamed from SQL in constant memory.
 
+A multi-label model's rows carry ``labels`` (a list in JSONL; joined by ``|`` in the CSV) and a score per label;
+a pair model's rows carry ``text_pair`` after ``text``.
+
 :func:`plan_export` runs every check before the response starts (a failure is a normal JSON error, never a
 half-written 200); :func:`export_chunks` then reads the predictions page by page, keyset-paginated on
 ``Prediction.index``, each page in its own short session, and yields encoded chunks.
@@ -19,31 +22,38 @@ from core.accounts import Principal
 from core.db import db
 from core.ownership import visible
 from core.schema import Job, JobStatus, JobType, Prediction, TrainedModel
+from core.specs import PAIRS
 
 from .errors import ApiError
 
 EXPORT_PAGE_ROWS = 1000  # predictions per query; read at call time so tests can make pages small
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+CSV_LABEL_SEPARATOR = "|"  # a multi-label row's labels in one CSV cell
 
 # only what the export writes: never the whole ORM row
-_COLUMNS = (Prediction.index, Prediction.row_id, Prediction.text, Prediction.label, Prediction.score,
-            Prediction.scores, Prediction.tasks)
+_COLUMNS = (Prediction.index, Prediction.row_id, Prediction.text, Prediction.text_pair, Prediction.label,
+            Prediction.score, Prediction.scores, Prediction.tasks, Prediction.labels)
 
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """What an export writes: which job, whether it has an ``id`` column, and the labels of each task."""
+    """What an export writes: which job, whether it has ``id`` and ``text_pair`` columns, the task shape and the
+    labels of each task."""
 
     job_id: str
     with_id: bool
     multitask: bool
     tasks: dict[str, list[str]]  # {task: labels} in the model's order; single-task: exactly one entry
+    multi_label: bool = False
+    with_pair: bool = False
 
     @property
     def columns(self) -> list[str]:
-        """Column names in order: ``index``, ``id``?, ``text``, then the label/score columns."""
-        columns = ["index", *(["id"] if self.with_id else []), "text"]
-        if self.multitask:
+        """Column names in order: ``index``, ``id``?, ``text``, ``text_pair``?, then the label/score columns."""
+        columns = ["index", *(["id"] if self.with_id else []), "text", *(["text_pair"] if self.with_pair else [])]
+        if self.multi_label:
+            columns += ["labels", *(f"score_{label}" for label in self._single_labels)]
+        elif self.multitask:
             for task, labels in self.tasks.items():
                 columns += [f"{task}_label", f"{task}_score", *(f"{task}_score_{label}" for label in labels)]
         else:
@@ -60,7 +70,13 @@ class ExportPlan:
         if self.with_id:
             row["id"] = p.row_id
         row["text"] = p.text
-        if self.multitask:
+        if self.with_pair:
+            row["text_pair"] = p.text_pair
+        if self.multi_label:
+            scores = p.scores or {}
+            row["labels"] = list(p.labels or [])
+            row.update((f"score_{label}", scores.get(label)) for label in self._single_labels)
+        elif self.multitask:
             for task, labels in self.tasks.items():
                 result = (p.tasks or {}).get(task) or {}
                 scores = result.get("scores") or {}
@@ -104,15 +120,19 @@ def plan_export(user: Principal, job_id: str) -> ExportPlan:
                 f"job {job_id} is {job.status}; its predictions can be exported once it has succeeded",
             )
         first = session.execute(
-            select(Prediction.scores, Prediction.tasks)
+            select(Prediction.scores, Prediction.tasks, Prediction.labels)
             .where(Prediction.job_id == job_id)
             .order_by(Prediction.index)
             .limit(1)
         ).first()
         model = session.get(TrainedModel, job.model_id) if job.model_id is not None else None
         multitask, tasks = _label_layout(model, first)
-        return ExportPlan(job_id=job_id, with_id=bool((job.params or {}).get("id_column")), multitask=multitask,
-                          tasks=tasks)
+        model_params = (model.params if model is not None else None) or {}
+        multi_label = first.labels is not None if first is not None else bool(model_params.get("multi_label"))
+        params = job.params or {}
+        with_pair = bool(params.get("text_pair_column") or params.get("input_kind") == PAIRS)
+        return ExportPlan(job_id=job_id, with_id=bool(params.get("id_column")), multitask=multitask,
+                          tasks=tasks, multi_label=multi_label, with_pair=with_pair)
 
 
 def _label_layout(model: TrainedModel | None, first) -> tuple[bool, dict[str, list[str]]]:
@@ -164,6 +184,8 @@ def export_chunks(plan: ExportPlan, fmt: str) -> Iterator[bytes]:
 def _csv_cell(value):
     # repr: the shortest string that parses back to the same float (csv would write str(), the same today,
     # but the exact round trip is the contract, so say so)
+    if isinstance(value, list):  # a multi-label row's labels
+        return CSV_LABEL_SEPARATOR.join(value)
     return repr(value) if isinstance(value, float) else value
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core.schema import ApiToken, Dataset, Job, JobType, Prediction, TrainedModel, User, as_utc
+from core.schema import ApiToken, Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User, as_utc, utcnow
 
 TEXT_PREVIEW_COUNT = 3
 TEXT_PREVIEW_CHARS = 200
+# Below this progress an estimate from elapsed time alone is mostly noise (model loading, tokenizing...).
+ETA_MIN_PROGRESS = 0.02
 
 
 def iso(value: datetime | None) -> str | None:
@@ -25,12 +27,28 @@ def job_params(job: Job) -> dict:
     return params
 
 
+def eta_seconds(job: Job, now: datetime | None = None) -> int | None:
+    """Seconds until a running job should finish: from the estimate its work last reported (``eta_at``), else
+    extrapolated from its elapsed time and progress; None when it is not running or nothing is known yet."""
+    if job.status != JobStatus.RUNNING.value:
+        return None
+    now = now or utcnow()
+    if job.eta_at is not None:
+        return max(0, round((as_utc(job.eta_at) - now).total_seconds()))
+    started, progress = as_utc(job.started_at), job.progress or 0.0
+    if started is None or not ETA_MIN_PROGRESS <= progress < 1.0:
+        return None
+    elapsed = max(0.0, (now - started).total_seconds())
+    return round(elapsed * (1.0 - progress) / progress)
+
+
 def job_to_dict(job: Job) -> dict:
     return {
         "id": job.id,
         "type": job.type,
         "status": job.status,
         "progress": job.progress,
+        "eta_seconds": eta_seconds(job),
         "error": job.error,
         "params": job_params(job),
         "metrics": job.metrics,
@@ -80,20 +98,21 @@ def model_to_dict(model: TrainedModel) -> dict:
 
 
 def prediction_to_dict(prediction: Prediction) -> dict:
-    """Single-task: ``{index, text, label, score, scores}``; multitask: ``{index, text, tasks: {task: {...}}}``.
+    """Single-task: ``{index, text, label, score, scores}``; multitask: ``{index, text, tasks: {task: {...}}}``;
+    multi-label: ``{index, text, labels: [...], scores: {label: p}}``.
 
-    Both gain ``id`` (the dataset row's id) when the job was classifying a dataset with an ``id_column``.
+    Each gains ``text_pair`` for a pair model's input, and ``id`` (the dataset row's id) when the job was
+    classifying a dataset with an ``id_column``.
     """
+    result: dict = {"index": prediction.index, "text": prediction.text}
+    if prediction.text_pair is not None:
+        result["text_pair"] = prediction.text_pair
     if prediction.tasks is not None:
-        result = {"index": prediction.index, "text": prediction.text, "tasks": prediction.tasks}
+        result["tasks"] = prediction.tasks
+    elif prediction.labels is not None:
+        result.update(labels=prediction.labels, scores=prediction.scores)
     else:
-        result = {
-            "index": prediction.index,
-            "text": prediction.text,
-            "label": prediction.label,
-            "score": prediction.score,
-            "scores": prediction.scores,
-        }
+        result.update(label=prediction.label, score=prediction.score, scores=prediction.scores)
     if prediction.row_id is not None:
         result["id"] = prediction.row_id
     return result

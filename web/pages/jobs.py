@@ -1,11 +1,13 @@
-"""Jobs list, job page (live progress, metrics or predictions filtered by label, downloads) and the cancel button."""
+"""Jobs list, job page (live progress and ETA; training curves, confusion matrices and per-class metrics; or
+predictions filtered by label, downloads) and the cancel button."""
 from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
+from markupsafe import Markup
 
 from core.schema import JobStatus, JobType
 
-from .. import exports, services
+from .. import charts, exports, services
 from ..auth import current
 from ..errors import ApiError
 from ..forms import CancelForm
@@ -64,8 +66,64 @@ def job(job_id: str):
             dataset = None
     return render_template(
         "job.html", job=info, model=model, dataset=dataset, predictions=predictions, page=page, label=label,
-        labels=labels, cancel_form=CancelForm(),
+        labels=labels, cancel_form=CancelForm(), view=result_view(info["metrics"]),
     )
+
+
+@bp.get("/jobs/<job_id>/charts")
+def job_charts(job_id: str):
+    """The job page's charts and result tables as an HTML fragment: job.js swaps it in while a training runs."""
+    info = services.get_job(current(), job_id)
+    return render_template("_job_results.html", job=info, view=result_view(info["metrics"]))
+
+
+# shown as charts and tables of their own, so left out of the generic metrics listing
+_DRAWN = ("confusion_matrix", "per_class")
+
+
+def result_view(metrics: dict | None) -> dict:
+    """What the job page draws from a job's metrics (training or evaluation alike):
+
+    ``curves`` (SVG line charts of ``history``), ``matrices`` (``[(title, SVG heat map)]``: the single task's, or
+    one per task of a multitask model), ``per_class`` (``[(title, {label: {precision, recall, f1, support}})]``)
+    and ``rest`` (every other metric, for the generic listing).
+    """
+    metrics = metrics or {}
+    tasks = {task: m for task, m in (metrics.get("tasks") or {}).items() if isinstance(m, dict)}
+    # a multitask model's top-level confusion matrix repeats its first task's: draw each task once instead
+    sources = [(f"task “{task}”", m) for task, m in tasks.items()] if len(tasks) > 1 else [("", metrics)]
+    matrices, per_class = [], []
+    for name, source in sources:
+        suffix = f" · {name}" if name else ""
+        svg = charts.confusion_heatmap(source.get("confusion_matrix"), title=f"Confusion matrix{suffix}")
+        if svg:
+            matrices.append((f"Confusion matrix{suffix}", Markup(svg)))  # noqa: S704 - built from escaped text only
+        if isinstance(source.get("per_class"), dict) and source["per_class"]:
+            per_class.append((f"Per class{suffix}", source["per_class"]))
+    curves = charts.history_charts(metrics.get("history"))
+    drawn = (*_DRAWN, "history") if curves else _DRAWN  # a history without steps (older jobs) stays a table
+    rest = {k: v for k, v in metrics.items() if k not in drawn}
+    if tasks:
+        rest["tasks"] = {task: {k: v for k, v in m.items() if k not in _DRAWN} for task, m in tasks.items()}
+    return {
+        "curves": [Markup(svg) for svg in curves],  # noqa: S704 - built from escaped text only
+        "matrices": matrices,
+        "per_class": per_class,
+        "rest": rest,
+    }
+
+
+@bp.app_template_filter("duration")
+def duration(seconds: float | None) -> str:
+    """Seconds as ``1 h 05 min``, ``4 min 20 s`` or ``35 s``; a dash when unknown."""
+    if seconds is None:
+        return "–"
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 @bp.get("/jobs/<job_id>.json")
