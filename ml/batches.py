@@ -3,12 +3,14 @@
 Texts are tokenized once (truncated to ``max_length``, no padding; :func:`tokenize`). Batches are *length-bucketed*
 (:func:`length_bucketed_batches`): the shuffled training set is cut into chunks of ``BUCKET_CHUNK_BATCHES`` batches,
 each chunk is sorted by length and cut into batches, and the batch order is shuffled; every batch is padded only to
-its own longest row (dynamic padding, :func:`collate`).
+its own longest row (dynamic padding, :func:`collate`). Sentence pairs are encoded as one sequence with token
+type ids; multi-label targets become float multi-hot rows.
 """
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 TOKENIZE_CHUNK = 2048  # texts per tokenizer call: a stop request is seen between chunks
@@ -37,36 +39,84 @@ def collate(
     input_ids: Sequence[Sequence[int]],
     rows: Sequence[int],
     pad_id: int,
-    labels: Mapping[str, Sequence[int]] | None = None,
+    labels: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    token_type_ids: Sequence[Sequence[int]] | None = None,
+    multi_label: bool = False,
 ) -> dict[str, Any]:
-    """Pad the selected rows to their longest (right padding): input_ids / attention_mask (B, T), labels (B,)."""
+    """Pad the selected rows to their longest (right padding).
+
+    Returns ``input_ids`` / ``attention_mask`` (B, T), ``token_type_ids`` (B, T; padded with 0) when given, and
+    ``labels`` ``{task: (B,) long}`` -- or, ``multi_label``, ``{task: (B, C) float}`` multi-hot targets.
+    """
     import torch
 
     longest = max(len(input_ids[i]) for i in rows)
     ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(rows), longest), dtype=torch.long)  # (B, T)
+    types = torch.zeros((len(rows), longest), dtype=torch.long) if token_type_ids is not None else None  # (B, T)
     for b, i in enumerate(rows):
         seq = input_ids[i]
         ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[b, : len(seq)] = 1
+        if types is not None:
+            types[b, : len(seq)] = torch.tensor(token_type_ids[i], dtype=torch.long)
     batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
     if labels is not None:
-        batch["labels"] = {t: torch.tensor([y[i] for i in rows], dtype=torch.long) for t, y in labels.items()}
+        dtype = torch.float32 if multi_label else torch.long
+        batch["labels"] = {t: torch.tensor([y[i] for i in rows], dtype=dtype) for t, y in labels.items()}
     return batch
 
 
-def tokenize(tokenizer: Any, texts: list[str], max_length: int,
-             check_stop: Callable[[], None] | None = None) -> list[list[int]]:
-    """Token ids of every text (truncated, unpadded), in chunks so that a stop request is seen in between."""
+@dataclass
+class Encoded:
+    """Tokenized examples ready to batch: token ids (and pair segment ids), labels per task, the padding id."""
+
+    input_ids: list[list[int]]
+    labels: dict[str, list[Any]]
+    pad_id: int
+    token_type_ids: list[list[int]] | None = None
+    multi_label: bool = False
+
+    def batch(self, rows: Sequence[int]) -> dict[str, Any]:
+        """The padded batch of ``rows`` (see :func:`collate`)."""
+        return collate(self.input_ids, rows, self.pad_id, self.labels, token_type_ids=self.token_type_ids,
+                       multi_label=self.multi_label)
+
+    def model_inputs(self, batch: Mapping[str, Any], device: str) -> dict[str, Any]:
+        """The batch's tensors as the model's keyword arguments, on ``device``."""
+        inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
+                  "labels": {t: y.to(device) for t, y in batch["labels"].items()}}
+        if "token_type_ids" in batch:
+            inputs["token_type_ids"] = batch["token_type_ids"].to(device)
+        return inputs
+
+
+def tokenize(tokenizer: Any, texts: list[str], max_length: int, check_stop: Callable[[], None] | None = None,
+             pairs: list[str] | None = None) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Token ids of every text (truncated, unpadded), in chunks so that a stop request is seen in between.
+
+    With ``pairs`` each row is encoded as one pair (``[CLS] a [SEP] b [SEP]``), the longer text truncated first,
+    and its token type ids (0 = first text, 1 = second) are returned too; else they are ``None``.
+    """
     ids: list[list[int]] = []
+    types: list[list[int]] | None = [] if pairs is not None else None
     for start in range(0, len(texts), TOKENIZE_CHUNK):
         if check_stop is not None:
             check_stop()
-        ids.extend(tokenizer(
-            texts[start : start + TOKENIZE_CHUNK], truncation=True, max_length=max_length, padding=False,
-            return_attention_mask=False, return_token_type_ids=False,
-        )["input_ids"])
-    return ids
+        chunk = texts[start : start + TOKENIZE_CHUNK]
+        if pairs is None:
+            ids.extend(tokenizer(chunk, truncation=True, max_length=max_length, padding=False,
+                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"])
+            continue
+        encoded = tokenizer(chunk, pairs[start : start + TOKENIZE_CHUNK], truncation="longest_first",
+                            max_length=max_length, padding=False, return_attention_mask=False,
+                            return_token_type_ids=True)
+        ids.extend(encoded["input_ids"])
+        types.extend(encoded["token_type_ids"])
+    return ids, types
 
 
 def encoder_max_positions(tokenizer: Any, encoder_config: Any) -> int:

@@ -3,20 +3,31 @@
 Pipeline of :func:`train_classifier`:
 
 1. **Rows -> examples** and 2. **split**: :mod:`ml.data` (:func:`~ml.data.prepare_examples`,
-   :func:`~ml.data.split_indices`).
-3. **Tokenize once** and cut length-bucketed, dynamically padded batches: :mod:`ml.batches`.
-4. **Optimise.** AdamW over ``model.parameter_groups(encoder_lr, head_lr, weight_decay)`` (no decay on biases and
-   norms), linear warmup (``warmup_ratio`` of all steps) then linear decay to 0, gradient clipping at 1.0.
-   Learning rates: ``encoder_lr`` defaults to ``learning_rate``; ``head_lr`` defaults to
-   ``HEAD_LR_MULTIPLIER`` (10) x ``learning_rate`` -- the heads start from random weights (and the LSTM head from
-   scratch), so they need larger steps than the pretrained encoder.
-5. **Evaluate** accuracy, macro-F1 (sklearn, :mod:`ml.metrics`) and loss on the validation split after every epoch.
-6. **Save** the final model with :func:`models.io.save_model` into ``output_dir``.
+   :func:`~ml.data.split_indices`). ``validation_rows`` (a separate labelled dataset) replaces the random split:
+   they are prepared with the training rows' label sets, so label ids agree.
+3. **Tokenize once** (sentence pairs as one ``[CLS] a [SEP] b [SEP]`` sequence with token type ids) and cut
+   length-bucketed, dynamically padded batches: :mod:`ml.batches`.
+4. **Optimise.** AdamW over the model's parameter groups (no decay on biases and norms; layer-wise learning-rate
+   decay when ``layer_lr_decay`` < 1, :mod:`ml.optim`), linear warmup (``warmup_ratio`` of all steps) then linear
+   decay to 0, gradient clipping at 1.0. Learning rates: ``encoder_lr`` defaults to ``learning_rate``;
+   ``head_lr`` defaults to ``HEAD_LR_MULTIPLIER`` (10) x ``learning_rate`` -- the heads start from random weights
+   (and the LSTM head from scratch), so they need larger steps than the pretrained encoder.
+5. **Evaluate** on the validation rows at the end of every epoch, or every ``eval_steps`` steps (and after the
+   last step): loss, accuracy, macro-F1 (sklearn, :mod:`ml.metrics`; multi-label: sigmoid probabilities scored by
+   :func:`ml.multilabel.multilabel_metrics` at 0.5). Each evaluation appends a record to the *history*.
+6. **Keep the best.** The evaluation with the best ``metric`` (macro-F1 by default; ``val_loss`` lower is better;
+   ties keep the earlier one) has its weights copied to CPU memory; after ``early_stopping_patience``
+   evaluations without improvement training stops. The best weights are restored before saving, and the reported
+   metrics are theirs. A multi-label model then gets one decision threshold per label, tuned on the validation
+   rows (:func:`ml.multilabel.tune_thresholds`), and its final metrics use them.
+7. **Save** the model with :func:`models.io.save_model` into ``output_dir``.
 
-``progress(fraction, info)`` is called at least every ``PROGRESS_INTERVAL_S`` seconds and at every epoch end;
-``should_stop()`` must be cheap (it reads a flag): it is polled in every phase -- before loading the encoder,
-after building the model (before each tokenizer chunk), after every training and evaluation step, and before
-saving. When it returns True, :class:`TrainingCancelled` is raised and nothing is written.
+``progress(fraction, info)`` is called at least every ``PROGRESS_INTERVAL_S`` seconds and after every evaluation
+(then ``info`` carries the ``history`` so far); ``info["eta_seconds"]`` estimates the time left (remaining steps
+and evaluations at the measured speed). ``should_stop()`` must be cheap (it reads a flag): it is polled in every
+phase -- before loading the encoder, after building the model (before each tokenizer chunk), after every training
+and evaluation step, and before saving. When it returns True, :class:`TrainingCancelled` is raised and nothing is
+written.
 """
 from __future__ import annotations
 
@@ -25,10 +36,11 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml.batches import collate, encoder_max_positions, length_bucketed_batches, tokenize
+from ml.batches import Encoded, encoder_max_positions, length_bucketed_batches, tokenize
 from ml.config import (
     HEAD_LR_MULTIPLIER,
     IGNORE_INDEX,
@@ -39,13 +51,18 @@ from ml.config import (
     _check_config,
     _family_options,
 )
-from ml.data import prepare_examples, resolve_class_weights, split_indices
-from ml.metrics import _mean, _r, task_metrics
+from ml.data import Examples, prepare_examples, resolve_class_weights, split_indices
+from ml.metrics import _mean, _r, is_better, metric_value, task_metrics
+from ml.optim import parameter_groups
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 2.0  # progress() cadence (should_stop() is polled at every step)
 MAX_GRAD_NORM = 1.0
+# Before the first evaluation its cost is guessed: a forward pass costs about a third of a training step
+# (forward + backward + optimizer) per row.
+EVAL_COST_RATIO = 1 / 3
+DEFAULT_THRESHOLD = 0.5  # multi-label decisions during training, before the thresholds are tuned
 
 
 class _Heartbeat:
@@ -68,70 +85,220 @@ class _Heartbeat:
         self.check_stop()
 
 
-def evaluate(model: Any, input_ids: Sequence[Sequence[int]], labels: Mapping[str, Sequence[int]], rows: Sequence[int],
-             pad_id: int, device: str, batch_size: int, heartbeat: _Heartbeat | None = None,
-             fraction: float = 0.0, info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Loss and predictions on ``rows``: ``{"loss", "task_loss": {task: ...}, "pred": {task: [...]}}``."""
+class _Clock:
+    """Measured time per training step and per evaluation -> the estimated seconds left."""
+
+    def __init__(self, total_steps: int, eval_every: int, batch_size: int, val_rows: int) -> None:
+        self.total_steps, self.eval_every = total_steps, eval_every
+        self.batch_size, self.val_rows = batch_size, val_rows
+        self.step_seconds = self.eval_seconds = 0.0
+        self.steps = self.evaluations = 0
+
+    def is_eval_step(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step == self.total_steps
+
+    def evaluations_left(self, step: int) -> int:
+        """Evaluations after ``step``: every ``eval_every`` steps, plus one after the last step if it is not one."""
+        if step >= self.total_steps:
+            return 0
+        extra = 1 if self.total_steps % self.eval_every else 0
+        return self.total_steps // self.eval_every - step // self.eval_every + extra
+
+    def eta_seconds(self, step: int) -> int | None:
+        if not self.steps:
+            return None
+        per_step = self.step_seconds / self.steps
+        if self.evaluations:
+            per_eval = self.eval_seconds / self.evaluations
+        else:
+            per_eval = per_step / self.batch_size * self.val_rows * EVAL_COST_RATIO
+        left = (self.total_steps - step) * per_step + (self.evaluations_left(step) * per_eval if self.val_rows else 0)
+        return max(0, round(left))
+
+
+@dataclass
+class _Data:
+    """The training and validation rows, encoded together (validation rows follow the training rows when they
+    come from a separate dataset)."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    labels: dict[str, list[Any]]
+    tasks: dict[str, list[str]]
+    multi_label: bool
+    train_rows: list[int]
+    val_rows: list[int]
+    stratified: bool
+    source: str | None  # "split", "dataset" or None (no validation)
+    skipped: dict[str, int]
+
+
+def _prepare_data(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]] | None,
+                  config: TrainConfig) -> _Data:
+    examples: Examples = prepare_examples(rows, config)
+    tasks = examples.tasks
+    first = next(iter(tasks))
+    if validation_rows is None:
+        train, val, stratified = split_indices(examples.labels[first], config.validation_split, config.seed)
+        return _Data(examples.texts, examples.pairs, examples.labels, tasks, examples.multi_label, train, val,
+                     stratified, "split" if val else None, examples.skipped)
+    held_out = prepare_examples(validation_rows, config, tasks=tasks)
+    n = len(examples.texts)
+    pairs = examples.pairs + held_out.pairs if examples.pairs is not None and held_out.pairs is not None else None
+    return _Data(examples.texts + held_out.texts, pairs,
+                 {t: list(examples.labels[t]) + list(held_out.labels[t]) for t in tasks}, tasks,
+                 examples.multi_label, list(range(n)), list(range(n, n + len(held_out.texts))), False, "dataset",
+                 examples.skipped)
+
+
+def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_size: int,
+             heartbeat: _Heartbeat | None = None, fraction: float = 0.0,
+             info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Loss and predictions on ``rows``.
+
+    Returns ``{"loss", "task_loss": {task: ...}, "pred": {task: [label id per row]}}``; for a multi-label model
+    ``"probs": {task: [[sigmoid probability per label] per row]}`` instead of ``"pred"``.
+    """
     import torch
 
     model.eval()
-    order = sorted(rows, key=lambda i: len(input_ids[i]))
-    preds: dict[str, dict[int, int]] = {t: {} for t in labels}
-    loss_sum, task_loss_sum = 0.0, {t: 0.0 for t in labels}
-    task_count = {t: 0 for t in labels}
+    tasks = list(data.labels)
+    order = sorted(rows, key=lambda i: len(data.input_ids[i]))
+    outputs: dict[str, dict[int, Any]] = {t: {} for t in tasks}
+    loss_sum, task_loss_sum = 0.0, {t: 0.0 for t in tasks}
+    task_count = {t: 0 for t in tasks}
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            batch = collate(input_ids, chunk, pad_id, labels)
-            batch_labels = {t: y.to(device) for t, y in batch["labels"].items()}
-            out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), labels=batch_labels)
-            logits = out.logits if isinstance(out.logits, dict) else {next(iter(labels)): out.logits}
+            inputs = data.model_inputs(data.batch(chunk), device)
+            out = model(**inputs)
+            logits = out.logits if isinstance(out.logits, dict) else {tasks[0]: out.logits}
             loss_sum += float(out.loss) * len(chunk)
             for task, task_logits in logits.items():
-                n = int((batch_labels[task] != IGNORE_INDEX).sum())
+                y = inputs["labels"][task]
+                n = len(chunk) if data.multi_label else int((y != IGNORE_INDEX).sum())  # multi-label: every row
                 if n:
-                    task_loss_sum[task] += float(model.task_loss(task, task_logits, batch_labels[task])) * n
+                    task_loss_sum[task] += float(model.task_loss(task, task_logits, y)) * n
                     task_count[task] += n
-                for i, p in zip(chunk, task_logits.argmax(dim=-1).tolist()):
-                    preds[task][i] = p
+                values = (torch.sigmoid(task_logits.float()) if data.multi_label else task_logits.argmax(dim=-1))
+                for i, value in zip(chunk, values.tolist()):
+                    outputs[task][i] = value
             if heartbeat is not None:
                 heartbeat.tick(fraction, {**(info or {}), "phase": "evaluate"})
     return {
         "loss": loss_sum / max(1, len(order)),
-        "task_loss": {t: (task_loss_sum[t] / task_count[t] if task_count[t] else None) for t in labels},
-        "pred": {t: [preds[t][i] for i in rows] for t in labels},
+        "task_loss": {t: (task_loss_sum[t] / task_count[t] if task_count[t] else None) for t in tasks},
+        ("probs" if data.multi_label else "pred"): {t: [outputs[t][i] for i in rows] for t in tasks},
     }
 
 
+def score(evaluation: Mapping[str, Any], data: Encoded, rows: Sequence[int], tasks: Mapping[str, Sequence[str]],
+          thresholds: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
+    """``{task: metrics}`` of an :func:`evaluate` result: :func:`ml.metrics.task_metrics` (single-label) or
+    :func:`ml.multilabel.multilabel_metrics` at ``thresholds`` (default 0.5 per label)."""
+    out = {}
+    for task, labels in tasks.items():
+        truth = [data.labels[task][i] for i in rows]
+        if data.multi_label:
+            from ml.multilabel import multilabel_metrics
+
+            out[task] = multilabel_metrics(truth, evaluation["probs"][task], labels,
+                                           list(thresholds) if thresholds else [DEFAULT_THRESHOLD] * len(labels))
+        else:
+            out[task] = task_metrics(truth, evaluation["pred"][task], labels)
+        out[task]["val_loss"] = _r(evaluation["task_loss"][task])
+    return out
+
+
+def _history_record(step: int, epoch: float, train_loss: float | None, evaluation: Mapping[str, Any] | None,
+                    per_task: Mapping[str, Mapping[str, Any]] | None, tasks: Sequence[str], multitask: bool,
+                    multi_label: bool) -> dict[str, Any]:
+    """One entry of ``metrics.history``: ``{"step", "epoch", "train_loss", "val_loss", "accuracy", "macro_f1"}``
+    (+ ``micro_f1`` for multi-label, + ``tasks`` for multitask); validation values are None without validation."""
+    per_task = per_task or {t: {} for t in tasks}
+    first = per_task[tasks[0]]
+    record: dict[str, Any] = {
+        "step": step,
+        "epoch": int(epoch) if float(epoch).is_integer() else round(epoch, 4),
+        "train_loss": _r(train_loss),
+        "val_loss": _r(evaluation["loss"]) if evaluation is not None else None,
+    }
+    if multitask:
+        record["accuracy"] = _mean([m.get("accuracy") for m in per_task.values()])
+        record["macro_f1"] = _mean([m.get("macro_f1") for m in per_task.values()])
+        record["tasks"] = {t: {k: m.get(k) for k in ("accuracy", "macro_f1", "val_loss")} for t, m in per_task.items()}
+    else:
+        record["accuracy"], record["macro_f1"] = first.get("accuracy"), first.get("macro_f1")
+        if multi_label:
+            record["micro_f1"] = first.get("micro_f1")
+    return record
+
+
+class _Best:
+    """The best evaluation so far for ``metric``: its step, record, predictions and a CPU copy of its weights."""
+
+    def __init__(self, metric: str, patience: int | None) -> None:
+        self.metric, self.patience = metric, patience
+        self.value: float | None = None
+        self.step: int | None = None
+        self.record: dict[str, Any] | None = None
+        self.evaluation: dict[str, Any] | None = None
+        self.state: dict[str, Any] | None = None
+        self.stale = 0  # evaluations since the last improvement
+
+    def update(self, model: Any, step: int, record: dict[str, Any], evaluation: dict[str, Any] | None) -> bool:
+        """Record an evaluation; True when training should stop early (patience exhausted)."""
+        value = metric_value(record, self.metric)
+        if evaluation is None or is_better(value, self.value, self.metric):
+            self.value, self.step, self.record, self.evaluation, self.stale = value, step, record, evaluation, 0
+            if evaluation is not None:  # without validation data the final weights are the ones kept
+                self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            return False
+        self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+
 def train_classifier(
-    rows: list[dict[str, str]],
+    rows: list[dict[str, Any]],
     config: TrainConfig,
     output_dir: Path,
     *,
+    validation_rows: list[dict[str, Any]] | None = None,
     device: str = "cpu",
     encoder_cache_dir: Path | None = None,
     progress: Callable[[float, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``config.family`` on ``rows`` and save it to ``output_dir`` (see the module docstring).
+    """Train ``config.family`` on ``rows`` and save the best checkpoint to ``output_dir`` (see the module docstring).
 
+    ``validation_rows``: a separate labelled dataset to evaluate on (replaces the ``validation_split`` of ``rows``).
     ``device``: ``cpu``, ``cuda[:N]`` or ``auto`` (see :func:`ml.device.resolve_device`).
     ``encoder_cache_dir``: where the converted default DistilBERT encoder is cached (default
     :func:`models.encoders.default_cache_dir`).
 
-    Metrics (JSON-able; single-task)::
+    Metrics (JSON-able; ``accuracy``, ``macro_f1``, ``val_loss``, ``per_class``, ``confusion_matrix`` are those of
+    the best checkpoint on the validation rows, None without validation)::
 
-        {"accuracy", "macro_f1", "val_loss",               # last epoch, on the validation split (None without one)
-         "epochs": [{"epoch", "train_loss", "val_loss", "accuracy", "macro_f1", "seconds"}],
-         "train_examples", "validation_examples",
-         "train_seconds",                                  # wall time of the epoch loop incl. evaluation
+        {"accuracy", "macro_f1", "val_loss",
+         "history": [{"step", "epoch", "train_loss", "val_loss", "accuracy", "macro_f1"}],  # one per evaluation
+         "best_step", "stopped_early", "metric", "steps", "total_steps",
+         "epochs": [{"epoch", "train_loss", "val_loss", "accuracy", "macro_f1", "seconds"}],  # last evaluation of
+                                                                                                # each epoch
+         "train_examples", "validation_examples", "validation_source",  # "split" | "dataset" | None
+         "train_seconds",                                  # wall time of the step loop incl. evaluation
          "examples_per_second",                            # training examples / seconds spent in training steps
          "labels": [...], "per_class": {label: {"precision", "recall", "f1", "support"}},
-         "family", "device", "max_length", "encoder_lr", "head_lr", "class_weights", "stratified_split"}
+         "confusion_matrix": {"labels": [...], "matrix": [[...]]},  # rows = true label
+         "family", "device", "max_length", "encoder_lr", "head_lr", "class_weights", "stratified_split",
+         "skipped_rows"}
 
-    Multitask: ``"tasks": {task: {"accuracy", "macro_f1", "val_loss", "labels", "per_class",
-    "validation_examples"}}``, epochs carry ``"tasks": {task: {"accuracy", "macro_f1", "val_loss"}}``, the
-    top-level ``accuracy`` / ``macro_f1`` are the means over tasks and ``labels`` is ``{task: [...]}``.
+    Multitask: ``"tasks": {task: {"accuracy", "macro_f1", "val_loss", "labels", "per_class", "confusion_matrix",
+    "validation_examples"}}``; history and epochs entries carry ``"tasks": {task: {"accuracy", "macro_f1",
+    "val_loss"}}``; the top-level ``accuracy`` / ``macro_f1`` are the means over tasks, ``per_class`` and
+    ``confusion_matrix`` the first task's, and ``labels`` is ``{task: [...]}``.
+    Multi-label: ``accuracy`` is the subset accuracy; also ``micro_f1``, ``subset_accuracy`` and ``thresholds``
+    (one per label, tuned on the validation rows; the final metrics use them, the history uses 0.5); no
+    confusion matrix.
 
     Raises :class:`TrainingDataError` for unusable data/settings and :class:`TrainingCancelled` when stopped.
     """
@@ -139,11 +306,10 @@ def train_classifier(
     import torch
     from transformers import get_linear_schedule_with_warmup
 
+    from ml.device import configure_torch_threads, resolve_device
     from models.encoders import load_tokenizer
     from models.io import save_model
     from models.registry import build_model, resolve_encoder
-
-    from ml.device import configure_torch_threads, resolve_device
 
     started = time.monotonic()
     _check_config(config)
@@ -153,14 +319,17 @@ def train_classifier(
     if device == "cpu":
         configure_torch_threads()
 
-    examples = prepare_examples(rows, config)
-    tasks = examples.tasks
-    first = next(iter(tasks))
-    train_rows, val_rows, stratified = split_indices(examples.labels[first], config.validation_split, config.seed)
-    train_labels = {t: [y[i] for i in train_rows] for t, y in examples.labels.items()}
-    for task in tasks:
-        if all(y == IGNORE_INDEX for y in train_labels[task]):
-            raise TrainingDataError(f"no training row has a label for {task!r}")
+    data = _prepare_data(rows, validation_rows, config)
+    tasks, train_rows, val_rows = data.tasks, data.train_rows, data.val_rows
+    task_names = list(tasks)
+    if config.early_stopping_patience is not None and not val_rows:
+        raise TrainingDataError("early_stopping_patience needs validation data: a validation_split > 0 or a "
+                                "validation dataset")
+    train_labels = {t: [y[i] for i in train_rows] for t, y in data.labels.items()}
+    if not data.multi_label:  # a multi-label row without any label is an all-zero target, still a lesson
+        for task in tasks:
+            if all(y == IGNORE_INDEX for y in train_labels[task]):
+                raise TrainingDataError(f"no training row has a label for {task!r}")
     class_weights = resolve_class_weights(config.class_weights, tasks, train_labels)
     if config.task_weights is not None:
         unknown = set(config.task_weights) - set(tasks)
@@ -182,37 +351,34 @@ def train_classifier(
     model.max_length = max_length
     model.to(device)
 
-    encoded = tokenize(tokenizer, examples.texts, max_length, heartbeat.check_stop)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    lengths = [len(ids) for ids in encoded]
-    train_lengths = [lengths[i] for i in train_rows]
+    input_ids, token_type_ids = tokenize(tokenizer, data.texts, max_length, heartbeat.check_stop, pairs=data.pairs)
+    encoded = Encoded(input_ids, data.labels, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                      token_type_ids, data.multi_label)
+    train_lengths = [len(input_ids[i]) for i in train_rows]
 
     encoder_lr = config.encoder_lr if config.encoder_lr is not None else config.learning_rate
     head_lr = config.head_lr if config.head_lr is not None else config.learning_rate * HEAD_LR_MULTIPLIER
-    optimizer = torch.optim.AdamW(model.parameter_groups(encoder_lr, head_lr, config.weight_decay))
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, encoder_lr, head_lr, config.weight_decay, config.layer_lr_decay))
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
     rng = random.Random(config.seed)
     eval_batch = max(32, config.batch_size * 2)
+    clock = _Clock(total_steps, config.eval_steps or steps_per_epoch, config.batch_size, len(val_rows))
+    best = _Best(config.metric, config.early_stopping_patience)
 
+    history: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
-    step, train_step_seconds, seen = 0, 0.0, 0
-    last_eval: dict[str, Any] | None = None
+    step, seen, stopped_early = 0, 0, False
+    since_sum, since_n = 0.0, 0  # training loss since the previous evaluation (row-weighted)
     loop_started = time.monotonic()
     for epoch in range(1, config.epochs + 1):
-        epoch_started = time.monotonic()
+        epoch_started, epoch_sum, epoch_n, epoch_first_step = time.monotonic(), 0.0, 0, step + 1
         model.train()
-        loss_sum, loss_n = 0.0, 0
         for batch_positions in length_bucketed_batches(train_lengths, config.batch_size, rng):
             t0 = time.monotonic()
-            rows_b = [train_rows[p] for p in batch_positions]
-            batch = collate(encoded, rows_b, pad_id, examples.labels)
-            out = model(
-                batch["input_ids"].to(device),
-                batch["attention_mask"].to(device),
-                labels={t: y.to(device) for t, y in batch["labels"].items()},
-            )
+            out = model(**encoded.model_inputs(encoded.batch([train_rows[p] for p in batch_positions]), device))
             loss = out.loss
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at epoch {epoch}, step {step + 1} (loss {float(loss)}); "
@@ -223,99 +389,163 @@ def train_classifier(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            seen += len(rows_b)
-            loss_sum += float(loss.detach()) * len(rows_b)
-            loss_n += len(rows_b)
-            train_step_seconds += time.monotonic() - t0
+            n = len(batch_positions)
+            seen += n
+            value = float(loss.detach()) * n
+            epoch_sum, epoch_n, since_sum, since_n = epoch_sum + value, epoch_n + n, since_sum + value, since_n + n
+            clock.steps += 1
+            clock.step_seconds += time.monotonic() - t0
+            info = {"phase": "train", "epoch": epoch, "epochs": config.epochs, "step": step,
+                    "total_steps": total_steps, "train_loss": _r(epoch_sum / epoch_n, 4),
+                    "eta_seconds": clock.eta_seconds(step)}
+            heartbeat.tick(step / total_steps, info)
+            if not clock.is_eval_step(step):
+                continue
+
+            t_eval = time.monotonic()
+            evaluation = per_task = None
+            if val_rows:
+                evaluation = evaluate(model, encoded, val_rows, device, eval_batch, heartbeat, step / total_steps,
+                                      info)
+                per_task = score(evaluation, encoded, val_rows, tasks)
+                model.train()
+            record = _history_record(step, step / steps_per_epoch, since_sum / max(1, since_n), evaluation,
+                                     per_task, task_names, model.is_multitask, data.multi_label)
+            history.append(record)
+            since_sum, since_n = 0.0, 0
+            stopped_early = best.update(model, step, record, evaluation)
+            clock.evaluations += 1
+            clock.eval_seconds += time.monotonic() - t_eval
+            log.info("step %d/%d: %s", step, total_steps, {k: v for k, v in record.items() if k != "tasks"})
             heartbeat.tick(
                 step / total_steps,
-                {"phase": "train", "epoch": epoch, "epochs": config.epochs, "step": step,
-                 "total_steps": total_steps, "train_loss": _r(loss_sum / loss_n, 4)},
+                {**{k: v for k, v in record.items() if k != "tasks"}, "phase": "evaluated", "epochs": config.epochs,
+                 "total_steps": total_steps, "best_step": best.step, "eta_seconds": clock.eta_seconds(step),
+                 "history": list(history)},
+                force=True,
             )
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": _r(loss_sum / max(1, loss_n))}
-        if val_rows:
-            last_eval = evaluate(
-                model, encoded, examples.labels, val_rows, pad_id, device, eval_batch, heartbeat,
-                step / total_steps, {"epoch": epoch, "epochs": config.epochs},
-            )
-            record["val_loss"] = _r(last_eval["loss"])
-            per_task = {
-                t: {**{k: v for k, v in task_metrics([examples.labels[t][i] for i in val_rows], last_eval["pred"][t],
-                                                     tasks[t]).items() if k in ("accuracy", "macro_f1")},
-                    "val_loss": _r(last_eval["task_loss"][t])}
-                for t in tasks
-            }
-        else:
-            record["val_loss"] = None
-            per_task = {t: {"accuracy": None, "macro_f1": None, "val_loss": None} for t in tasks}
-        if model.is_multitask:
-            record["accuracy"] = _mean([m["accuracy"] for m in per_task.values()])
-            record["macro_f1"] = _mean([m["macro_f1"] for m in per_task.values()])
-            record["tasks"] = per_task
-        else:
-            record["accuracy"] = per_task[first]["accuracy"]
-            record["macro_f1"] = per_task[first]["macro_f1"]
-        record["seconds"] = _r(time.monotonic() - epoch_started, 3)
-        epochs.append(record)
-        log.info("epoch %d/%d: %s", epoch, config.epochs, {k: v for k, v in record.items() if k != "tasks"})
-        heartbeat.tick(
-            epoch / config.epochs,
-            {"phase": "epoch_end", "epoch": epoch, "epochs": config.epochs, "step": step, "total_steps": total_steps,
-             "train_loss": record["train_loss"], "val_loss": record["val_loss"],
-             "accuracy": record["accuracy"], "macro_f1": record["macro_f1"]},
-            force=True,
-        )
+            if stopped_early:
+                log.info("early stopping at step %d: no better %s in %d evaluations (best at step %s)",
+                         step, config.metric, best.stale, best.step)
+                break
+        epochs.append(_epoch_record(epoch, epoch_sum / max(1, epoch_n), epoch_first_step, history,
+                                    time.monotonic() - epoch_started))
+        if stopped_early:
+            break
     train_seconds = time.monotonic() - loop_started
 
-    final = epochs[-1]
+    if best.step is None:  # no evaluation ever produced a usable metric value: keep the last one
+        best.step, best.record, best.evaluation, best.state = step, history[-1], evaluation, None
+    if best.state is not None and best.step != step:
+        model.load_state_dict(best.state)
+    best.state = None  # the copy is no longer needed: free it before saving
+
+    final = _final_metrics(model, best, encoded, val_rows, tasks, data.multi_label)
     metrics: dict[str, Any] = {
         "accuracy": final["accuracy"],
         "macro_f1": final["macro_f1"],
-        "val_loss": final["val_loss"],
+        "val_loss": best.record["val_loss"],
+        **{k: final[k] for k in ("micro_f1", "subset_accuracy", "thresholds") if k in final},
+        "history": history,
+        "best_step": best.step,
+        "stopped_early": stopped_early,
+        "metric": config.metric,
+        "steps": step,
+        "total_steps": total_steps,
         "epochs": epochs,
         "train_examples": len(train_rows),
         "validation_examples": len(val_rows),
+        "validation_source": data.source,
         "train_seconds": _r(train_seconds, 3),
-        "examples_per_second": _r(seen / train_step_seconds, 2) if train_step_seconds > 0 else None,
+        "examples_per_second": _r(seen / clock.step_seconds, 2) if clock.step_seconds > 0 else None,
         "family": config.family,
         "device": device,
         "max_length": max_length,
         "encoder_lr": encoder_lr,
         "head_lr": head_lr,
         "class_weights": class_weights,
-        "stratified_split": stratified,
-        "skipped_rows": examples.skipped,
+        "stratified_split": data.stratified,
+        "skipped_rows": data.skipped,
+        "labels": final["labels"],
+        "per_class": final["per_class"],
     }
-    full = {
-        t: (task_metrics([examples.labels[t][i] for i in val_rows], last_eval["pred"][t], tasks[t])
-            if last_eval is not None else task_metrics([], [], tasks[t]))
-        for t in tasks
-    }
-    if model.is_multitask:
-        metrics["labels"] = {t: list(labels) for t, labels in tasks.items()}
-        metrics["tasks"] = {
-            t: {"accuracy": full[t]["accuracy"], "macro_f1": full[t]["macro_f1"],
-                "val_loss": final["tasks"][t]["val_loss"], "labels": list(tasks[t]),
-                "per_class": full[t]["per_class"], "validation_examples": full[t]["validation_examples"]}
-            for t in tasks
-        }
-    else:
-        metrics["labels"] = list(tasks[first])
-        metrics["per_class"] = full[first]["per_class"]
+    if "confusion_matrix" in final:
+        metrics["confusion_matrix"] = final["confusion_matrix"]
+    if "tasks" in final:
+        metrics["tasks"] = final["tasks"]
 
     heartbeat.check_stop()
     metadata = {
-        "training": {**config.model_dump(mode="json"), "max_length": max_length, "encoder_lr": encoder_lr, "head_lr": head_lr,
-                     "class_weights": class_weights},
+        "training": {**config.model_dump(mode="json"), "max_length": max_length, "encoder_lr": encoder_lr,
+                     "head_lr": head_lr, "class_weights": class_weights},
         "encoder_source": encoder_path,
         "summary": {k: metrics[k] for k in ("accuracy", "macro_f1", "val_loss", "train_examples",
-                                            "validation_examples")},
+                                            "validation_examples", "best_step", "stopped_early")},
     }
     output_dir = Path(output_dir)
     model.to("cpu")
     save_model(model, tokenizer, output_dir, metadata=metadata)
     metrics["total_seconds"] = _r(time.monotonic() - started, 3)
     if progress is not None:
-        progress(1.0, {"phase": "done", "epoch": config.epochs, "epochs": config.epochs,
-                       "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
+        progress(1.0, {"phase": "done", "epoch": epochs[-1]["epoch"], "epochs": config.epochs, "step": step,
+                       "total_steps": total_steps, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                       "best_step": best.step, "eta_seconds": 0, "history": list(history)})
     return TrainResult(metrics=metrics, tasks={t: list(labels) for t, labels in tasks.items()}, output_dir=output_dir)
+
+
+def _epoch_record(epoch: int, train_loss: float, first_step: int, history: Sequence[Mapping[str, Any]],
+                  seconds: float) -> dict[str, Any]:
+    """An entry of ``metrics.epochs``: the epoch's mean training loss, and the validation values of its last
+    evaluation (None when it had none, e.g. with ``eval_steps`` longer than an epoch)."""
+    last = history[-1] if history and history[-1]["step"] >= first_step else {}
+    record = {"epoch": epoch, "train_loss": _r(train_loss),
+              **{k: last.get(k) for k in ("val_loss", "accuracy", "macro_f1")}}
+    if "tasks" in last:
+        record["tasks"] = last["tasks"]
+    record["seconds"] = _r(seconds, 3)
+    return record
+
+
+def _final_metrics(model: Any, best: _Best, data: Encoded, val_rows: Sequence[int],
+                   tasks: Mapping[str, Sequence[str]], multi_label: bool) -> dict[str, Any]:
+    """The reported metrics of the kept checkpoint (its evaluation's predictions); a multi-label model first gets
+    its per-label thresholds tuned on those validation probabilities."""
+    first = next(iter(tasks))
+    if best.evaluation is None:
+        if multi_label:
+            per_task = {t: {"accuracy": None, "macro_f1": None, "micro_f1": None, "subset_accuracy": None,
+                            "per_class": {}, "validation_examples": 0} for t in tasks}
+        else:
+            per_task = {t: task_metrics([], [], labels) for t, labels in tasks.items()}
+        for metrics in per_task.values():
+            metrics["val_loss"] = None
+    elif multi_label:
+        from ml.multilabel import tune_thresholds
+
+        truth = [data.labels[first][i] for i in val_rows]
+        model.thresholds = tune_thresholds(truth, best.evaluation["probs"][first])
+        per_task = score(best.evaluation, data, val_rows, tasks, thresholds=model.thresholds)
+    else:
+        per_task = score(best.evaluation, data, val_rows, tasks)
+
+    if model.is_multitask:
+        return {
+            "accuracy": _mean([m["accuracy"] for m in per_task.values()]),
+            "macro_f1": _mean([m["macro_f1"] for m in per_task.values()]),
+            "labels": {t: list(labels) for t, labels in tasks.items()},
+            "per_class": per_task[first]["per_class"],
+            "confusion_matrix": per_task[first]["confusion_matrix"],
+            "tasks": {t: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "val_loss": m["val_loss"],
+                          "labels": list(tasks[t]), "per_class": m["per_class"],
+                          "confusion_matrix": m["confusion_matrix"], "validation_examples": m["validation_examples"]}
+                      for t, m in per_task.items()},
+        }
+    metrics = per_task[first]
+    out = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "labels": list(tasks[first]),
+           "per_class": metrics["per_class"]}
+    if multi_label:
+        out.update(micro_f1=metrics["micro_f1"], subset_accuracy=metrics["subset_accuracy"],
+                   thresholds=model.thresholds)
+    else:
+        out["confusion_matrix"] = metrics["confusion_matrix"]
+    return out

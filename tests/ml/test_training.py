@@ -81,7 +81,9 @@ def test_train_end_to_end(family, tiny_bert_dir, tiny_distilbert_dir, tmp_path):
         assert SINGLE_KEYS <= set(metrics)
         assert set(metrics["per_class"]) == {"negative", "neutral", "positive"}
         assert sum(c["support"] for c in metrics["per_class"].values()) == 15
-    assert metrics["epochs"][-1]["accuracy"] == metrics["accuracy"]
+    best = next(h for h in metrics["history"] if h["step"] == metrics["best_step"])
+    assert best["accuracy"] == metrics["accuracy"] and best["macro_f1"] == metrics["macro_f1"]
+    assert [h["step"] for h in metrics["history"]] == [6, 12] and metrics["stopped_early"] is False
 
     # the reported validation metrics are those of the saved model's own predictions on the validation split
     cfg = config_for(family)
@@ -93,10 +95,12 @@ def test_train_end_to_end(family, tiny_bert_dir, tiny_distilbert_dir, tmp_path):
         assert_task_metrics(reported, truth[task], [p["tasks"][task] if family == "multitask" else p
                                                     for p in predicted])
 
-    # progress: monotone fractions in [0, 1], every epoch end reported, finishing at 1.0
+    # progress: monotone fractions in [0, 1], every evaluation reported with the history so far, finishing at 1.0
     fractions = [f for f, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
-    assert [i["epoch"] for _, i in calls if i.get("phase") == "epoch_end"] == [1, 2]
+    evaluated = [i for _, i in calls if i.get("phase") == "evaluated"]
+    assert [i["epoch"] for i in evaluated] == [1, 2] and [len(i["history"]) for i in evaluated] == [1, 2]
+    assert all(isinstance(i["eta_seconds"], int) and i["eta_seconds"] >= 0 for i in evaluated)
 
     # the saved model loads, remembers max_length, and the predictor keeps the input order
     model, _ = load_model(tmp_path / "out")
