@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, make_response, render_template, request
+from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,51 @@ def _respond(status: int, code: str, message: str, payload: dict | None = None):
     return make_response(body, status)
 
 
+_STATIC_ROUTES_KEY = "bertqueue.static_routes"
+
+
+def _static_routes(app: Flask) -> dict[str, frozenset[str]]:
+    """Path -> methods of every route without variables (built once: routes are fixed once the app is made)."""
+    routes = app.extensions.get(_STATIC_ROUTES_KEY)
+    if routes is None:
+        routes = {}
+        for rule in app.url_map.iter_rules():
+            if not rule.arguments:
+                routes[rule.rule] = routes.get(rule.rule, frozenset()) | frozenset(rule.methods or ())
+        app.extensions[_STATIC_ROUTES_KEY] = routes
+    return routes
+
+
+def allowed_methods() -> list[str]:
+    """The methods the requested path answers (its ``Allow`` header), as one resource.
+
+    A path that a static route spells (``/api/v1/jobs/train``) is that route's alone, though a route with a variable
+    (``/api/v1/jobs/<job_id>``) matches it too: Werkzeug would also list the variable route's methods.
+    """
+    static = _static_routes(current_app).get(request.path)
+    if static is not None:
+        return sorted(static)
+    return sorted(current_app.create_url_adapter(request).allowed_methods())
+
+
+def _static_path_is_not_a_value() -> None:
+    """``GET /api/v1/jobs/train`` is 405 (the resource takes POST), not a lookup of a job named "train"."""
+    rule = request.url_rule
+    if rule is not None and rule.arguments and request.path in _static_routes(current_app):
+        raise MethodNotAllowed(valid_methods=allowed_methods())
+
+
+def _options_allow(response: Response) -> Response:
+    """Flask's automatic OPTIONS answer lists every route matching the path; list the resource's own methods."""
+    if request.method == "OPTIONS" and "Allow" in response.headers:
+        response.headers["Allow"] = ", ".join(allowed_methods())
+    return response
+
+
 def register(app: Flask) -> None:
+    app.before_request(_static_path_is_not_a_value)
+    app.after_request(_options_allow)
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return _respond(exc.status, exc.code, exc.message, exc.to_dict())
@@ -92,8 +136,8 @@ def register(app: Flask) -> None:
         elif status == 404 and wants_json():
             message = f"not found: {request.path}"
         response = _respond(status, code, message)
-        if status == 405 and getattr(exc, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        if status == 405:  # RFC 9110: a 405 lists what the resource does take
+            response.headers["Allow"] = ", ".join(allowed_methods())
         return response
 
     @app.errorhandler(Exception)

@@ -1,488 +1,202 @@
-"""The OpenAPI 3.1 document, built with apispec from the pydantic request (``core.specs``) and response
-(``web.schemas``) models.
+"""The OpenAPI 3.1 document, generated from the app's routes and what each declared with ``@documented``.
 
-Every operation needs ``Authorization: Bearer <token>`` (the ``bearerAuth`` scheme, applied document-wide) except
-the probes and this document; the answers every protected operation shares (401; 415 for a body; 429 for one that
-creates a job) are added to the operations in one place, :func:`_add_shared_responses`.
+:func:`openapi_document` walks ``app.url_map``: every rule of the ``api`` blueprint becomes an operation whose
+path parameters come from the rule's converters, query parameters from its query model (``web.queries``), body
+from its request model (``core.specs``) and answers from its response models (``web.schemas``): the models that
+validate the route. What routes share is added here, in :func:`_shared_responses`: every operation needs
+``Authorization: Bearer <token>`` (the ``bearerAuth`` scheme, document-wide) except the open ones (probes and
+this document); the others may answer 401, with a body (any write) 415, creating a job 429; a JSON body or a
+query string implies 400 (and a body 422), a path id 404.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+import copy
+import re
+from collections.abc import Iterator
 
-from apispec import APISpec
+from flask import Flask
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from werkzeug.routing import Rule
 
-from core.schema import JobStatus, JobType
-from core.specs import (
-    MAX_SQL_ID,
-    ClassifyRequest,
-    ModelServingUpdate,
-    PredictRequest,
-    TokenCreate,
-    TrainRequest,
-    UserCreate,
-)
+from core.specs import MAX_SQL_ID
 
 from . import schemas
-
-REQUEST_MODELS = (TrainRequest, ClassifyRequest, PredictRequest, ModelServingUpdate, UserCreate, TokenCreate)
-RESPONSE_MODELS = (
-    schemas.Error,
-    schemas.Job,
-    schemas.JobList,
-    schemas.Dataset,
-    schemas.DatasetList,
-    schemas.Model,
-    schemas.ModelList,
-    schemas.PredictionPage,
-    schemas.PredictResponse,
-    schemas.Health,
-    schemas.User,
-    schemas.NewUser,
-    schemas.UserList,
-    schemas.Token,
-    schemas.NewToken,
-    schemas.TokenList,
-)
+from .api.apidoc import Answer, Operation, operation_of
+from .api.request_args import parameter_schemas
+from .auth import OPEN_ENDPOINTS
 
 SECURITY_SCHEME = "bearerAuth"
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json"})  # answer without a token
-JOB_CREATING = frozenset(
-    {("/api/v1/jobs/train", "post"), ("/api/v1/jobs/classify", "post"), ("/api/v1/predict", "post")}
+BLUEPRINT = "api"
+DOCUMENTED_METHODS = ("get", "post", "put", "patch", "delete")  # HEAD and OPTIONS are Flask's, implied
+WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
+_EXTENSION_KEY = "bertqueue.openapi"
+_REF = "#/components/schemas/{model}"
+
+_SQL_ID = {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_SQL_ID}
+# what a string path segment can hold (web.guards: no NUL; Werkzeug: no slash)
+_SEGMENT = {"type": "string", "minLength": 1, "pattern": "^[^/\\u0000]+$"}
+_CONVERTER_SCHEMAS = {"int": _SQL_ID, "default": _SEGMENT, "string": _SEGMENT}
+_RULE_ARGUMENT = re.compile(r"<(?:(?P<converter>\w+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+
+BAD_REQUEST = Answer("malformed request (bad JSON, body not an object, bad query parameter)")
+INVALID = Answer("the body failed validation (missing/unknown fields, wrong types, out-of-range values)")
+NOT_FOUND = Answer("no such resource")
+UNAUTHORIZED = Answer(
+    "no API token, or an invalid or revoked one, or its user is disabled",
+    headers={"WWW-Authenticate": 'Bearer realm="bertqueue"'},
 )
+UNSUPPORTED = Answer("the body is not application/json (multipart/form-data for a dataset upload)")
+TOO_MANY = Answer("the user already has MAX_ACTIVE_JOBS_PER_USER queued or running jobs (too_many_active_jobs)")
+
+INFO = {
+    "title": "bertqueue",
+    "version": "1.0.0",
+    "description": "Train and serve BERT-family text classifiers through a job queue. Send "
+    "`Authorization: Bearer <token>` (an admin creates users; each user makes their own tokens). "
+    "JSON bodies must be `application/json`.",
+}
 
 
-def _json(schema: str) -> dict:
-    """A JSON body of component ``schema`` (an explicit $ref: responses added after apispec ran need one too)."""
-    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+def api_rules(app: Flask) -> Iterator[Rule]:
+    """The rules of the API blueprint (``/api/v1/...``, the probes, ``/metrics``), in registration order."""
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(f"{BLUEPRINT}."):
+            yield rule
 
 
-def _response(description: str, schema: str = "Error", headers: dict | None = None) -> dict:
-    response = {"description": description, **_json(schema)}
-    if headers:
-        response["headers"] = headers
+def document_path(rule: Rule) -> str:
+    """``/api/v1/models/<int:model_id>`` as ``/api/v1/models/{model_id}``."""
+    return _RULE_ARGUMENT.sub(lambda m: "{" + m["name"] + "}", rule.rule)
+
+
+def _path_parameters(rule: Rule) -> list[dict]:
+    parameters = []
+    for match in _RULE_ARGUMENT.finditer(rule.rule):
+        converter = match["converter"] or "default"
+        if converter not in _CONVERTER_SCHEMAS:
+            raise ValueError(f"{rule.rule}: no schema for the path converter {converter!r}")
+        parameter = {"name": match["name"], "in": "path", "required": True,
+                     "schema": dict(_CONVERTER_SCHEMAS[converter])}
+        if converter == "int":
+            parameter["example"] = 1
+        parameters.append(parameter)
+    return parameters
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict]:
+    parameters = []
+    for name, schema in parameter_schemas(model).items():
+        schema = copy.deepcopy(schema)
+        description = schema.pop("description", None)
+        parameter = {"name": name, "in": "query", "required": model.model_fields[name].is_required(),
+                     "schema": schema}
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters
+
+
+def _ref(model: type[BaseModel]) -> dict:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _response(answer: Answer) -> dict:
+    response: dict = {"description": answer.description}
+    if answer.headers:
+        response["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in answer.headers.items()
+        }
+    if answer.content is not None:
+        response["content"] = copy.deepcopy(dict(answer.content))
+    elif answer.model is not None:
+        response["content"] = {"application/json": {"schema": _ref(answer.model)}}
     return response
 
 
-_LOCATION = {"Location": {"description": "where to poll the job", "schema": {"type": "string"}}}
-_BAD = _response("malformed request (bad JSON, body not an object, bad query parameter)")
-_INVALID = _response("the body failed validation (missing/unknown fields, wrong types, out-of-range values)")
-_NOT_FOUND = _response("no such resource")
-_FORBIDDEN = _response("the token is valid but its user is not an admin")
-_UNAUTHORIZED = {
-    **_response("no API token, or an invalid or revoked one, or its user is disabled"),
-    "headers": {"WWW-Authenticate": {"description": 'Bearer realm="bertqueue"', "schema": {"type": "string"}}},
-}
-_UNSUPPORTED = _response("the body is not application/json (multipart/form-data for a dataset upload)")
-_TOO_MANY = _response("the user already has MAX_ACTIVE_JOBS_PER_USER queued or running jobs (too_many_active_jobs)")
+def _shared_responses(operation: Operation, method: str, rule: Rule, open_: bool) -> dict[int, Answer]:
+    """The answers an operation gives because of what it is, unless it declared its own for that status."""
+    shared: dict[int, Answer] = {}
+    if operation.body is not None or operation.form is not None or operation.query is not None:
+        shared[400] = BAD_REQUEST
+    if operation.body is not None:
+        shared[422] = INVALID
+    if rule.arguments:
+        shared[404] = NOT_FOUND
+    if not open_:
+        shared[401] = UNAUTHORIZED
+        if method in WRITE_METHODS:  # web.guards: any API body must be JSON (multipart for an upload)
+            shared[415] = UNSUPPORTED
+        if operation.creates_job:
+            shared[429] = TOO_MANY
+    return shared
 
 
-_EXPORT_DESCRIPTION = (
-    "Columns, in order: `index`, `id` (only for a job on a dataset with an `id_column`: the row's id), `text`, "
-    "`label`, `score`, then `score_<label>` for each class in the model's label order. For a multitask model: "
-    "`index`, `id`?, `text`, then per task `<task>_label`, `<task>_score`, `<task>_score_<label>`... "
-    "CSV: RFC 4180 (CRLF, quoted only when needed), UTF-8 with a byte-order mark; floats are written so they "
-    "parse back exactly, texts exactly as stored (nothing is escaped for spreadsheet formulas). "
-    "JSONL: one JSON object per line with the same keys."
-)
+def _operation(rule: Rule, method: str, operation: Operation, open_: bool) -> dict:
+    result: dict = {"operationId": rule.endpoint.removeprefix(f"{BLUEPRINT}."), "summary": operation.summary}
+    if operation.description:
+        result["description"] = operation.description
+    parameters = _path_parameters(rule) + (_query_parameters(operation.query) if operation.query else [])
+    if parameters:
+        result["parameters"] = parameters
+    if operation.body is not None:
+        result["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(operation.body)}}}
+    elif operation.form is not None:
+        result["requestBody"] = {
+            "required": True, "content": {"multipart/form-data": {"schema": _ref(operation.form)}}
+        }
+    answers = {**_shared_responses(operation, method, rule, open_), **operation.responses}
+    result["responses"] = {str(status): _response(answers[status]) for status in sorted(answers)}
+    if open_:
+        result["security"] = []
+    return result
 
 
-def _query(name: str, description: str, schema: dict) -> dict:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+def _components(operations: list[Operation]) -> dict:
+    """JSON schemas of every request model (validation mode) and response model (serialization mode) in use."""
+    requests = {m for op in operations for m in (op.body, op.form) if m is not None}
+    responses = {schemas.Error} | {a.model for op in operations for a in op.responses.values() if a.model is not None}
+    pairs = [(m, "validation") for m in sorted(requests, key=lambda m: m.__name__)]
+    pairs += [(m, "serialization") for m in sorted(responses, key=lambda m: m.__name__)]
+    _, top = models_json_schema(pairs, ref_template=_REF)
+    return top.get("$defs", {})
 
 
-_SQL_ID = {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_SQL_ID}
-
-
-def _path_param(name: str, kind: str) -> dict:
-    param = {"name": name, "in": "path", "required": True, "schema": _SQL_ID if kind == "integer" else {"type": kind}}
-    if kind == "integer":
-        param["example"] = 1
-    return param
-
-
-def _paging(max_limit: int) -> list[dict]:
-    return [
-        _query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": max_limit}),
-        _query("offset", "items to skip", _SQL_ID),
-    ]
-
-
-_PAGING = _paging(1000)
-
-
-def _paths(spec: APISpec) -> None:
-    job_id, dataset_id, model_id = _path_param("job_id", "string"), _path_param("dataset_id", "integer"), _path_param(
-        "model_id", "integer"
-    )
-    spec.path(
-        path="/api/v1/datasets",
-        operations={
-            "post": {
-                "summary": "Upload a dataset: CSV (header row; comma, semicolon or tab separated), TSV or JSON Lines "
-                "(one object per line, the first one's keys name the columns); UTF-8. The format comes from the "
-                "file name's extension (.csv, .tsv/.tab, .jsonl/.ndjson), else from the content",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["file"],
-                                "properties": {
-                                    "file": {"type": "string", "format": "binary"},
-                                    "name": {"type": "string", "maxLength": 200},
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "201": _response("stored", "Dataset"),
-                    "400": _response("missing file, empty file, not UTF-8, malformed CSV/TSV/JSONL, ragged rows"),
-                    "413": _response("larger than MAX_UPLOAD_MB"),
-                },
-            },
-            "get": {
-                "summary": "List datasets, newest first",
-                "parameters": _PAGING,
-                "responses": {"200": _response("datasets", "DatasetList"), "400": _BAD},
+def build_document(app: Flask) -> dict:
+    """The OpenAPI 3.1 document of ``app``'s API routes (documented ones; see tests/web/test_openapi.py)."""
+    paths: dict[str, dict] = {}
+    used: list[Operation] = []
+    for rule in api_rules(app):
+        operation = operation_of(app.view_functions.get(rule.endpoint))
+        if operation is None:
+            continue
+        used.append(operation)
+        open_ = rule.endpoint in OPEN_ENDPOINTS
+        item = paths.setdefault(document_path(rule), {})
+        for method in DOCUMENTED_METHODS:
+            if method.upper() in (rule.methods or ()):
+                item[method] = _operation(rule, method, operation, open_)
+    return {
+        "openapi": "3.1.0",
+        "info": dict(INFO),
+        "paths": paths,
+        "components": {
+            "schemas": _components(used),
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API token (POST /api/v1/tokens, or the admin's)",
+                }
             },
         },
-    )
-    spec.path(
-        path="/api/v1/datasets/{dataset_id}",
-        operations={
-            "get": {
-                "summary": "A dataset with a preview of its first rows and per-column label counts",
-                "parameters": [dataset_id],
-                "responses": {"200": _response("the dataset", "Dataset"), "404": _NOT_FOUND},
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/jobs/train",
-        operations={
-            "post": {
-                "summary": "Queue a training job",
-                "requestBody": {"required": True, **_json("TrainRequest")},
-                "responses": {
-                    "202": _response("queued", "Job", _LOCATION),
-                    "400": _BAD,
-                    "404": _response("unknown dataset"),
-                    "422": _response("invalid body, unknown column, fewer than 2 classes, a label longer than 200 "
-                                     "characters (label_too_long), or too much work (training_too_large)"),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/jobs/classify",
-        operations={
-            "post": {
-                "summary": "Queue a classification job: texts, or a stored dataset's text column (+ id column)",
-                "requestBody": {"required": True, **_json("ClassifyRequest")},
-                "responses": {
-                    "202": _response("queued", "Job", _LOCATION),
-                    "400": _BAD,
-                    "404": _response("unknown model or dataset"),
-                    "422": _response("invalid body (texts and dataset_id both or neither given, ...), a column the "
-                                     "dataset lacks (unknown_column), or a text column with no text (empty_column)"),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/jobs",
-        operations={
-            "get": {
-                "summary": "List jobs, newest first",
-                "parameters": [
-                    _query("status", "filter by status", {"type": "string", "enum": [s.value for s in JobStatus]}),
-                    _query("type", "filter by type", {"type": "string", "enum": [t.value for t in JobType]}),
-                    _query("model_id", "filter by model", _SQL_ID),
-                    _query("dataset_id", "filter by dataset", _SQL_ID),
-                    *_paging(500),
-                ],
-                "responses": {"200": _response("jobs", "JobList"), "400": _BAD},
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/jobs/{job_id}",
-        operations={
-            "get": {
-                "summary": "A job's status, progress, params and metrics",
-                "parameters": [job_id],
-                "responses": {"200": _response("the job", "Job"), "404": _NOT_FOUND},
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/jobs/{job_id}/cancel",
-        operations={
-            "post": {
-                "summary": "Cancel a queued or running job",
-                "parameters": [job_id],
-                "responses": {
-                    "200": _response("cancelled", "Job"),
-                    "404": _NOT_FOUND,
-                    "409": _response("the job already finished"),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/jobs/{job_id}/predictions",
-        operations={
-            "get": {
-                "summary": "A classify job's predictions, ordered by index (partial while it runs)",
-                "parameters": [
-                    job_id,
-                    _query("label", "only predictions of this label (multitask: the first task's label); "
-                           "total counts the matching ones", {"type": "string"}),
-                    *_PAGING,
-                ],
-                "responses": {
-                    "200": _response("a page of predictions", "PredictionPage"),
-                    "400": _BAD,
-                    "404": _NOT_FOUND,
-                    "409": _response("the job is a train job: it has no predictions"),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/jobs/{job_id}/export",
-        operations={
-            "get": {
-                "summary": "Download every prediction of a succeeded classify job as CSV or JSONL (streamed)",
-                "description": _EXPORT_DESCRIPTION,
-                "parameters": [
-                    job_id,
-                    _query("format", "csv (default) or jsonl", {"type": "string", "enum": ["csv", "jsonl"],
-                                                                 "default": "csv"}),
-                ],
-                "responses": {
-                    "200": {
-                        "description": "the predictions, one row (CSV) or object (JSONL) each, ordered by index",
-                        "headers": {
-                            "Content-Disposition": {
-                                "description": 'attachment; filename="job-<id>-predictions.csv" (or .jsonl)',
-                                "schema": {"type": "string"},
-                            }
-                        },
-                        "content": {
-                            "text/csv; charset=utf-8": {"schema": {"type": "string"}},
-                            "application/x-ndjson": {"schema": {"type": "string"}},
-                        },
-                    },
-                    "400": _response("format is neither csv nor jsonl (invalid_parameter)"),
-                    "404": _NOT_FOUND,
-                    "409": _response(
-                        "a train job (not_a_classify_job), or a classify job that has not succeeded (job_not_succeeded)"
-                    ),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/models",
-        operations={
-            "get": {
-                "summary": "List trained models, newest first",
-                "parameters": _PAGING,
-                "responses": {"200": _response("models", "ModelList"), "400": _BAD},
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/models/{model_id}",
-        operations={
-            "get": {
-                "summary": "A trained model",
-                "parameters": [model_id],
-                "responses": {"200": _response("the model", "Model"), "404": _NOT_FOUND},
-            },
-            "patch": {
-                "summary": "Set the model's serving defaults (quantize); null returns a key to the deployment's",
-                "parameters": [model_id],
-                "requestBody": {"required": True, **_json("ModelServingUpdate")},
-                "responses": {
-                    "200": _response("the model", "Model"),
-                    "400": _BAD,
-                    "404": _NOT_FOUND,
-                    "422": _INVALID,
-                },
-            },
-        },
-    )
-    spec.path(
-        path="/api/v1/predict",
-        operations={
-            "post": {
-                "summary": "Classify texts and wait for the result (a classify job on the same queue)",
-                "requestBody": {"required": True, **_json("PredictRequest")},
-                "responses": {
-                    "200": _response("predictions", "PredictResponse"),
-                    "202": _response(
-                        "not finished within timeout_s, or PREDICT_MAX_WAITERS calls already wait in this web "
-                        "process (answered at once): poll the job", "Job", _LOCATION
-                    ),
-                    "400": _BAD,
-                    "404": _response("unknown model"),
-                    "409": _response("the job was cancelled"),
-                    "422": _INVALID,
-                    "500": _response("the job failed; error.message is the job's error"),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/healthz",
-        operations={"get": {"summary": "Liveness: the process is up", "responses": {"200": _response("up", "Health")}}},
-    )
-    spec.path(
-        path="/readyz",
-        operations={
-            "get": {
-                "summary": "Readiness: database and broker reachable",
-                "responses": {"200": _response("ready", "Health"), "503": _response("not ready", "Health")},
-            }
-        },
-    )
-    spec.path(
-        path="/metrics",
-        operations={
-            "get": {
-                "summary": "Prometheus metrics (admins only, unless METRICS_PUBLIC is set)",
-                "responses": {
-                    "200": {
-                        "description": "text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}
-                    },
-                    "403": _FORBIDDEN,
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/openapi.json",
-        operations={
-            "get": {
-                "summary": "This document",
-                "responses": {
-                    "200": {
-                        "description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}
-                    }
-                },
-            }
-        },
-    )
-    _account_paths(spec)
+        "security": [{SECURITY_SCHEME: []}],
+    }
 
 
-def _account_paths(spec: APISpec) -> None:
-    """Users (admins only) and the caller's own API tokens."""
-    user_id, token_id = _path_param("user_id", "integer"), _path_param("token_id", "integer")
-    spec.path(
-        path="/api/v1/users",
-        operations={
-            "post": {
-                "summary": "Create a user (admins only); the answer holds their first API token, shown only here",
-                "requestBody": {"required": True, **_json("UserCreate")},
-                "responses": {
-                    "201": _response("created", "NewUser"),
-                    "400": _BAD,
-                    "403": _FORBIDDEN,
-                    "409": _response("the username is taken (username_taken)"),
-                    "422": _INVALID,
-                },
-            },
-            "get": {
-                "summary": "List users (admins only)",
-                "parameters": _PAGING,
-                "responses": {"200": _response("users", "UserList"), "400": _BAD, "403": _FORBIDDEN},
-            },
-        },
-    )
-    spec.path(
-        path="/api/v1/users/{user_id}",
-        operations={
-            "delete": {
-                "summary": "Disable a user (admins only): their tokens and logins stop working, their data stays",
-                "parameters": [user_id],
-                "responses": {
-                    "200": _response("the disabled user", "User"),
-                    "403": _FORBIDDEN,
-                    "404": _NOT_FOUND,
-                    "409": _response("an admin cannot disable themself (cannot_disable_self)"),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/tokens",
-        operations={
-            "post": {
-                "summary": "Create an API token for the caller; the token is shown only in this answer",
-                "requestBody": {"required": True, **_json("TokenCreate")},
-                "responses": {"201": _response("created", "NewToken"), "400": _BAD, "422": _INVALID},
-            },
-            "get": {
-                "summary": "The caller's API tokens (metadata only: a token itself is never shown again)",
-                "responses": {"200": _response("tokens", "TokenList")},
-            },
-        },
-    )
-    spec.path(
-        path="/api/v1/tokens/{token_id}",
-        operations={
-            "delete": {
-                "summary": "Revoke one of the caller's tokens (another user's token id is a 404)",
-                "parameters": [token_id],
-                "responses": {"200": _response("the revoked token", "Token"), "404": _NOT_FOUND},
-            }
-        },
-    )
-
-
-def _add_shared_responses(document: dict) -> None:
-    """Open paths need no token; every other operation may answer 401, with a body 415, creating a job 429."""
-    for path, operations in document["paths"].items():
-        for method, operation in operations.items():
-            responses = operation["responses"]
-            if path in OPEN_PATHS:
-                operation["security"] = []
-                continue
-            responses.setdefault("401", _UNAUTHORIZED)
-            if "requestBody" in operation:
-                responses.setdefault("415", _UNSUPPORTED)
-            if (path, method) in JOB_CREATING:
-                responses.setdefault("429", _TOO_MANY)
-
-
-@lru_cache(maxsize=1)
-def openapi_document() -> dict:
-    spec = APISpec(
-        title="bertqueue",
-        version="1.0.0",
-        openapi_version="3.1.0",
-        info={
-            "description": "Train and serve BERT-family text classifiers through a job queue. Send "
-            "`Authorization: Bearer <token>` (an admin creates users; each user makes their own tokens). "
-            "JSON bodies must be `application/json`."
-        },
-        security=[{SECURITY_SCHEME: []}],
-    )
-    spec.components.security_scheme(
-        SECURITY_SCHEME,
-        {"type": "http", "scheme": "bearer", "description": "an API token (POST /api/v1/tokens, or the admin's)"},
-    )
-    pairs = [(m, "validation") for m in REQUEST_MODELS] + [(m, "serialization") for m in RESPONSE_MODELS]
-    _, top = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
-    for name, schema in top.get("$defs", {}).items():
-        spec.components.schema(name, schema)
-    _paths(spec)
-    document = spec.to_dict()
-    _add_shared_responses(document)
+def openapi_document(app: Flask) -> dict:
+    """``app``'s OpenAPI document, built once per app (the routes are fixed once the app is made)."""
+    document = app.extensions.get(_EXTENSION_KEY)
+    if document is None:
+        document = app.extensions[_EXTENSION_KEY] = build_document(app)
     return document

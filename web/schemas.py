@@ -1,12 +1,16 @@
 """Pydantic models of the API's responses. They document the API (OpenAPI) and tests check real responses
-against them; the request models live in ``core.specs``."""
+against them; the request bodies are modelled in ``core.specs``, the query strings in ``web.queries``."""
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from core.schema import JobStatus, JobType
+from core.specs import Family
+
+JobStatusName = Literal[tuple(s.value for s in JobStatus)]  # type: ignore[valid-type]
+JobTypeName = Literal[tuple(t.value for t in JobType)]  # type: ignore[valid-type]
 
 
 class _Out(BaseModel):
@@ -26,9 +30,10 @@ class Error(_Out):
 
 class Job(_Out):
     id: str
-    type: Literal["train", "classify"]
+    type: JobTypeName
     status: JobStatusName
     progress: float = Field(ge=0, le=1)
+    eta_seconds: int | None = Field(default=None, description="a running job's estimated seconds to finish")
     error: str | None
     params: dict[str, Any] = Field(description="the request; for classify jobs `texts` is replaced by `text_count`")
     metrics: dict[str, Any] | None
@@ -86,7 +91,7 @@ class Model(_Out):
     id: int
     name: str
     version: int
-    family: Literal["bert", "distilbert", "bert_lstm", "multitask"]
+    family: Family
     encoder: str
     labels: list[str]
     tasks: dict[str, list[str]]
@@ -112,11 +117,13 @@ class TaskPrediction(_Out):
 
 
 class Prediction(_Out):
-    """Single-task models: label/score/scores; multitask models: tasks."""
+    """Single-task models: label/score/scores; multi-label models: labels/scores; multitask models: tasks."""
 
     index: int
     id: str | None = Field(default=None, description="the dataset row's id (jobs on a dataset with an id_column)")
     text: str
+    text_pair: str | None = Field(default=None, description="a pair model's second text")
+    labels: list[str] | None = Field(default=None, description="multi-label models: every label over its threshold")
     label: str | None = None
     score: float | None = None
     scores: dict[str, float] | None = None

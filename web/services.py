@@ -45,12 +45,14 @@ _COPY_CHUNK = 64 * 1024
 # ---------------------------------------------------------------- validation
 
 
-def validate(model: type[M], data: object) -> M:
-    """``model`` validated from ``data`` with the deployment's limits as context; errors become a 422."""
+def validate(model: type[M], data: object, *, strict: bool = False) -> M:
+    """``model`` validated from ``data`` with the deployment's limits as context; errors become a 422.
+    ``strict``: no coercion (an API body's ``"1"`` or ``0`` is not the number or boolean its schema asks for)."""
     limits = context.settings()
     try:
         return model.model_validate(
-            data, context={"max_texts": limits.max_texts_per_job, "max_text_chars": limits.max_text_chars}
+            data, strict=strict,
+            context={"max_texts": limits.max_texts_per_job, "max_text_chars": limits.max_text_chars},
         )
     except ValidationError as exc:
         raise validation_error(exc) from None

@@ -171,7 +171,10 @@ def test_wrong_method_is_405_json(client):
     response = client.delete("/api/v1/jobs")
     assert_error(response, 405, "method_not_allowed")
     assert "GET" in response.headers["Allow"]
-    assert_error(client.get("/api/v1/jobs/train"), 404)  # treated as a job id: no such job
+    # /api/v1/jobs/train is the train route's resource, not a job named "train" (GET /api/v1/jobs/<id>)
+    wrong = client.get("/api/v1/jobs/train")
+    assert_error(wrong, 405, "method_not_allowed")
+    assert wrong.headers["Allow"] == "OPTIONS, POST" == client.options("/api/v1/jobs/train").headers["Allow"]
 
 
 @pytest.mark.parametrize(

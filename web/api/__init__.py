@@ -19,6 +19,15 @@ Conventions (the OpenAPI document at ``/api/v1/openapi.json`` has the details):
 - ``POST /api/v1/predict``: 200 when the job succeeded within ``timeout_s``, 500 ``job_failed`` (the job's
   error as message, plus ``job_id``) when it failed, 409 ``job_cancelled``, else 202 with the job.
 - Lists are ``{"items", "total", "limit", "offset"}``, newest first.
+
+How a route is documented (the OpenAPI document is generated, never written beside the routes): put
+``@documented(...)`` (``apidoc``) under the route decorator, naming the route's summary, its JSON ``body`` model
+(``core.specs``), multipart ``form`` model or ``query`` model (``web.queries``) and its ``responses`` (status ->
+response model from ``web.schemas``, an ``Answer``, or the description of an error). The decorator validates the
+body (strictly: no coercion), form and query string and passes them to the view as ``body=``, ``form=``,
+``query=``; ``web.openapi`` walks ``app.url_map`` and builds each operation from the same declaration, adding the
+shared answers (401; 415 on writes; 429 with ``creates_job=True``; 400/422 for a body or query, 404 for a path id)
+and the open paths' ``security: []``. tests/web/test_openapi.py fails for a route left undocumented.
 """
 from __future__ import annotations
 
@@ -26,4 +35,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from . import accounts, datasets, docs, health, jobs, models, predict  # noqa: E402,F401  (routes register on import)
+from . import accounts, datasets, docs, evaluations, health, jobs, models, predict  # noqa: E402,F401  (routes register on import)

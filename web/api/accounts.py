@@ -5,48 +5,77 @@ from flask import url_for
 
 from core.specs import TokenCreate, UserCreate
 
-from .. import account_services as accounts, services
+from .. import account_services as accounts, schemas
 from ..auth import current
+from ..queries import Page
 from . import bp
-from .request_args import int_arg, json_object
+from .apidoc import FORBIDDEN, Answer, documented
 
 
 @bp.post("/api/v1/users")
-def create_user():
+@documented(
+    "Create a user (admins only); the answer holds their first API token, shown only here",
+    body=UserCreate,
+    responses={
+        201: Answer("created", schemas.NewUser),
+        403: FORBIDDEN,
+        409: "the username is taken (username_taken)",
+    },
+)
+def create_user(body: UserCreate):
     """Create a user (admin): 201 with the user and their first API token, shown only in this answer."""
-    spec = services.validate(UserCreate, json_object())
-    user = accounts.create_user(current(), spec.username, spec.password, spec.is_admin)
-    return user, 201
+    return accounts.create_user(current(), body.username, body.password, body.is_admin), 201
 
 
 @bp.get("/api/v1/users")
-def list_users():
-    limit = int_arg("limit", 100, minimum=1, maximum=1000)
-    offset = int_arg("offset", 0)
-    items, total = accounts.list_users(current(), limit=limit, offset=offset)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+@documented(
+    "List users (admins only)", query=Page, responses={200: Answer("users", schemas.UserList), 403: FORBIDDEN}
+)
+def list_users(query: Page):
+    items, total = accounts.list_users(current(), limit=query.limit, offset=query.offset)
+    return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
 @bp.delete("/api/v1/users/<int:user_id>")
+@documented(
+    "Disable a user (admins only): their tokens and logins stop working, their data stays",
+    responses={
+        200: Answer("the disabled user", schemas.User),
+        403: FORBIDDEN,
+        409: "an admin cannot disable themself (cannot_disable_self)",
+    },
+)
 def disable_user(user_id: int):
     """Disable a user (admin): their tokens and logins stop working at once."""
     return accounts.disable_user(current(), user_id)
 
 
 @bp.post("/api/v1/tokens")
-def create_token():
+@documented(
+    "Create an API token for the caller; the token is shown only in this answer",
+    body=TokenCreate,
+    responses={201: Answer("created", schemas.NewToken, headers={"Location": "the caller's tokens"})},
+)
+def create_token(body: TokenCreate):
     """A new named token for the caller: 201 with the token, shown only in this answer."""
-    spec = services.validate(TokenCreate, json_object())
-    token = accounts.create_token(current(), spec.name)
+    token = accounts.create_token(current(), body.name)
     return token, 201, {"Location": url_for("api.list_tokens")}
 
 
 @bp.get("/api/v1/tokens")
+@documented(
+    "The caller's API tokens (metadata only: a token itself is never shown again)",
+    responses={200: Answer("tokens", schemas.TokenList)},
+)
 def list_tokens():
     items, total = accounts.list_tokens(current())
     return {"items": items, "total": total}
 
 
 @bp.delete("/api/v1/tokens/<int:token_id>")
+@documented(
+    "Revoke one of the caller's tokens (another user's token id is a 404)",
+    responses={200: Answer("the revoked token", schemas.Token)},
+)
 def revoke_token(token_id: int):
     return accounts.revoke_token(current(), token_id)

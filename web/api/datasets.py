@@ -1,34 +1,44 @@
 """Dataset upload and listing."""
 from __future__ import annotations
 
-from flask import request, url_for
+from flask import url_for
 
-from .. import services
+from .. import schemas, services
 from ..auth import current
-from ..errors import ApiError
+from ..queries import DatasetUpload, Page
 from . import bp
-from .request_args import int_arg
+from .apidoc import Answer, documented
 
 
 @bp.post("/api/v1/datasets")
-def upload_dataset():
-    upload = request.files.get("file")  # the body is multipart (web.guards: 415 otherwise)
-    if upload is None:
-        raise ApiError(
-            400, "missing_file", "send the CSV, TSV, JSON or JSONL file as a multipart/form-data field named 'file'"
-        )
-    result = services.create_dataset(current(), upload.stream, upload.filename, request.form.get("name"))
+@documented(
+    "Upload a dataset: CSV (header row; comma, semicolon or tab separated), TSV, JSON Lines (one object per line, "
+    "the first one's keys name the columns) or a JSON array of objects; UTF-8. The format comes from the file "
+    "name's extension (.csv, .tsv/.tab, .jsonl/.ndjson, .json), else from the content",
+    form=DatasetUpload,
+    responses={
+        201: Answer("stored", schemas.Dataset, headers={"Location": "the dataset"}),
+        400: "missing file (missing_file), empty file, not UTF-8, malformed CSV/TSV/JSON/JSONL, ragged rows",
+        413: "larger than MAX_UPLOAD_MB",
+        422: "a name longer than 200 characters or holding a NUL character (validation_error)",
+    },
+)
+def upload_dataset(form: DatasetUpload):
+    result = services.create_dataset(current(), form.file.stream, form.file.filename, form.name)
     return result, 201, {"Location": url_for("api.get_dataset", dataset_id=result["id"])}
 
 
 @bp.get("/api/v1/datasets")
-def list_datasets():
-    limit = int_arg("limit", 100, minimum=1, maximum=1000)
-    offset = int_arg("offset", 0)
-    items, total = services.list_datasets(current(), limit=limit, offset=offset)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+@documented("List datasets, newest first", query=Page, responses={200: Answer("datasets", schemas.DatasetList)})
+def list_datasets(query: Page):
+    items, total = services.list_datasets(current(), limit=query.limit, offset=query.offset)
+    return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
 @bp.get("/api/v1/datasets/<int:dataset_id>")
+@documented(
+    "A dataset with a preview of its first rows and per-column label counts",
+    responses={200: Answer("the dataset", schemas.Dataset)},
+)
 def get_dataset(dataset_id: int):
     return services.get_dataset(current(), dataset_id)

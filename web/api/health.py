@@ -6,13 +6,15 @@ from sqlalchemy import text
 
 from core.db import db
 
-from .. import context
+from .. import context, schemas
 from . import bp
+from .apidoc import Answer, documented
 
 BROKER_TIMEOUT_S = 1.0
 
 
 @bp.get("/healthz")
+@documented("Liveness: the process is up", responses={200: Answer("up", schemas.Health)})
 def healthz():
     """The process is up (no dependencies checked)."""
     return {"status": "ok"}
@@ -44,6 +46,10 @@ def _check_broker() -> str:
 
 
 @bp.get("/readyz")
+@documented(
+    "Readiness: database and broker reachable",
+    responses={200: Answer("ready", schemas.Health), 503: Answer("not ready", schemas.Health)},
+)
 def readyz():
     """Ready when the database answers ``SELECT 1`` and the broker answers PING; 503 names what failed."""
     checks = {"database": _check_database(), "broker": _check_broker()}

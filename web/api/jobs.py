@@ -1,18 +1,24 @@
 """Creating, reading, listing and cancelling jobs, and reading a classify job's predictions."""
 from __future__ import annotations
 
-from flask import request, url_for
+from flask import url_for
 
-from core.schema import JobStatus, JobType
 from core.specs import ClassifyRequest, TrainRequest
 
-from .. import exports, services
+from .. import exports, schemas, services
 from ..auth import current
+from ..queries import ExportQuery, JobListQuery, PredictionQuery
 from . import bp
-from .request_args import choice_arg, int_arg, json_object, optional_int_arg
+from .apidoc import QUEUED, Answer, documented
 
-STATUSES = [s.value for s in JobStatus]
-TYPES = [t.value for t in JobType]
+EXPORT_DESCRIPTION = (
+    "Columns, in order: `index`, `id` (only for a job on a dataset with an `id_column`: the row's id), `text`, "
+    "`label`, `score`, then `score_<label>` for each class in the model's label order. For a multitask model: "
+    "`index`, `id`?, `text`, then per task `<task>_label`, `<task>_score`, `<task>_score_<label>`... "
+    "CSV: RFC 4180 (CRLF, quoted only when needed), UTF-8 with a byte-order mark; floats are written so they "
+    "parse back exactly, texts exactly as stored (nothing is escaped for spreadsheet formulas). "
+    "JSONL: one JSON object per line with the same keys."
+)
 
 
 def accepted(job: dict):
@@ -21,50 +27,99 @@ def accepted(job: dict):
 
 
 @bp.post("/api/v1/jobs/train")
-def create_train_job():
-    return accepted(services.start_training(current(), services.validate(TrainRequest, json_object())))
+@documented(
+    "Queue a training job",
+    body=TrainRequest,
+    creates_job=True,
+    responses={
+        202: QUEUED,
+        404: "unknown dataset",
+        422: "invalid body, unknown column, fewer than 2 classes, a label longer than 200 characters "
+        "(label_too_long), or too much work (training_too_large)",
+    },
+)
+def create_train_job(body: TrainRequest):
+    return accepted(services.start_training(current(), body))
 
 
 @bp.post("/api/v1/jobs/classify")
-def create_classify_job():
-    return accepted(services.start_classification(current(), services.validate(ClassifyRequest, json_object())))
+@documented(
+    "Queue a classification job: texts, or a stored dataset's text column (+ id column)",
+    body=ClassifyRequest,
+    creates_job=True,
+    responses={
+        202: QUEUED,
+        404: "unknown model or dataset",
+        422: "invalid body (texts and dataset_id both or neither given, ...), a column the dataset lacks "
+        "(unknown_column), or a text column with no text (empty_column)",
+    },
+)
+def create_classify_job(body: ClassifyRequest):
+    return accepted(services.start_classification(current(), body))
 
 
 @bp.get("/api/v1/jobs")
-def list_jobs():
-    limit = int_arg("limit", 50, minimum=1, maximum=500)
-    offset = int_arg("offset", 0)
-    items, total = services.list_jobs(current(), 
-        status=choice_arg("status", STATUSES),
-        job_type=choice_arg("type", TYPES),
-        model_id=optional_int_arg("model_id"),
-        dataset_id=optional_int_arg("dataset_id"),
-        limit=limit,
-        offset=offset,
+@documented("List jobs, newest first", query=JobListQuery, responses={200: Answer("jobs", schemas.JobList)})
+def list_jobs(query: JobListQuery):
+    items, total = services.list_jobs(
+        current(),
+        status=query.status,
+        job_type=query.type,
+        model_id=query.model_id,
+        dataset_id=query.dataset_id,
+        limit=query.limit,
+        offset=query.offset,
     )
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
 @bp.get("/api/v1/jobs/<job_id>")
+@documented("A job's status, progress, params and metrics", responses={200: Answer("the job", schemas.Job)})
 def get_job(job_id: str):
     return services.get_job(current(), job_id)
 
 
 @bp.post("/api/v1/jobs/<job_id>/cancel")
+@documented(
+    "Cancel a queued or running job",
+    responses={200: Answer("cancelled", schemas.Job), 409: "the job already finished"},
+)
 def cancel_job(job_id: str):
     return services.cancel_job(current(), job_id)
 
 
 @bp.get("/api/v1/jobs/<job_id>/predictions")
-def list_predictions(job_id: str):
-    offset = int_arg("offset", 0)
-    limit = int_arg("limit", 100, minimum=1, maximum=1000)
-    label = request.args.get("label") or None
-    return services.list_predictions(current(), job_id, offset=offset, limit=limit, label=label)
+@documented(
+    "A classify job's predictions, ordered by index (partial while it runs)",
+    query=PredictionQuery,
+    responses={
+        200: Answer("a page of predictions", schemas.PredictionPage),
+        409: "the job is not a classify job: it has no predictions",
+    },
+)
+def list_predictions(job_id: str, query: PredictionQuery):
+    return services.list_predictions(
+        current(), job_id, offset=query.offset, limit=query.limit, label=query.label
+    )
 
 
 @bp.get("/api/v1/jobs/<job_id>/export")
-def export_predictions(job_id: str):
+@documented(
+    "Download every prediction of a succeeded classify job as CSV or JSONL (streamed)",
+    description=EXPORT_DESCRIPTION,
+    query=ExportQuery,
+    responses={
+        200: Answer(
+            "the predictions, one row (CSV) or object (JSONL) each, ordered by index",
+            model=None,
+            headers={"Content-Disposition": 'attachment; filename="job-<id>-predictions.csv" (or .jsonl)'},
+            content={media_type: {"schema": {"type": "string"}} for media_type in exports.FORMATS.values()},
+        ),
+        400: "format is neither csv nor jsonl (invalid_parameter)",
+        409: "a job that is not a classify job (not_a_classify_job), or a classify job that has not succeeded "
+        "(job_not_succeeded)",
+    },
+)
+def export_predictions(job_id: str, query: ExportQuery):
     """Every prediction of a succeeded classify job as a CSV or JSONL download, streamed page by page."""
-    fmt = choice_arg("format", list(exports.FORMATS)) or "csv"
-    return exports.export_response(current(), job_id, fmt)
+    return exports.export_response(current(), job_id, query.format)

@@ -3,26 +3,32 @@ from __future__ import annotations
 
 from core.specs import ModelServingUpdate
 
-from .. import services
+from .. import schemas, services
 from ..auth import current
+from ..queries import Page
 from . import bp
-from .request_args import int_arg, json_object
+from .apidoc import Answer, documented
 
 
 @bp.get("/api/v1/models")
-def list_models():
-    limit = int_arg("limit", 100, minimum=1, maximum=1000)
-    offset = int_arg("offset", 0)
-    items, total = services.list_models(current(), limit=limit, offset=offset)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+@documented("List trained models, newest first", query=Page, responses={200: Answer("models", schemas.ModelList)})
+def list_models(query: Page):
+    items, total = services.list_models(current(), limit=query.limit, offset=query.offset)
+    return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
 @bp.get("/api/v1/models/<int:model_id>")
+@documented("A trained model", responses={200: Answer("the model", schemas.Model)})
 def get_model(model_id: int):
     return services.get_model(current(), model_id)
 
 
 @bp.patch("/api/v1/models/<int:model_id>")
-def update_model(model_id: int):
+@documented(
+    "Set the model's serving defaults (quantize); null returns a key to the deployment's",
+    body=ModelServingUpdate,
+    responses={200: Answer("the model", schemas.Model)},
+)
+def update_model(model_id: int, body: ModelServingUpdate):
     """Serving defaults of a model, e.g. ``{"quantize": true}``; a request's own ``quantize`` still wins."""
-    return services.update_model_serving(current(), model_id, services.validate(ModelServingUpdate, json_object()))
+    return services.update_model_serving(current(), model_id, body)

@@ -14,12 +14,12 @@ from flask import current_app
 from core.schema import JobStatus
 from core.specs import PredictRequest
 
-from .. import context, services
+from .. import context, schemas, services
 from ..auth import current
 from ..errors import ApiError
 from . import bp
+from .apidoc import LOCATION, Answer, documented
 from .jobs import accepted
-from .request_args import json_object
 
 
 _WAITERS_KEY = "bertqueue.predict_waiters"
@@ -38,13 +38,29 @@ def _waiters() -> threading.BoundedSemaphore:
 
 
 @bp.post("/api/v1/predict")
-def predict():
-    request = services.validate(PredictRequest, json_object())
-    timeout = context.settings().predict_timeout_s if request.timeout_s is None else request.timeout_s
+@documented(
+    "Classify texts and wait for the result (a classify job on the same queue)",
+    body=PredictRequest,
+    creates_job=True,
+    responses={
+        200: Answer("predictions", schemas.PredictResponse),
+        202: Answer(
+            "not finished within timeout_s, or PREDICT_MAX_WAITERS calls already wait in this web process (answered "
+            "at once): poll the job",
+            schemas.Job,
+            headers=LOCATION,
+        ),
+        404: "unknown model",
+        409: "the job was cancelled (job_cancelled)",
+        500: "the job failed (job_failed); error.message is the job's error, error.job_id the job",
+    },
+)
+def predict(body: PredictRequest):
+    timeout = context.settings().predict_timeout_s if body.timeout_s is None else body.timeout_s
     slots = _waiters()
     waiting = slots.acquire(blocking=False)  # never blocks: a full house answers 202 instead of queueing here
     try:
-        job = services.start_classification(current(), request)
+        job = services.start_classification(current(), body)
         job = services.wait_for_job(current(), job["id"], timeout if waiting else 0.0)
     finally:
         if waiting:

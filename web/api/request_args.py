@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import json
 import math
+from functools import lru_cache
+from typing import TypeVar
 
 from flask import request
+from pydantic import BaseModel, ValidationError
+from werkzeug.datastructures import FileStorage
 
 from core.specs import MAX_SQL_ID
 
-from ..errors import ApiError
+from ..errors import ApiError, validation_error
+
+Q = TypeVar("Q", bound=BaseModel)
+F = TypeVar("F", bound=BaseModel)
 
 MAX_JSON_DEPTH = 32  # the deepest request model (class_weights: {task: [weights]}) needs 3 levels
 
@@ -69,35 +76,79 @@ def json_object() -> dict:
     return data
 
 
-def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int = MAX_SQL_ID) -> int:
-    """Query parameter ``name`` as an int in ``[minimum, maximum]`` (by default at most a SQL BIGINT); 400 else."""
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 40 else f"{raw[:40]}...")
+
+
+def _expectation(prop: dict) -> str:
+    """What a query parameter's JSON schema (from its query model) admits, in words for an error message."""
+    if "enum" in prop:
+        return f"one of {', '.join(map(str, prop['enum']))}"
+    if prop.get("type") == "integer":
+        low, high = prop.get("minimum"), prop.get("maximum")
+        if high is not None and high < MAX_SQL_ID:
+            return f"an integer between {low} and {high}"
+        return f"an integer of at least {low} (and below 2^63)" if low is not None else "an integer below 2^63"
+    if prop.get("type") == "string":
+        return f"a text of {prop.get('minLength', 0)} to {prop.get('maxLength', 'any number of')} characters"
+    return "valid"
+
+
+def _query_error(model: type[BaseModel], exc: ValidationError) -> ApiError:
+    error = exc.errors(include_url=False)[0]
+    name = str(error["loc"][0]) if error.get("loc") else "query"
+    prop = parameter_schemas(model).get(name, {})
+    raw = request.args.get(name, "")
+    return ApiError(400, "invalid_parameter", f"{name} must be {_expectation(prop)}, not {_shown(raw)}")
+
+
+@lru_cache(maxsize=None)
+def parameter_schemas(model: type[BaseModel]) -> dict[str, dict]:
+    """The JSON schema of each field of query model ``model``, as a query parameter: a parameter is absent or has a
+    value, never null, so the ``null`` branch of an optional field (and its null default) is left out."""
+    properties = model.model_json_schema()["properties"]
+    result = {}
+    for name, prop in properties.items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
+        if len(branches) == 1:
+            prop = {**branches[0], **prop}
+        elif branches:
+            prop["anyOf"] = branches
+        if prop.get("default", ...) is None:
+            del prop["default"]
+        result[name] = prop
+    return result
+
+
+def query_args(model: type[Q]) -> Q:
+    """The query string validated by ``model`` (``web.queries``); 400 ``invalid_parameter`` naming the first bad
+    parameter and what it admits. An empty value is a value (``?limit=`` is not an integer), not an absence;
+    unknown parameters are ignored (clients may add their own, e.g. cache busters)."""
+    values = {}
+    for name in model.model_fields:
+        given = request.args.getlist(name)
+        if len(given) > 1:  # every query parameter is one value: a repeated one is an array, not what it documents
+            raise ApiError(400, "invalid_parameter", f"{name} is given {len(given)} times: give it once")
+        if given:
+            values[name] = given[0]
     try:
-        value = int(raw)
-    except ValueError:  # also past Python's 4,300-digit limit on int()
-        shown = raw if len(raw) <= 40 else f"{raw[:40]}..."
-        raise ApiError(400, "invalid_parameter", f"{name} must be an integer, not {shown!r}") from None
-    if value < minimum or value > maximum:
-        bounds = f"between {minimum} and {maximum}" if maximum < MAX_SQL_ID else f"at least {minimum} (and below 2^63)"
-        raise ApiError(400, "invalid_parameter", f"{name} must be {bounds}, not {raw[:40]}")
-    return value
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _query_error(model, exc) from None
 
 
-def optional_int_arg(name: str) -> int | None:
-    """Query parameter ``name`` as a non-negative int below 2^63 (a SQL id), or None when absent."""
-    if request.args.get(name) in (None, ""):
-        return None
-    return int_arg(name, 0, minimum=0)
-
-
-def choice_arg(name: str, choices: list[str]) -> str | None:
-    """Query parameter ``name`` when it is one of ``choices``, None when absent; 400 otherwise."""
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw not in choices:
-        shown = raw if len(raw) <= 40 else f"{raw[:40]}..."
-        raise ApiError(400, "invalid_parameter", f"{name} must be one of {', '.join(choices)}, not {shown!r}")
-    return raw
+def form_args(model: type[F]) -> F:
+    """A multipart form (its fields and files) validated by ``model``: a missing file part is 400 ``missing_file``,
+    any other problem 422 ``validation_error``."""
+    values = {**request.form.to_dict(), **request.files.to_dict()}
+    for name, field in model.model_fields.items():
+        if field.annotation is FileStorage and field.is_required() and name not in values:
+            raise ApiError(
+                400, "missing_file", f"send {field.description or 'the file'} as a multipart/form-data field "
+                f"named {name!r}"
+            )
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
