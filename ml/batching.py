@@ -3,8 +3,8 @@
 The design of text-embeddings-inference's router queue and Triton's dynamic batcher, sized for a Celery worker
 whose thread pool runs many classification jobs (and ``/predict`` calls) at once:
 
-* a job thread calls :meth:`BatchingEngine.predict` with its texts: they are tokenized in the caller's thread and
-  queued as one *request*; the caller blocks on a future;
+* a job thread calls :meth:`BatchingEngine.predict` with its texts (or sentence pairs): they are tokenized in the
+  caller's thread and queued as one *request*; the caller blocks on a future;
 * one loop thread per model forms each batch when the model is free (continuous batching): first the queued
   *small* requests (interactive ``/predict`` calls, one-text jobs; whole requests, oldest first, up to a batch),
   length-sorted and cut under ``max_batch_tokens`` / ``max_batch_size``; otherwise the next batch of a *pool*
@@ -16,7 +16,9 @@ Because the next batch is chosen after every batch, a small request that arrives
 one batch, never for the large job's chunk.
 
 Each text's probabilities go back to the request it came from, by position, so results never mix across jobs;
-texts of different models never meet (one engine per model). A request whose ``should_stop`` says so (its job was
+texts of different models never meet (one engine per model). Sentence pairs and single texts may share a batch:
+a pair's row carries its token type ids (:class:`ml.inference.PairRow`) and a single text's row gets type 0
+throughout, which is what the encoder assumes without token types, so sharing a batch changes no row's result. A request whose ``should_stop`` says so (its job was
 cancelled or taken over) is dropped with :class:`RequestCancelled`; a batch that fails is re-run text by text so
 only the request that owns the failing text gets the exception, never its batch partners.
 """
@@ -44,7 +46,7 @@ class RequestCancelled(Exception):
 
 @dataclass(eq=False)
 class _Request:
-    rows: list[list[int]]  # token ids per text
+    rows: list[list[int]]  # token ids per text (a sentence pair's row also carries its token type ids)
     should_stop: Callable[[], bool] | None
     future: Future = field(default_factory=Future)
     probabilities: list = field(default_factory=list)  # per text: {task: probs}, filled by the loop
@@ -91,9 +93,12 @@ class BatchingEngine:
 
     # ---------------------------------------------------------------- callers
 
-    def submit(self, texts: list[str], *, should_stop: Callable[[], bool] | None = None) -> Future:
-        """Queue ``texts``; the future resolves to one result per text, in order (see ``Predictor.predict``)."""
-        rows = self.backend.encode(texts)
+    def submit(
+        self, texts: list[str], pairs: list[str] | None = None, *, should_stop: Callable[[], bool] | None = None
+    ) -> Future:
+        """Queue ``texts`` (with ``pairs``: the pairs ``(texts[i], pairs[i])``); the future resolves to one
+        probability dict per text, in order (``backend.results`` turns them into ``Predictor.predict``'s results)."""
+        rows = self.backend.encode(texts) if pairs is None else self.backend.encode(texts, pairs=pairs)
         request = _Request(rows, should_stop)
         if not rows:
             request.future.set_result([])
@@ -107,9 +112,12 @@ class BatchingEngine:
             self._cond.notify()
         return request.future
 
-    def predict(self, texts: list[str], *, should_stop: Callable[[], bool] | None = None) -> list[dict]:
-        """Classify ``texts`` together with whatever else is in flight; blocks until they are done."""
-        probabilities = self.submit(texts, should_stop=should_stop).result()
+    def predict(
+        self, texts: list[str], pairs: list[str] | None = None, *, should_stop: Callable[[], bool] | None = None
+    ) -> list[dict]:
+        """Classify ``texts`` (or the pairs ``(texts[i], pairs[i])``) together with whatever else is in flight;
+        blocks until they are done."""
+        probabilities = self.submit(texts, pairs, should_stop=should_stop).result()
         return self.backend.results(probabilities)
 
     # ---------------------------------------------------------------- the loop

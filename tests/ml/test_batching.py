@@ -170,8 +170,8 @@ def test_concurrent_requests_get_their_own_unbatched_results(served, reference, 
         submitted = threading.Semaphore(0)
         real_submit = engine.submit
 
-        def counting_submit(texts, *, should_stop=None, _real=real_submit, _sem=submitted):
-            future = _real(texts, should_stop=should_stop)
+        def counting_submit(texts, pairs=None, *, should_stop=None, _real=real_submit, _sem=submitted):
+            future = _real(texts, pairs, should_stop=should_stop)
             _sem.release()
             return future
 

@@ -118,3 +118,145 @@ def test_get_predictor_is_thread_safe(saved_models, monkeypatch):
         t.join()
     assert not errors and len(loads) == 1
     assert len({id(p) for p, _ in results}) == 1 and len({label for _, label in results}) == 1
+
+
+# ------------------------------------------------------------------------------------ multi-label and pairs
+
+PAIRS = [("the flight was delayed", "I missed my connection"), ("great crew", "the seat was broken"),
+         ("@united lost my bag", "https://t.co/abc please help")]
+
+
+def _sharpen(model):
+    """Perturb every weight (seeded, std 0.2): the tiny random encoders give nearly the same output for every
+    input; perturbed, their probabilities differ clearly between inputs, so comparisons below mean something."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.2)
+    return model
+
+
+def _manual_probs(model, tokenizer, texts, pairs=None, *, sigmoid=False, use_types=True):
+    """Probabilities of a direct forward on the tokenizer's own pair encoding (what predict must reproduce)."""
+    import torch
+
+    out = []
+    for i, text in enumerate(texts):
+        enc = tokenizer([text], [pairs[i]] if pairs else None, truncation="longest_first",
+                        max_length=model.max_length, return_tensors="pt")
+        types = {"token_type_ids": enc["token_type_ids"]} if use_types and pairs and "token_type_ids" in enc else {}
+        with torch.no_grad():
+            logits = model(enc["input_ids"], enc["attention_mask"], **types).logits[0]
+        out.append((torch.sigmoid(logits) if sigmoid else torch.softmax(logits, -1)).tolist())
+    return out
+
+
+def test_multi_label_predict_uses_the_stored_thresholds(tiny_bert_dir, tokenizer, tmp_path):
+    import torch
+
+    labels = ["billing", "delay", "food", "staff"]
+    torch.manual_seed(3)
+    model = _sharpen(build_model("bert", {"topics": labels}, tiny_bert_dir, multi_label=True).eval())
+    model.max_length = 32
+    texts = [a for a, _ in PAIRS]
+    probs = _manual_probs(model, tokenizer, texts, sigmoid=True)
+    # thresholds just at / just above the first text's probabilities: labels 0 and 2 pass, 1 and 3 do not
+    first = probs[0]
+    model.thresholds = [first[0], min(1.0, first[1] + 1e-3), first[2], min(1.0, first[3] + 1e-3)]
+    save_model(model, tokenizer, tmp_path / "ml")
+    predictor = Predictor.load(tmp_path / "ml")
+    assert predictor.multi_label and predictor.thresholds == model.thresholds
+    results = predictor.predict(texts)
+    assert [labels[c] for c in (0, 2)] == sorted(results[0]["labels"], key=labels.index)
+    for result, p in zip(results, probs):
+        assert set(result) == {"labels", "scores", "label", "score"}
+        assert [result["scores"][label] for label in labels] == pytest.approx(p, abs=1e-5)
+        expected = [label for c, label in enumerate(labels) if p[c] >= model.thresholds[c] - 1e-6]
+        assert sorted(result["labels"]) == sorted(expected)
+        assert [result["scores"][label] for label in result["labels"]] == sorted(
+            (result["scores"][label] for label in result["labels"]), reverse=True)  # most likely first
+        top = max(range(4), key=p.__getitem__)
+        assert result["label"] == labels[top] and result["score"] == pytest.approx(p[top], abs=1e-5)
+    # the same model with every threshold at 1.0 predicts no label (thresholds really come from the saved config)
+    model.thresholds = [1.0] * 4
+    save_model(model, tokenizer, tmp_path / "strict")
+    assert all(r["labels"] == [] for r in Predictor.load(tmp_path / "strict").predict(texts))
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_pairs_predict_equals_a_manual_forward(family, tiny_bert_dir, tiny_distilbert_dir, tmp_path):
+    from models.encoders import load_tokenizer
+
+    encoder = tiny_distilbert_dir if family == "distilbert" else tiny_bert_dir
+    tokenizer = load_tokenizer(encoder)
+    model = _sharpen(build_model(family, {"s": ["a", "b", "c"]}, encoder).eval())
+    model.max_length = 12  # short: long pairs get truncated, longer text first
+    save_model(model, tokenizer, tmp_path / "pairs", metadata={"training": {"text_pair_column": "b"}})
+    predictor = Predictor.load(tmp_path / "pairs")
+    assert predictor.text_pair_column == "b"
+    texts, pairs = [a for a, _ in PAIRS], [b for _, b in PAIRS]
+    results = predictor.predict(texts, pairs)
+    manual = _manual_probs(model, tokenizer, texts, pairs)
+    for result, p in zip(results, manual):
+        assert [result["scores"][label] for label in "abc"] == pytest.approx(p, abs=1e-6)
+    rows = predictor.encode(texts, pairs=pairs)
+    assert all(isinstance(row, inference.PairRow) for row in rows) == (family == "bert")
+    swapped = predictor.predict(pairs, texts)
+    assert any(r["scores"] != pytest.approx(s["scores"], abs=1e-3) for r, s in zip(results, swapped))
+    if family == "bert":  # the token type ids made a difference: without them the manual forward differs
+        plain = _manual_probs(model, tokenizer, texts, pairs, use_types=False)
+        assert any(r["scores"] != pytest.approx(dict(zip("abc", q)), abs=1e-3) for r, q in zip(results, plain))
+    with pytest.raises(ValueError, match="one pair text per text"):
+        predictor.predict(texts, pairs[:2])
+
+
+def test_texts_are_normalized_as_in_training(tiny_bert_dir, tokenizer, tmp_path):
+    model = build_model("bert", {"s": ["a", "b"]}, tiny_bert_dir).eval()
+    model.max_length = 32
+    save_model(model, tokenizer, tmp_path / "social", metadata={"training": {"text_normalization": "social"}})
+    save_model(model, tokenizer, tmp_path / "plain")
+    social, plain = Predictor.load(tmp_path / "social"), Predictor.load(tmp_path / "plain")
+    raw = ["@united my bag https://t.co/x1"]
+    assert social.encode(raw) == plain.encode(["@user my bag http"]) != plain.encode(raw)
+
+
+def test_engine_batches_pairs_and_single_texts_together(tiny_bert_dir, tokenizer, tmp_path):
+    from ml.batching import BatchingEngine
+
+    model = _sharpen(build_model("bert", {"s": ["a", "b", "c"]}, tiny_bert_dir).eval())
+    model.max_length = 32
+    save_model(model, tokenizer, tmp_path / "m")
+    predictor, reference = Predictor.load(tmp_path / "m"), Predictor.load(tmp_path / "m")
+    batches, entered, release = [], threading.Event(), threading.Event()
+    real_forward = predictor.forward
+
+    def forward(rows):
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(30)
+        batches.append(list(rows))
+        return real_forward(rows)
+
+    predictor.forward = forward
+    engine = BatchingEngine(predictor, wait_ms=0)
+    blocker = engine.submit(["blocker"])
+    assert entered.wait(30)  # the loop is inside the first batch: the next requests queue up together
+    texts, pairs = [a for a, _ in PAIRS], [b for _, b in PAIRS]
+    pair_future = engine.submit(texts, pairs)
+    single_future = engine.submit(texts)
+    release.set()
+    pair_results = predictor.results(pair_future.result(timeout=30))
+    single_results = predictor.results(single_future.result(timeout=30))
+    blocker.result(timeout=30)
+    mixed = [b for b in batches if any(isinstance(r, inference.PairRow) for r in b)
+             and any(not isinstance(r, inference.PairRow) for r in b)]
+    assert mixed, batches  # pairs and single texts really shared a forward pass
+    for got, want in zip(pair_results, reference.predict(texts, pairs)):
+        assert got["label"] == want["label"] and got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+    for got, want in zip(single_results, reference.predict(texts)):
+        assert got["label"] == want["label"] and got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+    again = engine.predict(texts, pairs)  # the blocking call, alone this time
+    for got, want in zip(again, pair_results):
+        assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)

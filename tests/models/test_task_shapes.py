@@ -218,6 +218,10 @@ def test_token_type_ids_reach_a_bert_encoder(family, tiny_bert_dir, tokenizer):
 
 def test_pair_order_matters_for_bert(tiny_bert_dir, tokenizer):
     model = build_model("bert", SINGLE, tiny_bert_dir).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the tiny random encoder answers almost alike for every input: make it input-sensitive
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.2)
     a, b = "the flight was delayed", "I missed my connection"
 
     def logits(first, second):
@@ -225,7 +229,7 @@ def test_pair_order_matters_for_bert(tiny_bert_dir, tokenizer):
         with torch.no_grad():
             return model(enc["input_ids"], enc["attention_mask"], token_type_ids=enc["token_type_ids"]).logits
 
-    assert not torch.allclose(logits(a, b), logits(b, a), atol=1e-6)
+    assert not torch.allclose(logits(a, b), logits(b, a), atol=1e-2)
     assert torch.equal(logits(a, b), logits(a, b))
 
 
