@@ -46,7 +46,6 @@ class EvaluationPlan:
     text_pair_column: str | None = None
     multi_label: bool = False
     label_separator: str | None = None  # multi-label with one column; None with 0/1 columns (one per label)
-    text_normalization: str = "none"
 
     # ---------------------------------------------------------------- (de)serialising for job params
 
@@ -136,8 +135,9 @@ def plan_evaluation(
                               "trained on")
     columns = label_columns or ([label_column] if label_column else None)
     trained = list(params.get("label_columns") or ([params["label_column"]] if params.get("label_column") else []))
+    # (the text normalization the model was trained with is the predictor's to apply: it is saved with the model)
     common = {"tasks": tasks, "text_column": text_column, "text_template": template,
-              "text_pair_column": text_pair_column, "text_normalization": params.get("text_normalization") or "none"}
+              "text_pair_column": text_pair_column}
 
     if multi_label:
         labels = tasks[next(iter(tasks))]

@@ -61,7 +61,7 @@ def line_chart(
 ) -> str:
     """An SVG line chart. ``series``: ``(key, legend name, [(x, y), ...])``; points whose x or y is missing or not
     finite are left out. ``y_range`` fixes the y axis (e.g. 0..1 for scores), else it fits the data."""
-    left, right, top, bottom = 48, 12, 28, 40
+    left, right, top, bottom = 48, 12, 44, 40  # the legend sits between the title and the plot
     plot_w, plot_h = width - left - right, height - top - bottom
     clean = [(key, name, [(float(x), float(y)) for x, y in points if _finite(x) and _finite(y)])
              for key, name, points in series]
@@ -113,11 +113,11 @@ def line_chart(
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3"><title>{_text(name)} at {_num(x)}: '
                        f"{_num(y)}</title></circle>")
         out.append("</g>")
-    legend_x = left + 8
+    legend_x = left
     for i, (key, name, points) in enumerate(clean):
         if points:
-            out.append(f'<g class="legend series series-{i % 4}"><rect x="{legend_x}" y="{top + 4}" width="10" '
-                       f'height="10"/><text x="{legend_x + 14}" y="{top + 13}">{_text(name)}</text></g>')
+            out.append(f'<g class="legend series series-{i % 4}"><rect x="{legend_x}" y="{top - 20}" width="10" '
+                       f'height="10"/><text x="{legend_x + 14}" y="{top - 11}">{_text(name)}</text></g>')
             legend_x += 24 + 7 * len(name)
     out.append("</svg>")
     return "".join(out)
@@ -148,15 +148,16 @@ def confusion_heatmap(confusion: Mapping | None, *, title: str = "Confusion matr
         return ""
     cell = max(14, min(48, 420 // n))
     label_w = 8 + 7 * min(MAX_LABEL_CHARS, max(len(label) for label in labels))
-    left, top = label_w + 22, label_w + 34
-    width, height = left + n * cell + 10, top + n * cell + 10
+    slant = round(label_w * 0.72)  # a column label, rotated 45 degrees, reaches this far up and to the right
+    left, top = label_w + 22, slant + 40
+    width, height = left + n * cell + slant, top + n * cell + 10
     show_counts = cell >= 24
     attrs = f' id="{_text(chart_id)}"' if chart_id else ""
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart heatmap"{attrs} viewBox="0 0 {width} {height}" '
            f'width="{width}" height="{height}" role="img" aria-label="{_text(title)}">',
            f"<title>{_text(title)}</title>",
            f'<text class="chart-title" x="4" y="16">{_text(title)}</text>',
-           f'<text class="axis-label" x="{left + n * cell / 2}" y="{30}" text-anchor="middle">predicted</text>',
+           f'<text class="axis-label" x="{left + n * cell / 2}" y="32" text-anchor="middle">predicted</text>',
            f'<text class="axis-label" transform="translate(12 {top + n * cell / 2}) rotate(-90)" '
            'text-anchor="middle">true</text>']
     for j, label in enumerate(labels):

@@ -48,6 +48,7 @@ def _preload_ml_stack(**_kwargs) -> None:
 
     import models.io  # noqa: F401
     import models.registry  # noqa: F401
+    import ml.evaluation  # noqa: F401
     import ml.inference  # noqa: F401
     import ml.loop  # noqa: F401
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -29,7 +31,9 @@ from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.queue import announce_job_done
 from core.results import insert_predictions, stored_indices
-from core.schema import Dataset, Job, TrainedModel
+from core.accounts import Principal
+from core.ownership import visible
+from core.schema import Dataset, Job, TrainedModel, User, utcnow
 from core.specs import ClassifyRequest, TrainRequest
 from ml.batching import RequestCancelled
 
@@ -38,6 +42,7 @@ from .memory import release_free_memory
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 2.0
+MAX_ETA_S = 10 * 365 * 86400.0  # an estimate past this is noise (and past datetime's range when absurd)
 # Test-only fault injection (see _test_fault); inert unless the worker's environment sets it to "1".
 TEST_FAULTS_ENV = "BERTQUEUE_TEST_FAULTS"
 # Texts per commit: bounds lost work on a crash and memory per job, paces progress updates, and is what the engine
@@ -76,6 +81,10 @@ class Lease:
     loops only report ``progress()`` (written with the next beat) and poll ``should_stop()`` (the job was
     cancelled, another worker took it over, or it ran past its time limit).
 
+    ``progress(fraction, info)``: ``info["eta_seconds"]`` becomes the job's ``eta_at`` and ``info["history"]`` (a
+    training's evaluations so far) its live ``metrics.history``, both written by the next beat in the same UPDATE;
+    the history only when it grew, so a long training does not rewrite the same JSON every few seconds.
+
     ``time_limit_s``: past it the keeper fails the job ("... exceeded the time limit of N s") and stops renewing,
     even if the work is stuck where it never polls ``should_stop()``; the job is no longer running in SQL at once.
     """
@@ -88,6 +97,10 @@ class Lease:
         self.lost = self.timed_out = False
         self.next_beat = self.deadline = 0.0
         self._progress: float | None = None
+        self._eta_at: datetime | None = None
+        self._history: list | None = None  # the latest history reported, written while it differs from the stored
+        self._history_written = 0  # entries of the history stored by a beat
+        self._lock = threading.Lock()  # progress() runs on the work's thread, beat() on the keeper's
 
     def __enter__(self) -> "Lease":
         now = time.monotonic()
@@ -102,15 +115,21 @@ class Lease:
     def beat(self) -> None:
         """Renew the lease now (and write the latest progress); marks the lease lost if the job is no longer ours."""
         self.next_beat = time.monotonic() + self.every_s
+        with self._lock:
+            progress, eta_at, history = self._progress, self._eta_at, self._history
+        fresh = history is not None and len(history) != self._history_written
         try:
             with db.session() as session:
-                owned = jobs.heartbeat(session, self.job_id, self.owner, self._progress)
+                owned = jobs.heartbeat(session, self.job_id, self.owner, progress, eta_at=eta_at,
+                                       metrics={"history": history} if fresh else None)
         except SQLAlchemyError as exc:
             # A database hiccup must not kill hours of work; the next beat tries again.
             log.warning("job %s: heartbeat failed (%s); continuing", self.job_id, exc)
             return
         if not owned:
             self.lost = True
+        elif fresh:
+            self._history_written = len(history)
 
     def expire(self) -> None:
         """The time limit has passed: fail the job (if still ours) and tell the work to stop."""
@@ -123,11 +142,29 @@ class Lease:
         except SQLAlchemyError as exc:  # the runner fails it again when the work stops
             log.warning("job %s: could not record the time limit (%s)", self.job_id, exc)
 
-    def progress(self, fraction: float, _info: dict | None = None) -> None:
-        self._progress = fraction
+    def progress(self, fraction: float, info: dict | None = None) -> None:
+        """Record the work's progress (and ETA, curves: see the class docstring) for the next beat."""
+        eta, history = (info or {}).get("eta_seconds"), (info or {}).get("history")
+        with self._lock:
+            self._progress = fraction
+            if isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 <= eta < MAX_ETA_S:
+                self._eta_at = utcnow() + timedelta(seconds=float(eta))
+            if isinstance(history, list):
+                self._history = _finite_json(history)  # a copy: the loop goes on appending to its own list
 
     def should_stop(self) -> bool:
         return self.lost
+
+
+def _finite_json(value):
+    """A copy of ``value`` with non-finite floats as None: PostgreSQL's JSON has no NaN (a diverged loss)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(item) for item in value]
+    return value
 
 
 class _LeaseKeeper:
@@ -267,14 +304,16 @@ def run_training(job_id: str) -> None:
     lease = None
     try:
         # read everything, then close the session before long work
-        request, owner_id, content, fmt, dataset_name = db.transact(
+        request, owner_id, content, fmt, dataset_name, validation = db.transact(
             lambda session: _read_training(session, job_id), what=f"job {job_id}: read")
         check_encoder(request.encoder, settings)
         rows = read_rows(content, fmt).rows
-        del content  # training keeps only the rows: the raw bytes need not stay alive for the whole run
+        validation_rows = read_rows(*validation).rows if validation is not None else None
+        # training keeps only the rows: the raw bytes need not stay alive for the whole run
+        del content, validation
         lease = Lease(job_id, settings.lease_seconds, time_limit_s=settings.train_time_limit_s, kind="training")
         with lease:
-            result = _train(request, rows, scratch, store, lease)
+            result = _train(request, rows, validation_rows, scratch, store, lease)
             # one directory per attempt: a worker that lost the job can never touch the winner's files
             final_dir = store / "models" / f"{job_id}-{claim.attempts}"
             _publish_model(job_id, request, owner_id, dataset_name, result, scratch, final_dir, lease)
@@ -303,13 +342,28 @@ def _remove_earlier_attempts(store: Path, job_id: str, attempt: int) -> None:
 
 
 def _read_training(session, job_id: str):
-    """The job's request and owner, and its dataset's bytes, format and name."""
+    """The job's request and owner, its dataset's bytes, format and name, and its validation dataset's (bytes,
+    format) or None."""
     job = session.get(Job, job_id)
     request = TrainRequest.model_validate(job.params)
     dataset = session.get(Dataset, job.dataset_id) if job.dataset_id is not None else None
     if dataset is None:
         raise DatasetError("the job's dataset no longer exists")
-    return request, job.owner_id, dataset.content, dataset.format, dataset.name
+    validation = None
+    if request.validation_dataset_id is not None:
+        validation = _owners_dataset(session, request.validation_dataset_id, job.owner_id)
+        if validation is None:
+            raise DatasetError(f"validation dataset {request.validation_dataset_id} no longer exists")
+    return request, job.owner_id, dataset.content, dataset.format, dataset.name, validation
+
+
+def _owners_dataset(session, dataset_id: int, owner_id: int | None) -> tuple[bytes, str] | None:
+    """(content, format) of a dataset the job's owner may read (checked again: the web checked at submission, but
+    nothing a job names is trusted blindly), or None."""
+    owner = session.get(User, owner_id) if owner_id is not None else None
+    scope = visible(Dataset, Principal.of(owner)) if owner is not None else Dataset.shared.is_(True)
+    row = session.execute(select(Dataset.content, Dataset.format).where(Dataset.id == dataset_id, scope)).first()
+    return (row.content, row.format) if row is not None else None
 
 
 def train_config(request: TrainRequest):
@@ -317,13 +371,15 @@ def train_config(request: TrainRequest):
     return request.config()
 
 
-def _train(request: TrainRequest, rows: list[dict], scratch: Path, store: Path, lease: Lease):
+def _train(request: TrainRequest, rows: list[dict], validation_rows: list[dict] | None, scratch: Path, store: Path,
+           lease: Lease):
     from ml.loop import train_classifier
 
     return train_classifier(
         rows,
         train_config(request),
         scratch,
+        validation_rows=validation_rows,
         device=_device(),
         encoder_cache_dir=store / "encoders",
         progress=lease.progress,
@@ -427,7 +483,8 @@ def run_classification(job_id: str) -> None:
 
 
 class _ClassifyWork:
-    """One attempt at a classify job: its inputs (texts or a dataset column), model and what is already stored."""
+    """One attempt at a classify job: its inputs (texts, pairs, or dataset columns), model and what is already
+    stored."""
 
     def __init__(self, job_id: str, request: ClassifyRequest, artifact_dir: str, quantize: bool,
                  done: set[int], dataset: tuple[bytes, str] | None, total: int) -> None:
@@ -458,22 +515,29 @@ class _ClassifyWork:
                 raise LookupError(f"dataset {request.dataset_id} no longer exists")
             dataset, total = (row.content, row.format), row.row_count
         else:
-            total = len(request.texts)
+            total = len(request.pairs if request.pairs is not None else request.texts)
         done = stored_indices(session, job_id) if resumed else set()
-        return cls(job_id, request, model.artifact_dir, _quantize(request, model), done, dataset, total)
+        return cls(job_id, request, model.artifact_dir, _quantize(request.quantize, model), done, dataset, total)
 
-    def inputs(self) -> Iterator[tuple[int, str, str | None]]:
-        """(index, text, row id) of every input, in order; empty dataset texts are skipped (nothing to classify)."""
+    def inputs(self) -> Iterator[tuple[int, str, str | None, str | None]]:
+        """(index, text, text pair, row id) of every input, in order; dataset rows with an empty text (or pair
+        text) are skipped (nothing to classify)."""
         if self.dataset is None:
-            for index, text in enumerate(self.request.texts):
-                yield index, text, None
+            if self.request.pairs is not None:
+                for index, (text, pair) in enumerate(self.request.pairs):
+                    yield index, text, pair, None
+            else:
+                for index, text in enumerate(self.request.texts):
+                    yield index, text, None, None
             return
         content, fmt = self.dataset
-        text_column, id_column = self.request.text_column, self.request.id_column
+        text_column, pair_column, id_column = (self.request.text_column, self.request.text_pair_column,
+                                               self.request.id_column)
         for index, row in enumerate(open_rows(content, fmt)):
             text = row.get(text_column, "")
-            if text.strip():
-                yield index, text, (row.get(id_column) if id_column else None)
+            pair = row.get(pair_column, "") if pair_column else None
+            if text.strip() and (pair is None or pair.strip()):
+                yield index, text, pair, (row.get(id_column) if id_column else None)
 
     def run(self) -> None:
         from ml.inference import get_predictor
@@ -481,25 +545,27 @@ class _ClassifyWork:
         started = time.monotonic()
         todo = (item for item in self.inputs() if item[0] not in self.done)
         with self.lease as lease:  # a cold model load is covered too
-            engine = get_predictor(self.artifact_dir, _device(), quantize=self.quantize).engine
+            predictor = get_predictor(self.artifact_dir, _device(), quantize=self.quantize)
             # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
             pending = None
             for chunk in _chunks(todo, CLASSIFY_CHUNK):
-                future = engine.submit([text for _, text, _ in chunk], should_stop=lease.should_stop)
+                wait = _submit(predictor, [item[1] for item in chunk],
+                               [item[2] for item in chunk] if self.request.with_pairs else None, lease)
                 if pending is not None:
-                    self._store(*pending, engine, lease)
-                pending = (chunk, future)
+                    self._store(*pending, lease)
+                pending = (chunk, wait)
             if pending is None:  # nothing left to classify (all stored by an earlier attempt, or no text)
                 db.transact(lambda session: self._succeed(session, started), what=f"job {self.job_id}: succeed")
             else:
-                self._store(*pending, engine, lease, started=started)
+                self._store(*pending, lease, started=started)
 
-    def _store(self, chunk, future, engine, lease: "Lease", *, started: float | None = None) -> None:
+    def _store(self, chunk, wait, lease: "Lease", *, started: float | None = None) -> None:
         """Wait for a chunk's results and insert them; the last chunk (``started`` given) commits the success."""
-        results = engine.backend.results(future.result())
+        results = wait()
         if lease.should_stop():  # cancelled meanwhile: write nothing more
             raise RequestCancelled("the job was cancelled")
-        rows = [_prediction_row(index, text, result, row_id) for (index, text, row_id), result in zip(chunk, results)]
+        rows = [_prediction_row(index, text, result, row_id, pair)
+                for (index, text, pair, row_id), result in zip(chunk, results)]
         self._count(rows)
         fraction = min(1.0, (chunk[-1][0] + 1) / max(1, self.total))
         lease.progress(fraction)
@@ -554,10 +620,10 @@ class _ClassifyWork:
             log.info("job %s finished but no longer owns the job (cancelled or taken over)", self.job_id)
 
 
-def _quantize(request: ClassifyRequest, model) -> bool:
-    """Request's choice, else the model's serving default, else the deployment's."""
-    if request.quantize is not None:
-        return request.quantize
+def _quantize(requested: bool | None, model) -> bool:
+    """The request's choice, else the model's serving default, else the deployment's."""
+    if requested is not None:
+        return requested
     default = (model.serving or {}).get("quantize")
     return bool(runtime.settings().quantize_default if default is None else default)
 
@@ -573,13 +639,27 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _prediction_row(index: int, text: str, result: dict, row_id: str | None = None) -> dict:
+def _submit(predictor, texts: list[str], pairs: list[str] | None, lease: "Lease"):
+    """Start classifying one chunk (texts, or sentence pairs ``(texts[i], pairs[i])``) on the model's batching
+    engine, shared with every concurrent job; returns a function that waits for its results (``Predictor.predict``
+    result dicts)."""
+    engine = predictor.engine
+    future = engine.submit(texts, pairs=pairs, should_stop=lease.should_stop)
+    return lambda: engine.backend.results(future.result())
+
+
+def _prediction_row(index: int, text: str, result: dict, row_id: str | None = None, pair: str | None = None) -> dict:
+    """A prediction row for ``core.results.insert_predictions``: multitask rows keep every task (the first task's
+    label in ``label``), multi-label rows their ``labels`` (the top-scoring label in ``label``)."""
+    row = {"index": index, "text": text, "text_pair": pair, "row_id": row_id}
     if "tasks" in result:
         first = next(iter(result["tasks"].values()))
-        return {"index": index, "text": text, "label": first["label"], "score": first["score"],
-                "scores": first["scores"], "tasks": result["tasks"], "row_id": row_id}
-    return {"index": index, "text": text, "label": result["label"], "score": result["score"],
-            "scores": result["scores"], "row_id": row_id}
+        row.update(label=first["label"], score=first["score"], scores=first["scores"], tasks=result["tasks"])
+    else:
+        row.update(label=result["label"], score=result["score"], scores=result["scores"])
+        if "labels" in result:
+            row["labels"] = list(result["labels"])
+    return row
 
 
 def _label_distribution(session, job_id: str) -> dict:
@@ -601,3 +681,75 @@ def _label_distribution(session, job_id: str) -> dict:
         select(Prediction.label, func.count()).where(Prediction.job_id == job_id).group_by(Prediction.label)
     ).all()
     return {label: count for label, count in sorted(rows)}
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def run_evaluation(job_id: str) -> None:
+    """Score job ``job_id``'s model on its labelled dataset (``ml.evaluation``) and store the metrics.
+
+    Runs on the classify workers like a classification: the same lease, cancel checks between chunks and time
+    limit (CLASSIFY_TIME_LIMIT_S). Nothing is written but the metrics, so a retried attempt simply starts over.
+    """
+    from core.evaluation import EvaluationError
+    from ml.config import TrainingCancelled
+
+    lease = None
+    try:
+        claim = _claim(job_id)
+        if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
+            return
+        plan, artifact_dir, quantize, content, fmt = db.transact(
+            lambda session: _read_evaluation(session, job_id), what=f"job {job_id}: read")
+        settings = runtime.settings()
+        lease = Lease(job_id, settings.lease_seconds, time_limit_s=settings.classify_time_limit_s, kind="evaluation")
+        with lease:
+            metrics = _evaluate(plan, artifact_dir, quantize, open_rows(content, fmt), lease)
+            if not db.transact(lambda session: jobs.succeed(session, job_id, lease.owner, metrics=metrics),
+                               what=f"job {job_id}: succeed"):
+                log.info("job %s finished but no longer owns the job (cancelled or taken over)", job_id)
+    except (TrainingCancelled, RequestCancelled):
+        _stopped(job_id, lease)
+    except EvaluationError as exc:
+        _fail(job_id, exc.message)
+    except (LookupError, DatasetError) as exc:
+        _fail(job_id, str(exc))
+    except Exception as exc:  # noqa: BLE001 - every failure must end up on the job row
+        log.exception("job %s crashed", job_id)
+        _fail(job_id, f"evaluation failed: {type(exc).__name__}: {exc}")
+    _announce(job_id)
+
+
+def _read_evaluation(session, job_id: str):
+    """The job's plan, its model's directory and quantization, and its dataset's bytes and format."""
+    from core.evaluation import EvaluationPlan
+
+    job = session.get(Job, job_id)
+    params = job.params or {}
+    plan = EvaluationPlan.from_params(params)
+    model = session.execute(select(TrainedModel.artifact_dir, TrainedModel.serving)
+                            .where(TrainedModel.id == params.get("model_id"))).first()
+    if model is None:
+        raise LookupError(f"model {params.get('model_id')} no longer exists")
+    dataset = session.execute(select(Dataset.content, Dataset.format)
+                              .where(Dataset.id == params.get("dataset_id"))).first()
+    if dataset is None:
+        raise LookupError(f"dataset {params.get('dataset_id')} no longer exists")
+    return plan, model.artifact_dir, _quantize(params.get("quantize"), model), dataset.content, dataset.format
+
+
+def _evaluate(plan, artifact_dir: str, quantize: bool, rows, lease: Lease) -> dict:
+    """The metrics of the model at ``artifact_dir`` on ``rows``, predicted chunk by chunk under ``lease``."""
+    from ml.evaluation import evaluate_rows
+    from ml.inference import get_predictor
+
+    started = time.monotonic()
+    predictor = get_predictor(artifact_dir, _device(), quantize=quantize)
+    metrics = evaluate_rows(
+        rows, plan, lambda texts, pairs: _submit(predictor, texts, pairs, lease)(),
+        thresholds=getattr(predictor.model, "thresholds", None), progress=lease.progress,
+        should_stop=lease.should_stop,
+    )
+    metrics.update(seconds=round(time.monotonic() - started, 3), device=_device(), quantized=quantize)
+    return metrics

@@ -12,7 +12,7 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 
 from core import runtime
-from core.queue import CLASSIFY_TASK, RECONCILE_TASK, TRAIN_TASK
+from core.queue import CLASSIFY_TASK, EVALUATE_TASK, RECONCILE_TASK, TRAIN_TASK
 
 from . import runner
 from .reconciler import reconcile_once
@@ -45,6 +45,12 @@ def train(job_id: str) -> None:
 def classify(job_id: str) -> None:
     """Classify the texts of job ``job_id`` and store the predictions."""
     runner.run_classification(job_id)
+
+
+@shared_task(name=EVALUATE_TASK, **_TASK_OPTIONS)
+def evaluate(job_id: str) -> None:
+    """Score the model of job ``job_id`` on its labelled dataset and store the metrics."""
+    runner.run_evaluation(job_id)
 
 
 @shared_task(name=RECONCILE_TASK, bind=True)
