@@ -18,9 +18,10 @@ one batch, never for the large job's chunk.
 Each text's probabilities go back to the request it came from, by position, so results never mix across jobs;
 texts of different models never meet (one engine per model). Sentence pairs and single texts may share a batch:
 a pair's row carries its token type ids (:class:`ml.inference.PairRow`) and a single text's row gets type 0
-throughout, which is what the encoder assumes without token types, so sharing a batch changes no row's result. A request whose ``should_stop`` says so (its job was
-cancelled or taken over) is dropped with :class:`RequestCancelled`; a batch that fails is re-run text by text so
-only the request that owns the failing text gets the exception, never its batch partners.
+throughout, which is what the encoder assumes without token types, so sharing a batch changes no row's result.
+A request whose ``should_stop`` says so (its job was cancelled or taken over) is dropped with
+:class:`RequestCancelled`; a batch that fails is re-run text by text so only the request that owns the failing
+text gets the exception, never its batch partners.
 """
 from __future__ import annotations
 

@@ -305,7 +305,8 @@ def _label_sets(
             )
         if flags is not None and sorted(known) != sorted(values):
             raise TrainingDataError(
-                f"the label columns {', '.join(map(repr, values))} differ from the model's {', '.join(map(repr, known))}"
+                f"the label columns {', '.join(map(repr, values))} differ from the model's "
+                f"{', '.join(map(repr, known))}"
             )
         out[task] = known
     return out
@@ -401,7 +402,8 @@ def resolve_class_weights(
                 raise TrainingDataError(f"class_weights for {task!r} must be 'balanced' or numbers, got {weights!r}")
             rows = train_labels[task]
             multi_hot = any(isinstance(y, (list, tuple)) for y in rows)
-            out[task] = balanced_pos_weights(rows, len(labels)) if multi_hot else balanced_class_weights(rows, len(labels))
+            balanced = balanced_pos_weights if multi_hot else balanced_class_weights
+            out[task] = balanced(rows, len(labels))
             continue
         weights = list(weights)
         if len(weights) != len(labels):
