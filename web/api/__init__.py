@@ -9,8 +9,9 @@ Conventions (the OpenAPI document at ``/api/v1/openapi.json`` has the details):
 - Errors: ``{"error": {"code", "message"[, "details"]}}``. 415 ``unsupported_media_type`` (a body that is not
   ``application/json``, or an upload that is not ``multipart/form-data``), 400 ``invalid_json`` (unparsable, empty
   or non-object body, NaN/Infinity, nesting deeper than 32, lone surrogates), 400 ``invalid_parameter`` (query
-  string, including a NUL character or an integer past 2^63), 422 ``validation_error`` (body fails the pydantic spec;
-  ``details`` lists ``{field, message, type}``), 404 ``not_found``, 409 ``invalid_transition`` (cancelling a
+  string: a value its query model in ``web.queries`` does not admit, e.g. an empty value outside an enum, a
+  parameter given twice, a NUL character), 422 ``validation_error`` (body fails the pydantic spec, strictly: no
+  coercion; ``details`` lists ``{field, message, type}``), 404 ``not_found``, 409 ``invalid_transition`` (cancelling a
   finished job), 413 ``payload_too_large``; dataset problems use ``core.datasets`` codes (``invalid_csv`` (CSV
   and TSV), ``invalid_jsonl``, ``invalid_encoding``, ``empty_file``: 400; ``unknown_column``, ``too_few_classes``:
   422).
