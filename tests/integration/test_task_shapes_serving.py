@@ -11,8 +11,11 @@ from sqlalchemy import update
 from core import jobs
 from core.db import db
 from core.schema import Job, JobType
+from core.specs import TrainRequest
+from tests.factories import make_user
+from tests.web.factories import make_dataset
 
-from .conftest import upload, wait_for_job
+from .conftest import sample_csv, upload, wait_for_job
 
 import worker.tasks  # noqa: F401  (registers the tasks, so eager sends run them in-process)
 from worker.runner import Lease
@@ -132,3 +135,25 @@ def test_the_lease_stores_eta_and_history_only_when_it_grew(client):
     lease.beat()
     with db.session() as session:
         assert session.get(Job, job_id).eta_at is not None
+
+
+def test_a_validation_dataset_replaces_the_random_split(client, tiny_encoders):
+    rows = list(csv.DictReader(io.StringIO(sample_csv(60).decode())))
+    train_id, validation_id = upload(client, _csv(rows[:40]), "train"), upload(client, _csv(rows[40:]), "val")
+    job = _train(client, tiny_encoders["bert"], dataset_id=train_id, validation_dataset_id=validation_id,
+                 text_column="text", label_column="sentiment", epochs=1)
+    metrics = job["metrics"]
+    assert (metrics["train_examples"], metrics["validation_examples"]) == (40, 20)
+    assert sum(map(sum, metrics["confusion_matrix"]["matrix"])) == 20
+
+
+def test_the_worker_reads_only_a_validation_dataset_its_owner_may_read(client, settings):
+    alice, bob = make_user("alice"), make_user("bob")
+    mine, theirs = make_dataset(sample_csv(20), owner_id=alice.id), make_dataset(sample_csv(20), owner_id=bob.id)
+    request = TrainRequest(dataset_id=mine, validation_dataset_id=theirs, text_column="text", label_column="sentiment")
+    with db.session() as session:  # as if the web had let it through: the worker checks again
+        job_id = jobs.create_job(session, JobType.TRAIN, request.model_dump(mode="json"), dataset_id=mine,
+                                 owner_id=alice.id).id
+    worker.tasks.train.apply(args=[job_id])
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "failed" and f"validation dataset {theirs} no longer exists" in job["error"]
