@@ -36,4 +36,6 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from . import accounts, datasets, docs, evaluations, health, jobs, models, predict  # noqa: E402,F401  (routes register on import)
+from . import (  # noqa: E402,F401  (routes register on import)
+    accounts, datasets, docs, evaluations, health, jobs, models, predict,
+)
