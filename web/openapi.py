@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document, generated from the app's routes and what each declared with ``@documented``.
 
-:func:`openapi_document` walks ``app.url_map``: every rule of the ``api`` blueprint becomes an operation whose
+:func:`build_document` walks ``app.url_map``: every rule of the ``api`` blueprint becomes an operation whose
 path parameters come from the rule's converters, query parameters from its query model (``web.queries``), body
 from its request model (``core.specs``) and answers from its response models (``web.schemas``): the models that
 validate the route. What routes share is added here, in :func:`_shared_responses`: every operation needs
