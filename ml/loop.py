@@ -413,7 +413,7 @@ def train_classifier(
                                      per_task, task_names, model.is_multitask, data.multi_label)
             history.append(record)
             since_sum, since_n = 0.0, 0
-            stopped_early = best.update(model, step, record, evaluation)
+            stopped_early = best.update(model, step, record, evaluation) and step < total_steps
             clock.evaluations += 1
             clock.eval_seconds += time.monotonic() - t_eval
             log.info("step %d/%d: %s", step, total_steps, {k: v for k, v in record.items() if k != "tasks"})
