@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from .options import task_names
 from .schema import LABEL_MAX
 
 # Tweets are short, but users upload documents too; the per-field cap protects memory, not realism.
@@ -640,7 +641,7 @@ def check_training_columns(parsed: ParsedCSV, config: typing.Any, *, known: dict
         )
     if set(text_columns) & set(label_columns):
         raise DatasetError("a text column cannot also be a label column", code="invalid_columns", status=422)
-    tasks = ([label_columns[0] if len(label_columns) == 1 else "labels"] if config.multi_label else label_columns)
+    tasks = task_names(config)
     counts: dict[str, Counter[str]] = {task: Counter() for task in tasks}
     for number, row in enumerate(parsed.rows, start=2):
         if not all(row.get(c, "").strip() for c in text_columns[:1]):

@@ -65,9 +65,9 @@ def test_classify_request_limits():
 
 
 def test_pooling_option_belongs_to_bert_and_multitask():
-    assert TrainRequest(dataset_id=1, text_column="t", label_column="l", pooling="mean").pooling == "mean"
-    with pytest.raises(ValidationError):
-        TrainRequest(dataset_id=1, text_column="t", label_column="l", family="bert_lstm", pooling="mean")
+    assert TrainRequest(dataset_id=1, text_column="t", label_column="l", pooling="cls").pooling == "cls"
+    with pytest.raises(ValidationError, match="pooling applies to the bert and multitask families"):
+        TrainRequest(dataset_id=1, text_column="t", label_column="l", family="bert_lstm", pooling="cls")
 
 
 def test_texts_are_kept_exactly_and_stored_params_ignore_deployment_limits():

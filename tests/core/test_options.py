@@ -83,3 +83,11 @@ def test_multi_label_and_template_requests():
     assert request.text_columns() == ["speaker", "text"] and request.label_columns == ["a", "b"]
     config = request.config()
     assert type(config).__name__ == "TrainConfig" and not hasattr(config, "dataset_id")
+
+
+def test_class_weights_name_the_tasks_of_the_task_shape():
+    multi = {**BASE, "label_column": None, "label_columns": ["a", "b"], "multi_label": True}
+    assert TrainRequest.model_validate({**multi, "class_weights": {"labels": [1.0, 2.0]}}).class_weights
+    with pytest.raises(ValidationError, match="unknown tasks: a"):
+        TrainRequest.model_validate({**multi, "class_weights": {"a": [1.0, 2.0]}})
+    assert TrainRequest.model_validate({**BASE, "class_weights": {"label": "balanced"}}).class_weights
