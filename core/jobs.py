@@ -174,6 +174,7 @@ def _take(session: Session, job_id: str, worker_id: str, now: datetime, *conditi
             started_at=now,
             progress=0.0,  # this attempt's progress (a resumed classification reports its overall share)
             eta_at=None,
+            metrics=None,  # an earlier attempt's live curves are not this attempt's
             error=None,
         )
         .execution_options(synchronize_session=False)
