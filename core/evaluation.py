@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .options import template_columns
+from .options import FAMILY_INFO, template_columns
 
 TRUE_CELLS = frozenset({"1", "1.0", "true", "yes"})
 FALSE_CELLS = frozenset({"", "0", "0.0", "false", "no"})
@@ -153,7 +153,8 @@ def plan_evaluation(
                 f"{', '.join(map(repr, labels))}" + _difference(columns, labels))
         return EvaluationPlan(**common, label_columns=list(labels), multi_label=True)
 
-    if model_family == "multitask":
+    family = FAMILY_INFO.get(model_family)
+    if family is not None and family.multitask:
         columns = columns or list(tasks)
         if set(columns) != set(tasks):
             raise EvaluationError(
