@@ -193,6 +193,22 @@ class ClassifyForm(FlaskForm):
         return data
 
 
+class EvaluateForm(FlaskForm):
+    """Score a model on a labelled dataset; columns left empty default to those the model was trained on."""
+
+    dataset_id = SelectField("Labelled dataset", coerce=int, validators=[InputRequired("choose a dataset")])
+    text_column = StringField("Text column (default: the model's)", validators=[Optional(), Length(max=200)])
+    label_column = StringField("Label column (default: the model's)", validators=[Optional(), Length(max=200)])
+
+    def to_request_data(self, model_id: int) -> dict:
+        """The body of an ``EvaluateRequest`` for ``model_id``."""
+        data = {"model_id": model_id, "dataset_id": self.dataset_id.data}
+        for name in ("text_column", "label_column"):
+            if getattr(self, name).data:
+                data[name] = getattr(self, name).data.strip()
+        return data
+
+
 class CancelForm(FlaskForm):
     """Only carries the CSRF token for the cancel button."""
 

@@ -250,3 +250,18 @@ def test_someone_elses_job_charts_are_404(app, client):
     alice, bob = make_user("alice"), make_user("bob")
     job_id = f.make_train_job(f.make_dataset(owner_id=alice.id), owner_id=alice.id)
     assert api_client(app, bob).get(f"/jobs/{job_id}/charts").status_code == 404
+
+
+def test_the_model_page_evaluates_on_a_chosen_dataset(client, sent):
+    """The model page's form queues an evaluate job (columns default to the model's) and lists it; a dataset
+    without the model's label column re-renders the form with the reason."""
+    dataset_id, model_id = f.make_dataset(), _model()
+    page = client.get(f"/models/{model_id}").get_data(as_text=True)
+    assert 'id="evaluate-form"' in page and "Not evaluated yet." in page
+    response = client.post(f"/models/{model_id}", data={"dataset_id": str(dataset_id)})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    job_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert sent == [(job_id, "evaluate")]
+    assert job_id[:8] in client.get(f"/models/{model_id}").get_data(as_text=True)
+    response = client.post(f"/models/{model_id}", data={"dataset_id": str(dataset_id), "label_column": "nope"})
+    assert response.status_code == 400 and "nope" in response.get_data(as_text=True) and len(sent) == 1
