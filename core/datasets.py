@@ -93,13 +93,15 @@ def detect_format(filename: str | None, head: bytes) -> str:
     TSV; anything else is CSV (whose delimiter, comma, semicolon or tab, is sniffed when it is parsed).
     """
     suffix = PurePosixPath((filename or "").replace("\\", "/")).suffix.lower()
+    text = head.removeprefix(codecs.BOM_UTF8).lstrip()
+    if suffix == ".json" and text.startswith(b"{"):
+        return "jsonl"  # ".json" is used for JSON Lines too: objects one per line, not an array
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
-    text = head.removeprefix(codecs.BOM_UTF8).lstrip()
-    if text.startswith(b"{"):
-        return "jsonl"
     if text.startswith(b"["):
         return "json"
+    if text.startswith(b"{"):
+        return "jsonl"
     first_line = text.split(b"\n", 1)[0]
     if b"\t" in first_line and b"," not in first_line:
         return "tsv"
@@ -600,27 +602,31 @@ def label_counts(rows: list[dict[str, str]], text_column: str, label_column: str
     )
 
 
-TRUE_VALUES = frozenset({"1", "true", "yes", "y"})  # a 0/1 label column's cells (lower-cased)
-FALSE_VALUES = frozenset({"0", "false", "no", "n", ""})
+# the cells of a 0/1 label column (multi-label), lower-cased; training, the upload check and evaluation share them
+TRUE_CELLS = frozenset({"1", "1.0", "true", "yes"})
+FALSE_CELLS = frozenset({"0", "0.0", "false", "no"})
 
 
 def row_labels(row: dict[str, str], config: typing.Any) -> list[str] | None:
     """The labels of one row under ``config`` (a ``core.options.TrainConfig``): one per label column for single-label
-    and multitask data, the labels present for multi-label data. None when a 0/1 cell holds anything else."""
+    and multitask data, the labels present for multi-label data. None when a 0/1 cell holds anything else, or when
+    a row fills some of its 0/1 cells and leaves others empty (training refuses both; an all-empty row is skipped)."""
     columns = config.label_columns
     if not config.multi_label:
         return [row.get(c, "").strip() for c in columns]
     if len(columns) == 1:
         cell = row.get(columns[0], "")
         return [part.strip() for part in cell.split(config.label_separator) if part.strip()]
-    present = []
+    present, empty = [], 0
     for column in columns:
         value = row.get(column, "").strip().lower()
-        if value in TRUE_VALUES:
+        if value in TRUE_CELLS:
             present.append(column)
-        elif value not in FALSE_VALUES:
+        elif not value:
+            empty += 1
+        elif value not in FALSE_CELLS:
             return None
-    return present
+    return None if 0 < empty < len(columns) else present
 
 
 def check_training_columns(parsed: ParsedCSV, config: typing.Any, *, known: dict[str, set[str]] | None = None
@@ -649,7 +655,7 @@ def check_training_columns(parsed: ParsedCSV, config: typing.Any, *, known: dict
         labels = row_labels(row, config)
         if labels is None:
             raise DatasetError(
-                f"row {number}: multi-label columns hold 0/1 (or true/false, yes/no); found "
+                f"row {number}: multi-label columns hold 0/1 (or true/false, yes/no) in every cell; found "
                 f"{', '.join(repr(row.get(c, '')[:40]) for c in label_columns)}",
                 code="invalid_label_value", status=422,
             )

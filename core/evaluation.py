@@ -17,10 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .datasets import FALSE_CELLS as _FALSE_CELLS
+from .datasets import TRUE_CELLS
 from .options import FAMILY_INFO, template_columns
 
-TRUE_CELLS = frozenset({"1", "1.0", "true", "yes"})
-FALSE_CELLS = frozenset({"", "0", "0.0", "false", "no"})
+FALSE_CELLS = _FALSE_CELLS | {""}  # scoring, an empty 0/1 cell says "not this label"
 MAX_UNKNOWN_LISTED = 100  # labels named in an unknown_labels error (a text column given as labels has thousands)
 
 

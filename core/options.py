@@ -16,7 +16,7 @@ import string
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 from pydantic.fields import FieldInfo
 
 from .validation import ColumnName, SqlId, StrictModel
@@ -46,7 +46,8 @@ FAMILIES = tuple(FAMILY_INFO)
 Family = Literal[FAMILIES]  # type: ignore[valid-type]  (Literal of a tuple = Literal of its members)
 MULTI_LABEL_FAMILIES = tuple(f for f, info in FAMILY_INFO.items() if info.multi_label)
 
-METRICS = ("macro_f1", "accuracy", "micro_f1", "val_loss")  # what early stopping and the best checkpoint follow
+METRICS = ("macro_f1", "accuracy", "micro_f1", "val_loss")
+MAX_TEMPLATE_FIELDS = 10  # what early stopping and the best checkpoint follow
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,10 @@ class TrainConfig(StrictModel):
                                      families=MULTI_LABEL_FAMILIES, model=True,
                                      why_not="multitask keeps single-label tasks")] = Field(
         default=False, description="each text may have several labels: sigmoid + BCE, a threshold per label")
-    label_separator: Annotated[str, Opt("Label separator (multi-label)", group="data")] = Field(
-        default="|", min_length=1, max_length=10,
+    # not stripped: a tab or a space is a fine separator
+    label_separator: Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=10),
+                               Opt("Label separator (multi-label)", group="data")] = Field(
+        default="|",
         description="multi_label with one label column: what separates a cell's labels (an empty cell: no label)")
     text_normalization: Annotated[Literal["none", "social"], Opt("Text normalization", group="data")] = Field(
         default="social", description='"social": user handles become "@user" and links "http" (as in TweetEval)')
@@ -242,9 +245,10 @@ def template_columns(template: str) -> list[str]:
     except ValueError as exc:
         raise ValueError(f"text_template is not a valid template: {exc}") from None
     columns: list[str] = []
-    for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
+    fields = [p for p in parsed if p[1] is not None]
+    if len(fields) > MAX_TEMPLATE_FIELDS:  # each field copies a cell: bound what one row's text can grow to
+        raise ValueError(f"text_template may use at most {MAX_TEMPLATE_FIELDS} fields, it has {len(fields)}")
+    for _, name, spec, conversion in fields:
         if not name or name.isdigit():
             raise ValueError("text_template fields must name a column, e.g. {text}")
         if any(c in name for c in ".[]") or spec or conversion:
@@ -286,9 +290,12 @@ def _check_columns(config: TrainConfig) -> None:
 
 
 def _check_family_options(config: TrainConfig) -> None:
-    """An option set to a non-default value must apply to the chosen family."""
+    """An option set to a value other than its default (or null) must apply to the chosen family.
+
+    Null always passes: requests stored before a default changed hold null for options of other families."""
     for name, field, meta in option_fields():
-        if applies(meta, config.family) or getattr(config, name) == field.default:
+        value = getattr(config, name)
+        if applies(meta, config.family) or value is None or value == field.default:
             continue
         *others, last = meta.families or ("",)
         where = f"{', '.join(others)} and {last} families" if others else f"{last} family"

@@ -33,13 +33,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.datasets import FALSE_CELLS, TRUE_CELLS
 from core.options import template_columns
 from core.schema import LABEL_MAX
 from ml.config import IGNORE_INDEX, MIN_ROWS, TrainConfig, TrainingDataError
 
 MULTI_LABEL_TASK = "labels"  # the task name of a multi-label model trained on several 0/1 columns
-TRUE_CELLS = frozenset({"1", "1.0", "true", "yes"})
-FALSE_CELLS = frozenset({"0", "0.0", "false", "no"})
 NORMALIZATIONS = ("none", "social")
 # "social" normalisation as in TweetEval / cardiffnlp: a whitespace-delimited token starting with "@" (and more)
 # becomes "@user", one starting with "http" becomes "http"
@@ -361,7 +360,8 @@ def balanced_pos_weights(targets: Sequence[Sequence[int]], num_labels: int) -> l
         for k, value in enumerate(row):
             positives[k] += int(value)
     n = len(targets)
-    return [round((n - p) / p, 6) if p else 1.0 for p in positives]
+    # a label on every row has no negatives: weight 1 (0 would switch its positive term off entirely)
+    return [round((n - p) / p, 6) if 0 < p < n else 1.0 for p in positives]
 
 
 def resolve_class_weights(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -215,15 +216,24 @@ def _check_quota(session, user: Principal) -> None:
         )
 
 
-def _check_training_work(request: TrainRequest, rows: int) -> None:
-    """Epochs x rows x max_length bounded by MAX_TRAINING_WORK, so one request cannot hold a worker for days."""
+def _check_training_work(request: TrainRequest, rows: int, validation_rows: int | None = None) -> None:
+    """Token work bounded by MAX_TRAINING_WORK, so one request cannot hold a worker for days: epochs x rows x
+    max_length of training, plus evaluations x validation rows x max_length (a forward pass: a third of a step's
+    cost), so a huge validation set evaluated every step is bounded too."""
     limit = context.settings().max_training_work
-    work = request.epochs * rows * request.max_length
+    train = request.epochs * rows * request.max_length
+    if validation_rows is None:
+        validation_rows = round(rows * request.validation_split)
+    steps = request.epochs * math.ceil(max(rows - validation_rows, 1) / request.batch_size)
+    evaluations = request.epochs if request.eval_steps is None else steps // request.eval_steps + 1
+    evaluation = evaluations * validation_rows * request.max_length // 3
+    work = train + evaluation
     if work > limit:
         raise ApiError(
             422, "training_too_large",
-            f"epochs x rows x max_length = {request.epochs} x {rows} x {request.max_length} = {work:,} exceeds the "
-            f"limit of {limit:,} (MAX_TRAINING_WORK): use fewer epochs, a shorter max_length or a smaller dataset",
+            f"epochs x rows x max_length = {request.epochs} x {rows} x {request.max_length} = {train:,}, plus "
+            f"{evaluations} evaluation(s) of {validation_rows} rows ({evaluation:,}), exceeds the limit of {limit:,} "
+            "(MAX_TRAINING_WORK): use fewer epochs or evaluations, a shorter max_length or less data",
         )
 
 
@@ -235,10 +245,10 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
         raise ApiError(422, "encoder_not_allowed", str(exc)) from None
     with db.session() as session:
         dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
-        _check_training_work(request, dataset.row_count)
         validation = None
         if request.validation_dataset_id is not None:
             validation = _visible_row(session, Dataset, request.validation_dataset_id, user, "validation dataset")
+        _check_training_work(request, dataset.row_count, validation.row_count if validation is not None else None)
         try:
             counts = check_training_columns(read_rows(dataset.content, dataset.format), request)
             if validation is not None:

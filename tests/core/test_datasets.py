@@ -447,3 +447,16 @@ def test_json_array_uploads_stream_object_by_object():
         with pytest.raises(DatasetError) as info:
             read_rows(bad, "json")
         assert message in info.value.message, (bad, info.value.message)
+
+
+def test_json_named_json_lines_and_partly_filled_flag_rows():
+    from core.datasets import detect_format
+
+    assert detect_format("rows.json", b'{"text": "a"}\n{"text": "b"}\n') == "jsonl"
+    assert detect_format("rows.json", b'[{"text": "a"}]') == "json"
+    partly = parse_csv(b"text,a,b\nx,1,\ny,0,1\n")
+    with pytest.raises(DatasetError) as info:  # training refuses a row with some 0/1 cells empty: so does the check
+        check_training_columns(partly, cfg("text", ["a", "b"], multi_label=True))
+    assert info.value.code == "invalid_label_value" and "row 2" in info.value.message
+    unlabelled = parse_csv(b"text,a,b\nx,1.0,0.0\ny,,\nz,0,yes\n")
+    assert check_training_columns(unlabelled, cfg("text", ["a", "b"], multi_label=True))["labels"] == {"a": 1, "b": 1}

@@ -91,3 +91,12 @@ def test_class_weights_name_the_tasks_of_the_task_shape():
     with pytest.raises(ValidationError, match="unknown tasks: a"):
         TrainRequest.model_validate({**multi, "class_weights": {"a": [1.0, 2.0]}})
     assert TrainRequest.model_validate({**BASE, "class_weights": {"label": "balanced"}}).class_weights
+
+
+def test_old_params_whitespace_separators_and_template_size():
+    # params stored before pooling defaulted to "mean" hold null for every family: they must validate again
+    assert TrainRequest.model_validate({**BASE, "family": "bert_lstm", "pooling": None}).pooling is None
+    tab = TrainRequest.model_validate({**BASE, "multi_label": True, "label_separator": "\t"})
+    assert tab.label_separator == "\t"  # not stripped away
+    with pytest.raises(ValidationError, match="at most 10 fields"):
+        TrainRequest.model_validate({**BASE, "text_column": None, "text_template": "{text}" * 11})

@@ -99,6 +99,8 @@ def test_multi_label_split_and_balanced_pos_weight():
     assert not stratified and sorted(train + val) == list(range(20)) and len(val) == 5
     assert split_indices(targets, 0.25, seed=1) == (train, val, stratified)  # seeded
     assert balanced_pos_weights([[1, 0], [1, 0], [0, 1], [1, 0]], 2) == [round(1 / 3, 6), 3.0]
+    # a label on every row has no negatives: weight 1, not 0 (0 would switch its positive term off)
+    assert balanced_pos_weights([[1, 0], [1, 1]], 2) == [1.0, 1.0]
     weights = resolve_class_weights("balanced", {"tags": ["a", "b"]}, {"tags": [[1, 0], [1, 0], [0, 1], [1, 0]]})
     assert weights == {"tags": [round(1 / 3, 6), 3.0]}
 

@@ -251,6 +251,12 @@ def test_training_work_is_capped(settings, people):
     error = assert_error(client.post("/api/v1/jobs/train", json=body), 422, "training_too_large")
     assert "2 x 4 x 128 = 1,024" in error["message"]
     assert client.post("/api/v1/jobs/train", json={**body, "epochs": 1}).status_code == 202
+    # evaluating a large validation dataset at every step counts too (a forward pass: a third of a step)
+    rows = b"text,label\n" + b"".join(b"t%d,%s\n" % (i, b"pos" if i % 2 else b"neg") for i in range(20))
+    validation = f.make_dataset(rows, owner_id=people["alice"].id)
+    body = {**body, "epochs": 1, "validation_dataset_id": validation, "eval_steps": 1}
+    error = assert_error(client.post("/api/v1/jobs/train", json=body), 422, "training_too_large")
+    assert "2 evaluation(s) of 20 rows (1,706)" in error["message"]
 
 
 @pytest.mark.postgres
