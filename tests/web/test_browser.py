@@ -122,13 +122,21 @@ def test_train_form_shows_families_and_their_options(browser, server):
     wait(browser, lambda d: "pos 2" in d.find_element(By.ID, "label-counts").text)
     columns = [o.get_attribute("value") for o in Select(browser.find_element(By.ID, "text_column")).options]
     assert columns == ["text", "label", "topic"]
-    lstm = browser.find_element(By.CSS_SELECTOR, "fieldset[data-family=bert_lstm]")
+    # every option field is generated from core.options and shown only for the families it applies to
+    lstm = browser.find_element(By.ID, "field-lstm_hidden")
+    pooling = browser.find_element(By.ID, "field-pooling")
+    multi_label = browser.find_element(By.ID, "field-multi_label")
     multitask = browser.find_element(By.ID, "field-label_columns")
-    assert not lstm.is_displayed() and not multitask.is_displayed()
+    assert not lstm.is_displayed() and not multitask.is_displayed() and pooling.is_displayed()
+    browser.find_element(By.ID, "multi_label").click()  # multi-label: several 0/1 label columns may be chosen
+    assert multitask.is_displayed()
+    browser.find_element(By.ID, "multi_label").click()
+    assert not multitask.is_displayed()
     family.select_by_value("bert_lstm")
     assert lstm.is_displayed() and browser.find_element(By.ID, "lstm_hidden").is_displayed()
+    assert not pooling.is_displayed() and multi_label.is_displayed()
     family.select_by_value("multitask")
-    assert multitask.is_displayed() and not lstm.is_displayed()
+    assert multitask.is_displayed() and not lstm.is_displayed() and not multi_label.is_displayed()
     assert not browser.find_element(By.ID, "field-label_column").is_displayed()
     # submit a multitask job with both label columns: redirected to the job page
     labels = Select(browser.find_element(By.ID, "label_columns"))
