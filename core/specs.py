@@ -32,40 +32,26 @@ class _ServingOptions(_Strict):
     # int8 dynamic quantization of the model's Linear layers (CPU); None: the deployment's default
     quantize: bool | None = None
 
-    @field_validator("texts", check_fields=False)
+    @field_validator("texts", "pairs", check_fields=False)
     @classmethod
-    def _texts(cls, texts: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        if texts is None:
+    def _within_limits(cls, value: list | None, info: ValidationInfo) -> list | None:
+        """Texts (or pairs of texts) within the deployment's limits: count, emptiness, characters per text."""
+        if value is None:
             return None
         context = info.context or {}
         max_texts = context.get("max_texts", 10_000)
         max_chars = context.get("max_text_chars", 20_000)
-        if len(texts) > max_texts:
-            raise ValueError(f"at most {max_texts} texts per request, got {len(texts)}")
-        for i, text in enumerate(texts):
-            if not text.strip():
-                raise ValueError(f"texts[{i}] is empty")
-            if len(text) > max_chars:
-                raise ValueError(f"texts[{i}] has {len(text)} characters; the limit is {max_chars}")
-        return texts
-
-    @field_validator("pairs", check_fields=False)
-    @classmethod
-    def _pairs(cls, pairs: list[list[str]] | None, info: ValidationInfo) -> list[list[str]] | None:
-        if pairs is None:
-            return None
-        context = info.context or {}
-        max_texts = context.get("max_texts", 10_000)
-        max_chars = context.get("max_text_chars", 20_000)
-        if len(pairs) > max_texts:
-            raise ValueError(f"at most {max_texts} pairs per request, got {len(pairs)}")
-        for i, pair in enumerate(pairs):
-            for j, text in enumerate(pair):
+        if len(value) > max_texts:
+            raise ValueError(f"at most {max_texts} {info.field_name} per request, got {len(value)}")
+        for i, item in enumerate(value):
+            single = isinstance(item, str)
+            for j, text in enumerate([item] if single else item):
+                where = f"{info.field_name}[{i}]" + ("" if single else f"[{j}]")
                 if not text.strip():
-                    raise ValueError(f"pairs[{i}][{j}] is empty")
+                    raise ValueError(f"{where} is empty")
                 if len(text) > max_chars:
-                    raise ValueError(f"pairs[{i}][{j}] has {len(text)} characters; the limit is {max_chars}")
-        return pairs
+                    raise ValueError(f"{where} has {len(text)} characters; the limit is {max_chars}")
+        return value
 
     @property
     def with_pairs(self) -> bool:
