@@ -71,7 +71,10 @@ def server(settings, browser, web_user):
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_port}"
-    browser.delete_all_cookies()
+    # leave the previous test's page first (its timers may still reload it and bring a session cookie back), then
+    # clear every cookie whatever page is open
+    browser.get("about:blank")
+    browser.execute_cdp_cmd("Network.clearBrowserCookies", {})
     browser.get(f"{base}/datasets")  # not logged in: sent to the login page, which brings us back
     wait(browser, lambda d: "/login" in d.current_url)
     browser.find_element(By.ID, "username").send_keys("webuser")
@@ -166,7 +169,8 @@ def test_job_page_progress_updates_while_running(browser, server, web_user, tmp_
     browser.save_screenshot(str(tmp_path / "job-running.png"))
 
     f.succeed(job_id, metrics={"accuracy": 0.875, "macro_f1": 0.8, "history": [{"epoch": 1, "loss": 0.4}]})
-    wait(browser, lambda d: "macro_f1" in d.page_source)  # reloaded once finished: metrics rendered
+    # reloaded once finished: the server-rendered page of a finished job, with its metrics
+    wait(browser, lambda d: 'data-terminal="true"' in d.page_source and "macro_f1" in d.page_source)
     assert browser.find_element(By.ID, "job-status-badge").text == "succeeded"
     assert "0.875" in browser.page_source
 
