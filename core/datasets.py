@@ -593,15 +593,6 @@ def scan_upload(
 # ---------------------------------------------------------------- training columns
 
 
-def label_counts(rows: list[dict[str, str]], text_column: str, label_column: str) -> Counter[str]:
-    """How many usable rows (non-empty text and label) each label has."""
-    return Counter(
-        row[label_column].strip()
-        for row in rows
-        if row.get(text_column, "").strip() and row.get(label_column, "").strip()
-    )
-
-
 # the cells of a 0/1 label column (multi-label), lower-cased; training, the upload check and evaluation share them
 TRUE_CELLS = frozenset({"1", "1.0", "true", "yes"})
 FALSE_CELLS = frozenset({"0", "0.0", "false", "no"})

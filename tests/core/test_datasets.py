@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.datasets import DatasetError, check_training_columns, label_counts, parse_csv
+from core.datasets import DatasetError, check_training_columns, parse_csv
 from core.options import TrainConfig
 
 
@@ -61,11 +61,6 @@ def test_max_rows():
     with pytest.raises(DatasetError) as info:
         parse_csv(b"text,label\n" + b"a,b\n" * 5, max_rows=3)
     assert info.value.status == 413
-
-
-def test_label_counts_skip_empty_text_and_label():
-    rows = [{"t": "a", "l": "x"}, {"t": "", "l": "x"}, {"t": "b", "l": " "}, {"t": "c", "l": "y "}]
-    assert label_counts(rows, "t", "l") == {"x": 1, "y": 1}
 
 
 def test_check_training_columns():
