@@ -79,8 +79,73 @@ def parse_value(text: str):
         return text
 
 
-def run_family(family: str, train: list[dict], test: list[dict], overrides: dict, cache_dir: Path) -> dict:
+class CheckpointTrace:
+    """``--trace``: a CPU copy of the weights at every validation evaluation, so the held-out set can judge each
+    evaluation's checkpoint and averages of the last k of them (what a different epoch count, a different
+    selection rule or checkpoint averaging would have saved) from one training run. Diagnostic only: it wraps
+    ``ml.loop._Best.update``, the one place that sees the model at every evaluation."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[int, dict]] = []
+
+    def __enter__(self) -> "CheckpointTrace":
+        import ml.loop
+
+        self._original = original = ml.loop._Best.update
+        trace = self
+
+        def update(best, model, step, record, evaluation):
+            trace.states.append((step, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}))
+            return original(best, model, step, record, evaluation)
+
+        ml.loop._Best.update = update
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ml.loop
+
+        ml.loop._Best.update = self._original
+
+    def candidates(self) -> list[tuple[str, dict]]:
+        """(name, state) for every evaluation's checkpoint and the average of the last k = 2.. of them."""
+        out = [(f"step {step}", state) for step, state in self.states]
+        for k in range(2, len(self.states) + 1):
+            last = self.states[-k:]
+            average = {}
+            for key, value in last[-1][1].items():
+                if value.is_floating_point():
+                    average[key] = sum(state[key] for _, state in last) / k
+                else:
+                    average[key] = value
+            out.append((f"mean of last {k} (steps {last[0][0]}..{last[-1][0]})", average))
+        return out
+
+
+def judge_trace(trace: CheckpointTrace, model_dir: Path, test: list[dict]) -> list[dict]:
+    """Held-out accuracy / macro-F1 of every traced candidate, served by the saved model's Predictor."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from ml.inference import Predictor
+
+    predictor = Predictor.load(model_dir)
+    truth = [r["sentiment"] for r in test]
+    rows = []
+    for name, state in trace.candidates():
+        predictor.model.load_state_dict(state)
+        predictions = predictor.predict([r["text"] for r in test])
+        predicted = [p["tasks"]["sentiment"]["label"] if "tasks" in p else p["label"] for p in predictions]
+        rows.append({"checkpoint": name, "held_out_accuracy": round(accuracy_score(truth, predicted), 4),
+                     "held_out_macro_f1": round(f1_score(truth, predicted, average="macro"), 4)})
+        print(f"  trace {name:<40} held-out accuracy {rows[-1]['held_out_accuracy']:.4f} "
+              f"macro-F1 {rows[-1]['held_out_macro_f1']:.4f}", flush=True)
+    return rows
+
+
+def run_family(family: str, train: list[dict], test: list[dict], overrides: dict, cache_dir: Path,
+               trace: bool = False) -> dict:
     """Train ``family`` with the defaults (+ overrides) on ``train``; accuracy / macro-F1 on ``test``."""
+    import contextlib
+
     from sklearn.metrics import accuracy_score, f1_score
 
     from core.options import TrainConfig
@@ -89,13 +154,16 @@ def run_family(family: str, train: list[dict], test: list[dict], overrides: dict
 
     labels = {"label_columns": ["sentiment", "topic"]} if family == "multitask" else {"label_column": "sentiment"}
     config = TrainConfig.model_validate({"text_column": "text", "family": family, **labels, **overrides})
+    traced = CheckpointTrace() if trace else None
     with tempfile.TemporaryDirectory() as out:
         started = time.monotonic()
-        result = train_classifier(train, config, Path(out) / "model", encoder_cache_dir=cache_dir,
-                                  progress=_printer(family))
+        with traced or contextlib.nullcontext():
+            result = train_classifier(train, config, Path(out) / "model", encoder_cache_dir=cache_dir,
+                                      progress=_printer(family))
         seconds = time.monotonic() - started
         predictor = Predictor.load(Path(out) / "model")
         predictions = predictor.predict([r["text"] for r in test])
+        trace_rows = judge_trace(traced, Path(out) / "model", test) if traced else None
     predicted = [p["tasks"]["sentiment"]["label"] if "tasks" in p else p["label"] for p in predictions]
     truth = [r["sentiment"] for r in test]
     metrics = result.metrics
@@ -108,6 +176,7 @@ def run_family(family: str, train: list[dict], test: list[dict], overrides: dict
         "best_step": metrics.get("best_step"),
         "stopped_early": metrics.get("stopped_early"),
         "history": metrics.get("history"),
+        **({"trace": trace_rows} if trace_rows is not None else {}),
         "settings": {k: v for k, v in config.model_dump().items() if k in overrides or k in (
             "epochs", "batch_size", "learning_rate", "max_length", "pooling", "text_normalization", "eval_steps",
             "early_stopping_patience", "metric", "label_smoothing", "layer_lr_decay")},
@@ -137,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--cache-dir", type=Path, default=REPO / ".bench" / "encoders")
     parser.add_argument("--json", type=Path, default=None, help="write every result here")
+    parser.add_argument("--trace", action="store_true",
+                        help="also judge every evaluation's checkpoint and averages of the last k on the held-out "
+                             "set (diagnostic; training time then includes copying the weights)")
     args = parser.parse_args(argv)
 
     sentiment_path, multitask_path = args.data_dir / "tweets_sentiment.csv", args.data_dir / "tweets_multitask.csv"
@@ -173,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             train_rows = [rows[i] for i in train_idx]
         print(f"== {family}", flush=True)
-        results.append(run_family(family, train_rows, test, overrides, args.cache_dir))
+        results.append(run_family(family, train_rows, test, overrides, args.cache_dir, trace=args.trace))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "history"}), flush=True)
         if args.json:  # after every family: a stopped run keeps what it measured
             args.json.parent.mkdir(parents=True, exist_ok=True)
