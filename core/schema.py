@@ -208,7 +208,11 @@ class TrainedModel(Base):
     # serving defaults a request may override: {"quantize": bool} (see core.specs.ModelServingUpdate)
     serving: Mapped[dict | None] = mapped_column(JSON)
     training_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    # how the model came to be: "trained" here, or "imported" (an existing Hugging Face checkpoint)
+    source: Mapped[str] = mapped_column(String(16), default="trained", server_default="trained")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # set when the model is deleted: its files are gone, its row (and its jobs' predictions) stay readable
+    deleted_at: Mapped[datetime | None] = mapped_column()
 
     @property
     def is_multitask(self) -> bool:

@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from core import jobs, runtime
+from core import jobs, models_registry, runtime
 from core.datasets import DatasetError, open_rows, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
@@ -422,12 +422,10 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
         if session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
                                                         TrainedModel.artifact_dir == str(final_dir))) is not None:
             return True
-        same_name = select(func.max(TrainedModel.version)).where(TrainedModel.name == name,
-                                                                 TrainedModel.owner_id == owner_id)
-        version = (session.scalar(same_name) or 0) + 1  # per owner: nobody learns of another's models
-        model = TrainedModel(
+        model = models_registry.insert_model(
+            session,
             name=name,
-            version=version,
+            owner_id=owner_id,
             family=request.family,
             encoder=encoder,
             labels=next(iter(tasks.values())),
@@ -436,17 +434,12 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
             params=request.model_dump(),
             artifact_dir=str(final_dir),
             training_job_id=job_id,
-            owner_id=owner_id,
         )
-        session.add(model)
-        try:
-            session.flush()
-        except IntegrityError:
-            session.rollback()
+        if model is None:
             return None  # another model took this version: try the next one
         return jobs.succeed(session, job_id, owner, metrics=result.metrics, model_id=model.id)
 
-    for _ in range(3):  # the (owner, name, version) unique constraint settles version races
+    for _ in range(models_registry.VERSION_ATTEMPTS):  # the unique (owner, name, version) settles races
         recorded = db.transact(record, what=f"job {job_id}: record model")
         if recorded is not None:
             return recorded
