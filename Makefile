@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install migrate worker classify-worker reconciler web bench clean
 
-$(STAMP): requirements.txt
+# the last step installs this project editable for the `bertqueue` command (cli/); no build isolation: setuptools
+# comes from requirements.txt, nothing is downloaded to build it
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
