@@ -34,6 +34,10 @@ HARD_TIME_LIMIT_GRACE_S = 60.0
 
 log = logging.getLogger(__name__)
 
+# Worker remote-control command (celery.worker.control): drop a deleted model from the predictor cache.
+DROP_MODEL_COMMAND = "bertqueue_drop_model"
+BROADCAST_CONNECT_S = 2.0
+
 JOB_DONE_CHANNEL_PREFIX = "bertqueue:job-done:"  # + job id; a worker publishes the terminal status there
 
 
@@ -98,6 +102,23 @@ def send(app: Celery, task_name: str, job_id: str) -> None:
 def enqueue_job(app: Celery, job_id: str, job_type: str) -> None:
     """Send the message for a committed job row."""
     send(app, TASK_FOR_JOB_TYPE[job_type], job_id)
+
+
+def broadcast_model_deleted(app: Celery, model_dir: str) -> bool:
+    """Ask every running worker to drop the model saved at ``model_dir`` from its predictor cache (the remote-control
+    command ``DROP_MODEL_COMMAND``, registered by ``worker.tasks``; no reply awaited). Sent through the Celery app
+    only: the web imports no worker code.
+
+    Best effort: True if sent. Skipped in eager mode (no workers: the process that ran the jobs evicts a model whose
+    directory is gone on its next lookup, as every worker does); a broker that does not answer within
+    ``BROADCAST_CONNECT_S`` is given up on (False), since kombu would otherwise retry the publish for ever.
+    """
+    if app.conf.task_always_eager:
+        return False
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0.2, interval_max=0.2, timeout=BROADCAST_CONNECT_S)
+        app.control.broadcast(DROP_MODEL_COMMAND, arguments={"model_dir": model_dir}, connection=connection)
+    return True
 
 
 def job_done_channel(job_id: str) -> str:

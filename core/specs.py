@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import ConfigDict, Field, StrictBool, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .models_registry import REF_MAX, ModelRefError, parse_model_ref
 
 from .options import FAMILIES, Family, TrainConfig, TrainRequest  # noqa: F401  (re-exported: one import place)
 from .schema import TOKEN_NAME_MAX, USERNAME_MAX
@@ -22,15 +33,52 @@ TextPair = Annotated[list[str], Field(min_length=2, max_length=2)]
 PAIRS = "pairs"  # a classify job's ``params["input_kind"]`` when its inputs are pairs, not texts
 
 
+MODEL_REF_DESCRIPTION = (
+    "the model by name instead of `model_id`: `NAME` (its latest version that is not deleted) or `NAME:VERSION`; "
+    "names are looked up among the caller's own models; give exactly one of `model` and `model_id`"
+)
+
+
+def _check_model_ref(value: str) -> str:
+    try:
+        parse_model_ref(value)
+    except ModelRefError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+# NAME or NAME:VERSION (core.models_registry.parse_model_ref), kept as sent: the service resolves it to an id
+ModelRefText = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=REF_MAX),
+                         AfterValidator(_check_model_ref)]
+
+
+def _require_one_model(request):
+    """Exactly one of ``model_id`` and ``model``."""
+    if request.model_id is not None and request.model is not None:
+        raise _field_error("model", "give model_id or model, not both", title=type(request).__name__)
+    if request.model_id is None and request.model is None:
+        raise _field_error("model_id", "give model_id, or model as NAME or NAME:VERSION", title=type(request).__name__)
+    return request
+
+
 class _ServingOptions(_Strict):
     """What every classification request shares: the model and how to run it."""
 
     # texts are kept exactly as sent (no whitespace stripping): predictions echo them back
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    model_id: SqlId
+    model_id: SqlId | None = Field(default=None, description="the model's id (or give `model`)")
+    model: ModelRefText | None = Field(default=None, description=MODEL_REF_DESCRIPTION)
     # int8 dynamic quantization of the model's Linear layers (CPU); None: the deployment's default
     quantize: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_model(self):
+        return _require_one_model(self)
+
+    def with_model_id(self, model_id: int):
+        """A copy naming the model by its resolved id only: job params carry ids, never references."""
+        return self.model_copy(update={"model_id": model_id, "model": None})
 
     @field_validator("texts", "pairs", check_fields=False)
     @classmethod
@@ -68,6 +116,7 @@ class ClassifyRequest(_ServingOptions):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"model_id": 1, "texts": ["great movie", "awful plot"]},
+        {"model": "sentiment", "texts": ["great movie"]},
         {"model_id": 1, "dataset_id": 1, "text_column": "text"},
         {"model_id": 2, "pairs": [["A man plays a guitar.", "Someone makes music."]]},
     ]})
@@ -141,9 +190,11 @@ class EvaluateRequest(_Strict):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"model_id": 1, "dataset_id": 1, "text_column": "text", "label_column": "label"},
+        {"model": "sentiment:2", "dataset_id": 1},
     ]})
 
-    model_id: SqlId
+    model_id: SqlId | None = Field(default=None, description="the model's id (or give `model`)")
+    model: ModelRefText | None = Field(default=None, description=MODEL_REF_DESCRIPTION)
     dataset_id: SqlId
     text_column: ColumnName | None = Field(default=None, description="default: the model's text column (or template)")
     text_pair_column: ColumnName | None = Field(default=None, description="pair models: the second text's column")
@@ -152,6 +203,14 @@ class EvaluateRequest(_Strict):
         default=None, min_length=1, max_length=64, description="multitask: its task names; multi-label: 0/1 columns")
     # int8 dynamic quantization (CPU), to measure what serving it quantized would score; None: the default
     quantize: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_model(self) -> "EvaluateRequest":
+        return _require_one_model(self)
+
+    def with_model_id(self, model_id: int) -> "EvaluateRequest":
+        """A copy naming the model by its resolved id only: job params carry ids, never references."""
+        return self.model_copy(update={"model_id": model_id, "model": None})
 
     @model_validator(mode="after")
     def _columns(self) -> "EvaluateRequest":
@@ -183,6 +242,7 @@ class PredictRequest(_ServingOptions):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"model_id": 1, "texts": ["great movie", "awful plot"], "timeout_s": 5},
+        {"model": "sentiment:2", "texts": ["great movie"]},
         {"model_id": 2, "pairs": [["A man plays a guitar.", "Someone makes music."]]},
     ]})
 

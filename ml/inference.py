@@ -9,8 +9,10 @@ A multi-label model's result lists every label whose probability reaches that la
 
 ``get_predictor(model_dir, device, quantize=)`` keeps up to ``CACHE_SIZE`` (4; env ``BERTQUEUE_PREDICTOR_CACHE``)
 loaded models per process, least recently used evicted first, keyed by the resolved directory, the modification time
-of its ``bertqueue_config.json`` (a re-saved model is reloaded), the device and whether it is int8-quantized. It is
-thread-safe: concurrent callers for the same model wait for one load; ``forward`` is serialised per model by a lock.
+of its ``bertqueue_config.json`` (a re-saved model is reloaded), the device and whether it is int8-quantized; a
+deleted model is dropped by :func:`drop_predictor` (the worker's remote-control command) or, lazily, when a lookup
+finds its directory gone. It is thread-safe: concurrent callers for the same model wait for one load; ``forward`` is
+serialised per model by a lock.
 Every job in a worker process reaches a model through its :attr:`Predictor.engine` (``ml.batching``), which
 batches texts of concurrent jobs together.
 """
@@ -306,6 +308,7 @@ def _cache_key(model_dir: str | Path, device: str, quantize: bool) -> tuple:
     try:
         mtime = (path / CONFIG_NAME).stat().st_mtime_ns
     except FileNotFoundError:
+        drop_predictor(path)  # deleted (or never saved): a cached copy must not outlive its files
         raise ValueError(f"{model_dir} is not a saved bertqueue model (no {CONFIG_NAME})") from None
     return (str(path), mtime, device, bool(quantize))
 
@@ -332,13 +335,28 @@ def get_predictor(model_dir: str | Path, device: str = "cpu", *, quantize: bool 
             with _cache_lock:
                 _loading.pop(key, None)
         with _cache_lock:
-            # a re-saved model (new mtime) replaces the stale entry for the same dir, device and precision
-            for old in [k for k in _cache if k[0] == key[0] and k[2:] == key[2:]]:
+            # a re-saved model (new mtime) replaces the stale entry for the same dir, device and precision, and
+            # models whose directory is gone (deleted) give up their slots before any live one is evicted
+            for old in [k for k in _cache if (k[0] == key[0] and k[2:] == key[2:]) or not Path(k[0]).is_dir()]:
                 del _cache[old]
             _cache[key] = predictor
             while len(_cache) > max(1, CACHE_SIZE):
                 _cache.popitem(last=False)
     return predictor
+
+
+def drop_predictor(model_dir: str | Path) -> int:
+    """Forget every cached copy of the model at ``model_dir`` (any device or precision): it was deleted. Jobs
+    already holding its predictor finish with it; the next lookup reloads from disk (and fails if the files are
+    gone). Returns how many entries were dropped."""
+    path = str(Path(model_dir).expanduser().resolve())
+    with _cache_lock:
+        stale = [key for key in _cache if key[0] == path]
+        for key in stale:
+            del _cache[key]
+        for name in [name for name, resolved in _resolved_paths.items() if str(resolved) == path]:
+            del _resolved_paths[name]
+    return len(stale)
 
 
 def clear_predictor_cache() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 from werkzeug.datastructures import FileStorage
 
 from core.specs import MAX_SQL_ID
@@ -38,6 +38,34 @@ class Page(QueryModel):
 
     limit: int = _page(100, 1000)
     offset: IdFilter = Field(default=0, description="items to skip")
+
+
+def _strict_bool(value: object) -> object:
+    """``true`` or ``false`` exactly (any case), nothing else pydantic would read as a boolean (``1``, ``yes``...)."""
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return value.lower() == "true"
+    return value
+
+
+QueryBool = Annotated[bool, BeforeValidator(_strict_bool)]
+
+
+class ModelListQuery(Page):
+    """``GET /api/v1/models``: paging, one name's versions, deleted models."""
+
+    name: str | None = Field(
+        default=None, max_length=200,
+        description="only the models of this name: its versions, newest (highest) first. Empty: no filter",
+    )
+    include_deleted: QueryBool = Field(
+        default=False, description="true: list deleted models too (their `deleted_at` is set)")
+
+    @field_validator("name")
+    @classmethod
+    def _empty_is_no_filter(cls, name: str | None) -> str | None:
+        return name or None
 
 
 class JobListQuery(Page):

@@ -22,6 +22,8 @@ class ErrorBody(BaseModel):
     message: str = Field(description="what went wrong, for people")
     details: list[dict[str, Any]] | None = Field(default=None, description="per-field errors for validation_error")
     job_id: str | None = None
+    job_ids: list[str] | None = Field(
+        default=None, description="model_in_use: the queued or running jobs (the caller's) that use the model")
 
 
 class Error(_Out):
@@ -101,6 +103,10 @@ class Model(_Out):
     training_job_id: str | None
     params: dict[str, Any] | None
     serving: dict[str, Any] = {}
+    source: Literal["trained", "imported"] = Field(
+        default="trained", description="trained here, or imported (an existing Hugging Face checkpoint)")
+    deleted_at: str | None = Field(
+        default=None, description="when the model was deleted (its files are gone; its jobs stay readable), or null")
 
 
 class ModelList(_Out):

@@ -94,6 +94,8 @@ def model_to_dict(model: TrainedModel) -> dict:
         "params": model.params,
         "serving": model.serving or {},
         "owner_id": model.owner_id,
+        "source": model.source or "trained",
+        "deleted_at": iso(model.deleted_at),
     }
 
 

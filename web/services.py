@@ -10,24 +10,26 @@ from __future__ import annotations
 import io
 import logging
 import math
+import shutil
 import tempfile
 import threading
 import time
 from contextlib import nullcontext
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 
 from core import jobs as job_states
+from core import models_registry
 from core.accounts import Principal
 from core.datasets import DatasetError, check_training_columns, open_rows, read_rows, scan_upload
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.evaluation import EvaluationError, plan_evaluation
 from core.ownership import visible, writable
-from core.queue import enqueue_job
+from core.queue import broadcast_model_deleted, enqueue_job
 from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
 
@@ -268,12 +270,9 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
 def start_classification(user: Principal, request: ClassifyRequest | PredictRequest) -> dict:
     """Commit a queued classify job (texts, pairs, or a dataset's columns) for an existing model, then enqueue it."""
     with db.session() as session:
-        model_scope = visible(TrainedModel, user)
-        model_params = session.execute(
-            select(TrainedModel.params).where(TrainedModel.id == request.model_id, model_scope)).first()
-        if model_params is None:
-            raise _not_found("model", request.model_id)
-        _check_input_kind(request, model_params.params or {})
+        model = _usable_model(session, user, request)
+        request = request.with_model_id(model.id)
+        _check_input_kind(request, model.params or {})
         row_count = None
         if request.from_dataset:
             dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
@@ -282,6 +281,7 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
         params, texts = (
             request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
         )
+        _lock_live_model(session, model)
         _check_quota(session, user)
         job = job_states.create_job(
             session, JobType.CLASSIFY, params, model_id=request.model_id, dataset_id=request.dataset_id
@@ -290,6 +290,29 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
         result = job_to_dict(job)
     _enqueue(result["id"], JobType.CLASSIFY.value)
     return result
+
+
+def _model_error(exc: models_registry.ModelUnavailable) -> ApiError:
+    return ApiError(404 if exc.code == "not_found" else 409, exc.code, exc.message)
+
+
+def _usable_model(session, user: Principal, request: ClassifyRequest | PredictRequest | EvaluateRequest) -> TrainedModel:
+    """The live model a job request names (``model_id``, or ``model``: ``NAME`` / ``NAME:VERSION``).
+    404 ``not_found`` as for an unknown id; 409 ``model_deleted``."""
+    try:
+        return models_registry.resolve_model(session, user, model_id=request.model_id, ref=request.model)
+    except models_registry.ModelUnavailable as exc:
+        raise _model_error(exc) from None
+
+
+def _lock_live_model(session, model: TrainedModel) -> None:
+    """Lock the model's row until the job is committed and check it is still not deleted, so that a concurrent
+    delete either sees the job or is seen here (``core.models_registry.lock_model``). Taken last, right before the
+    job row is written: the checks before it (a dataset's labels are read through) hold no lock."""
+    models_registry.lock_model(session, model, shared=True)
+    if model.deleted_at is not None:
+        raise ApiError(409, "model_deleted", f"model {model.id} ({model.name}:{model.version}) was deleted while "
+                       "this job was being submitted")
 
 
 def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:
@@ -323,7 +346,7 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
     """Commit a queued evaluate job: the model and dataset visible to ``user``, columns that fit the model's task
     shape and exist in the dataset, and no label the model does not know (422 ``unknown_labels`` with the list)."""
     with db.session() as session:
-        model = _visible_row(session, TrainedModel, request.model_id, user, "model")
+        model = _usable_model(session, user, request)
         dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
         try:
             plan = plan_evaluation(
@@ -342,6 +365,7 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
         params = {"model_id": model.id, "dataset_id": dataset.id, **plan.to_params(), "text_count": dataset.row_count}
         if request.quantize is not None:
             params["quantize"] = request.quantize
+        _lock_live_model(session, model)
         _check_quota(session, user)
         job = job_states.create_job(
             session, JobType.EVALUATE, params, model_id=model.id, dataset_id=dataset.id, owner_id=user.id)
@@ -502,16 +526,20 @@ def all_predictions(user: Principal, job_id: str) -> list[dict]:
 # ---------------------------------------------------------------- models
 
 
-def list_models(user: Principal, *, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+def list_models(user: Principal, *, name: str | None = None, include_deleted: bool = False, limit: int = 100,
+                offset: int = 0) -> tuple[list[dict], int]:
+    """Models ``user`` may see, newest first; ``name``: that name's versions, newest (highest) first. Deleted models
+    are left out unless ``include_deleted``."""
+    conditions = [visible(TrainedModel, user)]
+    if name is not None:
+        conditions.append(TrainedModel.name == name)
+    if not include_deleted:
+        conditions.append(TrainedModel.deleted_at.is_(None))
+    order = ((TrainedModel.version.desc(), TrainedModel.id.desc()) if name is not None
+             else (TrainedModel.created_at.desc(), TrainedModel.id.desc()))
     with db.session() as session:
-        total = session.scalar(select(func.count()).select_from(TrainedModel).where(visible(TrainedModel, user)))
-        rows = session.scalars(
-            select(TrainedModel)
-            .where(visible(TrainedModel, user))
-            .order_by(TrainedModel.created_at.desc(), TrainedModel.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
+        total = session.scalar(select(func.count()).select_from(TrainedModel).where(*conditions))
+        rows = session.scalars(select(TrainedModel).where(*conditions).order_by(*order).limit(limit).offset(offset))
         return [model_to_dict(m) for m in rows], total
 
 
@@ -531,5 +559,49 @@ def update_model_serving(user: Principal, model_id: int, update: ModelServingUpd
 
 
 def get_model(user: Principal, model_id: int) -> dict:
+    """A model ``user`` may see, deleted or not (``deleted_at`` says)."""
     with db.session() as session:
         return model_to_dict(_visible_row(session, TrainedModel, model_id, user, "model"))
+
+
+def delete_model(user: Principal, model_id: int) -> dict:
+    """Delete a model ``user`` may change: 409 ``model_in_use`` (the message and ``job_ids`` name the jobs) while a
+    queued or running job uses it, 409 ``model_deleted`` when it already was; otherwise the row is marked deleted
+    and committed, then its files are removed from the model store and running workers are told to drop it from
+    their predictor caches (best effort: a worker also evicts a model whose directory is gone when it looks it up).
+
+    Its jobs and their predictions stay readable.
+    """
+    with db.session() as session:
+        try:
+            model = models_registry.mark_deleted(session, user, model_id)
+        except models_registry.ModelUnavailable as exc:
+            raise _model_error(exc) from None
+        except models_registry.ModelInUse as exc:
+            raise ApiError(409, "model_in_use", str(exc), extra={"job_ids": exc.job_ids}) from None
+        result, artifact_dir = model_to_dict(model), model.artifact_dir
+    _remove_model_files(artifact_dir)
+    try:
+        broadcast_model_deleted(context.celery(), artifact_dir)
+    except Exception:  # noqa: BLE001 - the delete is committed; workers evict a vanished model on their own
+        log.warning("could not tell the workers that model %s was deleted", model_id, exc_info=True)
+    return result
+
+
+def _remove_model_files(artifact_dir: str) -> None:
+    """Remove a deleted model's directory, only if it lies inside MODEL_STORE (a row never makes the web delete
+    anything else). A failure is logged, not raised: the row is already marked deleted."""
+    store = Path(context.settings().model_store).resolve()
+    try:
+        target = Path(artifact_dir).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return
+    if target == store or store not in target.parents:
+        log.warning("not removing %s: it is not inside MODEL_STORE (%s)", artifact_dir, store)
+        return
+    try:
+        shutil.rmtree(target)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        log.warning("could not remove the files of a deleted model at %s", target, exc_info=True)

@@ -494,11 +494,7 @@ class _ClassifyWork:
         """Everything the attempt needs, read in the claim's session (closed before inference starts)."""
         job_id = job.id
         request = ClassifyRequest.from_job_params(job.params, None if job.params.get("dataset_id") else job.inputs)
-        model = session.execute(  # two columns, not the row's JSON blobs: this runs once per job
-            select(TrainedModel.artifact_dir, TrainedModel.serving).where(TrainedModel.id == request.model_id)
-        ).first()
-        if model is None:
-            raise LookupError(f"model {request.model_id} no longer exists")
+        model = _servable_model(session, request.model_id)
         dataset = None
         if request.from_dataset:
             row = session.execute(
@@ -613,6 +609,19 @@ class _ClassifyWork:
             log.info("job %s finished but no longer owns the job (cancelled or taken over)", self.job_id)
 
 
+def _servable_model(session, model_id: int | None):
+    """The model's ``artifact_dir`` and ``serving`` (a few columns, not the row's JSON blobs: this runs once per job);
+    LookupError (the job fails with it as its message) when the model is gone or was deleted."""
+    model = session.execute(select(TrainedModel.artifact_dir, TrainedModel.serving, TrainedModel.deleted_at,
+                                   TrainedModel.name, TrainedModel.version).where(TrainedModel.id == model_id)).first()
+    if model is None:
+        raise LookupError(f"model {model_id} no longer exists")
+    if model.deleted_at is not None:
+        raise LookupError(f"model {model_id} ({model.name}:{model.version}) was deleted: its files are gone, so this "
+                          "job cannot run")
+    return model
+
+
 def _quantize(requested: bool | None, model) -> bool:
     """The request's choice, else the model's serving default, else the deployment's."""
     if requested is not None:
@@ -721,10 +730,7 @@ def _read_evaluation(session, job_id: str):
     job = session.get(Job, job_id)
     params = job.params or {}
     plan = EvaluationPlan.from_params(params)
-    model = session.execute(select(TrainedModel.artifact_dir, TrainedModel.serving)
-                            .where(TrainedModel.id == params.get("model_id"))).first()
-    if model is None:
-        raise LookupError(f"model {params.get('model_id')} no longer exists")
+    model = _servable_model(session, params.get("model_id"))
     dataset = session.execute(select(Dataset.content, Dataset.format)
                               .where(Dataset.id == params.get("dataset_id"))).first()
     if dataset is None:

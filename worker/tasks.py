@@ -1,4 +1,5 @@
-"""Celery tasks. Thin by design: they take a job id, call ``worker.runner``, and translate its answer.
+"""Celery tasks (and the worker's remote-control commands). Thin by design: they take a job id, call
+``worker.runner``, and translate its answer.
 
 Delivery guarantees come from SQL: the runner claims the job with a lease and a bounded attempt counter, so a
 duplicate or redelivered message is harmless: it is dropped (acked) unless the job is claimable, and never
@@ -10,9 +11,10 @@ import logging
 
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
+from celery.worker.control import control_command
 
 from core import runtime
-from core.queue import CLASSIFY_TASK, EVALUATE_TASK, RECONCILE_TASK, TRAIN_TASK
+from core.queue import CLASSIFY_TASK, DROP_MODEL_COMMAND, EVALUATE_TASK, RECONCILE_TASK, TRAIN_TASK
 
 from . import runner
 from .reconciler import reconcile_once
@@ -57,3 +59,15 @@ def evaluate(job_id: str) -> None:
 def reconcile(self) -> int:
     """One reconciler pass on demand (the periodic ones run in ``python -m worker.reconciler``)."""
     return reconcile_once(self.app, runtime.settings())
+
+
+@control_command(name=DROP_MODEL_COMMAND, args=[("model_dir", str)], signature="<model_dir>")
+def drop_model(state, model_dir: str) -> dict:
+    """Remote control (broadcast by the web when a model is deleted): forget the model saved at ``model_dir`` in
+    this process's predictor cache. Runs in the worker's main process, where the thread-pool classification
+    worker keeps its models; a prefork child evicts a vanished model itself on its next lookup."""
+    from ml.inference import drop_predictor
+
+    dropped = drop_predictor(model_dir)
+    log.info("dropped %d cached predictor(s) of deleted model %s", dropped, model_dir)
+    return {"ok": f"dropped {dropped}"}

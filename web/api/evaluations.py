@@ -27,8 +27,10 @@ EVALUATE_DESCRIPTION = (
     creates_job=True,
     responses={
         202: QUEUED,
-        404: "unknown model or dataset",
-        422: "invalid body; label columns that do not fit the model (label_columns_mismatch), a pair column for a "
+        404: "unknown model (by id or by name) or dataset",
+        409: "the model was deleted (model_deleted)",
+        422: "invalid body (model_id and model both or neither given, a model reference that is not NAME or "
+        "NAME:VERSION, ...); label columns that do not fit the model (label_columns_mismatch), a pair column for a "
         "model of single texts (text_pair_mismatch), a column the dataset lacks (unknown_column), labels the model "
         "does not know (unknown_labels; error.labels lists them) or a 0/1 column holding something else "
         "(invalid_label)",

@@ -49,9 +49,11 @@ def create_train_job(body: TrainRequest):
     creates_job=True,
     responses={
         202: QUEUED,
-        404: "unknown model or dataset",
-        422: "invalid body (texts and dataset_id both or neither given, ...), a column the dataset lacks "
-        "(unknown_column), or a text column with no text (empty_column)",
+        404: "unknown model (by id or by name) or dataset",
+        409: "the model was deleted (model_deleted)",
+        422: "invalid body (texts and dataset_id both or neither given, model_id and model both or neither given, a "
+        "model reference that is not NAME or NAME:VERSION, ...), a column the dataset lacks (unknown_column), or a "
+        "text column with no text (empty_column)",
     },
 )
 def create_classify_job(body: ClassifyRequest):

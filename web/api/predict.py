@@ -50,8 +50,8 @@ def _waiters() -> threading.BoundedSemaphore:
             schemas.Job,
             headers=LOCATION,
         ),
-        404: "unknown model",
-        409: "the job was cancelled (job_cancelled)",
+        404: "unknown model (by id or by name)",
+        409: "the model was deleted (model_deleted), or the job was cancelled (job_cancelled)",
         500: "the job failed (job_failed); error.message is the job's error, error.job_id the job",
     },
 )
