@@ -1,0 +1,154 @@
+"""``bertqueue`` against the real app served over HTTP (eager Celery, SQLite): upload, train a tiny model, classify
+texts and a file to CSV, list and show jobs and models, and the exit statuses of failures."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from cli import main as cli_main
+from tests.web.factories import make_classify_job, make_model
+from tests.integration.conftest import sample_csv
+
+from .conftest import invoke
+
+LABELS = ["negative", "neutral", "positive"]
+TEXTS = ["thanks, the crew was amazing!", "worst flight ever, lost my bag"]
+
+
+def _ok(result) -> str:
+    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result.stdout
+
+
+def _train_args(dataset: str, encoder, *extra: str) -> list[str]:
+    return ["train", "--dataset", dataset, "--text-column", "text", "--label-column", "sentiment",
+            "--encoder", str(encoder), "--epochs", "1", "--set", "batch_size=8", "--set", "max_length=32",
+            "--set", "validation_split=0.25", "--set", "seed=1", *extra]
+
+
+@pytest.fixture
+def trained(bq, tmp_path, tiny_bert_dir) -> dict:
+    """A tiny model named cli-model, trained from a CSV file given to `train` (uploaded by the command)."""
+    data = tmp_path / "tweets.csv"
+    data.write_bytes(sample_csv(40))
+    job = json.loads(_ok(bq("--json", *_train_args(str(data), tiny_bert_dir, "--name", "cli-model", "--wait"))))
+    assert job["status"] == "succeeded" and job["type"] == "train" and job["progress"] == 1.0
+    return job
+
+
+def test_upload_train_classify_and_list(bq, tmp_path, trained):
+    model_id = trained["model_id"]
+
+    # datasets: upload (JSON answer) and the list (the file `train` uploaded is there too)
+    texts_file = tmp_path / "to-classify.csv"
+    rows = [{"id": f"r{i}", "text": f"flight {i} was " + ("great" if i % 2 else "late")} for i in range(7)]
+    with texts_file.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "text"])
+        writer.writeheader()
+        writer.writerows(rows)
+    uploaded = json.loads(_ok(bq("--json", "datasets", "upload", str(texts_file), "--name", "inbox")))
+    assert (uploaded["name"], uploaded["rows"], uploaded["columns"]) == ("inbox", 7, ["id", "text"])
+    listed = json.loads(_ok(bq("--json", "datasets")))
+    assert {"inbox", "tweets"} <= {d["name"] for d in listed["items"]}
+    assert "inbox" in _ok(bq("datasets"))
+
+    # classify texts by id: the predictions as JSON, and as a table
+    answer = json.loads(_ok(bq("--json", "classify", "--model", str(model_id), "--text", TEXTS[0], "-t", TEXTS[1])))
+    assert answer["model_id"] == model_id
+    assert [p["text"] for p in answer["predictions"]] == TEXTS
+    assert all(p["label"] in LABELS and set(p["scores"]) == set(LABELS) for p in answer["predictions"])
+    table = _ok(bq("classify", "--model", str(model_id), "--text", TEXTS[0]))
+    assert answer["predictions"][0]["label"] in table
+
+    # classify a file by the model's name: uploaded as a dataset, every prediction exported to CSV
+    out = tmp_path / "out.csv"
+    result = bq("classify", "--model", "cli-model", str(texts_file), "--text-column", "text", "--id-column", "id",
+                "-o", str(out))
+    _ok(result)
+    assert f"to {out}" in result.stderr
+    with out.open(encoding="utf-8-sig", newline="") as f:
+        exported = list(csv.DictReader(f))
+    assert [(r["id"], r["text"]) for r in exported] == [(r["id"], r["text"]) for r in rows]
+    assert all(r["label"] in LABELS for r in exported)
+    assert list(exported[0])[:5] == ["index", "id", "text", "label", "score"]
+    assert not out.with_name("out.csv.part").exists()
+
+    # jobs, job, models, model
+    jobs = json.loads(_ok(bq("--json", "jobs", "--type", "train")))
+    assert [j["id"] for j in jobs["items"]] == [trained["id"]]
+    assert {j["type"] for j in json.loads(_ok(bq("--json", "jobs")))["items"]} == {"train", "classify"}
+    shown = _ok(bq("job", trained["id"]))
+    assert "succeeded" in shown and trained["id"] in shown
+    models = json.loads(_ok(bq("--json", "models", "--name", "cli-model")))
+    assert [(m["id"], m["name"], m["version"]) for m in models["items"]] == [(model_id, "cli-model", 1)]
+    assert "cli-model" in _ok(bq("models"))
+    assert json.loads(_ok(bq("--json", "model", "cli-model:1")))["id"] == model_id
+
+
+def test_failed_job_exits_1_with_its_error_on_stderr(bq, tmp_path):
+    data = tmp_path / "tweets.csv"
+    data.write_bytes(sample_csv(20))
+    result = bq("--json", *_train_args(str(data), tmp_path / "no-such-encoder", "--wait"))
+    assert result.exit_code == cli_main.EXIT_FAILED, result.output
+    job = json.loads(result.stdout)  # --json still prints the job
+    assert job["status"] == "failed"
+    assert f"job {job['id']} failed: " in result.stderr and job["error"] in result.stderr
+    # without --wait the job is only shown: the command itself succeeded
+    assert bq("job", job["id"]).exit_code == 0
+    assert bq("job", job["id"], "--wait").exit_code == cli_main.EXIT_FAILED
+
+
+def test_cancelled_job_exits_3(bq):
+    # a queued job that no worker picks up: its message was never sent
+    job_id = make_classify_job(make_model(), ["queued text"])
+    assert json.loads(_ok(bq("--json", "cancel", job_id)))["status"] == "cancelled"
+    result = bq("job", job_id, "--wait")
+    assert result.exit_code == cli_main.EXIT_CANCELLED
+    assert f"job {job_id} was cancelled" in result.stderr
+
+
+def test_api_errors_exit_4_with_the_message_on_stderr(bq, server_url, admin_token):
+    unauthorized = invoke(server_url, "not-a-token", "jobs")
+    assert unauthorized.exit_code == cli_main.EXIT_API
+    assert "HTTP 401 unauthorized" in unauthorized.stderr and not unauthorized.stdout
+    no_token = invoke(server_url, None, "models")
+    assert no_token.exit_code == cli_main.EXIT_API and "Authorization: Bearer" in no_token.stderr
+
+    unknown_model = bq("classify", "--model", "999999", "--text", "hello")
+    assert unknown_model.exit_code == cli_main.EXIT_API and "HTTP 404 not_found" in unknown_model.stderr
+    assert bq("job", "no-such-job").exit_code == cli_main.EXIT_API
+    assert bq("download", "no-such-model", "-o", "x.zip").exit_code == cli_main.EXIT_API
+
+    invalid = bq("train", "--dataset", "1", "--text-column", "text", "--label-column", "label", "--set", "epochs=0")
+    assert invalid.exit_code == cli_main.EXIT_API
+    assert "validation_error" in invalid.stderr or "not_found" in invalid.stderr
+
+    unreachable = invoke("http://127.0.0.1:9", admin_token, "jobs")  # the discard port: nothing listens
+    assert unreachable.exit_code == cli_main.EXIT_API and "cannot reach http://127.0.0.1:9" in unreachable.stderr
+
+
+def test_usage_errors_exit_2(bq, tmp_path):
+    data = tmp_path / "texts.csv"
+    data.write_text("text\nhello\n")
+    assert bq("classify", "--model", "1").exit_code == cli_main.EXIT_USAGE  # nothing to classify
+    assert bq("classify", "--model", "1", "--text", "a", str(data)).exit_code == cli_main.EXIT_USAGE  # two sources
+    assert bq("classify", "--model", "1", str(data)).exit_code == cli_main.EXIT_USAGE  # no --text-column
+    assert bq("classify", "--model", "1", "-t", "a", "-o", "x.csv", "--no-wait").exit_code == cli_main.EXIT_USAGE
+    assert bq("train", "--dataset", "not-a-file-nor-id").exit_code == cli_main.EXIT_USAGE
+    assert bq("train", "--dataset", "1", "--set", "no-equals-sign").exit_code == cli_main.EXIT_USAGE
+    assert bq("frobnicate").exit_code == cli_main.EXIT_USAGE
+
+
+def test_ctrl_c_while_waiting_exits_130_and_leaves_the_job(bq, monkeypatch):
+    job_id = make_classify_job(make_model(), ["queued text"])
+
+    def interrupted(client, job, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "wait_for_job", interrupted)
+    result = bq("job", job_id, "--wait")
+    assert result.exit_code == cli_main.EXIT_INTERRUPTED
+    assert f"job {job_id} keeps running" in result.stderr
+    assert json.loads(_ok(bq("--json", "job", job_id)))["status"] == "queued"
