@@ -213,6 +213,10 @@ class CancelForm(FlaskForm):
     """Only carries the CSRF token for the cancel button."""
 
 
+class DeleteModelForm(FlaskForm):
+    """A model's delete button (CSRF only)."""
+
+
 class LoginForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=64)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
