@@ -29,6 +29,8 @@ class Settings:
     model_store: str = str(VAR_DIR / "models")
     device: str = "auto"  # auto | cpu | cuda
     max_upload_mb: int = 50
+    # a model zip to import (POST /api/v1/models/import): a BERT-base checkpoint is about 440 MB
+    max_model_upload_mb: int = 2048
     secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
     predict_timeout_s: float = 30.0
     max_texts_per_job: int = 10_000
@@ -67,6 +69,7 @@ class Settings:
         "model_store": "MODEL_STORE",
         "device": "DEVICE",
         "max_upload_mb": "MAX_UPLOAD_MB",
+        "max_model_upload_mb": "MAX_MODEL_UPLOAD_MB",
         "secret_key": "SECRET_KEY",
         "predict_timeout_s": "PREDICT_TIMEOUT_S",
         "max_texts_per_job": "MAX_TEXTS_PER_JOB",
@@ -127,4 +130,8 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_model_upload_bytes(self) -> int:
+        return self.max_model_upload_mb * 1024 * 1024
 

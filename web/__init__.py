@@ -48,8 +48,9 @@ def create_app(config: dict | None = None) -> Flask:
         completion=None if settings.celery_eager else CompletionListener(settings.redis_url),
     )
 
-    from . import api, auth, cli, errors, pages
+    from . import api, auth, cli, errors, model_files, pages
 
+    app.before_request(model_files.upload_limits)  # before CSRF's check, which parses the form
     csrf.init_app(app)
     csrf.exempt(api.bp)  # JSON API: Bearer tokens only, never cookies, so no CSRF token either
     auth.init_app(app)

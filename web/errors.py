@@ -129,7 +129,7 @@ def register(app: Flask) -> None:
         code = _HTTP_CODES.get(status, "http_error")
         message = exc.description or exc.name
         if status == 413:
-            limit_mb = app.config.get("MAX_CONTENT_LENGTH", 0) / (1024 * 1024)
+            limit_mb = (request.max_content_length or 0) / (1024 * 1024)  # per request: model imports differ
             message = f"the request is too large: the limit is {limit_mb:g} MB"
         elif status == 405:
             message = f"method {request.method} is not allowed for {request.path}"

@@ -51,7 +51,7 @@ def _no_nul_in_query() -> None:
 
 
 # API endpoints whose body is a file upload; every other API body must be JSON
-MULTIPART_ENDPOINTS = frozenset({"api.upload_dataset"})
+MULTIPART_ENDPOINTS = frozenset({"api.upload_dataset", "api.import_model"})
 
 
 def _api_body_media_type() -> None:

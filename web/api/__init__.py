@@ -37,5 +37,5 @@ from flask import Blueprint
 bp = Blueprint("api", __name__)
 
 from . import (  # noqa: E402,F401  (routes register on import)
-    accounts, datasets, docs, evaluations, health, jobs, models, predict,
+    accounts, datasets, docs, evaluations, health, jobs, model_files, models, predict,
 )

@@ -1,0 +1,67 @@
+"""A model's files: download it as a zip, import a Hugging Face checkpoint (``web.model_files``)."""
+from __future__ import annotations
+
+from flask import Response, url_for
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import model_files, schemas
+from ..auth import current
+from ..queries import UploadedFile
+from . import bp
+from .apidoc import Answer, documented
+
+ZIP = {"application/zip": {"schema": {"type": "string", "format": "binary"}}}
+
+
+class ModelImportUpload(BaseModel):
+    """The multipart/form-data body of ``POST /api/v1/models/import``."""
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+
+    file: UploadedFile = Field(description="a zip of a transformers checkpoint folder (save_pretrained with "
+                               "safetensors weights + the tokenizer), at its root or in one top-level folder")
+    name: str = Field(default="", max_length=200, description="the model's name; importing under an existing name "
+                      "adds its next version (default: the zip's file name without its extension)")
+
+
+@bp.get("/api/v1/models/<int:model_id>/download")
+@documented(
+    "Download a model as a zip (streamed), with a model card (README.md)",
+    description="Single-label `bert` models that pool through the encoder's pooler and `distilbert` models "
+    "download as a plain Hugging Face checkpoint: `AutoModelForSequenceClassification.from_pretrained(folder)` and "
+    "`AutoTokenizer.from_pretrained(folder)` load the unzipped folder with no custom code and give the platform's "
+    "probabilities. Other models download in the platform's own format; their README.md says how to load them.",
+    responses={
+        200: Answer("the zip", model=None, content=ZIP,
+                    headers={"Content-Disposition": 'attachment; filename="<name>-v<version>.zip"'}),
+        410: "the model was deleted (model_deleted), or its files are gone (model_files_missing)",
+    },
+)
+def download_model(model_id: int):
+    result = model_files.download(current(), model_id)
+    return Response(result.chunks, content_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{result.filename}"'})
+
+
+@bp.post("/api/v1/models/import")
+@documented(
+    "Import a Hugging Face sequence-classification checkpoint (BERT or DistilBERT, safetensors weights) as a model",
+    description="The labels come from the checkpoint's `id2label`. The model then classifies and evaluates like a "
+    "trained one (family `bert` pooling through the pooler, or `distilbert`). Zips up to MAX_MODEL_UPLOAD_MB.",
+    form=ModelImportUpload,
+    responses={
+        201: Answer("imported", schemas.Model, headers={"Location": "the model"}),
+        400: "missing file (missing_file), or not a readable zip (invalid_archive)",
+        409: "another import or training took the name's next version meanwhile (version_conflict): try again",
+        413: "larger than MAX_MODEL_UPLOAD_MB (payload_too_large), or inflating too much: a zip bomb "
+        "(archive_too_large)",
+        422: "pickled weights (pickle_weights_refused), an architecture other than BertForSequenceClassification or "
+        "DistilBertForSequenceClassification (unsupported_architecture), unsafe entries: absolute or '..' paths, "
+        "links, devices (unsafe_archive), missing config, weights or tokenizer (incomplete_checkpoint), sharded "
+        "weights (sharded_checkpoint), a bad config.json (invalid_checkpoint), weights that do not match it "
+        "(invalid_weights), a tokenizer needing custom code (unsupported_tokenizer), a bad name (validation_error)",
+    },
+)
+def import_model(form: ModelImportUpload):
+    result = model_files.import_model(current(), form.file.stream, form.file.filename, form.name)
+    return result, 201, {"Location": url_for("api.get_model", model_id=result["id"])}

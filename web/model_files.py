@@ -1,0 +1,450 @@
+"""A model's files in and out: download as a zip (a plain Hugging Face checkpoint where exact), import a checkpoint.
+
+Both work on files only (``core.hf_format``, ``core.archives``): the web never loads a model.
+
+**Download** streams a zip built while it is sent (no whole zip in memory or on disk). A single-label ``bert``
+(pooling "pooler") or ``distilbert`` model (see :func:`core.hf_format.hf_export_problem`) downloads as a
+transformers checkpoint: ``config.json`` (``BertForSequenceClassification`` / ``DistilBertForSequenceClassification``,
+``id2label``/``label2id``), ``model.safetensors`` under transformers' names (renamed while streaming) and the
+tokenizer (its ``model_max_length`` set to the model's ``max_length``, so ``truncation=True`` cuts where the
+platform does). Any other model downloads in the platform's own layout (``models.io``). Both carry a model card,
+``README.md``.
+
+**Import** checks the zip (``core.archives``), the config and the safetensors header (``core.hf_format``), then
+writes the platform layout (weights renamed into the platform's names, ``bertqueue_config.json``, the tokenizer)
+into a private folder of the model store, moves it into place and inserts the model row; any failure removes
+everything it wrote. Werkzeug has already spooled the upload to a temporary file (past 500 kB), bounded by
+``MAX_MODEL_UPLOAD_MB`` (:func:`upload_limits` raises the request's limit for the import endpoints only).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from flask import request
+from sqlalchemy import select
+
+from core import hf_format, models_registry
+from core.accounts import Principal
+from core.archives import ArchiveError, ArchiveLimits, CheckpointArchive, open_checkpoint
+from core.db import db
+from core.hf_format import CheckpointError
+from core.ownership import visible
+from core.schema import Dataset, Job, TrainedModel, utcnow
+
+from . import context
+from .errors import ApiError
+from .serializers import iso, model_to_dict
+from .services import _clean_names, _not_found
+
+IMPORT_ENDPOINTS = frozenset({"api.import_model", "pages.model_import"})
+ZIP_CHUNK = 1024 * 1024  # bytes handed to the server at a time
+MAX_JSON_BYTES = 1024 * 1024  # config.json, tokenizer_config.json, special_tokens_map.json...
+MAX_TOKENIZER_BYTES = 64 * 1024 * 1024  # tokenizer.json of a large vocabulary is a few MB
+TOKENIZER_CLASSES = frozenset({None, "BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer",
+                               "DistilBertTokenizerFast"})
+ZIP64_FROM = 2**31  # entries at least this large are written with zip64 sizes
+
+
+def upload_limits() -> None:
+    """``before_request``: the import endpoints take zips up to MAX_MODEL_UPLOAD_MB (every other request keeps the
+    dataset limit). Registered before CSRF protection, which parses the page's form."""
+    if request.endpoint in IMPORT_ENDPOINTS:
+        request.max_content_length = context.settings().max_model_upload_bytes
+
+
+# ---------------------------------------------------------------- download
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One file of a zip being streamed: its name inside the zip, its pieces, its size if known, compressed?"""
+
+    name: str
+    chunks: Callable[[], Iterable[bytes]]
+    size: int
+    deflate: bool
+
+
+class _Sink:
+    """A write-only file for ``zipfile`` (not seekable, so entries get data descriptors) whose bytes are taken
+    out as they are produced."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.position = 0
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+
+def zip_stream(entries: Iterable[_Entry]) -> Iterator[bytes]:
+    """The zip of ``entries``, produced piece by piece while it is written."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", allowZip64=True) as archive:
+        for entry in entries:
+            info = zipfile.ZipInfo(entry.name, date_time=utcnow().timetuple()[:6])
+            info.compress_type = zipfile.ZIP_DEFLATED if entry.deflate else zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            with archive.open(info, "w", force_zip64=entry.size >= ZIP64_FROM) as out:
+                for piece in entry.chunks():
+                    out.write(piece)
+                    if len(sink.buffer) >= ZIP_CHUNK:
+                        yield sink.take()
+            if sink.buffer:
+                yield sink.take()
+    yield sink.take()  # the central directory, written on close
+
+
+def _file_chunks(path: Path) -> Callable[[], Iterator[bytes]]:
+    def read() -> Iterator[bytes]:
+        with open(path, "rb") as f:
+            while piece := f.read(ZIP_CHUNK):
+                yield piece
+    return read
+
+
+def _bytes_entry(name: str, data: bytes) -> _Entry:
+    return _Entry(name, lambda: [data], len(data), True)
+
+
+def _file_entry(path: Path, name: str | None = None) -> _Entry:
+    return _Entry(name or path.name, _file_chunks(path), path.stat().st_size, path.suffix != ".safetensors")
+
+
+def _model_files(directory: Path) -> list[Path]:
+    """The files of a saved model (no hidden temporary files, no folders), sorted by name."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+@dataclass(frozen=True)
+class Download:
+    """A model's zip: its file name and its bytes, produced while they are sent."""
+
+    filename: str
+    chunks: Iterator[bytes]
+    hf_compatible: bool
+
+
+def download(user: Principal, model_id: int) -> Download:
+    """The zip of model ``model_id`` (404 if ``user`` cannot see it, 410 once deleted or its files are gone)."""
+    with db.session() as session:
+        model = session.scalar(select(TrainedModel).where(TrainedModel.id == model_id, visible(TrainedModel, user)))
+        if model is None:
+            raise _not_found("model", model_id)
+        if model.deleted_at is not None:
+            raise ApiError(410, "model_deleted", f"model {model_id} was deleted: its files are gone")
+        info = model_to_dict(model)
+        info["source"] = model.source
+        dataset = None
+        if model.training_job_id is not None:
+            dataset = session.execute(
+                select(Dataset.name, Dataset.row_count).join(Job, Job.dataset_id == Dataset.id)
+                .where(Job.id == model.training_job_id)).first()
+        info["dataset"] = {"name": dataset.name, "rows": dataset.row_count} if dataset is not None else None
+        directory = Path(model.artifact_dir)
+    try:
+        config = json.loads((directory / hf_format.PLATFORM_CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ApiError(410, "model_files_missing", f"the files of model {model_id} are missing from the model "
+                       "store") from None
+    problem = hf_format.hf_export_problem(config)
+    entries = _hf_entries(directory, config) if problem is None else None
+    if entries is None:
+        entries = [_file_entry(path) for path in _model_files(directory)]
+    card = model_card(info, config, hf_problem=problem)
+    filename = f"{_safe_filename(info['name'])}-v{info['version']}.zip"
+    return Download(filename, zip_stream([_bytes_entry("README.md", card.encode("utf-8")), *entries]),
+                    problem is None)
+
+
+def _safe_filename(name: str) -> str:
+    """A model name as a file name: letters, digits, ``-_.`` only (a header value must stay plain ASCII)."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name).strip("._")
+    return cleaned[:100] or "model"
+
+
+def _hf_entries(directory: Path, config: dict[str, Any]) -> list[_Entry] | None:
+    """The transformers checkpoint of an exportable model: config.json, renamed weights, the tokenizer files.
+    None when its weights hold a parameter transformers does not have (then it downloads in the own layout)."""
+    weights = directory / hf_format.WEIGHTS_NAME
+    header = hf_format.read_header(weights)
+    try:
+        names = hf_format.hf_weight_names(config["family"], sorted(header.tensors))
+    except CheckpointError:
+        return None
+    metadata = {"format": "pt"}
+    entries = [
+        _bytes_entry(hf_format.HF_CONFIG_NAME, json.dumps(hf_format.hf_config(config), indent=2).encode()),
+        _Entry(hf_format.WEIGHTS_NAME, lambda: hf_format.renamed_chunks(weights, header, names, metadata),
+               hf_format.renamed_size(header, names, metadata), False),
+    ]
+    for path in _model_files(directory):
+        if path.name in (hf_format.WEIGHTS_NAME, hf_format.PLATFORM_CONFIG_NAME, hf_format.HF_CONFIG_NAME):
+            continue
+        if path.name == "tokenizer_config.json":
+            tokenizer_config = json.loads(path.read_text(encoding="utf-8"))
+            if config.get("max_length"):
+                tokenizer_config["model_max_length"] = int(config["max_length"])
+            if config["family"] == "distilbert":  # DistilBERT's forward takes no token_type_ids
+                tokenizer_config["model_input_names"] = ["input_ids", "attention_mask"]
+            entries.append(_bytes_entry(path.name, json.dumps(tokenizer_config, indent=2).encode()))
+        else:
+            entries.append(_file_entry(path))
+    return entries
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
+
+
+def model_card(info: dict[str, Any], config: dict[str, Any], *, hf_problem: str | None) -> str:
+    """The README.md of a downloaded model: what it is, what it was trained on, how good, how to load it."""
+    metrics = info.get("metrics") or {}
+    dataset = info.get("dataset")
+    metadata = config.get("metadata") or {}
+    if info.get("source") == "imported":
+        data = f"imported from {metadata.get('imported_from') or 'a Hugging Face checkpoint'} (not trained here)"
+    else:
+        examples = [metrics.get("train_examples"), metrics.get("validation_examples")]
+        split = (f": {examples[0]} for training, {examples[1]} for validation"
+                 if all(isinstance(n, int) for n in examples) else "")
+        data = f"{dataset['name']} ({dataset['rows']} rows{split})" if dataset else "(dataset no longer stored)"
+    tasks = config.get("tasks") or info.get("tasks") or {}
+    labels = "; ".join(f"{task}: {', '.join(labels)}" for task, labels in tasks.items()) if len(tasks) > 1 \
+        else ", ".join(next(iter(tasks.values()), []))
+    rows = [
+        ("Name", f"{info['name']} (version {info['version']})"),
+        ("Family", info["family"]),
+        ("Encoder", info.get("encoder")),
+        ("Labels", labels),
+        ("Training data", data),
+        ("Accuracy", _number(metrics.get("accuracy"))),
+        ("Macro-F1", _number(metrics.get("macro_f1"))),
+        ("Max input length", f"{config.get('max_length')} tokens"),
+        ("Created", info.get("created_at") or iso(utcnow())),
+    ]
+    table = "\n".join(f"| {name} | {_cell(value)} |" for name, value in rows)
+    head = f"# {_cell(info['name'])} v{info['version']}\n\nA text classifier from bertqueue.\n\n| | |\n|---|---|\n{table}\n"
+    if hf_problem is None:
+        pair = " (a sentence pair: `tokenizer(texts, text_pairs, ...)`)" \
+            if ((metadata.get("training") or {}).get("text_pair_column")) else ""
+        how = f"""## How to load
+
+This folder is a plain Hugging Face `transformers` checkpoint (safetensors weights, no custom code):
+
+```python
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder").eval()
+tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
+batch = tokenizer(["some text"], truncation=True, padding=True, return_tensors="pt"){pair}
+with torch.no_grad():
+    probabilities = model(**batch).logits.softmax(-1)
+labels = [model.config.id2label[i] for i in probabilities.argmax(-1).tolist()]
+```
+
+`truncation=True` cuts inputs at {config.get('max_length')} tokens, as bertqueue did. To serve it on a bertqueue
+deployment again, import this zip (`POST /api/v1/models/import`, or the "Import a model" page).
+"""
+    else:
+        how = f"""## How to load
+
+This model is in bertqueue's own format: it is not a plain `transformers` checkpoint because {hf_problem}.
+Load it with this project's code (`models`, `ml` packages):
+
+```python
+from ml.inference import Predictor
+
+predictor = Predictor.load("path/to/this/folder")
+print(predictor.predict(["some text"]))
+
+# or the bare PyTorch module and its tokenizer:
+from models.io import load_model
+model, tokenizer = load_model("path/to/this/folder")
+```
+
+`bertqueue_config.json` describes the architecture, labels and head options; `model.safetensors` holds the weights.
+"""
+    return head + "\n" + how
+
+
+# ---------------------------------------------------------------- import
+
+
+def _archive_error(exc: ArchiveError | CheckpointError) -> ApiError:
+    if isinstance(exc, ArchiveError):
+        return ApiError(exc.status, exc.code, exc.message)
+    return ApiError(422, exc.code, exc.message)
+
+
+def _json_file(archive: CheckpointArchive, name: str, limit: int = MAX_JSON_BYTES) -> dict[str, Any] | None:
+    """A JSON object file of the checkpoint (None if absent); 422 ``invalid_checkpoint`` if it is not one."""
+    if name not in archive.files:
+        return None
+    try:
+        data = json.loads(archive.read_json_bytes(name, limit).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(422, "invalid_checkpoint", f"{name} is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_checkpoint", f"{name} must hold a JSON object")
+    return data
+
+
+def _check_tokenizer(archive: CheckpointArchive, family: str, vocab_size: int) -> dict[str, Any]:
+    """The tokenizer config (with the class the platform's ``AutoTokenizer`` needs, since a platform model folder
+    has no config.json), after checking the tokenizer needs no custom code and its ids fit the embeddings."""
+    tokenizer_config = _json_file(archive, "tokenizer_config.json") or {}
+    if "auto_map" in tokenizer_config:
+        raise ApiError(422, "unsupported_tokenizer", "tokenizer_config.json names custom tokenizer code (auto_map), "
+                       "which is never run here")
+    tokenizer_class = tokenizer_config.get("tokenizer_class")
+    if tokenizer_class not in TOKENIZER_CLASSES:
+        raise ApiError(422, "unsupported_tokenizer", f"tokenizer_class {str(tokenizer_class)[:60]!r}: a BERT or "
+                       "DistilBERT (WordPiece) tokenizer is needed")
+    tokenizer_config.setdefault("tokenizer_class", "BertTokenizer" if family == "bert" else "DistilBertTokenizer")
+    largest = -1
+    if "tokenizer.json" in archive.files:
+        tokenizer = _json_file(archive, "tokenizer.json", MAX_TOKENIZER_BYTES) or {}
+        vocab = (tokenizer.get("model") or {}).get("vocab") if isinstance(tokenizer.get("model"), dict) else None
+        ids = list(vocab.values()) if isinstance(vocab, dict) else []
+        ids += [t.get("id") for t in tokenizer.get("added_tokens") or [] if isinstance(t, dict)]
+        largest = max([i for i in ids if isinstance(i, int)], default=-1)
+    elif "vocab.txt" in archive.files:
+        largest = _count_lines(archive) - 1
+    if largest >= vocab_size:
+        raise ApiError(422, "invalid_checkpoint", f"the tokenizer produces token id {largest} but the model's "
+                       f"vocabulary has {vocab_size} entries")
+    return tokenizer_config
+
+
+def _count_lines(archive: CheckpointArchive) -> int:
+    with archive.zip.open(archive.files["vocab.txt"]) as f:
+        return sum(1 for _ in f)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    family: str
+    labels: list[str]
+    encoder: dict[str, Any]
+    tokenizer_config: dict[str, Any]
+
+
+def _check_configs(archive: CheckpointArchive) -> _Checked:
+    config = _json_file(archive, hf_format.HF_CONFIG_NAME)
+    family = hf_format.import_family(config)
+    labels = hf_format.import_labels(config)
+    encoder = hf_format.import_encoder_config(family, config)
+    tokenizer_config = _check_tokenizer(archive, family, encoder["vocab_size"])
+    return _Checked(family, labels, encoder, tokenizer_config)
+
+
+def _write_model(archive: CheckpointArchive, checked: _Checked, work: Path, filename: str) -> Path:
+    """The platform layout of the checked checkpoint in ``work/model``; returns that folder."""
+    source = archive.extract(hf_format.WEIGHTS_NAME, work / "source.safetensors")
+    header = hf_format.read_header(source)
+    expected = hf_format.expected_hf_shapes(checked.family, checked.encoder, len(checked.labels))
+    names = hf_format.platform_weight_names(checked.family, header, expected)
+    model_dir = work / "model"
+    model_dir.mkdir()
+    with open(model_dir / hf_format.WEIGHTS_NAME, "wb") as out:
+        hf_format.write_renamed(source, header, names, out, {"format": "pt", "family": checked.family})
+    source.unlink()
+    for name in archive.files:
+        if name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json", "added_tokens.json"):
+            archive.extract(name, model_dir / name)
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(checked.tokenizer_config, indent=2))
+    max_length = hf_format.import_max_length(checked.encoder, checked.tokenizer_config)
+    config = hf_format.platform_config(checked.family, checked.encoder, checked.labels, max_length=max_length,
+                                       metadata={"imported_from": filename, "source": "imported"})
+    # written last, as models.io does: a folder with it is a complete model
+    (model_dir / hf_format.PLATFORM_CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    return model_dir
+
+
+def _upload_size(stream: BinaryIO) -> int:
+    start = stream.tell()
+    size = stream.seek(0, os.SEEK_END) - start
+    stream.seek(start)
+    return size
+
+
+def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: str | None) -> dict:
+    """Register the Hugging Face checkpoint zipped in ``stream`` as a model of ``user`` named ``name`` (default: the
+    zip's file name); returns the model. Nothing stays behind on any failure (ApiError, 4xx)."""
+    settings = context.settings()
+    limit = settings.max_model_upload_bytes
+    if _upload_size(stream) > limit:
+        raise ApiError(413, "payload_too_large", f"the file is too large: the limit is {limit / 2**20:g} MB "
+                       "(MAX_MODEL_UPLOAD_MB)")
+    filename, name = _clean_names(filename, name)
+    if name == "dataset":  # _clean_names' fallback is for datasets
+        name = "imported-model"
+    store = Path(settings.model_store)
+    (store / "tmp").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="import-", dir=store / "tmp"))
+    final: Path | None = None
+    archive = None
+    try:
+        archive = open_checkpoint(stream, ArchiveLimits(max_total_bytes=2 * limit))
+        checked = _check_configs(archive)
+        model_dir = _write_model(archive, checked, work, filename or "upload.zip")
+        final = store / "models" / f"imported-{uuid.uuid4().hex}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(model_dir, final)
+        result = _insert(user, name, checked, final, filename or "upload.zip")
+        final = None  # recorded: the files belong to the row now
+        return result
+    except (ArchiveError, CheckpointError) as exc:
+        raise _archive_error(exc) from None
+    finally:
+        if archive is not None:
+            archive.zip.close()
+        shutil.rmtree(work, ignore_errors=True)
+        if final is not None:
+            shutil.rmtree(final, ignore_errors=True)
+
+
+def _insert(user: Principal, name: str, checked: _Checked, directory: Path, filename: str) -> dict:
+    """Insert the model row with the next version of ``name`` (retrying lost version races)."""
+    params = {"family": checked.family, "imported_from": filename,
+              "max_length": json.loads((directory / hf_format.PLATFORM_CONFIG_NAME).read_text())["max_length"]}
+    for _ in range(models_registry.VERSION_ATTEMPTS):
+        with db.session() as session:
+            model = models_registry.insert_model(
+                session, name=name, owner_id=user.id, family=checked.family,
+                encoder=f"imported {checked.family} checkpoint"[:500], labels=list(checked.labels),
+                tasks={hf_format.IMPORTED_TASK: list(checked.labels)}, metrics=None, params=params,
+                artifact_dir=str(directory), training_job_id=None, source="imported",
+            )
+            if model is not None:
+                return model_to_dict(model)
+    raise ApiError(409, "version_conflict", f"could not allocate a version of {name!r}: try again")
