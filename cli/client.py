@@ -17,6 +17,7 @@ from .multipart import MultipartFile
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 DOWNLOAD_CHUNK_BYTES = 1 << 20
+IMPORT_ATTEMPTS = 3  # uploads of an import whose version a concurrent one took (409 version_conflict)
 PAGE_LIMIT = 1000  # items per list request when every page is read (the API's largest page)
 
 
@@ -131,18 +132,27 @@ class Client:
         return self.json("GET", f"/api/v1/models/{model_id}")
 
     def resolve_model(self, reference: str) -> dict:
-        """The model a reference names: an id (digits), ``name`` (its latest version) or ``name:version``."""
+        """The model a reference names: an id (digits), ``name`` (its latest version that is not deleted) or
+        ``name:version``, as the API resolves ``"model"`` in a classify body (needed where the API takes an id)."""
         kind, value = parse_model_reference(reference)
         if kind == "model_id":
             return self.model(value)
-        name, _, version = value.rpartition(":") if _has_version(value) else (value, "", "")
+        name, version = split_model_reference(value)
+        params = {"name": name, **({"include_deleted": "true"} if version is not None else {})}
         # filtered here too: the name filter narrows the list, equality decides
-        matches = [m for m in self.all_pages("/api/v1/models", {"name": name}) if m.get("name") == name]
-        if version:
-            matches = [m for m in matches if m.get("version") == int(version)]
+        matches = [m for m in self.all_pages("/api/v1/models", params) if m.get("name") == name]
+        if version is not None:
+            matches = [m for m in matches if m.get("version") == version]
         if not matches:
-            raise ApiError(404, "not_found", f"no model named {value!r}")
+            raise ApiError(404, "not_found", f"no model {value!r}")
+        if len({m.get("owner_id") for m in matches}) > 1:  # an admin sees every user's models: names are per user
+            ids = ", ".join(str(m["id"]) for m in matches[:10])
+            raise ApiError(None, "ambiguous_model", f"several users have a model {value!r} (ids {ids}): give its id")
         return max(matches, key=lambda m: m.get("version") or 0)
+
+    def delete_model(self, model_id: int) -> dict:
+        """``DELETE /api/v1/models/<id>``: the model marked deleted (409 while a queued or running job uses it)."""
+        return self.json("DELETE", f"/api/v1/models/{model_id}")
 
     def download_model(self, model_id: int, destination: str | os.PathLike,
                        on_total: Callable[[int | None], None] | None = None,
@@ -151,10 +161,17 @@ class Client:
         return self.download(f"/api/v1/models/{model_id}/download", destination, on_total=on_total,
                              on_chunk=on_chunk)
 
-    def import_model(self, path: str | os.PathLike, name: str,
+    def import_model(self, path: str | os.PathLike, name: str | None = None,
                      on_read: Callable[[int], None] | None = None) -> dict:
-        """``POST /api/v1/models/import``: a Hugging Face checkpoint zip, streamed from disk."""
-        return self._upload("/api/v1/models/import", path, {"name": name}, on_read)
+        """``POST /api/v1/models/import``: a Hugging Face checkpoint zip, streamed from disk (no ``name``: the
+        server names it after the file). A version taken by a concurrent import or training is tried again."""
+        for attempt in range(IMPORT_ATTEMPTS):
+            try:
+                return self._upload("/api/v1/models/import", path, {"name": name} if name else {}, on_read)
+            except ApiError as exc:
+                if exc.code != "version_conflict" or attempt == IMPORT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     # ---- transfers
     def _upload(self, path: str, file: str | os.PathLike, fields: dict, on_read) -> dict:
@@ -202,9 +219,13 @@ def parse_model_reference(reference: str) -> tuple[str, Any]:
     return "model", reference
 
 
-def _has_version(reference: str) -> bool:
+def split_model_reference(reference: str) -> tuple[str, int | None]:
+    """``"name:3"`` -> ``("name", 3)``; ``"name"`` -> ``("name", None)``. The version follows the last colon (as
+    the API reads it): a name holding colons is written ``"a:b:2"``."""
     name, sep, version = reference.rpartition(":")
-    return bool(sep and name and version.isascii() and version.isdigit())
+    if sep and name and version.isascii() and version.isdigit():
+        return name, int(version)
+    return reference, None
 
 
 def _segment(value: str) -> str:

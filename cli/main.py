@@ -373,12 +373,29 @@ def download(state: State, model_ref: str, output_path: str | None) -> None:
         _err(f"wrote model {found['name']}:{found['version']} (id {found['id']}, {size} bytes) to {path}")
 
 
+@main.command()
+@click.argument("model_ref", metavar="MODEL")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@pass_state
+def delete(state: State, model_ref: str, yes: bool) -> None:
+    """Delete MODEL: its files go, its jobs and predictions stay readable (refused while a job uses it)."""
+    found = state.client.resolve_model(model_ref)
+    label = f"{found['name']}:{found['version']} (id {found['id']})"
+    if not yes:
+        click.confirm(f"delete model {label}?", abort=True, err=True)
+    deleted = state.client.delete_model(found["id"])
+    if state.as_json:
+        output.print_json(deleted)
+    else:
+        _err(f"deleted model {label}")
+
+
 @main.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
-@click.option("--name", required=True, help="the model's name (an existing name gets its next version)")
+@click.option("--name", help="the model's name; an existing name gets its next version (default: the zip's name)")
 @click.option("--wait/--no-wait", default=False, help="if the server answers with a job, wait for it")
 @pass_state
-def import_model(state: State, file: str, name: str, wait: bool) -> None:
+def import_model(state: State, file: str, name: str | None, wait: bool) -> None:
     """Import a Hugging Face sequence-classification checkpoint (a zip of a BERT or DistilBERT model saved with
     safetensors weights) as a servable model."""
     with byte_progress(f"upload {Path(file).name}", os.path.getsize(file)) as (_, advance):

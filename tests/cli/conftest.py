@@ -35,14 +35,28 @@ def server_url(app) -> Iterator[str]:
         yield url
 
 
-def invoke(url: str, token: str | None, *args: str) -> Result:
-    """``bertqueue --url URL --token TOKEN ARGS...`` in-process; stdout and stderr kept apart."""
+def invoke(url: str, token: str | None, *args, input: str | None = None) -> Result:
+    """``bertqueue --url URL --token TOKEN ARGS...`` in-process (``input``: what is typed); stdout and stderr kept
+    apart."""
     options = ["--url", url] + (["--token", token] if token is not None else [])
-    return CliRunner().invoke(main, [*options, *map(str, args)], prog_name="bertqueue", env={
-        "BERTQUEUE_URL": None, "BERTQUEUE_TOKEN": None})
+    return CliRunner().invoke(main, [*options, *map(str, args)], input=input, prog_name="bertqueue",
+                              env={"BERTQUEUE_URL": None, "BERTQUEUE_TOKEN": None})
+
+
+def ok(result: Result) -> str:
+    """The command's stdout, after checking that it exited 0 (else its output in the failure)."""
+    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result.stdout
 
 
 @pytest.fixture
 def bq(server_url: str, admin_token: str) -> Callable[..., Result]:
     """Run a ``bertqueue`` command as the test's admin against the served app."""
-    return lambda *args: invoke(server_url, admin_token, *args)
+    return lambda *args, **kwargs: invoke(server_url, admin_token, *args, **kwargs)
+
+
+def train_args(dataset, encoder, *extra: str) -> list[str]:
+    """``train`` on the sample's text/sentiment columns with a tiny encoder: one short epoch."""
+    return ["train", "--dataset", str(dataset), "--text-column", "text", "--label-column", "sentiment",
+            "--encoder", str(encoder), "--epochs", "1", "--set", "batch_size=8", "--set", "max_length=32",
+            "--set", "validation_split=0.25", "--set", "seed=1", *extra]

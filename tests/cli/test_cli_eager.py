@@ -11,21 +11,10 @@ from cli import main as cli_main
 from tests.web.factories import make_classify_job, make_model
 from tests.integration.conftest import sample_csv
 
-from .conftest import invoke
+from .conftest import invoke, ok, train_args
 
 LABELS = ["negative", "neutral", "positive"]
 TEXTS = ["thanks, the crew was amazing!", "worst flight ever, lost my bag"]
-
-
-def _ok(result) -> str:
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result.stdout
-
-
-def _train_args(dataset: str, encoder, *extra: str) -> list[str]:
-    return ["train", "--dataset", dataset, "--text-column", "text", "--label-column", "sentiment",
-            "--encoder", str(encoder), "--epochs", "1", "--set", "batch_size=8", "--set", "max_length=32",
-            "--set", "validation_split=0.25", "--set", "seed=1", *extra]
 
 
 @pytest.fixture
@@ -33,7 +22,7 @@ def trained(bq, tmp_path, tiny_bert_dir) -> dict:
     """A tiny model named cli-model, trained from a CSV file given to `train` (uploaded by the command)."""
     data = tmp_path / "tweets.csv"
     data.write_bytes(sample_csv(40))
-    job = json.loads(_ok(bq("--json", *_train_args(str(data), tiny_bert_dir, "--name", "cli-model", "--wait"))))
+    job = json.loads(ok(bq("--json", *train_args(str(data), tiny_bert_dir, "--name", "cli-model", "--wait"))))
     assert job["status"] == "succeeded" and job["type"] == "train" and job["progress"] == 1.0
     return job
 
@@ -48,25 +37,25 @@ def test_upload_train_classify_and_list(bq, tmp_path, trained):
         writer = csv.DictWriter(f, fieldnames=["id", "text"])
         writer.writeheader()
         writer.writerows(rows)
-    uploaded = json.loads(_ok(bq("--json", "datasets", "upload", str(texts_file), "--name", "inbox")))
+    uploaded = json.loads(ok(bq("--json", "datasets", "upload", str(texts_file), "--name", "inbox")))
     assert (uploaded["name"], uploaded["rows"], uploaded["columns"]) == ("inbox", 7, ["id", "text"])
-    listed = json.loads(_ok(bq("--json", "datasets")))
+    listed = json.loads(ok(bq("--json", "datasets")))
     assert {"inbox", "tweets"} <= {d["name"] for d in listed["items"]}
-    assert "inbox" in _ok(bq("datasets"))
+    assert "inbox" in ok(bq("datasets"))
 
     # classify texts by id: the predictions as JSON, and as a table
-    answer = json.loads(_ok(bq("--json", "classify", "--model", str(model_id), "--text", TEXTS[0], "-t", TEXTS[1])))
+    answer = json.loads(ok(bq("--json", "classify", "--model", str(model_id), "--text", TEXTS[0], "-t", TEXTS[1])))
     assert answer["model_id"] == model_id
     assert [p["text"] for p in answer["predictions"]] == TEXTS
     assert all(p["label"] in LABELS and set(p["scores"]) == set(LABELS) for p in answer["predictions"])
-    table = _ok(bq("classify", "--model", str(model_id), "--text", TEXTS[0]))
+    table = ok(bq("classify", "--model", str(model_id), "--text", TEXTS[0]))
     assert answer["predictions"][0]["label"] in table
 
     # classify a file by the model's name: uploaded as a dataset, every prediction exported to CSV
     out = tmp_path / "out.csv"
     result = bq("classify", "--model", "cli-model", str(texts_file), "--text-column", "text", "--id-column", "id",
                 "-o", str(out))
-    _ok(result)
+    ok(result)
     assert f"to {out}" in result.stderr
     with out.open(encoding="utf-8-sig", newline="") as f:
         exported = list(csv.DictReader(f))
@@ -76,21 +65,21 @@ def test_upload_train_classify_and_list(bq, tmp_path, trained):
     assert not out.with_name("out.csv.part").exists()
 
     # jobs, job, models, model
-    jobs = json.loads(_ok(bq("--json", "jobs", "--type", "train")))
+    jobs = json.loads(ok(bq("--json", "jobs", "--type", "train")))
     assert [j["id"] for j in jobs["items"]] == [trained["id"]]
-    assert {j["type"] for j in json.loads(_ok(bq("--json", "jobs")))["items"]} == {"train", "classify"}
-    shown = _ok(bq("job", trained["id"]))
+    assert {j["type"] for j in json.loads(ok(bq("--json", "jobs")))["items"]} == {"train", "classify"}
+    shown = ok(bq("job", trained["id"]))
     assert "succeeded" in shown and trained["id"] in shown
-    models = json.loads(_ok(bq("--json", "models", "--name", "cli-model")))
+    models = json.loads(ok(bq("--json", "models", "--name", "cli-model")))
     assert [(m["id"], m["name"], m["version"]) for m in models["items"]] == [(model_id, "cli-model", 1)]
-    assert "cli-model" in _ok(bq("models"))
-    assert json.loads(_ok(bq("--json", "model", "cli-model:1")))["id"] == model_id
+    assert "cli-model" in ok(bq("models"))
+    assert json.loads(ok(bq("--json", "model", "cli-model:1")))["id"] == model_id
 
 
 def test_failed_job_exits_1_with_its_error_on_stderr(bq, tmp_path):
     data = tmp_path / "tweets.csv"
     data.write_bytes(sample_csv(20))
-    result = bq("--json", *_train_args(str(data), tmp_path / "no-such-encoder", "--wait"))
+    result = bq("--json", *train_args(str(data), tmp_path / "no-such-encoder", "--wait"))
     assert result.exit_code == cli_main.EXIT_FAILED, result.output
     job = json.loads(result.stdout)  # --json still prints the job
     assert job["status"] == "failed"
@@ -103,7 +92,7 @@ def test_failed_job_exits_1_with_its_error_on_stderr(bq, tmp_path):
 def test_cancelled_job_exits_3(bq):
     # a queued job that no worker picks up: its message was never sent
     job_id = make_classify_job(make_model(), ["queued text"])
-    assert json.loads(_ok(bq("--json", "cancel", job_id)))["status"] == "cancelled"
+    assert json.loads(ok(bq("--json", "cancel", job_id)))["status"] == "cancelled"
     result = bq("job", job_id, "--wait")
     assert result.exit_code == cli_main.EXIT_CANCELLED
     assert f"job {job_id} was cancelled" in result.stderr
@@ -151,4 +140,4 @@ def test_ctrl_c_while_waiting_exits_130_and_leaves_the_job(bq, monkeypatch):
     result = bq("job", job_id, "--wait")
     assert result.exit_code == cli_main.EXIT_INTERRUPTED
     assert f"job {job_id} keeps running" in result.stderr
-    assert json.loads(_ok(bq("--json", "job", job_id)))["status"] == "queued"
+    assert json.loads(ok(bq("--json", "job", job_id)))["status"] == "queued"

@@ -16,18 +16,12 @@ from tests.factories import make_user
 from tests.integration.conftest import sample_csv
 from tests.integration.test_real_worker import _logs, _Stack
 
-from .conftest import serving
+from .conftest import serving, train_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 REDIS_DB = 14  # a database of its own on the shared server (other real tests use 10 to 13), flushed by _Stack
 BERTQUEUE = Path(sys.executable).with_name("bertqueue")
-
-
-def _train_args(data: Path, encoder, *extra: str) -> list[str]:
-    return ["train", "--dataset", str(data), "--text-column", "text", "--label-column", "sentiment",
-            "--encoder", str(encoder), "--epochs", "1", "--set", "batch_size=8", "--set", "max_length=32",
-            "--set", "validation_split=0.25", *extra]
 
 
 def test_installed_command_trains_and_classifies_a_file_on_the_real_stack(
@@ -51,7 +45,7 @@ def test_installed_command_trains_and_classifies_a_file_on_the_real_stack(
 
             data = tmp_path / "tweets.csv"
             data.write_bytes(sample_csv(40))
-            trained = bertqueue("--json", *_train_args(data, tiny_bert_dir, "--name", "real-cli", "--wait"))
+            trained = bertqueue("--json", *train_args(data, tiny_bert_dir, "--name", "real-cli", "--wait"))
             assert trained.returncode == 0, f"{trained.stderr}\n{_logs(tmp_path)}"
             job = json.loads(trained.stdout)
             assert job["status"] == "succeeded" and job["model_id"]
@@ -68,7 +62,7 @@ def test_installed_command_trains_and_classifies_a_file_on_the_real_stack(
             model = json.loads(bertqueue("--json", "model", "real-cli").stdout)
             assert all(r["label"] in model["labels"] for r in rows)
 
-            failed = bertqueue(*_train_args(data, tmp_path / "no-such-encoder", "--wait"))
+            failed = bertqueue(*train_args(data, tmp_path / "no-such-encoder", "--wait"))
             assert failed.returncode == 1, failed.stderr
             assert "failed: " in failed.stderr
 

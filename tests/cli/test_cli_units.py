@@ -1,0 +1,55 @@
+"""The client's pieces without a server: the streamed multipart body, model references, ``--set`` values."""
+from __future__ import annotations
+
+import io
+
+import click
+import pytest
+from werkzeug.formparser import parse_form_data
+from werkzeug.test import EnvironBuilder
+
+from cli.client import parse_model_reference, split_model_reference
+from cli.main import _option_values
+from cli.multipart import CHUNK_BYTES, MultipartFile
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_BYTES + 7])
+def test_multipart_body_streams_the_file_with_its_exact_length(tmp_path, size):
+    content = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    path = tmp_path / 'odd "name".zip'
+    path.write_bytes(content)
+    counted: list[int] = []
+    body = MultipartFile(path, fields={"name": "modèle"}, on_read=counted.append)
+    raw = b"".join(body)  # what requests sends: the iterable, chunk by chunk
+    assert len(raw) == len(body) == sum(counted)
+    assert max(counted) <= CHUNK_BYTES
+    again = MultipartFile(path, fields={"name": "modèle"})
+    pieced = b"".join(iter(lambda: again.read(5), b""))  # small reads cross every part's edge
+    assert pieced.replace(again.boundary.encode(), b"B") == raw.replace(body.boundary.encode(), b"B")
+
+    environ = EnvironBuilder(method="POST", input_stream=io.BytesIO(raw), content_length=len(raw),
+                             content_type=body.content_type).get_environ()
+    _, form, files = parse_form_data(environ)
+    assert form["name"] == "modèle"
+    assert files["file"].read() == content and files["file"].filename == path.name
+
+
+def test_model_references():
+    assert parse_model_reference("12") == ("model_id", 12)
+    assert parse_model_reference("sentiment") == ("model", "sentiment")
+    assert parse_model_reference("sentiment:3") == ("model", "sentiment:3")
+    assert parse_model_reference("٣") == ("model", "٣")  # not ASCII digits: a name
+    assert split_model_reference("sentiment:3") == ("sentiment", 3)
+    assert split_model_reference("a:b:2") == ("a:b", 2)
+    assert split_model_reference("sentiment") == ("sentiment", None)
+    with pytest.raises(ValueError):
+        parse_model_reference("  ")
+
+
+def test_set_values_are_json_when_they_parse():
+    assert _option_values(("learning_rate=5e-5", "freeze_encoder=true", "encoder_lr=null", "pooling=cls",
+                           'label_columns=["a","b"]', "text_template={a}: {b}")) == {
+        "learning_rate": 5e-5, "freeze_encoder": True, "encoder_lr": None, "pooling": "cls",
+        "label_columns": ["a", "b"], "text_template": "{a}: {b}"}
+    with pytest.raises(click.BadParameter):
+        _option_values(("=1",))
