@@ -1,0 +1,230 @@
+"""POST /api/v1/models/import: a transformers checkpoint (built here, tiny) becomes a servable model with the same
+probabilities; hostile or broken archives are refused with a clear 4xx and leave nothing behind."""
+from __future__ import annotations
+
+import io
+import json
+import stat
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import db
+from core.schema import TrainedModel
+
+from .helpers import assert_error
+
+TEXTS = ["I love this!", "The flight was delayed again and nobody told us why.", "meh"]
+LABELS = ["negative", "neutral", "positive"]
+
+
+def hf_checkpoint(family: str, directory: Path, *, labels=LABELS, seed: int = 0) -> Path:
+    """A tiny random ``<Family>ForSequenceClassification`` + the packaged tokenizer, as save_pretrained writes it
+    (transformers 5 always writes safetensors)."""
+    import torch
+    from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
+                              DistilBertForSequenceClassification)
+
+    from tests.factories import TINY_DIMS, _packaged_tokenizer
+
+    kwargs = {} if family == "bert" else {"model_input_names": ["input_ids", "attention_mask"]}
+    tokenizer = _packaged_tokenizer(**kwargs)
+    label_maps = {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+    if family == "bert":
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=TINY_DIMS["hidden"],
+                            num_hidden_layers=TINY_DIMS["layers"], num_attention_heads=TINY_DIMS["heads"],
+                            intermediate_size=TINY_DIMS["intermediate"],
+                            max_position_embeddings=TINY_DIMS["max_positions"], **label_maps)
+        cls = BertForSequenceClassification
+    else:
+        config = DistilBertConfig(vocab_size=len(tokenizer), dim=TINY_DIMS["hidden"], n_layers=TINY_DIMS["layers"],
+                                  n_heads=TINY_DIMS["heads"], hidden_dim=TINY_DIMS["intermediate"],
+                                  max_position_embeddings=TINY_DIMS["max_positions"], **label_maps)
+        cls = DistilBertForSequenceClassification
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+        model.classifier.weight.data.normal_(0, 1.0)  # probabilities far from uniform
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    assert (directory / "model.safetensors").is_file()
+    return directory
+
+
+def zip_bytes(files: dict[str, bytes | Path], *, prefix: str = "", extra: list[zipfile.ZipInfo | tuple] = ()) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(prefix + name, content.read_bytes() if isinstance(content, Path) else content)
+        for info, data in extra:
+            archive.writestr(info, data)
+    return out.getvalue()
+
+
+def folder_files(directory: Path) -> dict[str, Path]:
+    return {p.name: p for p in directory.iterdir() if p.is_file()}
+
+
+def post(client, data: bytes, name: str | None = "imported", filename: str = "checkpoint.zip"):
+    form = {"file": (io.BytesIO(data), filename)}
+    if name is not None:
+        form["name"] = name
+    return client.post("/api/v1/models/import", data=form, content_type="multipart/form-data")
+
+
+def hf_probabilities(directory: Path) -> list[list[float]]:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(directory), local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    with torch.no_grad():
+        return model(**tokenizer(TEXTS, truncation=True, padding=True, return_tensors="pt")).logits.softmax(-1).tolist()
+
+
+def assert_nothing_left(settings) -> None:
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(TrainedModel)) == 0
+    store = Path(settings.model_store)
+    for folder in ("models", "tmp"):
+        leftovers = list((store / folder).iterdir()) if (store / folder).exists() else []
+        assert leftovers == [], leftovers
+
+
+@pytest.fixture(scope="module")
+def bert_checkpoint(tmp_path_factory) -> Path:
+    return hf_checkpoint("bert", tmp_path_factory.mktemp("hf-bert"))
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+@pytest.mark.parametrize("prefix", ["", "my-model/"])
+def test_import_gives_the_checkpoint_s_probabilities(family, prefix, client, tmp_path):
+    from ml.inference import Predictor
+
+    checkpoint = hf_checkpoint(family, tmp_path / "hf")
+    response = post(client, zip_bytes(folder_files(checkpoint), prefix=prefix), name="tweets")
+    assert response.status_code == 201, response.json
+    model = response.json
+    assert response.headers["Location"].endswith(f"/api/v1/models/{model['id']}")
+    assert model["family"] == family and model["labels"] == LABELS and model["name"] == "tweets"
+    assert model["version"] == 1 and model["training_job_id"] is None
+    assert model["params"]["imported_from"] == "checkpoint.zip"
+    with db.session() as session:
+        row = session.get(TrainedModel, model["id"])
+        assert row.source == "imported"
+        artifact_dir = row.artifact_dir
+    predictor = Predictor.load(artifact_dir)
+    assert predictor.family == family and predictor.max_length == 128
+    got = [[r["scores"][label] for label in LABELS] for r in predictor.predict(TEXTS)]
+    for row_got, row_expected in zip(got, hf_probabilities(checkpoint)):
+        assert row_got == pytest.approx(row_expected, abs=1e-5)
+    assert client.get(f"/api/v1/models/{model['id']}").status_code == 200
+
+
+def test_versions_by_name_and_default_name(client, bert_checkpoint):
+    data = zip_bytes(folder_files(bert_checkpoint))
+    first, second = post(client, data, name="air"), post(client, data, name="air")
+    assert (first.json["version"], second.json["version"]) == (1, 2)
+    unnamed = post(client, data, name=None, filename="my-sentiment.zip")
+    assert unnamed.status_code == 201 and unnamed.json["name"] == "my-sentiment"
+
+
+def test_labels_default_to_label_i_without_id2label(client, bert_checkpoint, tmp_path):
+    files = folder_files(bert_checkpoint)
+    config = json.loads(files["config.json"].read_text())
+    del config["id2label"], config["label2id"]
+    config["num_labels"] = 3
+    response = post(client, zip_bytes({**files, "config.json": json.dumps(config).encode()}))
+    assert response.status_code == 201, response.json
+    assert response.json["labels"] == ["LABEL_0", "LABEL_1", "LABEL_2"]
+
+
+def _symlink(name: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, b"/etc/passwd"
+
+
+def _corrupt_header(path: Path) -> bytes:
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["data_offsets"][1] += 4  # overlaps the next tensor
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data[8 + length:]
+
+
+def _config_with(path: Path, **changes) -> bytes:
+    return json.dumps({**json.loads(path.read_text()), **changes}).encode()
+
+
+REFUSALS = {
+    "pickle weights": (lambda f: {k: v for k, v in f.items() if k != "model.safetensors"}
+                       | {"pytorch_model.bin": b"\x80\x04pickle"}, [], 422, "pickle_weights_refused"),
+    "traversal": (lambda f: f | {"../evil.txt": b"x"}, [], 422, "unsafe_archive"),
+    "absolute path": (lambda f: f | {"/etc/evil": b"x"}, [], 422, "unsafe_archive"),
+    "symlink": (lambda f: f, [_symlink("vocab-link.txt")], 422, "unsafe_archive"),
+    "unsupported architecture": (lambda f: f | {"config.json": _config_with(
+        f["config.json"], architectures=["RobertaForSequenceClassification"], model_type="roberta")}, [], 422,
+        "unsupported_architecture"),
+    "missing tokenizer": (lambda f: {k: v for k, v in f.items() if k not in ("tokenizer.json", "vocab.txt")}, [],
+                          422, "incomplete_checkpoint"),
+    "missing config": (lambda f: {k: v for k, v in f.items() if k != "config.json"}, [], 422,
+                       "incomplete_checkpoint"),
+    "corrupt safetensors header": (lambda f: f | {"model.safetensors": _corrupt_header(f["model.safetensors"])},
+                                   [], 422, "invalid_weights"),
+    "weights not matching config": (lambda f: f | {"config.json": _config_with(f["config.json"],
+                                                                               intermediate_size=48)},
+                                    [], 422, "invalid_weights"),
+    "config not JSON": (lambda f: f | {"config.json": b"{nope"}, [], 422, "invalid_checkpoint"),
+    "custom tokenizer code": (lambda f: f | {"tokenizer_config.json": _config_with(
+        f["tokenizer_config.json"], auto_map={"AutoTokenizer": ["x.Tok", None]})}, [], 422, "unsupported_tokenizer"),
+    "zip bomb": (lambda f: f | {"notes.txt": b"\0" * (40 * 1024 * 1024)}, [], 413, "archive_too_large"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refused_imports_leave_nothing_behind(case, client, settings, bert_checkpoint):
+    build, extra, status, code = REFUSALS[case]
+    error = assert_error(post(client, zip_bytes(build(folder_files(bert_checkpoint)), extra=extra)), status, code)
+    if case == "pickle weights":
+        assert "safetensors" in error["message"] and "pickle" in error["message"]
+    assert_nothing_left(settings)
+
+
+def test_not_a_zip_missing_file_and_bad_name(client, settings, bert_checkpoint):
+    assert_error(post(client, b"PK\x03\x04 not really"), 400, "invalid_archive")
+    assert_error(client.post("/api/v1/models/import", data={"name": "x"}, content_type="multipart/form-data"), 400,
+                 "missing_file")
+    data = zip_bytes(folder_files(bert_checkpoint))
+    assert_error(post(client, data, name="a\x00b"), 422, "validation_error")
+    assert_error(post(client, data, name="x" * 201), 422, "validation_error")
+    assert_error(client.post("/api/v1/models/import", json={"name": "x"}), 415, "unsupported_media_type")
+    assert_nothing_left(settings)
+
+
+def test_model_upload_limit_is_its_own(settings, bert_checkpoint):
+    from tests.factories import api_client, make_user
+    from web import create_app
+
+    data = zip_bytes(folder_files(bert_checkpoint))
+    assert len(data) > 1024 * 1024  # past the dataset limit below
+    roomy = create_app({"TESTING": True, "SETTINGS": settings.replace(max_upload_mb=1, max_model_upload_mb=20)})
+    client = api_client(roomy, make_user("importer"))
+    assert post(client, data).status_code == 201
+    with db.session() as session:
+        session.execute(TrainedModel.__table__.delete())
+    for path in (Path(settings.model_store) / "models").iterdir():
+        import shutil
+
+        shutil.rmtree(path)
+    tight = create_app({"TESTING": True, "SETTINGS": settings.replace(max_model_upload_mb=1)})
+    error = assert_error(post(api_client(tight, make_user("other")), data), 413, "payload_too_large")
+    assert "1 MB" in error["message"]
+    assert_nothing_left(settings)
