@@ -11,7 +11,7 @@ from cli import main as cli_main
 from tests.web.factories import make_classify_job, make_model
 from tests.integration.conftest import sample_csv
 
-from .conftest import invoke, ok, train_args
+from .conftest import invoke, ok, serving, train_args
 
 LABELS = ["negative", "neutral", "positive"]
 TEXTS = ["thanks, the crew was amazing!", "worst flight ever, lost my bag"]
@@ -74,6 +74,12 @@ def test_upload_train_classify_and_list(bq, tmp_path, trained):
     assert [(m["id"], m["name"], m["version"]) for m in models["items"]] == [(model_id, "cli-model", 1)]
     assert "cli-model" in ok(bq("models"))
     assert json.loads(ok(bq("--json", "model", "cli-model:1")))["id"] == model_id
+
+    # evaluate on the training data (its columns default to the model's)
+    tweets = next(d["id"] for d in listed["items"] if d["name"] == "tweets")
+    evaluation = json.loads(ok(bq("--json", "evaluate", "--model", "cli-model", "--dataset", tweets, "--wait")))
+    assert evaluation["type"] == "evaluate" and evaluation["metrics"]["examples"] == 40
+    assert "accuracy=" in ok(bq("job", evaluation["id"]))
 
 
 def test_failed_job_exits_1_with_its_error_on_stderr(bq, tmp_path):
@@ -141,3 +147,17 @@ def test_ctrl_c_while_waiting_exits_130_and_leaves_the_job(bq, monkeypatch):
     assert result.exit_code == cli_main.EXIT_INTERRUPTED
     assert f"job {job_id} keeps running" in result.stderr
     assert json.loads(ok(bq("--json", "job", job_id)))["status"] == "queued"
+
+
+def test_an_upload_over_the_limit_exits_4_with_the_413_message(settings, admin_token, tmp_path):
+    from dataclasses import replace
+
+    from web import create_app
+
+    app = create_app({"TESTING": True, "SETTINGS": replace(settings, max_upload_mb=1), "WTF_CSRF_ENABLED": False})
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"text,label\n" + b"a long enough line of text,pos\n" * 70_000)  # about 2 MB
+    with serving(app) as url:
+        result = invoke(url, admin_token, "datasets", "upload", str(big))
+    assert result.exit_code == cli_main.EXIT_API
+    assert "HTTP 413 payload_too_large" in result.stderr, result.stderr

@@ -53,3 +53,26 @@ def test_set_values_are_json_when_they_parse():
         "label_columns": ["a", "b"], "text_template": "{a}: {b}"}
     with pytest.raises(click.BadParameter):
         _option_values(("=1",))
+
+
+def test_waiting_polls_until_terminal_and_draws_progress_and_eta(monkeypatch):
+    from rich.console import Console
+
+    from cli import waiting
+
+    states = iter([{"id": "j1" * 8, "type": "train", "status": "running", "progress": 0.5, "eta_seconds": 75},
+                   {"id": "j1" * 8, "type": "train", "status": "succeeded", "progress": 1.0, "eta_seconds": None}])
+
+    class FakeClient:
+        def job(self, job_id):
+            return next(states)
+
+    screen = io.StringIO()
+    monkeypatch.setattr(waiting, "stderr", Console(file=screen, force_terminal=True, width=120))
+    monkeypatch.setattr(waiting, "POLL_S", (0.0, 0.0))
+    first = {"id": "j1" * 8, "type": "train", "status": "queued", "progress": 0.0}
+    assert waiting.wait_for_job(FakeClient(), first)["status"] == "succeeded"
+    drawn = screen.getvalue()
+    assert "train j1j1j1j1" in drawn and "succeeded" in drawn and "100%" in drawn
+    assert (waiting._eta({"eta_seconds": 75}), waiting._eta({"eta_seconds": 3725}), waiting._eta({})) == (
+        "ETA 1:15", "ETA 1:02:05", "")
