@@ -75,7 +75,14 @@ class Client:
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+        """The JSON answer of ``method path`` (an answer that is not JSON is an :class:`ApiError` too)."""
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(response.status_code, "invalid_answer",
+                           f"{method} {path} answered {response.headers.get('Content-Type')!r}, not JSON: is "
+                           f"{self.base} a bertqueue server?") from exc
 
     def all_pages(self, path: str, params: dict | None = None) -> Iterator[dict]:
         """Every item of a paged list (``{"items", "total", "limit", "offset"}``), page after page."""

@@ -15,7 +15,7 @@ from .client import DEFAULT_URL, ApiError, Client, parse_model_reference
 from .waiting import byte_progress, wait_for_job
 
 # exit statuses (documented in --help)
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_API, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_API, EXIT_LOCAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 EXIT_HELP = """\b
 Exit status:
   0    done (with --wait: the job succeeded)
@@ -23,6 +23,7 @@ Exit status:
   2    usage error
   3    the job was cancelled
   4    the API refused the request or could not be reached (its message on stderr)
+  5    a local file could not be read or written
   130  interrupted while waiting (the job keeps running on the server)"""
 
 
@@ -43,7 +44,8 @@ def _exit(code: int) -> NoReturn:
 
 
 class ApiGroup(click.Group):
-    """Turns an :class:`ApiError` from any command into its message on stderr and exit status 4."""
+    """Turns an :class:`ApiError` from any command into its message on stderr and exit status 4, a local file
+    that cannot be read or written into status 5, and Ctrl-C into 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -51,6 +53,12 @@ class ApiGroup(click.Group):
         except ApiError as exc:
             _err(f"error: {exc}")
             ctx.exit(EXIT_API)
+        except OSError as exc:
+            _err(f"error: {exc}")
+            ctx.exit(EXIT_LOCAL)
+        except KeyboardInterrupt:
+            _err("\ninterrupted")
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=ApiGroup, epilog=EXIT_HELP, context_settings={"help_option_names": ["-h", "--help"]})

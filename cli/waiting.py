@@ -14,10 +14,11 @@ from rich.progress import (
     BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn,
 )
 
-from .client import Client
+from .client import ApiError, Client
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 POLL_S = (0.25, 2.0)  # first and longest pause between polls: quick jobs answer quickly, long ones cost little
+OUTAGE_S = 60.0  # how long polling rides out an unreachable or unavailable server (a restart) before giving up
 
 stderr = Console(stderr=True)
 
@@ -50,7 +51,20 @@ def wait_for_job(client: Client, job: dict, *, show: bool = True) -> dict:
                 return job
             time.sleep(pause)
             pause = min(pause * 1.5, POLL_S[1])
-            job = client.job(job["id"])
+            job = _poll(client, job)
+
+
+def _poll(client: Client, job: dict) -> dict:
+    """The job's current state; a server that is unreachable or answers 502-504 is asked again for
+    :data:`OUTAGE_S` (the job runs on without us), any other error ends the wait."""
+    deadline = time.monotonic() + OUTAGE_S
+    while True:
+        try:
+            return client.job(job["id"])
+        except ApiError as exc:
+            if not (exc.status is None or exc.status in (502, 503, 504)) or time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_S[1])
 
 
 @contextmanager

@@ -59,6 +59,8 @@ def test_import_versions_download_and_delete(bq, tmp_path, checkpoint_zip, monke
     ok(result)
     assert (tmp_path / "imported-v2.zip").is_file() and "imported-v2.zip" in result.stderr
     assert not list(tmp_path.glob("*.part"))
+    unwritable = bq("download", "imported", "-o", str(tmp_path / "no-such-dir" / "m.zip"))
+    assert unwritable.exit_code == cli_main.EXIT_LOCAL and "no-such-dir" in unwritable.stderr
 
     # delete: asked first (no: nothing happens), then done; the old predictions stay readable
     kept = bq("delete", "imported:1", input="n\n")

@@ -76,3 +76,23 @@ def test_waiting_polls_until_terminal_and_draws_progress_and_eta(monkeypatch):
     assert "train j1j1j1j1" in drawn and "succeeded" in drawn and "100%" in drawn
     assert (waiting._eta({"eta_seconds": 75}), waiting._eta({"eta_seconds": 3725}), waiting._eta({})) == (
         "ETA 1:15", "ETA 1:02:05", "")
+
+
+def test_polling_rides_out_a_short_outage(monkeypatch):
+    from cli import waiting
+    from cli.client import ApiError
+
+    answers = iter([ApiError(None, "connection_error", "refused"), ApiError(503, "unavailable", "restarting"),
+                    {"id": "j", "status": "succeeded", "progress": 1.0}, ApiError(404, "not_found", "gone")])
+
+    class FlakyClient:
+        def job(self, job_id):
+            answer = next(answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    monkeypatch.setattr(waiting, "POLL_S", (0.0, 0.0))
+    assert waiting.wait_for_job(FlakyClient(), {"id": "j", "status": "queued"}, show=False)["status"] == "succeeded"
+    with pytest.raises(ApiError):  # anything but an outage ends the wait at once
+        waiting.wait_for_job(FlakyClient(), {"id": "j", "status": "queued"}, show=False)
