@@ -1,5 +1,5 @@
 """The ``bertqueue`` commands (click): datasets, train, classify, evaluate, jobs, job, cancel, models, model,
-download, import. Each one is a few REST calls (``cli.client``) plus printing (``cli.output``)."""
+download, import, delete. Each one is a few REST calls (``cli.client``) plus printing (``cli.output``)."""
 from __future__ import annotations
 
 import json
@@ -24,7 +24,7 @@ Exit status:
   3    the job was cancelled
   4    the API refused the request or could not be reached (its message on stderr)
   5    a local file could not be read or written
-  130  interrupted while waiting (the job keeps running on the server)"""
+  130  interrupted (Ctrl-C while waiting: the job keeps running on the server)"""
 
 
 @dataclass
@@ -65,7 +65,7 @@ class ApiGroup(click.Group):
 @click.option("--url", envvar="BERTQUEUE_URL", default=DEFAULT_URL, show_default=True, show_envvar=True,
               help="the platform's base URL")
 @click.option("--token", envvar="BERTQUEUE_TOKEN", show_envvar=True,
-              help="API token (sent as Authorization: Bearer); `flask --app web tokens create` makes one")
+              help="API token, sent as Authorization: Bearer (the web's Account page makes one)")
 @click.option("--json", "as_json", is_flag=True, help="print the API's JSON on stdout instead of tables")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="seconds to wait for the server to connect or to send the next bytes of an answer")
