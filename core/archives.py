@@ -171,9 +171,10 @@ def _checkpoint(archive: zipfile.ZipFile, limits: ArchiveLimits) -> CheckpointAr
     if WEIGHTS not in here:
         pickles = sorted(p.name for p in relevant if p.suffix.lower() in PICKLE_SUFFIXES)
         if pickles:
-            raise ArchiveError(422, "pickle_weights_refused", f"the checkpoint's weights are pickled ({', '.join(pickles[:3])}), "
-                               "and loading a pickle can run arbitrary code: only model.safetensors weights are "
-                               "accepted. Convert with model.save_pretrained(folder, safe_serialization=True)")
+            raise ArchiveError(422, "pickle_weights_refused",
+                               f"the checkpoint's weights are pickled ({', '.join(pickles[:3])}), and loading a "
+                               "pickle can run arbitrary code: only model.safetensors weights are accepted. Convert "
+                               "with model.save_pretrained(folder, safe_serialization=True)")
         if SHARD_INDEX in here:
             raise ArchiveError(422, "sharded_checkpoint", "sharded safetensors weights are not supported: save them "
                                "as one file with model.save_pretrained(folder, max_shard_size='100GB')")

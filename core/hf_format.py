@@ -264,7 +264,7 @@ def hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
             "transformers_version", "classifier_dropout", "seq_classif_dropout"}
     out = {k: v for k, v in config["encoder"]["config"].items() if k not in skip}
     out["model_type"] = family
-    out["architectures"] = ["BertForSequenceClassification" if family == "bert" else "DistilBertForSequenceClassification"]
+    out["architectures"] = [next(name for name, fam in ARCHITECTURES.items() if fam == family)]
     out["id2label"] = {str(i): label for i, label in enumerate(labels)}
     out["label2id"] = {label: i for i, label in enumerate(labels)}
     out["problem_type"] = "single_label_classification"
@@ -386,7 +386,10 @@ def import_encoder_config(family: str, config: Mapping[str, Any]) -> dict[str, A
     for name, rule in fields.items():
         if name in config:
             out[name] = _check_field(name, config[name], rule)
-    hidden, heads = (out["hidden_size"], out["num_attention_heads"]) if family == "bert" else (out["dim"], out["n_heads"])
+    if family == "bert":
+        hidden, heads = out["hidden_size"], out["num_attention_heads"]
+    else:
+        hidden, heads = out["dim"], out["n_heads"]
     if hidden % heads:
         raise _invalid_config(f"the hidden size {hidden} is not a multiple of the {heads} attention heads")
     return {k: v for k, v in out.items() if v is not None or k == "classifier_dropout"}
@@ -442,7 +445,9 @@ def _listed(names: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def platform_weight_names(family: str, header: SafetensorsHeader, expected: Mapping[str, tuple[int, ...]]) -> dict[str, str]:
+def platform_weight_names(
+    family: str, header: SafetensorsHeader, expected: Mapping[str, tuple[int, ...]],
+) -> dict[str, str]:
     """``{platform name: transformers name}`` for an imported checkpoint's weights, after checking them against the
     ``expected`` shapes: every parameter present with its shape, a float dtype, nothing unknown (old
     ``position_ids`` buffers are dropped). CheckpointError ``invalid_weights`` otherwise."""
@@ -450,7 +455,8 @@ def platform_weight_names(family: str, header: SafetensorsHeader, expected: Mapp
     missing = [name for name in expected if name not in present]
     extra = [name for name in present if name not in expected]
     if missing or extra:
-        parts = ([f"missing {_listed(missing)}"] if missing else []) + ([f"unexpected {_listed(extra)}"] if extra else [])
+        parts = [f"missing {_listed(missing)}"] if missing else []
+        parts += [f"unexpected {_listed(extra)}"] if extra else []
         raise _weights_error(f"the weights do not match the {family} architecture of config.json: "
                              f"{'; '.join(parts)}")
     for name, shape in expected.items():

@@ -251,7 +251,8 @@ def model_card(info: dict[str, Any], config: dict[str, Any], *, hf_problem: str 
         ("Created", info.get("created_at") or iso(utcnow())),
     ]
     table = "\n".join(f"| {name} | {_cell(value)} |" for name, value in rows)
-    head = f"# {_cell(info['name'])} v{info['version']}\n\nA text classifier from bertqueue.\n\n| | |\n|---|---|\n{table}\n"
+    head = (f"# {_cell(info['name'])} v{info['version']}\n\nA text classifier from bertqueue.\n\n"
+            f"| | |\n|---|---|\n{table}\n")
     if hf_problem is None:
         pair = " (a sentence pair: `tokenizer(texts, text_pairs, ...)`)" \
             if ((metadata.get("training") or {}).get("text_pair_column")) else ""

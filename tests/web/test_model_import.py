@@ -228,3 +228,34 @@ def test_model_upload_limit_is_its_own(settings, bert_checkpoint):
     error = assert_error(post(api_client(tight, make_user("other")), data), 413, "payload_too_large")
     assert "1 MB" in error["message"]
     assert_nothing_left(settings)
+
+
+def test_import_page(client, settings, bert_checkpoint):
+    page = client.get("/models/import")
+    assert page.status_code == 200 and b"safetensors" in page.data
+    assert b'href="/models/import"' in client.get("/models").data
+    bad = client.post("/models/import", data={"file": (io.BytesIO(b"not a zip"), "x.zip")},
+                      content_type="multipart/form-data")
+    assert bad.status_code == 400 and b"not a readable zip" in bad.data
+    assert_nothing_left(settings)
+    data = zip_bytes(folder_files(bert_checkpoint))
+    done = client.post("/models/import", data={"file": (io.BytesIO(data), "hub.zip"), "name": "from-page"},
+                       content_type="multipart/form-data")
+    assert done.status_code == 302, done.data[:500]
+    with db.session() as session:
+        model = session.scalar(select(TrainedModel))
+        assert (model.name, model.source) == ("from-page", "imported")
+    assert done.headers["Location"].endswith(f"/models/{model.id}")
+
+
+def test_import_page_checks_csrf_and_takes_the_model_limit(settings, bert_checkpoint):
+    from tests.factories import api_client, make_user
+    from web import create_app
+
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(max_upload_mb=1, max_model_upload_mb=20)})
+    client = api_client(app, make_user("page-user"))
+    data = zip_bytes(folder_files(bert_checkpoint))
+    refused = client.post("/models/import", data={"file": (io.BytesIO(data), "hub.zip")},
+                          content_type="multipart/form-data")
+    assert refused.status_code == 400 and b"CSRF" in refused.data  # parsed under the model limit, then refused
+    assert_nothing_left(settings)

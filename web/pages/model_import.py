@@ -1,0 +1,42 @@
+"""The page that imports a Hugging Face checkpoint (a zip) as a model: the form of ``POST /api/v1/models/import``."""
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import StringField
+from wtforms.validators import Length, Optional
+
+from .. import context, model_files
+from ..auth import current
+from ..errors import ApiError
+from . import bp
+from .forms_support import apply_error
+
+
+class ModelImportForm(FlaskForm):
+    file = FileField("Checkpoint zip", validators=[FileRequired("choose the zip of a checkpoint folder")])
+    name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
+
+
+@bp.route("/models/import", methods=["GET", "POST"])
+def model_import():
+    """Upload a zipped transformers checkpoint; on success, go to the new model's page."""
+    form = ModelImportForm()
+    general: list[str] = []
+    if form.validate_on_submit():
+        upload = form.file.data
+        try:
+            model = model_files.import_model(current(), upload.stream, upload.filename, form.name.data)
+        except ApiError as exc:
+            apply_error(form, exc, general)
+            if not exc.details:
+                form.file.errors = [*form.file.errors, *general]
+                general = []
+        else:
+            flash(f"Imported “{model['name']}” version {model['version']} ({model['family']}, "
+                  f"{len(model['labels'])} labels).", "ok")
+            return redirect(url_for(".model", model_id=model["id"]))
+    status = 400 if request.method == "POST" else 200
+    limit_mb = context.settings().max_model_upload_mb
+    return render_template("model_import.html", form=form, general_errors=general, limit_mb=limit_mb), status
