@@ -67,7 +67,7 @@ class Client:
         except requests.Timeout as exc:
             raise ApiError(None, "timeout", f"no answer from {self.base} within {self.timeout:g} s: {exc}") from exc
         except requests.RequestException as exc:
-            raise ApiError(None, "connection_error", f"cannot reach {self.base}: {exc}") from exc
+            raise ApiError(None, "connection_error", f"cannot reach {self.base}: {_reason(exc)}") from exc
         if not response.ok:
             error = _error_from(response)
             response.close()
@@ -233,6 +233,13 @@ def split_model_reference(reference: str) -> tuple[str, int | None]:
     if sep and name and version.isascii() and version.isdigit():
         return name, int(version)
     return reference, None
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """Why a connection failed, without urllib3's wrapping ("Max retries exceeded ... Caused by ...")."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    text = str(reason if reason is not None else exc)
+    return text.split("): ", 1)[-1]  # drops "HTTPConnection(host=..., port=...)" before the cause
 
 
 def _segment(value: str) -> str:
