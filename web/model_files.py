@@ -331,6 +331,9 @@ def _check_tokenizer(archive: CheckpointArchive, family: str, vocab_size: int) -
         raise ApiError(422, "unsupported_tokenizer", f"tokenizer_class {str(tokenizer_class)[:60]!r}: a BERT or "
                        "DistilBERT (WordPiece) tokenizer is needed")
     tokenizer_config.setdefault("tokenizer_class", "BertTokenizer" if family == "bert" else "DistilBertTokenizer")
+    # file names come from the folder itself: a path here (vocab_file: /etc/...) must never reach the loader
+    tokenizer_config = {k: v for k, v in tokenizer_config.items() if not k.endswith(("_file", "_files"))
+                        and k not in ("name_or_path", "_name_or_path")}
     largest = -1
     if "tokenizer.json" in archive.files:
         tokenizer = _json_file(archive, "tokenizer.json", MAX_TOKENIZER_BYTES) or {}

@@ -259,3 +259,28 @@ def test_import_page_checks_csrf_and_takes_the_model_limit(settings, bert_checkp
                           content_type="multipart/form-data")
     assert refused.status_code == 400 and b"CSRF" in refused.data  # parsed under the model limit, then refused
     assert_nothing_left(settings)
+
+
+def test_upload_is_spooled_to_disk_and_tokenizer_paths_dropped(client, bert_checkpoint, monkeypatch):
+    """Werkzeug hands the zip over as a temporary file on disk (not bytes in memory); a tokenizer config naming
+    files elsewhere loses those keys."""
+    from web import model_files
+
+    seen = []
+    real = model_files.open_checkpoint
+
+    def spy(stream, limits):
+        seen.append(getattr(stream, "_rolled", None))
+        return real(stream, limits)
+
+    monkeypatch.setattr(model_files, "open_checkpoint", spy)
+    files = folder_files(bert_checkpoint)
+    tokenizer_config = json.loads(files["tokenizer_config.json"].read_text())
+    tokenizer_config.update(vocab_file="/etc/passwd", tokenizer_file="/etc/shadow")
+    response = post(client, zip_bytes({**files, "tokenizer_config.json": json.dumps(tokenizer_config).encode()}))
+    assert response.status_code == 201, response.json
+    assert seen == [True]  # a SpooledTemporaryFile rolled over to disk
+    with db.session() as session:
+        directory = Path(session.get(TrainedModel, response.json["id"]).artifact_dir)
+    saved = json.loads((directory / "tokenizer_config.json").read_text())
+    assert "vocab_file" not in saved and "tokenizer_file" not in saved and saved["tokenizer_class"] == "BertTokenizer"
