@@ -246,6 +246,8 @@ def test_import_page(client, settings, bert_checkpoint):
         model = session.scalar(select(TrainedModel))
         assert (model.name, model.source) == ("from-page", "imported")
     assert done.headers["Location"].endswith(f"/models/{model.id}")
+    assert client.get(f"/models/{model.id}").status_code == 200  # the model page of an imported model
+    assert client.get(f"/classify?model_id={model.id}").status_code == 200
 
 
 def test_import_page_checks_csrf_and_takes_the_model_limit(settings, bert_checkpoint):
