@@ -156,7 +156,7 @@ def test_bodies_are_validated_strictly_as_documented(client):
 def test_405_and_options_list_the_resource_s_own_methods(client):
     """A static route's path is its own resource: GET /api/v1/jobs/train is no lookup of a job named "train"."""
     for path, allow in [("/api/v1/jobs/train", "OPTIONS, POST"), ("/api/v1/models", "GET, HEAD, OPTIONS"),
-                        ("/api/v1/models/1", "GET, HEAD, OPTIONS, PATCH")]:
+                        ("/api/v1/models/1", "DELETE, GET, HEAD, OPTIONS, PATCH")]:
         assert client.options(path).headers["Allow"] == allow, path
         wrong = client.put(path, json={})
         assert_error(wrong, 405, "method_not_allowed")
