@@ -296,7 +296,8 @@ def _model_error(exc: models_registry.ModelUnavailable) -> ApiError:
     return ApiError(404 if exc.code == "not_found" else 409, exc.code, exc.message)
 
 
-def _usable_model(session, user: Principal, request: ClassifyRequest | PredictRequest | EvaluateRequest) -> TrainedModel:
+def _usable_model(session, user: Principal,
+                  request: ClassifyRequest | PredictRequest | EvaluateRequest) -> TrainedModel:
     """The live model a job request names (``model_id``, or ``model``: ``NAME`` / ``NAME:VERSION``).
     404 ``not_found`` as for an unknown id; 409 ``model_deleted``."""
     try:
