@@ -97,7 +97,7 @@ def test_bob_lists_none_of_alices_rows(client, people, alice_rows):
         assert (body["total"], body["items"]) == (0, []), path
     assert _get(client, f"/api/v1/jobs?model_id={alice_rows['model']}", bob).json["total"] == 0
     for page in ("/", "/jobs", "/models", "/datasets"):
-        html = _get(client, page, bob).get_data(as_text=True)
+        html = _get(client, page, bob).get_data(as_text=True).replace('href="/models/import"', "")  # a form
         assert alice_rows["train"] not in html and "mine.csv" not in html and "/models/" not in html, page
     root = _get(client, "/api/v1/jobs", people["root"]).json
     assert root["total"] == 2
