@@ -121,15 +121,15 @@ def lock_model(session: Session, model: TrainedModel, *, shared: bool = False) -
     """Lock ``model``'s row until the transaction ends and re-read its ``deleted_at``, so a job submission and a
     delete of the same model are serialised: whichever comes second sees what the first committed.
 
-    PostgreSQL: ``SELECT ... FOR UPDATE`` (``shared``: ``FOR SHARE``, which submissions take: they do not wait for
-    each other, only for a delete). SQLite has no row locks: a no-op UPDATE takes the database's write lock at once
+    PostgreSQL: ``SELECT ... FOR UPDATE`` (``shared``: ``FOR KEY SHARE``, which submissions take: they wait for a
+    delete, never for each other, and it is the lock the job row's foreign key takes anyway). SQLite has no row locks: a no-op UPDATE takes the database's write lock at once
     instead (held to the commit), so the reads that follow are current and no other writer slips between.
     """
     if session.get_bind().dialect.name == "sqlite":
         session.execute(update(TrainedModel).where(TrainedModel.id == model.id).values(id=TrainedModel.id)
                         .execution_options(synchronize_session=False))
     deleted_at = session.scalar(select(TrainedModel.deleted_at).where(TrainedModel.id == model.id)
-                                .with_for_update(read=shared))
+                                .with_for_update(read=shared, key_share=shared))
     set_committed_value(model, "deleted_at", deleted_at)  # the locked value, without reloading the row's JSON
     return model
 

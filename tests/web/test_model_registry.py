@@ -248,7 +248,7 @@ def test_delete_tells_workers_best_effort(settings, ann, monkeypatch):
 
 def test_delete_waits_for_a_submission_holding_the_model(settings, ann):
     """A submission locks the model row until its job is committed; a delete that comes meanwhile waits, then sees
-    the job (SQLite: the write lock; PostgreSQL: FOR SHARE against FOR UPDATE)."""
+    the job (SQLite: the write lock; PostgreSQL: FOR KEY SHARE against FOR UPDATE)."""
     user, client = ann
     model_id = _model(settings, user.id)
     answers = []
