@@ -166,12 +166,15 @@ def download(user: Principal, model_id: int) -> Download:
         directory = Path(model.artifact_dir)
     try:
         config = json.loads((directory / hf_format.PLATFORM_CONFIG_NAME).read_text(encoding="utf-8"))
+        if not (directory / hf_format.WEIGHTS_NAME).is_file():
+            raise OSError("no weights")
     except (OSError, ValueError):
         raise ApiError(410, "model_files_missing", f"the files of model {model_id} are missing from the model "
                        "store") from None
     problem = hf_format.hf_export_problem(config)
     entries = _hf_entries(directory, config) if problem is None else None
     if entries is None:
+        problem = problem or "its weights hold parameters transformers' class does not have"
         entries = [_file_entry(path) for path in _model_files(directory)]
     card = model_card(info, config, hf_problem=problem)
     filename = f"{_safe_filename(info['name'])}-v{info['version']}.zip"
@@ -189,8 +192,8 @@ def _hf_entries(directory: Path, config: dict[str, Any]) -> list[_Entry] | None:
     """The transformers checkpoint of an exportable model: config.json, renamed weights, the tokenizer files.
     None when its weights hold a parameter transformers does not have (then it downloads in the own layout)."""
     weights = directory / hf_format.WEIGHTS_NAME
-    header = hf_format.read_header(weights)
     try:
+        header = hf_format.read_header(weights)
         names = hf_format.hf_weight_names(config["family"], sorted(header.tensors))
     except CheckpointError:
         return None

@@ -163,3 +163,19 @@ def test_others_missing_and_deleted_models(client, app, tiny_bert_dir, tmp_path)
     with db.session() as session:
         session.get(TrainedModel, model_id).deleted_at = utcnow()
     assert_error(client.get(f"/api/v1/models/{model_id}/download"), 410, "model_deleted")
+
+
+def test_weights_transformers_lacks_fall_back_to_the_platform_format(client, tiny_bert_dir, tmp_path):
+    """A bert (pooler) model whose weights file holds an extra tensor is not passed off as a transformers one."""
+    from safetensors.torch import load_file, save_file
+
+    model_dir = _save("bert", tiny_bert_dir, tmp_path / "model")
+    state = load_file(str(model_dir / "model.safetensors"))
+    state["extra.buffer"] = state["head.classifier.bias"].clone()
+    save_file(state, str(model_dir / "model.safetensors"))
+    archive, folder, _ = _download(client, _row(model_dir, "bert"), tmp_path)
+    assert "config.json" not in archive.namelist() and "bertqueue_config.json" in archive.namelist()
+    assert "transformers' class does not have" in (folder / "README.md").read_text()
+    (model_dir / "model.safetensors").unlink()
+    assert_error(client.get(f"/api/v1/models/{_row(model_dir, 'bert', name='gone')}/download"), 410,
+                 "model_files_missing")
