@@ -107,3 +107,15 @@ def test_download_needs_a_login(anonymous, settings):
     model_id = _model(settings)
     response = anonymous.get(f"/models/{model_id}/download")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_train_job_page_of_a_deleted_model_offers_no_classify(client, settings):
+    model_id = _model(settings, name="gone")
+    train = f.make_train_job(f.make_dataset())
+    f.start(train)
+    f.succeed(train, metrics={"accuracy": 0.5}, model_id=model_id)
+    assert "Classify with this model" in client.get(f"/jobs/{train}").get_data(as_text=True)
+    assert client.delete(f"/api/v1/models/{model_id}").status_code == 200
+    html = client.get(f"/jobs/{train}").get_data(as_text=True)
+    assert f'/models/{model_id}"' in html and "deleted" in html  # the link stays, marked
+    assert "Classify with this model" not in html
