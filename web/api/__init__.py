@@ -15,6 +15,15 @@ Conventions (the OpenAPI document at ``/api/v1/openapi.json`` has the details):
   finished job), 413 ``payload_too_large``; dataset problems use ``core.datasets`` codes (``invalid_csv`` (CSV
   and TSV), ``invalid_jsonl``, ``invalid_encoding``, ``empty_file``: 400; ``unknown_column``, ``too_few_classes``:
   422).
+- Models (``core.models_registry``, ``web.model_files``): classify, evaluate and predict take ``model_id`` or
+  ``model`` (``NAME``: the latest live version, or ``NAME:VERSION``); a deleted model is 409 ``model_deleted``
+  there and on a second ``DELETE``; ``DELETE /api/v1/models/<id>`` while a queued or running job uses the model is
+  409 ``model_in_use`` (``job_ids`` lists the caller's). ``GET .../download`` of a deleted model is 410
+  ``model_deleted``, of one whose files are gone 410 ``model_files_missing``. ``POST /api/v1/models/import``:
+  413 ``payload_too_large`` (past ``MAX_MODEL_UPLOAD_MB``) or ``archive_too_large`` (a zip bomb), 400
+  ``invalid_archive``, 422 ``pickle_weights_refused``, ``unsafe_archive``, ``incomplete_checkpoint``,
+  ``sharded_checkpoint``, ``unsupported_architecture``, ``invalid_checkpoint``, ``invalid_weights``,
+  ``unsupported_tokenizer``; 409 ``version_conflict`` when concurrent writers kept taking the name's next version.
 - ``GET /api/v1/jobs/<id>/predictions`` on a *train* job is 409 ``not_a_classify_job``; on a classify job that
   is still running it returns the predictions stored so far (``job_status`` and ``text_count`` tell how far).
 - ``POST /api/v1/predict``: 200 when the job succeeded within ``timeout_s``, 500 ``job_failed`` (the job's
