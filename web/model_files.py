@@ -337,24 +337,74 @@ def _check_tokenizer(archive: CheckpointArchive, family: str, vocab_size: int) -
     # file names come from the folder itself: a path here (vocab_file: /etc/...) must never reach the loader
     tokenizer_config = {k: v for k, v in tokenizer_config.items() if not k.endswith(("_file", "_files"))
                         and k not in ("name_or_path", "_name_or_path")}
-    largest = -1
-    if "tokenizer.json" in archive.files:
-        tokenizer = _json_file(archive, "tokenizer.json", MAX_TOKENIZER_BYTES) or {}
-        vocab = (tokenizer.get("model") or {}).get("vocab") if isinstance(tokenizer.get("model"), dict) else None
-        ids = list(vocab.values()) if isinstance(vocab, dict) else []
-        ids += [t.get("id") for t in tokenizer.get("added_tokens") or [] if isinstance(t, dict)]
-        largest = max([i for i in ids if isinstance(i, int)], default=-1)
-    elif "vocab.txt" in archive.files:
-        largest = _count_lines(archive) - 1
-    if largest >= vocab_size:
-        raise ApiError(422, "invalid_checkpoint", f"the tokenizer produces token id {largest} but the model's "
-                       f"vocabulary has {vocab_size} entries")
+    _check_token_ids(archive, tokenizer_config, vocab_size)
     return tokenizer_config
 
 
-def _count_lines(archive: CheckpointArchive) -> int:
-    with archive.zip.open(archive.files["vocab.txt"]) as f:
-        return sum(1 for _ in f)
+SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer files write it: a string or an AddedToken dict (``{"content": ...}``)."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _special_tokens(*configs: dict[str, Any]) -> set[str]:
+    """Every special token the tokenizer files name (tokenizer_config.json, special_tokens_map.json)."""
+    tokens: list[Any] = []
+    for config in configs:
+        tokens += [config.get(key) for key in SPECIAL_TOKEN_KEYS]
+        for key in ("additional_special_tokens", "extra_special_tokens"):
+            extra = config.get(key)
+            tokens += list(extra.values()) if isinstance(extra, dict) else extra if isinstance(extra, list) else []
+    return {text for text in map(_token_text, tokens) if text is not None}
+
+
+def _check_token_ids(archive: CheckpointArchive, tokenizer_config: dict[str, Any], vocab_size: int) -> None:
+    """Every token id the tokenizer can produce must index the model's embeddings: an id past them fails every
+    job that meets it (and on CUDA, a device-side assert breaks the worker process for everyone). transformers
+    appends any special token missing from the vocabulary as a new id, and takes added tokens' ids from
+    tokenizer.json, tokenizer_config.json's ``added_tokens_decoder`` and added_tokens.json as written."""
+    ids: dict[str, int] = {}
+    if "tokenizer.json" in archive.files:
+        tokenizer = _json_file(archive, "tokenizer.json", MAX_TOKENIZER_BYTES) or {}
+        model = tokenizer.get("model")
+        vocab = model.get("vocab") if isinstance(model, dict) else None
+        ids.update({k: v for k, v in vocab.items() if _is_int(v)} if isinstance(vocab, dict) else {})
+        ids.update({t["content"]: t["id"] for t in tokenizer.get("added_tokens") or []
+                    if isinstance(t, dict) and isinstance(t.get("content"), str) and _is_int(t.get("id"))})
+    if "vocab.txt" in archive.files:
+        lines = archive.read_json_bytes("vocab.txt", MAX_TOKENIZER_BYTES).decode("utf-8", "replace").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()  # the newline ending the last token
+        ids.update({token.rstrip("\r"): i for i, token in enumerate(lines) if token.rstrip("\r") not in ids})
+    decoder = tokenizer_config.get("added_tokens_decoder")
+    for key, token in (decoder.items() if isinstance(decoder, dict) else ()):
+        text = _token_text(token)
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 18 and text is not None):
+            raise ApiError(422, "unsupported_tokenizer", "tokenizer_config.json: added_tokens_decoder must map ids "
+                           "to tokens")
+        ids[text] = int(key)
+    added = _json_file(archive, "added_tokens.json") or {}
+    if not all(isinstance(k, str) and _is_int(v) for k, v in added.items()):
+        raise ApiError(422, "unsupported_tokenizer", "added_tokens.json must map tokens to integer ids")
+    ids.update(added)
+    largest = max(ids.values(), default=-1)
+    if largest >= vocab_size:
+        token = next(t for t, i in ids.items() if i == largest)
+        raise ApiError(422, "invalid_checkpoint", f"the tokenizer produces token id {largest} ({token[:40]!r}) but "
+                       f"the model's vocabulary has {vocab_size} entries")
+    missing = sorted(_special_tokens(tokenizer_config, _json_file(archive, "special_tokens_map.json") or {})
+                     - ids.keys())
+    if missing:
+        raise ApiError(422, "unsupported_tokenizer", f"special token(s) {', '.join(repr(t[:40]) for t in missing[:5])} "
+                       "are not in the tokenizer's vocabulary: they would get ids past the model's embeddings")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,15 @@ REFUSALS = {
     "custom tokenizer code": (lambda f: f | {"tokenizer_config.json": _config_with(
         f["tokenizer_config.json"], auto_map={"AutoTokenizer": ["x.Tok", None]})}, [], 422, "unsupported_tokenizer"),
     "zip bomb": (lambda f: f | {"notes.txt": b"\0" * (40 * 1024 * 1024)}, [], 413, "archive_too_large"),
+    # token ids past the embeddings (an IndexError on CPU, a device-side assert on CUDA): the tokenizer would
+    # append an unknown special token, or take an added token's id as written
+    "special token outside the vocabulary": (lambda f: f | {"special_tokens_map.json": json.dumps(
+        {"additional_special_tokens": ["<new>"]}).encode()}, [], 422, "unsupported_tokenizer"),
+    "added token id past the embeddings": (lambda f: f | {"tokenizer_config.json": _config_with(
+        f["tokenizer_config.json"], added_tokens_decoder={"99999": {"content": "<far>", "special": True}})}, [],
+        422, "invalid_checkpoint"),
+    "added_tokens.json id past the embeddings": (lambda f: f | {"added_tokens.json": b'{"<far>": 77777}'}, [], 422,
+                                                 "invalid_checkpoint"),
 }
 
 
