@@ -122,8 +122,9 @@ def lock_model(session: Session, model: TrainedModel, *, shared: bool = False) -
     delete of the same model are serialised: whichever comes second sees what the first committed.
 
     PostgreSQL: ``SELECT ... FOR UPDATE`` (``shared``: ``FOR KEY SHARE``, which submissions take: they wait for a
-    delete, never for each other, and it is the lock the job row's foreign key takes anyway). SQLite has no row locks: a no-op UPDATE takes the database's write lock at once
-    instead (held to the commit), so the reads that follow are current and no other writer slips between.
+    delete, never for each other, and it is the lock the job row's foreign key takes anyway). SQLite has no row
+    locks: a no-op UPDATE takes the database's write lock at once instead (held to the commit), so the reads that
+    follow are current and no other writer slips between.
     """
     if session.get_bind().dialect.name == "sqlite":
         session.execute(update(TrainedModel).where(TrainedModel.id == model.id).values(id=TrainedModel.id)
