@@ -417,6 +417,23 @@ def import_model(state: State, file: str, name: str | None, wait: bool) -> None:
         output.record(answer, ("id", "name", "version", "family", "encoder", "labels", "created_at"))
 
 
+def _json_after_command(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(State).as_json = True
+
+
+def _accept_json_everywhere(group: click.Group) -> None:
+    """``--json`` also after a command name (``bertqueue jobs --json``), where people put it as often as before."""
+    for command in group.commands.values():
+        command.params.append(click.Option(["--json"], is_flag=True, expose_value=False, callback=_json_after_command,
+                                           help="print the API's JSON on stdout instead of tables"))
+        if isinstance(command, click.Group):
+            _accept_json_everywhere(command)
+
+
+_accept_json_everywhere(main)
+
+
 def run() -> None:
     """Console-script entry point (``bertqueue``)."""
     main(prog_name="bertqueue")

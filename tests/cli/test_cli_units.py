@@ -96,3 +96,20 @@ def test_polling_rides_out_a_short_outage(monkeypatch):
     assert waiting.wait_for_job(FlakyClient(), {"id": "j", "status": "queued"}, show=False)["status"] == "succeeded"
     with pytest.raises(ApiError):  # anything but an outage ends the wait at once
         waiting.wait_for_job(FlakyClient(), {"id": "j", "status": "queued"}, show=False)
+
+
+@pytest.mark.parametrize("args", [["--json", "jobs"], ["jobs", "--json"], ["datasets", "--json"]])
+def test_json_before_or_after_the_command(monkeypatch, args):
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.client import Client
+    from cli.main import main
+
+    page = {"items": [], "total": 0, "limit": 50, "offset": 0}
+    monkeypatch.setattr(Client, "jobs", lambda self, **filters: page)
+    monkeypatch.setattr(Client, "datasets", lambda self, limit=100: page)
+    result = CliRunner().invoke(main, ["--url", "http://127.0.0.1:9", *args], env={"BERTQUEUE_TOKEN": None})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == page
