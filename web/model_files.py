@@ -56,9 +56,19 @@ ZIP64_FROM = 2**31  # entries at least this large are written with zip64 sizes
 
 def upload_limits() -> None:
     """``before_request``: the import endpoints take zips up to MAX_MODEL_UPLOAD_MB (every other request keeps the
-    dataset limit). Registered before CSRF protection, which parses the page's form."""
-    if request.endpoint in IMPORT_ENDPOINTS:
-        request.max_content_length = context.settings().max_model_upload_bytes
+    dataset limit). Registered before CSRF protection, which parses the page's form.
+
+    The page's form is parsed (spooled to disk) by the CSRF check before the login guard runs, so the larger limit
+    is granted to a logged-in user only: an anonymous POST must not make the server write gigabytes. (The API's
+    body is read by the view only, after its token was checked.)"""
+    if request.endpoint not in IMPORT_ENDPOINTS:
+        return
+    if request.endpoint == "pages.model_import":
+        from flask_login import current_user
+
+        if not current_user.is_authenticated:
+            return
+    request.max_content_length = context.settings().max_model_upload_bytes
 
 
 # ---------------------------------------------------------------- download

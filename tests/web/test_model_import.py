@@ -295,3 +295,16 @@ def test_upload_is_spooled_to_disk_and_tokenizer_paths_dropped(client, bert_chec
         directory = Path(session.get(TrainedModel, response.json["id"]).artifact_dir)
     saved = json.loads((directory / "tokenizer_config.json").read_text())
     assert "vocab_file" not in saved and "tokenizer_file" not in saved and saved["tokenizer_class"] == "BertTokenizer"
+
+
+def test_import_page_grants_the_model_limit_to_logged_in_users_only(settings, monkeypatch):
+    """The CSRF check parses (spools) the page's form before the login guard: an anonymous POST keeps the dataset
+    limit, so it cannot make the server write MAX_MODEL_UPLOAD_MB to disk."""
+    from web import create_app
+
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(max_upload_mb=1, max_model_upload_mb=20)})
+    parsed = []
+    monkeypatch.setattr("web.model_files.import_model", lambda *args: parsed.append(args))
+    body = {"file": (io.BytesIO(b"\0" * (2 * 1024 * 1024)), "big.zip")}
+    response = app.test_client().post("/models/import", data=body, content_type="multipart/form-data")
+    assert response.status_code == 413 and parsed == []
