@@ -143,7 +143,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
         if not name or not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise _weights_error(f"tensor {name[:100]!r}: an entry is {{dtype, shape, data_offsets}}")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPE_SIZES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise _weights_error(f"tensor {name[:100]!r}: unknown dtype {str(dtype)[:20]!r}")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
             raise _weights_error(f"tensor {name[:100]!r}: the shape must be a list of non-negative integers")
@@ -317,7 +317,7 @@ def _check_field(name: str, value: Any, rule: tuple) -> Any:
         return float(value)
     if kind == "eps" and isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
         return float(value)
-    if kind == "act" and value in ACTIVATIONS:
+    if kind == "act" and isinstance(value, str) and value in ACTIVATIONS:
         return value
     if kind == "bool" and isinstance(value, bool):
         return value
@@ -334,7 +334,8 @@ def import_family(config: Mapping[str, Any]) -> str:
     architectures = config.get("architectures")
     model_type = config.get("model_type")
     known = " or ".join(ARCHITECTURES)
-    if not isinstance(architectures, list) or len(architectures) != 1 or architectures[0] not in ARCHITECTURES:
+    if (not isinstance(architectures, list) or len(architectures) != 1 or not isinstance(architectures[0], str)
+            or architectures[0] not in ARCHITECTURES):
         shown = architectures if isinstance(architectures, list) else repr(architectures)
         raise CheckpointError("unsupported_architecture",
                               f"config.json architectures is {str(shown)[:200]}: only {known} checkpoints import")

@@ -340,7 +340,7 @@ def _check_tokenizer(archive: CheckpointArchive, family: str, vocab_size: int) -
         raise ApiError(422, "unsupported_tokenizer", "tokenizer_config.json names custom tokenizer code (auto_map), "
                        "which is never run here")
     tokenizer_class = tokenizer_config.get("tokenizer_class")
-    if tokenizer_class not in TOKENIZER_CLASSES:
+    if not isinstance(tokenizer_class, (str, type(None))) or tokenizer_class not in TOKENIZER_CLASSES:
         raise ApiError(422, "unsupported_tokenizer", f"tokenizer_class {str(tokenizer_class)[:60]!r}: a BERT or "
                        "DistilBERT (WordPiece) tokenizer is needed")
     tokenizer_config.setdefault("tokenizer_class", "BertTokenizer" if family == "bert" else "DistilBertTokenizer")

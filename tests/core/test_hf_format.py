@@ -63,6 +63,7 @@ BAD_HEADERS = {
     "duplicate key": struct.pack("<Q", 2 * len(json.dumps({"t": F32_2})) - 1)
     + json.dumps({"t": F32_2})[:-1].encode() + b"," + json.dumps({"t": F32_2})[1:].encode() + b"\0" * 8,
     "unknown dtype": _raw({"t": {**F32_2, "dtype": "F128"}}, b"\0" * 8),
+    "dtype not a string": _raw({"t": {**F32_2, "dtype": ["F32"]}}, b"\0" * 8),
     "negative shape": _raw({"t": {**F32_2, "shape": [-2]}}, b"\0" * 8),
     "boolean shape": _raw({"t": {**F32_2, "shape": [True, 2]}}, b"\0" * 8),
     "size mismatch": _raw({"t": {**F32_2, "shape": [3]}}, b"\0" * 8),
@@ -152,6 +153,7 @@ BERT = {"architectures": ["BertForSequenceClassification"], "model_type": "bert"
     ({"architectures": ["RobertaForSequenceClassification"], "model_type": "roberta"}, "unsupported_architecture"),
     ({"architectures": ["BertModel"]}, "unsupported_architecture"),
     ({"architectures": None}, "unsupported_architecture"),
+    ({"architectures": [["BertForSequenceClassification"]]}, "unsupported_architecture"),  # unhashable: no 500
     ({"model_type": "distilbert"}, "unsupported_architecture"),
     ({"problem_type": "multi_label_classification"}, "unsupported_architecture"),
     ({"id2label": {"0": "neg", "2": "pos"}}, "invalid_checkpoint"),
@@ -161,6 +163,7 @@ BERT = {"architectures": ["BertForSequenceClassification"], "model_type": "bert"
     ({"id2label": {"0": "neg", "1": "a\x00b"}}, "invalid_checkpoint"),
     ({"id2label": {"0": "neg", "1": 5}}, "invalid_checkpoint"),
     ({"hidden_act": "os.system"}, "invalid_checkpoint"),
+    ({"hidden_act": ["gelu"]}, "invalid_checkpoint"),
     ({"hidden_size": 9}, "invalid_checkpoint"),  # not a multiple of the heads
     ({"hidden_size": 10**9}, "invalid_checkpoint"),
     ({"hidden_dropout_prob": float("nan")}, "invalid_checkpoint"),

@@ -193,6 +193,8 @@ REFUSALS = {
     "added token id past the embeddings": (lambda f: f | {"tokenizer_config.json": _config_with(
         f["tokenizer_config.json"], added_tokens_decoder={"99999": {"content": "<far>", "special": True}})}, [],
         422, "invalid_checkpoint"),
+    "tokenizer_class not a string": (lambda f: f | {"tokenizer_config.json": _config_with(
+        f["tokenizer_config.json"], tokenizer_class=["BertTokenizer"])}, [], 422, "unsupported_tokenizer"),
     "added_tokens.json id past the embeddings": (lambda f: f | {"added_tokens.json": b'{"<far>": 77777}'}, [], 422,
                                                  "invalid_checkpoint"),
 }
