@@ -71,8 +71,11 @@ class CheckpointArchive:
         info = self.files[name]
         if info.file_size > limit:
             raise ArchiveError(422, "invalid_checkpoint", f"{name} is larger than {limit // 1024} kB")
-        with self.zip.open(info) as f:
-            data = f.read(limit + 1)
+        try:
+            with self.zip.open(info) as f:
+                data = f.read(limit + 1)
+        except _UNREADABLE as exc:
+            raise _unreadable(name, exc) from None
         if len(data) > limit:
             raise ArchiveError(422, "invalid_checkpoint", f"{name} is larger than {limit // 1024} kB")
         return data
@@ -91,9 +94,17 @@ class CheckpointArchive:
                         raise ArchiveError(413, "archive_too_large",
                                            f"{name} inflates past its declared size: refused as a zip bomb")
                     out.write(piece)
-        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-            raise ArchiveError(400, "invalid_archive", f"{name} cannot be read from the zip: {exc}") from None
+        except _UNREADABLE as exc:
+            raise _unreadable(name, exc) from None
         return destination
+
+
+# what zipfile raises for a corrupt entry (a bad CRC, a broken deflate stream, a truncated file)
+_UNREADABLE = (zipfile.BadZipFile, EOFError, zlib.error)
+
+
+def _unreadable(name: str, exc: Exception) -> ArchiveError:
+    return ArchiveError(400, "invalid_archive", f"{name} cannot be read from the zip: {exc}")
 
 
 def _unsafe(name: str, message: str) -> ArchiveError:

@@ -383,8 +383,10 @@ def _check_token_ids(archive: CheckpointArchive, tokenizer_config: dict[str, Any
         model = tokenizer.get("model")
         vocab = model.get("vocab") if isinstance(model, dict) else None
         ids.update({k: v for k, v in vocab.items() if _is_int(v)} if isinstance(vocab, dict) else {})
-        ids.update({t["content"]: t["id"] for t in tokenizer.get("added_tokens") or []
-                    if isinstance(t, dict) and isinstance(t.get("content"), str) and _is_int(t.get("id"))})
+        listed = tokenizer.get("added_tokens")
+        for token in listed if isinstance(listed, list) else []:
+            if isinstance(token, dict) and isinstance(token.get("content"), str) and _is_int(token.get("id")):
+                ids[token["content"]] = token["id"]
     if "vocab.txt" in archive.files:
         lines = archive.read_json_bytes("vocab.txt", MAX_TOKENIZER_BYTES).decode("utf-8", "replace").split("\n")
         if lines and lines[-1] == "":

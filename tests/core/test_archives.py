@@ -95,3 +95,18 @@ def test_not_a_zip_and_encrypted_entries():
     entry = data.rindex(b"PK\x01\x02")  # the last central directory entry: secret.txt
     data[entry + 8] |= 0x1  # general purpose flag bit 0: encrypted
     assert "encrypted" in refused(io.BytesIO(bytes(data)), 422, "unsafe_archive")
+
+
+def test_a_corrupt_entry_is_invalid_archive_when_read_or_extracted(tmp_path):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:  # stored: the bytes can be flipped in place
+        for name, data in (CHECKPOINT | {"config.json": b'{"a": "HELLO"}', "model.safetensors": b"WEIGHTS"}).items():
+            archive.writestr(name, data)
+    data = out.getvalue().replace(b"HELLO", b"JELLO").replace(b"WEIGHTS", b"VEIGHTS")
+    checkpoint = open_checkpoint(io.BytesIO(data), LIMITS)  # CRCs are checked when an entry is read
+    for read in (lambda: checkpoint.read_json_bytes("config.json", 1024),
+                 lambda: checkpoint.extract("model.safetensors", tmp_path / "w")):
+        with pytest.raises(ArchiveError) as caught:
+            read()
+        assert (caught.value.status, caught.value.code) == (400, "invalid_archive")
+        assert "CRC" in caught.value.message
