@@ -58,8 +58,9 @@ def download_model(model_id: int):
         422: "pickled weights (pickle_weights_refused), an architecture other than BertForSequenceClassification or "
         "DistilBertForSequenceClassification (unsupported_architecture), unsafe entries: absolute or '..' paths, "
         "links, devices (unsafe_archive), missing config, weights or tokenizer (incomplete_checkpoint), sharded "
-        "weights (sharded_checkpoint), a bad config.json (invalid_checkpoint), weights that do not match it "
-        "(invalid_weights), a tokenizer needing custom code (unsupported_tokenizer), a bad name (validation_error)",
+        "weights (sharded_checkpoint), a bad config.json or token ids past the embeddings (invalid_checkpoint), "
+        "weights that do not match it (invalid_weights), a tokenizer needing custom code or with special tokens "
+        "outside its vocabulary (unsupported_tokenizer), a bad name (validation_error)",
     },
 )
 def import_model(form: ModelImportUpload):
