@@ -401,17 +401,13 @@ def delete(state: State, model_ref: str, yes: bool) -> None:
 @main.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--name", help="the model's name; an existing name gets its next version (default: the zip's name)")
-@click.option("--wait/--no-wait", default=False, help="if the server answers with a job, wait for it")
 @pass_state
-def import_model(state: State, file: str, name: str | None, wait: bool) -> None:
+def import_model(state: State, file: str, name: str | None) -> None:
     """Import a Hugging Face sequence-classification checkpoint (a zip of a BERT or DistilBERT model saved with
     safetensors weights) as a servable model."""
     with byte_progress(f"upload {Path(file).name}", os.path.getsize(file)) as (_, advance):
         answer = state.client.import_model(file, name, on_read=advance)
-    if "status" in answer and "type" in answer:  # a job to follow rather than the model itself
-        _finish(state, answer, wait)
-        return
-    if state.as_json:
+    if state.as_json:  # the import is synchronous: the answer is the registered model
         output.print_json(answer)
     else:
         output.record(answer, ("id", "name", "version", "family", "encoder", "labels", "created_at"))

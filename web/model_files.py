@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -466,6 +467,20 @@ def _upload_size(stream: BinaryIO) -> int:
     return size
 
 
+STALE_IMPORT_S = 6 * 3600  # far longer than any import takes: older scratch folders were left by a killed process
+
+
+def _remove_stale_imports(scratch: Path) -> None:
+    """Remove import scratch folders a killed web process left behind (an import cleans up its own otherwise)."""
+    cutoff = time.time() - STALE_IMPORT_S
+    for folder in scratch.glob("import-*"):
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # another process removed it meanwhile
+            continue
+
+
 def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: str | None) -> dict:
     """Register the Hugging Face checkpoint zipped in ``stream`` as a model of ``user`` named ``name`` (default: the
     zip's file name); returns the model. Nothing stays behind on any failure (ApiError, 4xx)."""
@@ -479,6 +494,7 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
         name = "imported-model"
     store = Path(settings.model_store)
     (store / "tmp").mkdir(parents=True, exist_ok=True)
+    _remove_stale_imports(store / "tmp")
     work = Path(tempfile.mkdtemp(prefix="import-", dir=store / "tmp"))
     final: Path | None = None
     archive = None

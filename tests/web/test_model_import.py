@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
 import struct
+import time
 import zipfile
 from pathlib import Path
 
@@ -310,3 +312,18 @@ def test_import_page_grants_the_model_limit_to_logged_in_users_only(settings, mo
     body = {"file": (io.BytesIO(b"\0" * (2 * 1024 * 1024)), "big.zip")}
     response = app.test_client().post("/models/import", data=body, content_type="multipart/form-data")
     assert response.status_code == 413 and parsed == []
+
+
+def test_scratch_folders_of_a_killed_import_are_removed_by_the_next(client, settings, bert_checkpoint):
+    from web import model_files
+
+    scratch = Path(settings.model_store) / "tmp"
+    stale, recent = scratch / "import-stale", scratch / "import-running"
+    for folder in (stale, recent):
+        (folder / "part").mkdir(parents=True)
+    old = time.time() - model_files.STALE_IMPORT_S - 60
+    os.utime(stale, (old, old))
+    response = post(client, zip_bytes(folder_files(bert_checkpoint)), name="after-a-crash")
+    assert response.status_code == 201, response.json
+    assert not stale.exists()  # left by a killed process: gone
+    assert recent.exists()  # maybe another import in progress: kept
