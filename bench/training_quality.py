@@ -133,9 +133,13 @@ def judge_trace(trace: CheckpointTrace, model_dir: Path, test: list[dict]) -> li
     for name, state in trace.candidates():
         predictor.model.load_state_dict(state)
         predictions = predictor.predict([r["text"] for r in test])
-        predicted = [p["tasks"]["sentiment"]["label"] if "tasks" in p else p["label"] for p in predictions]
+        results = [p["tasks"]["sentiment"] if "tasks" in p else p for p in predictions]
+        predicted = [r["label"] for r in results]
         rows.append({"checkpoint": name, "held_out_accuracy": round(accuracy_score(truth, predicted), 4),
-                     "held_out_macro_f1": round(f1_score(truth, predicted, average="macro"), 4)})
+                     "held_out_macro_f1": round(f1_score(truth, predicted, average="macro"), 4),
+                     # per held-out row, probabilities in label order: for ensembles / significance offline
+                     "probabilities": [[round(r["scores"][label], 5) for label in sorted(r["scores"])]
+                                       for r in results]})
         print(f"  trace {name:<40} held-out accuracy {rows[-1]['held_out_accuracy']:.4f} "
               f"macro-F1 {rows[-1]['held_out_macro_f1']:.4f}", flush=True)
     return rows
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             train_rows = [rows[i] for i in train_idx]
         print(f"== {family}", flush=True)
         results.append(run_family(family, train_rows, test, overrides, args.cache_dir, trace=args.trace))
-        print(json.dumps({k: v for k, v in results[-1].items() if k != "history"}), flush=True)
+        print(json.dumps({k: v for k, v in results[-1].items() if k not in ("history", "trace")}), flush=True)
         if args.json:  # after every family: a stopped run keeps what it measured
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({**report, "results": results}, indent=2))
