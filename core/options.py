@@ -122,8 +122,9 @@ class TrainConfig(StrictModel):
     freeze_encoder: Annotated[bool, Opt("Freeze encoder (train the head only)", group="model", model=True)] = False
     pooling: Annotated[Literal["pooler", "cls", "mean"] | None, Opt(
         "Pooling", group="model", families=("bert", "multitask"), model=True)] = Field(
-        default="mean", description="how the encoder's tokens become one vector (mean suits sentence encoders such "
-        "as the default MiniLM); null: the pooler when the checkpoint has a trained one, else the [CLS] token")
+        default=None, description="how the encoder's tokens become one vector: pooler (dense + tanh over [CLS], as "
+        "transformers' BertForSequenceClassification: such a model downloads as a plain Hugging Face checkpoint), "
+        "cls or mean; null: the pooler when the encoder has one (the default MiniLM has), else the [CLS] token")
     lstm_hidden: Annotated[int, Opt("LSTM hidden size", group="model", families=("bert_lstm",), model=True)] = Field(
         default=256, ge=4, le=4096)
     bidirectional: Annotated[bool, Opt("Bidirectional LSTM", group="model", families=("bert_lstm",),

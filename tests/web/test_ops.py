@@ -94,8 +94,9 @@ def test_openapi_document(client):
     assert "dataset_id" in schemas_["TrainRequest"]["required"]
     assert schemas_["TrainRequest"]["additionalProperties"] is False
     classify = schemas_["ClassifyRequest"]
-    assert {"model_id", "texts", "dataset_id", "text_column", "id_column"} <= set(classify["properties"])
-    assert classify["required"] == ["model_id"] and classify["additionalProperties"] is False
+    assert {"model_id", "model", "texts", "dataset_id", "text_column", "id_column"} <= set(classify["properties"])
+    # the model is named by model_id or by model (NAME or NAME:VERSION): neither alone is required
+    assert "required" not in classify and classify["additionalProperties"] is False
     assert "id" in schemas_["Prediction"]["properties"]
     export = doc["paths"]["/api/v1/jobs/{job_id}/export"]["get"]
     assert {p["name"]: p["schema"].get("enum") for p in export["parameters"]} == {"job_id": None,
