@@ -5,28 +5,19 @@ from flask import flash, redirect, render_template, request, url_for
 
 from .. import services
 from ..auth import current
-from ..errors import ApiError
 from ..forms import UploadDatasetForm
 from . import bp
-from .forms_support import apply_error
+from .forms_support import submit_upload
 
 
 @bp.route("/datasets", methods=["GET", "POST"])
 def datasets():
     form = UploadDatasetForm()
-    general: list[str] = []
-    if form.validate_on_submit():
-        upload = form.file.data
-        try:
-            dataset = services.create_dataset(current(), upload.stream, upload.filename, form.name.data)
-        except ApiError as exc:
-            apply_error(form, exc, general)
-            if not exc.details:
-                form.file.errors = [*form.file.errors, *general]
-                general = []
-        else:
-            flash(f"Uploaded “{dataset['name']}”: {dataset['rows']} rows, {len(dataset['columns'])} columns.", "ok")
-            return redirect(url_for(".dataset", dataset_id=dataset["id"]))
+    dataset, general = submit_upload(form, lambda stream, filename, name: services.create_dataset(
+        current(), stream, filename, name))
+    if dataset is not None:
+        flash(f"Uploaded “{dataset['name']}”: {dataset['rows']} rows, {len(dataset['columns'])} columns.", "ok")
+        return redirect(url_for(".dataset", dataset_id=dataset["id"]))
     items, total = services.list_datasets(current(), limit=500)
     status = 400 if request.method == "POST" else 200
     return render_template("datasets.html", form=form, datasets=items, total=total, general_errors=general), status

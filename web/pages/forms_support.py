@@ -1,5 +1,9 @@
-"""Turning service/validation errors into form messages, and guessing a dataset's columns for the forms."""
+"""Turning service/validation errors into form messages, handling upload forms, and guessing a dataset's columns for
+the forms."""
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from flask_wtf import FlaskForm
 
@@ -19,6 +23,25 @@ def apply_error(form: FlaskForm, exc: ApiError, general: list[str], *, aliases: 
                 general.append(f"{detail['field']}: {detail['message']}" if detail["field"] else detail["message"])
     else:
         general.append(exc.message)
+
+
+def submit_upload(form: FlaskForm, save: Callable[[BinaryIO, str | None, str | None], dict[str, Any]]
+                  ) -> tuple[dict[str, Any] | None, list[str]]:
+    """For a submitted upload form (fields ``file`` and ``name``): ``save(stream, filename, name)``'s result, or None
+    with the errors attached to the form (an error naming no field goes under the file field) and the general ones.
+    """
+    general: list[str] = []
+    if not form.validate_on_submit():
+        return None, general
+    upload = form.file.data
+    try:
+        return save(upload.stream, upload.filename, form.name.data), general
+    except ApiError as exc:
+        apply_error(form, exc, general)
+        if not exc.details:
+            form.file.errors = [*form.file.errors, *general]
+            general = []
+        return None, general
 
 
 TEXT_COLUMN_NAMES = ("text", "tweet", "sentence", "content", "body")

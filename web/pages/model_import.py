@@ -9,9 +9,8 @@ from wtforms.validators import Length, Optional
 
 from .. import context, model_files
 from ..auth import current
-from ..errors import ApiError
 from . import bp
-from .forms_support import apply_error
+from .forms_support import submit_upload
 
 
 class ModelImportForm(FlaskForm):
@@ -23,20 +22,12 @@ class ModelImportForm(FlaskForm):
 def model_import():
     """Upload a zipped transformers checkpoint; on success, go to the new model's page."""
     form = ModelImportForm()
-    general: list[str] = []
-    if form.validate_on_submit():
-        upload = form.file.data
-        try:
-            model = model_files.import_model(current(), upload.stream, upload.filename, form.name.data)
-        except ApiError as exc:
-            apply_error(form, exc, general)
-            if not exc.details:
-                form.file.errors = [*form.file.errors, *general]
-                general = []
-        else:
-            flash(f"Imported “{model['name']}” version {model['version']} ({model['family']}, "
-                  f"{len(model['labels'])} labels).", "ok")
-            return redirect(url_for(".model", model_id=model["id"]))
+    model, general = submit_upload(form, lambda stream, filename, name: model_files.import_model(
+        current(), stream, filename, name))
+    if model is not None:
+        flash(f"Imported “{model['name']}” version {model['version']} ({model['family']}, "
+              f"{len(model['labels'])} labels).", "ok")
+        return redirect(url_for(".model", model_id=model["id"]))
     status = 400 if request.method == "POST" else 200
     limit_mb = context.settings().max_model_upload_mb
     return render_template("model_import.html", form=form, general_errors=general, limit_mb=limit_mb), status
