@@ -18,6 +18,7 @@ everything it wrote. Werkzeug has already spooled the upload to a temporary file
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -264,51 +265,20 @@ def model_card(info: dict[str, Any], config: dict[str, Any], *, hf_problem: str 
         ("Max input length", f"{config.get('max_length')} tokens"),
         ("Created", info.get("created_at") or iso(utcnow())),
     ]
-    table = "\n".join(f"| {name} | {_cell(value)} |" for name, value in rows)
-    head = (f"# {_cell(info['name'])} v{info['version']}\n\nA text classifier from bertqueue.\n\n"
-            f"| | |\n|---|---|\n{table}\n")
-    if hf_problem is None:
-        pair = " (a sentence pair: `tokenizer(texts, text_pairs, ...)`)" \
-            if ((metadata.get("training") or {}).get("text_pair_column")) else ""
-        how = f"""## How to load
+    pair = bool((metadata.get("training") or {}).get("text_pair_column"))
+    return _card_template().render(name=_cell(info["name"]), version=info["version"],
+                                   rows=[(name, _cell(value)) for name, value in rows], hf_problem=hf_problem,
+                                   pair=pair, max_length=config.get("max_length"))
 
-This folder is a plain Hugging Face `transformers` checkpoint (safetensors weights, no custom code):
 
-```python
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+@functools.cache
+def _card_template() -> Any:
+    """``templates/model_card.md``: plain text (Markdown), so no HTML autoescaping; cells are escaped by _cell."""
+    import jinja2
 
-model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder").eval()
-tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
-batch = tokenizer(["some text"], truncation=True, padding=True, return_tensors="pt"){pair}
-with torch.no_grad():
-    probabilities = model(**batch).logits.softmax(-1)
-labels = [model.config.id2label[i] for i in probabilities.argmax(-1).tolist()]
-```
-
-`truncation=True` cuts inputs at {config.get('max_length')} tokens, as bertqueue did. To serve it on a bertqueue
-deployment again, import this zip (`POST /api/v1/models/import`, or the "Import a model" page).
-"""
-    else:
-        how = f"""## How to load
-
-This model is in bertqueue's own format: it is not a plain `transformers` checkpoint because {hf_problem}.
-Load it with this project's code (`models`, `ml` packages):
-
-```python
-from ml.inference import Predictor
-
-predictor = Predictor.load("path/to/this/folder")
-print(predictor.predict(["some text"]))
-
-# or the bare PyTorch module and its tokenizer:
-from models.io import load_model
-model, tokenizer = load_model("path/to/this/folder")
-```
-
-`bertqueue_config.json` describes the architecture, labels and head options; `model.safetensors` holds the weights.
-"""
-    return head + "\n" + how
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                                     autoescape=False, keep_trailing_newline=True, trim_blocks=True)
+    return environment.get_template("model_card.md")
 
 
 # ---------------------------------------------------------------- import
