@@ -104,7 +104,8 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict:
     return dict(pairs)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """A JSON integer (Python's ``bool`` is an ``int`` subclass, and ``true`` is no count or offset)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -145,9 +146,9 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise _weights_error(f"tensor {name[:100]!r}: unknown dtype {str(dtype)[:20]!r}")
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
             raise _weights_error(f"tensor {name[:100]!r}: the shape must be a list of non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_int(o) for o in offsets)
                 and 0 <= offsets[0] <= offsets[1]):
             raise _weights_error(f"tensor {name[:100]!r}: data_offsets must be [begin, end] with 0 <= begin <= end")
         if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_SIZES[dtype]:
@@ -311,7 +312,7 @@ def _check_field(name: str, value: Any, rule: tuple) -> Any:
     kind = rule[0]
     if value is None and name in ("classifier_dropout", "pad_token_id"):
         return None
-    if kind == "int" and _is_int(value) and rule[1] <= value <= rule[2]:
+    if kind == "int" and is_int(value) and rule[1] <= value <= rule[2]:
         return value
     if kind == "prob" and isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1:
         return float(value)
@@ -356,7 +357,7 @@ def import_labels(config: Mapping[str, Any]) -> list[str]:
     id2label = config.get("id2label")
     if id2label is None:
         count = config.get("num_labels", 2)
-        if not _is_int(count) or not 2 <= count <= MAX_LABELS:
+        if not is_int(count) or not 2 <= count <= MAX_LABELS:
             raise _invalid_config(f"num_labels must be an integer from 2 to {MAX_LABELS}")
         return [f"LABEL_{i}" for i in range(count)]
     if not isinstance(id2label, dict) or not 2 <= len(id2label) <= MAX_LABELS:
@@ -510,6 +511,6 @@ def import_max_length(encoder: Mapping[str, Any], tokenizer_config: Mapping[str,
     bounded by the encoder's position embeddings."""
     limit = int(encoder["max_position_embeddings"])
     stated = (tokenizer_config or {}).get("model_max_length")
-    if _is_int(stated) and 1 < stated < limit:
+    if is_int(stated) and 1 < stated < limit:
         return stated
     return limit

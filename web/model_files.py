@@ -45,7 +45,7 @@ from core.schema import Dataset, Job, TrainedModel, utcnow
 from . import context
 from .errors import ApiError
 from .serializers import iso, model_to_dict
-from .services import _clean_names, _not_found
+from .services import _clean_names, _not_found, upload_size
 
 IMPORT_ENDPOINTS = frozenset({"api.import_model", "pages.model_import"})
 ZIP_CHUNK = 1024 * 1024  # bytes handed to the server at a time
@@ -353,10 +353,10 @@ def _check_token_ids(archive: CheckpointArchive, tokenizer_config: dict[str, Any
         tokenizer = _json_file(archive, "tokenizer.json", MAX_TOKENIZER_BYTES) or {}
         model = tokenizer.get("model")
         vocab = model.get("vocab") if isinstance(model, dict) else None
-        ids.update({k: v for k, v in vocab.items() if _is_int(v)} if isinstance(vocab, dict) else {})
+        ids.update({k: v for k, v in vocab.items() if hf_format.is_int(v)} if isinstance(vocab, dict) else {})
         listed = tokenizer.get("added_tokens")
         for token in listed if isinstance(listed, list) else []:
-            if isinstance(token, dict) and isinstance(token.get("content"), str) and _is_int(token.get("id")):
+            if isinstance(token, dict) and isinstance(token.get("content"), str) and hf_format.is_int(token.get("id")):
                 ids[token["content"]] = token["id"]
     if "vocab.txt" in archive.files:
         lines = archive.read_json_bytes("vocab.txt", MAX_TOKENIZER_BYTES).decode("utf-8", "replace").split("\n")
@@ -371,7 +371,7 @@ def _check_token_ids(archive: CheckpointArchive, tokenizer_config: dict[str, Any
                            "to tokens")
         ids[text] = int(key)
     added = _json_file(archive, "added_tokens.json") or {}
-    if not all(isinstance(k, str) and _is_int(v) for k, v in added.items()):
+    if not all(isinstance(k, str) and hf_format.is_int(v) for k, v in added.items()):
         raise ApiError(422, "unsupported_tokenizer", "added_tokens.json must map tokens to integer ids")
     ids.update(added)
     largest = max(ids.values(), default=-1)
@@ -384,10 +384,6 @@ def _check_token_ids(archive: CheckpointArchive, tokenizer_config: dict[str, Any
     if missing:
         raise ApiError(422, "unsupported_tokenizer", f"special token(s) {', '.join(repr(t[:40]) for t in missing[:5])} "
                        "are not in the tokenizer's vocabulary: they would get ids past the model's embeddings")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -430,13 +426,6 @@ def _write_model(archive: CheckpointArchive, checked: _Checked, work: Path, file
     return model_dir
 
 
-def _upload_size(stream: BinaryIO) -> int:
-    start = stream.tell()
-    size = stream.seek(0, os.SEEK_END) - start
-    stream.seek(start)
-    return size
-
-
 STALE_IMPORT_S = 6 * 3600  # far longer than any import takes: older scratch folders were left by a killed process
 
 
@@ -456,7 +445,8 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
     zip's file name); returns the model. Nothing stays behind on any failure (ApiError, 4xx)."""
     settings = context.settings()
     limit = settings.max_model_upload_bytes
-    if _upload_size(stream) > limit:
+    stream, size = upload_size(stream, limit)
+    if size > limit:
         raise ApiError(413, "payload_too_large", f"the file is too large: the limit is {limit / 2**20:g} MB "
                        "(MAX_MODEL_UPLOAD_MB)")
     filename, name = _clean_names(filename, name)

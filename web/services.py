@@ -84,7 +84,7 @@ def _visible_row(session, entity, key, user: Principal, kind: str, *, write: boo
 # ---------------------------------------------------------------- datasets
 
 
-def _upload_size(stream: BinaryIO, limit: int) -> tuple[BinaryIO, int]:
+def upload_size(stream: BinaryIO, limit: int) -> tuple[BinaryIO, int]:
     """The upload (seekable) and its size from its current position, reading at most ``limit + 1`` bytes.
 
     Werkzeug hands uploads over as seekable files (in memory, or a temporary file past 500 kB); any other stream
@@ -129,7 +129,7 @@ def create_dataset(user: Principal, upload: bytes | BinaryIO, filename: str | No
     """
     stream = io.BytesIO(upload) if isinstance(upload, (bytes, bytearray)) else upload
     limit = context.settings().max_upload_bytes
-    stream, size = _upload_size(stream, limit)
+    stream, size = upload_size(stream, limit)
     if size > limit:
         raise ApiError(413, "payload_too_large", f"the file is too large: the limit is {limit / 2**20:g} MB")
     filename, name = _clean_names(filename, name)
