@@ -229,7 +229,7 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
 @click.option("--text", "-t", "texts", multiple=True, help="a text to classify (repeat for several)")
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--dataset", type=click.IntRange(min=1), help="classify a stored dataset instead of FILE")
-@click.option("--text-column", help="the text column of FILE or --dataset")
+@click.option("--text-column", help="the text column of FILE or --dataset (default: the model's text column)")
 @click.option("--id-column", help="a column of FILE or --dataset identifying rows (copied to the results)")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, writable=True),
               help="write every prediction to this file (CSV; JSON Lines for a .jsonl name)")
@@ -242,8 +242,6 @@ def classify(state: State, model: str, texts: tuple[str, ...], file: str | None,
     sources = sum(bool(s) for s in (texts, file, dataset))
     if sources != 1:
         raise click.UsageError("give --text (once or more), a FILE or --dataset: exactly one of them")
-    if (file or dataset) and not text_column:
-        raise click.UsageError("--text-column is required with a FILE or --dataset")
     if texts and (text_column or id_column):
         raise click.UsageError("--text-column and --id-column go with a FILE or --dataset, not --text")
     if output_path and not wait:
@@ -253,7 +251,8 @@ def classify(state: State, model: str, texts: tuple[str, ...], file: str | None,
         body["texts"] = list(texts)
     else:
         body["dataset_id"] = dataset if dataset else _dataset_id(state, file)
-        body["text_column"] = text_column
+        if text_column:
+            body["text_column"] = text_column
         if id_column:
             body["id_column"] = id_column
     job = state.client.create_job("classify", body)

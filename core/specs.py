@@ -23,6 +23,7 @@ from pydantic import (
 from .models_registry import REF_MAX, ModelRefError, parse_model_ref
 
 from .options import FAMILIES, Family, TrainConfig, TrainRequest  # noqa: F401  (re-exported: one import place)
+from .options import template_columns
 from .schema import TOKEN_NAME_MAX, USERNAME_MAX
 from .validation import MAX_SQL_ID, ColumnName, SqlId  # noqa: F401  (re-exported)
 from .validation import StrictModel as _Strict
@@ -125,7 +126,11 @@ class ClassifyRequest(_ServingOptions):
     pairs: list[TextPair] | None = Field(
         default=None, min_length=1, description="pair models only: [text, text_pair] per input")
     dataset_id: SqlId | None = None
-    text_column: ColumnName | None = None
+    text_column: ColumnName | None = Field(
+        default=None, description="with dataset_id: the text column (default: the model's text column or template)")
+    text_template: str | None = Field(
+        default=None, max_length=1000,
+        description='with dataset_id: builds the text from several columns, e.g. "{speaker}: {text}"')
     text_pair_column: ColumnName | None = Field(default=None, description="pair models: the dataset's second text")
     id_column: ColumnName | None = None
 
@@ -135,12 +140,18 @@ class ClassifyRequest(_ServingOptions):
         if len(given) > 1:
             raise _field_error(given[1], f"give one of texts, pairs or dataset_id, not {' and '.join(given)}")
         if not given:
-            raise _field_error("texts", "give texts, pairs, or dataset_id with text_column")
-        if self.dataset_id is not None and self.text_column is None:
-            raise _field_error("text_column", "text_column is required with dataset_id")
-        if self.dataset_id is None and any(c is not None for c in (self.text_column, self.text_pair_column,
-                                                                   self.id_column)):
-            raise ValueError("text_column, text_pair_column and id_column go with dataset_id, not with texts or pairs")
+            raise _field_error("texts", "give texts, pairs, or dataset_id (with text_column)")
+        if self.dataset_id is None and any(c is not None for c in (self.text_column, self.text_template,
+                                                                   self.text_pair_column, self.id_column)):
+            raise ValueError("text_column, text_template, text_pair_column and id_column go with dataset_id, "
+                             "not with texts or pairs")
+        if self.text_column is not None and self.text_template is not None:
+            raise _field_error("text_template", "give text_column or text_template, not both")
+        if self.text_template is not None:
+            try:
+                template_columns(self.text_template)
+            except ValueError as exc:
+                raise _field_error("text_template", str(exc)) from None
         if self.id_column is not None and self.id_column == self.text_column:
             raise ValueError("id_column must differ from text_column")
         if self.text_pair_column is not None and self.text_pair_column in (self.text_column, self.id_column):
@@ -154,7 +165,7 @@ class ClassifyRequest(_ServingOptions):
     @classmethod
     def from_job_params(cls, params: dict, inputs: list[str] | None = None) -> "ClassifyRequest":
         """Read a stored job (params + inputs), already validated under the deployment's limits when created."""
-        keys = ("model_id", "dataset_id", "text_column", "text_pair_column", "id_column", "quantize")
+        keys = ("model_id", "dataset_id", "text_column", "text_template", "text_pair_column", "id_column", "quantize")
         data = {k: params[k] for k in keys if params.get(k) is not None}
         if "dataset_id" not in data:
             source = PAIRS if params.get("input_kind") == PAIRS else "texts"
@@ -168,8 +179,8 @@ class ClassifyRequest(_ServingOptions):
         if self.quantize is not None:
             params["quantize"] = self.quantize
         if self.from_dataset:
-            params.update(dataset_id=self.dataset_id, text_column=self.text_column, text_count=row_count)
-            for key in ("text_pair_column", "id_column"):
+            params.update(dataset_id=self.dataset_id, text_count=row_count)
+            for key in ("text_column", "text_template", "text_pair_column", "id_column"):
                 if getattr(self, key) is not None:
                     params[key] = getattr(self, key)
             return params, None

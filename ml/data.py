@@ -93,6 +93,18 @@ def render_template(template: str, row: Mapping[str, Any]) -> str:
     return template.format_map({c: "" if row.get(c) is None else str(row[c]) for c in columns})
 
 
+def row_text(row: Mapping[str, Any], text_column: str | None, template: str | None = None) -> str:
+    """One row's text as training builds it, for training, evaluation and classification alike: ``template``
+    filled with the row's cells, else ``text_column``'s cell (missing -> ""). A row whose template cells are all
+    empty has no text (""), whatever literal text the template adds."""
+    if template is not None:
+        if not any(_cell(row, c) for c in template_fields(template)):
+            return ""
+        return render_template(template, row)
+    value = row.get(text_column)
+    return "" if value is None else str(value)
+
+
 def _cell(row: Mapping[str, Any], column: str) -> str:
     value = row.get(column)
     return "" if value is None else str(value).strip()
@@ -174,19 +186,15 @@ def prepare_examples(
     normalization = getattr(config, "text_normalization", "none")
     separator = getattr(config, "label_separator", "|") or "|"
     flag_columns = multi_label and len(columns) > 1
-    used = template_fields(template) if template is not None else []
+    if template is not None:
+        template_fields(template)  # a bad template fails here, before any row
 
     texts: list[str] = []
     pairs: list[str] | None = [] if pair_column else None
     raw: list[Any] = []  # per kept row: [label per column] | set of labels (separator) | [0/1 per column]
     skipped = {"empty_text": 0, "no_label": 0, **({"empty_pair": 0} if pair_column else {})}
     for number, row in enumerate(rows, start=1):
-        if template is not None:
-            # a row whose template cells are all empty has no text, whatever literal text the template adds
-            text = render_template(template, row) if any(_cell(row, c) for c in used) else ""
-        else:
-            text = row.get(config.text_column)
-            text = "" if text is None else str(text)
+        text = row_text(row, config.text_column, template)
         if not text.strip():
             skipped["empty_text"] += 1
             continue

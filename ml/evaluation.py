@@ -22,7 +22,7 @@ from typing import Any
 from core.evaluation import EvaluationError, EvaluationPlan
 
 from .config import IGNORE_INDEX, TrainingCancelled
-from .data import render_template
+from .data import row_text
 from .metrics import task_metrics
 
 EVALUATION_CHUNK = 512  # rows per predict() call: progress and should_stop() are checked between chunks
@@ -159,6 +159,4 @@ def _cell(row: Mapping[str, Any], column: str) -> str:
 
 def _text(row: Mapping[str, Any], plan: EvaluationPlan) -> str:
     # as training built it (the predictor applies the model's text normalization itself)
-    if plan.text_template is not None:
-        return render_template(plan.text_template, row)
-    return _cell(row, plan.text_column)
+    return row_text(row, plan.text_column, plan.text_template)

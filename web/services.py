@@ -28,6 +28,7 @@ from core.datasets import DatasetError, check_training_columns, open_rows, read_
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.evaluation import EvaluationError, plan_evaluation
+from core.options import template_columns
 from core.ownership import visible, writable
 from core.queue import broadcast_model_deleted, enqueue_job
 from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
@@ -272,11 +273,13 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
     with db.session() as session:
         model = _usable_model(session, user, request)
         request = request.with_model_id(model.id)
+        if request.from_dataset:
+            request = _default_text_columns(request, model)
         _check_input_kind(request, model.params or {})
         row_count = None
         if request.from_dataset:
             dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
-            _check_classify_columns(dataset, request.text_column, request.id_column, request.text_pair_column)
+            _check_classify_columns(dataset, request)
             row_count = dataset.row_count
         params, texts = (
             request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
@@ -328,17 +331,36 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
                        "for models trained with a text_pair_column")
 
 
-def _check_classify_columns(dataset: Dataset, text_column: str, id_column: str | None,
-                            text_pair_column: str | None = None) -> None:
-    """The chosen columns exist, and the text column has some text (from the profile computed at upload)."""
-    missing = [c for c in (text_column, text_pair_column, id_column) if c is not None and c not in dataset.columns]
+def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> ClassifyRequest:
+    """A dataset job that names no text column reads the text as the model was trained: its text column or its
+    ``text_template`` (and, for a pair model, its ``text_pair_column``). 422 ``missing_column`` when the model
+    records neither (an imported model)."""
+    if request.text_column is not None or request.text_template is not None:
+        return request
+    params = model.params or {}
+    if params.get("text_template") is None and params.get("text_column") is None:
+        raise ApiError(422, "missing_column", f"give text_column: model {model.id} does not record the column it "
+                       "was trained on")
+    update = {"text_template": params.get("text_template")} if params.get("text_template") is not None else {
+        "text_column": params["text_column"]}
+    if request.text_pair_column is None and params.get("text_pair_column") is not None:
+        update["text_pair_column"] = params["text_pair_column"]
+    return request.model_copy(update=update)
+
+
+def _check_classify_columns(dataset: Dataset, request: ClassifyRequest) -> None:
+    """The chosen columns (a template's too) exist, and the text column has some text (from the profile computed
+    at upload)."""
+    text_column, id_column, text_pair_column = request.text_column, request.id_column, request.text_pair_column
+    used = template_columns(request.text_template) if request.text_template is not None else [text_column]
+    missing = [c for c in (*used, text_pair_column, id_column) if c is not None and c not in dataset.columns]
     if missing:
         raise ApiError(
             422, "unknown_column",
             f"column(s) {', '.join(repr(c) for c in missing)} not in dataset {dataset.id}; "
             f"it has {', '.join(dataset.columns)}",
         )
-    stats = ((dataset.profile or {}).get("column_stats") or {}).get(text_column)
+    stats = ((dataset.profile or {}).get("column_stats") or {}).get(text_column) if text_column else None
     if stats is not None and stats.get("empty", 0) >= dataset.row_count:
         raise ApiError(422, "empty_column", f"column {text_column!r} of dataset {dataset.id} has no text to classify")
 

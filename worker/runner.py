@@ -36,6 +36,7 @@ from core.ownership import visible
 from core.schema import Dataset, Job, TrainedModel, User, utcnow
 from core.specs import ClassifyRequest, TrainRequest
 from ml.batching import RequestCancelled
+from ml.data import row_text
 
 from .memory import release_free_memory
 
@@ -520,10 +521,11 @@ class _ClassifyWork:
                     yield index, text, None, None
             return
         content, fmt = self.dataset
-        text_column, pair_column, id_column = (self.request.text_column, self.request.text_pair_column,
-                                               self.request.id_column)
+        request = self.request
+        text_column, template, pair_column, id_column = (request.text_column, request.text_template,
+                                                         request.text_pair_column, request.id_column)
         for index, row in enumerate(open_rows(content, fmt)):
-            text = row.get(text_column, "")
+            text = row_text(row, text_column, template)  # as the model was trained
             pair = row.get(pair_column, "") if pair_column else None
             if text.strip() and (pair is None or pair.strip()):
                 yield index, text, pair, (row.get(id_column) if id_column else None)

@@ -226,6 +226,39 @@ def test_without_id_column_predictions_carry_no_id(client, models, references):
     assert header.split(",")[:2] == ["index", "text"]
 
 
+def _model_trained_on(models: dict, **params) -> int:
+    """A copy of the tiny bert model's row whose params record how its training read the text."""
+    with db.session() as session:
+        source = session.get(TrainedModel, models["bert"])
+        model = TrainedModel(name="tiny-templated", version=1, family="bert", encoder="tiny", tasks=source.tasks,
+                             labels=source.labels, metrics={}, params={"family": "bert", **params},
+                             artifact_dir=source.artifact_dir)
+        session.add(model)
+        session.flush()
+        return model.id
+
+
+def test_a_dataset_job_reads_the_text_as_the_model_was_trained(client, models, references):
+    """No text_column: the model's own text column, or its text_template filled from each row (rows whose
+    template cells are all empty are skipped, as in training); an explicit template works too."""
+    dataset = upload(client, FILES["csv"](), "tweets.csv")
+    by_column = classify(client, model_id=_model_trained_on(models, text_column="body"), dataset_id=dataset["id"])
+    assert by_column["status"] == "succeeded", by_column["error"]
+    assert by_column["params"]["text_column"] == "body"
+    assert [i["text"] for i in all_items(client, by_column["id"])] == [t for _, t in ROWS if t and t.strip()]
+
+    templated = _model_trained_on(models, text_template="[{body}] #{tweet_id}")
+    for job in (classify(client, model_id=templated, dataset_id=dataset["id"]),
+                classify(client, model_id=models["bert"], dataset_id=dataset["id"],
+                         text_template="[{body}] #{tweet_id}")):
+        assert job["status"] == "succeeded", job["error"]
+        assert job["params"]["text_template"] == "[{body}] #{tweet_id}" and "text_column" not in job["params"]
+        items = all_items(client, job["id"])
+        # tweet_id is never empty, so every row has text: only rows with every template cell empty are skipped
+        assert [i["text"] for i in items] == [f"[{t or ''}] #{row_id}" for row_id, t in ROWS]
+        assert_matches_reference(items, references["bert"])
+
+
 # ---------------------------------------------------------------- chunks and resumes
 
 
@@ -359,7 +392,17 @@ def dataset_id(client) -> int:
 def _bad_bodies(models: dict, dataset_id: int):
     model_id = models["bert"]
     return [
-        ({"model_id": model_id, "dataset_id": dataset_id}, 422, "validation_error", "text_column"),
+        # the tiny model records no text column to default to
+        ({"model_id": model_id, "dataset_id": dataset_id}, 422, "missing_column", None),
+        ({"model_id": model_id, "dataset_id": dataset_id, "text_template": "{body} {nope}"}, 422,
+         "unknown_column", None),
+        ({"model_id": model_id, "dataset_id": dataset_id, "text_template": "{body.upper}"}, 422,
+         "validation_error", "text_template"),
+        ({"model_id": model_id, "dataset_id": dataset_id, "text_template": "no fields"}, 422,
+         "validation_error", "text_template"),
+        ({"model_id": model_id, "dataset_id": dataset_id, "text_template": "{body}", "text_column": "body"}, 422,
+         "validation_error", "text_template"),
+        ({"model_id": model_id, "texts": ["hi"], "text_template": "{body}"}, 422, "validation_error", None),
         ({"model_id": model_id, "dataset_id": dataset_id, "text_column": "nope"}, 422, "unknown_column", None),
         ({"model_id": model_id, "dataset_id": dataset_id, "text_column": "body", "id_column": "nope"}, 422,
          "unknown_column", None),

@@ -14,6 +14,7 @@ from ml.data import (
     normalize_text,
     prepare_examples,
     resolve_class_weights,
+    row_text,
     split_indices,
 )
 
@@ -130,6 +131,13 @@ def test_template_builds_the_text():
     ex = prepare_examples(rows, _config(text_template="{speaker}: {text} {{literal}}", label_column="label"))
     assert ex.texts[0] == "S0: line 0 {literal}" and ex.texts[-1] == "S9:  {literal}"
     assert ex.skipped["empty_text"] == 1
+
+
+def test_row_text_is_the_one_rule_for_training_evaluation_and_classification():
+    assert row_text({"text": "hi", "x": "1"}, "text") == "hi"
+    assert row_text({"x": "1"}, "text") == "" and row_text({"text": None}, "text") == ""
+    assert row_text({"a": "1", "b": None}, None, "{a}/{b}") == "1/"
+    assert row_text({"a": " ", "b": None}, None, "[{a}] {b}") == ""  # every template cell empty: no text
 
 
 def test_template_naming_a_missing_column():
