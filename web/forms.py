@@ -155,7 +155,8 @@ def _optional_int(value) -> int | None:
 
 
 class ClassifyForm(FlaskForm):
-    """Texts typed one per line, or a stored dataset's text column (and optionally its id column): exactly one."""
+    """Texts typed one per line, or a stored dataset's text column (or the model's own text column / template)
+    and optionally its id column: exactly one."""
 
     model_id = SelectField("Model", coerce=int, validators=[InputRequired("choose a model")])
     texts = TextAreaField("Texts (one per line)", validators=[Optional()])
@@ -177,17 +178,15 @@ class ClassifyForm(FlaskForm):
         if not self.text_lines() and self.dataset_id.data is None:
             self.texts.errors = [*self.texts.errors, "enter at least one text, or choose a dataset"]
             return False
-        if self.dataset_id.data is not None and not self.text_column.data:
-            self.text_column.errors = [*self.text_column.errors, "choose the text column"]
-            return False
         return True
 
     def to_request_data(self) -> dict:
         """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns."""
         if self.dataset_id.data is None:
             return {"model_id": self.model_id.data, "texts": self.text_lines()}
-        data = {"model_id": self.model_id.data, "dataset_id": self.dataset_id.data,
-                "text_column": self.text_column.data}
+        data = {"model_id": self.model_id.data, "dataset_id": self.dataset_id.data}
+        if self.text_column.data:  # else the text is read as the model was trained
+            data["text_column"] = self.text_column.data
         if self.id_column.data:
             data["id_column"] = self.id_column.data
         return data

@@ -33,7 +33,7 @@ def make_dataset(content: bytes = CSV, name: str = "reviews", owner_id: int | No
 
 def make_model(
     *, family: str = "bert", tasks: dict | None = None, name: str = "sentiment", version: int = 1, metrics=None,
-    owner_id: int | None = None,
+    owner_id: int | None = None, params: dict | None = None,
 ) -> int:
     tasks = tasks or {"label": ["neg", "pos"]}
     with db.session() as session:
@@ -46,7 +46,7 @@ def make_model(
             labels=next(iter(tasks.values())),
             tasks=tasks,
             metrics=metrics if metrics is not None else {"accuracy": 0.9, "macro_f1": 0.88},
-            params={"family": family},
+            params={"family": family, **(params or {})},
             artifact_dir="/nonexistent",
         )
         session.add(model)

@@ -190,8 +190,9 @@ def test_classify_a_dataset_through_the_form(browser, server, web_user, tmp_path
     assert not browser.find_element(By.ID, "field-text_column").is_displayed()  # no dataset chosen: texts mode
     Select(browser.find_element(By.ID, "dataset_id")).select_by_value(str(other))
     # columns filled from GET /api/v1/datasets/<id>; the text column guessed by name
-    wait(browser, lambda d: [o.get_attribute("value") for o in Select(text_column).options] == ["tweet_id", "body",
-                                                                                                 "label"])
+    # (first: the model's own text column or template)
+    wait(browser, lambda d: [o.get_attribute("value") for o in Select(text_column).options] == [
+        "", "tweet_id", "body", "label"])
     assert text_column.is_displayed() and Select(text_column).first_selected_option.get_attribute("value") == "body"
     id_column = Select(browser.find_element(By.ID, "id_column"))
     assert [o.get_attribute("value") for o in id_column.options] == ["", "tweet_id", "body", "label"]

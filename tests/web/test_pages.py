@@ -558,6 +558,18 @@ def test_classify_form_lists_datasets_and_their_columns(client):
     html = client.get(f"/classify?dataset_id={dataset_id}").get_data(as_text=True)
     assert f'<option selected value="{dataset_id}">' in html and '<option selected value="text">' in html
     assert '<option value="topic">topic</option>' in html
+    assert '<option value="">— as the model was trained —</option>' in html
+
+
+def test_classify_form_reads_the_text_as_the_model_was_trained(client, sent):
+    """The text column left at "as the model was trained": the job reads the model's text_template."""
+    model_id = f.make_model(params={"text_template": "{topic}: {text}"})
+    dataset_id = f.make_dataset()
+    response = client.post("/classify", data=classify_form(model_id, dataset_id, text_column=""))
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with db.session() as session:
+        params = session.get(Job, response.headers["Location"].rsplit("/", 1)[1]).params
+    assert params["text_template"] == "{topic}: {text}" and "text_column" not in params
 
 
 @pytest.mark.parametrize("id_column", ["topic", ""])
@@ -584,7 +596,8 @@ def test_classify_form_with_a_dataset_creates_a_job(client, sent, id_column):
     [
         ({"texts": "typed\ntexts"}, "Type texts or choose a dataset, not both."),
         ({"dataset_id": "", "texts": "  \n"}, "enter at least one text, or choose a dataset"),
-        ({"text_column": ""}, "choose the text column"),
+        # "as the model was trained": this model records no text column
+        ({"text_column": ""}, "does not record the column it was trained on"),
         ({"text_column": "nope"}, "column(s) &#39;nope&#39; not in dataset"),
         ({"id_column": "text"}, "id_column must differ from text_column"),
         ({"dataset_id": "999"}, "Not a valid choice"),

@@ -16,6 +16,7 @@ from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
 
 NO_DATASET = "— none: classify the texts above —"
 NO_ID_COLUMN = "— none —"
+AS_TRAINED = "— as the model was trained —"  # its text column, or its text_template
 
 
 def _wanted_id(name: str, rows: list[dict]) -> int | None:
@@ -28,7 +29,7 @@ def _column_choices(form: ClassifyForm, datasets: list[dict]) -> None:
     """Offer the chosen dataset's columns (none while no dataset is chosen); classify.js refills them on change."""
     selected = next((d for d in datasets if d["id"] == form.dataset_id.data), None)
     columns = selected["columns"] if selected else []
-    form.text_column.choices = choices((c, c) for c in columns)
+    form.text_column.choices = choices([("", AS_TRAINED), *((c, c) for c in columns)])
     form.id_column.choices = choices([("", NO_ID_COLUMN), *((c, c) for c in columns)])
     if request.method == "GET" and selected:
         form.text_column.data = guess_column(columns, TEXT_COLUMN_NAMES, 0)

@@ -11,6 +11,8 @@
   var idColumn = form.querySelector("#id_column");
   var TEXT_NAMES = ["text", "tweet", "sentence", "content", "body"];
   var noId = idColumn && idColumn.options.length ? idColumn.options[0].textContent : "— none —";
+  var asTrained = textColumn && textColumn.options.length ? textColumn.options[0].textContent
+    : "— as the model was trained —";
 
   function option(value, label, selected) {
     var o = document.createElement("option");
@@ -48,10 +50,10 @@
     fetch(datasetUrl + encodeURIComponent(dataset.value) + ".json", { headers: { Accept: "application/json" } })
       .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
       .then(function (info) {
-        if (!fill(textColumn, info.columns)) guessText(info.columns);
+        if (!fill(textColumn, info.columns, asTrained)) guessText(info.columns);
         fill(idColumn, info.columns, noId);
       })
-      .catch(function () { textColumn.replaceChildren(); });
+      .catch(function () { fill(textColumn, [], asTrained); });
   }
 
   if (!dataset) return;
