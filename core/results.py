@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import cast, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -58,3 +58,15 @@ def stored_indices(session: Session, job_id: str) -> set[int]:
 
 def count_predictions(session: Session, job_id: str) -> int:
     return session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id)) or 0
+
+
+def predicted_label_is(session: Session, label: str, *, multi_label: bool):
+    """A WHERE clause for the predictions that predicted ``label``: ``Prediction.label``, or for a multi-label model
+    membership in ``Prediction.labels`` (every label over its threshold, not only the top one). JSON membership is
+    written per dialect: PostgreSQL's jsonb ``@>``, SQLite's ``json_each``."""
+    if not multi_label:
+        return Prediction.label == label
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(Prediction.labels, postgresql.JSONB).contains([label])
+    members = func.json_each(Prediction.labels).table_valued("value")
+    return select(1).select_from(members).where(members.c.value == label).exists()

@@ -30,6 +30,7 @@ from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.evaluation import EvaluationError, plan_evaluation
 from core.options import template_columns
 from core.ownership import visible, writable
+from core.results import predicted_label_is
 from core.queue import broadcast_model_deleted, enqueue_job
 from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
@@ -456,7 +457,8 @@ def list_predictions(
     user: Principal, job_id: str, *, offset: int = 0, limit: int = 100, label: str | None = None
 ) -> dict:
     """A page of a classify job's predictions, ordered by index, optionally only those predicted ``label``
-    (multitask: the first task's label); ``total`` counts the matching rows. A train job has none: 409."""
+    (multitask: the first task's label; multi-label: one of the labels); ``total`` counts the matching rows. A train
+    job has none: 409."""
     with db.session() as session:
         job = _visible_row(session, Job, job_id, user, "job")
         if job.type != JobType.CLASSIFY.value:
@@ -465,7 +467,7 @@ def list_predictions(
             )
         conditions = [Prediction.job_id == job_id]
         if label is not None:
-            conditions.append(Prediction.label == label)
+            conditions.append(predicted_label_is(session, label, multi_label=_multi_label_job(session, job)))
         total = session.scalar(select(func.count()).select_from(Prediction).where(*conditions))
         rows = session.scalars(
             select(Prediction)
@@ -483,6 +485,12 @@ def list_predictions(
             "job_status": job.status,
             "text_count": (job.params or {}).get("text_count", len((job.params or {}).get("texts") or [])),
         }
+
+
+def _multi_label_job(session, job: Job) -> bool:
+    """Whether the job's model is multi-label (its predictions' ``labels`` list every predicted label)."""
+    params = session.scalar(select(TrainedModel.params).where(TrainedModel.id == job.model_id)) or {}
+    return bool(params.get("multi_label"))
 
 
 def prediction_labels(user: Principal, job_id: str) -> list[tuple[str, int | None]]:

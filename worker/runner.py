@@ -585,6 +585,9 @@ class _ClassifyWork:
     def _count(self, rows: list[dict]) -> None:
         self.classified += len(rows)
         for row in rows:
+            if row.get("labels") is not None:  # multi-label: texts per label (a text may count under several)
+                self.labels.setdefault(None, Counter()).update(row["labels"])
+                continue
             # multitask rows count per task; a single-task row counts under the key None
             for task, result in (row.get("tasks") or {None: row}).items():
                 self.labels.setdefault(task, Counter())[result["label"]] += 1
@@ -667,9 +670,18 @@ def _prediction_row(index: int, text: str, result: dict, row_id: str | None = No
 
 
 def _label_distribution(session, job_id: str) -> dict:
-    """Label counts of a job's predictions: ``{label: n}``, or ``{task: {label: n}}`` for a multitask model."""
+    """Label counts of a job's predictions: ``{label: n}``, or ``{task: {label: n}}`` for a multitask model
+    (multi-label: texts per label, counted from each prediction's ``labels``)."""
     from core.schema import Prediction
 
+    params = session.scalar(select(TrainedModel.params).join(Job, Job.model_id == TrainedModel.id)
+                            .where(Job.id == job_id)) or {}
+    if params.get("multi_label"):
+        counts: Counter = Counter()
+        for labels in session.scalars(select(Prediction.labels).where(Prediction.job_id == job_id)
+                                      .execution_options(yield_per=1000)):
+            counts.update(labels or [])
+        return dict(sorted(counts.items()))
     per_task: dict[str, Counter] = {}
     rows = session.scalars(
         select(Prediction.tasks)

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core import jobs, runtime
 from core.db import db
-from core.results import count_predictions, insert_predictions, stored_indices
+from core.results import count_predictions, insert_predictions, predicted_label_is, stored_indices
 from core.schema import JobType, Prediction
 from tests.factories import migrate
 
@@ -108,3 +108,47 @@ def test_unique_constraint_backs_it_up(backend):
         for _ in range(2):
             session.add(Prediction(job_id=job_id, index=0, text="x", label="a", score=1.0, scores={}))
             session.flush()
+
+
+def test_filter_by_predicted_label_single_and_multi_label(backend):
+    """Multi-label predictions match a label anywhere in ``labels`` (not only the top one); rows without labels
+    (stored as JSON null or []) and single-label rows match on ``label``. The same on both dialects."""
+    job_id = _new_job()
+    items = [
+        {"index": 0, "text": "a", "label": "sport", "score": 0.9, "scores": {}, "labels": ["sport", "news"]},
+        {"index": 1, "text": "b", "label": "news", "score": 0.8, "scores": {}, "labels": ["news"]},
+        {"index": 2, "text": "c", "label": "tech", "score": 0.3, "scores": {}, "labels": []},
+        {"index": 3, "text": "d", "label": "news", "score": 0.9, "scores": {}},  # labels left out: JSON null
+        {"index": 4, "text": "e", "label": "o'quote", "score": 0.9, "scores": {}, "labels": ["o'quote", "%"]},
+    ]
+    with db.session() as session:
+        insert_predictions(session, job_id, items)
+
+    def matching(label: str, multi_label: bool) -> list[int]:
+        with db.session() as session:
+            return session.scalars(select(Prediction.index).where(
+                Prediction.job_id == job_id, predicted_label_is(session, label, multi_label=multi_label))
+                .order_by(Prediction.index)).all()
+
+    assert matching("news", True) == [0, 1]
+    assert matching("news", False) == [1, 3]
+    assert matching("tech", True) == [] and matching("tech", False) == [2]
+    assert matching("o'quote", True) == [4] and matching("%", True) == [4] and matching("spo", True) == []
+
+
+def test_a_resumed_jobs_label_counts_are_counted_from_sql(backend):
+    """A resumed classify job counts labels from the stored rows: per label for a multi-label model (a text under
+    each of its labels), per predicted label otherwise."""
+    from tests.web.factories import make_model
+    from worker.runner import _label_distribution
+
+    multi, single = make_model(params={"multi_label": True}), make_model(name="single")
+    rows = [{"index": i, "text": "t", "label": top, "score": 0.9, "scores": {}, "labels": labels}
+            for i, (top, labels) in enumerate([("a", ["a", "b"]), ("b", ["b"]), ("c", [])])]
+    with db.session() as session:
+        job_ids = [jobs.create_job(session, JobType.CLASSIFY, {}, model_id=m).id for m in (multi, single)]
+        for job_id in job_ids:
+            insert_predictions(session, job_id, rows)
+    with db.session() as session:
+        assert _label_distribution(session, job_ids[0]) == {"a": 1, "b": 2}
+        assert _label_distribution(session, job_ids[1]) == {"a": 1, "b": 1, "c": 1}

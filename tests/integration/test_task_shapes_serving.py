@@ -58,6 +58,14 @@ def test_multi_label_model_predictions_export_and_evaluation(client, tiny_encode
     for item in items:
         assert set(item) == {"index", "text", "labels", "scores"}
         assert set(item["scores"]) == {"news", "sport", "tech"} and set(item["labels"]) <= set(item["scores"])
+    # label counts and the filter by label mean "texts given that label", not only the top-scoring one
+    counts = classify["metrics"]["label_counts"]
+    assert sum(counts.values()) == sum(len(item["labels"]) for item in items) > 0
+    for label in ("news", "sport", "tech"):
+        having = [item["index"] for item in items if label in item["labels"]]
+        assert counts.get(label, 0) == len(having)
+        page = client.get(f"/api/v1/jobs/{classify['id']}/predictions?label={label}").get_json()
+        assert page["total"] == len(having) and [item["index"] for item in page["items"]] == having
     lines = client.get(f"/api/v1/jobs/{classify['id']}/export?format=csv").get_data(as_text=True).splitlines()
     assert lines[0].lstrip("\ufeff") == "index,text,labels,score_news,score_sport,score_tech"
     exported = list(csv.DictReader(io.StringIO("\n".join(lines).lstrip("\ufeff"))))
