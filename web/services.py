@@ -507,6 +507,11 @@ def prediction_labels(user: Principal, job_id: str) -> list[tuple[str, int | Non
             if isinstance(first, dict):  # multitask: {task: {label: n}}; Prediction.label is the first task's
                 counts = first
             return [(str(label), n) for label, n in counts.items()]
+        job = session.scalar(select(Job).where(Job.id == job_id, visible(Job, user)))
+        if job is not None and job.model_id is not None and _multi_label_job(session, job):
+            # a running multi-label job: any of the model's labels may be among a text's labels
+            labels = session.scalar(select(TrainedModel.labels).where(TrainedModel.id == job.model_id)) or []
+            return [(str(label), None) for label in labels]
         labels = session.scalars(
             select(Prediction.label)
             .join(Job, Job.id == Prediction.job_id)

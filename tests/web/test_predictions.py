@@ -122,3 +122,22 @@ def test_id_on_multitask_items(client):
                          "tasks": tasks, "row_id": "42"}])
     item = client.get(f"/api/v1/jobs/{job_id}/predictions").json["items"][0]
     assert item == {"index": 0, "text": "a", "tasks": tasks, "id": "42"}
+
+
+def test_a_running_multi_label_job_offers_every_label_of_the_model(client):
+    """Before the counts exist (job running), the page's filter offers the model's labels: any may be among a
+    text's labels, even one that is never the top-scoring label."""
+    from core.db import db
+    from core.results import insert_predictions
+
+    model_id = f.make_model(tasks={"tags": ["news", "sport", "tech"]}, params={"multi_label": True})
+    job_id = f.make_classify_job(model_id, ["a", "b"])
+    f.start(job_id)
+    with db.session() as session:
+        insert_predictions(session, job_id, [
+            {"index": 0, "text": "a", "label": "sport", "score": 0.9, "scores": {}, "labels": ["sport", "news"]},
+            {"index": 1, "text": "b", "label": "sport", "score": 0.7, "scores": {}, "labels": ["sport"]}])
+    html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    for label in ("news", "sport", "tech"):
+        assert f'<option value="{label}">' in html or f'<option value="{label}" ' in html, label
+    assert client.get(f"/api/v1/jobs/{job_id}/predictions?label=news").json["total"] == 1
