@@ -154,19 +154,29 @@ def _optional_int(value) -> int | None:
     return None if value in (None, "") else int(value)
 
 
+def _lines(text: str | None) -> list[str]:
+    """The non-blank lines of a text box, stripped."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
 class ClassifyForm(FlaskForm):
     """Texts typed one per line, or a stored dataset's text column (or the model's own text column / template)
     and optionally its id column: exactly one."""
 
     model_id = SelectField("Model", coerce=int, validators=[InputRequired("choose a model")])
     texts = TextAreaField("Texts (one per line)", validators=[Optional()])
+    # sentence-pair models: line k of each box is one pair
+    text_pairs = TextAreaField("Second texts (sentence-pair models, one per line)", validators=[Optional()])
     dataset_id = SelectField("Dataset", coerce=_optional_int, validators=[Optional()])
     # filled from the chosen dataset (server side, and by classify.js when the dataset changes)
     text_column = SelectField("Text column", validate_choice=False, validators=[Optional()])
     id_column = SelectField("Id column (optional)", validate_choice=False, validators=[Optional()])
 
     def text_lines(self) -> list[str]:
-        return [line.strip() for line in (self.texts.data or "").splitlines() if line.strip()]
+        return _lines(self.texts.data)
+
+    def pair_lines(self) -> list[str]:
+        return _lines(self.text_pairs.data)
 
     def validate(self, extra_validators=None) -> bool:
         """The fields' own checks, then: texts or a dataset, not both and not neither."""
@@ -178,10 +188,19 @@ class ClassifyForm(FlaskForm):
         if not self.text_lines() and self.dataset_id.data is None:
             self.texts.errors = [*self.texts.errors, "enter at least one text, or choose a dataset"]
             return False
+        if self.pair_lines() and self.dataset_id.data is not None:
+            self.text_pairs.errors = [*self.text_pairs.errors, "second texts go with typed texts, not a dataset"]
+            return False
+        if self.pair_lines() and len(self.pair_lines()) != len(self.text_lines()):
+            self.text_pairs.errors = [*self.text_pairs.errors, f"give one second text per text: "
+                                      f"{len(self.text_lines())} text(s), {len(self.pair_lines())} second text(s)"]
+            return False
         return True
 
     def to_request_data(self) -> dict:
         """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns."""
+        if self.dataset_id.data is None and self.pair_lines():
+            return {"model_id": self.model_id.data, "pairs": [list(p) for p in zip(self.text_lines(), self.pair_lines())]}
         if self.dataset_id.data is None:
             return {"model_id": self.model_id.data, "texts": self.text_lines()}
         data = {"model_id": self.model_id.data, "dataset_id": self.dataset_id.data}

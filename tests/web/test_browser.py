@@ -206,3 +206,30 @@ def test_classify_a_dataset_through_the_form(browser, server, web_user, tmp_path
         job = session.get(Job, browser.current_url.rsplit("/", 1)[1])
         assert job.params == {"model_id": model_id, "dataset_id": other, "text_column": "body",
                               "id_column": "tweet_id", "text_count": 2}
+
+
+def test_classify_typed_pairs_through_the_form(browser, server, web_user, tmp_path):
+    """The second-texts box shows only while a sentence-pair model is chosen; its lines pair with the texts."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from core.db import db
+    from core.schema import Job
+
+    single = f.make_model(owner_id=web_user.id, name="plain")
+    pair_model = f.make_model(owner_id=web_user.id, name="nli", params={"text_pair_column": "hypothesis"})
+    browser.get(f"{server}/classify")
+    model = Select(browser.find_element(By.ID, "model_id"))
+    pairs_field = browser.find_element(By.ID, "field-text_pairs")
+    model.select_by_value(str(single))
+    wait(browser, lambda d: not pairs_field.is_displayed())
+    model.select_by_value(str(pair_model))
+    wait(browser, lambda d: pairs_field.is_displayed())
+    browser.find_element(By.ID, "texts").send_keys("a man sings\nit rains")
+    browser.find_element(By.ID, "text_pairs").send_keys("someone makes music\nthe street is wet")
+    browser.save_screenshot(str(tmp_path / "classify-pairs.png"))
+    browser.find_element(By.CSS_SELECTOR, "#classify-form button[type=submit]").click()
+    wait(browser, lambda d: "/jobs/" in d.current_url)
+    with db.session() as session:
+        job = session.get(Job, browser.current_url.rsplit("/", 1)[1])
+        assert job.inputs == [["a man sings", "someone makes music"], ["it rains", "the street is wet"]]

@@ -366,6 +366,33 @@ def test_classify_form(client, sent):
         assert session.get(Job, sent[0][0]).inputs == ["first text", "second text"]
 
 
+def test_classify_form_typed_pairs_for_a_pair_model(client, sent):
+    """Line k of the second box pairs with line k of the first; the page tells the script which models take
+    pairs (it shows the box only for them)."""
+    pair_model = f.make_model(name="nli", params={"text_pair_column": "hypothesis"})
+    single = f.make_model(name="plain")
+    html = client.get("/classify").get_data(as_text=True)
+    assert 'name="text_pairs"' in html and f'data-pair-models="[{pair_model}]"' in html
+    response = client.post("/classify", data={"model_id": str(pair_model), "texts": "a man sings\n\nit rains",
+                                              "text_pairs": "someone makes music\nthe street is wet\n"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with db.session() as session:
+        job = session.get(Job, sent[0][0])
+        assert job.inputs == [["a man sings", "someone makes music"], ["it rains", "the street is wet"]]
+        assert job.params["input_kind"] == "pairs"
+    # single texts to a pair model, and pairs to a single-text model: the service's clear 422s, on the form
+    for model_id, data, message in [
+        (pair_model, {"texts": "a"}, "was trained on sentence pairs"),
+        (single, {"texts": "a", "text_pairs": "b"}, "classifies single texts"),
+        (pair_model, {"texts": "a\nb", "text_pairs": "c"}, "give one second text per text: 2 text(s), 1 second"),
+        (pair_model, {"texts": "", "text_pairs": "c", "dataset_id": str(f.make_dataset())},
+         "second texts go with typed texts, not a dataset"),
+    ]:
+        response = client.post("/classify", data={"model_id": str(model_id), **data})
+        assert response.status_code == 400 and message in response.get_data(as_text=True), message
+    assert len(sent) == 1
+
+
 @pytest.mark.parametrize("texts, message", [("", "enter at least one text"), ("\n   \n", "enter at least one text")])
 def test_classify_form_errors(client, texts, message):
     model_id = f.make_model()

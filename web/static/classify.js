@@ -56,6 +56,18 @@
       .catch(function () { fill(textColumn, [], asTrained); });
   }
 
+  // the second-texts box only for models trained on sentence pairs
+  var model = form.querySelector("#model_id");
+  var pairModels = JSON.parse(script.dataset.pairModels || "[]").map(String);
+  var pairBox = form.querySelector("#text_pairs");
+  function showPairs() {
+    var pairs = model && pairModels.indexOf(model.value) >= 0;
+    form.querySelectorAll(".pair-only").forEach(function (el) {
+      el.hidden = !pairs && !(pairBox && pairBox.value.trim());  // never hide what the user typed
+    });
+  }
+  if (model) { model.addEventListener("change", showPairs); showPairs(); }
+
   if (!dataset) return;
   dataset.addEventListener("change", loadDataset);
   showColumns(Boolean(dataset.value));
