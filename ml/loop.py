@@ -193,9 +193,9 @@ def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_
 
 
 def score(evaluation: Mapping[str, Any], data: Encoded, rows: Sequence[int], tasks: Mapping[str, Sequence[str]],
-          thresholds: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
+          thresholds: Any = None) -> dict[str, dict[str, Any]]:
     """``{task: metrics}`` of an :func:`evaluate` result: :func:`ml.metrics.task_metrics` (single-label) or
-    :func:`ml.multilabel.multilabel_metrics` at ``thresholds`` (default 0.5 per label)."""
+    :func:`ml.multilabel.multilabel_metrics` at ``thresholds`` (per label, or per row and label; default 0.5)."""
     out = {}
     for task, labels in tasks.items():
         truth = [data.labels[task][i] for i in rows]
@@ -203,7 +203,7 @@ def score(evaluation: Mapping[str, Any], data: Encoded, rows: Sequence[int], tas
             from ml.multilabel import multilabel_metrics
 
             out[task] = multilabel_metrics(truth, evaluation["probs"][task], labels,
-                                           list(thresholds) if thresholds else [DEFAULT_THRESHOLD] * len(labels))
+                                           thresholds if thresholds is not None else [DEFAULT_THRESHOLD] * len(labels))
         else:
             out[task] = task_metrics(truth, evaluation["pred"][task], labels)
         out[task]["val_loss"] = _r(evaluation["task_loss"][task])
@@ -509,7 +509,9 @@ def _epoch_record(epoch: int, train_loss: float, first_step: int, history: Seque
 def _final_metrics(model: Any, best: _Best, data: Encoded, val_rows: Sequence[int],
                    tasks: Mapping[str, Sequence[str]], multi_label: bool) -> dict[str, Any]:
     """The reported metrics of the kept checkpoint (its evaluation's predictions); a multi-label model first gets
-    its per-label thresholds tuned on those validation probabilities."""
+    its per-label thresholds tuned on those validation probabilities, and its metrics decide each validation row
+    with thresholds tuned on the other rows (``ml.multilabel.cross_fitted_thresholds``), so that they do not
+    flatter thresholds chosen on the very rows they judge."""
     first = next(iter(tasks))
     if best.evaluation is None:
         if multi_label:
@@ -520,11 +522,11 @@ def _final_metrics(model: Any, best: _Best, data: Encoded, val_rows: Sequence[in
         for metrics in per_task.values():
             metrics["val_loss"] = None
     elif multi_label:
-        from ml.multilabel import tune_thresholds
+        from ml.multilabel import cross_fitted_thresholds, tune_thresholds
 
-        truth = [data.labels[first][i] for i in val_rows]
-        model.thresholds = tune_thresholds(truth, best.evaluation["probs"][first])
-        per_task = score(best.evaluation, data, val_rows, tasks, thresholds=model.thresholds)
+        truth, probs = [data.labels[first][i] for i in val_rows], best.evaluation["probs"][first]
+        model.thresholds = tune_thresholds(truth, probs)
+        per_task = score(best.evaluation, data, val_rows, tasks, thresholds=cross_fitted_thresholds(truth, probs))
     else:
         per_task = score(best.evaluation, data, val_rows, tasks)
 

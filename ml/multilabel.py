@@ -3,7 +3,8 @@
 A multi-label model scores every label independently (sigmoid probabilities, (N, C)); a row gets every label whose
 probability reaches that label's threshold. :func:`tune_thresholds` picks the thresholds on the validation split;
 :func:`multilabel_metrics` reports subset accuracy, micro/macro-F1 and per-label precision/recall/F1/support at
-given thresholds.
+given thresholds. Metrics judged on the rows that chose the thresholds would flatter them, so the reported
+validation metrics use :func:`cross_fitted_thresholds`: each row is decided by thresholds tuned on the other rows.
 """
 from __future__ import annotations
 
@@ -31,22 +32,24 @@ def _arrays(targets: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(int), p
 
 
-def predict_labels(probs: Any, thresholds: Sequence[float]) -> np.ndarray:
-    """The 0/1 decisions (N, C): label c is on when its probability is >= ``thresholds[c]``."""
+def predict_labels(probs: Any, thresholds: Any) -> np.ndarray:
+    """The 0/1 decisions (N, C): label c is on when its probability is >= ``thresholds[c]`` (C values), or row by
+    row when ``thresholds`` is an (N, C) matrix."""
     p = np.asarray(probs, dtype=float)
     t = np.asarray(thresholds, dtype=float)
-    if p.ndim != 2 or t.shape != (p.shape[1],):
+    if p.ndim != 2 or t.shape not in ((p.shape[1],), p.shape):
         raise ValueError(f"need one threshold per label: {p.shape[-1] if p.ndim else 0} labels, {t.size} thresholds")
     return (p >= t).astype(int)
 
 
 def multilabel_metrics(
-    targets: Any, probs: Any, labels: Sequence[str], thresholds: Sequence[float]
+    targets: Any, probs: Any, labels: Sequence[str], thresholds: Any
 ) -> dict[str, Any]:
     """Metrics of multi-label predictions at ``thresholds``.
 
     Args:
-        targets: (N, C) 0/1 true labels; probs: (N, C) probabilities; labels: the C label names; thresholds: C values.
+        targets: (N, C) 0/1 true labels; probs: (N, C) probabilities; labels: the C label names; thresholds: C
+        values, or (N, C) per row (:func:`cross_fitted_thresholds`).
     Returns:
         ``{"accuracy", "subset_accuracy", "micro_f1", "macro_f1", "per_class": {label: {"precision", "recall",
         "f1", "support"}}, "validation_examples"}``. ``accuracy`` is the subset accuracy (a row counts only when
@@ -108,3 +111,20 @@ def tune_thresholds(targets: Any, probs: Any) -> list[float]:
         threshold = (cut + float(below.max())) / 2 if below.size else cut / 2
         thresholds.append(float(min(max(threshold, 0.0), 1.0)))
     return thresholds
+
+
+def cross_fitted_thresholds(targets: Any, probs: Any, folds: int = 2, seed: int = 0) -> np.ndarray:
+    """(N, C) thresholds for judging tuned thresholds on the rows that tune them, without flattering them: the rows
+    are split into ``folds`` random folds, and each fold's rows get the thresholds :func:`tune_thresholds` picks on
+    the other folds. With fewer than two rows per fold there is nothing to hold out, and every row gets the
+    thresholds tuned on all rows."""
+    y, p = _arrays(targets, probs)
+    rows = y.shape[0]
+    if rows < 2 * folds:
+        return np.tile(np.asarray(tune_thresholds(y, p), dtype=float), (rows, 1)).reshape(p.shape)
+    fold = np.random.default_rng(seed).permutation(rows) % folds
+    out = np.empty_like(p)
+    for k in range(folds):
+        held = fold == k
+        out[held] = tune_thresholds(y[~held], p[~held])
+    return out
