@@ -229,7 +229,7 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
 @click.option("--text", "-t", "texts", multiple=True, help="a text to classify (repeat for several)")
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--dataset", type=click.IntRange(min=1), help="classify a stored dataset instead of FILE")
-@click.option("--text-column", help="the text column of FILE or --dataset (default: the model's text column)")
+@click.option("--text-column", help="the text column of FILE or --dataset (default: as the model was trained, its text column or template)")
 @click.option("--id-column", help="a column of FILE or --dataset identifying rows (copied to the results)")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, writable=True),
               help="write every prediction to this file (CSV; JSON Lines for a .jsonl name)")

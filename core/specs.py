@@ -110,7 +110,8 @@ class _ServingOptions(_Strict):
 
 class ClassifyRequest(_ServingOptions):
     """Body of ``POST /api/v1/jobs/classify``: ``texts``, ``pairs`` (a model trained on sentence pairs), or a
-    stored dataset and its text column (and ``text_pair_column`` for a pair model).
+    stored dataset: its ``text_column`` or a ``text_template`` (and ``text_pair_column`` for a pair model), each
+    by default the model's own (filled in by the service, which knows the model).
 
     Validate with ``context={"max_texts": ..., "max_text_chars": ...}`` to apply the deployment's limits.
     """

@@ -19,7 +19,8 @@ Pipeline of :func:`train_classifier`:
    ties keep the earlier one) has its weights copied to CPU memory; after ``early_stopping_patience``
    evaluations without improvement training stops. The best weights are restored before saving, and the reported
    metrics are theirs. A multi-label model then gets one decision threshold per label, tuned on the validation
-   rows (:func:`ml.multilabel.tune_thresholds`), and its final metrics use them.
+   rows (:func:`ml.multilabel.tune_thresholds`); its final metrics decide each row with thresholds tuned on the
+   other half of those rows (:func:`ml.multilabel.cross_fitted_thresholds`), so they do not flatter them.
 7. **Save** the model with :func:`models.io.save_model` into ``output_dir``.
 
 ``progress(fraction, info)`` is called at least every ``PROGRESS_INTERVAL_S`` seconds and after every evaluation
@@ -297,8 +298,8 @@ def train_classifier(
     "val_loss"}}``; the top-level ``accuracy`` / ``macro_f1`` are the means over tasks, ``per_class`` and
     ``confusion_matrix`` the first task's, and ``labels`` is ``{task: [...]}``.
     Multi-label: ``accuracy`` is the subset accuracy; also ``micro_f1``, ``subset_accuracy`` and ``thresholds``
-    (one per label, tuned on the validation rows; the final metrics use them, the history uses 0.5); no
-    confusion matrix.
+    (one per label, tuned on every validation row; the final metrics use 2-fold cross-fitted ones, the history
+    uses 0.5); no confusion matrix.
 
     Raises :class:`TrainingDataError` for unusable data/settings and :class:`TrainingCancelled` when stopped.
     """

@@ -83,8 +83,8 @@ class PredictionQuery(Page):
 
     label: str | None = Field(
         default=None,
-        description="only predictions of this label (multitask: the first task's label); total counts the matching "
-        "ones. Empty: no filter",
+        description="only predictions of this label (multitask: the first task's label; multi-label: any of the "
+        "predicted labels); total counts the matching ones. Empty: no filter",
     )
 
     @field_validator("label")

@@ -274,14 +274,15 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
     with db.session() as session:
         model = _usable_model(session, user, request)
         request = request.with_model_id(model.id)
-        if request.from_dataset:
-            request = _default_text_columns(request, model)
-        _check_input_kind(request, model.params or {})
         row_count = None
         if request.from_dataset:
+            given, request = request, _default_text_columns(request, model)
+            _check_input_kind(request, model.params or {})
             dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
-            _check_classify_columns(dataset, request)
+            _check_classify_columns(dataset, given, request)
             row_count = dataset.row_count
+        else:
+            _check_input_kind(request, model.params or {})
         params, texts = (
             request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
         )
@@ -333,37 +334,49 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
 
 
 def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> ClassifyRequest:
-    """A dataset job that names no text column reads the text as the model was trained: its text column or its
-    ``text_template`` (and, for a pair model, its ``text_pair_column``). 422 ``missing_column`` when the model
-    records neither (an imported model)."""
-    if request.text_column is not None or request.text_template is not None:
-        return request
+    """Columns a dataset job leaves out are read as the model was trained: its text column or its
+    ``text_template``, and for a pair model its ``text_pair_column``. 422 ``missing_column`` when the model records
+    no text column (an imported model); the completed request is validated again (e.g. ``id_column`` must differ
+    from the model's text column)."""
     params = model.params or {}
-    if params.get("text_template") is None and params.get("text_column") is None:
-        raise ApiError(422, "missing_column", f"give text_column: model {model.id} does not record the column it "
-                       "was trained on")
-    update = {"text_template": params.get("text_template")} if params.get("text_template") is not None else {
-        "text_column": params["text_column"]}
+    update: dict = {}
+    if request.text_column is None and request.text_template is None:
+        if params.get("text_template") is not None:
+            update["text_template"] = params["text_template"]
+        elif params.get("text_column") is not None:
+            update["text_column"] = params["text_column"]
+        else:
+            raise ApiError(422, "missing_column", f"give text_column: model {model.id} does not record the column "
+                           "it was trained on")
     if request.text_pair_column is None and params.get("text_pair_column") is not None:
         update["text_pair_column"] = params["text_pair_column"]
-    return request.model_copy(update=update)
+    if not update:
+        return request
+    return validate(ClassifyRequest, {**request.model_dump(exclude_none=True), **update})
 
 
-def _check_classify_columns(dataset: Dataset, request: ClassifyRequest) -> None:
-    """The chosen columns (a template's too) exist, and the text column has some text (from the profile computed
-    at upload)."""
-    text_column, id_column, text_pair_column = request.text_column, request.id_column, request.text_pair_column
-    used = template_columns(request.text_template) if request.text_template is not None else [text_column]
+def _check_classify_columns(dataset: Dataset, request: ClassifyRequest, defaulted: ClassifyRequest) -> None:
+    """The columns of ``defaulted`` (``request`` completed by :func:`_default_text_columns`; a template's columns
+    too) exist, and the text has some cells to read (from the profile computed at upload)."""
+    text_column, id_column, text_pair_column = defaulted.text_column, defaulted.id_column, defaulted.text_pair_column
+    used = template_columns(defaulted.text_template) if defaulted.text_template is not None else [text_column]
     missing = [c for c in (*used, text_pair_column, id_column) if c is not None and c not in dataset.columns]
     if missing:
+        from_model = [c for c in missing if c not in (request.text_column, request.text_pair_column,
+                                                      request.id_column, *(template_columns(request.text_template)
+                                                                           if request.text_template else []))]
+        hint = (f" ({', '.join(map(repr, from_model))}: as the model was trained; give text_column"
+                f"{' / text_pair_column' if defaulted.text_pair_column else ''} to read other columns)"
+                if from_model else "")
         raise ApiError(
             422, "unknown_column",
             f"column(s) {', '.join(repr(c) for c in missing)} not in dataset {dataset.id}; "
-            f"it has {', '.join(dataset.columns)}",
+            f"it has {', '.join(dataset.columns)}{hint}",
         )
-    stats = ((dataset.profile or {}).get("column_stats") or {}).get(text_column) if text_column else None
-    if stats is not None and stats.get("empty", 0) >= dataset.row_count:
-        raise ApiError(422, "empty_column", f"column {text_column!r} of dataset {dataset.id} has no text to classify")
+    stats = (dataset.profile or {}).get("column_stats") or {}
+    if stats and all(c in stats and stats[c].get("empty", 0) >= dataset.row_count for c in used):
+        what = f"column {text_column!r}" if text_column else f"the columns of text_template {defaulted.text_template!r}"
+        raise ApiError(422, "empty_column", f"{what} of dataset {dataset.id} has no text to classify")
 
 
 def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:

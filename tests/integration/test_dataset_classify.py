@@ -259,6 +259,23 @@ def test_a_dataset_job_reads_the_text_as_the_model_was_trained(client, models, r
         assert_matches_reference(items, references["bert"])
 
 
+def test_columns_filled_from_the_model_are_checked_like_given_ones(client, models, dataset_id):
+    """Filled-in columns go through the same checks before any job exists: an id column equal to the model's
+    text column, a model column the dataset lacks (the message says where it came from), a template whose
+    columns are all empty."""
+    by_body = _model_trained_on(models, text_column="body")
+    before = job_count()
+    assert_error(client.post("/api/v1/jobs/classify", json={"model_id": by_body, "dataset_id": dataset_id,
+                                                            "id_column": "body"}), 422, "validation_error")
+    by_text = _model_trained_on(models, text_column="text")
+    error = assert_error(client.post("/api/v1/jobs/classify", json={"model_id": by_text, "dataset_id": dataset_id}),
+                         422, "unknown_column")
+    assert "'text'" in error["message"] and "as the model was trained" in error["message"]
+    assert_error(client.post("/api/v1/jobs/classify", json={"model_id": by_body, "dataset_id": dataset_id,
+                                                            "text_template": "{notes}!"}), 422, "empty_column")
+    assert job_count() == before
+
+
 # ---------------------------------------------------------------- chunks and resumes
 
 

@@ -182,18 +182,22 @@ def test_classify_a_dataset_through_the_form(browser, server, web_user, tmp_path
     from core.db import db
     from core.schema import Job
 
-    model_id = f.make_model(owner_id=web_user.id)
-    f.make_dataset(shared=True)
+    model_id = f.make_model(owner_id=web_user.id, params={"text_column": "body"})
+    first = f.make_dataset(shared=True)
     other = f.make_dataset(b"tweet_id,body,label\n1,hello,a\n2,world,b\n", name="tweets", shared=True)
     browser.get(f"{server}/classify")
     text_column = browser.find_element(By.ID, "text_column")
     assert not browser.find_element(By.ID, "field-text_column").is_displayed()  # no dataset chosen: texts mode
-    Select(browser.find_element(By.ID, "dataset_id")).select_by_value(str(other))
-    # columns filled from GET /api/v1/datasets/<id>; the text column guessed by name
-    # (first: the model's own text column or template)
+    datasets = Select(browser.find_element(By.ID, "dataset_id"))
+    datasets.select_by_value(str(first))
+    wait(browser, lambda d: [o.get_attribute("value") for o in Select(text_column).options] == [
+        "", "text", "label", "topic"])
+    datasets.select_by_value(str(other))
+    # columns filled from GET /api/v1/datasets/<id>; first and chosen by default (and kept across a change of
+    # dataset): read the text as the model was trained
     wait(browser, lambda d: [o.get_attribute("value") for o in Select(text_column).options] == [
         "", "tweet_id", "body", "label"])
-    assert text_column.is_displayed() and Select(text_column).first_selected_option.get_attribute("value") == "body"
+    assert text_column.is_displayed() and Select(text_column).first_selected_option.get_attribute("value") == ""
     id_column = Select(browser.find_element(By.ID, "id_column"))
     assert [o.get_attribute("value") for o in id_column.options] == ["", "tweet_id", "body", "label"]
     id_column.select_by_value("tweet_id")

@@ -128,14 +128,23 @@ def test_pairs_go_to_pair_models_and_texts_to_the_others(client, sent):
     with db.session() as session:
         assert session.get(Job, response.json["id"]).inputs == pairs
     dataset_id = f.make_dataset()
-    assert_error(client.post("/api/v1/jobs/classify", json={
-        "model_id": pair_model, "dataset_id": dataset_id, "text_column": "text"}), 422, "pairs_required")
+    # the pair column left out is the model's own, which this dataset lacks: named, with where it came from
+    error = assert_error(client.post("/api/v1/jobs/classify", json={
+        "model_id": pair_model, "dataset_id": dataset_id, "text_column": "text"}), 422, "unknown_column")
+    assert "'hypothesis'" in error["message"] and "as the model was trained" in error["message"]
     assert_error(client.post("/api/v1/jobs/classify", json={
         "model_id": pair_model, "dataset_id": dataset_id, "text_column": "text", "text_pair_column": "nope"}),
         422, "unknown_column")
     assert client.post("/api/v1/jobs/classify", json={"model_id": pair_model, "dataset_id": dataset_id,
                                                       "text_column": "text", "text_pair_column": "topic"}
                        ).status_code == 202
+    # a dataset with the model's pair column: it is read when left out, with or without a text column
+    nli = f.make_dataset(b"text,hypothesis,premise\na,b,c\nd,e,f\n", name="nli")
+    for body in ({"text_column": "premise"}, {}):
+        response = client.post("/api/v1/jobs/classify", json={"model_id": pair_model, "dataset_id": nli, **body})
+        assert response.status_code == 202, response.json
+        assert response.json["params"]["text_pair_column"] == "hypothesis"
+        assert response.json["params"].get("text_column") == body.get("text_column", TRAINED.get("text_column"))
 
 
 @pytest.mark.parametrize("pairs", [[["only one"]], [["a", "b", "c"]], [["a", "  "]], [["a", 3]], [], "ab"])

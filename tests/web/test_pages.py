@@ -583,7 +583,7 @@ def test_classify_form_lists_datasets_and_their_columns(client):
     assert f'<option value="{dataset_id}">reviews (#{dataset_id}, 4 rows)</option>' in html
     assert 'name="text_column"' in html and 'name="id_column"' in html and "classify.js" in html
     html = client.get(f"/classify?dataset_id={dataset_id}").get_data(as_text=True)
-    assert f'<option selected value="{dataset_id}">' in html and '<option selected value="text">' in html
+    assert f'<option selected value="{dataset_id}">' in html and '<option value="text">text</option>' in html
     assert '<option value="topic">topic</option>' in html
     assert '<option value="">— as the model was trained —</option>' in html
 

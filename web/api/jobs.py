@@ -44,7 +44,8 @@ def create_train_job(body: TrainRequest):
 
 @bp.post("/api/v1/jobs/classify")
 @documented(
-    "Queue a classification job: texts, or a stored dataset's text column (+ id column)",
+    "Queue a classification job: texts, pairs, or a stored dataset's rows (text column or text_template, by default "
+    "the model's; + id column)",
     body=ClassifyRequest,
     creates_job=True,
     responses={
@@ -52,8 +53,9 @@ def create_train_job(body: TrainRequest):
         404: "unknown model (by id or by name) or dataset",
         409: "the model was deleted (model_deleted)",
         422: "invalid body (texts and dataset_id both or neither given, model_id and model both or neither given, a "
-        "model reference that is not NAME or NAME:VERSION, ...), a column the dataset lacks (unknown_column), or a "
-        "text column with no text (empty_column)",
+        "model reference that is not NAME or NAME:VERSION, ...), a column the dataset lacks (unknown_column), a "
+        "text column with no text (empty_column), or no text column given for a model that records none "
+        "(missing_column)",
     },
 )
 def create_classify_job(body: ClassifyRequest):

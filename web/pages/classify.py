@@ -12,7 +12,7 @@ from ..errors import ApiError
 from ..forms import ClassifyForm, choices
 from . import bp
 from .filters import query_int
-from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
+from .forms_support import apply_error
 
 NO_DATASET = "— none: classify the texts above —"
 NO_ID_COLUMN = "— none —"
@@ -29,10 +29,9 @@ def _column_choices(form: ClassifyForm, datasets: list[dict]) -> None:
     """Offer the chosen dataset's columns (none while no dataset is chosen); classify.js refills them on change."""
     selected = next((d for d in datasets if d["id"] == form.dataset_id.data), None)
     columns = selected["columns"] if selected else []
+    # "as the model was trained" first and by default: the model's text column, or its text_template
     form.text_column.choices = choices([("", AS_TRAINED), *((c, c) for c in columns)])
     form.id_column.choices = choices([("", NO_ID_COLUMN), *((c, c) for c in columns)])
-    if request.method == "GET" and selected:
-        form.text_column.data = guess_column(columns, TEXT_COLUMN_NAMES, 0)
 
 
 @bp.route("/classify", methods=["GET", "POST"])
@@ -55,7 +54,7 @@ def classify():
         try:
             job = services.start_classification(current(), services.validate(ClassifyRequest, form.to_request_data()))
         except ApiError as exc:
-            apply_error(form, exc, general)
+            apply_error(form, exc, general, aliases={"pairs": "text_pairs"})
         else:
             flash(_queued_message(job, datasets), "ok")
             return redirect(url_for(".job", job_id=job["id"]))

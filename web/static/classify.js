@@ -1,5 +1,7 @@
 // Classify form: when a dataset is chosen, show its column selects and fill them from
 // GET /datasets/<id>.json (as the train form does); with no dataset, hide them (the typed texts are used).
+// The text column's first choice, "as the model was trained" (value ""), is the default and survives a change
+// of dataset; a chosen column survives too when the new dataset has it.
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -9,7 +11,6 @@
   var dataset = form.querySelector("#dataset_id");
   var textColumn = form.querySelector("#text_column");
   var idColumn = form.querySelector("#id_column");
-  var TEXT_NAMES = ["text", "tweet", "sentence", "content", "body"];
   var noId = idColumn && idColumn.options.length ? idColumn.options[0].textContent : "— none —";
   var asTrained = textColumn && textColumn.options.length ? textColumn.options[0].textContent
     : "— as the model was trained —";
@@ -22,22 +23,13 @@
     return o;
   }
 
-  // refill a select, keeping the chosen column when the new dataset has it too
+  // refill a select, keeping the chosen column when the new dataset has it too (else the first option)
   function fill(select, columns, none) {
     var previous = select.value;
     select.replaceChildren();
     if (none) select.appendChild(option("", none, false));
     columns.forEach(function (c) { select.appendChild(option(c, c, c === previous)); });
-    return columns.indexOf(previous) >= 0;
-  }
-
-  function guessText(columns) {
-    for (var i = 0; i < TEXT_NAMES.length; i++) {
-      for (var j = 0; j < columns.length; j++) {
-        if (columns[j].toLowerCase() === TEXT_NAMES[i]) { textColumn.value = columns[j]; return; }
-      }
-    }
-    if (columns.length) textColumn.value = columns[0];
+    if (columns.indexOf(previous) < 0 && select.options.length) select.options[0].selected = true;
   }
 
   function showColumns(visible) {
@@ -50,7 +42,7 @@
     fetch(datasetUrl + encodeURIComponent(dataset.value) + ".json", { headers: { Accept: "application/json" } })
       .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
       .then(function (info) {
-        if (!fill(textColumn, info.columns, asTrained)) guessText(info.columns);
+        fill(textColumn, info.columns, asTrained);
         fill(idColumn, info.columns, noId);
       })
       .catch(function () { fill(textColumn, [], asTrained); });
