@@ -51,10 +51,10 @@ def test_upload_train_classify_and_list(bq, tmp_path, trained):
     table = ok(bq("classify", "--model", str(model_id), "--text", TEXTS[0]))
     assert answer["predictions"][0]["label"] in table
 
-    # classify a file by the model's name: uploaded as a dataset, every prediction exported to CSV
+    # classify a file by the model's name: uploaded as a dataset, every prediction exported to CSV; no
+    # --text-column: the text is read from the column the model was trained on ("text")
     out = tmp_path / "out.csv"
-    result = bq("classify", "--model", "cli-model", str(texts_file), "--text-column", "text", "--id-column", "id",
-                "-o", str(out))
+    result = bq("classify", "--model", "cli-model", str(texts_file), "--id-column", "id", "-o", str(out))
     ok(result)
     assert f"to {out}" in result.stderr
     with out.open(encoding="utf-8-sig", newline="") as f:
@@ -129,7 +129,6 @@ def test_usage_errors_exit_2(bq, tmp_path):
     data.write_text("text\nhello\n")
     assert bq("classify", "--model", "1").exit_code == cli_main.EXIT_USAGE  # nothing to classify
     assert bq("classify", "--model", "1", "--text", "a", str(data)).exit_code == cli_main.EXIT_USAGE  # two sources
-    assert bq("classify", "--model", "1", str(data)).exit_code == cli_main.EXIT_USAGE  # no --text-column
     assert bq("classify", "--model", "1", "-t", "a", "-o", "x.csv", "--no-wait").exit_code == cli_main.EXIT_USAGE
     assert bq("train", "--dataset", "not-a-file-nor-id").exit_code == cli_main.EXIT_USAGE
     assert bq("train", "--dataset", "1", "--set", "no-equals-sign").exit_code == cli_main.EXIT_USAGE

@@ -162,9 +162,12 @@ def test_multi_label_predict_uses_the_stored_thresholds(tiny_bert_dir, tokenizer
     model.max_length = 32
     texts = [a for a, _ in PAIRS]
     probs = _manual_probs(model, tokenizer, texts, sigmoid=True)
-    # thresholds just at / just above the first text's probabilities: labels 0 and 2 pass, 1 and 3 do not
+    # thresholds just below / just above the first text's probabilities: labels 0 and 2 pass, 1 and 3 do not.
+    # (Not exactly at them: a batched forward on 2 threads may round the last bit differently from this
+    # one-text forward; a probability equal to its threshold passing is checked on _multi_label_result below.)
     first = probs[0]
-    model.thresholds = [first[0], min(1.0, first[1] + 1e-3), first[2], min(1.0, first[3] + 1e-3)]
+    model.thresholds = [max(0.0, first[0] - 1e-4), min(1.0, first[1] + 1e-3), max(0.0, first[2] - 1e-4),
+                        min(1.0, first[3] + 1e-3)]
     save_model(model, tokenizer, tmp_path / "ml")
     predictor = Predictor.load(tmp_path / "ml")
     assert predictor.multi_label and predictor.thresholds == model.thresholds
@@ -260,3 +263,10 @@ def test_engine_batches_pairs_and_single_texts_together(tiny_bert_dir, tokenizer
     again = engine.predict(texts, pairs)  # the blocking call, alone this time
     for got, want in zip(again, pair_results):
         assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+
+
+def test_a_probability_equal_to_its_threshold_passes():
+    from ml.inference import _multi_label_result
+
+    result = _multi_label_result(["a", "b", "c"], [0.25, 0.7, 0.5], [0.25, 0.7000001, 0.9])
+    assert result["labels"] == ["a"] and result["label"] == "b"
