@@ -163,6 +163,11 @@ class ClassifyRequest(_ServingOptions):
     def from_dataset(self) -> bool:
         return self.dataset_id is not None
 
+    def dataset_columns(self) -> list[str]:
+        """The dataset columns this request reads: the text column (or the template's), the pair and id columns."""
+        texts = template_columns(self.text_template) if self.text_template is not None else [self.text_column]
+        return [c for c in (*texts, self.text_pair_column, self.id_column) if c is not None]
+
     @classmethod
     def from_job_params(cls, params: dict, inputs: list[str] | None = None) -> "ClassifyRequest":
         """Read a stored job (params + inputs), already validated under the deployment's limits when created."""

@@ -358,13 +358,9 @@ def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> Clas
 def _check_classify_columns(dataset: Dataset, request: ClassifyRequest, defaulted: ClassifyRequest) -> None:
     """The columns of ``defaulted`` (``request`` completed by :func:`_default_text_columns`; a template's columns
     too) exist, and the text has some cells to read (from the profile computed at upload)."""
-    text_column, id_column, text_pair_column = defaulted.text_column, defaulted.id_column, defaulted.text_pair_column
-    used = template_columns(defaulted.text_template) if defaulted.text_template is not None else [text_column]
-    missing = [c for c in (*used, text_pair_column, id_column) if c is not None and c not in dataset.columns]
+    missing = [c for c in defaulted.dataset_columns() if c not in dataset.columns]
     if missing:
-        from_model = [c for c in missing if c not in (request.text_column, request.text_pair_column,
-                                                      request.id_column, *(template_columns(request.text_template)
-                                                                           if request.text_template else []))]
+        from_model = [c for c in missing if c not in request.dataset_columns()]
         hint = (f" ({', '.join(map(repr, from_model))}: as the model was trained; give text_column"
                 f"{' / text_pair_column' if defaulted.text_pair_column else ''} to read other columns)"
                 if from_model else "")
@@ -373,9 +369,11 @@ def _check_classify_columns(dataset: Dataset, request: ClassifyRequest, defaulte
             f"column(s) {', '.join(repr(c) for c in missing)} not in dataset {dataset.id}; "
             f"it has {', '.join(dataset.columns)}{hint}",
         )
+    text_column, template = defaulted.text_column, defaulted.text_template
+    used = template_columns(template) if template is not None else [text_column]
     stats = (dataset.profile or {}).get("column_stats") or {}
     if stats and all(c in stats and stats[c].get("empty", 0) >= dataset.row_count for c in used):
-        what = f"column {text_column!r}" if text_column else f"the columns of text_template {defaulted.text_template!r}"
+        what = f"column {text_column!r}" if text_column else f"the columns of text_template {template!r}"
         raise ApiError(422, "empty_column", f"{what} of dataset {dataset.id} has no text to classify")
 
 
