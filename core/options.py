@@ -11,6 +11,7 @@ family is refused (422), so a typo never trains silently without the option.
 """
 from __future__ import annotations
 
+import functools
 import math
 import string
 from dataclasses import dataclass
@@ -241,6 +242,12 @@ def task_names(config: TrainConfig) -> list[str]:
 
 def template_columns(template: str) -> list[str]:
     """The column names a text template uses, in order; ValueError for anything but plain ``{column}`` fields."""
+    return list(_parse_template(template))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_template(template: str) -> tuple[str, ...]:
+    # cached: training, evaluation and dataset classification render one template for every row
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -259,7 +266,7 @@ def template_columns(template: str) -> list[str]:
             columns.append(name)
     if not columns:
         raise ValueError("text_template names no column: use {column} placeholders")
-    return columns
+    return tuple(columns)
 
 
 # ---------------------------------------------------------------------------------------------------- checks

@@ -511,25 +511,21 @@ def prediction_labels(user: Principal, job_id: str) -> list[tuple[str, int | Non
     asks SQL for the distinct labels so far, without counts.
     """
     with db.session() as session:
-        metrics = session.scalar(select(Job.metrics).where(Job.id == job_id, visible(Job, user))) or {}
-        counts = metrics.get("label_counts")
+        job = session.scalar(select(Job).where(Job.id == job_id, visible(Job, user)))
+        if job is None:
+            return []
+        counts = (job.metrics or {}).get("label_counts")
         if isinstance(counts, dict) and counts:
             first = next(iter(counts.values()))
             if isinstance(first, dict):  # multitask: {task: {label: n}}; Prediction.label is the first task's
                 counts = first
             return [(str(label), n) for label, n in counts.items()]
-        job = session.scalar(select(Job).where(Job.id == job_id, visible(Job, user)))
-        if job is not None and job.model_id is not None and _multi_label_job(session, job):
+        model = session.get(TrainedModel, job.model_id) if job.model_id is not None else None
+        if model is not None and (model.params or {}).get("multi_label"):
             # a running multi-label job: any of the model's labels may be among a text's labels
-            labels = session.scalar(select(TrainedModel.labels).where(TrainedModel.id == job.model_id)) or []
-            return [(str(label), None) for label in labels]
+            return [(str(label), None) for label in model.labels or []]
         labels = session.scalars(
-            select(Prediction.label)
-            .join(Job, Job.id == Prediction.job_id)
-            .where(Prediction.job_id == job_id, visible(Job, user))
-            .distinct()
-            .order_by(Prediction.label)
-        )
+            select(Prediction.label).where(Prediction.job_id == job_id).distinct().order_by(Prediction.label))
         return [(label, None) for label in labels]
 
 
