@@ -449,7 +449,7 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
     if size > limit:
         raise ApiError(413, "payload_too_large", f"the file is too large: the limit is {limit / 2**20:g} MB "
                        "(MAX_MODEL_UPLOAD_MB)")
-    filename, name = _clean_names(filename, name)
+    filename, name = _clean_names(filename, name, models_registry.NAME_MAX)
     if name == "dataset":  # _clean_names' fallback is for datasets
         name = "imported-model"
     store = Path(settings.model_store)

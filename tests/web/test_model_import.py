@@ -133,6 +133,9 @@ def test_versions_by_name_and_default_name(client, bert_checkpoint):
     assert (first.json["version"], second.json["version"]) == (1, 2)
     unnamed = post(client, data, name=None, filename="my-sentiment.zip")
     assert unnamed.status_code == 201 and unnamed.json["name"] == "my-sentiment"
+    long = post(client, data, name=None, filename="m" * 230 + ".zip")  # the derived name is cut, not a 422
+    assert long.status_code == 201, long.json
+    assert long.json["name"] == "m" * 200
 
 
 def test_labels_default_to_label_i_without_id2label(client, bert_checkpoint, tmp_path):
