@@ -39,8 +39,8 @@ class Settings:
     lease_seconds: int = 120  # a running job whose heartbeat is older than this may be reclaimed
     requeue_after_s: int = 300  # a queued job older than this with no worker is re-sent by the reconciler
     celery_eager: bool = False  # run tasks in-process (tests, demos)
-    # Which encoders an API user may train from. Empty: any local directory (single-user default). Otherwise
-    # os.pathsep-separated root directories; the packaged default and MODEL_STORE/encoders are always allowed.
+    # os.pathsep-separated directories API users may train local encoders from, besides the packaged default and
+    # MODEL_STORE/encoders (always allowed; empty: those only). "/" allows any folder (a single-user laptop).
     encoder_roots: str = ""
     allow_hub_encoders: bool = True  # hub ids (only useful where a hub is reachable)
     # serving engine (ml.batching): how long a batch waits for partners, and how big a batch may get

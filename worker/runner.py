@@ -307,7 +307,7 @@ def run_training(job_id: str) -> None:
         # read everything, then close the session before long work
         request, owner_id, content, fmt, dataset_name, validation = db.transact(
             lambda session: _read_training(session, job_id), what=f"job {job_id}: read")
-        check_encoder(request.encoder, settings)
+        check_encoder(request.encoder, settings, on_disk=True)
         rows = read_rows(content, fmt).rows
         validation_rows = read_rows(*validation).rows if validation is not None else None
         # training keeps only the rows: the raw bytes need not stay alive for the whole run

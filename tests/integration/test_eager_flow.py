@@ -146,6 +146,18 @@ def test_training_failure_is_reported_and_leaves_nothing_behind(client, settings
     assert not any((store / "tmp").glob("*")) if (store / "tmp").exists() else True
 
 
+def test_worker_refuses_a_missing_or_incomplete_encoder_folder_with_one_message(client, tmp_path):
+    """The job's error must not tell a folder without config.json from one that does not exist."""
+    dataset_id = upload(client, sample_csv(40))
+    (tmp_path / "empty").mkdir()
+    errors = []
+    for name in ("no-such-encoder", "empty"):
+        job = _train(client, dataset_id, tmp_path / name)
+        assert job["status"] == "failed"
+        errors.append(job["error"].replace(str(tmp_path / name), "<path>"))
+    assert errors == ["encoder '<path>' is not available on this deployment"] * 2
+
+
 def test_classify_with_unknown_model_is_404(client):
     response = client.post("/api/v1/jobs/classify", json={"model_id": 999, "texts": ["hi"]})
     assert response.status_code == 404
