@@ -31,6 +31,14 @@ class Settings:
     max_upload_mb: int = 50
     # a model zip to import (POST /api/v1/models/import): a BERT-base checkpoint is about 440 MB
     max_model_upload_mb: int = 2048
+    # what an imported checkpoint may grow to once unzipped, and its model's size: the largest a worker loads (a
+    # BERT-large is 24 layers, hidden 1024, 335M parameters; multilingual BERT's vocabulary is 119,547 tokens)
+    max_model_extracted_mb: int = 2048
+    max_model_parameters: int = 400_000_000
+    max_model_layers: int = 24
+    max_model_hidden_size: int = 1024
+    max_model_vocab_size: int = 150_000
+    max_model_positions: int = 4096
     secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
     predict_timeout_s: float = 30.0
     max_texts_per_job: int = 10_000
@@ -70,6 +78,12 @@ class Settings:
         "device": "DEVICE",
         "max_upload_mb": "MAX_UPLOAD_MB",
         "max_model_upload_mb": "MAX_MODEL_UPLOAD_MB",
+        "max_model_extracted_mb": "MAX_MODEL_EXTRACTED_MB",
+        "max_model_parameters": "MAX_MODEL_PARAMETERS",
+        "max_model_layers": "MAX_MODEL_LAYERS",
+        "max_model_hidden_size": "MAX_MODEL_HIDDEN_SIZE",
+        "max_model_vocab_size": "MAX_MODEL_VOCAB_SIZE",
+        "max_model_positions": "MAX_MODEL_POSITIONS",
         "secret_key": "SECRET_KEY",
         "predict_timeout_s": "PREDICT_TIMEOUT_S",
         "max_texts_per_job": "MAX_TEXTS_PER_JOB",
@@ -134,4 +148,8 @@ class Settings:
     @property
     def max_model_upload_bytes(self) -> int:
         return self.max_model_upload_mb * 1024 * 1024
+
+    @property
+    def max_model_extracted_bytes(self) -> int:
+        return self.max_model_extracted_mb * 1024 * 1024
 
