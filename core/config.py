@@ -57,6 +57,9 @@ class Settings:
     max_batch_size: int = 64
     quantize_default: bool = False  # int8 dynamic quantization when neither the request nor the model says
     reconcile_every_s: float = 60.0  # how often the reconciler process looks for lost jobs
+    # the reconciler removes a model store folder no model row names once it is this old (a publish in flight is
+    # younger: its row is being committed)
+    model_sweep_grace_s: float = 3600.0
     # accounts and limits (issue 7)
     admin_token: str = ""  # when set (>= 16 chars): the bootstrap admin's API token is exactly this value
     trusted_hosts: str = ""  # comma-separated Host names the web answers to; empty: any
@@ -99,6 +102,7 @@ class Settings:
         "max_batch_size": "MAX_BATCH_SIZE",
         "quantize_default": "QUANTIZE",
         "reconcile_every_s": "RECONCILE_EVERY_S",
+        "model_sweep_grace_s": "MODEL_SWEEP_GRACE_S",
         "admin_token": "BERTQUEUE_ADMIN_TOKEN",
         "trusted_hosts": "TRUSTED_HOSTS",
         "metrics_public": "METRICS_PUBLIC",

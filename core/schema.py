@@ -214,6 +214,8 @@ class TrainedModel(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # set when the model is deleted: its files are gone, its row (and its jobs' predictions) stay readable
     deleted_at: Mapped[datetime | None] = mapped_column()
+    # set by the reconciler's sweep when a live model's files are gone from the model store (cleared if they return)
+    files_missing_at: Mapped[datetime | None] = mapped_column()
 
     @property
     def is_multitask(self) -> bool:

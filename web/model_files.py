@@ -40,6 +40,7 @@ from core.accounts import Principal
 from core.archives import ArchiveError, ArchiveLimits, CheckpointArchive, open_checkpoint
 from core.config import Settings
 from core.db import db
+from core.files import fsync_dir, fsync_tree
 from core.hf_format import CheckpointError
 from core.ownership import visible
 from core.schema import Dataset, Job, TrainedModel, utcnow
@@ -489,7 +490,9 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
         model_dir = _write_model(archive, checked, work, filename or "upload.zip")
         final = store / "models" / f"imported-{uuid.uuid4().hex}"
         final.parent.mkdir(parents=True, exist_ok=True)
+        fsync_tree(model_dir)  # the files reach the disk before the rename that publishes them
         os.replace(model_dir, final)
+        fsync_dir(final.parent)
         result = _insert(user, name, checked, final, filename or "upload.zip")
         final = None  # recorded: the files belong to the row now
         return result
