@@ -21,6 +21,8 @@ from __future__ import annotations
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -79,6 +81,15 @@ class CheckpointArchive:
         if len(data) > limit:
             raise ArchiveError(422, "invalid_checkpoint", f"{name} is larger than {limit // 1024} kB")
         return data
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]:
+        """Checkpoint file ``name`` as a stream read from the archive (to read a header without extracting)."""
+        try:
+            with self.zip.open(self.files[name]) as f:
+                yield f
+        except _UNREADABLE as exc:
+            raise _unreadable(name, exc) from None
 
     def extract(self, name: str, destination: Path) -> Path:
         """Copy checkpoint file ``name`` to ``destination``, stopping if it inflates past its declared size or the

@@ -31,6 +31,14 @@ class Settings:
     max_upload_mb: int = 50
     # a model zip to import (POST /api/v1/models/import): a BERT-base checkpoint is about 440 MB
     max_model_upload_mb: int = 2048
+    # what an imported checkpoint may grow to once unzipped, and its model's size: the largest a worker loads (a
+    # BERT-large is 24 layers, hidden 1024, 335M parameters; multilingual BERT's vocabulary is 119,547 tokens)
+    max_model_extracted_mb: int = 2048
+    max_model_parameters: int = 400_000_000
+    max_model_layers: int = 24
+    max_model_hidden_size: int = 1024
+    max_model_vocab_size: int = 150_000
+    max_model_positions: int = 4096
     secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
     predict_timeout_s: float = 30.0
     max_texts_per_job: int = 10_000
@@ -39,8 +47,8 @@ class Settings:
     lease_seconds: int = 120  # a running job whose heartbeat is older than this may be reclaimed
     requeue_after_s: int = 300  # a queued job older than this with no worker is re-sent by the reconciler
     celery_eager: bool = False  # run tasks in-process (tests, demos)
-    # Which encoders an API user may train from. Empty: any local directory (single-user default). Otherwise
-    # os.pathsep-separated root directories; the packaged default and MODEL_STORE/encoders are always allowed.
+    # os.pathsep-separated directories API users may train local encoders from, besides the packaged default and
+    # MODEL_STORE/encoders (always allowed; empty: those only). "/" allows any folder (a single-user laptop).
     encoder_roots: str = ""
     allow_hub_encoders: bool = True  # hub ids (only useful where a hub is reachable)
     # serving engine (ml.batching): how long a batch waits for partners, and how big a batch may get
@@ -49,6 +57,9 @@ class Settings:
     max_batch_size: int = 64
     quantize_default: bool = False  # int8 dynamic quantization when neither the request nor the model says
     reconcile_every_s: float = 60.0  # how often the reconciler process looks for lost jobs
+    # the reconciler removes a model store folder no model row names once it is this old (a publish in flight is
+    # younger: its row is being committed)
+    model_sweep_grace_s: float = 3600.0
     # accounts and limits (issue 7)
     admin_token: str = ""  # when set (>= 16 chars): the bootstrap admin's API token is exactly this value
     trusted_hosts: str = ""  # comma-separated Host names the web answers to; empty: any
@@ -70,6 +81,12 @@ class Settings:
         "device": "DEVICE",
         "max_upload_mb": "MAX_UPLOAD_MB",
         "max_model_upload_mb": "MAX_MODEL_UPLOAD_MB",
+        "max_model_extracted_mb": "MAX_MODEL_EXTRACTED_MB",
+        "max_model_parameters": "MAX_MODEL_PARAMETERS",
+        "max_model_layers": "MAX_MODEL_LAYERS",
+        "max_model_hidden_size": "MAX_MODEL_HIDDEN_SIZE",
+        "max_model_vocab_size": "MAX_MODEL_VOCAB_SIZE",
+        "max_model_positions": "MAX_MODEL_POSITIONS",
         "secret_key": "SECRET_KEY",
         "predict_timeout_s": "PREDICT_TIMEOUT_S",
         "max_texts_per_job": "MAX_TEXTS_PER_JOB",
@@ -85,6 +102,7 @@ class Settings:
         "max_batch_size": "MAX_BATCH_SIZE",
         "quantize_default": "QUANTIZE",
         "reconcile_every_s": "RECONCILE_EVERY_S",
+        "model_sweep_grace_s": "MODEL_SWEEP_GRACE_S",
         "admin_token": "BERTQUEUE_ADMIN_TOKEN",
         "trusted_hosts": "TRUSTED_HOSTS",
         "metrics_public": "METRICS_PUBLIC",
@@ -134,4 +152,8 @@ class Settings:
     @property
     def max_model_upload_bytes(self) -> int:
         return self.max_model_upload_mb * 1024 * 1024
+
+    @property
+    def max_model_extracted_bytes(self) -> int:
+        return self.max_model_extracted_mb * 1024 * 1024
 

@@ -117,15 +117,22 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     length is exactly shape x dtype size; the tensors' byte ranges cover the data section contiguously, with
     nothing before, between or after them; ``__metadata__`` maps strings to strings.
     """
-    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise _weights_error("not a safetensors file (shorter than its 8-byte header length)")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_HEADER_BYTES or 8 + length > size:
-            raise _weights_error(f"the header length {length} does not fit the file ({size} bytes)")
-        raw = f.read(length)
+        return parse_header(f, os.path.getsize(path))
+
+
+def parse_header(f: BinaryIO, size: int) -> SafetensorsHeader:
+    """The header of a safetensors file of ``size`` bytes read from ``f`` (at its start; only the header is read,
+    so it also works on a zip entry before anything is extracted); checked as :func:`read_header` says."""
+    prefix = f.read(8)
+    if len(prefix) < 8:
+        raise _weights_error("not a safetensors file (shorter than its 8-byte header length)")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > MAX_HEADER_BYTES or 8 + length > size:
+        raise _weights_error(f"the header length {length} does not fit the file ({size} bytes)")
+    raw = f.read(length)
+    if len(raw) < length:
+        raise _weights_error(f"the file ends inside its {length}-byte header")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_object)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -395,6 +402,39 @@ def import_encoder_config(family: str, config: Mapping[str, Any]) -> dict[str, A
     if hidden % heads:
         raise _invalid_config(f"the hidden size {hidden} is not a multiple of the {heads} attention heads")
     return {k: v for k, v in out.items() if v is not None or k == "classifier_dropout"}
+
+
+@dataclass(frozen=True)
+class ModelCaps:
+    """The largest checkpoint an import accepts (``MAX_MODEL_*`` settings): what a worker can load, and a bound on
+    the disk a small upload of mostly zeros may fill."""
+
+    layers: int
+    hidden_size: int
+    vocab_size: int
+    positions: int
+    parameters: int
+
+
+def check_model_size(family: str, encoder: Mapping[str, Any], header: SafetensorsHeader, caps: ModelCaps) -> None:
+    """CheckpointError ``model_too_large`` if the config (layers, hidden size, vocabulary, positions) or the weights
+    (parameters counted from the header's shapes, no data read) exceed ``caps``."""
+    if family == "bert":
+        sizes = {"num_hidden_layers": encoder["num_hidden_layers"], "hidden_size": encoder["hidden_size"]}
+    else:
+        sizes = {"n_layers": encoder["n_layers"], "dim": encoder["dim"]}
+    sizes |= {"vocab_size": encoder["vocab_size"], "max_position_embeddings": encoder["max_position_embeddings"]}
+    limits = dict(zip(sizes, (caps.layers, caps.hidden_size, caps.vocab_size, caps.positions)))
+    settings = dict(zip(sizes, ("MAX_MODEL_LAYERS", "MAX_MODEL_HIDDEN_SIZE", "MAX_MODEL_VOCAB_SIZE",
+                                "MAX_MODEL_POSITIONS")))
+    for name, value in sizes.items():
+        if value > limits[name]:
+            raise CheckpointError("model_too_large", f"{HF_CONFIG_NAME}: {name} is {value}; this deployment "
+                                  f"imports at most {limits[name]} ({settings[name]})")
+    parameters = sum(math.prod(info.shape) for info in header.tensors.values())
+    if parameters > caps.parameters:
+        raise CheckpointError("model_too_large", f"{WEIGHTS_NAME} holds {parameters:,} parameters; this deployment "
+                              f"imports at most {caps.parameters:,} (MAX_MODEL_PARAMETERS)")
 
 
 def expected_hf_shapes(family: str, encoder: Mapping[str, Any], num_labels: int) -> dict[str, tuple[int, ...]]:

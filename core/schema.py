@@ -36,6 +36,7 @@ NAMING_CONVENTION = {
 USERNAME_MAX = 64
 TOKEN_NAME_MAX = 100
 LABEL_MAX = 200  # characters of a predicted label (Prediction.label)
+DATASET_NAME_MAX = 200  # characters of a dataset name (Dataset.name)
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -126,7 +127,7 @@ class Dataset(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     # readable by every user (the bundled samples ``make run`` loads); only ever set by the platform itself
     shared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(DATASET_NAME_MAX))
     filename: Mapped[str] = mapped_column(String(255))
     columns: Mapped[list] = mapped_column(JSON)
     row_count: Mapped[int] = mapped_column(Integer)
@@ -213,6 +214,8 @@ class TrainedModel(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # set when the model is deleted: its files are gone, its row (and its jobs' predictions) stay readable
     deleted_at: Mapped[datetime | None] = mapped_column()
+    # set by the reconciler's sweep when a live model's files are gone from the model store (cleared if they return)
+    files_missing_at: Mapped[datetime | None] = mapped_column()
 
     @property
     def is_multitask(self) -> bool:

@@ -20,10 +20,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def encoder_roots(tmp_path_factory) -> Iterator[str]:
+    """Pytest's base temporary folder as ENCODER_ROOTS: the tiny encoders tests build (and every tmp_path) lie
+    under it. Set in the environment too, for stacks started as processes and Settings.from_env."""
+    roots = str(tmp_path_factory.getbasetemp())
+    previous = os.environ.get("ENCODER_ROOTS")
+    os.environ["ENCODER_ROOTS"] = roots
+    yield roots
+    if previous is None:
+        os.environ.pop("ENCODER_ROOTS", None)
+    else:
+        os.environ["ENCODER_ROOTS"] = previous
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, encoder_roots: str) -> Settings:
     """Settings for one test: fresh SQLite file, model store under tmp_path, tasks run eagerly, CPU."""
     s = Settings(
+        encoder_roots=encoder_roots,
         database_url=f"sqlite:///{tmp_path / 'test.db'}",
         redis_url="redis://127.0.0.1:6379/15",
         model_store=str(tmp_path / "models"),

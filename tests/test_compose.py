@@ -71,7 +71,8 @@ def test_reconciler_runs_as_its_own_process():
     services = _compose()["services"]
     command = services["reconciler"]["command"]
     assert command[-2:] == reconciler_command()[-2:] == ["-m", "worker.reconciler"]
-    assert "model-store:/data/models" not in services["reconciler"].get("volumes", [])  # it needs no models
+    # it loads no models, but its sweep reconciles the model folders with the rows (issue 16, item 9)
+    assert "model-store:/data/models" in services["reconciler"].get("volumes", [])
     for name in ("worker", "classify-worker"):
         assert "-B" not in services[name]["command"] and "--beat" not in services[name]["command"]
 

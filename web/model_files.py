@@ -10,8 +10,9 @@ tokenizer (its ``model_max_length`` set to the model's ``max_length``, so ``trun
 platform does). Any other model downloads in the platform's own layout (``models.io``). Both carry a model card,
 ``README.md``.
 
-**Import** checks the zip (``core.archives``), the config and the safetensors header (``core.hf_format``), then
-writes the platform layout (weights renamed into the platform's names, ``bertqueue_config.json``, the tokenizer)
+**Import** checks the zip (``core.archives``), the config and the safetensors header (``core.hf_format``), the
+model's size against the ``MAX_MODEL_*`` caps and the store's free disk (:func:`_check_size`, all before extracting
+anything), then writes the platform layout (weights renamed into the platform's names, ``bertqueue_config.json``, the tokenizer)
 into a private folder of the model store, moves it into place and inserts the model row; any failure removes
 everything it wrote. Werkzeug has already spooled the upload to a temporary file (past 500 kB), bounded by
 ``MAX_MODEL_UPLOAD_MB`` (:func:`upload_limits` raises the request's limit for the import endpoints only).
@@ -37,7 +38,9 @@ from sqlalchemy import select
 from core import hf_format, models_registry
 from core.accounts import Principal
 from core.archives import ArchiveError, ArchiveLimits, CheckpointArchive, open_checkpoint
+from core.config import Settings
 from core.db import db
+from core.files import fsync_dir, fsync_tree
 from core.hf_format import CheckpointError
 from core.ownership import visible
 from core.schema import Dataset, Job, TrainedModel, utcnow
@@ -403,6 +406,28 @@ def _check_configs(archive: CheckpointArchive) -> _Checked:
     return _Checked(family, labels, encoder, tokenizer_config)
 
 
+DISK_RESERVE_BYTES = 64 * 1024 * 1024  # an import never takes the model store's disk down to its last bytes
+
+
+def _check_size(archive: CheckpointArchive, checked: _Checked, settings: Settings, store: Path) -> None:
+    """Before anything is extracted: the model within the ``MAX_MODEL_*`` caps (config.json and the safetensors
+    header's shapes, read from the zip: 422 ``model_too_large``), and room for it on the model store's disk (507
+    ``insufficient_storage``). A checkpoint of zeros zips tiny, so the upload's size says nothing of this."""
+    weights = archive.files[hf_format.WEIGHTS_NAME]
+    with archive.open(hf_format.WEIGHTS_NAME) as f:
+        header = hf_format.parse_header(f, weights.file_size)
+    caps = hf_format.ModelCaps(layers=settings.max_model_layers, hidden_size=settings.max_model_hidden_size,
+                               vocab_size=settings.max_model_vocab_size, positions=settings.max_model_positions,
+                               parameters=settings.max_model_parameters)
+    hf_format.check_model_size(checked.family, checked.encoder, header, caps)
+    # the weights are extracted, then copied under the platform's names: both lie on disk at once
+    needed = 2 * weights.file_size + sum(i.file_size for n, i in archive.files.items() if n != hf_format.WEIGHTS_NAME)
+    free = shutil.disk_usage(store).free
+    if needed + DISK_RESERVE_BYTES > free:
+        raise ApiError(507, "insufficient_storage", f"the model needs {needed / 2**20:,.0f} MB of disk to import and "
+                       f"the model store has {free / 2**20:,.0f} MB free: try again later")
+
+
 def _write_model(archive: CheckpointArchive, checked: _Checked, work: Path, filename: str) -> Path:
     """The platform layout of the checked checkpoint in ``work/model``; returns that folder."""
     source = archive.extract(hf_format.WEIGHTS_NAME, work / "source.safetensors")
@@ -449,7 +474,7 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
     if size > limit:
         raise ApiError(413, "payload_too_large", f"the file is too large: the limit is {limit / 2**20:g} MB "
                        "(MAX_MODEL_UPLOAD_MB)")
-    filename, name = _clean_names(filename, name)
+    filename, name = _clean_names(filename, name, models_registry.NAME_MAX)
     if name == "dataset":  # _clean_names' fallback is for datasets
         name = "imported-model"
     store = Path(settings.model_store)
@@ -459,12 +484,15 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
     final: Path | None = None
     archive = None
     try:
-        archive = open_checkpoint(stream, ArchiveLimits(max_total_bytes=2 * limit))
+        archive = open_checkpoint(stream, ArchiveLimits(max_total_bytes=settings.max_model_extracted_bytes))
         checked = _check_configs(archive)
+        _check_size(archive, checked, settings, store)
         model_dir = _write_model(archive, checked, work, filename or "upload.zip")
         final = store / "models" / f"imported-{uuid.uuid4().hex}"
         final.parent.mkdir(parents=True, exist_ok=True)
+        fsync_tree(model_dir)  # the files reach the disk before the rename that publishes them
         os.replace(model_dir, final)
+        fsync_dir(final.parent)
         result = _insert(user, name, checked, final, filename or "upload.zip")
         final = None  # recorded: the files belong to the row now
         return result

@@ -32,7 +32,7 @@ from core.options import template_columns
 from core.ownership import visible, writable
 from core.results import predicted_label_is
 from core.queue import broadcast_model_deleted, enqueue_job
-from core.schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
+from core.schema import DATASET_NAME_MAX, Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
 
 from . import context
@@ -106,16 +106,18 @@ def upload_size(stream: BinaryIO, limit: int) -> tuple[BinaryIO, int]:
     return stream, size
 
 
-def _clean_names(filename: str | None, name: str | None) -> tuple[str, str]:
+def _clean_names(filename: str | None, name: str | None, max_chars: int = DATASET_NAME_MAX) -> tuple[str, str]:
     """The stored file name (no directories or control characters; may be empty) and the dataset name.
 
-    A name that SQL cannot store as typed (over 200 characters, or holding a NUL) is a 422 naming the field; the
-    file name is only a label, so it is cleaned instead.
+    A name that SQL cannot store as typed (over ``max_chars`` characters, or holding a NUL) is a 422 naming the
+    field; the file name is only a label, so it is cleaned instead, and a name derived from it is cut to fit (the
+    caller gave no name, so a 422 about ``name`` would blame a field they never sent).
     """
     filename = "".join(c for c in (filename or "") if c >= " " and c != "\x7f")
     filename = PurePath(filename.replace("\\", "/")).name[:255]
-    name = (name or "").strip() or PurePath(filename or "upload").stem or "dataset"
-    problem = ("at most 200 characters" if len(name) > 200
+    given = (name or "").strip()
+    name = given or PurePath(filename or "upload").stem[:max_chars].strip() or "dataset"
+    problem = (f"at most {max_chars} characters" if len(name) > max_chars
                else "must not contain a NUL character" if "\x00" in name else None)
     if problem:
         raise ApiError(422, "validation_error", f"name: {problem}",

@@ -10,6 +10,9 @@ own (no torch, no worker pool), so busy training or classification slots can nev
 - otherwise queued jobs whose last message is ``REQUEUE_AFTER_S`` old and running jobs whose lease is stale, each
   further re-send of one job waiting twice as long (``core.jobs.lost_jobs``).
 
+Each pass then sweeps the model store (``core.model_store.sweep``): folders no model row names, older than
+``MODEL_SWEEP_GRACE_S``, are removed; live models whose files are gone are marked ``files_missing_at``.
+
 Run exactly one per deployment (two are harmless: a job may get one extra message per pass).
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import threading
 import redis
 from celery import Celery
 
-from core import runtime
+from core import model_store, runtime
 from core.config import Settings
 from core.db import db
 from core.jobs import lost_jobs, unmark_resend
@@ -51,6 +54,12 @@ def reconcile_once(app: Celery, settings: Settings, *, broker_lost: bool = False
     return len(lost)
 
 
+def sweep_model_store(settings: Settings) -> model_store.SweepResult:
+    """Reconcile the model store's folders with the model rows (``core.model_store.sweep``)."""
+    with db.session() as session:
+        return model_store.sweep(session, settings.model_store, grace_s=settings.model_sweep_grace_s)
+
+
 class Reconciler:
     """The periodic loop: detects a Redis that lost its data, then runs :func:`reconcile_once`."""
 
@@ -73,8 +82,11 @@ class Reconciler:
         return False
 
     def run_pass(self) -> int:
-        """Check the broker, then reconcile. Raises on an unreachable Redis or database (the loop logs it)."""
-        return reconcile_once(self.app, self.settings, broker_lost=self.broker_lost())
+        """Check the broker, then reconcile; then sweep the model store. Raises on an unreachable Redis or database
+        (the loop logs it)."""
+        sent = reconcile_once(self.app, self.settings, broker_lost=self.broker_lost())
+        sweep_model_store(self.settings)
+        return sent
 
     def run_forever(self) -> None:
         """Pass after pass, every ``reconcile_every_s``, until :meth:`stop`; errors are logged, never fatal."""

@@ -29,6 +29,7 @@ from core import jobs, models_registry, runtime
 from core.datasets import DatasetError, open_rows, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
+from core.files import fsync_dir, fsync_tree
 from core.queue import announce_job_done
 from core.results import insert_predictions, stored_indices
 from core.accounts import Principal
@@ -307,7 +308,7 @@ def run_training(job_id: str) -> None:
         # read everything, then close the session before long work
         request, owner_id, content, fmt, dataset_name, validation = db.transact(
             lambda session: _read_training(session, job_id), what=f"job {job_id}: read")
-        check_encoder(request.encoder, settings)
+        check_encoder(request.encoder, settings, on_disk=True)
         rows = read_rows(content, fmt).rows
         validation_rows = read_rows(*validation).rows if validation is not None else None
         # training keeps only the rows: the raw bytes need not stay alive for the whole run
@@ -396,15 +397,37 @@ def _publish_model(job_id: str, request: TrainRequest, owner_id: int | None, dat
     if lease.should_stop():  # cancelled (or out of time) while saving: publish nothing
         raise TrainingCancelled("training was cancelled")
     final_dir.parent.mkdir(parents=True, exist_ok=True)
+    fsync_tree(scratch)  # the files reach the disk before the rename that publishes them
     os.replace(scratch, final_dir)
+    fsync_dir(final_dir.parent)
     try:
         recorded = _record_model(job_id, request, owner_id, dataset_name, result, final_dir)
     except BaseException:
-        shutil.rmtree(final_dir, ignore_errors=True)  # no model row, so no files either
+        # a commit may have landed though its answer was lost: the files go only once a fresh look finds no row
+        landed = _model_recorded(job_id, final_dir)
+        if landed is False:
+            shutil.rmtree(final_dir, ignore_errors=True)  # no model row, so no files either
+            raise
+        if landed:  # the row (and the job's success: the same transaction) landed
+            log.warning("job %s: recording the model raised, but its row is there: files kept", job_id, exc_info=True)
+            return
+        log.warning("job %s: cannot tell whether the model was recorded: files kept at %s (the reconciler's sweep "
+                    "removes them if no row ever names them)", job_id, final_dir)
         raise
     if not recorded:  # cancelled or reclaimed meanwhile: nothing was recorded
         shutil.rmtree(final_dir, ignore_errors=True)
         log.info("job %s finished training but no longer owns the job; model discarded", job_id)
+
+
+def _model_recorded(job_id: str, final_dir: Path) -> bool | None:
+    """Whether a model row of ``job_id`` names ``final_dir``, in a fresh session; None if the database cannot say."""
+    try:
+        with db.session() as session:
+            return session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
+                                                                TrainedModel.artifact_dir == str(final_dir))) is not None
+    except Exception:  # noqa: BLE001 - unknown: keep the files, the sweep decides later
+        log.warning("job %s: could not check whether its model was recorded", job_id, exc_info=True)
+        return None
 
 
 def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, dataset_name: str, result,

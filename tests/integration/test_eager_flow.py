@@ -146,6 +146,48 @@ def test_training_failure_is_reported_and_leaves_nothing_behind(client, settings
     assert not any((store / "tmp").glob("*")) if (store / "tmp").exists() else True
 
 
+def test_worker_refuses_a_missing_or_incomplete_encoder_folder_with_one_message(client, tmp_path):
+    """The job's error must not tell a folder without config.json from one that does not exist."""
+    dataset_id = upload(client, sample_csv(40))
+    (tmp_path / "empty").mkdir()
+    errors = []
+    for name in ("no-such-encoder", "empty"):
+        job = _train(client, dataset_id, tmp_path / name)
+        assert job["status"] == "failed"
+        errors.append(job["error"].replace(str(tmp_path / name), "<path>"))
+    assert errors == ["encoder '<path>' is not available on this deployment"] * 2
+
+
+def test_a_commit_whose_answer_was_lost_keeps_the_model_s_files(client, settings, tiny_encoders, monkeypatch):
+    """An error after the model row's commit reached the database (its reply lost) must not delete the files of a
+    recorded model; an error before anything was recorded still removes them (issue 16, item 9)."""
+    from worker import runner
+
+    real = runner._record_model
+
+    def lost_reply(*args, **kwargs):
+        real(*args, **kwargs)
+        raise ConnectionError("server closed the connection after the commit")
+
+    monkeypatch.setattr(runner, "_record_model", lost_reply)
+    dataset_id = upload(client, sample_csv(40))
+    job = _train(client, dataset_id, tiny_encoders["bert"])
+    assert job["status"] == "succeeded" and job["model_id"] is not None
+    with db.session() as session:
+        directory = Path(session.get(TrainedModel, job["model_id"]).artifact_dir)
+    assert (directory / "bertqueue_config.json").is_file() and (directory / "model.safetensors").is_file()
+    response = client.post("/api/v1/predict", json={"model_id": job["model_id"], "texts": TEXTS[:1]})
+    assert response.status_code == 200, response.get_json()
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("the database went away before the commit")
+
+    monkeypatch.setattr(runner, "_record_model", refused)
+    failed = _train(client, dataset_id, tiny_encoders["bert"])
+    assert failed["status"] == "failed" and failed["model_id"] is None
+    assert [p.name for p in (Path(settings.model_store) / "models").iterdir()] == [directory.name]
+
+
 def test_classify_with_unknown_model_is_404(client):
     response = client.post("/api/v1/jobs/classify", json={"model_id": 999, "texts": ["hi"]})
     assert response.status_code == 404

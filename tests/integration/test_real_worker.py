@@ -55,6 +55,7 @@ class _Stack:
         self.settings = Settings(
             database_url=database_url, redis_url=broker, model_store=str(directory / "store"), device="cpu",
             secret_key="test", celery_eager=False, lease_seconds=4, predict_timeout_s=120,
+            encoder_roots=os.environ["ENCODER_ROOTS"],  # tests/conftest.py: the tiny encoders' folder
         )
         self.env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=broker, MODEL_STORE=self.settings.model_store,
                         DEVICE="cpu", LEASE_SECONDS="4", HF_HUB_OFFLINE="1", CELERY_EAGER="false",

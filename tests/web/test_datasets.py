@@ -98,6 +98,13 @@ def test_oversize_upload_is_413_json(settings):
     assert dataset_count() == 0
 
 
+def test_long_file_name_without_name_is_cut_to_fit(client):
+    """A name derived from a long file name is cut to the column's size, not a 422 about a field never sent."""
+    response = upload(client, GOOD, "r" * 240 + ".csv")
+    assert response.status_code == 201, response.json
+    assert response.json["name"] == "r" * 200 and response.json["filename"] == "r" * 240 + ".csv"
+
+
 def test_too_long_name_is_422(client):
     assert_error(upload(client, GOOD, name="n" * 201), 422)
     assert dataset_count() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import stat
 import struct
 import time
@@ -133,6 +134,9 @@ def test_versions_by_name_and_default_name(client, bert_checkpoint):
     assert (first.json["version"], second.json["version"]) == (1, 2)
     unnamed = post(client, data, name=None, filename="my-sentiment.zip")
     assert unnamed.status_code == 201 and unnamed.json["name"] == "my-sentiment"
+    long = post(client, data, name=None, filename="m" * 230 + ".zip")  # the derived name is cut, not a 422
+    assert long.status_code == 201, long.json
+    assert long.json["name"] == "m" * 200
 
 
 def test_labels_default_to_label_i_without_id2label(client, bert_checkpoint, tmp_path):
@@ -327,3 +331,98 @@ def test_scratch_folders_of_a_killed_import_are_removed_by_the_next(client, sett
     assert response.status_code == 201, response.json
     assert not stale.exists()  # left by a killed process: gone
     assert recent.exists()  # maybe another import in progress: kept
+
+
+# ---------------------------------------------------------------- size caps (issue 16, item 2)
+
+# a megabyte of weights that deflates about 140 times, as the issue's checkpoint did (under the 200x bomb ratio)
+ZERO_CHUNK = random.Random(0).randbytes(7000) + b"\0" * (1024 * 1024 - 7000)
+
+
+def inflated_zip(checkpoint: Path, vocab_size: int) -> bytes:
+    """``checkpoint`` with a ``vocab_size``-token embedding of zeros: a valid BERT checkpoint that zips tiny but
+    unzips large (the weights are streamed into the zip, never held whole)."""
+    files = folder_files(checkpoint)
+    data = files.pop("model.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    metadata = header.pop("__metadata__", None)
+    big = "bert.embeddings.word_embeddings.weight"
+    header[big]["shape"][0] = vocab_size
+    position, pieces = 0, []
+    for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+        start, end = entry["data_offsets"]
+        size = vocab_size * entry["shape"][1] * 4 if name == big else end - start
+        pieces.append((name, None if name == big else data[8 + length + start:8 + length + end], size))
+        entry["data_offsets"] = [position, position + size]
+        position += size
+    raw = json.dumps({**header, **({"__metadata__": metadata} if metadata else {})}).encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, _config_with(content, vocab_size=vocab_size) if name == "config.json"
+                             else content.read_bytes())
+        with archive.open("model.safetensors", "w") as weights:
+            weights.write(struct.pack("<Q", len(raw)) + raw)
+            for _, content, size in pieces:
+                if content is not None:
+                    weights.write(content)
+                    continue
+                for _ in range(size // len(ZERO_CHUNK)):
+                    weights.write(ZERO_CHUNK)
+                weights.write(b"\0" * (size % len(ZERO_CHUNK)))
+    return out.getvalue()
+
+
+@pytest.fixture
+def no_extraction(monkeypatch):
+    """Fails the test if anything is extracted: the caps are checked from the zip's directory and headers first."""
+    from core.archives import CheckpointArchive
+
+    def refuse(self, name, destination):
+        raise AssertionError(f"{name} was extracted before the size checks refused the import")
+
+    monkeypatch.setattr(CheckpointArchive, "extract", refuse)
+
+
+def test_a_checkpoint_of_zeros_past_the_vocabulary_cap_is_refused_before_extracting(client, settings,
+                                                                                   bert_checkpoint, no_extraction):
+    """The issue's checkpoint, scaled down: 200k tokens of mostly zeros zip ~140x smaller; MAX_MODEL_VOCAB_SIZE
+    refuses it."""
+    data = inflated_zip(bert_checkpoint, 200_000)  # 25.6 MB of weights
+    assert len(data) < 1024 * 1024
+    error = assert_error(post(client, data), 422, "model_too_large")
+    assert "vocab_size is 200000" in error["message"] and "MAX_MODEL_VOCAB_SIZE" in error["message"]
+    assert_nothing_left(settings)
+
+
+def _client_with(settings, **changes):
+    from tests.factories import api_client, make_user
+    from web import create_app
+
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(**changes), "WTF_CSRF_ENABLED": False})
+    return api_client(app, make_user("-".join(changes)[:60]))
+
+
+def test_parameter_layer_and_extracted_size_caps(settings, bert_checkpoint, no_extraction):
+    data = zip_bytes(folder_files(bert_checkpoint))
+    error = assert_error(post(_client_with(settings, max_model_parameters=1000), data), 422, "model_too_large")
+    assert "MAX_MODEL_PARAMETERS" in error["message"]
+    error = assert_error(post(_client_with(settings, max_model_layers=1), data), 422, "model_too_large")
+    assert "num_hidden_layers is 2" in error["message"]
+    # the unzipped size is capped on its own (a model of zeros within every other cap)
+    assert_error(post(_client_with(settings, max_model_extracted_mb=1), inflated_zip(bert_checkpoint, 20_000)), 413,
+                 "archive_too_large")
+    assert_nothing_left(settings)
+
+
+def test_an_import_needing_more_disk_than_is_free_is_507(client, settings, bert_checkpoint, monkeypatch,
+                                                         no_extraction):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10 * 2**20, 10 * 2**20))
+    error = assert_error(post(client, zip_bytes(folder_files(bert_checkpoint))), 507, "insufficient_storage")
+    assert "MB free" in error["message"]
+    assert_nothing_left(settings)

@@ -20,10 +20,11 @@ Conventions (the OpenAPI document at ``/api/v1/openapi.json`` has the details):
   there and on a second ``DELETE``; ``DELETE /api/v1/models/<id>`` while a queued or running job uses the model is
   409 ``model_in_use`` (``job_ids`` lists the caller's). ``GET .../download`` of a deleted model is 410
   ``model_deleted``, of one whose files are gone 410 ``model_files_missing``. ``POST /api/v1/models/import``:
-  413 ``payload_too_large`` (past ``MAX_MODEL_UPLOAD_MB``) or ``archive_too_large`` (a zip bomb), 400
-  ``invalid_archive``, 422 ``pickle_weights_refused``, ``unsafe_archive``, ``incomplete_checkpoint``,
-  ``sharded_checkpoint``, ``unsupported_architecture``, ``invalid_checkpoint``, ``invalid_weights``,
-  ``unsupported_tokenizer``; 409 ``version_conflict`` when concurrent writers kept taking the name's next version.
+  413 ``payload_too_large`` (past ``MAX_MODEL_UPLOAD_MB``) or ``archive_too_large`` (a zip bomb, or unzipping past
+  ``MAX_MODEL_EXTRACTED_MB``), 400 ``invalid_archive``, 422 ``pickle_weights_refused``, ``unsafe_archive``,
+  ``incomplete_checkpoint``, ``sharded_checkpoint``, ``unsupported_architecture``, ``invalid_checkpoint``,
+  ``invalid_weights``, ``unsupported_tokenizer``, ``model_too_large`` (``MAX_MODEL_*`` caps); 507
+  ``insufficient_storage`` (no room on the model store's disk); 409 ``version_conflict`` when concurrent writers kept taking the name's next version.
 - ``GET /api/v1/jobs/<id>/predictions`` on a *train* job is 409 ``not_a_classify_job``; on a classify job that
   is still running it returns the predictions stored so far (``job_status`` and ``text_count`` tell how far).
 - ``POST /api/v1/predict``: 200 when the job succeeded within ``timeout_s``, 500 ``job_failed`` (the job's

@@ -60,7 +60,9 @@ def download_model(model_id: int):
         "links, devices (unsafe_archive), missing config, weights or tokenizer (incomplete_checkpoint), sharded "
         "weights (sharded_checkpoint), a bad config.json or token ids past the embeddings (invalid_checkpoint), "
         "weights that do not match it (invalid_weights), a tokenizer needing custom code or with special tokens "
-        "outside its vocabulary (unsupported_tokenizer), a bad name (validation_error)",
+        "outside its vocabulary (unsupported_tokenizer), a bad name (validation_error), a model past the "
+        "MAX_MODEL_* caps: layers, hidden size, vocabulary, positions, parameters (model_too_large)",
+        507: "not enough free disk in the model store for the unzipped model (insufficient_storage)",
     },
 )
 def import_model(form: ModelImportUpload):
