@@ -1,6 +1,6 @@
 """trained_models.files_missing_at: when the reconciler's sweep found a live model's files gone
 
-Revision ID: 0007_b
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-02 10:00:00
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_b"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
