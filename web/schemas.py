@@ -107,6 +107,9 @@ class Model(_Out):
         default="trained", description="trained here, or imported (an existing Hugging Face checkpoint)")
     deleted_at: str | None = Field(
         default=None, description="when the model was deleted (its files are gone; its jobs stay readable), or null")
+    files_missing_at: str | None = Field(
+        default=None, description="when the reconciler's sweep found this live model's files gone from the model "
+        "store (it cannot serve until they are restored), or null")
 
 
 class ModelList(_Out):

@@ -96,6 +96,8 @@ def model_to_dict(model: TrainedModel) -> dict:
         "owner_id": model.owner_id,
         "source": model.source or "trained",
         "deleted_at": iso(model.deleted_at),
+        # set by the reconciler's sweep when a live model's files are gone from the model store (core.model_store)
+        "files_missing_at": iso(model.files_missing_at),
     }
 
 

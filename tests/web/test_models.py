@@ -1,6 +1,8 @@
 """GET /api/v1/models and /api/v1/models/<id>."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from web import schemas
 
 from . import factories as f
@@ -56,3 +58,18 @@ def test_model_serving_update_rejects_bad_input(client):
                  "invalid_json")
     assert_error(client.patch("/api/v1/models/999", json={"quantize": True}), 404, "not_found")
     assert client.get(f"/api/v1/models/{model_id}").json["serving"] == {}
+
+
+def test_a_model_whose_files_the_sweep_found_missing_says_so(client, settings, tmp_path):
+    """The reconciler's sweep marks a live model whose files are gone; its API answer and page tell the user."""
+    from tests.factories import tiny_model_row
+    from worker.reconciler import sweep_model_store
+
+    (Path(settings.model_store) / "models").mkdir(parents=True)
+    model_id = tiny_model_row(Path(settings.model_store) / "models" / "job-gone", ["a", "b"])
+    assert client.get(f"/api/v1/models/{model_id}").get_json()["files_missing_at"] is None
+    assert "model-files-missing" not in client.get(f"/models/{model_id}").get_data(as_text=True)
+
+    assert sweep_model_store(settings).missing == [model_id]
+    assert client.get(f"/api/v1/models/{model_id}").get_json()["files_missing_at"] is not None
+    assert "model-files-missing" in client.get(f"/models/{model_id}").get_data(as_text=True)
