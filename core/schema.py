@@ -205,6 +205,8 @@ class TrainedModel(Base):
     metrics: Mapped[dict | None] = mapped_column(JSON)
     params: Mapped[dict | None] = mapped_column(JSON)
     artifact_dir: Mapped[str] = mapped_column(String(1000))
+    # bytes of its files in the model store (storage quotas, core.quotas); None: published before sizes were kept
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # serving defaults a request may override: {"quantize": bool} (see core.specs.ModelServingUpdate)
     serving: Mapped[dict | None] = mapped_column(JSON)
     training_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)

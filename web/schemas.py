@@ -24,6 +24,11 @@ class ErrorBody(BaseModel):
     job_id: str | None = None
     job_ids: list[str] | None = Field(
         default=None, description="model_in_use: the queued or running jobs (the caller's) that use the model")
+    quota: str | None = Field(default=None, description="quota_exceeded: which quota (datasets, dataset_bytes, "
+                              "models, model_bytes, predictions)")
+    usage: int | None = Field(default=None, description="quota_exceeded: what the caller holds now")
+    limit: int | None = Field(default=None, description="quota_exceeded: the limit")
+    requested: int | None = Field(default=None, description="quota_exceeded: what the request would add")
 
 
 class Error(_Out):
@@ -70,7 +75,9 @@ class Dataset(_Out):
     id: int
     name: str
     rows: int
-    columns: list[str]
+    columns: list[str] = Field(description="the column names; in a list, at most the first 50 (see columns_truncated)")
+    column_count: int = Field(description="how many columns the dataset has")
+    columns_truncated: bool = Field(description="true when `columns` lists only the first of them (lists)")
     filename: str
     size_bytes: int
     sha256: str
@@ -164,6 +171,20 @@ class User(_Out):
     is_admin: bool
     created_at: str | None
     disabled_at: str | None = Field(description="when an admin disabled the user: their tokens and logins stopped")
+
+
+class Storage(_Out):
+    datasets: int
+    dataset_bytes: int
+    models: int = Field(description="live models, plus trainings queued or running (each will publish one)")
+    model_bytes: int
+    predictions: int = Field(description="stored predictions, plus the inputs of classify jobs queued or running")
+
+
+class Account(User):
+    usage: Storage = Field(description="what the caller holds")
+    limits: Storage = Field(description="the caller's storage quotas (bytes or counts; 0: no limit)")
+    exempt: bool = Field(description="true for an admin while QUOTA_EXEMPT_ADMINS is on: no quota applies")
 
 
 class NewUser(User):

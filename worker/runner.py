@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import jobs, models_registry, runtime
+from core import jobs, models_registry, quotas, runtime
 from core.datasets import DatasetError, open_rows, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
@@ -418,6 +418,7 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
     tasks = {task: list(labels) for task, labels in result.tasks.items()}
     encoder = request.encoder or "default (all-MiniLM-L6-v2)"
     owner = worker_id()
+    size_bytes = quotas.directory_bytes(final_dir)  # usage is one SQL SUM (core.quotas)
 
     def record(session) -> bool | None:
         if session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
@@ -435,6 +436,7 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
             params=request.model_dump(),
             artifact_dir=str(final_dir),
             training_job_id=job_id,
+            size_bytes=size_bytes,
         )
         if model is None:
             return None  # another model took this version: try the next one
