@@ -93,11 +93,16 @@ def usage(session: Session, user_id: int) -> Usage:
         select(func.count()).select_from(Prediction).join(Job, Job.id == Prediction.job_id)
         .where(Job.owner_id == user_id))
     # at most MAX_ACTIVE_JOBS_PER_USER rows; a running job's stored rows are counted twice, a bounded overcount
-    pending = sum(int((params or {}).get("text_count") or 0) for params in session.scalars(
+    pending = sum(_inputs(params or {}) for params in session.scalars(
         select(Job.params).where(Job.owner_id == user_id, Job.type == JobType.CLASSIFY.value,
                                  Job.status.in_(_ACTIVE))))
     return Usage(datasets=datasets, dataset_bytes=int(dataset_bytes), models=models + trainings,
                  model_bytes=int(model_bytes), predictions=stored + pending)
+
+
+def _inputs(params: dict) -> int:
+    """How many predictions a classify job's params say it will store (``text_count``; old jobs: their texts)."""
+    return int(params.get("text_count") or len(params.get("texts") or []))
 
 
 def report(session: Session, settings: Settings, user: Principal) -> dict:
