@@ -204,3 +204,26 @@ def test_account_shows_usage_against_the_limits(settings, alice):
     assert account["limits"]["datasets"] == 7 and account["limits"]["dataset_bytes"] == 2048 * 2**20
     page = client.get("/account").get_data(as_text=True)
     assert 'id="storage-table"' in page and "<td>1</td>" in page and "<td>7</td>" in page
+
+
+@pytest.mark.postgres
+def test_quotas_on_postgresql(settings, postgres_schema_url, sent):
+    """The same quotas on a migrated PostgreSQL schema (the user row locked, SUMs over BIGINT, the join)."""
+    from tests.factories import migrate
+
+    migrate(postgres_schema_url)
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(
+        database_url=postgres_schema_url, max_datasets_per_user=1, max_predictions_per_user=2, max_models_per_user=1)})
+    alice = make_user("alice")  # in the database the app configured
+    client = api_client(app, alice)
+    assert _upload(client, f.CSV).status_code == 201
+    error = assert_error(_upload(client, f.CSV), 429, "quota_exceeded")
+    assert (error["quota"], error["usage"]) == ("datasets", 1)
+    model = f.make_model(owner_id=alice.id)
+    assert client.post("/api/v1/jobs/classify", json={"model_id": model, "texts": ["a", "b"]}).status_code == 202
+    assert_error(client.post("/api/v1/jobs/classify", json={"model_id": model, "texts": ["c"]}), 429,
+                 "quota_exceeded")
+    dataset = client.get("/api/v1/datasets").json["items"][0]["id"]
+    assert_error(client.post("/api/v1/jobs/train", json={"dataset_id": dataset, **TRAIN}), 429, "quota_exceeded")
+    usage = client.get("/api/v1/account").json["usage"]
+    assert usage == {"datasets": 1, "dataset_bytes": len(f.CSV), "models": 1, "model_bytes": 0, "predictions": 2}
