@@ -19,7 +19,8 @@ from .apidoc import Answer, documented
     responses={
         201: Answer("stored", schemas.Dataset, headers={"Location": "the dataset"}),
         400: "missing file (missing_file), empty file, not UTF-8, malformed CSV/TSV/JSON/JSONL, ragged rows",
-        413: "larger than MAX_UPLOAD_MB",
+        413: "larger than MAX_UPLOAD_MB (payload_too_large), past MAX_DATASET_ROWS (too_many_rows) or "
+             "MAX_DATASET_COLUMNS (too_many_columns), or past the user's dataset bytes quota (quota_exceeded; its count quota answers 429)",
         422: "a name longer than 200 characters or holding a NUL character (validation_error)",
     },
 )
