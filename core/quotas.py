@@ -3,8 +3,9 @@
 One user must not fill the disk that SQLite, training saves and everyone's uploads share. Usage is counted in SQL
 (the single source of truth: a few COUNT/SUM queries, no files walked), and checked in one place, :func:`check`,
 before anything is stored or queued: a dataset upload, a model import, a training job (it will publish a model) and
-a classification job (it will store one prediction per input). Deleted models count for nothing, so deleting frees
-quota. A limit of 0 means no limit; admins are exempt while ``QUOTA_EXEMPT_ADMINS`` is true.
+a classification job (it will store one prediction per input). Deleted models and datasets count for nothing, and
+deleting a finished job deletes its predictions, so deleting frees quota. A limit of 0 means no limit; admins are
+exempt while ``QUOTA_EXEMPT_ADMINS`` is true.
 
 Refusals are :class:`QuotaExceeded`: 413 when bytes would pass a limit, 429 when a count would, both with the code
 ``quota_exceeded`` and the numbers (``quota``: which limit, ``usage``, ``limit``, ``requested``).
@@ -81,7 +82,8 @@ def exempt(settings: Settings, user: Principal) -> bool:
 def usage(session: Session, user_id: int) -> Usage:
     """The current :class:`Usage` of ``user_id``."""
     datasets, dataset_bytes = session.execute(
-        select(func.count(), func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.owner_id == user_id)
+        select(func.count(), func.coalesce(func.sum(Dataset.size_bytes), 0))
+        .where(Dataset.owner_id == user_id, Dataset.deleted_at.is_(None))
     ).one()
     models, model_bytes = session.execute(
         select(func.count(), func.coalesce(func.sum(TrainedModel.size_bytes), 0))

@@ -138,6 +138,9 @@ class Dataset(Base):
     profile: Mapped[dict | None] = mapped_column(JSON)
     content: Mapped[bytes] = deferred(mapped_column(LargeBinary))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # set when the dataset is deleted (core.dataset_store): its content and profile are emptied, the row stays for
+    # the jobs and models that name it; a deleted dataset is invisible (core.ownership) and counts for no quota
+    deleted_at: Mapped[datetime | None] = mapped_column()
 
 
 class Job(Base):

@@ -23,7 +23,9 @@ class ErrorBody(BaseModel):
     details: list[dict[str, Any]] | None = Field(default=None, description="per-field errors for validation_error")
     job_id: str | None = None
     job_ids: list[str] | None = Field(
-        default=None, description="model_in_use: the queued or running jobs (the caller's) that use the model")
+        default=None, description="model_in_use / dataset_in_use: the queued or running jobs (the caller's) that use "
+        "the model or dataset")
+    model_id: int | None = Field(default=None, description="job_has_model: the live model the training job produced")
     quota: str | None = Field(default=None, description="quota_exceeded: which quota (datasets, dataset_bytes, "
                               "models, model_bytes, predictions)")
     usage: int | None = Field(default=None, description="quota_exceeded: what the caller holds now")
@@ -52,6 +54,12 @@ class Job(_Out):
     attempts: int
     dataset_id: int | None
     terminal: bool = Field(description="true once the status can no longer change")
+
+
+class JobDeleted(_Out):
+    id: str
+    deleted: Literal[True]
+    predictions_deleted: int = Field(description="stored predictions deleted with it (freed from the quota)")
 
 
 class JobList(_Out):
@@ -85,6 +93,8 @@ class Dataset(_Out):
     owner_id: int | None = Field(description="the creating user's id (None: a bundled sample, or from before accounts)")
     shared: bool = Field(description="readable by every user (the bundled samples)")
     created_at: str | None
+    deleted_at: str | None = Field(default=None, description="set only in the answer of its delete (a deleted "
+                                   "dataset answers 404)")
     preview: list[dict[str, str]] | None = None
     column_stats: dict[str, ColumnStats] | None = None
 

@@ -86,6 +86,7 @@ def dataset_to_dict(dataset: Dataset, *, listing: bool = False) -> dict:
         "owner_id": dataset.owner_id,
         "shared": bool(dataset.shared),  # a bundled sample every user can read
         "created_at": iso(dataset.created_at),
+        "deleted_at": iso(dataset.deleted_at),  # only a delete's answer has one: deleted datasets answer 404
     }
 
 

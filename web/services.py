@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
 from core import jobs as job_states
-from core import models_registry, quotas
+from core import dataset_store, models_registry, quotas
 from core.accounts import Principal
 from core.datasets import DatasetError, check_column_names, check_training_columns, open_rows, scan_upload
 from core.db import db
@@ -197,6 +197,38 @@ def get_dataset(user: Principal, dataset_id: int, *, profile: bool = True) -> di
     return result
 
 
+def delete_dataset(user: Principal, dataset_id: int) -> dict:
+    """Delete a dataset ``user`` owns (an admin: any; a shared sample: admins only, else 403 ``shared_dataset``):
+    its content is emptied and it disappears from reads, lists and quotas (``core.dataset_store``). 409
+    ``dataset_in_use`` (``job_ids``) while a queued or running job reads it; 404 when missing or already deleted.
+    Finished jobs and models that used it keep its name."""
+    with db.session() as session:
+        try:
+            dataset = dataset_store.mark_deleted(session, user, dataset_id)
+        except dataset_store.DatasetUnavailable as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+        except dataset_store.DatasetInUse as exc:
+            raise ApiError(409, exc.code, str(exc), extra={"job_ids": exc.job_ids}) from None
+        return dataset_to_dict(dataset)
+
+
+def deleted_dataset_name(user: Principal, dataset_id: int) -> str | None:
+    """The name of a dataset ``user`` could see before it was deleted (a job page names what its job used);
+    None when it is not deleted or was never visible to ``user``."""
+    with db.session() as session:
+        return session.scalar(select(Dataset.name).where(
+            Dataset.id == dataset_id, Dataset.deleted_at.is_not(None), visible(Dataset, user, deleted=True)))
+
+
+def _lock_live_datasets(session, *dataset_ids: int | None) -> None:
+    """Share-lock the rows of the datasets a job will read, right before the job row is written, and check they
+    were not deleted meanwhile (404, as for any deleted dataset): a concurrent ``delete_dataset`` either sees the
+    job (409 ``dataset_in_use``) or is seen here (``core.dataset_store.lock_dataset``)."""
+    for dataset_id in sorted({d for d in dataset_ids if d is not None}):  # one order: no lock cycles
+        if not dataset_store.lock_dataset(session, dataset_id, shared=True):
+            raise ApiError(404, "not_found", f"dataset {dataset_id} was deleted while this job was being submitted")
+
+
 def dataset_columns(user: Principal, listed: dict) -> list[str]:
     """Every column of ``listed`` (a dataset as :func:`list_datasets` gave it, whose columns may be cut short)."""
     if not listed.get("columns_truncated"):
@@ -300,6 +332,7 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
                 check_training_columns(open_rows(validation.content, validation.format), request, known=known)
         except DatasetError as exc:
             raise _dataset_error(exc) from None
+        _lock_live_datasets(session, dataset.id, request.validation_dataset_id)
         _check_submission_quotas(session, user, models=1, model_bytes=0)
         job = job_states.create_job(
             session, JobType.TRAIN, request.model_dump(mode="json"), dataset_id=dataset.id, owner_id=user.id
@@ -328,6 +361,7 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
             request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
         )
         _lock_live_model(session, model)
+        _lock_live_datasets(session, request.dataset_id if request.from_dataset else None)
         _check_submission_quotas(session, user, predictions=int(params.get("text_count") or 0))
         job = job_states.create_job(
             session, JobType.CLASSIFY, params, model_id=request.model_id, dataset_id=request.dataset_id
@@ -443,6 +477,7 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
         if request.quantize is not None:
             params["quantize"] = request.quantize
         _lock_live_model(session, model)
+        _lock_live_datasets(session, dataset.id)
         _check_quota(session, user)
         job = job_states.create_job(
             session, JobType.EVALUATE, params, model_id=model.id, dataset_id=dataset.id, owner_id=user.id)
@@ -504,6 +539,22 @@ def cancel_job(user: Principal, job_id: str) -> dict:
         except job_states.InvalidTransition as exc:
             raise ApiError(409, "invalid_transition", str(exc)) from None
         return job_to_dict(job)
+
+
+def delete_job(user: Principal, job_id: str) -> dict:
+    """Delete a finished job ``user`` may change, with its stored predictions (which frees prediction quota).
+    409 ``job_active`` while it is queued or running; 409 ``job_has_model`` (``model_id``) for a training whose
+    model still exists; 404 for a missing job or someone else's (``core.jobs.delete_finished``)."""
+    with db.session() as session:
+        _visible_row(session, Job, job_id, user, "job", write=True)
+        try:
+            predictions = job_states.delete_finished(session, job_id)
+        except LookupError:
+            raise _not_found("job", job_id) from None
+        except job_states.JobNotDeletable as exc:
+            raise ApiError(409, exc.code, exc.message,
+                           extra={"model_id": exc.model_id} if exc.model_id is not None else None) from None
+    return {"id": job_id, "deleted": True, "predictions_deleted": predictions}
 
 
 def list_predictions(

@@ -348,7 +348,7 @@ def _read_training(session, job_id: str):
     job = session.get(Job, job_id)
     request = TrainRequest.model_validate(job.params)
     dataset = session.get(Dataset, job.dataset_id) if job.dataset_id is not None else None
-    if dataset is None:
+    if dataset is None or dataset.deleted_at is not None:
         raise DatasetError("the job's dataset no longer exists")
     validation = None
     if request.validation_dataset_id is not None:
@@ -362,7 +362,8 @@ def _owners_dataset(session, dataset_id: int, owner_id: int | None) -> tuple[byt
     """(content, format) of a dataset the job's owner may read (checked again: the web checked at submission, but
     nothing a job names is trusted blindly), or None."""
     owner = session.get(User, owner_id) if owner_id is not None else None
-    scope = visible(Dataset, Principal.of(owner)) if owner is not None else Dataset.shared.is_(True)
+    scope = (visible(Dataset, Principal.of(owner)) if owner is not None
+             else Dataset.shared.is_(True) & Dataset.deleted_at.is_(None))
     row = session.execute(select(Dataset.content, Dataset.format).where(Dataset.id == dataset_id, scope)).first()
     return (row.content, row.format) if row is not None else None
 
@@ -501,7 +502,8 @@ class _ClassifyWork:
         dataset = None
         if request.from_dataset:
             row = session.execute(
-                select(Dataset.content, Dataset.format, Dataset.row_count).where(Dataset.id == request.dataset_id)
+                select(Dataset.content, Dataset.format, Dataset.row_count)
+                .where(Dataset.id == request.dataset_id, Dataset.deleted_at.is_(None))
             ).first()
             if row is None:
                 raise LookupError(f"dataset {request.dataset_id} no longer exists")
@@ -748,7 +750,7 @@ def _read_evaluation(session, job_id: str):
     plan = EvaluationPlan.from_params(params)
     model = _servable_model(session, params.get("model_id"))
     dataset = session.execute(select(Dataset.content, Dataset.format)
-                              .where(Dataset.id == params.get("dataset_id"))).first()
+                              .where(Dataset.id == params.get("dataset_id"), Dataset.deleted_at.is_(None))).first()
     if dataset is None:
         raise LookupError(f"dataset {params.get('dataset_id')} no longer exists")
     return plan, model.artifact_dir, _quantize(params.get("quantize"), model), dataset.content, dataset.format
