@@ -425,6 +425,10 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
         if session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
                                                         TrainedModel.artifact_dir == str(final_dir))) is not None:
             return True
+        # still ours (PostgreSQL: the job row stays locked to the commit)? a job cancelled and then deleted meanwhile
+        # is gone: its model would fail the training_job_id foreign key, which insert_model reads as a version race
+        if not jobs.heartbeat(session, job_id, owner, commit=False):
+            return False
         model = models_registry.insert_model(
             session,
             name=name,
