@@ -103,6 +103,10 @@ class Client:
     def datasets(self, limit: int = 100) -> dict:
         return self.json("GET", "/api/v1/datasets", params={"limit": limit})
 
+    def delete_dataset(self, dataset_id: int) -> dict:
+        """``DELETE /api/v1/datasets/<id>``: the deleted dataset (409 while a queued or running job uses it)."""
+        return self.json("DELETE", f"/api/v1/datasets/{dataset_id}")
+
     # ---- jobs
     def create_job(self, kind: str, body: dict) -> dict:
         """``POST /api/v1/jobs/<kind>`` (train, classify, evaluate): the queued job."""

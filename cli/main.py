@@ -193,6 +193,22 @@ def datasets_upload(state: State, file: str, name: str | None) -> None:
         output.record(dataset, ("id", "name", "rows", "columns", "format", "size_bytes"))
 
 
+@datasets.command("delete")
+@click.argument("dataset_id", type=int, metavar="ID")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@pass_state
+def datasets_delete(state: State, dataset_id: int, yes: bool) -> None:
+    """Delete dataset ID: its content goes (freeing your quota), the jobs and models that used it stay readable
+    (refused while a queued or running job uses it)."""
+    if not yes:
+        click.confirm(f"delete dataset {dataset_id}?", abort=True, err=True)
+    deleted = state.client.delete_dataset(dataset_id)
+    if state.as_json:
+        output.print_json(deleted)
+    else:
+        _err(f"deleted dataset {deleted['name']} (id {deleted['id']})")
+
+
 # ---------------------------------------------------------------- training, classification, evaluation
 
 @main.command()

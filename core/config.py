@@ -72,6 +72,16 @@ class Settings:
     train_time_limit_s: float = 6 * 3600.0  # a training running longer fails and frees its slot
     classify_time_limit_s: float = 3600.0
     broker_visibility_timeout_s: int = 3600  # Redis redelivers an unacked message after this long
+    # dataset shape (issue 16): checked while an upload is scanned, so an over-wide or over-long file stops early
+    max_dataset_rows: int = 1_000_000
+    max_dataset_columns: int = 1_000
+    # storage quotas per user (issue 16); 0: no limit. Admins are exempt unless QUOTA_EXEMPT_ADMINS is false.
+    max_datasets_per_user: int = 200
+    max_dataset_mb_per_user: int = 2_048  # the bytes of a user's uploaded datasets (stored in SQL)
+    max_models_per_user: int = 100  # live (not deleted) models, counting trainings still queued or running
+    max_model_mb_per_user: int = 20_480  # model files in MODEL_STORE (a BERT-base model is about 440 MB)
+    max_predictions_per_user: int = 5_000_000  # stored prediction rows, counting classify jobs queued or running
+    quota_exempt_admins: bool = True
 
     # name of the environment variable for each field (no annotation: a class attribute, not a field)
     _ENV = {
@@ -112,6 +122,14 @@ class Settings:
         "train_time_limit_s": "TRAIN_TIME_LIMIT_S",
         "classify_time_limit_s": "CLASSIFY_TIME_LIMIT_S",
         "broker_visibility_timeout_s": "BROKER_VISIBILITY_TIMEOUT_S",
+        "max_dataset_rows": "MAX_DATASET_ROWS",
+        "max_dataset_columns": "MAX_DATASET_COLUMNS",
+        "max_datasets_per_user": "MAX_DATASETS_PER_USER",
+        "max_dataset_mb_per_user": "MAX_DATASET_MB_PER_USER",
+        "max_models_per_user": "MAX_MODELS_PER_USER",
+        "max_model_mb_per_user": "MAX_MODEL_MB_PER_USER",
+        "max_predictions_per_user": "MAX_PREDICTIONS_PER_USER",
+        "quota_exempt_admins": "QUOTA_EXEMPT_ADMINS",
     }
 
     @classmethod

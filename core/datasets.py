@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 
 from .options import task_names
 from .schema import LABEL_MAX
+from .validation import COLUMN_NAME_MAX
 
 # Tweets are short, but users upload documents too; the per-field cap protects memory, not realism.
 MAX_FIELD_CHARS = 1_000_000
@@ -46,6 +47,9 @@ TOP_VALUES = 20
 # an exact count of a free-text column would need memory proportional to the file. Past LABEL_LIKE_MAX_DISTINCT
 # only 64-bit hashes are kept, so the cap costs under 1 MB per column however long the values are.
 DISTINCT_CAP = 10_000
+# Distinct labels one training task may have: far more than a classifier head is useful with, and it bounds the
+# memory of the one streaming pass that checks a training request's labels (each label is at most LABEL_MAX chars).
+MAX_TRAINING_LABELS = 10_000
 
 
 class DatasetError(ValueError):
@@ -175,11 +179,23 @@ class _CheckedBytes(io.RawIOBase):
 # ---------------------------------------------------------------- rows
 
 
+def _check_width(count: int, max_columns: int | None) -> None:
+    """413 ``too_many_columns`` past ``max_columns``: checked on the header, before any row becomes a dict."""
+    if max_columns is not None and count > max_columns:
+        raise DatasetError(f"too many columns: {count:,}, at most {max_columns:,} are allowed (MAX_DATASET_COLUMNS)",
+                           code="too_many_columns", status=413)
+
+
 def _check_header(columns: list[str], code: str) -> None:
     if not columns or all(not c for c in columns):
         raise DatasetError("the first row must be a header naming the columns", code=code)
     if any(not c for c in columns):
         raise DatasetError("every column in the header row needs a name", code=code)
+    # a request names columns with at most COLUMN_NAME_MAX characters and no NUL: other names could never be used
+    bad = next((c for c in columns if len(c) > COLUMN_NAME_MAX or "\x00" in c), None)
+    if bad is not None:
+        problem = "contains a NUL character" if "\x00" in bad else f"is longer than {COLUMN_NAME_MAX} characters"
+        raise DatasetError(f"column name {bad[:60]!r}... {problem}", code="invalid_column_name")
     duplicates = sorted(c for c, n in Counter(columns).items() if n > 1)
     if duplicates:
         raise DatasetError(f"duplicate column names in the header: {', '.join(duplicates)}", code=code)
@@ -233,12 +249,13 @@ class RowStream:
     """
 
     def __init__(
-        self, source: bytes | typing.BinaryIO, fmt: str, *, max_rows: int | None = None, prefix: bytes = b""
+        self, source: bytes | typing.BinaryIO, fmt: str, *, max_rows: int | None = None, prefix: bytes = b"",
+        max_columns: int | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise DatasetError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}", code="invalid_format")
         stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
-        self.format, self.max_rows = fmt, max_rows
+        self.format, self.max_rows, self.max_columns = fmt, max_rows, max_columns
         self.delimiter: str | None = None
         self.line = 0  # physical lines read so far
         self._code = _ERROR_CODES[fmt]
@@ -254,12 +271,14 @@ class RowStream:
             self._first = next(self._objects, None) if fmt == "json" else self._parse_json_line(self._first_line())
             if self._first is None:
                 raise DatasetError("the JSON array is empty", code="empty_file")
+            _check_width(len(self._first), max_columns)
             self.columns = list(self._first)  # duplicate keys were refused while parsing
             self._column_set = frozenset(self.columns)
             if not self.columns:
                 raise self._error("the first object has no keys: its keys name the columns")
             if any(not c.strip() for c in self.columns):
                 raise self._error("every key of the first object needs a name (it names a column)")
+            _check_header(self.columns, self._code)
         else:
             self._reader, self.columns = self._open_delimited()
 
@@ -325,6 +344,7 @@ class RowStream:
             header = next(reader)
         except csv.Error as exc:
             raise self._error(f"malformed CSV ({exc})") from None
+        _check_width(len(header), self.max_columns)
         columns = [c.strip() for c in header]
         _check_header(columns, self._code)
         return reader, columns
@@ -571,7 +591,8 @@ def profile_rows(parsed: ParsedCSV) -> dict:
 
 
 def scan_upload(
-    stream: typing.BinaryIO, filename: str | None, *, max_rows: int | None = None, fmt: str | None = None
+    stream: typing.BinaryIO, filename: str | None, *, max_rows: int | None = None, fmt: str | None = None,
+    max_columns: int | None = None,
 ) -> UploadScan:
     """Validate every row of an upload and profile it in one streaming pass, from the stream's current position.
 
@@ -580,7 +601,7 @@ def scan_upload(
     """
     head = stream.read(HEAD_BYTES) or b""
     fmt = fmt or detect_format(filename, head)
-    rows = RowStream(stream, fmt, max_rows=max_rows, prefix=head)
+    rows = RowStream(stream, fmt, max_rows=max_rows, prefix=head, max_columns=max_columns)
     profiler = Profiler(rows.columns)
     count = 0
     for row in rows:
@@ -620,27 +641,38 @@ def row_labels(row: dict[str, str], config: typing.Any) -> list[str] | None:
     return None if 0 < empty < len(columns) else present
 
 
-def check_training_columns(parsed: ParsedCSV, config: typing.Any, *, known: dict[str, set[str]] | None = None
-                           ) -> dict[str, Counter[str]]:
-    """Validate the columns ``config`` (a ``core.options.TrainConfig``) trains on; returns label counts per task
-    (multi-label: one task named after its label column, or ``labels``). Errors are 422.
-
-    ``known``: the label sets of the training data, for a separate validation dataset (its labels must be among them).
-    """
+def check_column_names(columns: list[str], config: typing.Any) -> None:
+    """The columns ``config`` (a ``core.options.TrainConfig``) trains on exist in ``columns`` and are not both text
+    and label (422); needs only a dataset's stored column list, so it runs before any row is read."""
     label_columns = list(config.label_columns)
     text_columns = config.text_columns()
-    missing = [c for c in [*text_columns, *label_columns] if c not in parsed.columns]
+    missing = [c for c in [*text_columns, *label_columns] if c not in columns]
     if missing:
+        shown = ", ".join(columns[:50]) + (f", ... ({len(columns)} columns)" if len(columns) > 50 else "")
         raise DatasetError(
-            f"column(s) {', '.join(repr(c) for c in missing)} not in the dataset; it has {', '.join(parsed.columns)}",
+            f"column(s) {', '.join(repr(c) for c in missing)} not in the dataset; it has {shown}",
             code="unknown_column",
             status=422,
         )
     if set(text_columns) & set(label_columns):
         raise DatasetError("a text column cannot also be a label column", code="invalid_columns", status=422)
+
+
+def check_training_columns(data: ParsedCSV | RowStream, config: typing.Any, *,
+                           known: dict[str, set[str]] | None = None) -> dict[str, Counter[str]]:
+    """Validate the columns ``config`` (a ``core.options.TrainConfig``) trains on; returns label counts per task
+    (multi-label: one task named after its label column, or ``labels``). Errors are 422.
+
+    ``data``: rows in memory, or a :class:`RowStream` read once (memory then stays bounded: at most
+    ``MAX_TRAINING_LABELS`` labels of at most ``LABEL_MAX`` characters per task are counted, whatever the rows).
+    ``known``: the label sets of the training data, for a separate validation dataset (its labels must be among them).
+    """
+    check_column_names(data.columns, config)
+    label_columns, text_columns = list(config.label_columns), config.text_columns()
     tasks = task_names(config)
     counts: dict[str, Counter[str]] = {task: Counter() for task in tasks}
-    for number, row in enumerate(parsed.rows, start=2):
+    rows = data.rows if isinstance(data, ParsedCSV) else data
+    for number, row in enumerate(rows, start=2):
         if not all(row.get(c, "").strip() for c in text_columns[:1]):
             continue
         labels = row_labels(row, config)
@@ -656,6 +688,8 @@ def check_training_columns(parsed: ParsedCSV, config: typing.Any, *, known: dict
             for task, label in zip(tasks, labels):
                 if label:
                     counts[task][label] += 1
+        for task in tasks:  # checked as rows come, so neither a label's length nor their number grows memory
+            _check_labels_bounded(task, counts[task], labels)
     for task, counter in counts.items():
         if known is not None:
             unknown = sorted(set(counter) - known.get(task, set()))
@@ -672,12 +706,23 @@ def check_training_columns(parsed: ParsedCSV, config: typing.Any, *, known: dict
                 code="too_few_classes",
                 status=422,
             )
-        too_long = [label for label in counter if len(label) > LABEL_MAX]
-        if too_long:  # a model's predicted label is stored in a column of LABEL_MAX characters
-            raise DatasetError(
-                f"label column {task!r}: {len(too_long)} label(s) longer than {LABEL_MAX} characters, e.g. "
-                f"{too_long[0][:60]!r}...; is it a text column?",
-                code="label_too_long",
-                status=422,
-            )
     return counts
+
+
+def _check_labels_bounded(task: str, counter: Counter[str], labels: list[str]) -> None:
+    """422 for a label longer than LABEL_MAX (a predicted label is stored in a column that long) or for a task past
+    MAX_TRAINING_LABELS distinct labels: both mean a text column was picked as a label column."""
+    too_long = next((label for label in labels if len(label) > LABEL_MAX), None)
+    if too_long is not None:
+        raise DatasetError(
+            f"label column {task!r}: a label longer than {LABEL_MAX} characters, e.g. {too_long[:60]!r}...; "
+            "is it a text column?",
+            code="label_too_long",
+            status=422,
+        )
+    if len(counter) > MAX_TRAINING_LABELS:
+        raise DatasetError(
+            f"label column {task!r} has more than {MAX_TRAINING_LABELS:,} distinct labels; is it a text column?",
+            code="too_many_labels",
+            status=422,
+        )

@@ -15,10 +15,10 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .schema import TERMINAL_STATUSES, Job, JobStatus, JobType, as_utc, utcnow
+from .schema import TERMINAL_STATUSES, Job, JobStatus, JobType, Prediction, TrainedModel, as_utc, utcnow
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
@@ -344,3 +344,45 @@ def unmark_resend(session: Session, job_ids: list[str]) -> None:
             .execution_options(synchronize_session=False)
         )
     session.commit()
+
+
+class JobNotDeletable(Exception):
+    """A job that cannot be deleted (yet): ``code`` ``job_active`` (queued or running: cancel it first) or
+    ``job_has_model`` (a training whose model is live: delete the model first; ``model_id`` names it)."""
+
+    def __init__(self, code: str, message: str, model_id: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.model_id = code, message, model_id
+
+
+def delete_finished(session: Session, job_id: str) -> int:
+    """Delete a finished (succeeded, failed or cancelled) job and its stored predictions; how many predictions
+    went. The caller has checked that the job is the caller's and commits; LookupError when it is gone.
+
+    The job row is locked first (PostgreSQL ``FOR UPDATE``; SQLite: the write lock, taken by a no-op UPDATE), so
+    its status is read as it stands: a worker still winding down a cancelled job finds it gone at its next
+    heartbeat and writes nothing. A training whose model is live is kept (409 ``job_has_model``): the model's page
+    links to it for its training curves; once the model is deleted its job may go too (the model row forgets it).
+    Predictions are deleted explicitly, not left to ``ON DELETE CASCADE``: no reliance on SQLite's foreign-key
+    PRAGMA, and the count is returned.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Job).where(Job.id == job_id).values(id=Job.id)
+                        .execution_options(synchronize_session=False))
+    status = session.scalar(select(Job.status).where(Job.id == job_id).with_for_update())
+    if status is None:
+        raise LookupError(job_id)
+    if not JobStatus(status).terminal:
+        raise JobNotDeletable("job_active", f"job {job_id} is {status}: cancel it (or wait for it to finish), "
+                              "then delete it")
+    model_id = session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
+                                                            TrainedModel.deleted_at.is_(None)).limit(1))
+    if model_id is not None:
+        raise JobNotDeletable("job_has_model", f"job {job_id} trained model {model_id}, which still exists: delete "
+                              "the model first (its page shows this job's training curves)", model_id)
+    session.execute(update(TrainedModel).where(TrainedModel.training_job_id == job_id)
+                    .values(training_job_id=None).execution_options(synchronize_session=False))
+    predictions = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id))
+    session.execute(delete(Prediction).where(Prediction.job_id == job_id).execution_options(synchronize_session=False))
+    session.execute(delete(Job).where(Job.id == job_id).execution_options(synchronize_session=False))
+    return predictions

@@ -6,7 +6,7 @@ Anything outside a user's scope is reported as missing (404), so ids of others a
 """
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, or_, true
+from sqlalchemy import ColumnElement, and_, or_, true
 
 from .accounts import Principal
 from .schema import Dataset, Job, TrainedModel
@@ -14,12 +14,14 @@ from .schema import Dataset, Job, TrainedModel
 Owned = type[Dataset] | type[Job] | type[TrainedModel]
 
 
-def visible(entity: Owned, user: Principal) -> ColumnElement[bool]:
-    """Rows of ``entity`` that ``user`` may read."""
+def visible(entity: Owned, user: Principal, *, deleted: bool = False) -> ColumnElement[bool]:
+    """Rows of ``entity`` that ``user`` may read. A deleted dataset is read by nobody (it answers 404, like a
+    missing one) unless ``deleted``: e.g. to name it on the page of a job that used it."""
+    if entity is Dataset:
+        scope = true() if user.is_admin else or_(Dataset.owner_id == user.id, Dataset.shared.is_(True))
+        return scope if deleted else and_(scope, Dataset.deleted_at.is_(None))
     if user.is_admin:
         return true()
-    if entity is Dataset:
-        return or_(Dataset.owner_id == user.id, Dataset.shared.is_(True))
     return entity.owner_id == user.id
 
 

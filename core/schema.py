@@ -139,6 +139,9 @@ class Dataset(Base):
     profile: Mapped[dict | None] = mapped_column(JSON)
     content: Mapped[bytes] = deferred(mapped_column(LargeBinary))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # set when the dataset is deleted (core.dataset_store): its content and profile are emptied, the row stays for
+    # the jobs and models that name it; a deleted dataset is invisible (core.ownership) and counts for no quota
+    deleted_at: Mapped[datetime | None] = mapped_column()
 
 
 class Job(Base):
@@ -206,6 +209,8 @@ class TrainedModel(Base):
     metrics: Mapped[dict | None] = mapped_column(JSON)
     params: Mapped[dict | None] = mapped_column(JSON)
     artifact_dir: Mapped[str] = mapped_column(String(1000))
+    # bytes of its files in the model store (storage quotas, core.quotas); None: published before sizes were kept
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # serving defaults a request may override: {"quantize": bool} (see core.specs.ModelServingUpdate)
     serving: Mapped[dict | None] = mapped_column(JSON)
     training_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-ColumnName = Annotated[str, Field(min_length=1, max_length=200)]
+COLUMN_NAME_MAX = 200  # characters of a column name, in requests and in an uploaded dataset's header
+ColumnName = Annotated[str, Field(min_length=1, max_length=COLUMN_NAME_MAX)]
 
 # SQL ids are BIGINT on PostgreSQL: anything larger is not an id and must be a 4xx, not a database error.
 MAX_SQL_ID = 2**63 - 1

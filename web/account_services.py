@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from core import accounts
+from core import accounts, quotas
 from core.accounts import AccountError, Principal
 from core.db import db
 from core.schema import User
 
+from . import context
 from .errors import ApiError
 from .serializers import token_to_dict, user_to_dict
 
@@ -54,6 +55,13 @@ def disable_user(admin: Principal, user_id: int) -> dict:
             return user_to_dict(accounts.disable_user(session, user_id))
         except AccountError as exc:
             raise _api_error(exc) from None
+
+
+def account(user: Principal) -> dict:
+    """The caller's account with their storage usage against their quotas (``core.quotas``)."""
+    with db.session() as session:
+        row = session.get(User, user.id)
+        return {**user_to_dict(row), **quotas.report(session, context.settings(), user)}
 
 
 def create_token(user: Principal, name: str) -> dict:

@@ -235,6 +235,14 @@ class DeleteModelForm(FlaskForm):
     """A model's delete button (CSRF only)."""
 
 
+class DeleteDatasetForm(FlaskForm):
+    """A dataset's delete button (CSRF only)."""
+
+
+class DeleteJobForm(FlaskForm):
+    """A finished job's delete button (CSRF only)."""
+
+
 class LoginForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=64)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])

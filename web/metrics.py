@@ -34,7 +34,8 @@ class SqlCollector(Collector):
                 ):
                     counts[(job_type, status)] = n
                 totals["models"] = session.scalar(select(func.count()).select_from(TrainedModel))
-                totals["datasets"] = session.scalar(select(func.count()).select_from(Dataset))
+                totals["datasets"] = session.scalar(select(func.count()).select_from(Dataset)
+                                                    .where(Dataset.deleted_at.is_(None)))
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
             log.warning("metrics: could not read job counts", exc_info=True)
             up = 0

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 from flask import request
 from sqlalchemy import select
 
-from core import hf_format, models_registry
+from core import hf_format, models_registry, quotas
 from core.accounts import Principal
 from core.archives import ArchiveError, ArchiveLimits, CheckpointArchive, open_checkpoint
 from core.config import Settings
@@ -48,7 +48,7 @@ from core.schema import Dataset, Job, TrainedModel, utcnow
 from . import context
 from .errors import ApiError
 from .serializers import iso, model_to_dict
-from .services import _clean_names, _not_found, upload_size
+from .services import _clean_names, _not_found, check_quota, upload_size
 
 IMPORT_ENDPOINTS = frozenset({"api.import_model", "pages.model_import"})
 ZIP_CHUNK = 1024 * 1024  # bytes handed to the server at a time
@@ -510,13 +510,15 @@ def _insert(user: Principal, name: str, checked: _Checked, directory: Path, file
     """Insert the model row with the next version of ``name`` (retrying lost version races)."""
     params = {"family": checked.family, "imported_from": filename,
               "max_length": json.loads((directory / hf_format.PLATFORM_CONFIG_NAME).read_text())["max_length"]}
+    size_bytes = quotas.directory_bytes(directory)
     for _ in range(models_registry.VERSION_ATTEMPTS):
         with db.session() as session:
+            check_quota(session, user, models=1, model_bytes=size_bytes)  # the files are removed on refusal
             model = models_registry.insert_model(
                 session, name=name, owner_id=user.id, family=checked.family,
                 encoder=f"imported {checked.family} checkpoint"[:500], labels=list(checked.labels),
                 tasks={hf_format.IMPORTED_TASK: list(checked.labels)}, metrics=None, params=params,
-                artifact_dir=str(directory), training_job_id=None, source="imported",
+                artifact_dir=str(directory), training_job_id=None, source="imported", size_bytes=size_bytes,
             )
             if model is not None:
                 return model_to_dict(model)

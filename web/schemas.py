@@ -23,7 +23,14 @@ class ErrorBody(BaseModel):
     details: list[dict[str, Any]] | None = Field(default=None, description="per-field errors for validation_error")
     job_id: str | None = None
     job_ids: list[str] | None = Field(
-        default=None, description="model_in_use: the queued or running jobs (the caller's) that use the model")
+        default=None, description="model_in_use / dataset_in_use: the queued or running jobs (the caller's) that use "
+        "the model or dataset")
+    model_id: int | None = Field(default=None, description="job_has_model: the live model the training job produced")
+    quota: str | None = Field(default=None, description="quota_exceeded: which quota (datasets, dataset_bytes, "
+                              "models, model_bytes, predictions)")
+    usage: int | None = Field(default=None, description="quota_exceeded: what the caller holds now")
+    limit: int | None = Field(default=None, description="quota_exceeded: the limit")
+    requested: int | None = Field(default=None, description="quota_exceeded: what the request would add")
 
 
 class Error(_Out):
@@ -49,6 +56,12 @@ class Job(_Out):
     terminal: bool = Field(description="true once the status can no longer change")
 
 
+class JobDeleted(_Out):
+    id: str
+    deleted: Literal[True]
+    predictions_deleted: int = Field(description="stored predictions deleted with it (freed from the quota)")
+
+
 class JobList(_Out):
     items: list[Job]
     total: int
@@ -70,7 +83,9 @@ class Dataset(_Out):
     id: int
     name: str
     rows: int
-    columns: list[str]
+    columns: list[str] = Field(description="the column names; in a list, at most the first 50 (see columns_truncated)")
+    column_count: int = Field(description="how many columns the dataset has")
+    columns_truncated: bool = Field(description="true when `columns` lists only the first of them (lists)")
     filename: str
     size_bytes: int
     sha256: str
@@ -78,6 +93,8 @@ class Dataset(_Out):
     owner_id: int | None = Field(description="the creating user's id (None: a bundled sample, or from before accounts)")
     shared: bool = Field(description="readable by every user (the bundled samples)")
     created_at: str | None
+    deleted_at: str | None = Field(default=None, description="set only in the answer of its delete (a deleted "
+                                   "dataset answers 404)")
     preview: list[dict[str, str]] | None = None
     column_stats: dict[str, ColumnStats] | None = None
 
@@ -167,6 +184,20 @@ class User(_Out):
     is_admin: bool
     created_at: str | None
     disabled_at: str | None = Field(description="when an admin disabled the user: their tokens and logins stopped")
+
+
+class Storage(_Out):
+    datasets: int
+    dataset_bytes: int
+    models: int = Field(description="live models, plus trainings queued or running (each will publish one)")
+    model_bytes: int
+    predictions: int = Field(description="stored predictions, plus the inputs of classify jobs queued or running")
+
+
+class Account(User):
+    usage: Storage = Field(description="what the caller holds")
+    limits: Storage = Field(description="the caller's storage quotas (bytes or counts; 0: no limit)")
+    exempt: bool = Field(description="true for an admin while QUOTA_EXEMPT_ADMINS is on: no quota applies")
 
 
 class NewUser(User):

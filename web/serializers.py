@@ -63,12 +63,22 @@ def job_to_dict(job: Job) -> dict:
     }
 
 
-def dataset_to_dict(dataset: Dataset) -> dict:
+# Columns a dataset shows in a list (API list, page selects): a list must not carry every column of every dataset;
+# a dataset's own answer (GET /api/v1/datasets/<id>) has them all.
+LIST_COLUMNS = 50
+
+
+def dataset_to_dict(dataset: Dataset, *, listing: bool = False) -> dict:
+    """A dataset; ``listing``: at most LIST_COLUMNS of its columns (``columns_truncated`` says when cut)."""
+    columns = list(dataset.columns)
+    shown = columns[:LIST_COLUMNS] if listing else columns
     return {
         "id": dataset.id,
         "name": dataset.name,
         "rows": dataset.row_count,
-        "columns": list(dataset.columns),
+        "columns": shown,
+        "column_count": len(columns),
+        "columns_truncated": len(shown) < len(columns),
         "filename": dataset.filename,
         "size_bytes": dataset.size_bytes,
         "sha256": dataset.sha256,
@@ -76,6 +86,7 @@ def dataset_to_dict(dataset: Dataset) -> dict:
         "owner_id": dataset.owner_id,
         "shared": bool(dataset.shared),  # a bundled sample every user can read
         "created_at": iso(dataset.created_at),
+        "deleted_at": iso(dataset.deleted_at),  # only a delete's answer has one: deleted datasets answer 404
     }
 
 

@@ -20,11 +20,12 @@ from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 
 from core import jobs as job_states
-from core import models_registry
+from core import dataset_store, models_registry, quotas
 from core.accounts import Principal
-from core.datasets import DatasetError, check_training_columns, open_rows, read_rows, scan_upload
+from core.datasets import DatasetError, check_column_names, check_training_columns, open_rows, scan_upload
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
 from core.evaluation import EvaluationError, plan_evaluation
@@ -65,6 +66,15 @@ def validate(model: type[M], data: object, *, strict: bool = False) -> M:
 
 def _dataset_error(exc: DatasetError) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message)
+
+
+def check_quota(session, user: Principal, *, lock: bool = True, **requested: int) -> None:
+    """``core.quotas.check`` for ``user`` under this deployment's limits: 413 (bytes) / 429 (counts)
+    ``quota_exceeded`` with ``quota``, ``usage``, ``limit`` and ``requested`` beside the message."""
+    try:
+        quotas.check(session, context.settings(), user, lock=lock, **requested)
+    except quotas.QuotaExceeded as exc:
+        raise ApiError(exc.status, exc.code, exc.message, extra=exc.extra()) from None
 
 
 def _not_found(kind: str, key: object) -> ApiError:
@@ -137,14 +147,19 @@ def create_dataset(user: Principal, upload: bytes | BinaryIO, filename: str | No
     if size > limit:
         raise ApiError(413, "payload_too_large", f"the file is too large: the limit is {limit / 2**20:g} MB")
     filename, name = _clean_names(filename, name)
+    with db.session() as session:  # refused before the scan when the quota is already spent
+        check_quota(session, user, lock=False, datasets=1, dataset_bytes=size)
+    settings = context.settings()
     start = stream.tell()
     try:
-        scan = scan_upload(stream, filename or None)
+        scan = scan_upload(stream, filename or None, max_rows=settings.max_dataset_rows,
+                           max_columns=settings.max_dataset_columns)
     except DatasetError as exc:
         raise _dataset_error(exc) from None
     stream.seek(start)
     content = stream.read(size)  # the bytes live in SQL (see core.schema.Dataset): read once, after validation
     with db.session() as session:
+        check_quota(session, user, datasets=1, dataset_bytes=size)  # again, locked: concurrent uploads count
         dataset = Dataset(
             owner_id=user.id,
             name=name,
@@ -168,9 +183,10 @@ def list_datasets(user: Principal, *, limit: int = 100, offset: int = 0) -> tupl
     with db.session() as session:
         total = session.scalar(select(func.count()).select_from(Dataset).where(visible(Dataset, user)))
         rows = session.scalars(
-            select(Dataset).where(visible(Dataset, user)).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit).offset(offset)
+            select(Dataset).options(defer(Dataset.profile))  # a profile holds statistics for every column
+            .where(visible(Dataset, user)).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit).offset(offset)
         )
-        return [dataset_to_dict(d) for d in rows], total
+        return [dataset_to_dict(d, listing=True) for d in rows], total
 
 
 def get_dataset(user: Principal, dataset_id: int, *, profile: bool = True) -> dict:
@@ -181,6 +197,47 @@ def get_dataset(user: Principal, dataset_id: int, *, profile: bool = True) -> di
         if profile:
             result.update(dataset.profile if dataset.profile is not None else _store_profile(dataset))
     return result
+
+
+def delete_dataset(user: Principal, dataset_id: int) -> dict:
+    """Delete a dataset ``user`` owns (an admin: any; a shared sample: admins only, else 403 ``shared_dataset``):
+    its content is emptied and it disappears from reads, lists and quotas (``core.dataset_store``). 409
+    ``dataset_in_use`` (``job_ids``) while a queued or running job reads it; 404 when missing or already deleted.
+    Finished jobs and models that used it keep its name."""
+    with db.session() as session:
+        try:
+            dataset = dataset_store.mark_deleted(session, user, dataset_id)
+        except dataset_store.DatasetUnavailable as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+        except dataset_store.DatasetInUse as exc:
+            raise ApiError(409, exc.code, str(exc), extra={"job_ids": exc.job_ids}) from None
+        return dataset_to_dict(dataset)
+
+
+def deleted_dataset_name(user: Principal, dataset_id: int) -> str | None:
+    """The name of a dataset ``user`` could see before it was deleted (a job page names what its job used);
+    None when it is not deleted or was never visible to ``user``."""
+    with db.session() as session:
+        return session.scalar(select(Dataset.name).where(
+            Dataset.id == dataset_id, Dataset.deleted_at.is_not(None), visible(Dataset, user, deleted=True)))
+
+
+def _lock_live_datasets(session, *dataset_ids: int | None) -> None:
+    """Share-lock the rows of the datasets a job will read, right before the job row is written, and check they
+    were not deleted meanwhile (404, as for any deleted dataset): a concurrent ``delete_dataset`` either sees the
+    job (409 ``dataset_in_use``) or is seen here (``core.dataset_store.lock_dataset``)."""
+    for dataset_id in sorted({d for d in dataset_ids if d is not None}):  # one order: no lock cycles
+        if not dataset_store.lock_dataset(session, dataset_id, shared=True):
+            raise ApiError(404, "not_found", f"dataset {dataset_id} was deleted while this job was being submitted")
+
+
+def dataset_columns(user: Principal, listed: dict) -> list[str]:
+    """Every column of ``listed`` (a dataset as :func:`list_datasets` gave it, whose columns may be cut short)."""
+    if not listed.get("columns_truncated"):
+        return listed["columns"]
+    with db.session() as session:
+        columns = session.scalar(select(Dataset.columns).where(Dataset.id == listed["id"], visible(Dataset, user)))
+    return list(columns or [])
 
 
 def _store_profile(dataset: Dataset) -> dict:
@@ -201,14 +258,16 @@ def _enqueue(job_id: str, job_type: str) -> None:
         log.warning("could not enqueue job %s now; the reconciler will re-send it", job_id, exc_info=True)
 
 
-def _check_quota(session, user: Principal) -> None:
+def _check_quota(session, user: Principal, *, lock: bool = True) -> None:
     """At most MAX_ACTIVE_JOBS_PER_USER queued + running jobs per user: 429 beyond.
 
     The user's row is locked so that concurrent submissions of one user are counted one at a time (PostgreSQL;
     SQLite has no row locks, and a single-host deployment's overshoot is bounded by its request threads).
+    ``lock=False``: the early check a submission makes before any heavy work (reading a dataset), so a user over
+    the limit is refused cheaply; the locked check right before the insert still decides.
     """
     limit = context.settings().max_active_jobs_per_user
-    if session.get_bind().dialect.name != "sqlite":
+    if lock and session.get_bind().dialect.name != "sqlite":
         session.execute(select(User.id).where(User.id == user.id).with_for_update())
     active = session.scalar(
         select(func.count()).select_from(Job).where(
@@ -243,6 +302,14 @@ def _check_training_work(request: TrainRequest, rows: int, validation_rows: int 
         )
 
 
+def _check_submission_quotas(session, user: Principal, *, lock: bool = True, **storage: int) -> None:
+    """The active-jobs limit, then the storage ``core.quotas`` a job would add to (``models=1`` for a training,
+    ``predictions=n`` for a classification); run unlocked before heavy work and locked right before the insert."""
+    _check_quota(session, user, lock=lock)
+    if storage:
+        check_quota(session, user, lock=lock, **storage)
+
+
 def start_training(user: Principal, request: TrainRequest) -> dict:
     """Check the encoder, the dataset(s) and their columns, commit a queued train job, then enqueue it."""
     try:
@@ -250,19 +317,25 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
     except EncoderNotAllowed as exc:
         raise ApiError(422, "encoder_not_allowed", str(exc)) from None
     with db.session() as session:
-        dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
+        _check_submission_quotas(session, user, lock=False, models=1, model_bytes=0)  # before any row is read
+        dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")  # content stays deferred
         validation = None
         if request.validation_dataset_id is not None:
             validation = _visible_row(session, Dataset, request.validation_dataset_id, user, "validation dataset")
         _check_training_work(request, dataset.row_count, validation.row_count if validation is not None else None)
         try:
-            counts = check_training_columns(read_rows(dataset.content, dataset.format), request)
+            check_column_names(dataset.columns, request)  # from the stored column list: no row read yet
+            if validation is not None:
+                check_column_names(validation.columns, request)
+            # one streaming pass per dataset: memory bounded by a line and the label counts, not by the rows
+            counts = check_training_columns(open_rows(dataset.content, dataset.format), request)
             if validation is not None:
                 known = {task: set(labels) for task, labels in counts.items()}
-                check_training_columns(read_rows(validation.content, validation.format), request, known=known)
+                check_training_columns(open_rows(validation.content, validation.format), request, known=known)
         except DatasetError as exc:
             raise _dataset_error(exc) from None
-        _check_quota(session, user)
+        _lock_live_datasets(session, dataset.id, request.validation_dataset_id)
+        _check_submission_quotas(session, user, models=1, model_bytes=0)
         job = job_states.create_job(
             session, JobType.TRAIN, request.model_dump(mode="json"), dataset_id=dataset.id, owner_id=user.id
         )
@@ -274,6 +347,7 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
 def start_classification(user: Principal, request: ClassifyRequest | PredictRequest) -> dict:
     """Commit a queued classify job (texts, pairs, or a dataset's columns) for an existing model, then enqueue it."""
     with db.session() as session:
+        _check_quota(session, user, lock=False)
         model = _usable_model(session, user, request)
         request = request.with_model_id(model.id)
         row_count = None
@@ -289,7 +363,8 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
             request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
         )
         _lock_live_model(session, model)
-        _check_quota(session, user)
+        _lock_live_datasets(session, request.dataset_id if request.from_dataset else None)
+        _check_submission_quotas(session, user, predictions=int(params.get("text_count") or 0))
         job = job_states.create_job(
             session, JobType.CLASSIFY, params, model_id=request.model_id, dataset_id=request.dataset_id
             if request.from_dataset else None, inputs=texts, owner_id=user.id,
@@ -383,6 +458,7 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
     """Commit a queued evaluate job: the model and dataset visible to ``user``, columns that fit the model's task
     shape and exist in the dataset, and no label the model does not know (422 ``unknown_labels`` with the list)."""
     with db.session() as session:
+        _check_quota(session, user, lock=False)  # before the labels are read through
         model = _usable_model(session, user, request)
         dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
         try:
@@ -403,6 +479,7 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
         if request.quantize is not None:
             params["quantize"] = request.quantize
         _lock_live_model(session, model)
+        _lock_live_datasets(session, dataset.id)
         _check_quota(session, user)
         job = job_states.create_job(
             session, JobType.EVALUATE, params, model_id=model.id, dataset_id=dataset.id, owner_id=user.id)
@@ -464,6 +541,22 @@ def cancel_job(user: Principal, job_id: str) -> dict:
         except job_states.InvalidTransition as exc:
             raise ApiError(409, "invalid_transition", str(exc)) from None
         return job_to_dict(job)
+
+
+def delete_job(user: Principal, job_id: str) -> dict:
+    """Delete a finished job ``user`` may change, with its stored predictions (which frees prediction quota).
+    409 ``job_active`` while it is queued or running; 409 ``job_has_model`` (``model_id``) for a training whose
+    model still exists; 404 for a missing job or someone else's (``core.jobs.delete_finished``)."""
+    with db.session() as session:
+        _visible_row(session, Job, job_id, user, "job", write=True)
+        try:
+            predictions = job_states.delete_finished(session, job_id)
+        except LookupError:
+            raise _not_found("job", job_id) from None
+        except job_states.JobNotDeletable as exc:
+            raise ApiError(409, exc.code, exc.message,
+                           extra={"model_id": exc.model_id} if exc.model_id is not None else None) from None
+    return {"id": job_id, "deleted": True, "predictions_deleted": predictions}
 
 
 def list_predictions(

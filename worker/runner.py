@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import jobs, models_registry, runtime
+from core import jobs, models_registry, quotas, runtime
 from core.datasets import DatasetError, open_rows, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
@@ -349,7 +349,7 @@ def _read_training(session, job_id: str):
     job = session.get(Job, job_id)
     request = TrainRequest.model_validate(job.params)
     dataset = session.get(Dataset, job.dataset_id) if job.dataset_id is not None else None
-    if dataset is None:
+    if dataset is None or dataset.deleted_at is not None:
         raise DatasetError("the job's dataset no longer exists")
     validation = None
     if request.validation_dataset_id is not None:
@@ -363,7 +363,8 @@ def _owners_dataset(session, dataset_id: int, owner_id: int | None) -> tuple[byt
     """(content, format) of a dataset the job's owner may read (checked again: the web checked at submission, but
     nothing a job names is trusted blindly), or None."""
     owner = session.get(User, owner_id) if owner_id is not None else None
-    scope = visible(Dataset, Principal.of(owner)) if owner is not None else Dataset.shared.is_(True)
+    scope = (visible(Dataset, Principal.of(owner)) if owner is not None
+             else Dataset.shared.is_(True) & Dataset.deleted_at.is_(None))
     row = session.execute(select(Dataset.content, Dataset.format).where(Dataset.id == dataset_id, scope)).first()
     return (row.content, row.format) if row is not None else None
 
@@ -441,11 +442,16 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
     tasks = {task: list(labels) for task, labels in result.tasks.items()}
     encoder = request.encoder or "default (all-MiniLM-L6-v2)"
     owner = worker_id()
+    size_bytes = quotas.directory_bytes(final_dir)  # usage is one SQL SUM (core.quotas)
 
     def record(session) -> bool | None:
         if session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
                                                         TrainedModel.artifact_dir == str(final_dir))) is not None:
             return True
+        # still ours (PostgreSQL: the job row stays locked to the commit)? a job cancelled and then deleted meanwhile
+        # is gone: its model would fail the training_job_id foreign key, which insert_model reads as a version race
+        if not jobs.heartbeat(session, job_id, owner, commit=False):
+            return False
         model = models_registry.insert_model(
             session,
             name=name,
@@ -458,6 +464,7 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
             params=request.model_dump(),
             artifact_dir=str(final_dir),
             training_job_id=job_id,
+            size_bytes=size_bytes,
         )
         if model is None:
             return None  # another model took this version: try the next one
@@ -522,7 +529,8 @@ class _ClassifyWork:
         dataset = None
         if request.from_dataset:
             row = session.execute(
-                select(Dataset.content, Dataset.format, Dataset.row_count).where(Dataset.id == request.dataset_id)
+                select(Dataset.content, Dataset.format, Dataset.row_count)
+                .where(Dataset.id == request.dataset_id, Dataset.deleted_at.is_(None))
             ).first()
             if row is None:
                 raise LookupError(f"dataset {request.dataset_id} no longer exists")
@@ -769,7 +777,7 @@ def _read_evaluation(session, job_id: str):
     plan = EvaluationPlan.from_params(params)
     model = _servable_model(session, params.get("model_id"))
     dataset = session.execute(select(Dataset.content, Dataset.format)
-                              .where(Dataset.id == params.get("dataset_id"))).first()
+                              .where(Dataset.id == params.get("dataset_id"), Dataset.deleted_at.is_(None))).first()
     if dataset is None:
         raise LookupError(f"dataset {params.get('dataset_id')} no longer exists")
     return plan, model.artifact_dir, _quantize(params.get("quantize"), model), dataset.content, dataset.format

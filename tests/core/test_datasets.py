@@ -107,7 +107,7 @@ def test_labels_longer_than_the_prediction_column_are_refused():
     with pytest.raises(DatasetError) as info:
         check_training_columns(parsed, cfg("text", ["label"]))
     assert (info.value.status, info.value.code) == (422, "label_too_long")
-    assert "label column 'label': 1 label(s) longer than 200 characters" in info.value.message
+    assert "label column 'label': a label longer than 200 characters" in info.value.message
     ok = parse_csv(f"text,label\na,{fits}\nb,neg\n".encode())
     assert check_training_columns(ok, cfg("text", ["label"]))["label"] == {fits: 1, "neg": 1}
 

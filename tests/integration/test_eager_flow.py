@@ -242,3 +242,8 @@ def test_model_versions_count_per_owner_and_name(app, settings, tiny_encoders):
         model = client.get(f"/api/v1/models/{job['model_id']}").get_json()
         versions.setdefault(who, []).append(model["version"])
     assert versions == {"alice": [1, 2], "bob": [1]}
+    # the worker records each published model's size, so a user's storage quota is one SQL SUM (issue 16)
+    with db.session() as session:
+        for row in session.scalars(select(TrainedModel)):
+            files = sum(p.stat().st_size for p in Path(row.artifact_dir).rglob("*") if p.is_file())
+            assert row.size_bytes == files > 0

@@ -426,3 +426,25 @@ def test_an_import_needing_more_disk_than_is_free_is_507(client, settings, bert_
     error = assert_error(post(client, zip_bytes(folder_files(bert_checkpoint))), 507, "insufficient_storage")
     assert "MB free" in error["message"]
     assert_nothing_left(settings)
+
+
+def test_imports_count_against_the_storage_quota(settings, bert_checkpoint):
+    """Issue 16: an import's size is recorded on its row; past a quota it is refused and leaves nothing behind."""
+    from tests.factories import api_client, make_user
+    from web import create_app
+
+    data = zip_bytes(folder_files(bert_checkpoint))
+    quota = create_app({"TESTING": True, "SETTINGS": settings.replace(max_models_per_user=1)})
+    client = api_client(quota, make_user("importer"))
+    created = post(client, data)
+    assert created.status_code == 201
+    with db.session() as session:
+        row = session.get(TrainedModel, created.json["id"])
+        files = sum(p.stat().st_size for p in Path(row.artifact_dir).rglob("*") if p.is_file())
+        assert row.size_bytes == files > 0
+    error = assert_error(post(client, data), 429, "quota_exceeded")
+    assert (error["quota"], error["usage"], error["limit"]) == ("models", 1, 1)
+    assert len(list((Path(settings.model_store) / "models").iterdir())) == 1  # the refused one's files are gone
+    tight = create_app({"TESTING": True, "SETTINGS": settings.replace(max_model_mb_per_user=1)})
+    error = assert_error(post(api_client(tight, make_user("other")), data), 413, "quota_exceeded")
+    assert error["quota"] == "model_bytes" and error["requested"] > 2**20

@@ -5,7 +5,9 @@ Conventions (the OpenAPI document at ``/api/v1/openapi.json`` has the details):
 - Authentication: ``Authorization: Bearer <token>`` on every route but ``/healthz``, ``/readyz`` and the OpenAPI
   document (401 ``unauthorized`` otherwise; ``/metrics``: admins, 403 ``forbidden`` for others, unless
   ``METRICS_PUBLIC``). Someone else's dataset, job or model answers 404 ``not_found``, exactly like a missing one.
-  429 ``too_many_active_jobs`` past ``MAX_ACTIVE_JOBS_PER_USER`` queued + running jobs.
+  429 ``too_many_active_jobs`` past ``MAX_ACTIVE_JOBS_PER_USER`` queued + running jobs. Storage quotas
+  (``core.quotas``: datasets, models, predictions per user): 413 (bytes) / 429 (counts) ``quota_exceeded`` with
+  ``quota``, ``usage``, ``limit``, ``requested``; ``GET /api/v1/account`` shows the usage.
 - Errors: ``{"error": {"code", "message"[, "details"]}}``. 415 ``unsupported_media_type`` (a body that is not
   ``application/json``, or an upload that is not ``multipart/form-data``), 400 ``invalid_json`` (unparsable, empty
   or non-object body, NaN/Infinity, nesting deeper than 32, lone surrogates), 400 ``invalid_parameter`` (query
@@ -13,8 +15,8 @@ Conventions (the OpenAPI document at ``/api/v1/openapi.json`` has the details):
   parameter given twice, a NUL character), 422 ``validation_error`` (body fails the pydantic spec, strictly: no
   coercion; ``details`` lists ``{field, message, type}``), 404 ``not_found``, 409 ``invalid_transition`` (cancelling a
   finished job), 413 ``payload_too_large``; dataset problems use ``core.datasets`` codes (``invalid_csv`` (CSV
-  and TSV), ``invalid_jsonl``, ``invalid_encoding``, ``empty_file``: 400; ``unknown_column``, ``too_few_classes``:
-  422).
+  and TSV), ``invalid_jsonl``, ``invalid_encoding``, ``empty_file``, ``invalid_column_name``: 400;
+  ``too_many_rows``, ``too_many_columns``: 413; ``unknown_column``, ``too_few_classes``, ``too_many_labels``: 422).
 - Models (``core.models_registry``, ``web.model_files``): classify, evaluate and predict take ``model_id`` or
   ``model`` (``NAME``: the latest live version, or ``NAME:VERSION``); a deleted model is 409 ``model_deleted``
   there and on a second ``DELETE``; ``DELETE /api/v1/models/<id>`` while a queued or running job uses the model is

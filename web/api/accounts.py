@@ -50,6 +50,15 @@ def disable_user(user_id: int):
     return accounts.disable_user(current(), user_id)
 
 
+@bp.get("/api/v1/account")
+@documented(
+    "The caller's account: who they are and their storage usage against their quotas",
+    responses={200: Answer("the account", schemas.Account)},
+)
+def get_account():
+    return accounts.account(current())
+
+
 @bp.post("/api/v1/tokens")
 @documented(
     "Create an API token for the caller; the token is shown only in this answer",

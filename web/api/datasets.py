@@ -1,4 +1,4 @@
-"""Dataset upload and listing."""
+"""Dataset upload, listing and delete."""
 from __future__ import annotations
 
 from flask import url_for
@@ -19,7 +19,8 @@ from .apidoc import Answer, documented
     responses={
         201: Answer("stored", schemas.Dataset, headers={"Location": "the dataset"}),
         400: "missing file (missing_file), empty file, not UTF-8, malformed CSV/TSV/JSON/JSONL, ragged rows",
-        413: "larger than MAX_UPLOAD_MB",
+        413: "larger than MAX_UPLOAD_MB (payload_too_large), past MAX_DATASET_ROWS (too_many_rows) or "
+             "MAX_DATASET_COLUMNS (too_many_columns), or past the user's dataset bytes quota (quota_exceeded; its count quota answers 429)",
         422: "a name longer than 200 characters or holding a NUL character (validation_error)",
     },
 )
@@ -42,3 +43,24 @@ def list_datasets(query: Page):
 )
 def get_dataset(dataset_id: int):
     return services.get_dataset(current(), dataset_id)
+
+
+@bp.delete("/api/v1/datasets/<int:dataset_id>")
+@documented(
+    "Delete a dataset: its content goes, the jobs and models that used it keep its name",
+    description=(
+        "Only the dataset's owner (or an admin) may delete it; a shared sample only an admin (403 `shared_dataset`). "
+        "Refused with 409 `dataset_in_use` while a queued or running job reads it (as its dataset or a training's "
+        "`validation_dataset_id`; `job_ids` names them: wait for them or cancel them). The content is emptied at "
+        "once (freeing the storage quota); afterwards the dataset answers 404 like a missing one, is left out of "
+        "lists, and training, classification and evaluation refuse it. Finished jobs and models that used it stay "
+        "readable."
+    ),
+    responses={
+        200: Answer("the deleted dataset (`deleted_at` set)", schemas.Dataset),
+        403: "a shared sample and the caller is not an admin (shared_dataset)",
+        409: "a queued or running job uses the dataset (dataset_in_use; error.job_ids lists them)",
+    },
+)
+def delete_dataset(dataset_id: int):
+    return services.delete_dataset(current(), dataset_id)

@@ -92,6 +92,24 @@ def cancel_job(job_id: str):
     return services.cancel_job(current(), job_id)
 
 
+@bp.delete("/api/v1/jobs/<job_id>")
+@documented(
+    "Delete a finished job and its stored predictions (frees the prediction quota)",
+    description=(
+        "Only a succeeded, failed or cancelled job: a queued or running one is refused with 409 `job_active` "
+        "(cancel it first). A training job whose model still exists is refused with 409 `job_has_model` "
+        "(`model_id`: delete the model first; its page shows the training curves). Only the job's owner (or an "
+        "admin) may delete it; anyone else's id answers 404 like a missing one."
+    ),
+    responses={
+        200: Answer("deleted", schemas.JobDeleted),
+        409: "the job is queued or running (job_active), or it trained a model that still exists (job_has_model)",
+    },
+)
+def delete_job(job_id: str):
+    return services.delete_job(current(), job_id)
+
+
 @bp.get("/api/v1/jobs/<job_id>/predictions")
 @documented(
     "A classify job's predictions, ordered by index (partial while it runs)",

@@ -67,7 +67,8 @@ def account():
     tokens, _ = account_services.list_tokens(current())
     status = 400 if request.method == "POST" and new_token is None else 200
     return render_template(
-        "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm()
+        "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm(),
+        storage=account_services.account(current()),
     ), status
 
 

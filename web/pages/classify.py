@@ -28,7 +28,7 @@ def _wanted_id(name: str, rows: list[dict]) -> int | None:
 def _column_choices(form: ClassifyForm, datasets: list[dict]) -> None:
     """Offer the chosen dataset's columns (none while no dataset is chosen); classify.js refills them on change."""
     selected = next((d for d in datasets if d["id"] == form.dataset_id.data), None)
-    columns = selected["columns"] if selected else []
+    columns = services.dataset_columns(current(), selected) if selected else []
     # "as the model was trained" first and by default: the model's text column, or its text_template
     form.text_column.choices = choices([("", AS_TRAINED), *((c, c) for c in columns)])
     form.id_column.choices = choices([("", NO_ID_COLUMN), *((c, c) for c in columns)])

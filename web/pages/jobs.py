@@ -1,5 +1,5 @@
 """Jobs list, job page (live progress and ETA; training curves, confusion matrices and per-class metrics; or
-predictions filtered by label, downloads) and the cancel button."""
+predictions filtered by label, downloads), the cancel button and, once finished, the delete button."""
 from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -10,7 +10,7 @@ from core.schema import JobStatus, JobType
 from .. import charts, exports, services
 from ..auth import current
 from ..errors import ApiError
-from ..forms import CancelForm
+from ..forms import CancelForm, DeleteJobForm
 from . import bp
 from .filters import page_arg
 
@@ -58,15 +58,16 @@ def job(job_id: str):
             model = services.get_model(current(), info["model_id"])
         except ApiError:
             model = None
-    dataset = None
+    dataset = deleted_dataset = None
     if info["dataset_id"] is not None:
         try:
             dataset = services.get_dataset(current(), info["dataset_id"], profile=False)
-        except ApiError:
-            dataset = None
+        except ApiError:  # deleted since (named as such), or not the caller's to see
+            deleted_dataset = services.deleted_dataset_name(current(), info["dataset_id"])
     return render_template(
-        "job.html", job=info, model=model, dataset=dataset, predictions=predictions, page=page, label=label,
-        labels=labels, cancel_form=CancelForm(), view=result_view(info["metrics"]),
+        "job.html", job=info, model=model, dataset=dataset, deleted_dataset=deleted_dataset, predictions=predictions,
+        page=page, label=label, labels=labels, cancel_form=CancelForm(), delete_form=DeleteJobForm(),
+        view=result_view(info["metrics"]),
     )
 
 
@@ -139,6 +140,24 @@ def export(job_id: str):
     if fmt not in exports.FORMATS:
         abort(400, f"format must be one of {', '.join(exports.FORMATS)}")
     return exports.export_response(current(), job_id, fmt)
+
+
+@bp.post("/jobs/<job_id>/delete")
+def job_delete(job_id: str):
+    """Delete a finished job and its predictions (``services.delete_job``): back to the list, or to the job with
+    the reason it was refused (still active; a training whose model exists)."""
+    if not DeleteJobForm().validate_on_submit():
+        abort(400, "the form expired: reload the page and try again")
+    try:
+        deleted = services.delete_job(current(), job_id)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise
+        flash(exc.message, "error")
+        return redirect(url_for(".job", job_id=job_id))
+    predictions = deleted["predictions_deleted"]
+    flash(f"Job deleted{f' with its {predictions} predictions' if predictions else ''}.", "ok")
+    return redirect(url_for(".jobs"))
 
 
 @bp.post("/jobs/<job_id>/cancel")

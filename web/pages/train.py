@@ -29,7 +29,7 @@ def train():
         if wanted_family in FAMILIES:
             form.family.data = wanted_family
     selected = next((d for d in datasets if d["id"] == form.dataset_id.data), datasets[0] if datasets else None)
-    columns = selected["columns"] if selected else []
+    columns = services.dataset_columns(current(), selected) if selected else []
     for field in (form.text_column, form.label_column, form.label_columns):
         field.choices = choices((c, c) for c in columns)
     form.text_pair_column.choices = choices([("", "none (single texts)"), *((c, c) for c in columns)])
