@@ -7,6 +7,7 @@ allocated in the inserting transaction; the ``(owner_id, name, version)`` unique
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,11 @@ from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .accounts import Principal
+from .db import db
 from .ownership import visible, writable
 from .schema import Job, JobStatus, TrainedModel, utcnow
+
+log = logging.getLogger(__name__)
 
 VERSION_ATTEMPTS = 3  # transactions a caller should try before giving up on a contended name
 
@@ -44,6 +48,18 @@ def insert_model(session: Session, *, name: str, owner_id: int | None, **fields:
         session.rollback()
         return None
     return model
+
+
+def model_recorded(artifact_dir: str) -> bool | None:
+    """Whether a model row names ``artifact_dir`` (unique per training attempt and per import), looked up in a fresh
+    session: after a failed insert, the files may go only when this is False (the commit may have landed though its
+    answer was lost). None when the database cannot say: keep the files, the reconciler's sweep decides later."""
+    try:
+        with db.session() as session:
+            return session.scalar(select(TrainedModel.id).where(TrainedModel.artifact_dir == artifact_dir)) is not None
+    except Exception:  # noqa: BLE001 - unknown is an answer here
+        log.warning("could not check whether a model row names %s", artifact_dir, exc_info=True)
+        return None
 
 
 # ---------------------------------------------------------------- references: "name", "name:3" or an id

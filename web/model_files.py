@@ -493,7 +493,14 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
         fsync_tree(model_dir)  # the files reach the disk before the rename that publishes them
         os.replace(model_dir, final)
         fsync_dir(final.parent)
-        result = _insert(user, name, checked, final, filename or "upload.zip")
+        try:
+            result = _insert(user, name, checked, final, filename or "upload.zip")
+        except ApiError:
+            raise  # refused before anything was committed (quota, version race): the files go
+        except Exception:
+            if models_registry.model_recorded(str(final)) is not False:
+                final = None  # the commit may have landed though its answer was lost: the files stay with the row
+            raise
         final = None  # recorded: the files belong to the row now
         return result
     except (ArchiveError, CheckpointError) as exc:

@@ -405,7 +405,7 @@ def _publish_model(job_id: str, request: TrainRequest, owner_id: int | None, dat
         recorded = _record_model(job_id, request, owner_id, dataset_name, result, final_dir)
     except BaseException:
         # a commit may have landed though its answer was lost: the files go only once a fresh look finds no row
-        landed = _model_recorded(job_id, final_dir)
+        landed = models_registry.model_recorded(str(final_dir))
         if landed is False:
             shutil.rmtree(final_dir, ignore_errors=True)  # no model row, so no files either
             raise
@@ -418,17 +418,6 @@ def _publish_model(job_id: str, request: TrainRequest, owner_id: int | None, dat
     if not recorded:  # cancelled or reclaimed meanwhile: nothing was recorded
         shutil.rmtree(final_dir, ignore_errors=True)
         log.info("job %s finished training but no longer owns the job; model discarded", job_id)
-
-
-def _model_recorded(job_id: str, final_dir: Path) -> bool | None:
-    """Whether a model row of ``job_id`` names ``final_dir``, in a fresh session; None if the database cannot say."""
-    try:
-        with db.session() as session:
-            return session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
-                                                                TrainedModel.artifact_dir == str(final_dir))) is not None
-    except Exception:  # noqa: BLE001 - unknown: keep the files, the sweep decides later
-        log.warning("job %s: could not check whether its model was recorded", job_id, exc_info=True)
-        return None
 
 
 def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, dataset_name: str, result,

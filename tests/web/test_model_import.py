@@ -448,3 +448,31 @@ def test_imports_count_against_the_storage_quota(settings, bert_checkpoint):
     tight = create_app({"TESTING": True, "SETTINGS": settings.replace(max_model_mb_per_user=1)})
     error = assert_error(post(api_client(tight, make_user("other")), data), 413, "quota_exceeded")
     assert error["quota"] == "model_bytes" and error["requested"] > 2**20
+
+
+def test_an_import_whose_commit_answer_was_lost_keeps_the_files_of_its_row(client, settings, bert_checkpoint,
+                                                                            monkeypatch):
+    """The row landed but its commit's answer was lost: the files stay with the row; an error before anything was
+    recorded still removes them (issue 16, item 9, for imports)."""
+    from web import model_files
+
+    real = model_files._insert
+
+    def lost_reply(*args, **kwargs):
+        real(*args, **kwargs)
+        raise ConnectionError("server closed the connection after the commit")
+
+    monkeypatch.setattr(model_files, "_insert", lost_reply)
+    client.application.config["PROPAGATE_EXCEPTIONS"] = False
+    data = zip_bytes(folder_files(bert_checkpoint))
+    assert post(client, data).status_code == 500
+    with db.session() as session:
+        row = session.scalars(select(TrainedModel)).one()
+    assert (Path(row.artifact_dir) / "model.safetensors").is_file()
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("the database went away before the commit")
+
+    monkeypatch.setattr(model_files, "_insert", refused)
+    assert post(client, data).status_code == 500
+    assert [p.name for p in (Path(settings.model_store) / "models").iterdir()] == [Path(row.artifact_dir).name]
