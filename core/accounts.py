@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import jobs
 from .config import VAR_DIR
 from .schema import ApiToken, User, utcnow
 
@@ -45,10 +46,12 @@ class Principal:
     id: int
     username: str
     is_admin: bool
+    session_epoch: int = 0  # a web session is valid only while it carries the user's current epoch
 
     @classmethod
     def of(cls, user: User) -> "Principal":
-        return cls(id=user.id, username=user.username, is_admin=bool(user.is_admin))
+        return cls(id=user.id, username=user.username, is_admin=bool(user.is_admin),
+                   session_epoch=user.session_epoch or 0)
 
 
 @dataclass(frozen=True)
@@ -104,17 +107,31 @@ def find_user(session: Session, key: int | str) -> User:
 
 
 def disable_user(session: Session, key: int | str) -> User:
-    """Disable a user: their logins and tokens stop working at once; what they own stays. Idempotent."""
+    """Disable a user: their logins, web sessions and tokens stop working at once, and their queued and running
+    jobs are cancelled in the same transaction (the caller commits); what they own stays. Idempotent."""
     user = find_user(session, key)
     if user.disabled_at is None:
         user.disabled_at = utcnow()
+        user.session_epoch += 1
         session.flush()
+    jobs.cancel_owned(session, user.id)  # also on a repeat: a job created while the disable raced it
     return user
 
 
 def set_password(session: Session, key: int | str, password: str) -> User:
+    """Change a user's web password; their web sessions end everywhere (API tokens are separate credentials and
+    stay: revoke them on the account page or with the API)."""
     user = find_user(session, key)
     user.password_hash = generate_password_hash(password)
+    user.session_epoch += 1
+    session.flush()
+    return user
+
+
+def end_sessions(session: Session, user_id: int) -> User:
+    """"Log out everywhere": every web session of ``user_id`` ends (the epoch they carry no longer matches)."""
+    user = find_user(session, user_id)
+    user.session_epoch += 1
     session.flush()
     return user
 

@@ -94,6 +94,8 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column()  # a disabled user's tokens and logins stop working
+    # bumped on a password change, a disable and "log out everywhere": web sessions carrying an older one end
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def active(self) -> bool:
