@@ -61,6 +61,14 @@ class Settings:
     train_time_limit_s: float = 6 * 3600.0  # a training running longer fails and frees its slot
     classify_time_limit_s: float = 3600.0
     broker_visibility_timeout_s: int = 3600  # Redis redelivers an unacked message after this long
+    # web sessions and logins (issue 16)
+    session_lifetime_hours: float = 12.0  # a web login ends this long after it began (its CSRF tokens with it)
+    session_cookie_secure: bool = False  # send the session cookie over HTTPS only: turn on behind HTTPS
+    # failed logins per client address, and per username, before 429 (Flask-Limiter syntax, e.g. "10 per minute")
+    login_rate_limit: str = "10 per minute"
+    # body of any request that is not an upload (forms, JSON); uploads and typed texts take MAX_UPLOAD_MB
+    max_body_kb: int = 1024
+    proxy_hops: int = 0  # reverse proxies in front of the web whose X-Forwarded-For/-Proto are trusted
 
     # name of the environment variable for each field (no annotation: a class attribute, not a field)
     _ENV = {
@@ -94,6 +102,11 @@ class Settings:
         "train_time_limit_s": "TRAIN_TIME_LIMIT_S",
         "classify_time_limit_s": "CLASSIFY_TIME_LIMIT_S",
         "broker_visibility_timeout_s": "BROKER_VISIBILITY_TIMEOUT_S",
+        "session_lifetime_hours": "SESSION_LIFETIME_HOURS",
+        "session_cookie_secure": "SESSION_COOKIE_SECURE",
+        "login_rate_limit": "LOGIN_RATE_LIMIT",
+        "max_body_kb": "MAX_BODY_KB",
+        "proxy_hops": "PROXY_HOPS",
     }
 
     @classmethod
@@ -130,6 +143,10 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_kb * 1024
 
     @property
     def max_model_upload_bytes(self) -> int:

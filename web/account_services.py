@@ -56,6 +56,12 @@ def disable_user(admin: Principal, user_id: int) -> dict:
             raise _api_error(exc) from None
 
 
+def end_sessions(user: Principal) -> dict:
+    """Log the caller out everywhere: every web session of theirs ends (their API tokens stay)."""
+    with db.session() as session:
+        return user_to_dict(accounts.end_sessions(session, user.id))
+
+
 def create_token(user: Principal, name: str) -> dict:
     with db.session() as session:
         new = accounts.create_token(session, user.id, name)

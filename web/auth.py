@@ -7,11 +7,18 @@
   pages as well (scripts, tests); no browser sends one by itself.
 
 Both set ``g.principal``; views hand :func:`current` to the services, which scope every query by it.
+
+A login session starts empty (:func:`start_session` clears whatever the browser brought, so a session or CSRF token
+planted before the login is worthless after it) and carries the user's ``session_epoch`` in its id ("id:epoch"):
+a password change, a disable or "log out everywhere" bumps the epoch, and every older session ends. A session
+also ends ``SESSION_LIFETIME_HOURS`` after the login, however active it was.
 """
 from __future__ import annotations
 
-from flask import Flask, g, redirect, request, url_for
-from flask_login import LoginManager, UserMixin
+import time
+
+from flask import Flask, g, redirect, request, session, url_for
+from flask_login import LoginManager, UserMixin, login_user, logout_user
 
 from core import accounts
 from core.accounts import Principal
@@ -30,14 +37,38 @@ OPEN_PAGES = frozenset({"pages.login"})
 login_manager = LoginManager()
 login_manager.login_view = "pages.login"
 login_manager.login_message = None  # the login page says what to do
+LOGIN_AT_KEY = "login_at"  # when the session's login happened (epoch seconds): its lifetime counts from there
 
 
 class SessionUser(UserMixin):
-    """Flask-Login's view of a :class:`Principal` (its id is what the session cookie stores)."""
+    """Flask-Login's view of a :class:`Principal`; :meth:`get_id` is what the session cookie stores."""
 
     def __init__(self, principal: Principal) -> None:
         self.principal = principal
         self.id = principal.id
+
+    def get_id(self) -> str:
+        return f"{self.principal.id}:{self.principal.session_epoch}"
+
+
+def start_session(principal: Principal) -> None:
+    """Log ``principal`` in on a fresh session: nothing of the anonymous one (its CSRF token) survives."""
+    session.clear()
+    login_user(SessionUser(principal))
+    session.permanent = True  # the cookie lives PERMANENT_SESSION_LIFETIME, not "until the browser closes"
+    session[LOGIN_AT_KEY] = time.time()
+
+
+def end_session() -> None:
+    """Log out and forget everything the session held (its CSRF token included)."""
+    logout_user()
+    session.clear()
+
+
+def _session_expired() -> bool:
+    login_at = session.get(LOGIN_AT_KEY)
+    lifetime = context.settings().session_lifetime_hours * 3600
+    return not isinstance(login_at, (int, float)) or time.time() - login_at > lifetime
 
 
 def current() -> Principal:
@@ -118,14 +149,21 @@ def init_app(app: Flask) -> None:
 
 
 @login_manager.user_loader
-def _load_session_user(user_id: str) -> SessionUser | None:
+def _load_session_user(session_id: str) -> SessionUser | None:
+    """The session's user while the session is valid: the user is active, the epoch it was started under is still
+    theirs, and the login is younger than SESSION_LIFETIME_HOURS."""
+    user_id, _, epoch = session_id.partition(":")
     try:
-        key = int(user_id)
-    except ValueError:
+        key, epoch_number = int(user_id), int(epoch)
+    except ValueError:  # a session from before epochs, or a forged id: log in again
         return None
-    with db.session() as session:
-        principal = accounts.load_principal(session, key)
-    return SessionUser(principal) if principal is not None else None
+    if _session_expired():
+        return None
+    with db.session() as db_session:
+        principal = accounts.load_principal(db_session, key)
+    if principal is None or principal.session_epoch != epoch_number:
+        return None
+    return SessionUser(principal)
 
 
 @login_manager.request_loader

@@ -4,14 +4,13 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import abort, flash, redirect, render_template, request, url_for
-from flask_login import login_user, logout_user
 
 from core import accounts
 from core.db import db
 from core.specs import TokenCreate
 
 from .. import account_services, services
-from ..auth import SessionUser, current
+from ..auth import current, end_session, start_session
 from ..errors import ApiError
 from ..forms import LoginForm, LogoutForm, RevokeTokenForm, TokenForm
 from . import bp
@@ -35,7 +34,7 @@ def login():
         with db.session() as session:  # a NUL can be no one's name (and PostgreSQL cannot compare one)
             principal = None if "\x00" in username + password else accounts.check_login(session, username, password)
         if principal is not None:
-            login_user(SessionUser(principal))
+            start_session(principal)
             return redirect(_safe_next(request.args.get("next")))
         error = "Unknown username or wrong password."
     status = 401 if error else (400 if request.method == "POST" else 200)
@@ -46,8 +45,19 @@ def login():
 def logout():
     if not LogoutForm().validate_on_submit():
         abort(400, "the form expired: reload the page and try again")
-    logout_user()
+    end_session()
     flash("Logged out.", "ok")
+    return redirect(url_for(".login"))
+
+
+@bp.post("/account/logout-all")
+def logout_everywhere():
+    """End every web session of this user, on every device, this one included (API tokens stay)."""
+    if not LogoutForm().validate_on_submit():
+        abort(400, "the form expired: reload the page and try again")
+    account_services.end_sessions(current())
+    end_session()
+    flash("Logged out everywhere.", "ok")
     return redirect(url_for(".login"))
 
 
@@ -67,7 +77,8 @@ def account():
     tokens, _ = account_services.list_tokens(current())
     status = 400 if request.method == "POST" and new_token is None else 200
     return render_template(
-        "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm()
+        "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm(),
+        logout_all_form=LogoutForm(),
     ), status
 
 
