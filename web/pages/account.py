@@ -45,19 +45,11 @@ def login():
 def logout():
     if not LogoutForm().validate_on_submit():
         abort(400, "the form expired: reload the page and try again")
-    end_session()
-    flash("Logged out.", "ok")
-    return redirect(url_for(".login"))
-
-
-@bp.post("/account/logout-all")
-def logout_everywhere():
-    """End every web session of this user, on every device, this one included (API tokens stay)."""
-    if not LogoutForm().validate_on_submit():
-        abort(400, "the form expired: reload the page and try again")
+    # A session is a signed cookie, not a server-side row: a copy of it (another tab's, a stolen one) can only be
+    # stopped by moving the user's epoch, so a logout ends the user's web sessions on every device.
     account_services.end_sessions(current())
     end_session()
-    flash("Logged out everywhere.", "ok")
+    flash("Logged out (on every device).", "ok")
     return redirect(url_for(".login"))
 
 
@@ -77,8 +69,7 @@ def account():
     tokens, _ = account_services.list_tokens(current())
     status = 400 if request.method == "POST" and new_token is None else 200
     return render_template(
-        "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm(),
-        logout_all_form=LogoutForm(),
+        "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm()
     ), status
 
 
