@@ -129,6 +129,8 @@ class Settings:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, not {settings.device!r}")
         if settings.batch_wait_ms < 0 or settings.max_batch_tokens < 1 or settings.max_batch_size < 1:
             raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS and MAX_BATCH_SIZE >= 1")
+        if settings.session_lifetime_hours <= 0 or settings.max_body_kb < 1 or settings.proxy_hops < 0:
+            raise ValueError("SESSION_LIFETIME_HOURS must be > 0, MAX_BODY_KB >= 1 and PROXY_HOPS >= 0")
         token = settings.admin_token
         if token and not (16 <= len(token) <= MAX_TOKEN_CHARS and token.isprintable() and token.strip() == token
                           and " " not in token):

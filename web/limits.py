@@ -18,6 +18,7 @@ from __future__ import annotations
 from flask import Flask, render_template, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from limits import parse_many
 
 from core.config import Settings
 from core.schema import USERNAME_MAX
@@ -80,6 +81,11 @@ def _throttled(exc: RateLimitExceeded):
 
 def init_login_limits(app: Flask, settings: Settings) -> Limiter:
     """A limiter of this app's own (tests build many apps) throttling failed logins on the login page."""
+    try:  # checked now: a limit the limiter cannot read would be skipped silently at every login
+        parse_many(settings.login_rate_limit)
+    except ValueError:
+        raise ValueError(f"LOGIN_RATE_LIMIT={settings.login_rate_limit!r} is not a rate limit such as "
+                         "'10 per minute'") from None
     storage = "memory://" if settings.celery_eager else settings.redis_url
     limiter = Limiter(
         get_remote_address,

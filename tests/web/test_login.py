@@ -400,3 +400,10 @@ def test_the_api_answers_413_json_past_the_body_limit_but_keeps_upload_limits(se
     texts = ["a longer text of some words"] * 400  # ~12 KB: a /predict body is an upload (MAX_UPLOAD_MB)
     response = client.post("/api/v1/jobs/classify", json={"model_id": 999, "texts": texts})
     assert response.status_code == 404  # read and validated: only the model is unknown
+
+
+def test_a_login_rate_limit_that_cannot_be_read_is_refused_at_start(settings):
+    from web import create_app
+
+    with pytest.raises(ValueError, match="LOGIN_RATE_LIMIT"):
+        create_app({"TESTING": True, "SETTINGS": settings.replace(login_rate_limit="ten a minute")})
