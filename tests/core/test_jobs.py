@@ -358,6 +358,18 @@ def test_each_claim_is_an_attempt_of_its_own_even_in_one_process(settings):
         assert jobs.heartbeat(session, job_id, runner.worker_id())
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request, settings):
+    """The configured database: the test's SQLite file, or a private PostgreSQL schema."""
+    if request.param == "postgresql":
+        from core import runtime
+        from core.schema import Base
+
+        runtime.configure(settings.replace(database_url=request.getfixturevalue("postgres_schema_url")))
+        Base.metadata.create_all(db.engine)
+    return request.param
+
+
 def _owned_job(username: str) -> tuple[int, str]:
     from core import accounts
 
@@ -368,7 +380,7 @@ def _owned_job(username: str) -> tuple[int, str]:
         return user.id, job.id
 
 
-def test_claim_refuses_a_job_whose_owner_is_disabled(settings):
+def test_claim_refuses_a_job_whose_owner_is_disabled(backend):
     """A message already in flight when its owner was disabled (or a disable that raced the job's creation): the
     worker's claim cancels the job instead of running it."""
     from core.schema import User
@@ -385,7 +397,7 @@ def test_claim_refuses_a_job_whose_owner_is_disabled(settings):
     assert _claim(other_id).outcome is ClaimOutcome.CLAIMED  # another user's job runs as before
 
 
-def test_disabling_a_user_cancels_their_queued_and_running_jobs(settings):
+def test_disabling_a_user_cancels_their_queued_and_running_jobs(backend):
     from core import accounts
 
     owner_id, queued = _owned_job("leaving")
