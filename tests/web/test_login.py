@@ -363,7 +363,8 @@ def test_logins_work_when_the_limiter_redis_is_down(settings):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    down = settings.replace(redis_url=f"redis://127.0.0.1:{port}/0", celery_eager=False, login_rate_limit="2 per minute")
+    down = settings.replace(redis_url=f"redis://127.0.0.1:{port}/0", celery_eager=False,
+                            login_rate_limit="2 per minute")
     app = create_app({"TESTING": True, "SETTINGS": down, "WTF_CSRF_ENABLED": True})
     make_user("carol", password="correct horse")
     browser = app.test_client()
@@ -380,7 +381,8 @@ def test_an_anonymous_huge_form_is_refused_before_it_is_parsed(csrf_app, monkeyp
 
     parsed = []
     real = formparser.FormDataParser.parse
-    monkeypatch.setattr(formparser.FormDataParser, "parse", lambda self, *a, **k: parsed.append(1) or real(self, *a, **k))
+    monkeypatch.setattr(formparser.FormDataParser, "parse",
+                        lambda self, *a, **k: parsed.append(1) or real(self, *a, **k))
     body = b"username=" + b"a" * (45 * 1024 * 1024)
     response = csrf_app.test_client().post("/login", data=body,
                                            content_type="application/x-www-form-urlencoded")
