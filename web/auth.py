@@ -9,16 +9,18 @@
 Both set ``g.principal``; views hand :func:`current` to the services, which scope every query by it.
 
 A login session starts empty (:func:`start_session` clears whatever the browser brought, so a session or CSRF token
-planted before the login is worthless after it) and carries the user's ``session_epoch`` in its id ("id:epoch"):
-a password change, a disable or "log out everywhere" bumps the epoch, and every older session ends. A session
-also ends ``SESSION_LIFETIME_HOURS`` after the login, however active it was.
+planted before the login is worthless after it) and carries the id of its login, a row in SQL
+(``core.accounts.start_login``): each request checks that row is live. A logout revokes this login only (a copy of
+the cookie dies with it, the user's other devices stay logged in); "log out everywhere", a password change and a
+disable revoke all of the user's logins. A login also ends ``SESSION_LIFETIME_HOURS`` after it began, however
+active it was.
 """
 from __future__ import annotations
 
-import time
+from datetime import timedelta
 
 from flask import Flask, g, redirect, request, session, url_for
-from flask_login import LoginManager, UserMixin, login_user, logout_user
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from core import accounts
 from core.accounts import Principal
@@ -37,38 +39,51 @@ OPEN_PAGES = frozenset({"pages.login"})
 login_manager = LoginManager()
 login_manager.login_view = "pages.login"
 login_manager.login_message = None  # the login page says what to do
-LOGIN_AT_KEY = "login_at"  # when the session's login happened (epoch seconds): its lifetime counts from there
 
 
 class SessionUser(UserMixin):
-    """Flask-Login's view of a :class:`Principal`; :meth:`get_id` is what the session cookie stores."""
+    """Flask-Login's view of a :class:`Principal`. A cookie login also has its login's secret id (what
+    :meth:`get_id` gives the session cookie) and row id; a Bearer token on a page has neither."""
 
-    def __init__(self, principal: Principal) -> None:
+    def __init__(self, principal: Principal, login_secret: str | None = None, login_id: int | None = None) -> None:
         self.principal = principal
         self.id = principal.id
+        self.login_secret, self.login_id = login_secret, login_id
 
-    def get_id(self) -> str:
-        return f"{self.principal.id}:{self.principal.session_epoch}"
+    def get_id(self) -> str | None:
+        return self.login_secret
+
+
+def login_lifetime() -> timedelta:
+    """How long a web login lives (SESSION_LIFETIME_HOURS), counted from the login."""
+    return timedelta(hours=context.settings().session_lifetime_hours)
 
 
 def start_session(principal: Principal) -> None:
-    """Log ``principal`` in on a fresh session: nothing of the anonymous one (its CSRF token) survives."""
+    """Log ``principal`` in on a fresh session and a new login row: nothing of the anonymous session (its CSRF
+    token) survives."""
     session.clear()
-    login_user(SessionUser(principal))
+    with db.session() as db_session:
+        secret = accounts.start_login(db_session, principal.id, lifetime=login_lifetime(),
+                                      user_agent=request.user_agent.string, address=request.remote_addr)
+    login_user(SessionUser(principal, secret))
     session.permanent = True  # the cookie lives PERMANENT_SESSION_LIFETIME, not "until the browser closes"
-    session[LOGIN_AT_KEY] = time.time()
+
+
+def current_login_id() -> int | None:
+    """The row id of this request's login (None for a Bearer token on a page)."""
+    return getattr(current_user, "login_id", None)
 
 
 def end_session() -> None:
-    """Log out and forget everything the session held (its CSRF token included)."""
+    """Log out: revoke this login (every copy of its cookie dies with it; the user's other logins stay) and
+    forget everything the session held (its CSRF token included)."""
+    secret = getattr(current_user, "login_secret", None)
+    if secret:
+        with db.session() as db_session:
+            accounts.end_login(db_session, secret)
     logout_user()
     session.clear()
-
-
-def _session_expired() -> bool:
-    login_at = session.get(LOGIN_AT_KEY)
-    lifetime = context.settings().session_lifetime_hours * 3600
-    return not isinstance(login_at, (int, float)) or time.time() - login_at > lifetime
 
 
 def current() -> Principal:
@@ -149,21 +164,17 @@ def init_app(app: Flask) -> None:
 
 
 @login_manager.user_loader
-def _load_session_user(session_id: str) -> SessionUser | None:
-    """The session's user while the session is valid: the user is active, the epoch it was started under is still
-    theirs, and the login is younger than SESSION_LIFETIME_HOURS."""
-    user_id, _, epoch = session_id.partition(":")
-    try:
-        key, epoch_number = int(user_id), int(epoch)
-    except ValueError:  # a session from before epochs, or a forged id: log in again
-        return None
-    if _session_expired():
+def _load_session_user(login_secret: str) -> SessionUser | None:
+    """The session's user while its login is live: not revoked, younger than SESSION_LIFETIME_HOURS, its user
+    active (one lookup). A cookie from before login rows ("id:epoch") matches none: log in again."""
+    if not isinstance(login_secret, str) or "\x00" in login_secret or len(login_secret) > MAX_TOKEN_CHARS:
         return None
     with db.session() as db_session:
-        principal = accounts.load_principal(db_session, key)
-    if principal is None or principal.session_epoch != epoch_number:
+        live = accounts.authenticate_login(db_session, login_secret, lifetime=login_lifetime())
+    if live is None:
         return None
-    return SessionUser(principal)
+    login_id, principal = live
+    return SessionUser(principal, login_secret, login_id)
 
 
 @login_manager.request_loader

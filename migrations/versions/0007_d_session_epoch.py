@@ -1,4 +1,4 @@
-"""users.session_epoch: web sessions carry it and end when it changes (password change, disable, log out everywhere)
+"""login_sessions: one row per web login (logout revokes it; log out everywhere, password change, disable revoke all)
 
 Revision ID: 0007_d
 Revises: 0006
@@ -14,12 +14,28 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 def upgrade() -> None:
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("session_epoch", sa.Integer(), server_default="0", nullable=False))
+    op.create_table(
+        "login_sessions",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("user_id", BigId, nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("user_agent", sa.String(length=200), nullable=True),
+        sa.Column("address", sa.String(length=64), nullable=True),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_login_sessions_user_id_users"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_login_sessions")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_login_sessions_token_hash")),
+    )
+    op.create_index(op.f("ix_login_sessions_user_id"), "login_sessions", ["user_id"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_column("session_epoch")
+    op.drop_index(op.f("ix_login_sessions_user_id"), table_name="login_sessions")
+    op.drop_table("login_sessions")

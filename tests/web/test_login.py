@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from core import accounts
 from core.db import db
-from core.schema import ApiToken, Job, User
+from core.schema import ApiToken, Job, LoginSession, User
 from tests.factories import api_client, make_user
 
 from . import factories as f
@@ -265,21 +265,47 @@ def test_a_session_planted_before_login_and_its_csrf_token_die_at_login(csrf_app
         assert session.get(Job, job_id).status == "queued"
 
 
-def test_a_copied_cookie_stops_working_at_logout(csrf_app):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def sessions_app(request, settings):
+    """``csrf_app`` on the test's SQLite file, or on a private PostgreSQL schema."""
+    from web import create_app
+
+    if request.param == "postgresql":
+        from core.schema import Base
+
+        settings = settings.replace(database_url=request.getfixturevalue("postgres_schema_url"))
+        app = create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": True})
+        Base.metadata.create_all(db.engine)
+        return app
+    return create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": True})
+
+
+def logged_in(app, username: str = "carol", password: str = "correct horse", agent: str = "test-browser"):
+    """A new browser (its own login) of ``username``."""
+    browser = app.test_client()
+    browser.environ_base["HTTP_USER_AGENT"] = agent
+    assert log_in(browser, username, password).status_code == 302
+    return browser
+
+
+def test_logout_ends_this_login_and_its_copies_but_not_the_users_other_logins(sessions_app):
     make_user("carol", password="correct horse")
-    browser = csrf_app.test_client()
-    log_in(browser, "carol", "correct horse")
-    stolen = copy_of(browser, csrf_app)
+    browser, laptop = logged_in(sessions_app), logged_in(sessions_app)
+    stolen = copy_of(browser, sessions_app)
     assert stolen.get("/").status_code == 200
-    assert browser.post("/logout", data={"csrf_token": csrf(browser, "/")}).status_code == 302
+    response = browser.post("/logout", data={"csrf_token": csrf(browser, "/")})
+    assert response.status_code == 302
+    assert "Logged out on this device" in browser.get("/login").get_data(as_text=True)
     assert browser.get("/").status_code == 302 and stolen.get("/").status_code == 302
+    assert laptop.get("/").status_code == 200  # another device stays logged in
+    assert log_in(browser, "carol", "correct horse").status_code == 302 and browser.get("/").status_code == 200
 
 
-@pytest.mark.parametrize("how", ["password change", "disable", "api logout everywhere"])
-def test_sessions_end_on_password_change_disable_and_logout_everywhere(csrf_app, how):
+@pytest.mark.parametrize("how", ["password change", "disable", "api logout everywhere", "page logout everywhere"])
+def test_sessions_end_on_password_change_disable_and_logout_everywhere(sessions_app, how):
     carol = make_user("carol", password="correct horse")
-    browser = csrf_app.test_client()
-    log_in(browser, "carol", "correct horse")
+    browser, laptop = logged_in(sessions_app), logged_in(sessions_app)
+    stolen = copy_of(browser, sessions_app)
     assert browser.get("/").status_code == 200
     with db.session() as session:
         if how == "password change":
@@ -287,32 +313,65 @@ def test_sessions_end_on_password_change_disable_and_logout_everywhere(csrf_app,
         elif how == "disable":
             accounts.disable_user(session, "carol")
     if how == "api logout everywhere":
-        api = api_client(csrf_app, carol)
+        api = api_client(sessions_app, carol)
         response = api.delete("/api/v1/sessions")
         assert response.status_code == 200 and response.json["username"] == "carol"
         assert api.get("/api/v1/tokens").status_code == 200  # API tokens are separate credentials: they stay
-    assert browser.get("/").status_code == 302
+    if how == "page logout everywhere":
+        assert laptop.post("/account/logout-all").status_code == 400  # CSRF-protected
+        response = laptop.post("/account/logout-all", data={"csrf_token": csrf(laptop, "/account")})
+        assert response.status_code == 302 and response.headers["Location"] == "/login"
+    for client in (browser, laptop, stolen):
+        assert client.get("/").status_code == 302
+    with db.session() as session:  # every login row is revoked, not only refused
+        assert session.scalar(select(func.count()).select_from(LoginSession)
+                              .where(LoginSession.revoked_at.is_(None))) == 0
     if how == "password change":  # a fresh login with the new password works, and tokens still do
         assert log_in(browser, "carol", "battery staple").status_code == 302 and browser.get("/").status_code == 200
-        assert api_client(csrf_app, carol).get("/api/v1/tokens").status_code == 200
+        assert api_client(sessions_app, carol).get("/api/v1/tokens").status_code == 200
 
 
-def test_a_session_ends_after_its_lifetime_however_active(settings, monkeypatch):
-    import time
+def test_a_login_ends_after_its_lifetime_however_active(sessions_app, settings, monkeypatch):
+    from datetime import timedelta
 
-    from web import create_app
+    from core.schema import utcnow
 
-    app = create_app({"TESTING": True, "SETTINGS": settings.replace(session_lifetime_hours=1.0),
-                      "WTF_CSRF_ENABLED": True})
-    assert app.permanent_session_lifetime.total_seconds() == 3600 and app.config["WTF_CSRF_TIME_LIMIT"] == 3600
+    lifetime_s = settings.session_lifetime_hours * 3600
+    assert sessions_app.permanent_session_lifetime.total_seconds() == lifetime_s
+    assert sessions_app.config["WTF_CSRF_TIME_LIMIT"] == lifetime_s
     make_user("carol", password="correct horse")
-    browser = app.test_client()
-    log_in(browser, "carol", "correct horse")
-    start = time.time()
-    monkeypatch.setattr(time, "time", lambda: start + 3500)
+    browser = logged_in(sessions_app)
+    monkeypatch.setattr(accounts, "utcnow", lambda: utcnow() + timedelta(seconds=lifetime_s - 100))
     assert browser.get("/").status_code == 200  # active: the cookie is re-signed, but the login's age counts
-    monkeypatch.setattr(time, "time", lambda: start + 3700)
+    monkeypatch.setattr(accounts, "utcnow", lambda: utcnow() + timedelta(seconds=lifetime_s + 100))
     assert browser.get("/").status_code == 302
+    # the next login deletes the user's expired (and revoked) rows: the table keeps about one row per device
+    assert log_in(browser, "carol", "correct horse").status_code == 302 and browser.get("/").status_code == 200
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(LoginSession)) == 1
+
+
+def test_the_account_page_lists_the_users_live_logins(sessions_app):
+    make_user("carol", password="correct horse")
+    make_user("dave", password="correct horse")
+    phone = logged_in(sessions_app, agent="Phone\x00Browser/1.0 " + "x" * 300)
+    gone = logged_in(sessions_app, agent="Gone/2.0")
+    gone.post("/logout", data={"csrf_token": csrf(gone, "/")})
+    logged_in(sessions_app, "dave", agent="DaveBrowser/3.0")
+    laptop = logged_in(sessions_app, agent="Laptop/4.0")
+    page = laptop.get("/account")
+    assert page.status_code == 200
+    table = re.search(r'<table class="table" id="logins-table">(.*?)</table>', page.get_data(as_text=True), re.S)
+    rows = re.findall(r"<tr(?: id=\"this-login\")?>.*?</tr>", table.group(1), re.S)[1:]  # past the header
+    assert len(rows) == 2  # carol's live logins: not the logged-out one, not dave's
+    assert 'id="this-login"' in rows[0] and "Laptop/4.0" in rows[0] and "this device" in rows[0]
+    assert "127.0.0.1" in rows[0]
+    assert "PhoneBrowser/1.0 " in rows[1] and "this device" not in rows[1]  # NUL dropped, cut at 200 characters
+    assert "x" * 200 not in rows[1] and "x" * 180 in rows[1]
+    assert phone.get("/").status_code == 200
+    with db.session() as session:
+        agents = session.scalars(select(LoginSession.user_agent)).all()
+        assert max(len(a) for a in agents) == 200
 
 
 def test_session_cookie_flags(settings):

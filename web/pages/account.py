@@ -1,4 +1,5 @@
-"""Logging in and out, and the account page: the user's API tokens (create, shown once; revoke)."""
+"""Logging in and out, and the account page: the user's API tokens (create, shown once; revoke) and web logins
+(listed; log out everywhere)."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -10,7 +11,7 @@ from core.db import db
 from core.specs import TokenCreate
 
 from .. import account_services, services
-from ..auth import current, end_session, start_session
+from ..auth import current, current_login_id, end_session, login_lifetime, start_session
 from ..errors import ApiError
 from ..forms import LoginForm, LogoutForm, RevokeTokenForm, TokenForm
 from . import bp
@@ -45,17 +46,25 @@ def login():
 def logout():
     if not LogoutForm().validate_on_submit():
         abort(400, "the form expired: reload the page and try again")
-    # A session is a signed cookie, not a server-side row: a copy of it (another tab's, a stolen one) can only be
-    # stopped by moving the user's epoch, so a logout ends the user's web sessions on every device.
+    end_session()  # this login only: a copy of its cookie dies too, the user's other devices stay logged in
+    flash("Logged out on this device (log out everywhere from the account page).", "ok")
+    return redirect(url_for(".login"))
+
+
+@bp.post("/account/logout-all")
+def logout_everywhere():
+    """End every web login of this user, on every device, this one included (API tokens stay)."""
+    if not LogoutForm().validate_on_submit():
+        abort(400, "the form expired: reload the page and try again")
     account_services.end_sessions(current())
     end_session()
-    flash("Logged out (on every device).", "ok")
+    flash("Logged out everywhere.", "ok")
     return redirect(url_for(".login"))
 
 
 @bp.route("/account", methods=["GET", "POST"])
 def account():
-    """The user's tokens; a new token is shown on this page once, right after it is created."""
+    """The user's tokens (a new token is shown on this page once, right after it is created) and live logins."""
     form = TokenForm()
     new_token = None
     if form.validate_on_submit():
@@ -67,9 +76,11 @@ def account():
         else:
             form = TokenForm(formdata=None)
     tokens, _ = account_services.list_tokens(current())
+    logins = account_services.list_logins(current(), login_lifetime(), current_login_id())
     status = 400 if request.method == "POST" and new_token is None else 200
     return render_template(
-        "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm()
+        "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm(),
+        logins=logins, logout_all_form=LogoutForm(),
     ), status
 
 
