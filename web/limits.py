@@ -24,7 +24,7 @@ from core.config import Settings
 from core.schema import USERNAME_MAX
 
 from . import context
-from .errors import _respond, wants_json  # the usual JSON-or-page error answer
+from .errors import error_response, wants_json
 
 LOGIN_ENDPOINT = "pages.login"
 # Uploads and typed texts (a dataset typed into a box): MAX_UPLOAD_MB, like a dataset file.
@@ -72,7 +72,7 @@ def _failed_login(response) -> bool:
 def _throttled(exc: RateLimitExceeded):
     """429 on the login page: the form again with a message (JSON elsewhere, through the usual error handler)."""
     if request.endpoint != LOGIN_ENDPOINT or wants_json():
-        return _respond(429, "too_many_requests", f"too many requests: the limit is {exc.limit.limit}")
+        return error_response(429, "too_many_requests", f"too many requests: the limit is {exc.limit.limit}")
     from .forms import LoginForm
 
     error = "Too many failed logins for this account or address: wait a minute and try again."
