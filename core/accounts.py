@@ -3,6 +3,10 @@
 Passwords are hashed with Werkzeug's ``generate_password_hash`` (scrypt, salted). API tokens are 256-bit random
 strings: only their SHA-256 is stored (a token is as strong as a key, so a slow hash adds nothing), so a copy of
 the database does not let anyone in, and a token is shown once, when it is created.
+
+Web logins are rows too (:class:`LoginSession`): the session cookie carries a random login id, stored hashed the
+same way. A login lives until it is logged out, its user logs out everywhere, changes password or is disabled
+(every login of theirs is revoked), or its lifetime (SESSION_LIFETIME_HOURS, passed in by the web) runs out.
 """
 from __future__ import annotations
 
@@ -10,21 +14,22 @@ import hashlib
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import jobs
 from .config import VAR_DIR
-from .schema import ApiToken, User, utcnow
+from .schema import ADDRESS_MAX, USER_AGENT_MAX, ApiToken, LoginSession, User, utcnow
 
 TOKEN_PREFIX = "bq_"
 ADMIN_USERNAME = "admin"
 DEFAULT_CREDENTIALS_FILE = VAR_DIR / "admin_credentials"  # where the first admin's credentials are written
-# last_used_at is written at most this often per token: an API call costs a read, not a write
+# last_used_at (last_seen_at) is written at most this often per token (login): a call costs a read, not a write
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 # An unusable hash for unknown users, so a login for a missing user costs as much as one for a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
@@ -104,18 +109,31 @@ def find_user(session: Session, key: int | str) -> User:
 
 
 def disable_user(session: Session, key: int | str) -> User:
-    """Disable a user: their logins and tokens stop working at once; what they own stays. Idempotent."""
+    """Disable a user: their logins, web sessions and tokens stop working at once, and their queued and running
+    jobs are cancelled in the same transaction (the caller commits); what they own stays. Idempotent."""
     user = find_user(session, key)
     if user.disabled_at is None:
         user.disabled_at = utcnow()
         session.flush()
+    revoke_logins(session, user.id)  # the login check refuses a disabled user anyway: no row stays live
+    jobs.cancel_owned(session, user.id)  # also on a repeat: a job created while the disable raced it
     return user
 
 
 def set_password(session: Session, key: int | str, password: str) -> User:
+    """Change a user's web password; their web sessions end everywhere (API tokens are separate credentials and
+    stay: revoke them on the account page or with the API)."""
     user = find_user(session, key)
     user.password_hash = generate_password_hash(password)
     session.flush()
+    revoke_logins(session, user.id)
+    return user
+
+
+def end_sessions(session: Session, user_id: int) -> User:
+    """"Log out everywhere": every web login of ``user_id`` ends (API tokens stay)."""
+    user = find_user(session, user_id)
+    revoke_logins(session, user.id)
     return user
 
 
@@ -128,10 +146,98 @@ def check_login(session: Session, username: str, password: str) -> Principal | N
     return Principal.of(user)
 
 
-def load_principal(session: Session, user_id: int) -> Principal | None:
-    """The active user ``user_id`` (a web session's user), or None."""
-    user = session.get(User, user_id)
-    return Principal.of(user) if user is not None and user.active else None
+# ---------------------------------------------------------------- web logins
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    """A header value fit for a column: no NUL (PostgreSQL refuses one in text), at most ``limit`` characters."""
+    value = (value or "").replace("\x00", "")[:limit]
+    return value or None
+
+
+def start_login(
+    session: Session, user_id: int, *, lifetime: timedelta, user_agent: str | None = None, address: str | None = None
+) -> str:
+    """A new web login of ``user_id``; flushes. Returns its id, the session cookie's secret: only its SHA-256 is
+    stored. The user's expired and revoked logins are deleted first, so the table holds about one row per device."""
+    now = utcnow()
+    session.execute(
+        delete(LoginSession)
+        .where(LoginSession.user_id == user_id,
+               or_(LoginSession.revoked_at.is_not(None), LoginSession.created_at <= now - lifetime))
+        .execution_options(synchronize_session=False)
+    )
+    secret = secrets.token_urlsafe(32)
+    session.add(LoginSession(
+        user_id=user_id, token_hash=hash_token(secret), created_at=now, last_seen_at=now,
+        user_agent=_clean(user_agent, USER_AGENT_MAX), address=_clean(address, ADDRESS_MAX),
+    ))
+    session.flush()
+    return secret
+
+
+def _live(now, lifetime: timedelta):
+    """The SQL condition of a login that still works: not revoked, younger than ``lifetime``."""
+    return LoginSession.revoked_at.is_(None), LoginSession.created_at > now - lifetime
+
+
+def authenticate_login(session: Session, secret: str, *, lifetime: timedelta) -> tuple[int, Principal] | None:
+    """The live login with this id and its active user as (login row id, principal), or None (unknown, revoked,
+    expired, or the user is disabled): one lookup by the unique hash. Records when it was last seen; commits."""
+    now = utcnow()
+    row = session.execute(
+        select(LoginSession.id, LoginSession.last_seen_at, User)
+        .join(User, User.id == LoginSession.user_id)
+        .where(LoginSession.token_hash == hash_token(secret), *_live(now, lifetime), User.disabled_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    principal = Principal.of(row.User)
+    _touch(session, LoginSession.last_seen_at, row.id, row.last_seen_at, now)
+    return row.id, principal
+
+
+def end_login(session: Session, secret: str) -> None:
+    """Revoke the login with this id (a logout): copies of its cookie stop working, the user's other logins stay."""
+    session.execute(
+        update(LoginSession)
+        .where(LoginSession.token_hash == hash_token(secret), LoginSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+def revoke_logins(session: Session, user_id: int) -> int:
+    """Revoke every live login of ``user_id`` (log out everywhere); how many there were."""
+    result = session.execute(
+        update(LoginSession)
+        .where(LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def list_logins(session: Session, user_id: int, *, lifetime: timedelta) -> list[LoginSession]:
+    """The live logins of ``user_id``, the newest first."""
+    return list(session.scalars(
+        select(LoginSession).where(LoginSession.user_id == user_id, *_live(utcnow(), lifetime))
+        .order_by(LoginSession.created_at.desc(), LoginSession.id.desc())
+    ))
+
+
+def _touch(session: Session, column, row_id: int, last: datetime | None, now: datetime) -> None:
+    """Set ``column`` (a last-used time) of row ``row_id`` to ``now`` when ``last`` is older than
+    LAST_USED_RESOLUTION, and commit; a locked database skips it (the time is written next minute)."""
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=now.tzinfo)
+    if last is not None and now - last < LAST_USED_RESOLUTION:
+        return
+    table = column.class_
+    try:
+        session.execute(update(table).where(table.id == row_id).values({column.key: now}))
+        session.commit()
+    except OperationalError:  # a locked database must not fail the request
+        session.rollback()
 
 
 # ---------------------------------------------------------------- tokens
@@ -170,17 +276,8 @@ def authenticate_token(session: Session, token: str) -> Principal | None:
     ).first()
     if row is None:
         return None
-    now = utcnow()
-    last_used = row.last_used_at
-    if last_used is not None and last_used.tzinfo is None:
-        last_used = last_used.replace(tzinfo=now.tzinfo)
     principal = Principal.of(row.User)
-    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
-        try:
-            session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-            session.commit()
-        except OperationalError:  # a locked database must not fail the call: the time is written next minute
-            session.rollback()
+    _touch(session, ApiToken.last_used_at, row.id, row.last_used_at, utcnow())
     return principal
 
 

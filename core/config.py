@@ -82,6 +82,14 @@ class Settings:
     max_model_mb_per_user: int = 20_480  # model files in MODEL_STORE (a BERT-base model is about 440 MB)
     max_predictions_per_user: int = 5_000_000  # stored prediction rows, counting classify jobs queued or running
     quota_exempt_admins: bool = True
+    # web sessions and logins (issue 16)
+    session_lifetime_hours: float = 12.0  # a web login ends this long after it began (its CSRF tokens with it)
+    session_cookie_secure: bool = False  # send the session cookie over HTTPS only: turn on behind HTTPS
+    # failed logins per client address, and per username, before 429 (Flask-Limiter syntax, e.g. "10 per minute")
+    login_rate_limit: str = "10 per minute"
+    # body of any request that is not an upload (forms, JSON); uploads and typed texts take MAX_UPLOAD_MB
+    max_body_kb: int = 1024
+    proxy_hops: int = 0  # reverse proxies in front of the web whose X-Forwarded-For/-Proto are trusted
 
     # name of the environment variable for each field (no annotation: a class attribute, not a field)
     _ENV = {
@@ -130,6 +138,11 @@ class Settings:
         "max_model_mb_per_user": "MAX_MODEL_MB_PER_USER",
         "max_predictions_per_user": "MAX_PREDICTIONS_PER_USER",
         "quota_exempt_admins": "QUOTA_EXEMPT_ADMINS",
+        "session_lifetime_hours": "SESSION_LIFETIME_HOURS",
+        "session_cookie_secure": "SESSION_COOKIE_SECURE",
+        "login_rate_limit": "LOGIN_RATE_LIMIT",
+        "max_body_kb": "MAX_BODY_KB",
+        "proxy_hops": "PROXY_HOPS",
     }
 
     @classmethod
@@ -152,6 +165,8 @@ class Settings:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, not {settings.device!r}")
         if settings.batch_wait_ms < 0 or settings.max_batch_tokens < 1 or settings.max_batch_size < 1:
             raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS and MAX_BATCH_SIZE >= 1")
+        if settings.session_lifetime_hours <= 0 or settings.max_body_kb < 1 or settings.proxy_hops < 0:
+            raise ValueError("SESSION_LIFETIME_HOURS must be > 0, MAX_BODY_KB >= 1 and PROXY_HOPS >= 0")
         token = settings.admin_token
         if token and not (16 <= len(token) <= MAX_TOKEN_CHARS and token.isprintable() and token.strip() == token
                           and " " not in token):
@@ -166,6 +181,10 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_kb * 1024
 
     @property
     def max_model_upload_bytes(self) -> int:

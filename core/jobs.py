@@ -15,10 +15,10 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .schema import TERMINAL_STATUSES, Job, JobStatus, JobType, Prediction, TrainedModel, as_utc, utcnow
+from .schema import TERMINAL_STATUSES, Job, JobStatus, JobType, Prediction, TrainedModel, User, as_utc, utcnow
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
@@ -47,6 +47,10 @@ class Claim:
     attempts: int = 0
     job: Job | None = field(default=None, compare=False, repr=False)  # the claimed row, loaded in the claim's session
 
+
+OWNER_DISABLED = "cancelled: its owner's account was disabled"
+# A job whose owner was disabled is never started (disabling cancels it too; this covers a message already in flight).
+_owner_active = ~exists().where(User.id == Job.owner_id, User.disabled_at.is_not(None))
 
 # How much longer the reconciler waits before each further re-send of one job (x2 per send, at most this factor).
 MAX_RESEND_BACKOFF = 16
@@ -122,7 +126,8 @@ def claim(
 ) -> Claim:
     """Try to take ``job_id`` for ``worker_id``; commits. Safe under duplicate and redelivered messages.
 
-    Order of the checks: a finished job is ``DONE``; a fresh lease held by a live worker is ``BUSY`` (whatever the
+    Order of the checks: a finished job is ``DONE``; a job whose owner is disabled is cancelled and ``DONE``; a
+    fresh lease held by a live worker is ``BUSY`` (whatever the
     attempt count: a duplicate during the last attempt must not fail a healthy job); only a claimable job (queued,
     or running with a stale lease) is ``CLAIMED``, or ``GAVE_UP`` (marked failed) when its attempts are exhausted.
     """
@@ -131,13 +136,17 @@ def claim(
     stale = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before)
     claimable = or_(Job.status == JobStatus.QUEUED.value, and_(Job.status == JobStatus.RUNNING.value, stale))
     # The common case (a queued job, or a stale lease) is one UPDATE and one SELECT.
-    if _take(session, job_id, worker_id, now, Job.attempts < max_attempts, claimable):
+    if _take(session, job_id, worker_id, now, Job.attempts < max_attempts, claimable, _owner_active):
         return _claimed(session, job_id)
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         return Claim(ClaimOutcome.MISSING)
     status = JobStatus(job.status)
     if status in TERMINAL_STATUSES:
+        return Claim(ClaimOutcome.DONE, attempts=job.attempts)
+    if job.owner_id is not None and session.scalar(select(User.disabled_at).where(User.id == job.owner_id)):
+        cancel_owned(session, job.owner_id, now=now)
+        session.commit()
         return Claim(ClaimOutcome.DONE, attempts=job.attempts)
     heartbeat_at = as_utc(job.heartbeat_at)
     fresh = status is JobStatus.RUNNING and heartbeat_at is not None and heartbeat_at >= stale_before
@@ -276,6 +285,20 @@ def cancel(session: Session, job_id: str) -> Job:
     if result.rowcount != 1:
         raise InvalidTransition(f"job {job_id} is {job.status} and can no longer be cancelled")
     return job
+
+
+def cancel_owned(session: Session, owner_id: int, *, message: str = OWNER_DISABLED,
+                 now: datetime | None = None) -> int:
+    """Cancel every queued and running job of ``owner_id`` (its owner was disabled); does not commit, so the
+    caller's change (the disable) and the cancels land together. Running workers stop at their next heartbeat.
+    Returns how many jobs were cancelled."""
+    result = session.execute(
+        update(Job)
+        .where(Job.owner_id == owner_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .values(status=JobStatus.CANCELLED.value, error=message, finished_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
 
 
 def resend_delay_s(base_s: float, sends: int) -> float:

@@ -35,6 +35,8 @@ NAMING_CONVENTION = {
 
 USERNAME_MAX = 64
 TOKEN_NAME_MAX = 100
+USER_AGENT_MAX = 200  # characters of a login's User-Agent kept for the account page
+ADDRESS_MAX = 64  # an IPv6 address with a zone fits (45 characters without)
 LABEL_MAX = 200  # characters of a predicted label (Prediction.label)
 DATASET_NAME_MAX = 200  # characters of a dataset name (Dataset.name)
 
@@ -115,6 +117,26 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column()
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class LoginSession(Base):
+    """One web login (a browser's session): its cookie carries a random id, of which only the SHA-256 is stored.
+
+    Logout revokes this row only; "log out everywhere", a password change and a disable revoke all of the user's.
+    A login also ends SESSION_LIFETIME_HOURS after ``created_at``; expired and revoked rows are deleted at the
+    user's next login.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # the cookie's lookup: one unique index
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX))
+    address: Mapped[str | None] = mapped_column(String(ADDRESS_MAX))
 
 
 class Dataset(Base):

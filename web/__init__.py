@@ -4,8 +4,11 @@ Jobs are created in SQL (committed first) and then announced to the workers by t
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core import runtime
 from core.config import Settings
@@ -24,12 +27,17 @@ def create_app(config: dict | None = None) -> Flask:
     runtime.configure(settings)
 
     app = Flask(__name__)
+    if settings.proxy_hops:  # the client's address (login throttling) and scheme as the proxies saw them
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         # Non-file form fields (the classify textarea) may be as large as an upload, not Flask's 500 kB default.
         MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
-        WTF_CSRF_TIME_LIMIT=None,  # tokens live as long as the session; forms left open for hours still work
+        # a CSRF token lives as long as a login does (and dies with its session at login and logout)
+        WTF_CSRF_TIME_LIMIT=int(settings.session_lifetime_hours * 3600),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_lifetime_hours),
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",  # the login cookie is not sent with cross-site POSTs
     )
@@ -48,9 +56,10 @@ def create_app(config: dict | None = None) -> Flask:
         completion=None if settings.celery_eager else CompletionListener(settings.redis_url),
     )
 
-    from . import api, auth, cli, errors, model_files, pages
+    from . import api, auth, cli, errors, limits, model_files, pages
 
-    app.before_request(model_files.upload_limits)  # before CSRF's check, which parses the form
+    app.before_request(limits.body_limit)  # before CSRF's check, which parses the form
+    app.before_request(model_files.upload_limits)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # JSON API: Bearer tokens only, never cookies, so no CSRF token either
     auth.init_app(app)
@@ -58,6 +67,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     errors.register(app)
+    limits.init_login_limits(app, settings)
     cli.register(app)
     app.extensions[EXTENSION_KEY].metrics.init_app(app)
     return app

@@ -5,6 +5,8 @@ JSON-ready dicts; :class:`web.errors.ApiError` reports what cannot be done.
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import func, select
 
 from core import accounts, quotas
@@ -14,7 +16,7 @@ from core.schema import User
 
 from . import context
 from .errors import ApiError
-from .serializers import token_to_dict, user_to_dict
+from .serializers import login_to_dict, token_to_dict, user_to_dict
 
 
 def _api_error(exc: AccountError) -> ApiError:
@@ -62,6 +64,19 @@ def account(user: Principal) -> dict:
     with db.session() as session:
         row = session.get(User, user.id)
         return {**user_to_dict(row), **quotas.report(session, context.settings(), user)}
+
+
+def end_sessions(user: Principal) -> dict:
+    """Log the caller out everywhere: every web login of theirs ends (their API tokens stay)."""
+    with db.session() as session:
+        return user_to_dict(accounts.end_sessions(session, user.id))
+
+
+def list_logins(user: Principal, lifetime: timedelta, this_login_id: int | None) -> list[dict]:
+    """The caller's live web logins, newest first; ``this_device`` marks the one making this request."""
+    with db.session() as session:
+        return [{**login_to_dict(row), "this_device": row.id == this_login_id}
+                for row in accounts.list_logins(session, user.id, lifetime=lifetime)]
 
 
 def create_token(user: Principal, name: str) -> dict:

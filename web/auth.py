@@ -7,11 +7,20 @@
   pages as well (scripts, tests); no browser sends one by itself.
 
 Both set ``g.principal``; views hand :func:`current` to the services, which scope every query by it.
+
+A login session starts empty (:func:`start_session` clears whatever the browser brought, so a session or CSRF token
+planted before the login is worthless after it) and carries the id of its login, a row in SQL
+(``core.accounts.start_login``): each request checks that row is live. A logout revokes this login only (a copy of
+the cookie dies with it, the user's other devices stay logged in); "log out everywhere", a password change and a
+disable revoke all of the user's logins. A login also ends ``SESSION_LIFETIME_HOURS`` after it began, however
+active it was.
 """
 from __future__ import annotations
 
-from flask import Flask, g, redirect, request, url_for
-from flask_login import LoginManager, UserMixin
+from datetime import timedelta
+
+from flask import Flask, g, redirect, request, session, url_for
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from core import accounts
 from core.accounts import Principal
@@ -33,11 +42,48 @@ login_manager.login_message = None  # the login page says what to do
 
 
 class SessionUser(UserMixin):
-    """Flask-Login's view of a :class:`Principal` (its id is what the session cookie stores)."""
+    """Flask-Login's view of a :class:`Principal`. A cookie login also has its login's secret id (what
+    :meth:`get_id` gives the session cookie) and row id; a Bearer token on a page has neither."""
 
-    def __init__(self, principal: Principal) -> None:
+    def __init__(self, principal: Principal, login_secret: str | None = None, login_id: int | None = None) -> None:
         self.principal = principal
         self.id = principal.id
+        self.login_secret, self.login_id = login_secret, login_id
+
+    def get_id(self) -> str | None:
+        return self.login_secret
+
+
+def login_lifetime() -> timedelta:
+    """How long a web login lives (SESSION_LIFETIME_HOURS), counted from the login."""
+    return timedelta(hours=context.settings().session_lifetime_hours)
+
+
+def start_session(principal: Principal) -> None:
+    """Log ``principal`` in on a fresh session and a new login row: nothing of the anonymous session (its CSRF
+    token) survives."""
+    session.clear()
+    with db.session() as db_session:
+        secret = accounts.start_login(db_session, principal.id, lifetime=login_lifetime(),
+                                      user_agent=request.user_agent.string, address=request.remote_addr)
+    login_user(SessionUser(principal, secret))
+    session.permanent = True  # the cookie lives PERMANENT_SESSION_LIFETIME, not "until the browser closes"
+
+
+def current_login_id() -> int | None:
+    """The row id of this request's login (None for a Bearer token on a page)."""
+    return getattr(current_user, "login_id", None)
+
+
+def end_session() -> None:
+    """Log out: revoke this login (every copy of its cookie dies with it; the user's other logins stay) and
+    forget everything the session held (its CSRF token included)."""
+    secret = getattr(current_user, "login_secret", None)
+    if secret:
+        with db.session() as db_session:
+            accounts.end_login(db_session, secret)
+    logout_user()
+    session.clear()
 
 
 def current() -> Principal:
@@ -118,14 +164,17 @@ def init_app(app: Flask) -> None:
 
 
 @login_manager.user_loader
-def _load_session_user(user_id: str) -> SessionUser | None:
-    try:
-        key = int(user_id)
-    except ValueError:
+def _load_session_user(login_secret: str) -> SessionUser | None:
+    """The session's user while its login is live: not revoked, younger than SESSION_LIFETIME_HOURS, its user
+    active (one lookup). A cookie from before login rows ("id:epoch") matches none: log in again."""
+    if not isinstance(login_secret, str) or "\x00" in login_secret or len(login_secret) > MAX_TOKEN_CHARS:
         return None
-    with db.session() as session:
-        principal = accounts.load_principal(session, key)
-    return SessionUser(principal) if principal is not None else None
+    with db.session() as db_session:
+        live = accounts.authenticate_login(db_session, login_secret, lifetime=login_lifetime())
+    if live is None:
+        return None
+    login_id, principal = live
+    return SessionUser(principal, login_secret, login_id)
 
 
 @login_manager.request_loader

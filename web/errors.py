@@ -74,6 +74,12 @@ def _respond(status: int, code: str, message: str, payload: dict | None = None):
     return make_response(body, status)
 
 
+def error_response(status: int, code: str, message: str):
+    """The usual error answer for handlers outside this module (``{"error": {code, message}}`` under the API's
+    prefixes, the error page elsewhere)."""
+    return _respond(status, code, message)
+
+
 _STATIC_ROUTES_KEY = "bertqueue.static_routes"
 
 

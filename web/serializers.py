@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core.schema import ApiToken, Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User, as_utc, utcnow
+from core.schema import (
+    ApiToken, Dataset, Job, JobStatus, JobType, LoginSession, Prediction, TrainedModel, User, as_utc, utcnow,
+)
 
 TEXT_PREVIEW_COUNT = 3
 TEXT_PREVIEW_CHARS = 200
@@ -140,6 +142,17 @@ def user_to_dict(user: User) -> dict:
         "is_admin": bool(user.is_admin),
         "created_at": iso(user.created_at),
         "disabled_at": iso(user.disabled_at),
+    }
+
+
+def login_to_dict(login: LoginSession) -> dict:
+    """A web login as the account page shows it (never its id's hash)."""
+    return {
+        "id": login.id,
+        "created_at": iso(login.created_at),
+        "last_seen_at": iso(login.last_seen_at),
+        "user_agent": login.user_agent,
+        "address": login.address,
     }
 
 

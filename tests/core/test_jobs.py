@@ -356,3 +356,64 @@ def test_each_claim_is_an_attempt_of_its_own_even_in_one_process(settings):
     with db.session() as session:
         assert not jobs.heartbeat(session, job_id, old_owner)
         assert jobs.heartbeat(session, job_id, runner.worker_id())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request, settings):
+    """The configured database: the test's SQLite file, or a private PostgreSQL schema."""
+    if request.param == "postgresql":
+        from core import runtime
+        from core.schema import Base
+
+        runtime.configure(settings.replace(database_url=request.getfixturevalue("postgres_schema_url")))
+        Base.metadata.create_all(db.engine)
+    return request.param
+
+
+def _owned_job(username: str) -> tuple[int, str]:
+    from core import accounts
+
+    with db.session() as session:
+        user, _ = accounts.create_user(session, username)
+        job = jobs.create_job(session, JobType.CLASSIFY, {"texts": ["x"], "model_id": 1}, owner_id=user.id)
+        session.commit()
+        return user.id, job.id
+
+
+def test_claim_refuses_a_job_whose_owner_is_disabled(backend):
+    """A message already in flight when its owner was disabled (or a disable that raced the job's creation): the
+    worker's claim cancels the job instead of running it."""
+    from core.schema import User
+
+    owner_id, job_id = _owned_job("gone")
+    _, other_id = _owned_job("still-here")
+    with db.session() as session:  # disabled behind the jobs' back: only the claim can stop them now
+        session.get(User, owner_id).disabled_at = utcnow()
+        session.commit()
+    claim = _claim(job_id)
+    assert claim.outcome is ClaimOutcome.DONE
+    job = _get(job_id)
+    assert (job.status, job.error, job.attempts) == ("cancelled", jobs.OWNER_DISABLED, 0)
+    assert _claim(other_id).outcome is ClaimOutcome.CLAIMED  # another user's job runs as before
+
+
+def test_disabling_a_user_cancels_their_queued_and_running_jobs(backend):
+    from core import accounts
+
+    owner_id, queued = _owned_job("leaving")
+    with db.session() as session:
+        running = jobs.create_job(session, JobType.CLASSIFY, {"texts": ["x"], "model_id": 1}, owner_id=owner_id).id
+        done = jobs.create_job(session, JobType.CLASSIFY, {"texts": ["x"], "model_id": 1}, owner_id=owner_id).id
+        session.commit()
+    _, others = _owned_job("staying")
+    _claim(running)
+    _claim(done)
+    with db.session() as session:
+        assert jobs.succeed(session, done, "w1")
+    with db.session() as session:
+        accounts.disable_user(session, owner_id)
+        session.commit()
+    assert [(_get(j).status, _get(j).error) for j in (queued, running)] == [("cancelled", jobs.OWNER_DISABLED)] * 2
+    assert _get(done).status == "succeeded" and _get(others).status == "queued"
+    with db.session() as session:
+        assert not jobs.heartbeat(session, running, "w1", 0.5)  # the running worker stops at its next step

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from core import accounts
 from core.db import db
-from core.schema import ApiToken, User
-from tests.factories import make_user
+from core.schema import ApiToken, Job, LoginSession, User
+from tests.factories import api_client, make_user
 
 from . import factories as f
 from .helpers import assert_error
@@ -228,3 +228,243 @@ def test_an_admin_token_that_could_never_authenticate_is_refused():
         with pytest.raises(ValueError, match="16 to 512 printable characters"):
             Settings.from_env({"BERTQUEUE_ADMIN_TOKEN": unusable})
     assert Settings.from_env({"BERTQUEUE_ADMIN_TOKEN": "x" * 512}).admin_token == "x" * 512
+
+
+# ---------------------------------------------------------------- sessions (issue 16 item 7)
+
+
+def copy_of(client, app):
+    """Another browser holding a copy of ``client``'s session cookie (a stolen or planted one)."""
+    other = app.test_client()
+    other.set_cookie("session", client.get_cookie("session").value)
+    return other
+
+
+@pytest.fixture
+def csrf_app(settings):
+    from web import create_app
+
+    return create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": True})
+
+
+def test_a_session_planted_before_login_and_its_csrf_token_die_at_login(csrf_app):
+    """An attacker plants their anonymous session cookie in the victim's browser: after the victim logs in, neither
+    that cookie nor its CSRF token can act as the victim (here: cancel the victim's job)."""
+    carol = make_user("carol", password="correct horse")
+    job_id = f.make_classify_job(f.make_model(), ["a"], owner_id=carol.id)
+    attacker = csrf_app.test_client()
+    planted_token = csrf(attacker, "/login")
+    victim = copy_of(attacker, csrf_app)
+    assert victim.post("/login", data={"csrf_token": planted_token, "username": "carol",
+                                       "password": "correct horse"}).status_code == 302
+    assert victim.get("/").status_code == 200
+    refused = victim.post(f"/jobs/{job_id}/cancel", data={"csrf_token": planted_token})
+    assert refused.status_code == 400
+    assert attacker.get("/").status_code == 302  # the planted cookie itself was not logged in
+    with db.session() as session:
+        assert session.get(Job, job_id).status == "queued"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def sessions_app(request, settings):
+    """``csrf_app`` on the test's SQLite file, or on a private PostgreSQL schema."""
+    from web import create_app
+
+    if request.param == "postgresql":
+        from core.schema import Base
+
+        settings = settings.replace(database_url=request.getfixturevalue("postgres_schema_url"))
+        app = create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": True})
+        Base.metadata.create_all(db.engine)
+        return app
+    return create_app({"TESTING": True, "SETTINGS": settings, "WTF_CSRF_ENABLED": True})
+
+
+def logged_in(app, username: str = "carol", password: str = "correct horse", agent: str = "test-browser"):
+    """A new browser (its own login) of ``username``."""
+    browser = app.test_client()
+    browser.environ_base["HTTP_USER_AGENT"] = agent
+    assert log_in(browser, username, password).status_code == 302
+    return browser
+
+
+def test_logout_ends_this_login_and_its_copies_but_not_the_users_other_logins(sessions_app):
+    make_user("carol", password="correct horse")
+    browser, laptop = logged_in(sessions_app), logged_in(sessions_app)
+    stolen = copy_of(browser, sessions_app)
+    assert stolen.get("/").status_code == 200
+    response = browser.post("/logout", data={"csrf_token": csrf(browser, "/")})
+    assert response.status_code == 302
+    assert "Logged out on this device" in browser.get("/login").get_data(as_text=True)
+    assert browser.get("/").status_code == 302 and stolen.get("/").status_code == 302
+    assert laptop.get("/").status_code == 200  # another device stays logged in
+    assert log_in(browser, "carol", "correct horse").status_code == 302 and browser.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("how", ["password change", "disable", "api logout everywhere", "page logout everywhere"])
+def test_sessions_end_on_password_change_disable_and_logout_everywhere(sessions_app, how):
+    carol = make_user("carol", password="correct horse")
+    browser, laptop = logged_in(sessions_app), logged_in(sessions_app)
+    stolen = copy_of(browser, sessions_app)
+    assert browser.get("/").status_code == 200
+    with db.session() as session:
+        if how == "password change":
+            accounts.set_password(session, "carol", "battery staple")
+        elif how == "disable":
+            accounts.disable_user(session, "carol")
+    if how == "api logout everywhere":
+        api = api_client(sessions_app, carol)
+        response = api.delete("/api/v1/sessions")
+        assert response.status_code == 200 and response.json["username"] == "carol"
+        assert api.get("/api/v1/tokens").status_code == 200  # API tokens are separate credentials: they stay
+    if how == "page logout everywhere":
+        assert laptop.post("/account/logout-all").status_code == 400  # CSRF-protected
+        response = laptop.post("/account/logout-all", data={"csrf_token": csrf(laptop, "/account")})
+        assert response.status_code == 302 and response.headers["Location"] == "/login"
+    for client in (browser, laptop, stolen):
+        assert client.get("/").status_code == 302
+    with db.session() as session:  # every login row is revoked, not only refused
+        assert session.scalar(select(func.count()).select_from(LoginSession)
+                              .where(LoginSession.revoked_at.is_(None))) == 0
+    if how == "password change":  # a fresh login with the new password works, and tokens still do
+        assert log_in(browser, "carol", "battery staple").status_code == 302 and browser.get("/").status_code == 200
+        assert api_client(sessions_app, carol).get("/api/v1/tokens").status_code == 200
+
+
+def test_a_login_ends_after_its_lifetime_however_active(sessions_app, settings, monkeypatch):
+    from datetime import timedelta
+
+    from core.schema import utcnow
+
+    lifetime_s = settings.session_lifetime_hours * 3600
+    assert sessions_app.permanent_session_lifetime.total_seconds() == lifetime_s
+    assert sessions_app.config["WTF_CSRF_TIME_LIMIT"] == lifetime_s
+    make_user("carol", password="correct horse")
+    browser = logged_in(sessions_app)
+    monkeypatch.setattr(accounts, "utcnow", lambda: utcnow() + timedelta(seconds=lifetime_s - 100))
+    assert browser.get("/").status_code == 200  # active: the cookie is re-signed, but the login's age counts
+    monkeypatch.setattr(accounts, "utcnow", lambda: utcnow() + timedelta(seconds=lifetime_s + 100))
+    assert browser.get("/").status_code == 302
+    # the next login deletes the user's expired (and revoked) rows: the table keeps about one row per device
+    assert log_in(browser, "carol", "correct horse").status_code == 302 and browser.get("/").status_code == 200
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(LoginSession)) == 1
+
+
+def test_the_account_page_lists_the_users_live_logins(sessions_app):
+    make_user("carol", password="correct horse")
+    make_user("dave", password="correct horse")
+    phone = logged_in(sessions_app, agent="Phone\x00Browser/1.0 " + "x" * 300)
+    gone = logged_in(sessions_app, agent="Gone/2.0")
+    gone.post("/logout", data={"csrf_token": csrf(gone, "/")})
+    logged_in(sessions_app, "dave", agent="DaveBrowser/3.0")
+    laptop = logged_in(sessions_app, agent="Laptop/4.0")
+    page = laptop.get("/account")
+    assert page.status_code == 200
+    table = re.search(r'<table class="table" id="logins-table">(.*?)</table>', page.get_data(as_text=True), re.S)
+    rows = re.findall(r"<tr(?: id=\"this-login\")?>.*?</tr>", table.group(1), re.S)[1:]  # past the header
+    assert len(rows) == 2  # carol's live logins: not the logged-out one, not dave's
+    assert 'id="this-login"' in rows[0] and "Laptop/4.0" in rows[0] and "this device" in rows[0]
+    assert "127.0.0.1" in rows[0]
+    assert "PhoneBrowser/1.0 " in rows[1] and "this device" not in rows[1]  # NUL dropped, cut at 200 characters
+    assert "x" * 200 not in rows[1] and "x" * 180 in rows[1]
+    assert phone.get("/").status_code == 200
+    with db.session() as session:
+        agents = session.scalars(select(LoginSession.user_agent)).all()
+        assert max(len(a) for a in agents) == 200
+
+
+def test_session_cookie_flags(settings):
+    from web import create_app
+
+    secure = create_app({"TESTING": True, "SETTINGS": settings.replace(session_cookie_secure=True)})
+    assert secure.config["SESSION_COOKIE_SECURE"] is True
+    plain = create_app({"TESTING": True, "SETTINGS": settings})
+    assert plain.config["SESSION_COOKIE_SECURE"] is False and plain.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert plain.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+# ---------------------------------------------------------------- login throttling and body limits (item 6)
+
+
+def test_failed_logins_are_throttled_per_address_and_per_account(settings):
+    from web import create_app
+
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(login_rate_limit="3 per minute"),
+                      "WTF_CSRF_ENABLED": True})
+    make_user("carol", password="correct horse")
+    make_user("dave", password="correct horse")
+    browser = app.test_client()
+    assert log_in(browser, "carol", "correct horse").status_code == 302  # a success is not counted
+    for _ in range(3):
+        assert log_in(browser, "carol", "wrong").status_code == 401
+    throttled = log_in(browser, "carol", "correct horse")  # the right password, but no check any more
+    assert throttled.status_code == 429 and "Too many failed logins" in throttled.get_data(as_text=True)
+    assert 'id="login-form"' in throttled.get_data(as_text=True)
+    # another address, the same account: still throttled (per account)
+    elsewhere = app.test_client()
+    token = csrf(elsewhere, "/login")
+    response = elsewhere.post("/login", data={"csrf_token": token, "username": "carol", "password": "correct horse"},
+                              environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert response.status_code == 429
+    # the same address, another account: throttled too (per address); another address and account: fine
+    assert log_in(browser, "dave", "correct horse").status_code == 429
+    response = elsewhere.post("/login", data={"csrf_token": token, "username": "dave", "password": "correct horse"},
+                              environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert response.status_code == 302
+
+
+def test_logins_work_when_the_limiter_redis_is_down(settings):
+    import socket
+
+    from web import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = settings.replace(redis_url=f"redis://127.0.0.1:{port}/0", celery_eager=False,
+                            login_rate_limit="2 per minute")
+    app = create_app({"TESTING": True, "SETTINGS": down, "WTF_CSRF_ENABLED": True})
+    make_user("carol", password="correct horse")
+    browser = app.test_client()
+    assert log_in(browser, "carol", "wrong").status_code == 401
+    assert log_in(browser, "carol", "correct horse").status_code == 302
+    for _ in range(2):
+        log_in(browser, "carol", "wrong")
+    assert log_in(browser, "carol", "correct horse").status_code == 429  # counted in memory meanwhile
+
+
+def test_an_anonymous_huge_form_is_refused_before_it_is_parsed(csrf_app, monkeypatch):
+    """45 MB of urlencoded form to the login page: 413 from the Content-Length, the body never parsed."""
+    from werkzeug import formparser
+
+    parsed = []
+    real = formparser.FormDataParser.parse
+    monkeypatch.setattr(formparser.FormDataParser, "parse",
+                        lambda self, *a, **k: parsed.append(1) or real(self, *a, **k))
+    body = b"username=" + b"a" * (45 * 1024 * 1024)
+    response = csrf_app.test_client().post("/login", data=body,
+                                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 413 and parsed == []
+    # the same for a page that takes uploads once logged in (the dataset form), when anonymous
+    response = csrf_app.test_client().post("/datasets", data=b"x=" + b"a" * (2 * 1024 * 1024),
+                                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 413 and parsed == []
+
+
+def test_the_api_answers_413_json_past_the_body_limit_but_keeps_upload_limits(settings):
+    from web import create_app
+
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(max_body_kb=4)})
+    client = api_client(app)
+    assert_error(client.post("/api/v1/tokens", json={"name": "x" * 8000}), 413, "payload_too_large")
+    texts = ["a longer text of some words"] * 400  # ~12 KB: a /predict body is an upload (MAX_UPLOAD_MB)
+    response = client.post("/api/v1/jobs/classify", json={"model_id": 999, "texts": texts})
+    assert response.status_code == 404  # read and validated: only the model is unknown
+
+
+def test_a_login_rate_limit_that_cannot_be_read_is_refused_at_start(settings):
+    from web import create_app
+
+    with pytest.raises(ValueError, match="LOGIN_RATE_LIMIT"):
+        create_app({"TESTING": True, "SETTINGS": settings.replace(login_rate_limit="ten a minute")})

@@ -51,6 +51,28 @@ def test_readyz_is_503_when_the_database_is_unreachable(client, monkeypatch):
     assert response.status_code == 503 and response.json["checks"]["database"].startswith("error")
 
 
+def test_readyz_answers_no_error_text_and_logs_it(settings, monkeypatch, caplog):
+    """An anonymous probe must not learn user names, hosts or ports from the failure: they go to the log."""
+    from core.db import db
+    from web import create_app
+
+    class Broken:
+        def connect(self):
+            raise OSError('password authentication failed for user "bq_secret_user" at db.internal:5433')
+
+    port = closed_port()
+    broken = settings.replace(redis_url=f"redis://127.0.0.1:{port}/0", celery_eager=False)
+    app = create_app({"TESTING": True, "SETTINGS": broken})
+    monkeypatch.setattr(type(db), "engine", property(lambda self: Broken()))
+    with caplog.at_level("WARNING", logger="web.api.health"):
+        response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    text = response.get_data(as_text=True)
+    assert "bq_secret_user" not in text and "db.internal" not in text and str(port) not in text
+    assert response.json["checks"] == {"database": "error: unreachable", "broker": "error: unreachable"}
+    assert "bq_secret_user" in caplog.text and str(port) in caplog.text
+
+
 def _refs(node, found):
     if isinstance(node, dict):
         if isinstance(node.get("$ref"), str):

@@ -59,6 +59,15 @@ def get_account():
     return accounts.account(current())
 
 
+@bp.delete("/api/v1/sessions")
+@documented(
+    "Log out everywhere: every web (cookie) session of the caller ends; API tokens stay (revoke them one by one)",
+    responses={200: Answer("the caller", schemas.User)},
+)
+def end_sessions():
+    return accounts.end_sessions(current())
+
+
 @bp.post("/api/v1/tokens")
 @documented(
     "Create an API token for the caller; the token is shown only in this answer",

@@ -1,17 +1,17 @@
-"""Logging in and out, and the account page: the user's API tokens (create, shown once; revoke)."""
+"""Logging in and out, and the account page: the user's API tokens (create, shown once; revoke) and web logins
+(listed; log out everywhere)."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 from flask import abort, flash, redirect, render_template, request, url_for
-from flask_login import login_user, logout_user
 
 from core import accounts
 from core.db import db
 from core.specs import TokenCreate
 
 from .. import account_services, services
-from ..auth import SessionUser, current
+from ..auth import current, current_login_id, end_session, login_lifetime, start_session
 from ..errors import ApiError
 from ..forms import LoginForm, LogoutForm, RevokeTokenForm, TokenForm
 from . import bp
@@ -35,7 +35,7 @@ def login():
         with db.session() as session:  # a NUL can be no one's name (and PostgreSQL cannot compare one)
             principal = None if "\x00" in username + password else accounts.check_login(session, username, password)
         if principal is not None:
-            login_user(SessionUser(principal))
+            start_session(principal)
             return redirect(_safe_next(request.args.get("next")))
         error = "Unknown username or wrong password."
     status = 401 if error else (400 if request.method == "POST" else 200)
@@ -46,14 +46,25 @@ def login():
 def logout():
     if not LogoutForm().validate_on_submit():
         abort(400, "the form expired: reload the page and try again")
-    logout_user()
-    flash("Logged out.", "ok")
+    end_session()  # this login only: a copy of its cookie dies too, the user's other devices stay logged in
+    flash("Logged out on this device (log out everywhere from the account page).", "ok")
+    return redirect(url_for(".login"))
+
+
+@bp.post("/account/logout-all")
+def logout_everywhere():
+    """End every web login of this user, on every device, this one included (API tokens stay)."""
+    if not LogoutForm().validate_on_submit():
+        abort(400, "the form expired: reload the page and try again")
+    account_services.end_sessions(current())
+    end_session()
+    flash("Logged out everywhere.", "ok")
     return redirect(url_for(".login"))
 
 
 @bp.route("/account", methods=["GET", "POST"])
 def account():
-    """The user's tokens; a new token is shown on this page once, right after it is created."""
+    """The user's tokens (a new token is shown on this page once, right after it is created) and live logins."""
     form = TokenForm()
     new_token = None
     if form.validate_on_submit():
@@ -65,10 +76,11 @@ def account():
         else:
             form = TokenForm(formdata=None)
     tokens, _ = account_services.list_tokens(current())
+    logins = account_services.list_logins(current(), login_lifetime(), current_login_id())
     status = 400 if request.method == "POST" and new_token is None else 200
     return render_template(
         "account.html", form=form, tokens=tokens, new_token=new_token, revoke_form=RevokeTokenForm(),
-        storage=account_services.account(current()),
+        storage=account_services.account(current()), logins=logins, logout_all_form=LogoutForm(),
     ), status
 
 
