@@ -30,10 +30,12 @@ csv.field_size_limit(MAX_FIELD_CHARS)
 # becoming one huge string. Several maximal fields (or a JSON-escaped one) still fit.
 MAX_LINE_CHARS = 8 * MAX_FIELD_CHARS
 
-FORMATS = ("csv", "tsv", "jsonl", "json")
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
-_FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines", "json": "JSON"}
-_ERROR_CODES = {"csv": "invalid_csv", "tsv": "invalid_csv", "jsonl": "invalid_jsonl", "json": "invalid_json_array"}
+FORMATS = ("csv", "tsv", "jsonl", "json", "conll")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
+               ".conll": "conll", ".iob": "conll", ".iob2": "conll", ".bio": "conll", ".bioes": "conll"}
+_FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines", "json": "JSON", "conll": "CoNLL"}
+_ERROR_CODES = {"csv": "invalid_csv", "tsv": "invalid_csv", "jsonl": "invalid_jsonl", "json": "invalid_json_array",
+                "conll": "invalid_conll"}
 _DELIMITERS = (",", ";", "\t")
 
 HEAD_BYTES = 64 * 1024  # what format detection looks at
@@ -106,6 +108,10 @@ def detect_format(filename: str | None, head: bytes) -> str:
         return "json"
     if text.startswith(b"{"):
         return "jsonl"
+    from .task_types.conll import looks_like_conll  # (the CoNLL reader raises this module's DatasetError)
+
+    if looks_like_conll(text.decode("utf-8", errors="replace")):
+        return "conll"
     first_line = text.split(b"\n", 1)[0]
     if b"\t" in first_line and b"," not in first_line:
         return "tsv"
@@ -266,7 +272,12 @@ class RowStream:
         )
         self._lines = self._physical_lines()
         self._iterated = False
-        if fmt in ("jsonl", "json"):
+        if fmt == "conll":
+            from .task_types.conll import COLUMNS
+
+            self.columns = list(COLUMNS)
+            self._column_set = frozenset(self.columns)
+        elif fmt in ("jsonl", "json"):
             self._objects = self._array_objects() if fmt == "json" else None
             self._first = next(self._objects, None) if fmt == "json" else self._parse_json_line(self._first_line())
             if self._first is None:
@@ -296,6 +307,8 @@ class RowStream:
         self._iterated = True
         if self.format == "json":
             return self._counted(self._json_array_rows())
+        if self.format == "conll":
+            return self._counted(self._conll_rows())
         return self._counted(self._jsonl_rows() if self.format == "jsonl" else self._delimited_rows())
 
     def _error(self, message: str) -> DatasetError:
@@ -360,6 +373,19 @@ class RowStream:
                 yield dict(zip(columns, record))
         except csv.Error as exc:
             raise self._error(f"malformed CSV ({exc})") from None
+
+    # -------------------------------------------------------------- conll
+
+    def _conll_rows(self) -> typing.Iterator[dict[str, str]]:
+        """Sentences as rows whose ``tokens`` and ``tags`` cells hold JSON arrays: what a JSON Lines upload of token
+        lists gives too, so every reader of token datasets sees one representation."""
+        from .task_types.conll import conll_rows
+
+        for sentence in conll_rows(self._lines):
+            row = {column: json.dumps(values, ensure_ascii=False) for column, values in sentence.items()}
+            if any(len(cell) > MAX_FIELD_CHARS for cell in row.values()):
+                raise self._error(f"the sentence ending here is longer than {MAX_FIELD_CHARS} characters as JSON")
+            yield row
 
     # -------------------------------------------------------------- json lines
 
@@ -562,24 +588,71 @@ class _ColumnStats:
         }
 
 
+class _ListStats:
+    """Counts of a column whose cells are JSON arrays of strings (a token dataset's ``tokens`` and ``tags``): rows,
+    items, and per-item counts while the column has few distinct items (a tag set), in bounded memory."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.items = 0
+        self.counts: Counter[str] | None = Counter()
+
+    def add(self, cell: str) -> bool:
+        """Count one cell; False when it is not a JSON array of strings (the column is then no list column)."""
+        if not cell.strip():
+            return True
+        if not cell.lstrip().startswith("["):
+            return False
+        try:
+            values = json.loads(cell)
+        except ValueError:
+            return False
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            return False
+        self.rows += 1
+        self.items += len(values)
+        if self.counts is not None:
+            self.counts.update(values)
+            if len(self.counts) > DISTINCT_CAP // 10:
+                self.counts = None  # free text (tokens), not a tag set: only the totals are kept
+        return True
+
+    def result(self) -> dict:
+        few = self.counts is not None and len(self.counts) <= LABEL_LIKE_MAX_DISTINCT
+        return {"rows": self.rows, "items": self.items,
+                "distinct": len(self.counts) if self.counts is not None else None,
+                # [[item, count], ...], most common first: a tag set's counts
+                "top_values": [[v, n] for v, n in self.counts.most_common()] if few else None}
+
+
 class Profiler:
-    """Builds a dataset's profile row by row: the first rows (cells truncated) and per-column statistics."""
+    """Builds a dataset's profile row by row: the first rows (cells truncated), per-column statistics, and for
+    columns of JSON arrays (token datasets) their item counts."""
 
     def __init__(self, columns: list[str]) -> None:
         self.columns = columns
         self.preview: list[dict[str, str]] = []
         self._stats = {column: _ColumnStats() for column in columns}
+        self._lists = {column: _ListStats() for column in columns}  # until a cell is not an array of strings
 
     def add(self, row: dict[str, str]) -> None:
         if len(self.preview) < PREVIEW_ROWS:
             self.preview.append({k: v[:PREVIEW_CELL_CHARS] for k, v in row.items()})
         for column, stats in self._stats.items():
             stats.add(row[column])
+        for column in [c for c, lists in self._lists.items() if not lists.add(row[c])]:
+            del self._lists[column]
 
     def result(self) -> dict:
         """``{"preview": [...], "column_stats": {column: {distinct, empty, label_like, top_values}}}``; a column
-        with more than ``DISTINCT_CAP`` distinct values reports that many, plus ``"distinct_capped": true``."""
-        return {"preview": self.preview, "column_stats": {c: s.result() for c, s in self._stats.items()}}
+        with more than ``DISTINCT_CAP`` distinct values reports that many, plus ``"distinct_capped": true``.
+        Columns whose every filled cell is a JSON array of strings add ``"list_stats": {column: {rows, items,
+        distinct, top_values}}`` (a token dataset: sentences, tokens and tag counts)."""
+        result = {"preview": self.preview, "column_stats": {c: s.result() for c, s in self._stats.items()}}
+        lists = {c: s.result() for c, s in self._lists.items() if s.rows}
+        if lists:
+            result["list_stats"] = lists
+        return result
 
 
 def profile_rows(parsed: ParsedCSV) -> dict:

@@ -79,6 +79,13 @@ class ColumnStats(_Out):
     )
 
 
+class ListStats(_Out):
+    rows: int = Field(description="rows with a list in this column (a token dataset: sentences)")
+    items: int = Field(description="items in those lists (a token dataset: tokens)")
+    distinct: int | None = Field(description="distinct items, or null when there are too many to count")
+    top_values: list[tuple[str, int]] | None = Field(description="item counts, most common first (a tag set)")
+
+
 class Dataset(_Out):
     id: int
     name: str
@@ -89,7 +96,7 @@ class Dataset(_Out):
     filename: str
     size_bytes: int
     sha256: str
-    format: Literal["csv", "tsv", "jsonl", "json"]
+    format: Literal["csv", "tsv", "jsonl", "json", "conll"]
     owner_id: int | None = Field(description="the creating user's id (None: a bundled sample, or from before accounts)")
     shared: bool = Field(description="readable by every user (the bundled samples)")
     created_at: str | None
@@ -97,6 +104,8 @@ class Dataset(_Out):
                                    "dataset answers 404)")
     preview: list[dict[str, str]] | None = None
     column_stats: dict[str, ColumnStats] | None = None
+    list_stats: dict[str, ListStats] | None = Field(
+        default=None, description="columns of JSON arrays of strings (a token dataset's tokens and tags)")
 
 
 class DatasetList(_Out):

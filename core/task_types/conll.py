@@ -29,10 +29,11 @@ def conll_rows(lines: Iterable[str]) -> Iterator[dict[str, list[str]]]:
     tokens: list[str] = []
     tags: list[str] = []
     sentences = 0
-    number = 0
+    filled = False
     for number, line in enumerate(lines, 1):
         line = line.rstrip("\r\n")
         fields = line.split()
+        filled = filled or bool(fields)
         if not fields:  # a blank (or whitespace-only) line ends the sentence
             if tokens:
                 sentences += 1
@@ -54,17 +55,27 @@ def conll_rows(lines: Iterable[str]) -> Iterator[dict[str, list[str]]]:
         sentences += 1
         yield {"tokens": tokens, "tags": tags}
     if sentences == 0:
-        raise DatasetError("the CoNLL file holds no sentence", code="empty_file")
+        raise DatasetError("the CoNLL file holds no sentence" if filled else "the file is empty", code="empty_file")
 
 
 def looks_like_conll(head: str) -> bool:
-    """Whether the first lines of a file read as CoNLL: every non-blank line has 2+ whitespace-separated fields and
-    no commas separate them as a CSV would; at least one blank line or ``-DOCSTART-`` or a single sentence."""
-    lines = [line for line in head.splitlines()[:50] if line.strip()]
-    if not lines or lines[0].lstrip().startswith(("{", "[")):
+    """Whether the first lines of a file without a telling extension read as CoNLL: ``-DOCSTART-`` first, or a
+    blank line between sentences, and every (complete) non-blank line two or more fields of which the last, the
+    tag, holds no comma. A TSV of texts and labels has no blank lines between its rows, so it stays a TSV."""
+    lines = head.splitlines()[:200]
+    if len(head.splitlines()) > len(lines) or not head.endswith(("\n", "\r")):
+        lines = lines[:-1]  # the head may cut its last line
+    filled = [line for line in lines if line.strip()]
+    if not filled or filled[0].lstrip().startswith(("{", "[")):
         return False
-    complete = lines[:-1] if len(lines) > 1 else lines  # the head may cut its last line
-    return all(len(line.split()) >= 2 and "," not in line.split()[-1] for line in complete)
+    if not all(len(line.split()) >= 2 and "," not in line.split()[-1] for line in filled):
+        return False
+    if any(" " in line.split("\t", 1)[0].strip() for line in filled if "\t" in line):
+        return False  # a tab-separated first field with spaces is a text, not a token
+    starts_with_docstart = filled[0].split()[0] == DOCSTART
+    separated = any(not lines[i].strip() and lines[i - 1].strip() and lines[i + 1].strip()
+                    for i in range(1, len(lines) - 1))
+    return starts_with_docstart or separated
 
 
 def write_conll(rows: Iterable[tuple[list[str], list[str]]]) -> Iterator[str]:

@@ -151,7 +151,7 @@ def error_of(data: bytes, fmt: str) -> datasets.DatasetError:
 
 
 def test_formats():
-    assert FORMATS == ("csv", "tsv", "jsonl", "json")
+    assert FORMATS == ("csv", "tsv", "jsonl", "json", "conll")
 
 
 @pytest.mark.parametrize(
@@ -274,7 +274,7 @@ def test_non_utf8_nul_and_empty_files_in_every_format(fmt):
     error = error_of(header + b'\xe9"}\n' if json_open is not None else header + b"\xe9\n", fmt)
     assert error.code == "invalid_encoding" and f"(byte {len(header)})" in error.message and "UTF-8" in error.message
     error = error_of(json_open + b'{"text": "a\x00"}\n' if json_open is not None else b"text\na\x00b\n", fmt)
-    codes = {"jsonl": "invalid_jsonl", "json": "invalid_json_array"}
+    codes = {"jsonl": "invalid_jsonl", "json": "invalid_json_array", "conll": "invalid_conll"}
     assert error.code == codes.get(fmt, "invalid_csv") and "NUL bytes" in error.message
     for empty in (b"", b" \r\n\t\n", b"\xef\xbb\xbf\n"):
         error = error_of(empty, fmt)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from sqlalchemy import func, select
@@ -270,3 +271,31 @@ def test_train_on_a_jsonl_dataset(client, sent):
     bad = {"dataset_id": dataset_id, "text_column": "text", "label_column": "nope"}
     error = assert_error(client.post("/api/v1/jobs/train", json=bad), 422, "unknown_column")
     assert error["message"] == "column(s) 'nope' not in the dataset; it has text, label, stars"
+
+
+CONLL = ("-DOCSTART- O\n\nEmpire\tB-location\nState\tI-location\nrocks\tO\n\n@bob\tB-person\nsays\tO\nhi\tO\n"
+         "\nJoe\tB-person\n")
+
+
+def test_a_conll_upload_is_a_token_dataset_with_sentence_token_and_tag_counts(client):
+    """CoNLL (detected by extension, or by content for a .txt) is stored with the columns tokens and tags (JSON
+    arrays); the dataset answer and page show sentences, tokens and tag counts (issue 17)."""
+    for filename in ("wnut.conll", "wnut.txt"):
+        response = client.post("/api/v1/datasets", data={"file": (io.BytesIO(CONLL.encode()), filename)},
+                               content_type="multipart/form-data")
+        assert response.status_code == 201, response.get_json()
+        body = response.get_json()
+        assert body["format"] == "conll" and body["columns"] == ["tokens", "tags"] and body["rows"] == 3
+        assert json.loads(body["preview"][0]["tokens"]) == ["Empire", "State", "rocks"]
+        stats = client.get(f"/api/v1/datasets/{body['id']}").get_json()["list_stats"]
+        assert (stats["tokens"]["rows"], stats["tokens"]["items"]) == (3, 7)
+        assert dict(stats["tags"]["top_values"]) == {"O": 3, "B-person": 2, "B-location": 1, "I-location": 1}
+    page = client.get(f"/datasets/{body['id']}").get_data(as_text=True)
+    assert 'id="token-stats"' in page and "B-person <b>2</b>" in page
+
+
+def test_a_conll_line_of_one_column_is_a_clear_400(client):
+    response = client.post("/api/v1/datasets", data={"file": (io.BytesIO(b"Empire\tB-location\nState\n"), "x.conll")},
+                           content_type="multipart/form-data")
+    assert_error(response, 400, "invalid_conll")
+    assert "line 2" in response.get_json()["error"]["message"]
