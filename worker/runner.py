@@ -385,6 +385,7 @@ def _train(request: TrainRequest, rows: list[dict], validation_rows: list[dict] 
         encoder_cache_dir=store / "encoders",
         progress=lease.progress,
         should_stop=lease.should_stop,
+        max_batch_tokens=runtime.settings().max_train_batch_tokens,
     )
 
 
