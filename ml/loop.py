@@ -17,8 +17,8 @@ Pipeline of :func:`train_classifier`:
    ``head_lr`` defaults to ``HEAD_LR_MULTIPLIER`` (10) x ``learning_rate`` -- the heads start from random weights
    (and the LSTM head from scratch), so they need larger steps than the pretrained encoder.
 5. **Evaluate** on the validation rows (in batches under the same token budget) at the end of every epoch, or
-   every ``eval_steps`` steps (and after the last step): loss, accuracy, macro-F1 (sklearn, :mod:`ml.metrics`; multi-label: sigmoid probabilities scored by
-   :func:`ml.multilabel.multilabel_metrics` at 0.5). Each evaluation appends a record to the *history*.
+   every ``eval_steps`` steps (and after the last step): loss, accuracy, macro-F1 (sklearn, :mod:`ml.metrics`;
+   multi-label: sigmoid probabilities scored by :func:`ml.multilabel.multilabel_metrics` at 0.5). Each evaluation appends a record to the *history*.
 6. **Keep the best.** The evaluation with the best ``metric`` (macro-F1 by default; ``val_loss`` lower is better;
    ties keep the earlier one) has its weights copied to CPU memory; after ``early_stopping_patience``
    evaluations without improvement training stops. The best weights are restored before saving, and the reported
