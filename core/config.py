@@ -66,6 +66,9 @@ class Settings:
     metrics_public: bool = False  # /metrics without a token (a scraper on a private network); else admins only
     max_active_jobs_per_user: int = 20  # queued + running jobs per user; beyond: 429
     max_training_work: int = 2_000_000_000  # epochs x rows x max_length of one training job
+    # padded tokens (rows x longest row) per training forward + backward pass: a larger logical batch is split into
+    # micro-batches with gradient accumulation (ml.loop.train_step). MiniLM at length 512 costs ~0.3 GB per row.
+    max_train_batch_tokens: int = 4096
     # /predict calls waiting at once per web process (of its WEB_THREADS, 16 by default: 4 stay free for everything
     # else); the rest answer 202 at once with the job to poll
     predict_max_waiters: int = 12
@@ -126,6 +129,7 @@ class Settings:
         "metrics_public": "METRICS_PUBLIC",
         "max_active_jobs_per_user": "MAX_ACTIVE_JOBS_PER_USER",
         "max_training_work": "MAX_TRAINING_WORK",
+        "max_train_batch_tokens": "MAX_TRAIN_BATCH_TOKENS",
         "predict_max_waiters": "PREDICT_MAX_WAITERS",
         "train_time_limit_s": "TRAIN_TIME_LIMIT_S",
         "classify_time_limit_s": "CLASSIFY_TIME_LIMIT_S",
@@ -167,6 +171,8 @@ class Settings:
             raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS and MAX_BATCH_SIZE >= 1")
         if settings.session_lifetime_hours <= 0 or settings.max_body_kb < 1 or settings.proxy_hops < 0:
             raise ValueError("SESSION_LIFETIME_HOURS must be > 0, MAX_BODY_KB >= 1 and PROXY_HOPS >= 0")
+        if settings.max_train_batch_tokens < 1:
+            raise ValueError("MAX_TRAIN_BATCH_TOKENS must be >= 1")
         token = settings.admin_token
         if token and not (16 <= len(token) <= MAX_TOKEN_CHARS and token.isprintable() and token.strip() == token
                           and " " not in token):

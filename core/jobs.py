@@ -5,13 +5,16 @@ Transitions are conditional UPDATEs, so two processes racing on one job cannot b
 A running job carries a lease (``worker_id`` + ``heartbeat_at``). Only a queued job, or a running job whose lease is
 stale (no heartbeat for ``lease_seconds``, or its owner is a process of this host that no longer exists), can be
 claimed, up to ``max_attempts`` executions in total. A duplicate or redelivered message that meets a fresh lease is
-answered ``BUSY``: the caller drops it, and it is not an attempt.
+answered ``BUSY``: the caller drops it, and it is not an attempt. A training claim records the kernel's OOM-kill
+count with its lease (``oom_watch``, ``worker.oom``); re-claimed after its worker was lost with evidence that the
+kernel's OOM killer struck meanwhile, the job fails at once (``OOM_KILLED``) instead of being killed again.
 """
 from __future__ import annotations
 
 import enum
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -38,6 +41,7 @@ class ClaimOutcome(str, enum.Enum):
     BUSY = "busy"  # a live worker holds a fresh lease: drop the message (the reconciler re-sends if it goes stale)
     DONE = "done"  # already finished or cancelled: nothing to do
     GAVE_UP = "gave_up"  # claimable, but its attempts are exhausted: the job was marked failed
+    OOM_KILLED = "oom_killed"  # its lost attempt was killed by the kernel's OOM killer: the job was marked failed
     MISSING = "missing"  # no such job
 
 
@@ -123,6 +127,8 @@ def claim(
     lease_seconds: float,
     max_attempts: int,
     now: datetime | None = None,
+    oom_watch: dict | None = None,
+    oom_verdict: Callable[[dict | None], str | None] | None = None,
 ) -> Claim:
     """Try to take ``job_id`` for ``worker_id``; commits. Safe under duplicate and redelivered messages.
 
@@ -130,13 +136,20 @@ def claim(
     fresh lease held by a live worker is ``BUSY`` (whatever the
     attempt count: a duplicate during the last attempt must not fail a healthy job); only a claimable job (queued,
     or running with a stale lease) is ``CLAIMED``, or ``GAVE_UP`` (marked failed) when its attempts are exhausted.
+
+    ``oom_watch`` is stored with the lease (None clears it). ``oom_verdict(previous oom_watch)``: called when a
+    running job whose lost attempt recorded one is claimable; a message means the kernel's OOM killer killed that
+    attempt, and the job fails with it (``OOM_KILLED``) instead of being claimed.
     """
     now = now or utcnow()
     stale_before = now - timedelta(seconds=lease_seconds)
     stale = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before)
     claimable = or_(Job.status == JobStatus.QUEUED.value, and_(Job.status == JobStatus.RUNNING.value, stale))
+    fast = [Job.attempts < max_attempts, claimable]
+    if oom_verdict is not None:  # a lost attempt that recorded a watch is judged on the slow path below
+        fast.append(or_(Job.status == JobStatus.QUEUED.value, Job.oom_watch.is_(None)))
     # The common case (a queued job, or a stale lease) is one UPDATE and one SELECT.
-    if _take(session, job_id, worker_id, now, Job.attempts < max_attempts, claimable, _owner_active):
+    if _take(session, job_id, worker_id, now, *fast, _owner_active, oom_watch=oom_watch):
         return _claimed(session, job_id)
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
@@ -156,21 +169,32 @@ def claim(
     # Claimable. The conditions repeat what was just read, so a concurrent claim, heartbeat or cancel wins the race.
     same = [Job.status == job.status, Job.attempts == job.attempts]
     same.append(Job.worker_id == job.worker_id if owner_gone else claimable)
+    oom_message = oom_verdict(job.oom_watch) if oom_verdict is not None and status is JobStatus.RUNNING else None
+    if oom_message is not None:
+        return _fail_claimable(session, job_id, same, oom_message, now, ClaimOutcome.OOM_KILLED, job.attempts)
     if job.attempts >= max_attempts:
         message = f"gave up after {job.attempts} attempts (the worker running it was lost)"
-        result = session.execute(
-            update(Job).where(Job.id == job_id, *same)
-            .values(status=JobStatus.FAILED.value, error=message, finished_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-        return Claim(ClaimOutcome.GAVE_UP if result.rowcount == 1 else ClaimOutcome.BUSY, attempts=job.attempts)
-    if _take(session, job_id, worker_id, now, *same):
+        return _fail_claimable(session, job_id, same, message, now, ClaimOutcome.GAVE_UP, job.attempts)
+    if _take(session, job_id, worker_id, now, *same, oom_watch=oom_watch):
         return _claimed(session, job_id)
     return Claim(ClaimOutcome.BUSY, attempts=job.attempts)  # another message took it first
 
 
-def _take(session: Session, job_id: str, worker_id: str, now: datetime, *conditions) -> bool:
+def _fail_claimable(session: Session, job_id: str, same: list, message: str, now: datetime, outcome: ClaimOutcome,
+                    attempts: int) -> Claim:
+    """Fail a claimable job instead of claiming it (``same``: it is still as it was read); commits. ``outcome``,
+    or ``BUSY`` when a concurrent claim, heartbeat or cancel changed it first."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, *same)
+        .values(status=JobStatus.FAILED.value, error=message, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return Claim(outcome if result.rowcount == 1 else ClaimOutcome.BUSY, attempts=attempts)
+
+
+def _take(session: Session, job_id: str, worker_id: str, now: datetime, *conditions,
+          oom_watch: dict | None = None) -> bool:
     """The claiming UPDATE under ``conditions``; commits; True when this call won the job."""
     result = session.execute(
         update(Job)
@@ -185,6 +209,7 @@ def _take(session: Session, job_id: str, worker_id: str, now: datetime, *conditi
             eta_at=None,
             metrics=None,  # an earlier attempt's live curves are not this attempt's
             error=None,
+            oom_watch=oom_watch,
         )
         .execution_options(synchronize_session=False)
     )

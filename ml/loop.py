@@ -9,12 +9,16 @@ Pipeline of :func:`train_classifier`:
    length-bucketed, dynamically padded batches: :mod:`ml.batches`.
 4. **Optimise.** AdamW over the model's parameter groups (no decay on biases and norms; layer-wise learning-rate
    decay when ``layer_lr_decay`` < 1, :mod:`ml.optim`), linear warmup (``warmup_ratio`` of all steps) then linear
-   decay to 0, gradient clipping at 1.0. Learning rates: ``encoder_lr`` defaults to ``learning_rate``;
+   decay to 0, gradient clipping at 1.0. A logical batch whose padded tokens (rows x longest row) exceed
+   ``max_batch_tokens`` (``MAX_TRAIN_BATCH_TOKENS``) runs as micro-batches under that budget whose gradients are
+   accumulated before the one optimizer step (:func:`train_step`): memory is bounded by the budget, not by
+   ``batch_size`` x ``max_length``, and the gradient is the unsplit batch's. Steps, the schedule, the ETA and early
+   stopping count logical batches. Learning rates: ``encoder_lr`` defaults to ``learning_rate``;
    ``head_lr`` defaults to ``HEAD_LR_MULTIPLIER`` (10) x ``learning_rate`` -- the heads start from random weights
    (and the LSTM head from scratch), so they need larger steps than the pretrained encoder.
-5. **Evaluate** on the validation rows at the end of every epoch, or every ``eval_steps`` steps (and after the
-   last step): loss, accuracy, macro-F1 (sklearn, :mod:`ml.metrics`; multi-label: sigmoid probabilities scored by
-   :func:`ml.multilabel.multilabel_metrics` at 0.5). Each evaluation appends a record to the *history*.
+5. **Evaluate** on the validation rows (in batches under the same token budget) at the end of every epoch, or
+   every ``eval_steps`` steps (and after the last step): loss, accuracy, macro-F1 (sklearn, :mod:`ml.metrics`;
+   multi-label: sigmoid probabilities scored by :func:`ml.multilabel.multilabel_metrics` at 0.5). Each evaluation appends a record to the *history*.
 6. **Keep the best.** The evaluation with the best ``metric`` (macro-F1 by default; ``val_loss`` lower is better;
    ties keep the earlier one) has its weights copied to CPU memory; after ``early_stopping_patience``
    evaluations without improvement training stops. The best weights are restored before saving, and the reported
@@ -53,6 +57,7 @@ from ml.config import (
     _family_options,
 )
 from ml.data import Examples, prepare_examples, resolve_class_weights, split_indices
+from ml.inference import token_budget_batches
 from ml.metrics import _mean, _r, is_better, metric_value, task_metrics
 from ml.optim import parameter_groups
 
@@ -154,8 +159,9 @@ def _prepare_data(rows: list[dict[str, Any]], validation_rows: list[dict[str, An
 
 def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_size: int,
              heartbeat: _Heartbeat | None = None, fraction: float = 0.0,
-             info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Loss and predictions on ``rows``.
+             info: dict[str, Any] | None = None, max_tokens: int | None = None) -> dict[str, Any]:
+    """Loss and predictions on ``rows``, in batches of at most ``batch_size`` rows and ``max_tokens`` padded
+    tokens (rows x longest row; None: no token limit).
 
     Returns ``{"loss", "task_loss": {task: ...}, "pred": {task: [label id per row]}}``; for a multi-label model
     ``"probs": {task: [[sigmoid probability per label] per row]}`` instead of ``"pred"``.
@@ -164,13 +170,14 @@ def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_
 
     model.eval()
     tasks = list(data.labels)
-    order = sorted(rows, key=lambda i: len(data.input_ids[i]))
+    # longest first: token_budget_batches sizes each batch by its first row
+    order = sorted(rows, key=lambda i: len(data.input_ids[i]), reverse=True)
+    lengths = {i: len(data.input_ids[i]) for i in order}
     outputs: dict[str, dict[int, Any]] = {t: {} for t in tasks}
     loss_sum, task_loss_sum = 0.0, {t: 0.0 for t in tasks}
     task_count = {t: 0 for t in tasks}
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in token_budget_batches(order, lengths, max_tokens or math.inf, batch_size):
             inputs = data.model_inputs(data.batch(chunk), device)
             out = model(**inputs)
             logits = out.logits if isinstance(out.logits, dict) else {tasks[0]: out.logits}
@@ -191,6 +198,47 @@ def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_
         "task_loss": {t: (task_loss_sum[t] / task_count[t] if task_count[t] else None) for t in tasks},
         ("probs" if data.multi_label else "pred"): {t: [outputs[t][i] for i in rows] for t in tasks},
     }
+
+
+def micro_batches(data: Encoded, rows: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """``rows`` (one logical batch) as is when its padded tokens fit ``max_tokens``, else cut longest first into
+    micro-batches of at most ``max_tokens`` padded tokens (one row alone may exceed it: it cannot be split)."""
+    lengths = {i: len(data.input_ids[i]) for i in rows}
+    if len(rows) * max(lengths.values()) <= max_tokens:
+        return [list(rows)]
+    order = sorted(rows, key=lengths.__getitem__, reverse=True)
+    return token_budget_batches(order, lengths, max_tokens, len(order))
+
+
+def train_step(model: Any, data: Encoded, rows: Sequence[int], device: str, max_tokens: int) -> float:
+    """Forward and backward one logical batch (the optimizer step is the caller's); returns its loss.
+
+    A batch over ``max_tokens`` padded tokens runs as :func:`micro_batches` whose gradients accumulate. Every loss
+    here is a mean -- over labelled rows (class-weighted), or rows x labels for multi-label, per task, and
+    multitask sums the tasks' weighted means -- so each micro-batch's task loss is scaled by its share of the whole
+    batch's denominator (``model.loss_denominator``): the summed gradients and losses are then the unsplit
+    batch's, whatever the class weights, missing multitask labels or label counts.
+    """
+    chunks = micro_batches(data, rows, max_tokens)
+    if len(chunks) == 1:
+        out = model(**data.model_inputs(data.batch(chunks[0]), device))
+        out.loss.backward()
+        return float(out.loss.detach())
+    tasks = list(data.labels)
+    batches = [data.batch(chunk) for chunk in chunks]  # token ids only: small next to the activations
+    parts = [{t: model.loss_denominator(t, batch["labels"][t]) for t in tasks} for batch in batches]
+    totals = {t: sum(part[t] for part in parts) for t in tasks}
+    loss_sum = 0.0
+    for batch, part in zip(batches, parts):
+        inputs = data.model_inputs(batch, device)
+        labels = inputs.pop("labels")
+        logits = model(**inputs).logits
+        logits = logits if isinstance(logits, dict) else {tasks[0]: logits}
+        scale = {t: part[t] / totals[t] if totals[t] else 0.0 for t in tasks}
+        loss = model.compute_loss(logits, labels, task_scale=scale)
+        loss.backward()
+        loss_sum += float(loss.detach())
+    return loss_sum
 
 
 def score(evaluation: Mapping[str, Any], data: Encoded, rows: Sequence[int], tasks: Mapping[str, Sequence[str]],
@@ -269,6 +317,7 @@ def train_classifier(
     encoder_cache_dir: Path | None = None,
     progress: Callable[[float, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_batch_tokens: int | None = None,
 ) -> TrainResult:
     """Train ``config.family`` on ``rows`` and save the best checkpoint to ``output_dir`` (see the module docstring).
 
@@ -276,6 +325,8 @@ def train_classifier(
     ``device``: ``cpu``, ``cuda[:N]`` or ``auto`` (see :func:`ml.device.resolve_device`).
     ``encoder_cache_dir``: where the converted default DistilBERT encoder is cached (default
     :func:`models.encoders.default_cache_dir`).
+    ``max_batch_tokens``: padded tokens per forward pass, in training (gradient accumulation over micro-batches)
+    and evaluation; default ``MAX_TRAIN_BATCH_TOKENS``'s (``core.config.Settings``).
 
     Metrics (JSON-able; ``accuracy``, ``macro_f1``, ``val_loss``, ``per_class``, ``confusion_matrix`` are those of
     the best checkpoint on the validation rows, None without validation)::
@@ -312,8 +363,13 @@ def train_classifier(
     from models.io import save_model
     from models.registry import build_model, resolve_encoder
 
+    from core.config import Settings
+
     started = time.monotonic()
     _check_config(config)
+    max_tokens = max_batch_tokens if max_batch_tokens is not None else Settings.max_train_batch_tokens
+    if max_tokens < 1:
+        raise ValueError("max_batch_tokens must be >= 1")
     heartbeat = _Heartbeat(progress, should_stop)
     heartbeat.check_stop()
     device = resolve_device(device)
@@ -379,12 +435,10 @@ def train_classifier(
         model.train()
         for batch_positions in length_bucketed_batches(train_lengths, config.batch_size, rng):
             t0 = time.monotonic()
-            out = model(**encoded.model_inputs(encoded.batch([train_rows[p] for p in batch_positions]), device))
-            loss = out.loss
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"training diverged at epoch {epoch}, step {step + 1} (loss {float(loss)}); "
+            loss = train_step(model, encoded, [train_rows[p] for p in batch_positions], device, max_tokens)
+            if not math.isfinite(loss):
+                raise RuntimeError(f"training diverged at epoch {epoch}, step {step + 1} (loss {loss}); "
                                    "try a lower learning rate")
-            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
             optimizer.step()
             scheduler.step()
@@ -392,7 +446,7 @@ def train_classifier(
             step += 1
             n = len(batch_positions)
             seen += n
-            value = float(loss.detach()) * n
+            value = loss * n
             epoch_sum, epoch_n, since_sum, since_n = epoch_sum + value, epoch_n + n, since_sum + value, since_n + n
             clock.steps += 1
             clock.step_seconds += time.monotonic() - t0
@@ -407,7 +461,7 @@ def train_classifier(
             evaluation = per_task = None
             if val_rows:
                 evaluation = evaluate(model, encoded, val_rows, device, eval_batch, heartbeat, step / total_steps,
-                                      info)
+                                      info, max_tokens=max_tokens)
                 per_task = score(evaluation, encoded, val_rows, tasks)
                 model.train()
             record = _history_record(step, step / steps_per_epoch, since_sum / max(1, since_n), evaluation,

@@ -357,13 +357,33 @@ class EncoderClassifier(nn.Module):
             logits.float(), labels, weight=weight, ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing
         )
 
+    def loss_denominator(self, task: str, labels: torch.Tensor) -> float:
+        """What :meth:`task_loss` divides its sum by for these ``labels``: the rows that have a label (weighted by
+        their class weight when there are class weights, as ``F.cross_entropy`` does), or rows x labels for
+        multi-label BCE. Gradient accumulation scales each micro-batch's loss by its share of the whole batch's
+        denominator, so that the summed gradients equal the unsplit batch's (``ml.loop``)."""
+        if self.multi_label:
+            return float(labels.numel())
+        labels = labels.long()
+        known = labels[labels != IGNORE_INDEX]
+        weight = getattr(self, self._weight_buffer[task]) if task in self._weight_buffer else None
+        if weight is None:
+            return float(known.numel())
+        return float(weight.detach().cpu()[known.cpu()].sum())
+
     def compute_loss(
-        self, logits: dict[str, torch.Tensor], labels: torch.Tensor | Mapping[str, torch.Tensor]
+        self, logits: dict[str, torch.Tensor], labels: torch.Tensor | Mapping[str, torch.Tensor],
+        task_scale: Mapping[str, float] | None = None,
     ) -> torch.Tensor:
-        """The training objective for the given labels (overridden by multitask for task weights)."""
+        """The training objective for the given labels (overridden by multitask for task weights).
+
+        ``task_scale``: a factor per task's loss (a micro-batch's share of its logical batch, see
+        :meth:`loss_denominator`); None = 1.
+        """
         if not isinstance(labels, Mapping):
             labels = {self.task: labels}
-        return self.task_loss(self.task, logits[self.task], labels[self.task])
+        loss = self.task_loss(self.task, logits[self.task], labels[self.task])
+        return loss * task_scale[self.task] if task_scale is not None else loss
 
     def forward(
         self,

@@ -77,9 +77,11 @@ class MultiTaskClassifier(EncoderClassifier):
         return dict(zip(self.tasks, self.heads(pooled)))  # {task: (B, C_t)}
 
     def compute_loss(
-        self, logits: dict[str, torch.Tensor], labels: torch.Tensor | Mapping[str, torch.Tensor]
+        self, logits: dict[str, torch.Tensor], labels: torch.Tensor | Mapping[str, torch.Tensor],
+        task_scale: Mapping[str, float] | None = None,
     ) -> torch.Tensor:
-        """Weighted sum of the per-task losses; a task missing from ``labels`` contributes nothing."""
+        """Weighted sum of the per-task losses; a task missing from ``labels`` contributes nothing.
+        ``task_scale``: an extra factor per task (gradient accumulation, see the base class)."""
         if not isinstance(labels, Mapping):
             raise TypeError("multitask labels must be a {task: (B,) tensor} dict")
         unknown = set(labels) - set(self.tasks)
@@ -87,5 +89,6 @@ class MultiTaskClassifier(EncoderClassifier):
             raise ValueError(f"labels for unknown tasks: {', '.join(sorted(unknown))}")
         total = sum(logits_t.sum() * 0.0 for logits_t in logits.values())  # 0 attached to the graph
         for task, task_labels in labels.items():
-            total = total + self.task_weights[task] * self.task_loss(task, logits[task], task_labels)
+            scale = task_scale[task] if task_scale is not None else 1.0
+            total = total + self.task_weights[task] * scale * self.task_loss(task, logits[task], task_labels)
         return total

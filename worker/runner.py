@@ -39,6 +39,7 @@ from core.specs import ClassifyRequest, TrainRequest
 from ml.batching import RequestCancelled
 from ml.data import row_text
 
+from . import oom
 from .memory import release_free_memory
 
 log = logging.getLogger(__name__)
@@ -218,17 +219,24 @@ def _keeper() -> _LeaseKeeper:
     return _keepers[pid]
 
 
-def _claim(job_id: str) -> jobs.Claim:
-    """Claim the job (retrying transient database errors); anything but CLAIMED means: drop the message."""
+def _claim(job_id: str, *, watch_oom: bool = False) -> jobs.Claim:
+    """Claim the job (retrying transient database errors); anything but CLAIMED means: drop the message.
+
+    ``watch_oom`` (training: the job whose memory grows with its parameters): record the kernel's OOM-kill count
+    with the lease, and fail instead of re-running a job whose lost attempt the OOM killer took (``worker.oom``).
+    """
     settings = runtime.settings()
     owner = _new_attempt_owner()
     _attempt_owner.set(owner)  # every write of this attempt (lease, results, success, failure) names it
+    watch = {"oom_watch": oom.watch(), "oom_verdict": oom.verdict} if watch_oom else {}
     claim = db.transact(
         lambda session: jobs.claim(session, job_id, owner, lease_seconds=settings.lease_seconds,
-                                   max_attempts=settings.job_max_attempts),
+                                   max_attempts=settings.job_max_attempts, **watch),
         what=f"job {job_id}: claim",
     )
     log.info("job %s: claim %s (attempt %s)", job_id, claim.outcome.value, claim.attempts)
+    if claim.outcome is jobs.ClaimOutcome.OOM_KILLED:
+        log.warning("job %s failed: %s", job_id, oom.OOM_MESSAGE)
     if claim.outcome is jobs.ClaimOutcome.CLAIMED:
         _test_fault(claim.job)
     return claim
@@ -296,7 +304,7 @@ def _announce(job_id: str) -> None:
 
 def run_training(job_id: str) -> None:
     """Run training job ``job_id`` end to end (or drop the message if the job is not claimable)."""
-    claim = _claim(job_id)
+    claim = _claim(job_id, watch_oom=True)
     if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
         return
     settings = runtime.settings()
@@ -387,6 +395,7 @@ def _train(request: TrainRequest, rows: list[dict], validation_rows: list[dict] 
         encoder_cache_dir=store / "encoders",
         progress=lease.progress,
         should_stop=lease.should_stop,
+        max_batch_tokens=runtime.settings().max_train_batch_tokens,
     )
 
 
