@@ -34,10 +34,10 @@ TEST_FAULTS_ENV = "BERTQUEUE_TEST_FAULTS"
 class JobHandler:
     """One job type's part of a job: declared once by its module in ``worker/jobs/`` and registered there.
 
-    The skeleton claims the job, calls ``prepare(job_id, claim)`` (read what the attempt needs; no lease is held yet, so the
-    database session is closed before the long work), then ``run(work, lease)`` under the open lease, and records
-    the outcome: ``stop_errors`` mean the work stopped at ``lease.should_stop()``; ``failure_message(exc)`` is the
-    job's error for an expected failure (None: a crash, logged with its traceback and recorded as
+    The skeleton claims the job, calls ``prepare(job_id, claim)`` (read what the attempt needs; no lease is held yet,
+    so the database session is closed before the long work), then ``run(work, lease)`` under the open lease, and
+    records the outcome: ``stop_errors`` mean the work stopped at ``lease.should_stop()``; ``failure_message(exc)``
+    is the job's error for an expected failure (None: a crash, logged with its traceback and recorded as
     ``"<kind> failed: <type>: <message>"``).
     """
 
