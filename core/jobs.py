@@ -69,7 +69,7 @@ def owner_is_gone(worker_id: str | None) -> bool:
     reused one), counts as alive: the lease then expires the normal way.
     """
     host, _, pid = (worker_id or "").rpartition(":")
-    host = host.split("#", 1)[0]  # a per-attempt nonce (worker.runner) follows the host name
+    host = host.split("#", 1)[0]  # a per-attempt nonce (worker.lease) follows the host name
     if host != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
         return False
     try:

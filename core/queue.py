@@ -28,7 +28,7 @@ TASK_FOR_JOB_TYPE = {JobType.TRAIN.value: TRAIN_TASK, JobType.CLASSIFY.value: CL
 QUEUE_FOR_TASK = {TRAIN_TASK: TRAIN_QUEUE, CLASSIFY_TASK: CLASSIFY_QUEUE, EVALUATE_TASK: CLASSIFY_QUEUE,
                   RECONCILE_TASK: CLASSIFY_QUEUE}
 
-# A training's own deadline (worker.runner.Lease) stops it at TRAIN_TIME_LIMIT_S; Celery's hard limit kills the
+# A training's own deadline (worker.lease.Lease) stops it at TRAIN_TIME_LIMIT_S; Celery's hard limit kills the
 # prefork child only if the work is stuck this much longer (a hung C call never polls its deadline).
 HARD_TIME_LIMIT_GRACE_S = 60.0
 

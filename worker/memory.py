@@ -4,8 +4,9 @@ glibc raises its mmap threshold each time a large block is freed (up to 32 MB), 
 activation tensors of a forward pass (a few MB each) come from the heap instead of fresh mappings, and freed heap
 memory is seldom given back: a classification worker's RSS grew by 414 MB over a 20,000-row dataset job. A fixed
 threshold keeps RSS flat but maps and unmaps every activation (P1 throughput 0.92x -> 0.68x of raw), so instead the
-job threads hand free heap pages back with ``malloc_trim`` every few chunks of a large job (``runner.TRIM_EVERY_CHUNKS``
-x 1,024 texts), and two arenas stop every job thread from keeping one of its own. Elsewhere than glibc these do nothing.
+job threads hand free heap pages back with ``malloc_trim`` every few chunks of a large job
+(``worker.jobs.classify.TRIM_EVERY_CHUNKS`` x 1,024 texts), and two arenas stop every job thread from keeping one of
+its own. Elsewhere than glibc these do nothing.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Celery tasks (and the worker's remote-control commands). Thin by design: they take a job id, call
-``worker.runner``, and translate its answer.
+"""Celery tasks (and the worker's remote-control commands). Thin by design: they take a job id and call the job
+skeleton's entry point (``worker.skeleton.run_job``) with their job type.
 
-Delivery guarantees come from SQL: the runner claims the job with a lease and a bounded attempt counter, so a
+Delivery guarantees come from SQL: the skeleton claims the job with a lease and a bounded attempt counter, so a
 duplicate or redelivered message is harmless: it is dropped (acked) unless the job is claimable, and never
 retried here. A job whose message is lost, or whose worker died, is re-sent by the reconciler (worker.reconciler).
 """
@@ -15,9 +15,11 @@ from celery.worker.control import control_command
 
 from core import runtime
 from core.queue import CLASSIFY_TASK, DROP_MODEL_COMMAND, EVALUATE_TASK, RECONCILE_TASK, TRAIN_TASK
+from core.schema import JobType
 
-from . import runner
+from . import jobs  # noqa: F401  (registers every job type's handler)
 from .reconciler import reconcile_once
+from .skeleton import fail_hard_time_limit, run_job
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,10 @@ class _TrainTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         # Celery calls this in the worker's main process after killing a child at the hard time limit; the job's
-        # own deadline (runner.Lease) did not stop it, so record why the job ends here.
+        # own deadline (worker.lease.Lease) did not stop it, so record why the job ends here.
         if isinstance(exc, TimeLimitExceeded) and args:
             try:
-                runner.fail_hard_time_limit(args[0], runtime.settings().train_time_limit_s)
+                fail_hard_time_limit(args[0], JobType.TRAIN.value, runtime.settings().train_time_limit_s)
             except Exception:  # noqa: BLE001 - the reconciler still recovers the job from its stale lease
                 log.exception("job %s: could not record the hard time limit", args[0])
 
@@ -40,19 +42,19 @@ class _TrainTask(Task):
 @shared_task(name=TRAIN_TASK, base=_TrainTask, **_TASK_OPTIONS)
 def train(job_id: str) -> None:
     """Train the model described by job ``job_id``."""
-    runner.run_training(job_id)
+    run_job(job_id, JobType.TRAIN.value)
 
 
 @shared_task(name=CLASSIFY_TASK, **_TASK_OPTIONS)
 def classify(job_id: str) -> None:
     """Classify the texts of job ``job_id`` and store the predictions."""
-    runner.run_classification(job_id)
+    run_job(job_id, JobType.CLASSIFY.value)
 
 
 @shared_task(name=EVALUATE_TASK, **_TASK_OPTIONS)
 def evaluate(job_id: str) -> None:
     """Score the model of job ``job_id`` on its labelled dataset and store the metrics."""
-    runner.run_evaluation(job_id)
+    run_job(job_id, JobType.EVALUATE.value)
 
 
 @shared_task(name=RECONCILE_TASK, bind=True)

@@ -80,7 +80,7 @@ def test_texts_are_kept_exactly_and_stored_params_ignore_deployment_limits():
 def test_the_training_loop_reads_the_request_declaration_itself():
     """TrainRequest extends the loop's TrainConfig: no field is re-declared, so none can drift apart."""
     from ml.config import TrainConfig
-    from worker.runner import train_config
+    from worker.jobs.train import train_config
 
     assert TrainConfig is TrainRequest.__mro__[1]
     request = TrainRequest(dataset_id=1, text_column="t", label_column="l", pooling="cls", dropout=0.2, seed=7)

@@ -331,7 +331,7 @@ def test_reconciler_pass_unmarks_what_a_dead_broker_did_not_take(settings, monke
 
 
 def test_a_dead_attempts_owner_with_a_per_attempt_nonce_is_gone(settings):
-    """worker.runner names each attempt "<host>#<nonce>:<pid>": the host and pid still decide."""
+    """worker.lease names each attempt "<host>#<nonce>:<pid>": the host and pid still decide."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = socket.gethostname()
@@ -343,19 +343,19 @@ def test_a_dead_attempts_owner_with_a_per_attempt_nonce_is_gone(settings):
 def test_each_claim_is_an_attempt_of_its_own_even_in_one_process(settings):
     """Two attempts of one job in the same process (a stale lease re-claimed) have different lease owners: the old
     attempt's heartbeat no longer owns the job, so it stops instead of running beside the new one."""
-    from worker import runner
+    from worker import skeleton
 
     job_id = _new_job()
-    first = runner._claim(job_id)
-    old_owner = runner.worker_id()
+    first = skeleton._claim(job_id)
+    old_owner = skeleton.worker_id()
     with db.session() as session:  # the lease goes stale (e.g. a database outage longer than LEASE_SECONDS)
         session.get(Job, job_id).heartbeat_at = utcnow() - timedelta(seconds=settings.lease_seconds + 1)
-    second = runner._claim(job_id)
+    second = skeleton._claim(job_id)
     assert (first.outcome, second.outcome, second.attempts) == (ClaimOutcome.CLAIMED, ClaimOutcome.CLAIMED, 2)
-    assert runner.worker_id() != old_owner and old_owner.endswith(f":{os.getpid()}")
+    assert skeleton.worker_id() != old_owner and old_owner.endswith(f":{os.getpid()}")
     with db.session() as session:
         assert not jobs.heartbeat(session, job_id, old_owner)
-        assert jobs.heartbeat(session, job_id, runner.worker_id())
+        assert jobs.heartbeat(session, job_id, skeleton.worker_id())
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

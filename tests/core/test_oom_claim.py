@@ -138,14 +138,14 @@ def test_a_stale_lease_after_an_oom_kill_fails_too_and_a_live_lease_stays_busy(d
 
 def test_the_training_worker_records_the_counter_and_fails_an_oom_killed_job_without_running_it(settings,
                                                                                                   monkeypatch):
-    from worker import runner
+    from worker.jobs import train
 
     counter = {"host": HOST, "counter": "/fake/memory.events", "oom_kills": 7}
     monkeypatch.setattr(oom, "watch", lambda *args: dict(counter))
     with db.session() as session:
         no_dataset = jobs.create_job(session, JobType.TRAIN, {}).id  # its attempt fails right after the claim
         session.commit()
-    runner.run_training(no_dataset)
+    train.run_training(no_dataset)
     job = _job(no_dataset)
     assert job.status == "failed" and job.oom_watch == counter  # the claim recorded the count
 
@@ -153,7 +153,7 @@ def test_the_training_worker_records_the_counter_and_fails_an_oom_killed_job_wit
     with db.session() as session:  # an attempt that recorded 7, then its worker vanished
         jobs.claim(session, job_id, _dead_owner(), lease_seconds=60, max_attempts=3, oom_watch=dict(counter))
     counter["oom_kills"] = 8  # ... and the kernel's OOM killer struck in this cgroup meanwhile
-    monkeypatch.setattr(runner, "_read_training", lambda *_: pytest.fail("an OOM-killed job must not run again"))
-    runner.run_training(job_id)
+    monkeypatch.setattr(train, "_read_training", lambda *_: pytest.fail("an OOM-killed job must not run again"))
+    train.run_training(job_id)
     job = _job(job_id)
     assert (job.status, job.attempts, job.error) == ("failed", 1, oom.OOM_MESSAGE)

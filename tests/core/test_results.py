@@ -140,7 +140,7 @@ def test_a_resumed_jobs_label_counts_are_counted_from_sql(backend):
     """A resumed classify job counts labels from the stored rows: per label for a multi-label model (a text under
     each of its labels), per predicted label otherwise."""
     from tests.web.factories import make_model
-    from worker.runner import _label_distribution
+    from worker.text_classification import label_distribution as _label_distribution
 
     multi, single = make_model(params={"multi_label": True}), make_model(name="single")
     rows = [{"index": i, "text": "t", "label": top, "score": 0.9, "scores": {}, "labels": labels}

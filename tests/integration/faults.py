@@ -176,7 +176,7 @@ class Stack:
         fault = request.pop("test_fault", None)
         stored = TrainRequest.model_validate(request).model_dump(mode="json")
         if fault is not None:
-            stored["test_fault"] = fault  # read by worker.runner._test_fault before the params are validated
+            stored["test_fault"] = fault  # read by worker.skeleton._test_fault before the params are validated
         with db.session() as session:
             job_id = jobs.create_job(session, JobType.TRAIN, stored, dataset_id=dataset_id).id
         if send:

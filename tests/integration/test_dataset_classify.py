@@ -23,7 +23,7 @@ from ml.batching import BatchingEngine
 from ml.inference import Predictor, clear_predictor_cache
 from tests.factories import save_tiny_model
 from tests.web.helpers import assert_error
-from worker import runner
+from worker.jobs import classify as classify_job
 
 SINGLE_TASKS = {"sentiment": ["neg", "pos"]}
 MULTI_TASKS = {"sentiment": ["neg", "neu", "pos"], "topic": ["bags", "crew"]}
@@ -290,7 +290,7 @@ def _big_csv(n: int, empty_every: int = 9) -> tuple[bytes, list[tuple[int, str, 
 
 
 def test_dataset_larger_than_a_chunk(client, models, references, monkeypatch):
-    monkeypatch.setattr(runner, "CLASSIFY_CHUNK", 7)
+    monkeypatch.setattr(classify_job, "CLASSIFY_CHUNK", 7)
     submitted: list[int] = []
     real_submit = BatchingEngine.submit
 
@@ -314,7 +314,7 @@ def test_dataset_larger_than_a_chunk(client, models, references, monkeypatch):
 
 
 def test_retried_job_resumes_after_the_stored_rows(client, models, references, monkeypatch):
-    monkeypatch.setattr(runner, "CLASSIFY_CHUNK", 5)
+    monkeypatch.setattr(classify_job, "CLASSIFY_CHUNK", 5)
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr("web.services.enqueue_job", lambda _app, job_id, job_type: sent.append((job_id, job_type)))
     data, wanted = _big_csv(40)
@@ -371,7 +371,7 @@ def test_retried_job_with_everything_stored_just_succeeds(client, models, monkey
 
 
 def test_the_lease_is_renewed_while_the_model_loads(client, models, settings, monkeypatch):
-    """A cold model load longer than the lease must not make the job look lost (runner.Lease promises renewals
+    """A cold model load longer than the lease must not make the job look lost (worker.lease.Lease promises renewals
     whatever the ML code is doing, building a predictor included): another worker's claim must find it busy."""
     import time
 
@@ -498,9 +498,9 @@ def test_a_classify_job_costs_a_few_statements_whatever_its_size(client, models,
         body = {"model_id": models["bert"], "texts": [f"text number {i}" for i in range(texts)]}
         return client.post("/api/v1/jobs/classify", json=body).get_json()["id"]
 
-    runner.run_classification(new_job())  # warm-up: loads the model into this process's cache
+    classify_job.run_classification(new_job())  # warm-up: loads the model into this process's cache
     job_id = new_job()
-    statements = _statements_while(lambda: runner.run_classification(job_id))
+    statements = _statements_while(lambda: classify_job.run_classification(job_id))
     assert statements == ["UPDATE", "SELECT", "SELECT", "SELECT", "INSERT", "UPDATE"], statements
     with db.session() as session:
         assert session.scalar(select(Job.status).where(Job.id == job_id)) == "succeeded"

@@ -161,15 +161,15 @@ def test_worker_refuses_a_missing_or_incomplete_encoder_folder_with_one_message(
 def test_a_commit_whose_answer_was_lost_keeps_the_model_s_files(client, settings, tiny_encoders, monkeypatch):
     """An error after the model row's commit reached the database (its reply lost) must not delete the files of a
     recorded model; an error before anything was recorded still removes them (issue 16, item 9)."""
-    from worker import runner
+    from worker.jobs import train
 
-    real = runner._record_model
+    real = train._record_model
 
     def lost_reply(*args, **kwargs):
         real(*args, **kwargs)
         raise ConnectionError("server closed the connection after the commit")
 
-    monkeypatch.setattr(runner, "_record_model", lost_reply)
+    monkeypatch.setattr(train, "_record_model", lost_reply)
     dataset_id = upload(client, sample_csv(40))
     job = _train(client, dataset_id, tiny_encoders["bert"])
     assert job["status"] == "succeeded" and job["model_id"] is not None
@@ -182,7 +182,7 @@ def test_a_commit_whose_answer_was_lost_keeps_the_model_s_files(client, settings
     def refused(*args, **kwargs):
         raise ConnectionError("the database went away before the commit")
 
-    monkeypatch.setattr(runner, "_record_model", refused)
+    monkeypatch.setattr(train, "_record_model", refused)
     failed = _train(client, dataset_id, tiny_encoders["bert"])
     assert failed["status"] == "failed" and failed["model_id"] is None
     assert [p.name for p in (Path(settings.model_store) / "models").iterdir()] == [directory.name]

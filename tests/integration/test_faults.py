@@ -239,7 +239,7 @@ def test_make_run_stack_killed_mid_training_and_restarted_completes_the_job_once
 
 @pytest.fixture
 def eager_rows(settings, tiny_bert_dir, model_dir):
-    """A dataset and a model row in the test's SQLite database; jobs run in this process (runner calls)."""
+    """A dataset and a model row in the test's SQLite database; jobs run in this process (worker.jobs calls)."""
     from core.datasets import scan_upload
     from core.schema import Dataset, TrainedModel
 
@@ -267,7 +267,7 @@ def test_a_training_past_its_time_limit_fails_with_a_clear_message(settings, eag
     from core import runtime
     from core.schema import JobType
     from core.specs import TrainRequest
-    from worker import runner
+    from worker.jobs import train
 
     runtime.configure(settings.replace(train_time_limit_s=1.5))
     dataset_id, _ = eager_rows
@@ -276,7 +276,7 @@ def test_a_training_past_its_time_limit_fails_with_a_clear_message(settings, eag
                                           "batch_size": 4, "max_length": 32}).model_dump(mode="json")
     job_id = _eager_job(JobType.TRAIN, params, dataset_id=dataset_id)
     started = time.monotonic()
-    runner.run_training(job_id)  # returns: the slot is free again
+    train.run_training(job_id)  # returns: the slot is free again
     assert time.monotonic() - started < 10
     with db.session() as session:
         job = session.get(jobs.Job, job_id)
@@ -288,13 +288,13 @@ def test_a_training_past_its_time_limit_fails_with_a_clear_message(settings, eag
 def test_a_classification_past_its_time_limit_fails_and_stops_writing(settings, eager_rows):
     from core import runtime
     from core.schema import JobType
-    from worker import runner
+    from worker.jobs import classify
 
     runtime.configure(settings.replace(classify_time_limit_s=0.5, max_batch_size=1))
     _, model_id = eager_rows
     texts = _texts(20_000)
     job_id = _eager_job(JobType.CLASSIFY, {"model_id": model_id}, model_id=model_id, inputs=texts)
-    runner.run_classification(job_id)
+    classify.run_classification(job_id)
     with db.session() as session:
         job = session.get(jobs.Job, job_id)
         assert (job.status, job.error) == ("failed", "classification exceeded the time limit of 0.5 s")
@@ -321,7 +321,7 @@ def test_transient_database_errors_in_the_workers_writes_do_not_fail_the_job(set
     from sqlalchemy import event
 
     from core.schema import JobType
-    from worker import runner
+    from worker.jobs import classify
 
     _, model_id = eager_rows
     texts = _texts(2500)  # three chunks: heartbeat + INSERT, heartbeat + INSERT, INSERT + success
@@ -341,7 +341,7 @@ def test_transient_database_errors_in_the_workers_writes_do_not_fail_the_job(set
 
     event.listen(db.engine, "before_cursor_execute", lock_once)
     try:
-        runner.run_classification(job_id)
+        classify.run_classification(job_id)
     finally:
         event.remove(db.engine, "before_cursor_execute", lock_once)
     assert sorted(failed) == sorted(writes), failed  # every kind of write met its error once

@@ -9,13 +9,13 @@ from core.db import db
 from core.schema import Job, TrainedModel
 from core.specs import TrainRequest
 from tests.web import factories as f
-from worker import runner
+from worker.jobs import train
 
 
 def test_a_deleted_training_job_records_no_model(settings, tmp_path, monkeypatch):
     dataset = f.make_dataset()
     job_id = f.make_train_job(dataset)
-    monkeypatch.setattr(runner, "worker_id", lambda: "w1")
+    monkeypatch.setattr(train, "worker_id", lambda: "w1")
     f.start(job_id, worker="w1")
     with db.session() as session:  # the user cancels it, then deletes it (DELETE /api/v1/jobs/<id>)
         jobs.cancel(session, job_id)
@@ -26,6 +26,6 @@ def test_a_deleted_training_job_records_no_model(settings, tmp_path, monkeypatch
     (final_dir / "model.safetensors").write_bytes(b"x")
     request = TrainRequest.model_validate({"dataset_id": dataset, "text_column": "text", "label_column": "label"})
     result = SimpleNamespace(tasks={"label": ["neg", "pos"]}, metrics={})
-    assert runner._record_model(job_id, request, None, "reviews", result, final_dir) is False
+    assert train._record_model(job_id, request, None, "reviews", result, final_dir) is False
     with db.session() as session:
         assert session.query(TrainedModel).count() == 0 and session.get(Job, job_id) is None

@@ -18,7 +18,7 @@ from tests.web.factories import make_dataset
 from .conftest import sample_csv, upload, wait_for_job
 
 import worker.tasks  # noqa: F401  (registers the tasks, so eager sends run them in-process)
-from worker.runner import Lease
+from worker.lease import Lease
 
 WORDS = {"sport": "match goal team", "tech": "laptop code chip", "news": "today report city"}
 

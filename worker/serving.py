@@ -1,0 +1,54 @@
+"""What the job types that run a saved model share: the model to serve, its quantization, one chunk submitted to
+the model's batching engine."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from sqlalchemy import select
+
+from core import runtime
+from core.schema import TrainedModel
+
+from .lease import Lease
+
+
+def servable_model(session, model_id: int | None):
+    """The model's ``artifact_dir`` and ``serving`` (a few columns, not the row's JSON blobs: this runs once per job);
+    LookupError (the job fails with it as its message) when the model is gone or was deleted."""
+    model = session.execute(select(TrainedModel.artifact_dir, TrainedModel.serving, TrainedModel.deleted_at,
+                                   TrainedModel.name, TrainedModel.version).where(TrainedModel.id == model_id)).first()
+    if model is None:
+        raise LookupError(f"model {model_id} no longer exists")
+    if model.deleted_at is not None:
+        raise LookupError(f"model {model_id} ({model.name}:{model.version}) was deleted: its files are gone, so this "
+                          "job cannot run")
+    return model
+
+
+def quantize_choice(requested: bool | None, model) -> bool:
+    """The request's choice, else the model's serving default, else the deployment's."""
+    if requested is not None:
+        return requested
+    default = (model.serving or {}).get("quantize")
+    return bool(runtime.settings().quantize_default if default is None else default)
+
+
+def submit(predictor, texts: list[str], pairs: list[str] | None, lease: Lease) -> Callable[[], list[dict]]:
+    """Start classifying one chunk (texts, or sentence pairs ``(texts[i], pairs[i])``) on the model's batching
+    engine, shared with every concurrent job; returns a function that waits for its results (``Predictor.predict``
+    result dicts)."""
+    engine = predictor.engine
+    future = engine.submit(texts, pairs=pairs, should_stop=lease.should_stop)
+    return lambda: engine.backend.results(future.result())
+
+
+def chunks(items: Iterator, size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
