@@ -57,7 +57,7 @@ from ml.config import (
     _family_options,
 )
 from ml.data import Examples, prepare_examples, resolve_class_weights, split_indices
-from ml.inference import token_budget_batches
+from ml.batching import token_budget_batches
 from ml.metrics import _mean, _r, is_better, metric_value, task_metrics
 from ml.optim import parameter_groups
 

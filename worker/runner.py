@@ -279,6 +279,15 @@ def fail_hard_time_limit(job_id: str, seconds: float) -> None:
         log.warning("job %s failed: %s", job_id, message)
 
 
+def _engine_options():
+    """The serving engine's knobs from the settings in force (ml reads no settings itself)."""
+    from ml.batching import EngineOptions
+
+    settings = runtime.settings()
+    return EngineOptions(wait_ms=settings.batch_wait_ms, max_batch_tokens=settings.max_batch_tokens,
+                         max_batch_size=settings.max_batch_size)
+
+
 def _device() -> str:
     from ml.device import resolve_device
 
@@ -565,7 +574,8 @@ class _ClassifyWork:
         started = time.monotonic()
         todo = (item for item in self.inputs() if item[0] not in self.done)
         with self.lease as lease:  # a cold model load is covered too
-            predictor = get_predictor(self.artifact_dir, _device(), quantize=self.quantize)
+            predictor = get_predictor(self.artifact_dir, _device(), quantize=self.quantize,
+                                      engine_options=_engine_options())
             # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
             pending = None
             for chunk in _chunks(todo, CLASSIFY_CHUNK):
@@ -787,7 +797,7 @@ def _evaluate(plan, artifact_dir: str, quantize: bool, rows, lease: Lease) -> di
     from ml.inference import get_predictor
 
     started = time.monotonic()
-    predictor = get_predictor(artifact_dir, _device(), quantize=quantize)
+    predictor = get_predictor(artifact_dir, _device(), quantize=quantize, engine_options=_engine_options())
     metrics = evaluate_rows(
         rows, plan, lambda texts, pairs: _submit(predictor, texts, pairs, lease)(),
         thresholds=getattr(predictor.model, "thresholds", None), progress=lease.progress,
