@@ -129,3 +129,13 @@ def test_row_outputs_accepts_sequences_and_columns_and_refuses_a_wrong_count():
         row_outputs([1], 2)
     with pytest.raises(ValueError):
         row_outputs({"s": [[0.1]]}, 2)
+
+
+def test_engine_option_defaults_are_the_settings_defaults():
+    """ml reads no settings: the engine's defaults must stay BATCH_WAIT_MS', MAX_BATCH_TOKENS' and MAX_BATCH_SIZE's."""
+    from core.config import Settings
+    from ml.batching import EngineOptions
+
+    options = EngineOptions()
+    assert (options.wait_ms, options.max_batch_tokens, options.max_batch_size) == (
+        Settings.batch_wait_ms, Settings.max_batch_tokens, Settings.max_batch_size)
