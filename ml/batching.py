@@ -40,7 +40,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ml.backend import Backend, Encoded, input_outputs, row_outputs, rows_of
+from ml.backend import Backend, input_outputs, row_outputs, rows_of
 
 log = logging.getLogger(__name__)
 

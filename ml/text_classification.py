@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ml.batching import token_budget_batches
-
-if TYPE_CHECKING:
-    from ml.batching import BatchingEngine, EngineOptions
+from ml.batching import BatchingEngine, EngineOptions, token_budget_batches
 
 DEFAULT_MAX_LENGTH = 128  # only for a saved model that recorded none
 
@@ -213,7 +210,7 @@ class Predictor:
 
     # ---------------------------------------------------------------- its engine
 
-    def serve(self, options: "EngineOptions | None" = None) -> "BatchingEngine":
+    def serve(self, options: EngineOptions | None = None) -> BatchingEngine:
         """This model's cross-job batching engine (``ml.batching``), built on first use with ``options`` (default:
         ``EngineOptions()``); later calls return the same engine whatever their options, as one loaded model has
         one engine per process. The predictor cache (``ml.inference.get_predictor``) calls it with the worker's
@@ -221,13 +218,11 @@ class Predictor:
         if self._engine is None:
             with self._engine_lock:
                 if self._engine is None:
-                    from ml.batching import BatchingEngine, EngineOptions
-
                     self._engine = BatchingEngine.with_options(self, options or EngineOptions())
         return self._engine
 
     @property
-    def engine(self) -> "BatchingEngine":
+    def engine(self) -> BatchingEngine:
         """This model's cross-job batching engine (see :meth:`serve`)."""
         return self.serve()
 
