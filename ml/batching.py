@@ -3,25 +3,32 @@
 The design of text-embeddings-inference's router queue and Triton's dynamic batcher, sized for a Celery worker
 whose thread pool runs many classification jobs (and ``/predict`` calls) at once:
 
-* a job thread calls :meth:`BatchingEngine.predict` with its texts (or sentence pairs): they are tokenized in the
-  caller's thread and queued as one *request*; the caller blocks on a future;
+* a job thread calls :meth:`BatchingEngine.predict` (or :meth:`~BatchingEngine.submit`) with its inputs (texts, or
+  sentence pairs): the model's backend (``ml.backend``) encodes them into rows in the caller's thread, queued as
+  one *request*; the caller blocks on a future;
 * one loop thread per model forms each batch when the model is free (continuous batching): first the queued
   *small* requests (interactive ``/predict`` calls, one-text jobs; whole requests, oldest first, up to a batch),
   length-sorted and cut under ``max_batch_tokens`` / ``max_batch_size``; otherwise the next batch of a *pool*
   that holds up to ``POOL_ROWS`` rows of the oldest large request sorted by token length (little padding);
-* the batch runs through the model's narrow backend (:meth:`ml.inference.Predictor.forward`);
-* when only a few small texts are waiting the loop waits at most ``wait_ms`` for partners.
+* the batch runs through the model's narrow backend (``backend.forward(rows)``; for text classification
+  :meth:`ml.text_classification.Predictor.forward`);
+* when only a few small requests are waiting the loop waits at most ``wait_ms`` for partners.
 
 Because the next batch is chosen after every batch, a small request that arrives while a large job runs waits for
 one batch, never for the large job's chunk.
 
-Each text's probabilities go back to the request it came from, by position, so results never mix across jobs;
-texts of different models never meet (one engine per model). Sentence pairs and single texts may share a batch:
-a pair's row carries its token type ids (:class:`ml.inference.PairRow`) and a single text's row gets type 0
-throughout, which is what the encoder assumes without token types, so sharing a batch changes no row's result.
+Each row's output goes back to the request it came from, by position, so results never mix across jobs; rows of
+different models never meet (one engine per model). An input that became several rows (``ml.backend.Encoded``:
+windows, choices) gets its rows' outputs back together, in order, however they were batched. The engine knows
+nothing of the task shape: rows are token-id lists (only their length matters here) and outputs are passed through.
+(Text classification: sentence pairs and single texts may share a batch: a pair's row carries its token type ids
+and a single text's row gets type 0 throughout, which is what the encoder assumes without token types.)
 A request whose ``should_stop`` says so (its job was cancelled or taken over) is dropped with
-:class:`RequestCancelled`; a batch that fails is re-run text by text so only the request that owns the failing
-text gets the exception, never its batch partners.
+:class:`RequestCancelled`; a batch that fails is re-run row by row so only the request that owns the failing
+row gets the exception, never its batch partners.
+
+:func:`token_budget_batches` (rows x longest row under a budget) is also what ``Predictor.predict`` and the training
+loop cut their batches with.
 """
 from __future__ import annotations
 
@@ -31,31 +38,66 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
-from ml.inference import Predictor, token_budget_batches
+from ml.backend import Backend, input_outputs, row_outputs, rows_of
 
 log = logging.getLogger(__name__)
 
-SMALL_REQUEST_TEXTS = 8  # requests up to this many texts are served first (interactive traffic)
+SMALL_REQUEST_TEXTS = 8  # requests up to this many rows are served first (interactive traffic)
 POOL_ROWS = 1024  # rows of a large request sorted together by length (less padding than batching in order)
 IDLE_EXIT_S = 60.0  # an idle loop thread exits (and lets an evicted model be freed); the next request restarts it
 
 
 class RequestCancelled(Exception):
-    """The request's job was cancelled (or taken over) before all its texts ran."""
+    """The request's job was cancelled (or taken over) before all its rows ran."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engine's knobs (the worker passes the settings ``BATCH_WAIT_MS``, ``MAX_BATCH_TOKENS``,
+    ``MAX_BATCH_SIZE``; these defaults are the settings' defaults)."""
+
+    wait_ms: float = 2.0  # how long a less-than-full batch of small requests waits for partners
+    max_batch_tokens: int = 8192  # rows x longest row (padded tokens) per forward pass
+    max_batch_size: int = 64  # rows per forward pass
+
+
+def token_budget_batches(order: list[int], lengths: list[int], max_tokens: int, max_size: int) -> list[list[int]]:
+    """Cut ``order`` (decreasing length) into batches with rows x longest <= max_tokens (>= 1 row each)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1 > max_size or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class RequestFuture(Future):
+    """A submitted request: resolves to one output per input (see ``ml.backend``); ``encoded`` is what the
+    backend's ``encode`` returned for it, which ``backend.results`` reads the outputs back with."""
+
+    def __init__(self, encoded: Any) -> None:
+        super().__init__()
+        self.encoded = encoded
 
 
 @dataclass(eq=False)
 class _Request:
-    rows: list[list[int]]  # token ids per text (a sentence pair's row also carries its token type ids)
+    rows: list[Any]  # the backend's rows: token ids (a sentence pair's row also carries its token type ids)
     should_stop: Callable[[], bool] | None
-    future: Future = field(default_factory=Future)
-    probabilities: list = field(default_factory=list)  # per text: {task: probs}, filled by the loop
+    future: RequestFuture
+    outputs: list = field(default_factory=list)  # per row: forward's output (e.g. {task: probs}), filled by the loop
     next_row: int = 0  # rows before this were handed to a window
-    remaining: int = 0  # rows still waiting for probabilities
+    remaining: int = 0  # rows still waiting for their output
 
     def __post_init__(self) -> None:
-        self.probabilities = [None] * len(self.rows)
+        self.outputs = [None] * len(self.rows)
         self.remaining = len(self.rows)
 
     @property
@@ -71,10 +113,11 @@ class _Request:
 
 
 class BatchingEngine:
-    """Batches the texts of every concurrent request for one loaded model. See the module docstring."""
+    """Batches the rows of every concurrent request for one loaded model. See the module docstring."""
 
     def __init__(
-        self, backend: Predictor, *, wait_ms: float = 2.0, max_batch_tokens: int = 8192, max_batch_size: int = 64
+        self, backend: Backend, *, wait_ms: float = EngineOptions.wait_ms,
+        max_batch_tokens: int = EngineOptions.max_batch_tokens, max_batch_size: int = EngineOptions.max_batch_size,
     ) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1 or wait_ms < 0:
             raise ValueError("max_batch_tokens and max_batch_size must be >= 1 and wait_ms >= 0")
@@ -94,15 +137,23 @@ class BatchingEngine:
 
     # ---------------------------------------------------------------- callers
 
+    @classmethod
+    def with_options(cls, backend: Backend, options: EngineOptions) -> "BatchingEngine":
+        """An engine for ``backend`` with the knobs of ``options``."""
+        return cls(backend, wait_ms=options.wait_ms, max_batch_tokens=options.max_batch_tokens,
+                   max_batch_size=options.max_batch_size)
+
     def submit(
-        self, texts: list[str], pairs: list[str] | None = None, *, should_stop: Callable[[], bool] | None = None
-    ) -> Future:
-        """Queue ``texts`` (with ``pairs``: the pairs ``(texts[i], pairs[i])``); the future resolves to one
-        probability dict per text, in order (``backend.results`` turns them into ``Predictor.predict``'s results)."""
-        rows = self.backend.encode(texts) if pairs is None else self.backend.encode(texts, pairs=pairs)
-        request = _Request(rows, should_stop)
+        self, inputs: list[Any], pairs: list[str] | None = None, *, should_stop: Callable[[], bool] | None = None
+    ) -> RequestFuture:
+        """Queue ``inputs`` (texts; with ``pairs``: the sentence pairs ``(inputs[i], pairs[i])``); the future
+        resolves to one output per input, in order (for text classification: a ``{task: probabilities}`` dict), and
+        :meth:`results` (``backend.results``) turns them into results."""
+        encoded = self.backend.encode(inputs) if pairs is None else self.backend.encode(inputs, pairs=pairs)
+        rows = rows_of(encoded)
+        request = _Request(rows, should_stop, RequestFuture(encoded))
         if not rows:
-            request.future.set_result([])
+            request.future.set_result(input_outputs(encoded, []))
             return request.future
         with self._cond:
             self._queue.append(request)
@@ -113,13 +164,16 @@ class BatchingEngine:
             self._cond.notify()
         return request.future
 
+    def results(self, future: RequestFuture, timeout: float | None = None) -> list[Any]:
+        """Wait for a submitted request and return its results (``backend.results``), one per input."""
+        return self.backend.results(future.result(timeout), future.encoded)
+
     def predict(
-        self, texts: list[str], pairs: list[str] | None = None, *, should_stop: Callable[[], bool] | None = None
-    ) -> list[dict]:
-        """Classify ``texts`` (or the pairs ``(texts[i], pairs[i])``) together with whatever else is in flight;
-        blocks until they are done."""
-        probabilities = self.submit(texts, pairs, should_stop=should_stop).result()
-        return self.backend.results(probabilities)
+        self, inputs: list[Any], pairs: list[str] | None = None, *, should_stop: Callable[[], bool] | None = None
+    ) -> list[Any]:
+        """Results for ``inputs`` (or the pairs ``(inputs[i], pairs[i])``), batched with whatever else is in
+        flight; blocks until they are done."""
+        return self.results(self.submit(inputs, pairs, should_stop=should_stop))
 
     # ---------------------------------------------------------------- the loop
 
@@ -181,7 +235,7 @@ class BatchingEngine:
                 request.future.set_exception(error)
 
     def _drop_stopped(self) -> None:
-        """Fail and forget requests whose job stopped (holds ``_cond``): their texts never reach the model."""
+        """Fail and forget requests whose job stopped (holds ``_cond``): their rows never reach the model."""
         for request in {r for r in self._queue} | {r for r, _ in self._pool}:
             if not request.future.done() and request.stopped():
                 self._queued_rows -= len(request.rows) - request.next_row
@@ -233,15 +287,16 @@ class BatchingEngine:
                 if not request.future.done():
                     request.future.set_exception(exc)
                 return
-            log.warning("a batch of %d failed (%s); re-running its texts one by one", len(items), exc)
+            log.warning("a batch of %d failed (%s); re-running its rows one by one", len(items), exc)
             for item in items:
                 if not item[0].future.done():
                     self._run_batch([item])
             return
+        outputs = row_outputs(out, len(items))  # a malformed answer fails the whole batch (see _loop)
         self.batches_run += 1
         self.rows_run += len(items)
-        for b, (request, i) in enumerate(items):
-            request.probabilities[i] = {task: out[task][b] for task in out}
+        for (request, i), output in zip(items, outputs):
+            request.outputs[i] = output
             request.remaining -= 1
             if request.remaining == 0 and not request.future.done():
-                request.future.set_result(request.probabilities)
+                request.future.set_result(input_outputs(request.future.encoded, request.outputs))

@@ -10,6 +10,9 @@ from core.options import TrainConfig, model_options
 MIN_ROWS = 10  # usable (labelled, non-empty) rows needed to train at all
 HEAD_LR_MULTIPLIER = 10.0  # default head_lr = HEAD_LR_MULTIPLIER * learning_rate
 IGNORE_INDEX = -100
+# padded tokens per training forward pass when the caller passes no budget (the worker passes MAX_TRAIN_BATCH_TOKENS,
+# whose default this is: tests/ml/test_train_micro_batches.py checks that they agree)
+DEFAULT_MAX_TRAIN_BATCH_TOKENS = 4096
 
 
 @dataclass

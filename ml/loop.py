@@ -47,6 +47,7 @@ from typing import Any
 
 from ml.batches import Encoded, encoder_max_positions, length_bucketed_batches, tokenize
 from ml.config import (
+    DEFAULT_MAX_TRAIN_BATCH_TOKENS,
     HEAD_LR_MULTIPLIER,
     IGNORE_INDEX,
     TrainConfig,
@@ -56,8 +57,8 @@ from ml.config import (
     _check_config,
     _family_options,
 )
+from ml.batching import token_budget_batches
 from ml.data import Examples, prepare_examples, resolve_class_weights, split_indices
-from ml.inference import token_budget_batches
 from ml.metrics import _mean, _r, is_better, metric_value, task_metrics
 from ml.optim import parameter_groups
 
@@ -326,7 +327,8 @@ def train_classifier(
     ``encoder_cache_dir``: where the converted default DistilBERT encoder is cached (default
     :func:`models.encoders.default_cache_dir`).
     ``max_batch_tokens``: padded tokens per forward pass, in training (gradient accumulation over micro-batches)
-    and evaluation; default ``MAX_TRAIN_BATCH_TOKENS``'s (``core.config.Settings``).
+    and evaluation; the worker passes ``MAX_TRAIN_BATCH_TOKENS``; default ``ml.config.DEFAULT_MAX_TRAIN_BATCH_TOKENS``
+    (that setting's default).
 
     Metrics (JSON-able; ``accuracy``, ``macro_f1``, ``val_loss``, ``per_class``, ``confusion_matrix`` are those of
     the best checkpoint on the validation rows, None without validation)::
@@ -363,11 +365,9 @@ def train_classifier(
     from models.io import save_model
     from models.registry import build_model, resolve_encoder
 
-    from core.config import Settings
-
     started = time.monotonic()
     _check_config(config)
-    max_tokens = max_batch_tokens if max_batch_tokens is not None else Settings.max_train_batch_tokens
+    max_tokens = max_batch_tokens if max_batch_tokens is not None else DEFAULT_MAX_TRAIN_BATCH_TOKENS
     if max_tokens < 1:
         raise ValueError("max_batch_tokens must be >= 1")
     heartbeat = _Heartbeat(progress, should_stop)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from core import runtime
 from core.schema import TrainedModel
 
+from .device import device
 from .lease import Lease
 
 
@@ -31,6 +32,19 @@ def quantize_choice(requested: bool | None, model) -> bool:
         return requested
     default = (model.serving or {}).get("quantize")
     return bool(runtime.settings().quantize_default if default is None else default)
+
+
+def predictor_for(artifact_dir: str, quantize: bool):
+    """The model at ``artifact_dir`` loaded (once per process, ``ml.inference``'s cache) on this worker's device, its
+    batching engine built with the deployment's BATCH_WAIT_MS / MAX_BATCH_TOKENS / MAX_BATCH_SIZE (ml reads no
+    settings itself)."""
+    from ml.batching import EngineOptions  # lazily: importing worker.tasks stays light
+    from ml.inference import get_predictor
+
+    settings = runtime.settings()
+    options = EngineOptions(wait_ms=settings.batch_wait_ms, max_batch_tokens=settings.max_batch_tokens,
+                            max_batch_size=settings.max_batch_size)
+    return get_predictor(artifact_dir, device(), quantize=quantize, engine_options=options)
 
 
 def submit(predictor, texts: list[str], pairs: list[str] | None, lease: Lease) -> Callable[[], list[dict]]:

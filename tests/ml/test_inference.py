@@ -8,7 +8,8 @@ import time
 import pytest
 
 from ml import inference
-from ml.inference import Predictor, clear_predictor_cache, get_predictor, token_budget_batches
+from ml.batching import token_budget_batches
+from ml.inference import Predictor, clear_predictor_cache, get_predictor
 from models.io import CONFIG_NAME, save_model
 from models.registry import build_model
 
@@ -266,7 +267,22 @@ def test_engine_batches_pairs_and_single_texts_together(tiny_bert_dir, tokenizer
 
 
 def test_a_probability_equal_to_its_threshold_passes():
-    from ml.inference import _multi_label_result
+    from ml.text_classification import _multi_label_result
 
     result = _multi_label_result(["a", "b", "c"], [0.25, 0.7, 0.5], [0.25, 0.7000001, 0.9])
     assert result["labels"] == ["a"] and result["label"] == "b"
+
+
+def test_the_cache_builds_each_models_engine_with_the_options_it_is_given(saved_models):
+    from ml.batching import EngineOptions
+
+    options = EngineOptions(wait_ms=0.5, max_batch_tokens=512, max_batch_size=3)
+    predictor = get_predictor(saved_models[0], engine_options=options)
+    engine = predictor.engine
+    assert (engine.wait_s, engine.max_batch_tokens, engine.max_batch_size) == (0.0005, 512, 3)
+    # one engine per loaded model: later lookups (with other options, or none) get the same one
+    assert get_predictor(saved_models[0], engine_options=EngineOptions()).engine is engine
+    assert get_predictor(saved_models[0]).engine is engine
+    # a predictor loaded by hand gets the default options on first use
+    defaults = Predictor.load(saved_models[1]).engine
+    assert (defaults.max_batch_tokens, defaults.max_batch_size) == (8192, 64)

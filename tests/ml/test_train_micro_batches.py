@@ -113,3 +113,11 @@ def test_max_train_batch_tokens_setting():
     assert Settings.from_env({"MAX_TRAIN_BATCH_TOKENS": "4096"}).max_train_batch_tokens == 4096
     with pytest.raises(ValueError, match="MAX_TRAIN_BATCH_TOKENS"):
         Settings.from_env({"MAX_TRAIN_BATCH_TOKENS": "0"})
+
+
+def test_the_default_training_budget_is_the_settings_default():
+    """ml reads no settings: its fallback budget must stay the MAX_TRAIN_BATCH_TOKENS default."""
+    from core.config import Settings
+    from ml.config import DEFAULT_MAX_TRAIN_BATCH_TOKENS
+
+    assert DEFAULT_MAX_TRAIN_BATCH_TOKENS == Settings.max_train_batch_tokens

@@ -25,7 +25,7 @@ from .. import text_classification as tc
 from ..device import device
 from ..lease import Lease
 from ..memory import release_free_memory
-from ..serving import chunks, quantize_choice, servable_model, submit
+from ..serving import chunks, predictor_for, quantize_choice, servable_model, submit
 from ..skeleton import JobHandler, register, run_job
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,10 @@ class ClassifyWork:
 
     def run(self, lease: Lease) -> None:
         """Classify what is not stored yet, chunk by chunk, under ``lease`` (open: a cold model load is covered)."""
-        from ml.inference import get_predictor  # lazily: importing worker.tasks stays light
-
         self.lease = lease
         started = time.monotonic()
         todo = (item for item in tc.job_inputs(self.request, self.dataset) if item[0] not in self.done)
-        predictor = get_predictor(self.artifact_dir, device(), quantize=self.quantize)
+        predictor = predictor_for(self.artifact_dir, self.quantize)
         # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
         pending = None
         for chunk in chunks(todo, CLASSIFY_CHUNK):

@@ -24,7 +24,7 @@ from ml.config import TrainingCancelled
 from .. import text_classification as tc
 from ..device import device
 from ..lease import Lease
-from ..serving import quantize_choice, servable_model, submit
+from ..serving import predictor_for, quantize_choice, servable_model, submit
 from ..skeleton import JobHandler, register, run_job
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,9 @@ def _read_evaluation(session, job_id: str) -> EvaluationWork:
 def _evaluate(plan: EvaluationPlan, artifact_dir: str, quantize: bool, rows: Iterable[dict], lease: Lease) -> dict:
     """The metrics of the model at ``artifact_dir`` on ``rows``, predicted chunk by chunk under ``lease``."""
     from ml.evaluation import evaluate_rows  # lazily: importing worker.tasks stays light
-    from ml.inference import get_predictor
 
     started = time.monotonic()
-    predictor = get_predictor(artifact_dir, device(), quantize=quantize)
+    predictor = predictor_for(artifact_dir, quantize)
     metrics = evaluate_rows(
         rows, plan, lambda texts, pairs: submit(predictor, texts, pairs, lease)(),
         thresholds=tc.decision_thresholds(predictor), progress=lease.progress,
