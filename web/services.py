@@ -23,15 +23,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
 from core import jobs as job_states
-from core import dataset_store, models_registry, quotas
+from core import dataset_store, models_registry, quotas, task_types
 from core.accounts import Principal
 from core.datasets import DatasetError, check_column_names, check_training_columns, open_rows, scan_upload
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
-from core.evaluation import EvaluationError, plan_evaluation
+from core.evaluation import EvaluationError
 from core.options import template_columns
 from core.ownership import visible, writable
-from core.results import predicted_label_is
 from core.queue import broadcast_model_deleted, enqueue_job
 from core.schema import DATASET_NAME_MAX, Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
@@ -362,6 +361,7 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
         params, texts = (
             request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
         )
+        params["task_type"] = task_types.of_params(model.params).name  # the job follows its model's task type
         _lock_live_model(session, model)
         _lock_live_datasets(session, request.dataset_id if request.from_dataset else None)
         _check_submission_quotas(session, user, predictions=int(params.get("text_count") or 0))
@@ -461,8 +461,9 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
         _check_quota(session, user, lock=False)  # before the labels are read through
         model = _usable_model(session, user, request)
         dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
+        kind = task_types.of_params(model.params)  # the job follows its model's task type
         try:
-            plan = plan_evaluation(
+            plan = kind.plan_evaluation(
                 model.family, model.tasks, model.params, text_column=request.text_column,
                 text_pair_column=request.text_pair_column, label_column=request.label_column,
                 label_columns=request.label_columns)
@@ -475,7 +476,8 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
             raise ApiError(422, exc.code, exc.message, extra={"labels": exc.labels} if exc.labels else None) from None
         except DatasetError as exc:
             raise _dataset_error(exc) from None
-        params = {"model_id": model.id, "dataset_id": dataset.id, **plan.to_params(), "text_count": dataset.row_count}
+        params = {"model_id": model.id, "dataset_id": dataset.id, **plan.to_params(), "text_count": dataset.row_count,
+                  "task_type": kind.name}
         if request.quantize is not None:
             params["quantize"] = request.quantize
         _lock_live_model(session, model)
@@ -571,9 +573,10 @@ def list_predictions(
             raise ApiError(
                 409, "not_a_classify_job", f"job {job_id} is a {job.type} job; only classify jobs have predictions"
             )
+        kind = task_types.of_params(job.params)
         conditions = [Prediction.job_id == job_id]
         if label is not None:
-            conditions.append(predicted_label_is(session, label, multi_label=_multi_label_job(session, job)))
+            conditions.append(kind.label_condition(session, label, _model_params(session, job)))
         total = session.scalar(select(func.count()).select_from(Prediction).where(*conditions))
         rows = session.scalars(
             select(Prediction)
@@ -583,7 +586,7 @@ def list_predictions(
             .offset(offset)
         )
         return {
-            "items": [prediction_to_dict(p) for p in rows],
+            "items": [prediction_to_dict(p, kind.name) for p in rows],
             "total": total,
             "offset": offset,
             "limit": limit,
@@ -593,10 +596,9 @@ def list_predictions(
         }
 
 
-def _multi_label_job(session, job: Job) -> bool:
-    """Whether the job's model is multi-label (its predictions' ``labels`` list every predicted label)."""
-    params = session.scalar(select(TrainedModel.params).where(TrainedModel.id == job.model_id)) or {}
-    return bool(params.get("multi_label"))
+def _model_params(session, job: Job) -> dict:
+    """The training params of the job's model ({} once the model row is gone)."""
+    return session.scalar(select(TrainedModel.params).where(TrainedModel.id == job.model_id)) or {}
 
 
 def prediction_labels(user: Principal, job_id: str) -> list[tuple[str, int | None]]:
@@ -652,13 +654,14 @@ def wait_for_job(user: Principal, job_id: str, timeout_s: float) -> dict:
 def all_predictions(user: Principal, job_id: str) -> list[dict]:
     """Every prediction of a job ``user`` may see (none of anyone else's: the scope is part of the one query)."""
     with db.session() as session:
+        kind = task_types.of_params(session.scalar(select(Job.params).where(Job.id == job_id, visible(Job, user))))
         rows = session.scalars(
             select(Prediction)
             .join(Job, Job.id == Prediction.job_id)
             .where(Prediction.job_id == job_id, visible(Job, user))
             .order_by(Prediction.index)
         )
-        return [prediction_to_dict(p) for p in rows]
+        return [prediction_to_dict(p, kind.name) for p in rows]
 
 
 # ---------------------------------------------------------------- models

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import jobs, models_registry, quotas, runtime
+from core import task_types
 from core.datasets import DatasetError, open_rows, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
@@ -684,17 +685,12 @@ def _submit(predictor, texts: list[str], pairs: list[str] | None, lease: "Lease"
     return lambda: engine.backend.results(future.result())
 
 
-def _prediction_row(index: int, text: str, result: dict, row_id: str | None = None, pair: str | None = None) -> dict:
-    """A prediction row for ``core.results.insert_predictions``: multitask rows keep every task (the first task's
-    label in ``label``), multi-label rows their ``labels`` (the top-scoring label in ``label``)."""
+def _prediction_row(index: int, text: str, result: dict, row_id: str | None = None, pair: str | None = None,
+                    task_type: str | None = None) -> dict:
+    """A prediction row for ``core.results.insert_predictions``: the input, then the columns the task type stores
+    for ``result`` (``core.task_types``: its ``prediction_columns``; ``task_type`` None: the default)."""
     row = {"index": index, "text": text, "text_pair": pair, "row_id": row_id}
-    if "tasks" in result:
-        first = next(iter(result["tasks"].values()))
-        row.update(label=first["label"], score=first["score"], scores=first["scores"], tasks=result["tasks"])
-    else:
-        row.update(label=result["label"], score=result["score"], scores=result["scores"])
-        if "labels" in result:
-            row["labels"] = list(result["labels"])
+    row.update(task_types.get(task_type).prediction_columns(result))
     return row
 
 
