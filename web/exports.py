@@ -35,6 +35,9 @@ CSV_LABEL_SEPARATOR = "|"  # a multi-label row's labels in one CSV cell
 # only what the export writes: never the whole ORM row
 _COLUMNS = (Prediction.index, Prediction.row_id, Prediction.text, Prediction.text_pair, Prediction.label,
             Prediction.score, Prediction.scores, Prediction.tasks, Prediction.labels, Prediction.result)
+# what the first row tells the task type about the layout (the result, or the columns of a row stored before it)
+_RESULT_COLUMNS = (Prediction.label, Prediction.score, Prediction.scores, Prediction.tasks, Prediction.labels,
+                   Prediction.result)
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,11 @@ def plan_export(user: Principal, job_id: str) -> ExportPlan:
                 f"job {job_id} is {job.status}; its predictions can be exported once it has succeeded",
             )
         first = session.execute(
-            select(*_COLUMNS).where(Prediction.job_id == job_id).order_by(Prediction.index).limit(1)
+            select(*_RESULT_COLUMNS).where(Prediction.job_id == job_id).order_by(Prediction.index).limit(1)
         ).first()
         model = session.get(TrainedModel, job.model_id) if job.model_id is not None else None
         params = job.params or {}
-        layout = task_types.of_params(params).export_layout(
+        layout = task_types.of_params(model.params if model is not None else None).export_layout(
             model_tasks=model.tasks if model is not None else None,
             model_params=(model.params if model is not None else None) or {},
             first=first, with_id=bool(params.get("id_column")),

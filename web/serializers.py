@@ -45,12 +45,13 @@ def eta_seconds(job: Job, now: datetime | None = None) -> int | None:
     return round(elapsed * (1.0 - progress) / progress)
 
 
-def job_to_dict(job: Job) -> dict:
+def job_to_dict(job: Job, task_type: str | None = None) -> dict:
+    """A job; ``task_type``: its task type (a classify or evaluate job's is its model's, which the caller knows),
+    else the one its params name (a train job's request), else the default."""
     return {
         "id": job.id,
         "type": job.type,
-        # a train job's request names it; classify and evaluate jobs record their model's at submission
-        "task_type": task_types.of_params(job.params).name,
+        "task_type": task_type or task_types.of_params(job.params).name,
         "status": job.status,
         "progress": job.progress,
         "eta_seconds": eta_seconds(job),

@@ -338,7 +338,7 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
         job = job_states.create_job(
             session, JobType.TRAIN, request.model_dump(mode="json"), dataset_id=dataset.id, owner_id=user.id
         )
-        result = job_to_dict(job)
+        result = job_to_dict(job, request.task_type)
     _enqueue(result["id"], JobType.TRAIN.value)
     return result
 
@@ -361,7 +361,6 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
         params, texts = (
             request.job_params(row_count=row_count) if request.from_dataset else request.job_params()
         )
-        params["task_type"] = task_types.of_params(model.params).name  # the job follows its model's task type
         _lock_live_model(session, model)
         _lock_live_datasets(session, request.dataset_id if request.from_dataset else None)
         _check_submission_quotas(session, user, predictions=int(params.get("text_count") or 0))
@@ -369,7 +368,7 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
             session, JobType.CLASSIFY, params, model_id=request.model_id, dataset_id=request.dataset_id
             if request.from_dataset else None, inputs=texts, owner_id=user.id,
         )
-        result = job_to_dict(job)
+        result = job_to_dict(job, task_types.of_params(model.params).name)
     _enqueue(result["id"], JobType.CLASSIFY.value)
     return result
 
@@ -476,8 +475,7 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
             raise ApiError(422, exc.code, exc.message, extra={"labels": exc.labels} if exc.labels else None) from None
         except DatasetError as exc:
             raise _dataset_error(exc) from None
-        params = {"model_id": model.id, "dataset_id": dataset.id, **plan.to_params(), "text_count": dataset.row_count,
-                  "task_type": kind.name}
+        params = {"model_id": model.id, "dataset_id": dataset.id, **plan.to_params(), "text_count": dataset.row_count}
         if request.quantize is not None:
             params["quantize"] = request.quantize
         _lock_live_model(session, model)
@@ -485,14 +483,14 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
         _check_quota(session, user)
         job = job_states.create_job(
             session, JobType.EVALUATE, params, model_id=model.id, dataset_id=dataset.id, owner_id=user.id)
-        result = job_to_dict(job)
+        result = job_to_dict(job, kind.name)
     _enqueue(result["id"], JobType.EVALUATE.value)
     return result
 
 
 def get_job(user: Principal, job_id: str) -> dict:
     with db.session() as session:
-        return job_to_dict(_visible_row(session, Job, job_id, user, "job"))
+        return _job_dicts(session, [_visible_row(session, Job, job_id, user, "job")])[0]
 
 
 def list_jobs(
@@ -520,7 +518,17 @@ def list_jobs(
         rows = session.scalars(
             select(Job).where(*conditions).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
         )
-        return [job_to_dict(job) for job in rows], total
+        return _job_dicts(session, list(rows)), total
+
+
+def _job_dicts(session, jobs: list[Job]) -> list[dict]:
+    """``job_to_dict`` of each job with its task type: a train job's request names it; a classify or evaluate job
+    follows its model's (read in one query for the whole list; a job whose model row is gone: the default)."""
+    model_ids = {job.model_id for job in jobs if job.type != JobType.TRAIN.value and job.model_id is not None}
+    params = dict(session.execute(select(TrainedModel.id, TrainedModel.params)
+                                  .where(TrainedModel.id.in_(model_ids))).all()) if model_ids else {}
+    return [job_to_dict(job, task_types.of_params(job.params if job.type == JobType.TRAIN.value
+                                                  else params.get(job.model_id)).name) for job in jobs]
 
 
 def job_counts(user: Principal) -> dict[str, int]:
@@ -542,7 +550,7 @@ def cancel_job(user: Principal, job_id: str) -> dict:
             raise _not_found("job", job_id) from None
         except job_states.InvalidTransition as exc:
             raise ApiError(409, "invalid_transition", str(exc)) from None
-        return job_to_dict(job)
+        return _job_dicts(session, [job])[0]
 
 
 def delete_job(user: Principal, job_id: str) -> dict:
@@ -573,10 +581,11 @@ def list_predictions(
             raise ApiError(
                 409, "not_a_classify_job", f"job {job_id} is a {job.type} job; only classify jobs have predictions"
             )
-        kind = task_types.of_params(job.params)
+        model_params = _model_params(session, job)
+        kind = task_types.of_params(model_params)  # a classify job follows its model's task type
         conditions = [Prediction.job_id == job_id]
         if label is not None:
-            conditions.append(kind.label_condition(session, label, _model_params(session, job)))
+            conditions.append(kind.label_condition(session, label, model_params))
         total = session.scalar(select(func.count()).select_from(Prediction).where(*conditions))
         rows = session.scalars(
             select(Prediction)
@@ -654,7 +663,9 @@ def wait_for_job(user: Principal, job_id: str, timeout_s: float) -> dict:
 def all_predictions(user: Principal, job_id: str) -> list[dict]:
     """Every prediction of a job ``user`` may see (none of anyone else's: the scope is part of the one query)."""
     with db.session() as session:
-        kind = task_types.of_params(session.scalar(select(Job.params).where(Job.id == job_id, visible(Job, user))))
+        kind = task_types.of_params(session.scalar(  # the job's model's task type
+            select(TrainedModel.params).join(Job, Job.model_id == TrainedModel.id)
+            .where(Job.id == job_id, visible(Job, user))))
         rows = session.scalars(
             select(Prediction)
             .join(Job, Job.id == Prediction.job_id)
