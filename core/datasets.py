@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from .options import task_names
+from .task_types.text_classification import row_labels
 from .schema import LABEL_MAX
 from .validation import COLUMN_NAME_MAX
 
@@ -687,31 +688,7 @@ def scan_upload(
 # ---------------------------------------------------------------- training columns
 
 
-# the cells of a 0/1 label column (multi-label), lower-cased; training, the upload check and evaluation share them
-TRUE_CELLS = frozenset({"1", "1.0", "true", "yes"})
-FALSE_CELLS = frozenset({"0", "0.0", "false", "no"})
-
-
-def row_labels(row: dict[str, str], config: typing.Any) -> list[str] | None:
-    """The labels of one row under ``config`` (a ``core.options.TrainConfig``): one per label column for single-label
-    and multitask data, the labels present for multi-label data. None when a 0/1 cell holds anything else, or when
-    a row fills some of its 0/1 cells and leaves others empty (training refuses both; an all-empty row is skipped)."""
-    columns = config.label_columns
-    if not config.multi_label:
-        return [row.get(c, "").strip() for c in columns]
-    if len(columns) == 1:
-        cell = row.get(columns[0], "")
-        return [part.strip() for part in cell.split(config.label_separator) if part.strip()]
-    present, empty = [], 0
-    for column in columns:
-        value = row.get(column, "").strip().lower()
-        if value in TRUE_CELLS:
-            present.append(column)
-        elif not value:
-            empty += 1
-        elif value not in FALSE_CELLS:
-            return None
-    return None if 0 < empty < len(columns) else present
+# a row's labels and the 0/1 label cells are text classification's (core.task_types.text_classification)
 
 
 def check_column_names(columns: list[str], config: typing.Any) -> None:

@@ -17,11 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .datasets import FALSE_CELLS as _FALSE_CELLS
-from .datasets import TRUE_CELLS
 from .options import FAMILY_INFO, template_columns
-
-FALSE_CELLS = _FALSE_CELLS | {""}  # scoring, an empty 0/1 cell says "not this label"
+from .task_types.text_classification import flag_cell
 MAX_UNKNOWN_LISTED = 100  # labels named in an unknown_labels error (a text column given as labels has thousands)
 
 
@@ -184,9 +181,9 @@ def _cell(row: Mapping[str, Any], column: str) -> str:
 
 
 def _flag(row: Mapping[str, Any], column: str) -> bool:
-    cell = _cell(row, column).lower()
-    if cell in TRUE_CELLS:
-        return True
-    if cell in FALSE_CELLS:
-        return False
-    raise EvaluationError("invalid_label", f"column {column!r} holds {cell[:60]!r}: a 0/1 label column holds 0 or 1")
+    cell = _cell(row, column)
+    try:
+        return bool(flag_cell(cell))  # scoring, an empty 0/1 cell says "not this label"
+    except ValueError:
+        raise EvaluationError("invalid_label", f"column {column!r} holds {cell.lower()[:60]!r}: a 0/1 label column "
+                              "holds 0 or 1") from None

@@ -5,9 +5,10 @@ form (``web.forms``), the OpenAPI document (the models' JSON schema) and the mod
 all read these declarations. Adding an option means adding one field below (with its :class:`Opt`) plus its use:
 the model's constructor for a model option, ``ml`` for a training knob.
 
-A field's :class:`Opt` says how people see it (label, form group), which families it applies to and whether it is
-passed to the model's constructor. A value other than the default for an option that does not apply to the chosen
-family is refused (422), so a typo never trains silently without the option.
+A field's :class:`Opt` says how people see it (label, form group), which families and task types it applies to and
+whether it is passed to the model's constructor. A value other than the default for an option that does not apply
+to the chosen family or task type is refused (422), so a typo never trains silently without the option. The task
+types themselves (``task_type``: what shape of problem is trained) are declared in ``core.task_types``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, model_validator
 from pydantic.fields import FieldInfo
 
+from . import task_types
 from .validation import ColumnName, SqlId, StrictModel
 
 
@@ -47,7 +49,10 @@ FAMILIES = tuple(FAMILY_INFO)
 Family = Literal[FAMILIES]  # type: ignore[valid-type]  (Literal of a tuple = Literal of its members)
 MULTI_LABEL_FAMILIES = tuple(f for f, info in FAMILY_INFO.items() if info.multi_label)
 
-METRICS = ("macro_f1", "accuracy", "micro_f1", "val_loss")
+TaskTypeName = Literal[task_types.names()]  # type: ignore[valid-type]  (every registered task type)
+TEXT_CLASSIFICATION = ("text-classification",)  # Opt.task_types of the options only text classification reads
+
+METRICS = tuple(dict.fromkeys(m for name in task_types.names() for m in task_types.get(name).metrics))
 MAX_TEMPLATE_FIELDS = 10  # what early stopping and the best checkpoint follow
 
 
@@ -56,13 +61,15 @@ class Opt:
     """How a training option is shown and used (pydantic keeps it in the field's metadata).
 
     ``group``: the train form's fieldset ("data", "training", "evaluation", "model"; None: API only).
-    ``families``: the families it applies to (None: all). ``model``: passed to the model's constructor.
+    ``families``: the families it applies to (None: all). ``task_types``: the task types it applies to (None: all).
+    ``model``: passed to the model's constructor.
     ``why_not``: appended to the error when it is set for a family it does not apply to.
     """
 
     label: str
     group: str | None = "training"
     families: tuple[str, ...] | None = None
+    task_types: tuple[str, ...] | None = None
     model: bool = False
     why_not: str = ""
 
@@ -70,6 +77,8 @@ class Opt:
         schema = handler(core_schema)
         if self.families is not None:
             schema["x-families"] = list(self.families)  # the OpenAPI document says where an option applies
+        if self.task_types is not None:
+            schema["x-task-types"] = list(self.task_types)
         return schema
 
 
@@ -90,7 +99,11 @@ class TrainConfig(StrictModel):
     comes from and the model's name.
     """
 
-    # ---- data: which columns, what task shape
+    # ---- what is trained: the task type (core.task_types), then which columns, what task shape
+    task_type: TaskTypeName = Field(  # type: ignore[valid-type]
+        default=task_types.DEFAULT,
+        description="the shape of the problem: " + ", ".join(task_types.names()) + " (default " + task_types.DEFAULT
+        + "); options of other task types are refused")
     text_column: ColumnName | None = Field(
         default=None, description="the column holding the text (optional when text_template builds it)")
     label_column: ColumnName | None = Field(
@@ -104,12 +117,13 @@ class TrainConfig(StrictModel):
         default=None, max_length=1000,
         description='builds the text from several columns, e.g. "{speaker}: {text}" (replaces text_column)')
     multi_label: Annotated[bool, Opt("Multi-label (several labels per text)", group="data",
-                                     families=MULTI_LABEL_FAMILIES, model=True,
+                                     families=MULTI_LABEL_FAMILIES, task_types=TEXT_CLASSIFICATION, model=True,
                                      why_not="multitask keeps single-label tasks")] = Field(
         default=False, description="each text may have several labels: sigmoid + BCE, a threshold per label")
     # not stripped: a tab or a space is a fine separator
     label_separator: Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=10),
-                               Opt("Label separator (multi-label)", group="data")] = Field(
+                               Opt("Label separator (multi-label)", group="data",
+                                   task_types=TEXT_CLASSIFICATION)] = Field(
         default="|",
         description="multi_label with one label column: what separates a cell's labels (an empty cell: no label)")
     text_normalization: Annotated[Literal["none", "social"], Opt("Text normalization", group="data")] = Field(
@@ -122,7 +136,7 @@ class TrainConfig(StrictModel):
     dropout: Annotated[float, Opt("Head dropout", group="model", model=True)] = Field(default=0.1, ge=0.0, le=0.9)
     freeze_encoder: Annotated[bool, Opt("Freeze encoder (train the head only)", group="model", model=True)] = False
     pooling: Annotated[Literal["pooler", "cls", "mean"] | None, Opt(
-        "Pooling", group="model", families=("bert", "multitask"), model=True)] = Field(
+        "Pooling", group="model", families=("bert", "multitask"), task_types=TEXT_CLASSIFICATION, model=True)] = Field(
         default=None, description="how the encoder's tokens become one vector: pooler (dense + tanh over [CLS], as "
         "transformers' BertForSequenceClassification: such a model downloads as a plain Hugging Face checkpoint), "
         "cls or mean; null: the pooler when the encoder has one (the default MiniLM has), else the [CLS] token")
@@ -131,7 +145,7 @@ class TrainConfig(StrictModel):
     bidirectional: Annotated[bool, Opt("Bidirectional LSTM", group="model", families=("bert_lstm",),
                                        model=True)] = True
     task_weights: Annotated[dict[str, Annotated[float, Field(ge=0)]] | None, Opt(
-        "Task weights", group=None, families=("multitask",), model=True)] = Field(
+        "Task weights", group=None, families=("multitask",), task_types=TEXT_CLASSIFICATION, model=True)] = Field(
         default=None, description="multitask: loss weight per task (default 1 each)")
 
     # ---- optimisation
@@ -169,6 +183,7 @@ class TrainConfig(StrictModel):
     def _consistent(self) -> "TrainConfig":
         if self.text_template is not None:
             template_columns(self.text_template)  # raises ValueError naming the problem
+        _check_task_type(self)
         _check_columns(self)
         _check_family_options(self)
         _check_weights(self)
@@ -295,6 +310,30 @@ def _check_columns(config: TrainConfig) -> None:
     if config.text_pair_column is not None and config.text_pair_column == config.text_column:
         raise ValueError("text_pair_column must differ from text_column")
     config.label_columns, config.label_column = columns, columns[0]
+
+
+# the data fields (not options) a task type may not read: refused when set for a task type whose
+# ``request_fields`` lack them
+_DATA_FIELDS = ("text_column", "text_template", "text_pair_column", "label_column", "label_columns")
+
+
+def _check_task_type(config: TrainConfig) -> None:
+    """Every data field set and every option set to a value other than its default (or null) must apply to the
+    chosen task type (``core.task_types``: its ``request_fields``, an option's ``Opt.task_types``), and ``metric``
+    must be one the task type reports."""
+    kind = task_types.get(config.task_type)
+    for name in _DATA_FIELDS:
+        if getattr(config, name) is not None and name not in kind.request_fields:
+            raise ValueError(f"{name} does not apply to the {kind.name} task type")
+    for name, field, meta in option_fields():
+        value = getattr(config, name)
+        if meta.task_types is None or kind.name in meta.task_types or value is None or value == field.default:
+            continue
+        raise ValueError(f"{name} applies to the {' and '.join(meta.task_types)} task type"
+                         f"{'s' if len(meta.task_types) > 1 else ''}, not {kind.name!r}")
+    if config.metric not in kind.metrics:
+        raise ValueError(f"metric {config.metric!r} is not one the {kind.name} task type reports: "
+                         f"{', '.join(kind.metrics)}")
 
 
 def _check_family_options(config: TrainConfig) -> None:

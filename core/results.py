@@ -1,9 +1,12 @@
-"""Writing and reading classification results. Inserts are idempotent on (job_id, index)."""
+"""Writing and reading predictions. Inserts are idempotent on (job_id, index).
+
+What a prediction row holds is its task type's business (``core.task_types``: ``prediction_columns`` builds the
+columns, ``label_condition`` filters them); this module only stores and counts rows."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -15,9 +18,9 @@ _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> int:
     """Insert prediction rows for ``job_id``; rows whose (job_id, index) exist already are skipped.
 
-    Each item: ``{"index", "text", "label", "score", "scores", "tasks"?, "labels"?, "text_pair"?, "row_id"?}``
-    (``labels``: a multi-label model's labels; ``text_pair``: a pair model's second text). Returns rows actually
-    inserted.
+    Each item: ``{"index", "text", "label", "score", "scores", "tasks"?, "labels"?, "result"?, "text_pair"?,
+    "row_id"?}`` (``label`` ... ``result``: what the task type's ``prediction_columns`` returns for the row;
+    ``text_pair``: a pair model's second text). Returns rows actually inserted.
     Does not commit: the caller commits together with the job's heartbeat/progress.
     """
     rows = [
@@ -30,6 +33,7 @@ def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> 
             "scores": item["scores"],
             "tasks": item.get("tasks"),
             "labels": item.get("labels"),
+            "result": item.get("result"),
             "text_pair": item.get("text_pair"),
             "row_id": item.get("row_id"),
         }
@@ -59,14 +63,3 @@ def stored_indices(session: Session, job_id: str) -> set[int]:
 def count_predictions(session: Session, job_id: str) -> int:
     return session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id)) or 0
 
-
-def predicted_label_is(session: Session, label: str, *, multi_label: bool):
-    """A WHERE clause for the predictions that predicted ``label``: ``Prediction.label``, or for a multi-label model
-    membership in ``Prediction.labels`` (every label over its threshold, not only the top one). JSON membership is
-    written per dialect: PostgreSQL's jsonb ``@>``, SQLite's ``json_each``."""
-    if not multi_label:
-        return Prediction.label == label
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(Prediction.labels, postgresql.JSONB).contains([label])
-    members = func.json_each(Prediction.labels).table_valued("value")
-    return select(1).select_from(members).where(members.c.value == label).exists()

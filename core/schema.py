@@ -270,3 +270,6 @@ class Prediction(Base):
     tasks: Mapped[dict | None] = mapped_column(JSON)  # multitask: {task: {label, score, scores}}
     # multi-label models: every label over its threshold (``label``/``score`` then hold the top-scoring one)
     labels: Mapped[list | None] = mapped_column(JSON)
+    # the task type's result JSON (``core.task_types``: what its ``prediction_columns`` store); NULL for rows stored
+    # before it existed (migration 0012), which their task type reads from the columns above
+    result: Mapped[dict | None] = mapped_column(JSON)

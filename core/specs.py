@@ -22,7 +22,7 @@ from pydantic import (
 
 from .models_registry import REF_MAX, ModelRefError, parse_model_ref
 
-from .options import FAMILIES, Family, TrainConfig, TrainRequest  # noqa: F401  (re-exported: one import place)
+from .options import FAMILIES, Family, TaskTypeName, TrainConfig, TrainRequest  # noqa: F401  (re-exported: one import place)
 from .options import template_columns
 from .schema import TOKEN_NAME_MAX, USERNAME_MAX
 from .validation import MAX_SQL_ID, ColumnName, SqlId  # noqa: F401  (re-exported)

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.datasets import FALSE_CELLS, TRUE_CELLS
+from core.task_types.text_classification import flag_cell
 from core.options import template_columns
 from core.schema import LABEL_MAX
 from ml.config import IGNORE_INDEX, MIN_ROWS, TrainConfig, TrainingDataError
@@ -112,17 +112,14 @@ def _cell(row: Mapping[str, Any], column: str) -> str:
 
 def _flag(value: str, row_number: int, column: str) -> int | None:
     """A 0/1 label cell -> 1, 0 or None (empty); TrainingDataError naming the cell otherwise."""
-    folded = value.strip().lower()
-    if folded in TRUE_CELLS:
-        return 1
-    if folded in FALSE_CELLS:
-        return 0
-    if not folded:
-        return None
-    raise TrainingDataError(
-        f"row {row_number}, column {column!r}: {value[:60]!r} is not a 0/1 label "
-        "(multi_label with several label_columns: each cell is 0/1, true/false or yes/no)"
-    )
+    try:
+        flag = flag_cell(value)
+    except ValueError:
+        raise TrainingDataError(
+            f"row {row_number}, column {column!r}: {value[:60]!r} is not a 0/1 label "
+            "(multi_label with several label_columns: each cell is 0/1, true/false or yes/no)"
+        ) from None
+    return None if flag is None else int(flag)
 
 
 def _check_columns(rows: Sequence[Mapping[str, Any]], config: Any, columns: list[str]) -> None:

@@ -1,7 +1,8 @@
 """Exporting a classify job's predictions as CSV or JSONL, streamed from SQL in constant memory.
 
-A multi-label model's rows carry ``labels`` (a list in JSONL; joined by ``|`` in the CSV) and a score per label;
-a pair model's rows carry ``text_pair`` after ``text``.
+The columns are the job's task type's (``core.task_types``: its ``export_layout``; text classification: a label
+and a score per label, ``labels`` for a multi-label model -- a list in JSONL, joined by ``|`` in the CSV -- and a
+label and scores per task for a multitask one); a pair model's rows carry ``text_pair`` after ``text``.
 
 :func:`plan_export` runs every check before the response starts (a failure is a normal JSON error, never a
 half-written 200); :func:`export_chunks` then reads the predictions page by page, keyset-paginated on
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from flask import Response
 from sqlalchemy import select
 
+from core import task_types
 from core.accounts import Principal
 from core.db import db
 from core.ownership import visible
@@ -32,62 +34,26 @@ CSV_LABEL_SEPARATOR = "|"  # a multi-label row's labels in one CSV cell
 
 # only what the export writes: never the whole ORM row
 _COLUMNS = (Prediction.index, Prediction.row_id, Prediction.text, Prediction.text_pair, Prediction.label,
-            Prediction.score, Prediction.scores, Prediction.tasks, Prediction.labels)
+            Prediction.score, Prediction.scores, Prediction.tasks, Prediction.labels, Prediction.result)
+# what the first row tells the task type about the layout (the result, or the columns of a row stored before it)
+_RESULT_COLUMNS = (Prediction.label, Prediction.score, Prediction.scores, Prediction.tasks, Prediction.labels,
+                   Prediction.result)
 
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """What an export writes: which job, whether it has ``id`` and ``text_pair`` columns, the task shape and the
-    labels of each task."""
+    """What an export writes: which job, and its task type's layout (the columns and how a row fills them)."""
 
     job_id: str
-    with_id: bool
-    multitask: bool
-    tasks: dict[str, list[str]]  # {task: labels} in the model's order; single-task: exactly one entry
-    multi_label: bool = False
-    with_pair: bool = False
+    layout: task_types.ExportLayout
 
     @property
     def columns(self) -> list[str]:
-        """Column names in order: ``index``, ``id``?, ``text``, ``text_pair``?, then the label/score columns."""
-        columns = ["index", *(["id"] if self.with_id else []), "text", *(["text_pair"] if self.with_pair else [])]
-        if self.multi_label:
-            columns += ["labels", *(f"score_{label}" for label in self._single_labels)]
-        elif self.multitask:
-            for task, labels in self.tasks.items():
-                columns += [f"{task}_label", f"{task}_score", *(f"{task}_score_{label}" for label in labels)]
-        else:
-            columns += ["label", "score", *(f"score_{label}" for label in self._single_labels)]
-        return columns
-
-    @property
-    def _single_labels(self) -> list[str]:
-        return next(iter(self.tasks.values()), [])
+        return self.layout.columns
 
     def row(self, p) -> dict:
         """One prediction row (``_COLUMNS``) as a flat dict keyed by :attr:`columns`."""
-        row: dict = {"index": p.index}
-        if self.with_id:
-            row["id"] = p.row_id
-        row["text"] = p.text
-        if self.with_pair:
-            row["text_pair"] = p.text_pair
-        if self.multi_label:
-            scores = p.scores or {}
-            row["labels"] = list(p.labels or [])
-            row.update((f"score_{label}", scores.get(label)) for label in self._single_labels)
-        elif self.multitask:
-            for task, labels in self.tasks.items():
-                result = (p.tasks or {}).get(task) or {}
-                scores = result.get("scores") or {}
-                row[f"{task}_label"] = result.get("label")
-                row[f"{task}_score"] = result.get("score")
-                row.update((f"{task}_score_{label}", scores.get(label)) for label in labels)
-        else:
-            scores = p.scores or {}
-            row["label"], row["score"] = p.label, p.score
-            row.update((f"score_{label}", scores.get(label)) for label in self._single_labels)
-        return row
+        return self.layout.row(p)
 
 
 def filename(job_id: str, fmt: str) -> str:
@@ -120,35 +86,16 @@ def plan_export(user: Principal, job_id: str) -> ExportPlan:
                 f"job {job_id} is {job.status}; its predictions can be exported once it has succeeded",
             )
         first = session.execute(
-            select(Prediction.scores, Prediction.tasks, Prediction.labels)
-            .where(Prediction.job_id == job_id)
-            .order_by(Prediction.index)
-            .limit(1)
+            select(*_RESULT_COLUMNS).where(Prediction.job_id == job_id).order_by(Prediction.index).limit(1)
         ).first()
         model = session.get(TrainedModel, job.model_id) if job.model_id is not None else None
-        multitask, tasks = _label_layout(model, first)
-        model_params = (model.params if model is not None else None) or {}
-        multi_label = first.labels is not None if first is not None else bool(model_params.get("multi_label"))
         params = job.params or {}
-        with_pair = bool(params.get("text_pair_column") or params.get("input_kind") == PAIRS)
-        return ExportPlan(job_id=job_id, with_id=bool(params.get("id_column")), multitask=multitask,
-                          tasks=tasks, multi_label=multi_label, with_pair=with_pair)
-
-
-def _label_layout(model: TrainedModel | None, first) -> tuple[bool, dict[str, list[str]]]:
-    """(multitask?, {task: labels}): labels from the model row, else (model deleted) from the first prediction."""
-    if first is not None:
-        multitask = first.tasks is not None  # the rows decide: they are what gets written
-    else:
-        multitask = model is not None and len(model.tasks or {}) > 1
-    if model is not None and model.tasks:
-        tasks = {task: list(labels) for task, labels in model.tasks.items()}
-        return multitask, tasks if multitask else dict([next(iter(tasks.items()))])
-    if first is None:
-        return multitask, {}
-    if multitask:
-        return True, {task: list(result.get("scores") or {}) for task, result in first.tasks.items()}
-    return False, {"label": list(first.scores or {})}
+        layout = task_types.of_params(model.params if model is not None else None).export_layout(
+            model_tasks=model.tasks if model is not None else None,
+            model_params=(model.params if model is not None else None) or {},
+            first=first, with_id=bool(params.get("id_column")),
+            with_pair=bool(params.get("text_pair_column") or params.get("input_kind") == PAIRS))
+        return ExportPlan(job_id=job_id, layout=layout)
 
 
 def prediction_pages(job_id: str) -> Iterator[list]:

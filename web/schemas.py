@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.schema import JobStatus, JobType
-from core.specs import Family
+from core.specs import Family, TaskTypeName
 
 JobStatusName = Literal[tuple(s.value for s in JobStatus)]  # type: ignore[valid-type]
 JobTypeName = Literal[tuple(t.value for t in JobType)]  # type: ignore[valid-type]
@@ -40,6 +40,8 @@ class Error(_Out):
 class Job(_Out):
     id: str
     type: JobTypeName
+    task_type: TaskTypeName = Field(  # type: ignore[valid-type]
+        description="the task type: a train job's request's; a classify or evaluate job's model's")
     status: JobStatusName
     progress: float = Field(ge=0, le=1)
     eta_seconds: int | None = Field(default=None, description="a running job's estimated seconds to finish")
@@ -120,6 +122,7 @@ class Model(_Out):
     name: str
     version: int
     family: Family
+    task_type: TaskTypeName = Field(description="the task type it was trained for")  # type: ignore[valid-type]
     encoder: str
     labels: list[str]
     tasks: dict[str, list[str]]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from core import task_types
 from core.schema import (
     ApiToken, Dataset, Job, JobStatus, JobType, LoginSession, Prediction, TrainedModel, User, as_utc, utcnow,
 )
@@ -44,10 +45,13 @@ def eta_seconds(job: Job, now: datetime | None = None) -> int | None:
     return round(elapsed * (1.0 - progress) / progress)
 
 
-def job_to_dict(job: Job) -> dict:
+def job_to_dict(job: Job, task_type: str | None = None) -> dict:
+    """A job; ``task_type``: its task type (a classify or evaluate job's is its model's, which the caller knows),
+    else the one its params name (a train job's request), else the default."""
     return {
         "id": job.id,
         "type": job.type,
+        "task_type": task_type or task_types.of_params(job.params).name,
         "status": job.status,
         "progress": job.progress,
         "eta_seconds": eta_seconds(job),
@@ -98,6 +102,7 @@ def model_to_dict(model: TrainedModel) -> dict:
         "name": model.name,
         "version": model.version,
         "family": model.family,
+        "task_type": task_types.of_params(model.params).name,  # params: the training request (imports: none)
         "encoder": model.encoder,
         "labels": list(model.labels or []),
         "tasks": model.tasks,
@@ -114,22 +119,16 @@ def model_to_dict(model: TrainedModel) -> dict:
     }
 
 
-def prediction_to_dict(prediction: Prediction) -> dict:
-    """Single-task: ``{index, text, label, score, scores}``; multitask: ``{index, text, tasks: {task: {...}}}``;
-    multi-label: ``{index, text, labels: [...], scores: {label: p}}``.
-
-    Each gains ``text_pair`` for a pair model's input, and ``id`` (the dataset row's id) when the job was
-    classifying a dataset with an ``id_column``.
+def prediction_to_dict(prediction: Prediction, task_type: str | None = None) -> dict:
+    """``{index, text, text_pair?, <the task type's fields>, id?}``: ``text_pair`` for a pair model's input, ``id``
+    (the dataset row's id) when the job was classifying a dataset with an ``id_column``; the fields between are
+    ``task_type``'s (its ``prediction_fields``; text classification: ``label, score, scores``, or ``labels,
+    scores`` for multi-label, or ``tasks`` for multitask).
     """
     result: dict = {"index": prediction.index, "text": prediction.text}
     if prediction.text_pair is not None:
         result["text_pair"] = prediction.text_pair
-    if prediction.tasks is not None:
-        result["tasks"] = prediction.tasks
-    elif prediction.labels is not None:
-        result.update(labels=prediction.labels, scores=prediction.scores)
-    else:
-        result.update(label=prediction.label, score=prediction.score, scores=prediction.scores)
+    result.update(task_types.get(task_type).prediction_fields(prediction))
     if prediction.row_id is not None:
         result["id"] = prediction.row_id
     return result

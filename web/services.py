@@ -23,15 +23,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
 from core import jobs as job_states
-from core import dataset_store, models_registry, quotas
+from core import dataset_store, models_registry, quotas, task_types
 from core.accounts import Principal
 from core.datasets import DatasetError, check_column_names, check_training_columns, open_rows, scan_upload
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
-from core.evaluation import EvaluationError, plan_evaluation
+from core.evaluation import EvaluationError
 from core.options import template_columns
 from core.ownership import visible, writable
-from core.results import predicted_label_is
 from core.queue import broadcast_model_deleted, enqueue_job
 from core.schema import DATASET_NAME_MAX, Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
@@ -339,7 +338,7 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
         job = job_states.create_job(
             session, JobType.TRAIN, request.model_dump(mode="json"), dataset_id=dataset.id, owner_id=user.id
         )
-        result = job_to_dict(job)
+        result = job_to_dict(job, request.task_type)
     _enqueue(result["id"], JobType.TRAIN.value)
     return result
 
@@ -369,7 +368,7 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
             session, JobType.CLASSIFY, params, model_id=request.model_id, dataset_id=request.dataset_id
             if request.from_dataset else None, inputs=texts, owner_id=user.id,
         )
-        result = job_to_dict(job)
+        result = job_to_dict(job, task_types.of_params(model.params).name)
     _enqueue(result["id"], JobType.CLASSIFY.value)
     return result
 
@@ -461,8 +460,9 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
         _check_quota(session, user, lock=False)  # before the labels are read through
         model = _usable_model(session, user, request)
         dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
+        kind = task_types.of_params(model.params)  # the job follows its model's task type
         try:
-            plan = plan_evaluation(
+            plan = kind.plan_evaluation(
                 model.family, model.tasks, model.params, text_column=request.text_column,
                 text_pair_column=request.text_pair_column, label_column=request.label_column,
                 label_columns=request.label_columns)
@@ -483,14 +483,14 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
         _check_quota(session, user)
         job = job_states.create_job(
             session, JobType.EVALUATE, params, model_id=model.id, dataset_id=dataset.id, owner_id=user.id)
-        result = job_to_dict(job)
+        result = job_to_dict(job, kind.name)
     _enqueue(result["id"], JobType.EVALUATE.value)
     return result
 
 
 def get_job(user: Principal, job_id: str) -> dict:
     with db.session() as session:
-        return job_to_dict(_visible_row(session, Job, job_id, user, "job"))
+        return _job_dicts(session, [_visible_row(session, Job, job_id, user, "job")])[0]
 
 
 def list_jobs(
@@ -518,7 +518,17 @@ def list_jobs(
         rows = session.scalars(
             select(Job).where(*conditions).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
         )
-        return [job_to_dict(job) for job in rows], total
+        return _job_dicts(session, list(rows)), total
+
+
+def _job_dicts(session, jobs: list[Job]) -> list[dict]:
+    """``job_to_dict`` of each job with its task type: a train job's request names it; a classify or evaluate job
+    follows its model's (read in one query for the whole list; a job whose model row is gone: the default)."""
+    model_ids = {job.model_id for job in jobs if job.type != JobType.TRAIN.value and job.model_id is not None}
+    params = dict(session.execute(select(TrainedModel.id, TrainedModel.params)
+                                  .where(TrainedModel.id.in_(model_ids))).all()) if model_ids else {}
+    return [job_to_dict(job, task_types.of_params(job.params if job.type == JobType.TRAIN.value
+                                                  else params.get(job.model_id)).name) for job in jobs]
 
 
 def job_counts(user: Principal) -> dict[str, int]:
@@ -540,7 +550,7 @@ def cancel_job(user: Principal, job_id: str) -> dict:
             raise _not_found("job", job_id) from None
         except job_states.InvalidTransition as exc:
             raise ApiError(409, "invalid_transition", str(exc)) from None
-        return job_to_dict(job)
+        return _job_dicts(session, [job])[0]
 
 
 def delete_job(user: Principal, job_id: str) -> dict:
@@ -571,9 +581,11 @@ def list_predictions(
             raise ApiError(
                 409, "not_a_classify_job", f"job {job_id} is a {job.type} job; only classify jobs have predictions"
             )
+        model_params = _model_params(session, job)
+        kind = task_types.of_params(model_params)  # a classify job follows its model's task type
         conditions = [Prediction.job_id == job_id]
         if label is not None:
-            conditions.append(predicted_label_is(session, label, multi_label=_multi_label_job(session, job)))
+            conditions.append(kind.label_condition(session, label, model_params))
         total = session.scalar(select(func.count()).select_from(Prediction).where(*conditions))
         rows = session.scalars(
             select(Prediction)
@@ -583,7 +595,7 @@ def list_predictions(
             .offset(offset)
         )
         return {
-            "items": [prediction_to_dict(p) for p in rows],
+            "items": [prediction_to_dict(p, kind.name) for p in rows],
             "total": total,
             "offset": offset,
             "limit": limit,
@@ -593,10 +605,9 @@ def list_predictions(
         }
 
 
-def _multi_label_job(session, job: Job) -> bool:
-    """Whether the job's model is multi-label (its predictions' ``labels`` list every predicted label)."""
-    params = session.scalar(select(TrainedModel.params).where(TrainedModel.id == job.model_id)) or {}
-    return bool(params.get("multi_label"))
+def _model_params(session, job: Job) -> dict:
+    """The training params of the job's model ({} once the model row is gone)."""
+    return session.scalar(select(TrainedModel.params).where(TrainedModel.id == job.model_id)) or {}
 
 
 def prediction_labels(user: Principal, job_id: str) -> list[tuple[str, int | None]]:
@@ -652,13 +663,16 @@ def wait_for_job(user: Principal, job_id: str, timeout_s: float) -> dict:
 def all_predictions(user: Principal, job_id: str) -> list[dict]:
     """Every prediction of a job ``user`` may see (none of anyone else's: the scope is part of the one query)."""
     with db.session() as session:
+        kind = task_types.of_params(session.scalar(  # the job's model's task type
+            select(TrainedModel.params).join(Job, Job.model_id == TrainedModel.id)
+            .where(Job.id == job_id, visible(Job, user))))
         rows = session.scalars(
             select(Prediction)
             .join(Job, Job.id == Prediction.job_id)
             .where(Prediction.job_id == job_id, visible(Job, user))
             .order_by(Prediction.index)
         )
-        return [prediction_to_dict(p) for p in rows]
+        return [prediction_to_dict(p, kind.name) for p in rows]
 
 
 # ---------------------------------------------------------------- models

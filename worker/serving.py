@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from sqlalchemy import select
 
 from core import runtime
+from core.task_types import TaskType
 from core.schema import TrainedModel
 
 from .device import device
@@ -17,7 +18,8 @@ def servable_model(session, model_id: int | None):
     """The model's ``artifact_dir`` and ``serving`` (a few columns, not the row's JSON blobs: this runs once per job);
     LookupError (the job fails with it as its message) when the model is gone or was deleted."""
     model = session.execute(select(TrainedModel.artifact_dir, TrainedModel.serving, TrainedModel.deleted_at,
-                                   TrainedModel.name, TrainedModel.version).where(TrainedModel.id == model_id)).first()
+                                   TrainedModel.name, TrainedModel.version, TrainedModel.params)
+                            .where(TrainedModel.id == model_id)).first()
     if model is None:
         raise LookupError(f"model {model_id} no longer exists")
     if model.deleted_at is not None:
@@ -54,6 +56,15 @@ def submit(predictor, texts: list[str], pairs: list[str] | None, lease: Lease) -
     engine = predictor.engine
     future = engine.submit(texts, pairs=pairs, should_stop=lease.should_stop)
     return lambda: engine.backend.results(future.result())
+
+
+def prediction_row(index: int, text: str, result: dict, task_type: TaskType, row_id: str | None = None,
+                   pair: str | None = None) -> dict:
+    """A prediction row for ``core.results.insert_predictions``: the input, then the columns ``task_type`` stores for
+    ``result`` (its ``prediction_columns``: the ``result`` JSON, and the columns its filters and exports read)."""
+    row = {"index": index, "text": text, "text_pair": pair, "row_id": row_id}
+    row.update(task_type.prediction_columns(result))
+    return row
 
 
 def chunks(items: Iterator, size: int) -> Iterator[list]:

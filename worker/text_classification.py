@@ -52,20 +52,6 @@ def chunk_texts(request: ClassifyRequest, chunk: list[Input]) -> tuple[list[str]
     return [item[1] for item in chunk], [item[2] for item in chunk] if request.with_pairs else None
 
 
-def prediction_row(index: int, text: str, result: dict, row_id: str | None = None, pair: str | None = None) -> dict:
-    """A prediction row for ``core.results.insert_predictions``: multitask rows keep every task (the first task's
-    label in ``label``), multi-label rows their ``labels`` (the top-scoring label in ``label``)."""
-    row = {"index": index, "text": text, "text_pair": pair, "row_id": row_id}
-    if "tasks" in result:
-        first = next(iter(result["tasks"].values()))
-        row.update(label=first["label"], score=first["score"], scores=first["scores"], tasks=result["tasks"])
-    else:
-        row.update(label=result["label"], score=result["score"], scores=result["scores"])
-        if "labels" in result:
-            row["labels"] = list(result["labels"])
-    return row
-
-
 class LabelCounts:
     """The label counts of the prediction rows one attempt stored (a classify job's ``metrics.label_counts``)."""
 
@@ -73,7 +59,7 @@ class LabelCounts:
         self._per_task: dict[str | None, Counter] = {}  # per task; a single-task row counts under the key None
 
     def add(self, rows: Iterable[dict]) -> None:
-        """Count ``prediction_row`` dicts."""
+        """Count ``worker.serving.prediction_row`` dicts."""
         for row in rows:
             if row.get("labels") is not None:  # multi-label: texts per label (a text may count under several)
                 self._per_task.setdefault(None, Counter()).update(row["labels"])

@@ -1,0 +1,116 @@
+"""Task types: the shape of a problem (text classification, token classification, ...), each declared once.
+
+A task type is one module of this package that declares a :class:`TaskType` subclass and registers it with
+:func:`register` (as redash's query runners do); the built-in modules are imported at the bottom of this file, so
+adding a task type means adding its module and one line to ``_BUILT_IN``. Everything here is torch-free and
+Flask-free: the web (validation, serialisation, exports, filters), ``core`` and the worker all read the same
+declaration. The torch side of a task type (its head, its ``results``) lives in ``models`` / ``ml``.
+
+What a task type declares (see :class:`TaskType`):
+
+- who it is: ``name`` (the API's ``task_type`` value), Hugging Face's ``pipeline_tag``, a ``label`` for forms;
+- training: its default early-stopping ``metric`` and the ``metrics`` it reports, the request fields it reads
+  (``request_fields``); options are tied to task types by ``core.options.Opt.task_types``;
+- predictions: the JSON stored per prediction (:meth:`TaskType.prediction_columns`, the ``predictions.result``
+  column plus any legacy columns it keeps filled), how a stored row is serialised for the API
+  (:meth:`TaskType.prediction_fields`) and exported (:meth:`TaskType.export_layout`), and the SQL condition of a
+  ``?label=`` filter (:meth:`TaskType.label_condition`, whose docstring says how it is indexed);
+- evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`).
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+DEFAULT = "text-classification"  # the task type of every request, job, model and prediction that names none
+
+# the modules that register the built-in task types, in the order forms list them
+_BUILT_IN = ("core.task_types.text_classification",)
+
+
+class ExportLayout(Protocol):
+    """A classify job's export columns, fixed before the first row is written."""
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names in order (the CSV header; the keys of every JSONL object)."""
+
+    def row(self, prediction: Any) -> dict:
+        """One prediction (a row with the columns of ``core.schema.Prediction``) as a dict keyed by
+        :attr:`columns`."""
+
+
+class TaskType:
+    """The base of every task type: override what differs, keep the class attributes' meaning.
+
+    A subclass is registered with :func:`register`; one instance serves every request (keep it stateless).
+    """
+
+    name: ClassVar[str]  # the API's task_type value, e.g. "text-classification"
+    pipeline_tag: ClassVar[str]  # Hugging Face's pipeline tag (a model card's metadata)
+    label: ClassVar[str]  # what forms show
+    default_metric: ClassVar[str]  # what picks the best checkpoint and drives early stopping by default
+    metrics: ClassVar[tuple[str, ...]]  # the validation metrics it reports (and a request's ``metric`` may name)
+    # the data fields of a training request it reads (options are tied to task types by ``Opt.task_types``)
+    request_fields: ClassVar[frozenset[str]] = frozenset()
+
+    # ------------------------------------------------------------------------------------ predictions
+
+    def prediction_columns(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``predictions`` columns for one result of the model's ``results`` (``ml``): ``result`` (the JSON
+        stored for this task type) plus whatever other columns the task type keeps filled."""
+        raise NotImplementedError
+
+    def prediction_fields(self, prediction: Any) -> dict[str, Any]:
+        """The API fields of one stored prediction after ``index``, ``text`` and ``text_pair``, in order (``id``
+        follows them). ``prediction.result`` may be None for rows stored before the column existed."""
+        raise NotImplementedError
+
+    def export_layout(self, *, model_tasks: Mapping[str, Sequence[str]] | None, model_params: Mapping[str, Any],
+                      first: Any | None, with_id: bool, with_pair: bool) -> ExportLayout:
+        """The export columns of a classify job: from the model's ``{task: labels}`` and training params (None,
+        {}: the model is deleted) and the job's first prediction (None: the job has none)."""
+        raise NotImplementedError
+
+    def label_condition(self, session: Any, label: str, model_params: Mapping[str, Any]) -> Any:
+        """The SQL condition of ``GET .../predictions?label=``: the predictions that predicted ``label``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------ evaluation
+
+    def plan_evaluation(self, model_family: str, model_tasks: Mapping[str, list[str]],
+                        model_params: Mapping[str, Any] | None, **columns: Any) -> Any:
+        """Resolve an evaluation request against a model: what each dataset row's truth is (a plan the worker
+        reads back from the job's params)."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, TaskType] = {}
+
+
+def register(cls: type[TaskType]) -> type[TaskType]:
+    """Class decorator: make ``cls`` (a :class:`TaskType`) known under ``cls.name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"task type {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get(name: str | None) -> TaskType:
+    """The task type called ``name`` (None: the default); KeyError for an unknown name."""
+    return _REGISTRY[name or DEFAULT]
+
+
+def names() -> tuple[str, ...]:
+    """Every registered task type's name, in registration order (the default first)."""
+    return tuple(_REGISTRY)
+
+
+def of_params(params: Mapping[str, Any] | None) -> TaskType:
+    """The task type recorded in a job's or a model's params (older rows record none: the default)."""
+    return get((params or {}).get("task_type"))
+
+
+for _module in _BUILT_IN:
+    importlib.import_module(_module)

@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 
 from core import jobs, runtime
 from core.db import db
-from core.results import count_predictions, insert_predictions, predicted_label_is, stored_indices
+from core.results import count_predictions, insert_predictions, stored_indices
 from core.schema import JobType, Prediction
+from core.task_types.text_classification import predicted_label_is
 from tests.factories import migrate
 
 

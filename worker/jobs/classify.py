@@ -12,20 +12,21 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from core import jobs
+from core import jobs, task_types
 from core.config import Settings
 from core.datasets import DatasetError
 from core.db import db
 from core.results import insert_predictions, stored_indices
 from core.schema import Dataset, JobType
 from core.specs import ClassifyRequest
+from core.task_types import TaskType
 from ml.batching import RequestCancelled
 
 from .. import text_classification as tc
 from ..device import device
 from ..lease import Lease
 from ..memory import release_free_memory
-from ..serving import chunks, predictor_for, quantize_choice, servable_model, submit
+from ..serving import chunks, prediction_row, predictor_for, quantize_choice, servable_model, submit
 from ..skeleton import JobHandler, register, run_job
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,9 @@ class ClassifyWork:
     stored."""
 
     def __init__(self, job_id: str, request: ClassifyRequest, artifact_dir: str, quantize: bool,
-                 done: set[int], dataset: tuple[bytes, str] | None, total: int) -> None:
+                 done: set[int], dataset: tuple[bytes, str] | None, total: int, task_type: TaskType) -> None:
         self.job_id, self.request, self.artifact_dir, self.quantize = job_id, request, artifact_dir, quantize
+        self.task_type = task_type  # the model's: it shapes the stored predictions
         self.done, self.dataset, self.total = done, dataset, total
         self.labels = tc.LabelCounts()  # of the rows this attempt stored
         self.classified = self.chunks_stored = 0  # rows / chunks this attempt stored
@@ -97,7 +99,7 @@ class ClassifyWork:
             total = tc.request_size(request)
         done = stored_indices(session, job_id) if resumed else set()
         return cls(job_id, request, model.artifact_dir, quantize_choice(request.quantize, model), done, dataset,
-                   total)
+                   total, task_types.of_params(model.params))
 
     def run(self, lease: Lease) -> None:
         """Classify what is not stored yet, chunk by chunk, under ``lease`` (open: a cold model load is covered)."""
@@ -123,7 +125,7 @@ class ClassifyWork:
         results = wait()
         if lease.should_stop():  # cancelled meanwhile: write nothing more
             raise RequestCancelled("the job was cancelled")
-        rows = [tc.prediction_row(index, text, result, row_id, pair)
+        rows = [prediction_row(index, text, result, self.task_type, row_id, pair)
                 for (index, text, pair, row_id), result in zip(chunk, results)]
         self.classified += len(rows)
         self.labels.add(rows)
