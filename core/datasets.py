@@ -717,11 +717,19 @@ def check_training_columns(data: ParsedCSV | RowStream, config: typing.Any, *,
     ``MAX_TRAINING_LABELS`` labels of at most ``LABEL_MAX`` characters per task are counted, whatever the rows).
     ``known``: the label sets of the training data, for a separate validation dataset (its labels must be among them).
     """
+    from . import task_types  # (the package's modules import this one)
+
     check_column_names(data.columns, config)
+    rows = data.rows if isinstance(data, ParsedCSV) else data
+    return task_types.get(config.task_type).check_training_rows(rows, config, known=known)
+
+
+def check_text_rows(rows: typing.Iterable[dict[str, str]], config: typing.Any, *,
+                    known: dict[str, set[str]] | None = None) -> dict[str, Counter[str]]:
+    """Text classification's rows (see :func:`check_training_columns`): label cells read by ``row_labels``."""
     label_columns, text_columns = list(config.label_columns), config.text_columns()
     tasks = task_names(config)
     counts: dict[str, Counter[str]] = {task: Counter() for task in tasks}
-    rows = data.rows if isinstance(data, ParsedCSV) else data
     for number, row in enumerate(rows, start=2):
         if not all(row.get(c, "").strip() for c in text_columns[:1]):
             continue

@@ -51,6 +51,7 @@ MULTI_LABEL_FAMILIES = tuple(f for f, info in FAMILY_INFO.items() if info.multi_
 
 TaskTypeName = Literal[task_types.names()]  # type: ignore[valid-type]  (every registered task type)
 TEXT_CLASSIFICATION = ("text-classification",)  # Opt.task_types of the options only text classification reads
+TOKEN_CLASSIFICATION = ("token-classification",)
 
 METRICS = tuple(dict.fromkeys(m for name in task_types.names() for m in task_types.get(name).metrics))
 MAX_TEMPLATE_FIELDS = 10  # what early stopping and the best checkpoint follow
@@ -113,6 +114,12 @@ class TrainConfig(StrictModel):
         description="multitask: one task per column; multi_label: one 0/1 column per label (label = column name)")
     text_pair_column: ColumnName | None = Field(
         default=None, description="sentence pairs: the second text; both are encoded as one pair ([CLS] a [SEP] b [SEP])")
+    tokens_column: ColumnName | None = Field(
+        default=None, description='token classification: the column of each sentence\'s tokens, a JSON array of '
+        'strings (default "tokens"; a CoNLL upload has it)')
+    tags_column: ColumnName | None = Field(
+        default=None, description='token classification: the column of each sentence\'s tags, one per token '
+        '(default "tags")')
     text_template: Annotated[str | None, Opt("Text template", group="data")] = Field(
         default=None, max_length=1000,
         description='builds the text from several columns, e.g. "{speaker}: {text}" (replaces text_column)')
@@ -126,7 +133,11 @@ class TrainConfig(StrictModel):
                                    task_types=TEXT_CLASSIFICATION)] = Field(
         default="|",
         description="multi_label with one label column: what separates a cell's labels (an empty cell: no label)")
-    text_normalization: Annotated[Literal["none", "social"], Opt("Text normalization", group="data")] = Field(
+    stride: Annotated[int, Opt("Window overlap (tokens)", group="data", task_types=TOKEN_CLASSIFICATION)] = Field(
+        default=32, ge=0, le=256, description="token classification: a sentence longer than max_length is split into "
+        "windows sharing this many tokens (each word is scored once); must be less than max_length - 2")
+    text_normalization: Annotated[Literal["none", "social"], Opt("Text normalization", group="data",
+                                                                task_types=TEXT_CLASSIFICATION)] = Field(
         default="none", description='"social": user handles become "@user" and links "http" (as in TweetEval)')
 
     # ---- model
@@ -194,7 +205,10 @@ class TrainConfig(StrictModel):
         return self
 
     def text_columns(self) -> list[str]:
-        """Every column the texts are built from (text or template columns, and the pair column)."""
+        """Every column the texts are built from (text or template columns, and the pair column; token
+        classification: the tokens column)."""
+        if self.tokens_column is not None:
+            return [self.tokens_column]
         columns = template_columns(self.text_template) if self.text_template else [self.text_column]
         return [*columns, *([self.text_pair_column] if self.text_pair_column else [])]
 
@@ -288,7 +302,22 @@ def _parse_template(template: str) -> tuple[str, ...]:
 
 
 def _check_columns(config: TrainConfig) -> None:
-    """Resolve label_column / label_columns into ``label_columns`` and check they fit the family and task shape."""
+    """Resolve label_column / label_columns into ``label_columns`` and check they fit the family and task shape
+    (token classification: its tokens and tags columns, the tags being the one label column)."""
+    if config.task_type == TOKEN_CLASSIFICATION[0]:
+        config.tokens_column = config.tokens_column or "tokens"
+        config.tags_column = config.tags_column or "tags"
+        if config.tokens_column == config.tags_column:
+            raise ValueError("tokens_column and tags_column must differ")
+        if config.stride >= config.max_length - 2:
+            raise ValueError(f"stride ({config.stride}) must be less than max_length - 2 ({config.max_length - 2}): "
+                             "windows must move on")
+        given = config.label_columns or ([config.label_column] if config.label_column else [])
+        if given and given != [config.tags_column]:  # only a stored request's own resolution passes (see below)
+            raise ValueError("token classification reads its labels from tags_column: label_column(s) do not apply")
+        # the tags are the one label column: job params, the model row and the label checks all read label_columns
+        config.label_columns, config.label_column = [config.tags_column], config.tags_column
+        return
     if config.text_column is None and config.text_template is None:
         raise ValueError("give text_column (or a text_template)")
     if config.text_column is not None and config.text_template is not None:
@@ -314,7 +343,8 @@ def _check_columns(config: TrainConfig) -> None:
 
 # the data fields (not options) a task type may not read: refused when set for a task type whose
 # ``request_fields`` lack them
-_DATA_FIELDS = ("text_column", "text_template", "text_pair_column", "label_column", "label_columns")
+_DATA_FIELDS = ("text_column", "text_template", "text_pair_column", "label_column", "label_columns", "tokens_column",
+                "tags_column")
 
 
 def _check_task_type(config: TrainConfig) -> None:
@@ -322,6 +352,11 @@ def _check_task_type(config: TrainConfig) -> None:
     chosen task type (``core.task_types``: its ``request_fields``, an option's ``Opt.task_types``), and ``metric``
     must be one the task type reports."""
     kind = task_types.get(config.task_type)
+    if kind.families is not None and config.family not in kind.families:
+        raise ValueError(f"the {kind.name} task type trains the {', '.join(kind.families)} families, not "
+                         f"{config.family!r}")
+    if "metric" not in config.model_fields_set:
+        config.metric = kind.default_metric  # each task type picks its checkpoints by its own headline metric
     for name in _DATA_FIELDS:
         if getattr(config, name) is not None and name not in kind.request_fields:
             raise ValueError(f"{name} does not apply to the {kind.name} task type")

@@ -55,6 +55,17 @@ class ExportPlan:
         """One prediction row (``_COLUMNS``) as a flat dict keyed by :attr:`columns`."""
         return self.layout.row(p)
 
+    @property
+    def csv_columns(self) -> list[str]:
+        """The CSV header: the layout's ``csv_columns`` when its CSV lines differ from its rows (token
+        classification: one line per entity), else :attr:`columns`."""
+        return getattr(self.layout, "csv_columns", self.layout.columns)
+
+    def csv_rows(self, p) -> list[dict]:
+        """The CSV lines of one prediction: the layout's ``csv_rows`` when it has them, else its one row."""
+        rows = getattr(self.layout, "csv_rows", None)
+        return rows(p) if rows is not None else [self.layout.row(p)]
+
 
 def filename(job_id: str, fmt: str) -> str:
     return f"job-{job_id}-predictions.{fmt}"
@@ -141,11 +152,12 @@ def _csv_chunks(plan: ExportPlan) -> Iterator[bytes]:
     # RFC 4180: CRLF rows, fields quoted only when needed (any CR or LF in a text gets the field quoted)
     writer = csv.writer(buffer, lineterminator="\r\n")
     buffer.write("\ufeff")  # BOM: spreadsheets otherwise guess a legacy encoding for UTF-8 CSV
-    writer.writerow(plan.columns)
+    writer.writerow(plan.csv_columns)
     yield _drain(buffer)
     for page in prediction_pages(plan.job_id):
         for p in page:
-            writer.writerow([_csv_cell(v) for v in plan.row(p).values()])
+            for line in plan.csv_rows(p):
+                writer.writerow([_csv_cell(v) for v in line.values()])
         yield _drain(buffer)
 
 

@@ -26,11 +26,13 @@ from typing import Any, ClassVar, Protocol
 DEFAULT = "text-classification"  # the task type of every request, job, model and prediction that names none
 
 # the modules that register the built-in task types, in the order forms list them
-_BUILT_IN = ("core.task_types.text_classification",)
+_BUILT_IN = ("core.task_types.text_classification", "core.task_types.token_classification")
 
 
 class ExportLayout(Protocol):
-    """A classify job's export columns, fixed before the first row is written."""
+    """A classify job's export columns, fixed before the first row is written. A layout whose CSV has other lines
+    than its JSONL objects (token classification: a line per entity) also has ``csv_columns`` and ``csv_rows(p) ->
+    [dict]`` (``web.exports`` uses them when present)."""
 
     @property
     def columns(self) -> list[str]:
@@ -54,6 +56,19 @@ class TaskType:
     metrics: ClassVar[tuple[str, ...]]  # the validation metrics it reports (and a request's ``metric`` may name)
     # the data fields of a training request it reads (options are tied to task types by ``Opt.task_types``)
     request_fields: ClassVar[frozenset[str]] = frozenset()
+
+    # the model families it trains (None: every family)
+    families: ClassVar[tuple[str, ...] | None] = None
+
+    # ------------------------------------------------------------------------------------ training data
+
+    def check_training_rows(self, rows: Any, config: Any, *, known: Mapping[str, set[str]] | None = None
+                            ) -> dict[str, Any]:
+        """Validate a training dataset's rows (dicts of cells, read once, in bounded memory) for ``config`` (a
+        ``core.options.TrainConfig`` whose columns exist); returns ``{task: Counter of labels}``. ``known``: the
+        training data's label sets, which a separate validation dataset's labels must stay within. Raises
+        ``core.datasets.DatasetError`` (422) for bad rows."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------ predictions
 

@@ -179,6 +179,13 @@ class TextClassification(TaskType):
     metrics = ("macro_f1", "accuracy", "micro_f1", "val_loss")
     request_fields = frozenset({"text_column", "text_template", "text_pair_column", "label_column", "label_columns"})
 
+    def check_training_rows(self, rows: Any, config: Any, *, known: Mapping[str, set[str]] | None = None
+                            ) -> dict[str, Any]:
+        """``core.datasets.check_text_rows``: a label (or labels) per row with text, at least 2 classes a task."""
+        from core.datasets import check_text_rows  # core.datasets imports this module
+
+        return check_text_rows(rows, config, known=known)
+
     def prediction_columns(self, result: Mapping[str, Any]) -> dict[str, Any]:
         """``result`` is the predictor's: ``{label, score, scores}``, ``+ labels`` (multi-label) or ``{tasks}``.
         ``label`` / ``score`` / ``scores`` hold the first task's (multitask) or the top label's (multi-label)."""

@@ -1,0 +1,177 @@
+"""Token classification: one tag per word (named entities, part-of-speech tags), declared once.
+
+Training data: rows whose ``tokens_column`` and ``tags_column`` cells (default ``tokens`` / ``tags``) hold JSON arrays
+of strings of equal length -- what a CoNLL upload becomes (``core.datasets``) and what a JSON Lines upload of token
+lists holds. Tags may follow IOB2, IOB1 or BIOES/BILOU (entities are scored as spans: ``core.task_types.tagging``),
+or carry no prefix at all (part-of-speech: scored per token).
+
+Predictions (``ml.token_serving``): a raw text gives ``{"entities": [{"entity_group", "score", "word", "start",
+"end"}]}`` (character offsets into the text); a pre-tokenized sentence gives ``{"tokens", "tags", "scores"}``. The
+``predictions.result`` column stores that JSON; ``labels`` holds the entity types found (for plain tags: the tags), so
+``?label=person`` is the same JSON membership test as a multi-label model's (jsonb ``@>`` on PostgreSQL,
+``json_each`` on SQLite, on one job's rows found through the ``(job_id, index)`` b-tree); ``label`` / ``score`` hold
+the first type found and the best entity score ("" and 0 when none), ``scores`` an empty object.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import TaskType, register
+from .tagging import PLAIN, decode_entities, detect_scheme, entity_types
+
+NAME = "token-classification"
+MAX_TAG_CHARS = 100  # a tag is a short type name (B-creative-work), never a text
+MAX_TAGS = 1000  # distinct tags of one tag set: more means a text column was picked
+
+
+def _error(message: str, code: str = "invalid_tokens"):
+    from core.datasets import DatasetError  # core.datasets imports this package
+
+    return DatasetError(message, code=code, status=422)
+
+
+def parse_list(cell: str, column: str, number: int) -> list[str]:
+    """A cell holding a JSON array of strings (one sentence's tokens or tags); 422 otherwise."""
+    try:
+        values = json.loads(cell) if cell.strip() else None
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise _error(f"row {number}: column {column!r} must hold a JSON array of strings, got {cell[:60]!r}")
+    return values
+
+
+def sentence(row: Mapping[str, str], config: Any, number: int) -> tuple[list[str], list[str]]:
+    """One row's (tokens, tags), checked: the same length, not empty, tokens not blank, tags short and without NUL."""
+    tokens = parse_list(row.get(config.tokens_column, ""), config.tokens_column, number)
+    tags = parse_list(row.get(config.tags_column, ""), config.tags_column, number)
+    if len(tokens) != len(tags):
+        raise _error(f"row {number}: {len(tokens)} tokens but {len(tags)} tags: give one tag per token",
+                     "tokens_tags_mismatch")
+    if not tokens:
+        raise _error(f"row {number}: the sentence has no tokens", "empty_sentence")
+    for token in tokens:
+        if not token.strip() or "\x00" in token:
+            raise _error(f"row {number}: a token is empty, blank or holds a NUL character")
+    for tag in tags:
+        if not tag.strip() or len(tag) > MAX_TAG_CHARS or "\x00" in tag:
+            raise _error(f"row {number}: tag {tag[:60]!r} is empty, longer than {MAX_TAG_CHARS} characters or "
+                         "holds a NUL character", "invalid_tag")
+    return tokens, tags
+
+
+def result_labels(result: Mapping[str, Any]) -> list[str]:
+    """The labels a ``?label=`` filter matches for one result: its entity types (plain tags: its tags)."""
+    if "entities" in result:
+        return sorted({e["entity_group"] for e in result["entities"]})
+    tags = result.get("tags") or []
+    if detect_scheme([tags]) == PLAIN:
+        return sorted(set(tags) - {"O"})
+    return sorted({e.type for e in decode_entities(tags)})
+
+
+@dataclass(frozen=True)
+class TokenExport:
+    """JSONL: one object per prediction (``index``, ``id``?, ``text``, then ``entities``, or ``tokens`` / ``tags`` /
+    ``scores``); CSV: one line per entity (``index``, ``id``, ``entity_group``, ``start``, ``end``, ``word``,
+    ``score``), or per token of a pre-tokenized sentence (``index``, ``id``, ``position``, ``token``, ``tag``,
+    ``score``)."""
+
+    tokens_input: bool
+    with_id: bool = False
+    columns: list[str] = field(init=False)
+    csv_columns: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        head = ["index", *(["id"] if self.with_id else [])]
+        body = ["tokens", "tags", "scores"] if self.tokens_input else ["entities"]
+        object.__setattr__(self, "columns", [*head, "text", *body])
+        per_line = ["position", "token", "tag", "score"] if self.tokens_input else \
+            ["entity_group", "start", "end", "word", "score"]
+        object.__setattr__(self, "csv_columns", ["index", "id", *per_line])
+
+    def row(self, p: Any) -> dict:
+        row: dict = {"index": p.index}
+        if self.with_id:
+            row["id"] = p.row_id
+        row["text"] = p.text
+        result = p.result or {}
+        for column in self.columns[len(row):]:
+            row[column] = result.get(column, [])
+        return row
+
+    def csv_rows(self, p: Any) -> list[dict]:
+        result = p.result or {}
+        if self.tokens_input:
+            return [{"index": p.index, "id": p.row_id, "position": i, "token": token, "tag": tag, "score": score}
+                    for i, (token, tag, score) in enumerate(zip(result.get("tokens", []), result.get("tags", []),
+                                                                  result.get("scores", [])))]
+        return [{"index": p.index, "id": p.row_id, "entity_group": e["entity_group"], "start": e["start"],
+                 "end": e["end"], "word": e["word"], "score": e["score"]} for e in result.get("entities", [])]
+
+
+@register
+class TokenClassification(TaskType):
+    """Named entities and other per-word tags (``BertForTokenClassification``)."""
+
+    name = NAME
+    pipeline_tag = "token-classification"
+    label = "Token classification (named entities, tags)"
+    default_metric = "f1"
+    metrics = ("f1", "precision", "recall", "accuracy", "val_loss")
+    # label_column(s): only as the tags column itself (a validated request stores them resolved so)
+    request_fields = frozenset({"tokens_column", "tags_column", "label_column", "label_columns"})
+    families = ("bert", "distilbert", "bert_lstm")
+
+    def check_training_rows(self, rows: Iterable[Mapping[str, str]], config: Any, *,
+                            known: Mapping[str, set[str]] | None = None) -> dict[str, Counter]:
+        """Every row a sentence of tokens and as many tags; at least 2 distinct tags; ``known``: the training
+        data's tag set, which a validation dataset's tags must stay within."""
+        task = config.tags_column
+        counts: Counter = Counter()
+        for number, row in enumerate(rows, start=1):
+            _, tags = sentence(row, config, number)
+            counts.update(tags)
+            if len(counts) > MAX_TAGS:
+                raise _error(f"column {task!r} has more than {MAX_TAGS} distinct tags: is it a text column?",
+                             "too_many_labels")
+        if known is not None:
+            unknown = sorted(set(counts) - set(known.get(task, set())))
+            if unknown:
+                raise _error(f"the validation data has tags the training data lacks: {', '.join(unknown[:10])}",
+                             "unknown_labels")
+        elif len(counts) < 2:
+            raise _error(f"column {task!r} needs at least 2 distinct tags; found {', '.join(counts) or 'none'}",
+                         "too_few_classes")
+        return {task: counts}
+
+    def prediction_columns(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        labels = result_labels(result)
+        if "entities" in result:
+            score = max((float(e["score"]) for e in result["entities"]), default=0.0)
+        else:
+            score = max((float(s) for s in result.get("scores") or []), default=0.0)
+        return {"result": dict(result), "label": labels[0] if labels else "", "score": score, "scores": {},
+                "tasks": None, "labels": labels}
+
+    def prediction_fields(self, prediction: Any) -> dict[str, Any]:
+        """``entities`` (a raw text), or ``tokens``, ``tags``, ``scores`` (a pre-tokenized sentence)."""
+        return dict(prediction.result or {"entities": []})
+
+    def export_layout(self, *, model_tasks: Mapping[str, Sequence[str]] | None, model_params: Mapping[str, Any],
+                      first: Any | None, with_id: bool, with_pair: bool) -> TokenExport:
+        tokens_input = first is not None and "tokens" in (first.result or {})
+        return TokenExport(tokens_input=tokens_input, with_id=with_id)
+
+    def label_condition(self, session: Any, label: str, model_params: Mapping[str, Any]) -> Any:
+        """The rows with at least one entity of type ``label`` (JSON membership in ``labels``; see the module)."""
+        from .text_classification import predicted_label_is
+
+        return predicted_label_is(session, label, multi_label=True)
+
+
+__all__ = ["NAME", "TokenClassification", "entity_types", "result_labels", "sentence"]
