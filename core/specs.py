@@ -7,7 +7,7 @@ exactly what the web validated.
 """
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +32,14 @@ from .validation import field_error as _field_error
 # a sentence pair for a model trained with a text_pair_column: [text, text_pair]
 TextPair = Annotated[list[str], Field(min_length=2, max_length=2)]
 PAIRS = "pairs"  # a classify job's ``params["input_kind"]`` when its inputs are pairs, not texts
+TOKENS = "tokens"  # ... when its inputs are pre-tokenized sentences (token classification)
+# a pre-tokenized sentence: at least one word (each checked like a text by the limits validator)
+TokenList = Annotated[list[str], Field(min_length=1)]
+AggregationStrategy = Literal["none", "simple", "first", "average", "max"]
+AGGREGATION_DESCRIPTION = (
+    "token models, raw texts: how sub-word predictions become entities, as in the transformers token-classification "
+    "pipeline: first (default: each word takes its first sub-token's tag), average, max, simple (per token, then "
+    "grouped) or none (one entry per token)")
 
 
 MODEL_REF_DESCRIPTION = (
@@ -81,7 +89,7 @@ class _ServingOptions(_Strict):
         """A copy naming the model by its resolved id only: job params carry ids, never references."""
         return self.model_copy(update={"model_id": model_id, "model": None})
 
-    @field_validator("texts", "pairs", check_fields=False)
+    @field_validator("texts", "pairs", "tokens", check_fields=False)
     @classmethod
     def _within_limits(cls, value: list | None, info: ValidationInfo) -> list | None:
         """Texts (or pairs of texts) within the deployment's limits: count, emptiness, characters per text."""
@@ -101,6 +109,11 @@ class _ServingOptions(_Strict):
                 if len(text) > max_chars:
                     raise ValueError(f"{where} has {len(text)} characters; the limit is {max_chars}")
         return value
+
+    @property
+    def with_tokens(self) -> bool:
+        """Whether the inputs are pre-tokenized sentences (token classification)."""
+        return getattr(self, "tokens", None) is not None
 
     @property
     def with_pairs(self) -> bool:
@@ -126,6 +139,10 @@ class ClassifyRequest(_ServingOptions):
     texts: list[str] | None = Field(default=None, min_length=1)
     pairs: list[TextPair] | None = Field(
         default=None, min_length=1, description="pair models only: [text, text_pair] per input")
+    tokens: list[TokenList] | None = Field(
+        default=None, min_length=1, description="token models only: pre-tokenized sentences, a list of words each")
+    aggregation_strategy: AggregationStrategy | None = Field(
+        default=None, description=AGGREGATION_DESCRIPTION)
     dataset_id: SqlId | None = None
     text_column: ColumnName | None = Field(
         default=None, description="with dataset_id: the text column (default: the model's text column or template)")
@@ -137,11 +154,11 @@ class ClassifyRequest(_ServingOptions):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ClassifyRequest":
-        given = [name for name in ("texts", "pairs", "dataset_id") if getattr(self, name) is not None]
+        given = [name for name in ("texts", "pairs", "tokens", "dataset_id") if getattr(self, name) is not None]
         if len(given) > 1:
-            raise _field_error(given[1], f"give one of texts, pairs or dataset_id, not {' and '.join(given)}")
+            raise _field_error(given[1], f"give one of texts, pairs, tokens or dataset_id, not {' and '.join(given)}")
         if not given:
-            raise _field_error("texts", "give texts, pairs, or dataset_id (with text_column)")
+            raise _field_error("texts", "give texts, pairs, tokens, or dataset_id (with text_column)")
         if self.dataset_id is None and any(c is not None for c in (self.text_column, self.text_template,
                                                                    self.text_pair_column, self.id_column)):
             raise ValueError("text_column, text_template, text_pair_column and id_column go with dataset_id, "
@@ -171,10 +188,11 @@ class ClassifyRequest(_ServingOptions):
     @classmethod
     def from_job_params(cls, params: dict, inputs: list[str] | None = None) -> "ClassifyRequest":
         """Read a stored job (params + inputs), already validated under the deployment's limits when created."""
-        keys = ("model_id", "dataset_id", "text_column", "text_template", "text_pair_column", "id_column", "quantize")
+        keys = ("model_id", "dataset_id", "text_column", "text_template", "text_pair_column", "id_column", "quantize",
+                "aggregation_strategy")
         data = {k: params[k] for k in keys if params.get(k) is not None}
         if "dataset_id" not in data:
-            source = PAIRS if params.get("input_kind") == PAIRS else "texts"
+            source = params.get("input_kind") if params.get("input_kind") in (PAIRS, TOKENS) else "texts"
             data[source] = inputs if inputs is not None else params.get("texts")
         return cls.model_validate(data, context={"max_texts": 2**63, "max_text_chars": 2**63})
 
@@ -184,6 +202,8 @@ class ClassifyRequest(_ServingOptions):
         params: dict = {"model_id": self.model_id}
         if self.quantize is not None:
             params["quantize"] = self.quantize
+        if self.aggregation_strategy is not None:
+            params["aggregation_strategy"] = self.aggregation_strategy
         if self.from_dataset:
             params.update(dataset_id=self.dataset_id, text_count=row_count)
             for key in ("text_column", "text_template", "text_pair_column", "id_column"):
@@ -194,6 +214,10 @@ class ClassifyRequest(_ServingOptions):
             params.update(input_kind=PAIRS, text_count=len(self.pairs),
                           pairs_preview=[[a[:preview_chars], b[:preview_chars]] for a, b in self.pairs[:preview]])
             return params, [list(pair) for pair in self.pairs]
+        if self.tokens is not None:
+            params.update(input_kind=TOKENS, text_count=len(self.tokens),
+                          texts_preview=[" ".join(words)[:preview_chars] for words in self.tokens[:preview]])
+            return params, [list(words) for words in self.tokens]
         params.update(text_count=len(self.texts), texts_preview=[t[:preview_chars] for t in self.texts[:preview]])
         return params, list(self.texts)
 
@@ -266,15 +290,19 @@ class PredictRequest(_ServingOptions):
     texts: list[str] | None = Field(default=None, min_length=1)
     pairs: list[TextPair] | None = Field(
         default=None, min_length=1, description="pair models only: [text, text_pair] per input")
+    tokens: list[TokenList] | None = Field(
+        default=None, min_length=1, description="token models only: pre-tokenized sentences, a list of words each")
+    aggregation_strategy: AggregationStrategy | None = Field(
+        default=None, description=AGGREGATION_DESCRIPTION)
     timeout_s: float | None = Field(default=None, ge=0, le=300, allow_inf_nan=False)
 
     from_dataset: ClassVar[bool] = False  # predict takes texts or pairs only
 
     @model_validator(mode="after")
     def _one_source(self) -> "PredictRequest":
-        if (self.texts is None) == (self.pairs is None):
-            raise _field_error("texts", "give either texts or pairs (for a model trained on sentence pairs)",
-                               title="PredictRequest")
+        if sum(x is not None for x in (self.texts, self.pairs, self.tokens)) != 1:
+            raise _field_error("texts", "give one of texts, pairs (for a model trained on sentence pairs) or tokens "
+                               "(pre-tokenized sentences, for a token model)", title="PredictRequest")
         return self
 
     def job_params(self, preview: int = 3, preview_chars: int = 200) -> tuple[dict, list[str]]:

@@ -398,7 +398,19 @@ def _lock_live_model(session, model: TrainedModel) -> None:
 
 
 def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:
-    """Pairs go to a model trained on sentence pairs (``text_pair_column``), single texts to any other."""
+    """Pairs go to a model trained on sentence pairs (``text_pair_column``), single texts to any other;
+    pre-tokenized ``tokens`` and an ``aggregation_strategy`` to a token-classification model only."""
+    kind = task_types.of_params(model_params)
+    tokens_model = kind.name == "token-classification"
+    if request.with_tokens and not tokens_model:
+        raise ApiError(422, "tokens_not_supported", f"model {request.model_id} is a {kind.name} model: tokens "
+                       "(pre-tokenized sentences) are for token-classification models; send texts")
+    if getattr(request, "aggregation_strategy", None) is not None and not tokens_model:
+        raise ApiError(422, "aggregation_not_supported", f"model {request.model_id} is a {kind.name} model: "
+                       "aggregation_strategy applies to token-classification models")
+    if tokens_model and request.with_pairs:
+        raise ApiError(422, "pairs_not_supported", f"model {request.model_id} is a token-classification model: "
+                       "send texts or tokens, not pairs")
     trained_on_pairs = model_params.get("text_pair_column") is not None
     if trained_on_pairs and not request.with_pairs:
         source = "text_pair_column" if request.from_dataset else "pairs"

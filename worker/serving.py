@@ -3,6 +3,7 @@ the model's batching engine."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from sqlalchemy import select
 
@@ -49,20 +50,22 @@ def predictor_for(artifact_dir: str, quantize: bool):
     return get_predictor(artifact_dir, device(), quantize=quantize, engine_options=options)
 
 
-def submit(predictor, texts: list[str], pairs: list[str] | None, lease: Lease) -> Callable[[], list[dict]]:
-    """Start classifying one chunk (texts, or sentence pairs ``(texts[i], pairs[i])``) on the model's batching
-    engine, shared with every concurrent job; returns a function that waits for its results (``Predictor.predict``
-    result dicts)."""
+def submit(predictor, texts: list, pairs: list[str] | None, lease: Lease, **options: Any) -> Callable[[], list[dict]]:
+    """Start classifying one chunk (texts, sentence pairs ``(texts[i], pairs[i])``, or a token model's pre-tokenized
+    sentences) on the model's batching engine, shared with every concurrent job; returns a function that waits for
+    its results (the backend's ``results``, given ``options`` such as a token model's ``aggregation_strategy``)."""
     engine = predictor.engine
     future = engine.submit(texts, pairs=pairs, should_stop=lease.should_stop)
-    return lambda: engine.backend.results(future.result())
+    return lambda: engine.backend.results(future.result(), future.encoded, **options)
 
 
 def prediction_row(index: int, text: str, result: dict, task_type: TaskType, row_id: str | None = None,
                    pair: str | None = None) -> dict:
     """A prediction row for ``core.results.insert_predictions``: the input, then the columns ``task_type`` stores for
     ``result`` (its ``prediction_columns``: the ``result`` JSON, and the columns its filters and exports read)."""
-    row = {"index": index, "text": text, "text_pair": pair, "row_id": row_id}
+    # a pre-tokenized sentence is stored as its words joined by spaces (the words themselves are in the result)
+    row = {"index": index, "text": text if isinstance(text, str) else " ".join(text), "text_pair": pair,
+           "row_id": row_id}
     row.update(task_type.prediction_columns(result))
     return row
 

@@ -16,13 +16,14 @@ from core.schema import Job, Prediction, TrainedModel
 from core.specs import ClassifyRequest
 from ml.data import row_text
 
-# (index, text, text pair or None, row id or None): one input of a classify job
-Input = tuple[int, str, str | None, str | None]
+# (index, text (a token model's pre-tokenized sentence: its words), text pair or None, row id or None): one input of
+# a classify job
+Input = tuple[int, str | list[str], str | None, str | None]
 
 
 def request_size(request: ClassifyRequest) -> int:
-    """How many inputs a request sent inline (texts or pairs)."""
-    return len(request.pairs if request.pairs is not None else request.texts)
+    """How many inputs a request sent inline (texts, pairs or pre-tokenized sentences)."""
+    return len(next(x for x in (request.pairs, request.tokens, request.texts) if x is not None))
 
 
 def job_inputs(request: ClassifyRequest, dataset: tuple[bytes, str] | None) -> Iterator[Input]:
@@ -33,6 +34,9 @@ def job_inputs(request: ClassifyRequest, dataset: tuple[bytes, str] | None) -> I
         if request.pairs is not None:
             for index, (text, pair) in enumerate(request.pairs):
                 yield index, text, pair, None
+        elif request.tokens is not None:  # token classification: the words themselves are the input
+            for index, words in enumerate(request.tokens):
+                yield index, words, None, None
         else:
             for index, text in enumerate(request.texts):
                 yield index, text, None, None

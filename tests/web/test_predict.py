@@ -1,6 +1,8 @@
 """POST /api/v1/predict: a classify job on the same queue, waited for by polling SQL."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import threading
 
 from . import factories as f
@@ -100,3 +102,26 @@ def test_eager_mode_runs_a_registered_task_in_process(app, client, monkeypatch):
     assert response.status_code == 200, response.json
     assert seen == [response.json["job_id"]]
     assert response.json["predictions"][0]["text"] == "only"
+
+
+def test_tokens_and_aggregation_strategy_are_for_token_models_only(client):
+    """Issue 17: pre-tokenized input and an aggregation strategy sent to a text-classification model are a 422
+    before any job row; an unknown strategy is a validation error."""
+    from core.db import db
+    from core.schema import Job
+    from sqlalchemy import func, select
+    from tests.factories import tiny_model_row
+
+    model_id = tiny_model_row(Path("/nonexistent"), ["neg", "pos"])
+    assert_error(client.post("/api/v1/predict", json={"model_id": model_id, "tokens": [["a", "b"]]}), 422,
+                 "tokens_not_supported")
+    assert_error(client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": ["a"],
+                                                             "aggregation_strategy": "max"}), 422,
+                 "aggregation_not_supported")
+    assert_error(client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": ["a"],
+                                                             "aggregation_strategy": "longest"}), 422,
+                 "validation_error")
+    assert_error(client.post("/api/v1/jobs/classify", json={"model_id": model_id, "tokens": [["a", " "]]}), 422,
+                 "validation_error")
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0

@@ -75,6 +75,9 @@ class ClassifyWork:
                  done: set[int], dataset: tuple[bytes, str] | None, total: int, task_type: TaskType) -> None:
         self.job_id, self.request, self.artifact_dir, self.quantize = job_id, request, artifact_dir, quantize
         self.task_type = task_type  # the model's: it shapes the stored predictions
+        # how the backend reads results: a token model's aggregation_strategy (none given: the backend's default)
+        strategy = request.aggregation_strategy
+        self.result_options = {"aggregation_strategy": strategy} if strategy is not None else {}
         self.done, self.dataset, self.total = done, dataset, total
         self.labels = tc.LabelCounts()  # of the rows this attempt stored
         self.classified = self.chunks_stored = 0  # rows / chunks this attempt stored
@@ -110,7 +113,7 @@ class ClassifyWork:
         # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
         pending = None
         for chunk in chunks(todo, CLASSIFY_CHUNK):
-            wait = submit(predictor, *tc.chunk_texts(self.request, chunk), lease)
+            wait = submit(predictor, *tc.chunk_texts(self.request, chunk), lease, **self.result_options)
             if pending is not None:
                 self._store(*pending, lease)
             pending = (chunk, wait)
