@@ -159,6 +159,14 @@ def _option_values(pairs: tuple[str, ...]) -> dict:
     return values
 
 
+def _export_format(path: str) -> str:
+    """The export format a file name asks for: JSON Lines (.jsonl, .ndjson), CoNLL (.conll, .iob), else CSV."""
+    name = path.lower()
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    return "conll" if name.endswith((".conll", ".iob")) else "csv"
+
+
 def _label_fields(columns: tuple[str, ...]) -> dict:
     if not columns:
         return {}
@@ -217,6 +225,9 @@ def datasets_delete(state: State, dataset_id: int, yes: bool) -> None:
 @click.option("--text-column", help="the column holding the text")
 @click.option("--label-column", "label_columns", multiple=True,
               help="the label column; repeat it for several (multitask: one task each)")
+@click.option("--task-type", "task_type", help="text-classification (default) or token-classification")
+@click.option("--tokens-column", help="token classification: the column of token lists (default: tokens)")
+@click.option("--tags-column", help="token classification: the column of tag lists (default: tags)")
 @click.option("--family", help="bert (default), distilbert, bert_lstm or multitask")
 @click.option("--name", help="the model's name: an existing name trains its next version")
 @click.option("--epochs", type=click.IntRange(min=1), help="training epochs")
@@ -226,12 +237,15 @@ def datasets_delete(state: State, dataset_id: int, yes: bool) -> None:
               "(VALUE is JSON when it parses, else text)")
 @click.option("--wait/--no-wait", default=False, help="wait for the job, showing its progress")
 @pass_state
-def train(state: State, dataset: str, text_column: str | None, label_columns: tuple[str, ...], family: str | None,
-          name: str | None, epochs: int | None, encoder: str | None, options: tuple[str, ...], wait: bool) -> None:
-    """Queue a training job (exits 1 if a waited-for job fails)."""
+def train(state: State, dataset: str, text_column: str | None, label_columns: tuple[str, ...], task_type: str | None,
+          tokens_column: str | None, tags_column: str | None, family: str | None, name: str | None,
+          epochs: int | None, encoder: str | None, options: tuple[str, ...], wait: bool) -> None:
+    """Queue a training job (exits 1 if a waited-for job fails). A CoNLL FILE trains an entity recogniser with
+    --task-type token-classification."""
     extra = _option_values(options)
     body: dict = {"dataset_id": _dataset_id(state, dataset)}
-    for key, value in (("text_column", text_column), ("family", family), ("name", name), ("epochs", epochs),
+    for key, value in (("task_type", task_type), ("tokens_column", tokens_column), ("tags_column", tags_column),
+                       ("text_column", text_column), ("family", family), ("name", name), ("epochs", epochs),
                        ("encoder", encoder)):
         if value is not None:
             body[key] = value
@@ -247,13 +261,17 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
 @click.option("--dataset", type=click.IntRange(min=1), help="classify a stored dataset instead of FILE")
 @click.option("--text-column", help="the text column of FILE or --dataset (default: as the model was trained, its text column or template)")
 @click.option("--id-column", help="a column of FILE or --dataset identifying rows (copied to the results)")
+@click.option("--aggregation-strategy", type=click.Choice(["first", "average", "max", "simple", "none"]),
+              help="token models: how sub-word predictions become entities (default first)")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, writable=True),
-              help="write every prediction to this file (CSV; JSON Lines for a .jsonl name)")
+              help="write every prediction to this file (CSV; JSON Lines for a .jsonl name; CoNLL for a .conll "
+              "name, token models)")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="wait for the predictions (--no-wait prints the queued job)")
 @pass_state
 def classify(state: State, model: str, texts: tuple[str, ...], file: str | None, dataset: int | None,
-             text_column: str | None, id_column: str | None, output_path: str | None, wait: bool) -> None:
+             text_column: str | None, id_column: str | None, aggregation_strategy: str | None,
+             output_path: str | None, wait: bool) -> None:
     """Classify texts (--text ...), a FILE (uploaded as a dataset) or a stored --dataset, with MODEL."""
     sources = sum(bool(s) for s in (texts, file, dataset))
     if sources != 1:
@@ -263,6 +281,8 @@ def classify(state: State, model: str, texts: tuple[str, ...], file: str | None,
     if output_path and not wait:
         raise click.UsageError("-o needs the predictions: drop --no-wait")
     body: dict = _model_field(model)
+    if aggregation_strategy:
+        body["aggregation_strategy"] = aggregation_strategy
     if texts:
         body["texts"] = list(texts)
     else:
@@ -281,7 +301,7 @@ def classify(state: State, model: str, texts: tuple[str, ...], file: str | None,
             output.print_json(job)
         _exit_for(job)
     if output_path:
-        fmt = "jsonl" if output_path.lower().endswith((".jsonl", ".ndjson")) else "csv"
+        fmt = _export_format(output_path)
         with byte_progress(f"predictions -> {output_path}") as (set_total, advance):
             state.client.export(job["id"], output_path, fmt, on_total=set_total, on_chunk=advance)
         count = (job.get("params") or {}).get("text_count")

@@ -67,7 +67,19 @@ DATASET_COLUMNS = (("id", "id"), ("name", "name"), ("rows", "rows"), ("columns",
 
 
 def predictions(items: list[dict]) -> None:
-    """A classify job's predictions: text, label(s) and score (multitask: one label column per task)."""
+    """A classify job's predictions: text, label(s) and score (multitask: one label column per task); a token
+    model's: one line per entity (type, span, words, score), or per sentence its tags."""
+    if items and "entities" in items[0]:
+        rows = [{"index": p["index"], "type": e["entity_group"], "span": f"{e['start']}-{e['end']}",
+                 "word": e["word"], "score": e["score"]} for p in items for e in p["entities"]]
+        table(rows, [("index", "#"), ("type", "entity"), ("span", "chars"), ("word", "text"), ("score", "score")],
+              title=f"{len(rows)} entities in {len(items)} texts")
+        return
+    if items and "tags" in items[0]:
+        rows = [{"index": p["index"], "tagged": " ".join(w if t == "O" else f"{w}/{t}" for w, t in
+                                                        zip(p["tokens"], p["tags"]))} for p in items]
+        table(rows, [("index", "#"), ("tagged", "tokens/tags")])
+        return
     if items and items[0].get("tasks"):
         tasks = list(items[0]["tasks"])
         rows = [{"index": p["index"], "text": p["text"], **{t: (p["tasks"].get(t) or {}).get("label") for t in tasks}}

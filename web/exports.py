@@ -29,7 +29,8 @@ from core.specs import PAIRS
 from .errors import ApiError
 
 EXPORT_PAGE_ROWS = 1000  # predictions per query; read at call time so tests can make pages small
-FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson",
+           "conll": "text/plain; charset=utf-8"}  # conll: token-classification jobs only
 CSV_LABEL_SEPARATOR = "|"  # a multi-label row's labels in one CSV cell
 
 # only what the export writes: never the whole ORM row
@@ -74,6 +75,9 @@ def filename(job_id: str, fmt: str) -> str:
 def export_response(user: Principal, job_id: str, fmt: str) -> Response:
     """The download (API and job page alike): checked first, then streamed page by page."""
     plan = plan_export(user, job_id)  # every check happens here, before the first byte is sent
+    if fmt == "conll" and not hasattr(plan.layout, "conll_lines"):
+        raise ApiError(400, "invalid_parameter", f"job {job_id}'s predictions have no CoNLL form: format=conll is "
+                       "for token-classification jobs; use csv or jsonl")
     return Response(
         export_chunks(plan, fmt),
         content_type=FORMATS[fmt],
@@ -136,7 +140,15 @@ def export_chunks(plan: ExportPlan, fmt: str) -> Iterator[bytes]:
     """The encoded export of ``plan`` in ``fmt`` (``csv`` or ``jsonl``), one chunk per page of predictions."""
     if fmt == "jsonl":
         return _jsonl_chunks(plan)
+    if fmt == "conll":
+        return _conll_chunks(plan)
     return _csv_chunks(plan)
+
+
+def _conll_chunks(plan: ExportPlan) -> Iterator[bytes]:
+    """CoNLL: ``token<TAB>tag`` lines, a blank line after each prediction (the layout's ``conll_lines``)."""
+    for page in prediction_pages(plan.job_id):
+        yield "".join(line for p in page for line in plan.layout.conll_lines(p)).encode("utf-8")
 
 
 def _csv_cell(value):

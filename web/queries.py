@@ -96,7 +96,8 @@ class PredictionQuery(Page):
 class ExportQuery(QueryModel):
     """``GET /api/v1/jobs/<id>/export``."""
 
-    format: ExportFormat = Field(default="csv", description="csv (default) or jsonl")
+    format: ExportFormat = Field(default="csv", description="csv (default), jsonl, or conll (token-classification "
+                                 "jobs: token<TAB>tag lines, a blank line between predictions)")
 
 
 # A multipart file part: werkzeug's FileStorage, documented as binary content.

@@ -433,6 +433,8 @@ def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> Clas
             update["text_template"] = params["text_template"]
         elif params.get("text_column") is not None:
             update["text_column"] = params["text_column"]
+        elif params.get("tokens_column") is not None:  # a token model reads its tokens column (JSON arrays of words)
+            update["text_column"] = params["tokens_column"]
         else:
             raise ApiError(422, "missing_column", f"give text_column: model {model.id} does not record the column "
                            "it was trained on")

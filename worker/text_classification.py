@@ -6,6 +6,7 @@ modules call these functions instead of branching on those shapes themselves, so
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
@@ -26,7 +27,21 @@ def request_size(request: ClassifyRequest) -> int:
     return len(next(x for x in (request.pairs, request.tokens, request.texts) if x is not None))
 
 
-def job_inputs(request: ClassifyRequest, dataset: tuple[bytes, str] | None) -> Iterator[Input]:
+def _words(cell: str) -> str | list[str]:
+    """A cell as a token model reads it: a JSON array of non-blank strings is a pre-tokenized sentence, anything
+    else a raw text."""
+    if cell.lstrip().startswith("["):
+        try:
+            words = json.loads(cell)
+        except ValueError:
+            return cell
+        if isinstance(words, list) and words and all(isinstance(w, str) and w.strip() for w in words):
+            return words
+    return cell
+
+
+def job_inputs(request: ClassifyRequest, dataset: tuple[bytes, str] | None, *,
+               words_in_cells: bool = False) -> Iterator[Input]:
     """Every input of a classify job, in order: the request's texts or pairs, else the rows of ``dataset``
     (content, format) read as the model was trained; dataset rows with an empty text (or pair text) are skipped
     (nothing to classify)."""
@@ -46,8 +61,10 @@ def job_inputs(request: ClassifyRequest, dataset: tuple[bytes, str] | None) -> I
                                                      request.text_pair_column, request.id_column)
     for index, row in enumerate(open_rows(content, fmt)):
         text = row_text(row, text_column, template)  # as the model was trained
+        if words_in_cells:
+            text = _words(text)  # a token model: a cell holding a JSON array of words is a pre-tokenized sentence
         pair = row.get(pair_column, "") if pair_column else None
-        if text.strip() and (pair is None or pair.strip()):
+        if (text.strip() if isinstance(text, str) else text) and (pair is None or pair.strip()):
             yield index, text, pair, (row.get(id_column) if id_column else None)
 
 

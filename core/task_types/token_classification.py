@@ -104,6 +104,25 @@ class TokenExport:
             row[column] = result.get(column, [])
         return row
 
+    def conll_lines(self, p: Any) -> list[str]:
+        """A prediction as CoNLL lines: a pre-tokenized sentence's words and tags; a raw text's whitespace-separated
+        words tagged IOB2 from its entities (a word an entity covers in part takes the entity's tag)."""
+        from .conll import write_conll
+        from .tagging import IOB2, align_spans, encode_entities
+
+        result = p.result or {}
+        if "tokens" in result:
+            return list(write_conll([(result["tokens"], result["tags"])]))
+        words, offsets, position = [], [], 0
+        for word in p.text.split():
+            start = p.text.index(word, position)
+            words.append(word)
+            offsets.append((start, start + len(word)))
+            position = start + len(word)
+        spans = [(e["start"], e["end"], e["entity_group"]) for e in result.get("entities", [])]
+        tags = encode_entities(len(words), align_spans(offsets, spans).entities, IOB2)
+        return list(write_conll([(words, tags)])) if words else ["\n"]
+
     def csv_rows(self, p: Any) -> list[dict]:
         result = p.result or {}
         if self.tokens_input:

@@ -113,3 +113,23 @@ def test_json_before_or_after_the_command(monkeypatch, args):
     result = CliRunner().invoke(main, ["--url", "http://127.0.0.1:9", *args], env={"BERTQUEUE_TOKEN": None})
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == page
+
+
+def test_export_format_follows_the_file_name():
+    from cli.main import _export_format
+
+    assert [_export_format(n) for n in ("a.csv", "a.JSONL", "a.ndjson", "a.conll", "b.iob", "x")] == \
+        ["csv", "jsonl", "jsonl", "conll", "conll", "csv"]
+
+
+def test_token_predictions_print_one_line_per_entity(capsys):
+    from cli import output
+
+    output.predictions([{"index": 0, "text": "Bob in Paris", "entities": [
+        {"entity_group": "person", "score": 0.91, "word": "Bob", "start": 0, "end": 3},
+        {"entity_group": "location", "score": 0.8, "word": "Paris", "start": 7, "end": 12}]}])
+    printed = capsys.readouterr().out
+    assert "2 entities in 1 texts" in printed and "person" in printed and "7-12" in printed
+    output.predictions([{"index": 0, "text": "Bob in Paris", "tokens": ["Bob", "in", "Paris"],
+                         "tags": ["B-PER", "O", "B-LOC"], "scores": [0.9, 0.9, 0.9]}])
+    assert "Bob/B-PER in Paris/B-LOC" in capsys.readouterr().out

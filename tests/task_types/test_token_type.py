@@ -107,3 +107,14 @@ def test_exports_one_object_per_row_and_one_csv_line_per_entity():
     layout = TokenExport(tokens_input=True)
     assert layout.row(tokens)["tags"] == TAGGED["tags"]
     assert [(line["token"], line["tag"]) for line in layout.csv_rows(tokens)][2] == ("New", "B-LOC")
+
+
+def test_conll_lines_of_tokens_and_of_raw_texts():
+    layout = TokenExport(tokens_input=True)
+    tokens = SimpleNamespace(index=0, row_id=None, text="Bob in New York", result=TAGGED)
+    assert "".join(layout.conll_lines(tokens)) == "Bob\tB-PER\nin\tO\nNew\tB-LOC\nYork\tI-LOC\n\n"
+    text = SimpleNamespace(index=0, row_id=None, text="Bob  met me in Paris!", result={"entities": [
+        {"entity_group": "person", "score": 0.9, "word": "Bob", "start": 0, "end": 3},
+        {"entity_group": "location", "score": 0.7, "word": "Paris", "start": 15, "end": 20}]})
+    assert "".join(TokenExport(tokens_input=False).conll_lines(text)) == \
+        "Bob\tB-person\nmet\tO\nme\tO\nin\tO\nParis!\tB-location\n\n"

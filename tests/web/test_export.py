@@ -304,3 +304,30 @@ def test_unfinished_job_is_409(client, status):
 def test_bad_format_is_400(client, single_job, fmt):
     error = assert_error(export(client, single_job[0], fmt), 400, "invalid_parameter")
     assert "csv, jsonl" in error["message"]
+
+
+def test_token_jobs_export_jsonl_csv_per_entity_and_conll(client, single_job):
+    """A token-classification job: JSONL one object per text with its entities, CSV one line per entity, CoNLL
+    token<TAB>tag lines; format=conll on a text-classification job is a 400 before anything is streamed."""
+    from core import task_types
+
+    kind = task_types.get("token-classification")
+    model_id = f.make_model(tasks={"tags": ["O", "B-person", "I-person"]},
+                            params={"task_type": "token-classification"})
+    texts = ["Bob Smith met me", "nobody here"]
+    results = [{"entities": [{"entity_group": "person", "score": 0.9, "word": "Bob Smith", "start": 0, "end": 9}]},
+               {"entities": []}]
+    items = [{"index": i, "text": t, **kind.prediction_columns(r)} for i, (t, r) in enumerate(zip(texts, results))]
+    job_id = f.finished(f.make_classify_job(model_id, texts), items)
+    assert parse_jsonl(export(client, job_id, "jsonl")) == [
+        {"index": i, "text": t, "entities": r["entities"]} for i, (t, r) in enumerate(zip(texts, results))]
+    header, rows = parse_csv(export(client, job_id, "csv"))
+    assert header == ["index", "id", "entity_group", "start", "end", "word", "score"]
+    assert rows == [{"index": "0", "id": "", "entity_group": "person", "start": "0", "end": "9", "word": "Bob Smith",
+                     "score": "0.9"}]
+    conll = export(client, job_id, "conll")
+    assert conll.status_code == 200 and conll.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert conll.get_data(as_text=True) == "Bob\tB-person\nSmith\tI-person\nmet\tO\nme\tO\n\nnobody\tO\nhere\tO\n\n"
+    assert client.get(f"/api/v1/jobs/{job_id}/predictions?label=person").get_json()["total"] == 1
+    text_job, _ = single_job
+    assert_error(export(client, text_job, "conll"), 400, "invalid_parameter")

@@ -127,17 +127,18 @@ def list_predictions(job_id: str, query: PredictionQuery):
 
 @bp.get("/api/v1/jobs/<job_id>/export")
 @documented(
-    "Download every prediction of a succeeded classify job as CSV or JSONL (streamed)",
+    "Download every prediction of a succeeded classify job as CSV, JSONL or (token classification) CoNLL, streamed",
     description=EXPORT_DESCRIPTION,
     query=ExportQuery,
     responses={
         200: Answer(
             "the predictions, one row (CSV) or object (JSONL) each, ordered by index",
             model=None,
-            headers={"Content-Disposition": 'attachment; filename="job-<id>-predictions.csv" (or .jsonl)'},
+            headers={"Content-Disposition": 'attachment; filename="job-<id>-predictions.csv" (or .jsonl, .conll)'},
             content={media_type: {"schema": {"type": "string"}} for media_type in exports.FORMATS.values()},
         ),
-        400: "format is neither csv nor jsonl (invalid_parameter)",
+        400: "format is not csv, jsonl or conll, or conll for a job that is not token classification "
+        "(invalid_parameter)",
         409: "a job that is not a classify job (not_a_classify_job), or a classify job that has not succeeded "
         "(job_not_succeeded)",
     },

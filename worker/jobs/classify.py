@@ -20,6 +20,7 @@ from core.results import insert_predictions, stored_indices
 from core.schema import Dataset, JobType
 from core.specs import ClassifyRequest
 from core.task_types import TaskType
+from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
 from ml.batching import RequestCancelled
 
 from .. import text_classification as tc
@@ -108,7 +109,9 @@ class ClassifyWork:
         """Classify what is not stored yet, chunk by chunk, under ``lease`` (open: a cold model load is covered)."""
         self.lease = lease
         started = time.monotonic()
-        todo = (item for item in tc.job_inputs(self.request, self.dataset) if item[0] not in self.done)
+        # a token model reads a dataset cell holding a JSON array of words as a pre-tokenized sentence
+        inputs = tc.job_inputs(self.request, self.dataset, words_in_cells=self.task_type.name == TOKEN_CLASSIFICATION)
+        todo = (item for item in inputs if item[0] not in self.done)
         predictor = predictor_for(self.artifact_dir, self.quantize)
         # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
         pending = None
