@@ -18,6 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from . import TaskType, register
@@ -133,6 +134,46 @@ class TokenExport:
                  "end": e["end"], "word": e["word"], "score": e["score"]} for e in result.get("entities", [])]
 
 
+@dataclass(frozen=True)
+class TokenEvaluationPlan:
+    """What a token model's evaluate job reads from each row: the tokens and tags columns, and the model's tags
+    (stored in the job's params; ``task_type`` tells the worker which plan to read back)."""
+
+    tags: list[str]  # the model's tag set, in its order
+    tokens_column: str
+    tags_column: str
+    task_type: str = NAME
+
+    def to_params(self) -> dict:
+        return {"tags": list(self.tags), "tokens_column": self.tokens_column, "tags_column": self.tags_column,
+                "task_type": self.task_type}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "TokenEvaluationPlan":
+        return cls(tags=list(params["tags"]), tokens_column=params["tokens_column"], tags_column=params["tags_column"])
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.tokens_column, self.tags_column]
+
+    def sentence(self, row: Mapping[str, str], number: int) -> tuple[list[str], list[str]]:
+        """One row's (tokens, gold tags), checked as training rows are."""
+        return sentence(row, SimpleNamespace(tokens_column=self.tokens_column, tags_column=self.tags_column), number)
+
+    def check_labels(self, rows: Iterable[Mapping[str, str]]) -> None:
+        """422 ``unknown_labels`` for tags the model cannot predict (a dataset of another tag set); 422 for bad rows."""
+        from core.evaluation import EvaluationError
+
+        known, unknown = set(self.tags), set()
+        for number, row in enumerate(rows, start=1):
+            unknown.update(tag for tag in self.sentence(row, number)[1] if tag not in known)
+        if unknown:
+            listed = sorted(unknown)[:100]
+            raise EvaluationError("unknown_labels", f"the dataset has tags the model does not know "
+                                  f"({', '.join(map(repr, listed[:20]))}); the model knows "
+                                  f"{', '.join(map(repr, self.tags))}", labels=listed)
+
+
 @register
 class TokenClassification(TaskType):
     """Named entities and other per-word tags (``BertForTokenClassification``)."""
@@ -185,6 +226,25 @@ class TokenClassification(TaskType):
                       first: Any | None, with_id: bool, with_pair: bool) -> TokenExport:
         tokens_input = first is not None and "tokens" in (first.result or {})
         return TokenExport(tokens_input=tokens_input, with_id=with_id)
+
+    def plan_evaluation(self, model_family: str, model_tasks: Mapping[str, list[str]],
+                        model_params: Mapping[str, Any] | None, *, text_column: str | None = None,
+                        text_pair_column: str | None = None, label_column: str | None = None,
+                        label_columns: list[str] | None = None) -> TokenEvaluationPlan:
+        """``text_column`` names the tokens column and ``label_column`` the tags column (default: the model's)."""
+        from core.evaluation import EvaluationError
+
+        params = dict(model_params or {})
+        if text_pair_column is not None:
+            raise EvaluationError("text_pair_mismatch", "a token-classification model takes no text_pair_column")
+        if label_columns is not None and len(label_columns) != 1:
+            raise EvaluationError("label_columns_mismatch", "a token model is evaluated on one tags column")
+        tags_column = label_column or (label_columns or [None])[0] or params.get("tags_column") or "tags"
+        tokens_column = text_column or params.get("tokens_column") or "tokens"
+        if tokens_column == tags_column:
+            raise EvaluationError("invalid_columns", "the tokens and tags columns must differ")
+        return TokenEvaluationPlan(tags=list(next(iter(model_tasks.values()))), tokens_column=tokens_column,
+                                   tags_column=tags_column)
 
     def label_condition(self, session: Any, label: str, model_params: Mapping[str, Any]) -> Any:
         """The rows with at least one entity of type ``label`` (JSON membership in ``labels``; see the module)."""

@@ -118,3 +118,26 @@ def test_conll_lines_of_tokens_and_of_raw_texts():
         {"entity_group": "location", "score": 0.7, "word": "Paris", "start": 15, "end": 20}]})
     assert "".join(TokenExport(tokens_input=False).conll_lines(text)) == \
         "Bob\tB-person\nmet\tO\nme\tO\nin\tO\nParis!\tB-location\n\n"
+
+
+def test_evaluation_plan_and_metrics_of_a_token_model():
+    from core.evaluation import EvaluationError
+    from ml.token_evaluation import evaluate_sentences
+
+    kind = task_types.get(TOKEN)
+    params = {"task_type": TOKEN, "tokens_column": "words", "tags_column": "ner"}
+    plan = kind.plan_evaluation("bert", {"ner": ["O", "B-PER", "I-PER"]}, params)
+    assert plan.columns == ["words", "ner"] and plan.to_params()["task_type"] == TOKEN
+    rows = [{"words": json.dumps(["Bob", "Smith", "ran"]), "ner": json.dumps(["B-PER", "I-PER", "O"])},
+            {"words": json.dumps(["Ann", "too"]), "ner": json.dumps(["B-PER", "O"])}]
+    plan.check_labels(rows)
+    with pytest.raises(EvaluationError) as error:
+        plan.check_labels([{"words": json.dumps(["Rome"]), "ner": json.dumps(["B-LOC"])}])
+    assert error.value.code == "unknown_labels" and error.value.labels == ["B-LOC"]
+    with pytest.raises(EvaluationError):
+        kind.plan_evaluation("bert", {"ner": ["O", "B-PER"]}, params, text_pair_column="x")
+
+    answers = {"Bob": ["B-PER", "O", "O"], "Ann": ["B-PER", "O"]}  # the first entity's boundary is wrong
+    metrics = evaluate_sentences(rows, plan, lambda sentences: [{"tags": answers[s[0]]} for s in sentences])
+    assert (metrics["precision"], metrics["recall"]) == (0.5, 0.5) and metrics["examples"] == 2
+    assert metrics["per_type"]["PER"]["support"] == 2 and metrics["accuracy"] == pytest.approx(4 / 5)

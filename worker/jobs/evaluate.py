@@ -17,6 +17,8 @@ from core.config import Settings
 from core.datasets import DatasetError, open_rows
 from core.db import db
 from core.evaluation import EvaluationError, EvaluationPlan
+from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
+from core.task_types.token_classification import TokenEvaluationPlan
 from core.schema import Dataset, Job, JobType
 from ml.batching import RequestCancelled
 from ml.config import TrainingCancelled
@@ -73,11 +75,19 @@ def run_evaluation(job_id: str) -> None:
     run_job(job_id, EvaluationJob.job_type)
 
 
+def _plan(params: dict):
+    """The evaluation plan stored in a job's params: a token model's (``task_type`` recorded), else text
+    classification's."""
+    if params.get("task_type") == TOKEN_CLASSIFICATION:
+        return TokenEvaluationPlan.from_params(params)
+    return EvaluationPlan.from_params(params)
+
+
 def _read_evaluation(session, job_id: str) -> EvaluationWork:
     """The job's plan, its model's directory and quantization, and its dataset's bytes and format."""
     job = session.get(Job, job_id)
     params = job.params or {}
-    plan = EvaluationPlan.from_params(params)
+    plan = _plan(params)
     model = servable_model(session, params.get("model_id"))
     dataset = session.execute(select(Dataset.content, Dataset.format)
                               .where(Dataset.id == params.get("dataset_id"), Dataset.deleted_at.is_(None))).first()
@@ -87,12 +97,19 @@ def _read_evaluation(session, job_id: str) -> EvaluationWork:
                           dataset.content, dataset.format)
 
 
-def _evaluate(plan: EvaluationPlan, artifact_dir: str, quantize: bool, rows: Iterable[dict], lease: Lease) -> dict:
+def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan, artifact_dir: str, quantize: bool, rows: Iterable[dict], lease: Lease) -> dict:
     """The metrics of the model at ``artifact_dir`` on ``rows``, predicted chunk by chunk under ``lease``."""
     from ml.evaluation import evaluate_rows  # lazily: importing worker.tasks stays light
 
     started = time.monotonic()
     predictor = predictor_for(artifact_dir, quantize)
+    if isinstance(plan, TokenEvaluationPlan):
+        from ml.token_evaluation import evaluate_sentences
+
+        metrics = evaluate_sentences(rows, plan, lambda sentences: submit(predictor, sentences, None, lease)(),
+                                     progress=lease.progress, should_stop=lease.should_stop)
+        metrics.update(seconds=round(time.monotonic() - started, 3), device=device(), quantized=quantize)
+        return metrics
     metrics = evaluate_rows(
         rows, plan, lambda texts, pairs: submit(predictor, texts, pairs, lease)(),
         thresholds=tc.decision_thresholds(predictor), progress=lease.progress,
