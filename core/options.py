@@ -117,6 +117,10 @@ class TrainConfig(StrictModel):
     tokens_column: ColumnName | None = Field(
         default=None, description='token classification: the column of each sentence\'s tokens, a JSON array of '
         'strings (default "tokens"; a CoNLL upload has it)')
+    spans_column: ColumnName | None = Field(
+        default=None, description='token classification from raw text: the column of each text\'s entity spans, a '
+        'JSON array of {"start", "end", "label"} (character offsets into text_column), or a Label Studio export\'s '
+        '"annotations" (its text column is "data"); the spans become word tags through the tokenizer\'s words')
     tags_column: ColumnName | None = Field(
         default=None, description='token classification: the column of each sentence\'s tags, one per token '
         '(default "tags")')
@@ -209,6 +213,8 @@ class TrainConfig(StrictModel):
         classification: the tokens column)."""
         if self.tokens_column is not None:
             return [self.tokens_column]
+        if self.spans_column is not None:
+            return [self.text_column]
         columns = template_columns(self.text_template) if self.text_template else [self.text_column]
         return [*columns, *([self.text_pair_column] if self.text_pair_column else [])]
 
@@ -304,7 +310,24 @@ def _parse_template(template: str) -> tuple[str, ...]:
 def _check_columns(config: TrainConfig) -> None:
     """Resolve label_column / label_columns into ``label_columns`` and check they fit the family and task shape
     (token classification: its tokens and tags columns, the tags being the one label column)."""
+    if config.task_type == TOKEN_CLASSIFICATION[0] and config.spans_column is not None:
+        if config.tokens_column is not None or config.tags_column is not None:
+            raise ValueError("give spans_column (with text_column) or tokens_column / tags_column, not both")
+        config.text_column = config.text_column or "text"
+        if config.text_column == config.spans_column:
+            raise ValueError("text_column and spans_column must differ")
+        if config.stride >= config.max_length - 2:
+            raise ValueError(f"stride ({config.stride}) must be less than max_length - 2 ({config.max_length - 2}): "
+                             "windows must move on")
+        given = config.label_columns or ([config.label_column] if config.label_column else [])
+        if given and given != [config.spans_column]:
+            raise ValueError("token classification reads its labels from spans_column: label_column(s) do not apply")
+        config.label_columns, config.label_column = [config.spans_column], config.spans_column
+        return
     if config.task_type == TOKEN_CLASSIFICATION[0]:
+        if config.text_column is not None:
+            raise ValueError("text_column goes with spans_column (entity spans over raw text); for token lists "
+                             "give tokens_column / tags_column")
         config.tokens_column = config.tokens_column or "tokens"
         config.tags_column = config.tags_column or "tags"
         if config.tokens_column == config.tags_column:
@@ -344,7 +367,7 @@ def _check_columns(config: TrainConfig) -> None:
 # the data fields (not options) a task type may not read: refused when set for a task type whose
 # ``request_fields`` lack them
 _DATA_FIELDS = ("text_column", "text_template", "text_pair_column", "label_column", "label_columns", "tokens_column",
-                "tags_column")
+                "tags_column", "spans_column")
 
 
 def _check_task_type(config: TrainConfig) -> None:

@@ -65,6 +65,62 @@ def sentence(row: Mapping[str, str], config: Any, number: int) -> tuple[list[str
     return tokens, tags
 
 
+def _span(value: Any, text: str, number: int) -> tuple[int, int, str]:
+    """One entity span ``{"start", "end", "label"}`` (Label Studio: ``"labels": [label]``), checked against the text."""
+    if isinstance(value, Mapping) and "value" in value and isinstance(value["value"], Mapping):
+        value = value["value"]  # a Label Studio result item
+    if not isinstance(value, Mapping):
+        raise _error(f"row {number}: a span must be an object with start, end and label", "invalid_spans")
+    start, end = value.get("start"), value.get("end")
+    label = value.get("label")
+    if label is None and isinstance(value.get("labels"), list) and len(value["labels"]) == 1:
+        label = value["labels"][0]
+    if isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int):
+        raise _error(f"row {number}: span start and end must be integers, got {start!r} and {end!r}", "invalid_spans")
+    if not 0 <= start < end <= len(text):
+        raise _error(f"row {number}: span [{start}, {end}) is outside the text of {len(text)} characters (or "
+                     "empty)", "invalid_spans")
+    if not isinstance(label, str) or not label.strip() or len(label) > MAX_TAG_CHARS - 2 or "\x00" in label:
+        raise _error(f"row {number}: a span needs a label (a short string), got {label!r}", "invalid_spans")
+    return start, end, label
+
+
+def span_row(row: Mapping[str, str], config: Any, number: int) -> tuple[str, list[tuple[int, int, str]]]:
+    """One row of a span dataset as (text, sorted spans), checked: offsets inside the text, a label each, no two
+    spans overlapping. The text cell may be a Label Studio ``data`` object (its ``text``); the spans cell a JSON
+    array of spans, or Label Studio ``annotations`` (the first annotation's ``result``)."""
+    text = row.get(config.text_column, "")
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, Mapping) and isinstance(data.get("text"), str):
+            text = data["text"]
+    if "\x00" in text:
+        raise _error(f"row {number}: the text holds a NUL character")
+    cell = row.get(config.spans_column, "")
+    try:
+        items = json.loads(cell) if cell.strip() else []
+    except ValueError:
+        items = None
+    if not isinstance(items, list):
+        raise _error(f"row {number}: column {config.spans_column!r} must hold a JSON array of spans", "invalid_spans")
+    if items and isinstance(items[0], Mapping) and isinstance(items[0].get("result"), list):
+        items = items[0]["result"]  # Label Studio: the first annotation's regions
+    spans = sorted(_span(item, text, number) for item in items)
+    for (_, end, _), (start, _, _) in zip(spans, spans[1:]):
+        if start < end:
+            raise _error(f"row {number}: spans overlap (one ends at {end}, the next starts at {start})",
+                         "overlapping_spans")
+    return text, spans
+
+
+def span_tags(types: Iterable[str]) -> list[str]:
+    """The IOB2 tag set of a span dataset's entity types: ``O``, then ``B-``/``I-`` of each type, sorted."""
+    return ["O", *(f"{prefix}-{kind}" for kind in sorted(set(types)) for prefix in ("B", "I"))]
+
+
 def result_labels(result: Mapping[str, Any]) -> list[str]:
     """The labels a ``?label=`` filter matches for one result: its entity types (plain tags: its tags)."""
     if "entities" in result:
@@ -184,13 +240,16 @@ class TokenClassification(TaskType):
     default_metric = "f1"
     metrics = ("f1", "precision", "recall", "accuracy", "val_loss")
     # label_column(s): only as the tags column itself (a validated request stores them resolved so)
-    request_fields = frozenset({"tokens_column", "tags_column", "label_column", "label_columns"})
+    request_fields = frozenset({"tokens_column", "tags_column", "text_column", "spans_column", "label_column",
+                                "label_columns"})
     families = ("bert", "distilbert", "bert_lstm")
 
     def check_training_rows(self, rows: Iterable[Mapping[str, str]], config: Any, *,
                             known: Mapping[str, set[str]] | None = None) -> dict[str, Counter]:
         """Every row a sentence of tokens and as many tags; at least 2 distinct tags; ``known``: the training
         data's tag set, which a validation dataset's tags must stay within."""
+        if config.spans_column is not None:
+            return self._check_span_rows(rows, config, known)
         task = config.tags_column
         counts: Counter = Counter()
         for number, row in enumerate(rows, start=1):
@@ -207,6 +266,24 @@ class TokenClassification(TaskType):
         elif len(counts) < 2:
             raise _error(f"column {task!r} needs at least 2 distinct tags; found {', '.join(counts) or 'none'}",
                          "too_few_classes")
+        return {task: counts}
+
+    def _check_span_rows(self, rows: Iterable[Mapping[str, str]], config: Any,
+                         known: Mapping[str, set[str]] | None) -> dict[str, Counter]:
+        """Span data: every row's spans checked (:func:`span_row`); counts per entity type; at least one entity."""
+        task = config.spans_column
+        counts: Counter = Counter()
+        for number, row in enumerate(rows, start=1):
+            counts.update(label for _, _, label in span_row(row, config, number)[1])
+            if len(counts) > MAX_TAGS:
+                raise _error(f"more than {MAX_TAGS} entity types in {task!r}", "too_many_labels")
+        if known is not None:
+            unknown = sorted(set(counts) - set(known.get(task, set())))
+            if unknown:
+                raise _error(f"the validation data has entity types the training data lacks: {', '.join(unknown)}",
+                             "unknown_labels")
+        elif not counts:
+            raise _error(f"column {task!r} holds no entity span: there is nothing to learn", "too_few_classes")
         return {task: counts}
 
     def prediction_columns(self, result: Mapping[str, Any]) -> dict[str, Any]:

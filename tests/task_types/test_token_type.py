@@ -26,7 +26,7 @@ def test_request_defaults_and_refusals():
     assert request.metric == "f1" and request.text_columns() == ["tokens"]
     assert TrainRequest.model_validate(request.model_dump(mode="json")) == request  # a stored request reads back
     for bad, words in [({"multi_label": True}, "multi_label applies"), ({"family": "multitask"}, "families"),
-                       ({"text_column": "text"}, "text_column does not apply"), ({"stride": 126}, "stride"),
+                       ({"text_pair_column": "text"}, "text_pair_column does not apply"), ({"stride": 126}, "stride"),
                        ({"label_columns": ["a", "b"]}, "tags_column"), ({"metric": "macro_f1"}, "metric"),
                        ({"tokens_column": "x", "tags_column": "x"}, "must differ"),
                        ({"text_normalization": "social"}, "text_normalization applies")]:
@@ -141,3 +141,47 @@ def test_evaluation_plan_and_metrics_of_a_token_model():
     metrics = evaluate_sentences(rows, plan, lambda sentences: [{"tags": answers[s[0]]} for s in sentences])
     assert (metrics["precision"], metrics["recall"]) == (0.5, 0.5) and metrics["examples"] == 2
     assert metrics["per_type"]["PER"]["support"] == 2 and metrics["accuracy"] == pytest.approx(4 / 5)
+
+
+def _span_check(rows, **known):
+    request = _request(spans_column="entities")
+    stream = open_rows(("\n".join(json.dumps(r) for r in rows) + "\n").encode(), "jsonl")
+    return check_training_columns(stream, request, **known)
+
+
+def test_span_rows_jsonl_and_label_studio():
+    rows = [{"text": "Bob lives in Paris", "entities": [{"start": 0, "end": 3, "label": "PER"},
+                                                           {"start": 13, "end": 18, "label": "LOC"}]},
+            {"text": "nothing here", "entities": []}]
+    assert _span_check(rows) == {"entities": {"PER": 1, "LOC": 1}}
+    studio = [{"data": {"text": "Ann met Bob"}, "annotations": [{"result": [
+        {"value": {"start": 0, "end": 3, "text": "Ann", "labels": ["PER"]}},
+        {"value": {"start": 8, "end": 11, "text": "Bob", "labels": ["PER"]}}]}]}]
+    request = _request(text_column="data", spans_column="annotations")
+    stream = open_rows(json.dumps(studio).encode(), "json")
+    assert check_training_columns(stream, request) == {"annotations": {"PER": 2}}
+
+
+@pytest.mark.parametrize("spans, code", [
+    ([{"start": 0, "end": 99, "label": "PER"}], "invalid_spans"),
+    ([{"start": -1, "end": 2, "label": "PER"}], "invalid_spans"),
+    ([{"start": 2, "end": 2, "label": "PER"}], "invalid_spans"),
+    ([{"start": 0, "end": 3, "labels": "PER"}], "invalid_spans"),
+    ([{"start": "0", "end": 3, "label": "PER"}], "invalid_spans"),
+    ([{"start": 0, "end": 5, "label": "PER"}, {"start": 4, "end": 8, "label": "LOC"}], "overlapping_spans"),
+    ({"start": 0}, "invalid_spans"),
+])
+def test_bad_spans_are_422(spans, code):
+    with pytest.raises(DatasetError) as error:
+        _span_check([{"text": "Bob lives in Paris", "entities": spans}])
+    assert (error.value.code, error.value.status) == (code, 422)
+
+
+def test_span_requests_and_no_entity_at_all():
+    with pytest.raises(DatasetError) as error:
+        _span_check([{"text": "a", "entities": []}])
+    assert error.value.code == "too_few_classes"
+    with pytest.raises(ValidationError, match="not both"):
+        _request(spans_column="entities", tags_column="tags")
+    with pytest.raises(ValidationError, match="text_column goes with spans_column"):
+        _request(text_column="text")
