@@ -230,12 +230,12 @@ def task_data(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]] 
 
 
 def _metric(config: TrainConfig, task: Any) -> str:
-    """The metric that picks the best checkpoint: the config's when it was set, else the task type's default
-    (a pydantic config that left ``metric`` at its default counts as unset). Token classification reads
-    ``micro_f1`` as its ``f1``."""
+    """The metric that picks the best checkpoint: the task type's default when the config's is unset (None) or
+    ``TrainConfig``'s declared default (``macro_f1``, text classification's: a request is dumped and re-validated
+    on its way to the worker, so "left at the default" cannot be told from "chosen"); else the config's. Token
+    classification reads ``micro_f1`` as its ``f1``."""
     metric = getattr(config, "metric", None)
-    fields_set = getattr(config, "model_fields_set", None)
-    if metric is None or (fields_set is not None and "metric" not in fields_set):
+    if metric is None or metric == TrainConfig.model_fields["metric"].default:
         return task.default_metric
     if metric == "micro_f1" and "f1" in task.metric_keys:
         return "f1"

@@ -50,7 +50,7 @@ class TokenPredictor:
     """
 
     def __init__(self, model: Any, tokenizer: Any, id2label: Sequence[str], *, device: str = "cpu",
-                 max_length: int = 128, stride: int = DEFAULT_STRIDE, aggregation_strategy: str = "first"):
+                 max_length: int = 128, stride: int | None = DEFAULT_STRIDE, aggregation_strategy: str = "first"):
         if aggregation_strategy not in STRATEGIES:
             raise ValueError(f"unknown aggregation_strategy {aggregation_strategy!r}")
         self.model, self.tokenizer, self.device = model.eval(), tokenizer, device

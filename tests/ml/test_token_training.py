@@ -33,11 +33,12 @@ def token_rows(sentences=None) -> list[dict[str, str]]:
     return [{"tokens": json.dumps(words), "ner": json.dumps(tags)} for words, tags in (sentences or _sentences())]
 
 
-@pytest.mark.parametrize("family", ["bert", "bert_lstm"])
-def test_token_model_trains_saves_loads_and_tags_back(family, tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("family", ["bert", "bert_lstm", "distilbert"])
+def test_token_model_trains_saves_loads_and_tags_back(family, tiny_bert_dir, tiny_distilbert_dir, tmp_path):
     sentences = _sentences()
     rows = token_rows(sentences)
-    config = token_config(family=family, encoder=str(tiny_bert_dir), lstm_hidden=16)
+    encoder = tiny_distilbert_dir if family == "distilbert" else tiny_bert_dir
+    config = token_config(family=family, encoder=str(encoder), lstm_hidden=16)
     calls = []
     result = train_classifier(rows, config, tmp_path / "model", validation_rows=rows,
                               progress=lambda fraction, info: calls.append(info))
@@ -133,3 +134,18 @@ def test_text_options_that_do_not_apply_are_refused(tiny_bert_dir, tmp_path):
         train_classifier(token_rows(), token_config(encoder=str(tiny_bert_dir), multi_label=True), tmp_path / "m")
     with pytest.raises(TrainingDataError, match="multitask"):
         train_classifier(token_rows(), token_config(encoder=str(tiny_bert_dir), family="multitask"), tmp_path / "m")
+
+
+def test_metric_defaults_to_entity_f1_and_can_be_chosen(tiny_bert_dir, tmp_path):
+    from ml.loop import _metric, task_data
+
+    rows = token_rows()
+    token = task_data(rows, None, token_config())
+    assert _metric(token_config(metric=None), token) == "f1"
+    assert _metric(token_config(metric="macro_f1"), token) == "f1"  # TrainConfig's default: the task type decides
+    assert _metric(token_config(metric="micro_f1"), token) == "f1"
+    assert _metric(token_config(metric="val_loss"), token) == "val_loss"
+    assert _metric(token_config(metric="accuracy"), token) == "accuracy"
+    result = train_classifier(rows, token_config(encoder=str(tiny_bert_dir), epochs=1, metric="val_loss"),
+                              tmp_path / "m", validation_rows=rows)
+    assert result.metrics["metric"] == "val_loss"
