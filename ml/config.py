@@ -38,10 +38,16 @@ def _family_options(config: TrainConfig, class_weights: dict[str, list[float]] |
     return {**model_options(config), "class_weights": class_weights}
 
 
-def _check_config(config: TrainConfig) -> None:
-    """The declarations and the model classes must agree on the family (the config itself was validated by
-    pydantic when it was built)."""
-    from models.registry import FAMILIES
+def _check_config(config: TrainConfig, task_type: str = "text-classification") -> None:
+    """The declarations and the model classes must agree on the task type and family (the config itself was
+    validated by pydantic when it was built)."""
+    from models.registry import task_families
 
-    if config.family not in FAMILIES:
-        raise TrainingDataError(f"unknown model family {config.family!r}; choose one of {', '.join(FAMILIES)}")
+    try:
+        families = task_families(task_type)
+    except ValueError as error:
+        raise TrainingDataError(str(error)) from None
+    if config.family not in families:
+        where = "" if task_type == "text-classification" else f" for {task_type}"
+        raise TrainingDataError(f"unknown model family {config.family!r}{where}; choose one of "
+                                f"{', '.join(families)}")

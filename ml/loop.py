@@ -1,6 +1,7 @@
 """The training loop: rows of a CSV in, a saved classifier + metrics out. Pure: no database, no Celery.
 
-Pipeline of :func:`train_classifier`:
+Pipeline of :func:`train_classifier` (for text classification; a task type supplies steps 1-3 and the scoring of
+step 5 through a *task data* object, :class:`TextTask` or ``ml.token_training.TokenTask``, and the rest is shared):
 
 1. **Rows -> examples** and 2. **split**: :mod:`ml.data` (:func:`~ml.data.prepare_examples`,
    :func:`~ml.data.split_indices`). ``validation_rows`` (a separate labelled dataset) replaces the random split:
@@ -30,7 +31,7 @@ Pipeline of :func:`train_classifier`:
 ``progress(fraction, info)`` is called at least every ``PROGRESS_INTERVAL_S`` seconds and after every evaluation
 (then ``info`` carries the ``history`` so far); ``info["eta_seconds"]`` estimates the time left (remaining steps
 and evaluations at the measured speed). ``should_stop()`` must be cheap (it reads a flag): it is polled in every
-phase -- before loading the encoder, after building the model (before each tokenizer chunk), after every training
+phase -- before loading the encoder, before each tokenizer chunk (before the model is built), after every training
 and evaluation step, and before saving. When it returns True, :class:`TrainingCancelled` is raised and nothing is
 written.
 """
@@ -158,6 +159,96 @@ def _prepare_data(rows: list[dict[str, Any]], validation_rows: list[dict[str, An
                  examples.skipped)
 
 
+class TextTask:
+    """The text-classification task data of one training run: one row = one text (or pair), labels (B,) ids per
+    task, or multi-hot (B, C) rows; scored per task by :func:`score`.
+
+    The loop asks a task data object for everything that differs between task types (``ml.token_training.TokenTask``
+    is the other one): ``tasks``, ``source`` / ``stratified`` / ``skipped`` / ``validation_examples``,
+    ``encode(tokenizer, max_length, check_stop) -> Encoded`` (which sets ``train_rows`` / ``val_rows``, indices of
+    the encoded rows), ``train_labels(encoded)`` (what "balanced" class weights count), ``model_options(config,
+    class_weights)`` and ``configure(model)`` (building the model), ``score(evaluation, encoded, rows)``,
+    ``record_fields(per_task)`` (the metrics of a history record; ``metric_keys`` name them),
+    ``final_metrics(model, best, encoded)`` and ``summary()`` (what is reported), ``default_metric``.
+    """
+
+    task_type = "text-classification"
+    default_metric = "macro_f1"
+    metric_keys = ("accuracy", "macro_f1")
+
+    def __init__(self, rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]] | None,
+                 config: TrainConfig):
+        self.data = _prepare_data(rows, validation_rows, config)
+        self.tasks, self.multi_label = self.data.tasks, self.data.multi_label
+        self.source, self.stratified, self.skipped = self.data.source, self.data.stratified, self.data.skipped
+        self.validation_examples = len(self.data.val_rows)
+        self.train_rows: list[int] = []
+        self.val_rows: list[int] = []
+        self.multitask = False
+
+    def encode(self, tokenizer: Any, max_length: int, check_stop: Callable[[], None] | None = None) -> Encoded:
+        data = self.data
+        input_ids, token_type_ids = tokenize(tokenizer, data.texts, max_length, check_stop, pairs=data.pairs)
+        self.train_rows, self.val_rows = data.train_rows, data.val_rows
+        return Encoded(input_ids, data.labels, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                       token_type_ids, data.multi_label)
+
+    def train_labels(self, encoded: Encoded) -> dict[str, list[Any]]:
+        return {t: [y[i] for i in self.train_rows] for t, y in encoded.labels.items()}
+
+    def model_options(self, config: TrainConfig, class_weights: dict[str, list[float]] | None) -> dict[str, Any]:
+        return _family_options(config, class_weights)
+
+    def configure(self, model: Any) -> None:
+        self.multitask = model.is_multitask
+
+    def score(self, evaluation: Mapping[str, Any], encoded: Encoded, rows: Sequence[int],
+              thresholds: Any = None) -> dict[str, dict[str, Any]]:
+        return score(evaluation, encoded, rows, self.tasks, thresholds)
+
+    def record_fields(self, per_task: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+        return _record_fields(per_task, list(self.tasks), self.multitask, self.multi_label)
+
+    def final_metrics(self, model: Any, best: "_Best", encoded: Encoded) -> dict[str, Any]:
+        return _final_metrics(model, best, encoded, self.val_rows, self.tasks, self.multi_label)
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+def task_data(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]] | None,
+              config: TrainConfig) -> Any:
+    """The task data object for ``config``'s task type (``getattr``: configs from before task types have none)."""
+    task_type = getattr(config, "task_type", None) or TextTask.task_type
+    if task_type == TextTask.task_type:
+        return TextTask(rows, validation_rows, config)
+    from ml.token_training import TOKEN_CLASSIFICATION, TokenTask
+
+    if task_type == TOKEN_CLASSIFICATION:
+        return TokenTask(rows, validation_rows, config)
+    raise TrainingDataError(f"unknown task type {task_type!r}")
+
+
+def _metric(config: TrainConfig, task: Any) -> str:
+    """The metric that picks the best checkpoint: the task type's default when the config's is unset (None) or
+    ``TrainConfig``'s declared default (``macro_f1``, text classification's: a request is dumped and re-validated
+    on its way to the worker, so "left at the default" cannot be told from "chosen"); else the config's. Token
+    classification reads ``micro_f1`` as its ``f1``."""
+    metric = getattr(config, "metric", None)
+    if metric is None or metric == TrainConfig.model_fields["metric"].default:
+        return task.default_metric
+    if metric == "micro_f1" and "f1" in task.metric_keys:
+        return "f1"
+    return metric
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    """The training config as JSON-able data (a pydantic model, or any object with attributes)."""
+    if hasattr(config, "model_dump"):
+        return config.model_dump(mode="json")
+    return {k: v for k, v in vars(config).items() if not k.startswith("_")}
+
+
 def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_size: int,
              heartbeat: _Heartbeat | None = None, fraction: float = 0.0,
              info: dict[str, Any] | None = None, max_tokens: int | None = None) -> dict[str, Any]:
@@ -261,18 +352,25 @@ def score(evaluation: Mapping[str, Any], data: Encoded, rows: Sequence[int], tas
 
 
 def _history_record(step: int, epoch: float, train_loss: float | None, evaluation: Mapping[str, Any] | None,
-                    per_task: Mapping[str, Mapping[str, Any]] | None, tasks: Sequence[str], multitask: bool,
-                    multi_label: bool) -> dict[str, Any]:
-    """One entry of ``metrics.history``: ``{"step", "epoch", "train_loss", "val_loss", "accuracy", "macro_f1"}``
-    (+ ``micro_f1`` for multi-label, + ``tasks`` for multitask); validation values are None without validation."""
-    per_task = per_task or {t: {} for t in tasks}
-    first = per_task[tasks[0]]
-    record: dict[str, Any] = {
+                    fields: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of ``metrics.history``: ``{"step", "epoch", "train_loss", "val_loss"}`` plus the task type's
+    validation ``fields`` (``TextTask.record_fields``, ``TokenTask.record_fields``)."""
+    return {
         "step": step,
         "epoch": int(epoch) if float(epoch).is_integer() else round(epoch, 4),
         "train_loss": _r(train_loss),
         "val_loss": _r(evaluation["loss"]) if evaluation is not None else None,
+        **fields,
     }
+
+
+def _record_fields(per_task: Mapping[str, Mapping[str, Any]] | None, tasks: Sequence[str], multitask: bool,
+                   multi_label: bool) -> dict[str, Any]:
+    """Text classification's part of a history record: ``{"accuracy", "macro_f1"}`` (+ ``micro_f1`` for
+    multi-label, + ``tasks`` for multitask); None each without validation."""
+    per_task = per_task or {t: {} for t in tasks}
+    first = per_task[tasks[0]]
+    record: dict[str, Any] = {}
     if multitask:
         record["accuracy"] = _mean([m.get("accuracy") for m in per_task.values()])
         record["macro_f1"] = _mean([m.get("macro_f1") for m in per_task.values()])
@@ -319,6 +417,7 @@ def train_classifier(
     progress: Callable[[float, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     max_batch_tokens: int | None = None,
+    data_report: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``config.family`` on ``rows`` and save the best checkpoint to ``output_dir`` (see the module docstring).
 
@@ -329,6 +428,11 @@ def train_classifier(
     ``max_batch_tokens``: padded tokens per forward pass, in training (gradient accumulation over micro-batches)
     and evaluation; the worker passes ``MAX_TRAIN_BATCH_TOKENS``; default ``ml.config.DEFAULT_MAX_TRAIN_BATCH_TOKENS``
     (that setting's default).
+    ``data_report``: counts from reading the data that the metrics must carry (e.g. character spans snapped to
+    token boundaries or dropped), recorded as ``metrics["data_report"]``.
+
+    The task type is ``getattr(config, "task_type", "text-classification")``; a task data object (:class:`TextTask`,
+    ``ml.token_training.TokenTask``) supplies what differs (see :class:`TextTask`), the loop is shared.
 
     Metrics (JSON-able; ``accuracy``, ``macro_f1``, ``val_loss``, ``per_class``, ``confusion_matrix`` are those of
     the best checkpoint on the validation rows, None without validation)::
@@ -354,6 +458,11 @@ def train_classifier(
     (one per label, tuned on every validation row; the final metrics use 2-fold cross-fitted ones, the history
     uses 0.5); no confusion matrix.
 
+    Token classification (``ml.token_training``): the rows are windows of sentences; the metrics are ``f1``,
+    ``precision``, ``recall`` (entity-level micro, or per word for plain tags), ``accuracy`` (token accuracy),
+    ``macro_f1``, ``per_type``, plus ``labels`` (the tag set), ``scheme``, ``sentences``, ``tokens``, ``windows``,
+    ``stride``, ``task_type``; ``metric`` defaults to ``f1``; history and epochs records carry those metrics.
+
     Raises :class:`TrainingDataError` for unusable data/settings and :class:`TrainingCancelled` when stopped.
     """
     import numpy as np
@@ -361,12 +470,13 @@ def train_classifier(
     from transformers import get_linear_schedule_with_warmup
 
     from ml.device import configure_torch_threads, resolve_device
-    from models.encoders import load_tokenizer
+    from models.encoders import load_encoder_config, load_tokenizer
     from models.io import save_model
     from models.registry import build_model, resolve_encoder
 
     started = time.monotonic()
-    _check_config(config)
+    task_type = getattr(config, "task_type", None) or TextTask.task_type
+    _check_config(config, task_type)
     max_tokens = max_batch_tokens if max_batch_tokens is not None else DEFAULT_MAX_TRAIN_BATCH_TOKENS
     if max_tokens < 1:
         raise ValueError("max_batch_tokens must be >= 1")
@@ -376,18 +486,12 @@ def train_classifier(
     if device == "cpu":
         configure_torch_threads()
 
-    data = _prepare_data(rows, validation_rows, config)
-    tasks, train_rows, val_rows = data.tasks, data.train_rows, data.val_rows
-    task_names = list(tasks)
-    if config.early_stopping_patience is not None and not val_rows:
+    data = task_data(rows, validation_rows, config)
+    metric = _metric(config, data)
+    tasks = data.tasks
+    if config.early_stopping_patience is not None and not data.validation_examples:
         raise TrainingDataError("early_stopping_patience needs validation data: a validation_split > 0 or a "
                                 "validation dataset")
-    train_labels = {t: [y[i] for i in train_rows] for t, y in data.labels.items()}
-    if not data.multi_label:  # a multi-label row without any label is an all-zero target, still a lesson
-        for task in tasks:
-            if all(y == IGNORE_INDEX for y in train_labels[task]):
-                raise TrainingDataError(f"no training row has a label for {task!r}")
-    class_weights = resolve_class_weights(config.class_weights, tasks, train_labels)
     if config.task_weights is not None:
         unknown = set(config.task_weights) - set(tasks)
         if unknown:
@@ -399,19 +503,26 @@ def train_classifier(
 
     heartbeat.tick(0.0, {"phase": "loading"}, force=True)
     try:
-        encoder_path = resolve_encoder(config.family, config.encoder, encoder_cache_dir)
+        encoder_path = resolve_encoder(config.family, config.encoder, encoder_cache_dir, task_type=task_type)
     except ValueError as error:
         raise TrainingDataError(str(error)) from error
     tokenizer = load_tokenizer(encoder_path)
-    model = build_model(config.family, tasks, encoder_path, **_family_options(config, class_weights))
-    max_length = min(config.max_length, encoder_max_positions(tokenizer, model.encoder_config))
+    max_length = min(config.max_length, encoder_max_positions(tokenizer, load_encoder_config(encoder_path)))
+    # encoded before the model is built: token classification's "balanced" weights count the labelled positions
+    encoded = data.encode(tokenizer, max_length, heartbeat.check_stop)
+    train_rows, val_rows = data.train_rows, data.val_rows
+    train_labels = data.train_labels(encoded)
+    if not data.multi_label:  # a multi-label row without any label is an all-zero target, still a lesson
+        for task in tasks:
+            if all(y == IGNORE_INDEX for y in train_labels[task]):
+                raise TrainingDataError(f"no training row has a label for {task!r}")
+    class_weights = resolve_class_weights(config.class_weights, tasks, train_labels)
+    model = build_model(config.family, tasks, encoder_path, task_type=task_type,
+                        **data.model_options(config, class_weights))
     model.max_length = max_length
+    data.configure(model)
     model.to(device)
-
-    input_ids, token_type_ids = tokenize(tokenizer, data.texts, max_length, heartbeat.check_stop, pairs=data.pairs)
-    encoded = Encoded(input_ids, data.labels, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-                      token_type_ids, data.multi_label)
-    train_lengths = [len(input_ids[i]) for i in train_rows]
+    train_lengths = [len(encoded.input_ids[i]) for i in train_rows]
 
     encoder_lr = config.encoder_lr if config.encoder_lr is not None else config.learning_rate
     head_lr = config.head_lr if config.head_lr is not None else config.learning_rate * HEAD_LR_MULTIPLIER
@@ -423,7 +534,7 @@ def train_classifier(
     rng = random.Random(config.seed)
     eval_batch = max(32, config.batch_size * 2)
     clock = _Clock(total_steps, config.eval_steps or steps_per_epoch, config.batch_size, len(val_rows))
-    best = _Best(config.metric, config.early_stopping_patience)
+    best = _Best(metric, config.early_stopping_patience)
 
     history: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
@@ -462,10 +573,10 @@ def train_classifier(
             if val_rows:
                 evaluation = evaluate(model, encoded, val_rows, device, eval_batch, heartbeat, step / total_steps,
                                       info, max_tokens=max_tokens)
-                per_task = score(evaluation, encoded, val_rows, tasks)
+                per_task = data.score(evaluation, encoded, val_rows)
                 model.train()
             record = _history_record(step, step / steps_per_epoch, since_sum / max(1, since_n), evaluation,
-                                     per_task, task_names, model.is_multitask, data.multi_label)
+                                     data.record_fields(per_task))
             history.append(record)
             since_sum, since_n = 0.0, 0
             stopped_early = best.update(model, step, record, evaluation) and step < total_steps
@@ -481,10 +592,10 @@ def train_classifier(
             )
             if stopped_early:
                 log.info("early stopping at step %d: no better %s in %d evaluations (best at step %s)",
-                         step, config.metric, best.stale, best.step)
+                         step, metric, best.stale, best.step)
                 break
         epochs.append(_epoch_record(epoch, epoch_sum / max(1, epoch_n), epoch_first_step, history,
-                                    time.monotonic() - epoch_started))
+                                    time.monotonic() - epoch_started, data.metric_keys))
         if stopped_early:
             break
     train_seconds = time.monotonic() - loop_started
@@ -495,16 +606,17 @@ def train_classifier(
         model.load_state_dict(best.state)
     best.state = None  # the copy is no longer needed: free it before saving
 
-    final = _final_metrics(model, best, encoded, val_rows, tasks, data.multi_label)
+    final = data.final_metrics(model, best, encoded)
+    head = {k: final.pop(k) for k in data.metric_keys}  # the headline numbers first, as before task types
+    tail = {k: final.pop(k) for k in ("labels", "per_class", "confusion_matrix", "tasks") if k in final}
     metrics: dict[str, Any] = {
-        "accuracy": final["accuracy"],
-        "macro_f1": final["macro_f1"],
+        **head,
         "val_loss": best.record["val_loss"],
-        **{k: final[k] for k in ("micro_f1", "subset_accuracy", "thresholds") if k in final},
+        **final,  # micro_f1, subset_accuracy, thresholds (multi-label); precision, recall, per_type (tokens) ...
         "history": history,
         "best_step": best.step,
         "stopped_early": stopped_early,
-        "metric": config.metric,
+        "metric": metric,
         "steps": step,
         "total_steps": total_steps,
         "epochs": epochs,
@@ -521,20 +633,18 @@ def train_classifier(
         "class_weights": class_weights,
         "stratified_split": data.stratified,
         "skipped_rows": data.skipped,
-        "labels": final["labels"],
-        "per_class": final["per_class"],
+        **data.summary(),
+        **tail,
     }
-    if "confusion_matrix" in final:
-        metrics["confusion_matrix"] = final["confusion_matrix"]
-    if "tasks" in final:
-        metrics["tasks"] = final["tasks"]
+    if data_report:
+        metrics["data_report"] = dict(data_report)
 
     heartbeat.check_stop()
     metadata = {
-        "training": {**config.model_dump(mode="json"), "max_length": max_length, "encoder_lr": encoder_lr,
+        "training": {**_config_dict(config), "max_length": max_length, "encoder_lr": encoder_lr,
                      "head_lr": head_lr, "class_weights": class_weights},
         "encoder_source": encoder_path,
-        "summary": {k: metrics[k] for k in ("accuracy", "macro_f1", "val_loss", "train_examples",
+        "summary": {k: metrics[k] for k in (*data.metric_keys, "val_loss", "train_examples",
                                             "validation_examples", "best_step", "stopped_early")},
     }
     output_dir = Path(output_dir)
@@ -543,18 +653,18 @@ def train_classifier(
     metrics["total_seconds"] = _r(time.monotonic() - started, 3)
     if progress is not None:
         progress(1.0, {"phase": "done", "epoch": epochs[-1]["epoch"], "epochs": config.epochs, "step": step,
-                       "total_steps": total_steps, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                       "total_steps": total_steps, **{k: metrics[k] for k in data.metric_keys},
                        "best_step": best.step, "eta_seconds": 0, "history": list(history)})
     return TrainResult(metrics=metrics, tasks={t: list(labels) for t, labels in tasks.items()}, output_dir=output_dir)
 
 
 def _epoch_record(epoch: int, train_loss: float, first_step: int, history: Sequence[Mapping[str, Any]],
-                  seconds: float) -> dict[str, Any]:
+                  seconds: float, metric_keys: Sequence[str] = ("accuracy", "macro_f1")) -> dict[str, Any]:
     """An entry of ``metrics.epochs``: the epoch's mean training loss, and the validation values of its last
     evaluation (None when it had none, e.g. with ``eval_steps`` longer than an epoch)."""
     last = history[-1] if history and history[-1]["step"] >= first_step else {}
     record = {"epoch": epoch, "train_loss": _r(train_loss),
-              **{k: last.get(k) for k in ("val_loss", "accuracy", "macro_f1")}}
+              **{k: last.get(k) for k in ("val_loss", *metric_keys)}}
     if "tasks" in last:
         record["tasks"] = last["tasks"]
     record["seconds"] = _r(seconds, 3)

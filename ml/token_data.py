@@ -20,6 +20,12 @@ from .token_windows import plan_windows
 DEFAULT_STRIDE = 32  # tokens of context shared by neighbouring windows
 
 
+def effective_stride(max_length: int, stride: int | None) -> int:
+    """The stride actually used with ``max_length``: at most ``max_length // 2 - 1``, so that each window moves on
+    by more than it shares (training and serving must cut the same windows: both call this)."""
+    return max(0, min(DEFAULT_STRIDE if stride is None else int(stride), int(max_length) // 2 - 1))
+
+
 @dataclass
 class WindowInput:
     """One window of one source (sentence or text) as the model sees it, with what is needed to read it back.

@@ -17,7 +17,18 @@ import numpy as np
 from .backend import Encoded
 from .text_classification import _autocast
 from .token_aggregation import STRATEGIES
-from .token_data import DEFAULT_STRIDE, gather, text_entities, text_windows, word_tags, word_windows
+from .token_data import (
+    DEFAULT_STRIDE,
+    effective_stride,
+    gather,
+    text_entities,
+    text_windows,
+    word_tags,
+    word_windows,
+)
+
+
+TOKEN_CLASSIFICATION = "token-classification"
 
 
 @dataclass
@@ -39,18 +50,31 @@ class TokenPredictor:
     """
 
     def __init__(self, model: Any, tokenizer: Any, id2label: Sequence[str], *, device: str = "cpu",
-                 max_length: int = 128, stride: int = DEFAULT_STRIDE, aggregation_strategy: str = "first"):
+                 max_length: int = 128, stride: int | None = DEFAULT_STRIDE, aggregation_strategy: str = "first"):
         if aggregation_strategy not in STRATEGIES:
             raise ValueError(f"unknown aggregation_strategy {aggregation_strategy!r}")
         self.model, self.tokenizer, self.device = model.eval(), tokenizer, device
         self.id2label = list(id2label)
-        self.max_length, self.stride = int(max_length), min(int(stride), int(max_length) // 2 - 1)
+        self.max_length, self.stride = int(max_length), effective_stride(max_length, stride)
         self.aggregation_strategy = aggregation_strategy
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         prefix = getattr(getattr(getattr(tokenizer, "_tokenizer", None), "model", None), "continuing_subword_prefix",
                          None)
         self.subword_prefix = prefix or None
         self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: Any, device: str = "cpu", *, aggregation_strategy: str = "first") -> "TokenPredictor":
+        """The saved token model in ``model_dir`` (``models.io.save_model``) with the windows it was trained with
+        (its ``max_length`` and ``stride``); ValueError for a model of another task type."""
+        from models.io import load_model, model_task_type, read_model_config
+
+        config = read_model_config(model_dir)
+        if model_task_type(config) != TOKEN_CLASSIFICATION:
+            raise ValueError(f"{model_dir} holds a {model_task_type(config)} model, not a token-classification one")
+        model, tokenizer = load_model(model_dir, device)
+        return cls(model, tokenizer, model.tasks[model.task], device=device, max_length=model.max_length or 128,
+                   stride=model.stride, aggregation_strategy=aggregation_strategy)
 
     def encode(self, inputs: Sequence[str | Sequence[str]]) -> Encoded:
         """Windows of every input: all raw texts (``str``) or all pre-tokenized sentences (lists of words)."""

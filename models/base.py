@@ -183,6 +183,7 @@ class EncoderClassifier(nn.Module):
     """
 
     family: ClassVar[str] = ""
+    task_type: ClassVar[str] = "text-classification"  # the head's shape (models.registry.TASK_FAMILIES)
     encoder_types: ClassVar[frozenset[str]] = BERT_LIKE_TYPES
     multitask: ClassVar[bool] = False
     supports_multi_label: ClassVar[bool] = True

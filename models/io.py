@@ -8,7 +8,7 @@ Layout of a model directory::
 
 ``bertqueue_config.json``::
 
-    {"format_version": 2, "family": "bert",
+    {"format_version": 2, "task_type": "text-classification", "family": "bert",
      "encoder": {"model_type": "bert", "config": {...full encoder config dict...}},
      "tasks": {"sentiment": ["negative", "neutral", "positive"]},
      "label2id": {"sentiment": {"negative": 0, ...}}, "id2label": {"sentiment": {"0": "negative", ...}},
@@ -18,9 +18,18 @@ Layout of a model directory::
      "thresholds": [0.4, 0.55, 0.5] | null,        # multi-label: the decision threshold of each label
      "max_length": 128, "metadata": {...free-form, e.g. the training config...}}
 
+A token-classification model (``"task_type": "token-classification"``, format version 3) has one task, its tag set
+(``id2label`` = the tags in id order, as ``BertForTokenClassification``'s), and adds what inference must repeat:
+``"stride"`` (the overlap of the windows a sentence longer than ``max_length`` is split into) and ``"scheme"``
+(``IOB2`` / ``IOB1`` / ``BIOES`` / ``plain``, ``core.task_types.tagging.detect_scheme``).
+
 Format history: version 1 (before multi-label) had no ``multi_label`` / ``label_smoothing`` head options and no
 ``thresholds``; such a model was single-label with plain cross-entropy, so it loads with exactly those values
-(:data:`FORMAT_1_HEAD`). Version 2 configs must list every head option.
+(:data:`FORMAT_1_HEAD`). Version 2 configs must list every head option. Version 3 added ``task_type``; an
+absent ``task_type`` means text classification (every older model). A text-classification model is still written as
+version 2 -- nothing in it changed, so older code keeps reading it -- while a model of any other task type is written
+as version 3, so that older code refuses it plainly ("unsupported format_version") instead of rebuilding a text
+head and failing on the state dict.
 
 Loading never uses the training code's defaults, pickle or ``torch.load``: the encoder is rebuilt from its saved
 config dict (``AutoConfig.for_model`` + ``AutoModel.from_config``), the heads from ``head``, and the safetensors
@@ -33,7 +42,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest version this code reads and writes
+TEXT_FORMAT_VERSION = 2  # what a text-classification model is written as (see the format history above)
+TEXT_CLASSIFICATION = "text-classification"
 # what a format-1 model (saved before these options existed) was: the meaning of that format, not a code default
 FORMAT_1_HEAD = {"multi_label": False, "label_smoothing": 0.0}
 CONFIG_NAME = "bertqueue_config.json"
@@ -53,8 +64,10 @@ def _json_default(value: Any) -> Any:
 def model_config_dict(model: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``bertqueue_config.json`` content for ``model``."""
     encoder_config = model.encoder.config.to_dict()
-    return {
-        "format_version": FORMAT_VERSION,
+    task_type = getattr(model, "task_type", TEXT_CLASSIFICATION)
+    config = {
+        "format_version": TEXT_FORMAT_VERSION if task_type == TEXT_CLASSIFICATION else FORMAT_VERSION,
+        "task_type": task_type,
         "family": model.family,
         "encoder": {"model_type": model.encoder.config.model_type, "config": encoder_config},
         "tasks": {task: list(labels) for task, labels in model.tasks.items()},
@@ -66,6 +79,15 @@ def model_config_dict(model: Any, metadata: dict[str, Any] | None = None) -> dic
         "max_length": model.max_length,
         "metadata": metadata or {},
     }
+    if task_type != TEXT_CLASSIFICATION:
+        config["stride"] = getattr(model, "stride", None)
+        config["scheme"] = getattr(model, "scheme", None)
+    return config
+
+
+def model_task_type(config: dict[str, Any]) -> str:
+    """The task type of a ``bertqueue_config.json`` dict (absent: text classification, every pre-3 model)."""
+    return config.get("task_type") or TEXT_CLASSIFICATION
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -116,14 +138,17 @@ def build_from_config(config: dict[str, Any]) -> Any:
     from .registry import family_options, model_class
 
     family = config["family"]
-    cls = model_class(family)
+    task_type = model_task_type(config)
+    if task_type != TEXT_CLASSIFICATION and config.get("format_version", 0) < 3:
+        raise ValueError(f"bertqueue config: task_type {task_type!r} needs format_version 3")
+    cls = model_class(family, task_type)
     encoder_dict = dict(config["encoder"]["config"])
     encoder_dict["model_type"] = config["encoder"]["model_type"]
     encoder_config = AutoConfig.for_model(**encoder_dict)
     head = dict(config["head"])
     if config.get("format_version") == 1:
         head = {**FORMAT_1_HEAD, **head}
-    expected = set(family_options(family)) - {"class_weights"}
+    expected = set(family_options(family, task_type)) - {"class_weights"}
     if set(head) != expected:
         raise ValueError(
             f"bertqueue config for family {family!r} must list exactly the head options {sorted(expected)}; "
@@ -132,6 +157,8 @@ def build_from_config(config: dict[str, Any]) -> Any:
     model = cls(encoder_config, config["tasks"], class_weights=config.get("class_weights"), **head)
     model.thresholds = config.get("thresholds")  # None on a multi-label model -> 0.5 each
     model.max_length = config.get("max_length")
+    if task_type != TEXT_CLASSIFICATION:
+        model.stride, model.scheme = config.get("stride"), config.get("scheme")
     return model
 
 

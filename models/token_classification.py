@@ -45,6 +45,10 @@ class TokenClassifier(EncoderClassifier):
     def __init__(self, encoder_config: Any, tasks: Mapping[str, Sequence[str]], *, encoder: nn.Module | None = None,
                  **common: Any):
         super().__init__(encoder_config, tasks, encoder=encoder, **common)
+        # what inference must repeat, recorded by the trainer and saved with the model (``models.io``): the windows'
+        # overlap (``max_length`` is the base class's) and the tag scheme the entities are decoded with
+        self.stride: int | None = None
+        self.scheme: str | None = None
         if getattr(self.encoder, "pooler", None) is not None:
             # unused by a token head: dropping it saves its compute and keeps the state dict in the layout of
             # BertForTokenClassification (BertModel(add_pooling_layer=False))
