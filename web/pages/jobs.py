@@ -12,9 +12,11 @@ from ..auth import current
 from ..errors import ApiError
 from ..forms import CancelForm, DeleteJobForm
 from . import bp
+from .entities import tag_types
 from .filters import page_arg
 
 PAGE_SIZE = 50
+TOKEN_CLASSIFICATION = "token-classification"
 PREDICTIONS_PAGE_SIZE = 100
 
 
@@ -58,6 +60,8 @@ def job(job_id: str):
             model = services.get_model(current(), info["model_id"])
         except ApiError:
             model = None
+    if predictions is not None and info.get("task_type") == TOKEN_CLASSIFICATION and model is not None:
+        labels = _entity_type_filter(model, labels)
     dataset = deleted_dataset = None
     if info["dataset_id"] is not None:
         try:
@@ -69,6 +73,13 @@ def job(job_id: str):
         page=page, label=label, labels=labels, cancel_form=CancelForm(), delete_form=DeleteJobForm(),
         view=result_view(info["metrics"]),
     )
+
+
+def _entity_type_filter(model: dict, labels: list) -> list[tuple[str, int | None]]:
+    """A token job's label filter: the model's entity types (its tags without their prefixes; plain tags: the
+    tags), with the job's counts where it has counted them by type."""
+    counts = {str(label): n for label, n in labels}
+    return [(kind, counts.get(kind)) for kind in tag_types(model.get("labels") or [])]
 
 
 @bp.get("/jobs/<job_id>/charts")
