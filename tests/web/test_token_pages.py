@@ -273,3 +273,20 @@ def test_model_row_without_task_type_reads_as_text_classification(client):
         model_id = session.get(TrainedModel, f.make_model()).id
     page = client.get(f"/models/{model_id}").get_data(as_text=True)
     assert "<dt>Task type</dt><dd>text-classification</dd>" in page
+
+
+def test_token_training_job_shows_per_type_scores(client):
+    dataset_id = f.make_dataset(TOKEN_CSV, name="ner")
+    job_id = f.make_train_job(dataset_id, **{**TOKEN_PARAMS, "label_column": "tags", "label_columns": ["tags"]})
+    f.start(job_id)
+    metrics = {"f1": 0.75, "precision": 0.8, "recall": 0.7, "accuracy": 0.9, "support": 10, "tokens": 40,
+               "per_type": {"location": {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 4},
+                            "person": {"precision": 0.7, "recall": 0.8, "f1": 0.7467, "support": 6}}}
+    f.succeed(job_id, metrics=metrics)
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    cards = re.findall(r'<div class="card metric metric-key"><div class="metric-value">([^<]+)</div>'
+                       r'<div class="metric-name">([^<]+)</div>', page)
+    assert cards == [("0.75", "f1"), ("0.8", "precision"), ("0.7", "recall"), ("0.9", "accuracy")]
+    assert '<h3 class="table-title">Per entity type</h3>' in page
+    assert re.search(r'<tr><td><span class="chip">location</span></td><td>1</td><td>0.5</td>\s*<td>0.6667</td>'
+                     r'<td>4</td></tr>', page)

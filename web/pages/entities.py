@@ -87,9 +87,10 @@ def tagged_tokens(tokens: Sequence[str] | None, tags: Sequence[str] | None,
         if tag == OUTSIDE:
             out.append(f'<span class="tok">{escape(token)}</span>')
             continue
-        prefix, kind = split_tag(tag)
+        _, kind = split_tag(tag)
         score = scores[i] if i < len(scores) else None
-        out.append(f'<span class="tok tok-tagged {palette_class(kind or tag)}" title="{escape(_score_title(tag, score))}">'
+        title = escape(_score_title(tag, score))
+        out.append(f'<span class="tok tok-tagged {palette_class(kind or tag)}" title="{title}">'
                    f'{escape(token)}<span class="tok-tag">{escape(tag)}</span></span>')
     return Markup(" ".join(out))  # noqa: S704 - every piece escaped above
 
