@@ -23,8 +23,15 @@ try:  # WTForms >= 3.3 wants SelectChoice objects; older versions take (value, l
 except ImportError:  # pragma: no cover
     _SelectChoice = None
 
+from core import task_types
 from core.options import FAMILY_INFO, applies, option_fields
+from core.specs import AggregationStrategy
 
+# the classify form's order: "first" (the default), the word-level ones, then the token-level ones; any strategy
+# core.specs adds later follows
+_ORDER = ("first", "average", "max", "simple", "none")
+AGGREGATION_STRATEGIES = tuple(sorted(typing.get_args(AggregationStrategy),
+                                      key=lambda s: _ORDER.index(s) if s in _ORDER else len(_ORDER)))
 OPTION_GROUPS = {"data": "Data shape", "model": "Model", "training": "Training", "evaluation": "Evaluation"}
 
 
@@ -45,6 +52,15 @@ def _bounds(field_info) -> dict:
     return attrs
 
 
+def option_task_types(name: str, meta) -> tuple[str, ...]:
+    """The task types an option applies to: those its ``Opt.task_types`` names (None: every one), and for an option
+    that is a data field of some task type (``text_template``), only those whose ``request_fields`` read it."""
+    data_fields = {f for t in task_types.names() for f in task_types.get(t).request_fields}
+    return tuple(t for t in task_types.names()
+                 if (meta.task_types is None or t in meta.task_types)
+                 and (name not in data_fields or name in task_types.get(t).request_fields))
+
+
 def _option_field(name: str, field_info, meta):
     """A WTForms field for one declared option, built from its type and default (see ``core.options``)."""
     annotation = field_info.annotation
@@ -52,7 +68,8 @@ def _option_field(name: str, field_info, meta):
     kind = args[0]
     default = field_info.default
     hint = field_info.description
-    render = {"data-families": " ".join(meta.families or FAMILY_INFO)}
+    render = {"data-families": " ".join(meta.families or FAMILY_INFO),
+              "data-task-types": " ".join(option_task_types(name, meta))}
     if kind is bool:
         return BooleanField(meta.label, default=bool(default), description=hint, render_kw=render)
     if typing.get_origin(kind) is typing.Literal:
@@ -75,10 +92,19 @@ class UploadDatasetForm(FlaskForm):
     name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
 
 
+TOKEN_CLASSIFICATION = "token-classification"
+
+
 class TrainFormBase(FlaskForm):
     """The data fields are written here (their choices come from the chosen dataset); every training option is
-    generated from its declaration in ``core.options`` (see :func:`_option_field`), one fieldset per group."""
+    generated from its declaration in ``core.options`` (see :func:`_option_field`), one fieldset per group.
 
+    The task type (``core.task_types``) decides which data fields are read: text classification's text / pair /
+    label column(s), or token classification's tokens and tags columns; options of other task types are left out of
+    the request (the server judges the rest)."""
+
+    task_type = SelectField("Task type", choices=choices((t, task_types.get(t).label) for t in task_types.names()),
+                            default=task_types.DEFAULT)
     dataset_id = SelectField("Dataset", coerce=int, validators=[InputRequired("choose a dataset")])
     validation_dataset_id = SelectField("Validation dataset (optional)", coerce=lambda v: _optional_int(v),
                                         validators=[Optional()], validate_choice=False)
@@ -90,6 +116,9 @@ class TrainFormBase(FlaskForm):
     label_column = SelectField("Label column", validate_choice=False)
     label_columns = SelectMultipleField("Label columns (multitask: one task each; multi-label: one 0/1 column each)",
                                         validate_choice=False)
+    # token classification: columns of JSON arrays of strings, one token (tag) per word
+    tokens_column = SelectField("Tokens column", validate_choice=False, validators=[Optional()])
+    tags_column = SelectField("Tags column", validate_choice=False, validators=[Optional()])
     encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
     class_weights_balanced = BooleanField("Balanced class weights")
 
@@ -98,40 +127,53 @@ class TrainFormBase(FlaskForm):
         return [(legend, [self[name] for name, _, meta in option_fields(group)])
                 for group, legend in OPTION_GROUPS.items()]
 
+    def tokens(self) -> bool:
+        """Whether token classification is chosen (tokens and tags columns instead of texts and labels)."""
+        return self.task_type.data == TOKEN_CLASSIFICATION
+
     def validate_text_column(self, field) -> None:
-        if not field.data and not self.text_template.data:
+        if not self.tokens() and not field.data and not self.text_template.data:
             raise ValidationError("choose the text column (or write a text template)")
 
     def validate_label_column(self, field) -> None:
-        if not self._uses_label_columns() and not field.data:
+        if not self.tokens() and not self._uses_label_columns() and not field.data:
             raise ValidationError("choose the label column")
 
     def validate_label_columns(self, field) -> None:
-        if self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
+        if not self.tokens() and self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
             raise ValidationError("multitask needs at least 2 label columns (one task per column)")
 
     def _uses_label_columns(self) -> bool:
         return self.family.data == "multitask" or bool(self.multi_label.data and self.label_columns.data)
 
     def to_request_data(self) -> dict:
-        """The body of a ``TrainRequest``: the data fields, then every option that applies to the chosen family
-        (empty optional fields are left out, so the declared defaults apply)."""
-        family = self.family.data
-        data: dict = {"dataset_id": self.dataset_id.data, "family": family}
-        if self._uses_label_columns():
-            data["label_columns"] = [c for c in (self.label_columns.data or []) if c]
+        """The body of a ``TrainRequest``: the task type and its data fields, then every option that applies to the
+        chosen task type and family (empty optional fields are left out, so the declared defaults apply)."""
+        family, task_type = self.family.data, self.task_type.data
+        kind = task_types.get(task_type) if task_type in task_types.names() else None
+        data: dict = {"dataset_id": self.dataset_id.data, "task_type": task_type, "family": family}
+        if self.tokens():
+            columns: tuple[str, ...] = ("tokens_column", "tags_column")
         else:
-            data["label_column"] = self.label_column.data or None
-        for optional in ("name", "encoder", "text_column", "text_pair_column", "validation_dataset_id"):
+            columns = ("text_column", "text_pair_column")
+            if self._uses_label_columns():
+                data["label_columns"] = [c for c in (self.label_columns.data or []) if c]
+            else:
+                data["label_column"] = self.label_column.data or None
+        for optional in ("name", "encoder", *columns, "validation_dataset_id"):
             value = getattr(self, optional).data
             if value not in (None, ""):
                 data[optional] = value
         for name, _, meta in option_fields():
             if meta.group is None or not applies(meta, family):
                 continue
+            if kind is not None and kind.name not in option_task_types(name, meta):
+                continue
             value = self[name].data
             if value in (None, ""):
                 continue
+            if name == "metric" and kind is not None and value not in kind.metrics:
+                continue  # the select's default is text classification's: the task type's own default applies
             data[name] = value
         if data.get("text_template"):
             data.pop("text_column", None)
@@ -167,6 +209,11 @@ class ClassifyForm(FlaskForm):
     texts = TextAreaField("Texts (one per line)", validators=[Optional()])
     # sentence-pair models: line k of each box is one pair
     text_pairs = TextAreaField("Second texts (sentence-pair models, one per line)", validators=[Optional()])
+    # token-classification models: how sub-word predictions become entities (shown for token models only)
+    aggregation_strategy = SelectField(
+        "Aggregation strategy", choices=choices((s, s) for s in AGGREGATION_STRATEGIES), default="first",
+        description="How sub-word predictions become entities, as in the transformers pipeline: first (each word "
+        "takes its first sub-token's tag), average, max, simple (per token, then grouped) or none (one per token).")
     dataset_id = SelectField("Dataset", coerce=_optional_int, validators=[Optional()])
     # filled from the chosen dataset (server side, and by classify.js when the dataset changes)
     text_column = SelectField("Text column", validate_choice=False, validators=[Optional()])
@@ -197,13 +244,17 @@ class ClassifyForm(FlaskForm):
             return False
         return True
 
-    def to_request_data(self) -> dict:
-        """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns."""
+    def to_request_data(self, *, token_model: bool = False) -> dict:
+        """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns; for a
+        token-classification model (``token_model``) its aggregation strategy too."""
+        data: dict = {"model_id": self.model_id.data}
+        if token_model and self.aggregation_strategy.data:
+            data["aggregation_strategy"] = self.aggregation_strategy.data
         if self.dataset_id.data is None and self.pair_lines():
-            return {"model_id": self.model_id.data, "pairs": [list(p) for p in zip(self.text_lines(), self.pair_lines())]}
+            return {**data, "pairs": [list(p) for p in zip(self.text_lines(), self.pair_lines())]}
         if self.dataset_id.data is None:
-            return {"model_id": self.model_id.data, "texts": self.text_lines()}
-        data = {"model_id": self.model_id.data, "dataset_id": self.dataset_id.data}
+            return {**data, "texts": self.text_lines()}
+        data["dataset_id"] = self.dataset_id.data
         if self.text_column.data:  # else the text is read as the model was trained
             data["text_column"] = self.text_column.data
         if self.id_column.data:

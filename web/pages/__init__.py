@@ -6,5 +6,5 @@ from flask import Blueprint
 bp = Blueprint("pages", __name__)  # templates and static files are the app's: web/templates, web/static
 
 from . import (  # noqa: E402,F401  (routes register on import)
-    account, classify, datasets, filters, home, jobs, model_import, models, train,
+    account, classify, datasets, entities, filters, home, jobs, model_import, models, train,
 )

@@ -90,7 +90,8 @@ def metric_sections(metrics: dict | None, prefix: str = "") -> tuple[list, list]
     return scalars, tables
 
 
-KEY_METRICS = ("accuracy", "macro_f1", "val_loss", "texts", "texts_per_second")
+# token classification's headline: entity-level micro F1, precision and recall
+KEY_METRICS = ("f1", "precision", "recall", "accuracy", "macro_f1", "val_loss", "texts", "texts_per_second")
 
 
 @bp.app_template_global()

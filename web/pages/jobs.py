@@ -12,9 +12,11 @@ from ..auth import current
 from ..errors import ApiError
 from ..forms import CancelForm, DeleteJobForm
 from . import bp
+from .entities import tag_types
 from .filters import page_arg
 
 PAGE_SIZE = 50
+TOKEN_CLASSIFICATION = "token-classification"
 PREDICTIONS_PAGE_SIZE = 100
 
 
@@ -58,6 +60,8 @@ def job(job_id: str):
             model = services.get_model(current(), info["model_id"])
         except ApiError:
             model = None
+    if predictions is not None and info.get("task_type") == TOKEN_CLASSIFICATION and model is not None:
+        labels = _entity_type_filter(model, labels)
     dataset = deleted_dataset = None
     if info["dataset_id"] is not None:
         try:
@@ -71,6 +75,13 @@ def job(job_id: str):
     )
 
 
+def _entity_type_filter(model: dict, labels: list) -> list[tuple[str, int | None]]:
+    """A token job's label filter: the model's entity types (its tags without their prefixes; plain tags: the
+    tags), with the job's counts where it has counted them by type."""
+    counts = {str(label): n for label, n in labels}
+    return [(kind, counts.get(kind)) for kind in tag_types(model.get("labels") or [])]
+
+
 @bp.get("/jobs/<job_id>/charts")
 def job_charts(job_id: str):
     """The job page's charts and result tables as an HTML fragment: job.js swaps it in while a training runs."""
@@ -79,14 +90,18 @@ def job_charts(job_id: str):
 
 
 # shown as charts and tables of their own, so left out of the generic metrics listing
-_DRAWN = ("confusion_matrix", "per_class")
+_DRAWN = ("confusion_matrix", "per_class", "per_type", "per_tag")
+# the per-label tables a job's metrics may hold: text classification's per class, token classification's per
+# entity type (entity-level scores) or per tag (plain tag sets)
+_PER_LABEL = (("per_class", "Per class"), ("per_type", "Per entity type"), ("per_tag", "Per tag"))
 
 
 def result_view(metrics: dict | None) -> dict:
     """What the job page draws from a job's metrics (training or evaluation alike):
 
     ``curves`` (SVG line charts of ``history``), ``matrices`` (``[(title, SVG heat map)]``: the single task's, or
-    one per task of a multitask model), ``per_class`` (``[(title, {label: {precision, recall, f1, support}})]``)
+    one per task of a multitask model), ``per_class`` (``[(title, {label: {precision, recall, f1, support}})]``:
+    per class, or a token model's per entity type / per tag)
     and ``rest`` (every other metric, for the generic listing).
     """
     metrics = metrics or {}
@@ -99,8 +114,9 @@ def result_view(metrics: dict | None) -> dict:
         svg = charts.confusion_heatmap(source.get("confusion_matrix"), title=f"Confusion matrix{suffix}")
         if svg:
             matrices.append((f"Confusion matrix{suffix}", Markup(svg)))  # noqa: S704 - built from escaped text only
-        if isinstance(source.get("per_class"), dict) and source["per_class"]:
-            per_class.append((f"Per class{suffix}", source["per_class"]))
+        for key, title in _PER_LABEL:
+            if isinstance(source.get(key), dict) and source[key]:
+                per_class.append((f"{title}{suffix}", source[key]))
     curves = charts.history_charts(metrics.get("history"))
     drawn = (*_DRAWN, "history") if curves else _DRAWN  # a history without steps (older jobs) stays a table
     rest = {k: v for k, v in metrics.items() if k not in drawn}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 
+from core import task_types
 from core.options import FAMILIES, TrainRequest
 
 from .. import services
@@ -14,6 +15,15 @@ from .filters import query_int
 from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
 
 LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "category", "target")
+TOKENS_COLUMN_NAMES = ("tokens", "words")
+TAGS_COLUMN_NAMES = ("tags", "ner_tags", "labels", "pos_tags")
+
+
+def task_type_info() -> dict:
+    """What train.js needs to know of each task type: its families (None: all), metrics and default metric."""
+    return {name: {"families": list(kind.families) if kind.families else None, "metrics": list(kind.metrics),
+                   "default_metric": kind.default_metric}
+            for name, kind in ((n, task_types.get(n)) for n in task_types.names())}
 
 
 @bp.route("/train", methods=["GET", "POST"])
@@ -28,9 +38,12 @@ def train():
         wanted_family = request.args.get("family")
         if wanted_family in FAMILIES:
             form.family.data = wanted_family
+        wanted_task_type = request.args.get("task_type")
+        if wanted_task_type in task_types.names():
+            form.task_type.data = wanted_task_type
     selected = next((d for d in datasets if d["id"] == form.dataset_id.data), datasets[0] if datasets else None)
     columns = services.dataset_columns(current(), selected) if selected else []
-    for field in (form.text_column, form.label_column, form.label_columns):
+    for field in (form.text_column, form.label_column, form.label_columns, form.tokens_column, form.tags_column):
         field.choices = choices((c, c) for c in columns)
     form.text_pair_column.choices = choices([("", "none (single texts)"), *((c, c) for c in columns)])
     form.validation_dataset_id.choices = choices(
@@ -40,6 +53,8 @@ def train():
         form.dataset_id.data = selected["id"]
         form.text_column.data = guess_column(columns, TEXT_COLUMN_NAMES, 0)
         form.label_column.data = guess_column(columns, LABEL_COLUMN_NAMES, 1)
+        form.tokens_column.data = guess_column(columns, TOKENS_COLUMN_NAMES, 0)
+        form.tags_column.data = guess_column(columns, TAGS_COLUMN_NAMES, 1)
 
     general: list[str] = []
     if form.validate_on_submit():
@@ -51,4 +66,5 @@ def train():
             flash("Training job queued.", "ok")
             return redirect(url_for(".job", job_id=job["id"]))
     status = 400 if request.method == "POST" else 200
-    return render_template("train.html", form=form, datasets=datasets, general_errors=general), status
+    return render_template("train.html", form=form, datasets=datasets, general_errors=general,
+                           task_type_info=task_type_info()), status

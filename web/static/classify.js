@@ -60,6 +60,14 @@
   }
   if (model) { model.addEventListener("change", showPairs); showPairs(); }
 
+  // the aggregation strategy only for token-classification models
+  var tokenModels = JSON.parse(script.dataset.tokenModels || "[]").map(String);
+  function showTokenFields() {
+    var token = model && tokenModels.indexOf(model.value) >= 0;
+    form.querySelectorAll(".token-only").forEach(function (el) { el.hidden = !token; });
+  }
+  if (model) { model.addEventListener("change", showTokenFields); showTokenFields(); }
+
   if (!dataset) return;
   dataset.addEventListener("change", loadDataset);
   showColumns(Boolean(dataset.value));

@@ -1,5 +1,6 @@
-// Train form: show the options of the chosen family, fill the column selects from
-// GET /datasets/<id>.json when the dataset changes, and show the label counts of the chosen label column.
+// Train form: show the data fields of the chosen task type and the options of the chosen task type and family,
+// fill the column selects from GET /datasets/<id>.json when the dataset changes, and show the label counts of the
+// chosen label column.
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -7,6 +8,11 @@
   if (!form) return;
   var datasetUrl = script.dataset.datasetUrl;
   var family = form.querySelector("#family");
+  var taskType = form.querySelector("#task_type");
+  var taskTypes = JSON.parse(script.dataset.taskTypes || "{}");
+  var metric = form.querySelector("#metric");
+  var tokensColumn = form.querySelector("#tokens_column");
+  var tagsColumn = form.querySelector("#tags_column");
   var dataset = form.querySelector("#dataset_id");
   var textColumn = form.querySelector("#text_column");
   var labelColumn = form.querySelector("#label_column");
@@ -16,17 +22,42 @@
 
   var multiLabel = form.querySelector("#multi_label");
 
-  // the options of other families are hidden (each declares its families in data-families); several label
-  // columns are chosen for multitask (one task each) and may be for multi-label (one 0/1 column per label)
+  function chosenTaskType() { return taskType ? taskType.value : "text-classification"; }
+  function tokens() { return chosenTaskType() === "token-classification"; }
+
+  // a task type trains some families only: the others cannot be chosen while it is
+  function showTaskType() {
+    var info = taskTypes[chosenTaskType()] || {};
+    Array.prototype.forEach.call(family.options, function (o) {
+      o.disabled = Boolean(info.families) && info.families.indexOf(o.value) < 0;
+    });
+    if (family.selectedOptions[0] && family.selectedOptions[0].disabled) family.value = info.families[0];
+    // the metric select's choices are every task type's: keep one the chosen task type reports
+    if (metric && info.metrics && info.metrics.indexOf(metric.value) < 0) metric.value = info.default_metric;
+    showFamilyOptions();
+  }
+
+  // the options of other task types and families are hidden (each declares them in data-task-types and
+  // data-families); several label columns are chosen for multitask (one task each) and may be for multi-label (one
+  // 0/1 column per label); token classification reads a tokens and a tags column instead of texts and labels
   function showFamilyOptions() {
     var chosen = family.value;
+    var kind = chosenTaskType();
+    var token = tokens();
     var multitask = chosen === "multitask";
     var multi = !multitask && multiLabel && multiLabel.checked;
     form.querySelectorAll("[data-families]").forEach(function (el) {
-      if (el.classList.contains("field")) el.hidden = el.dataset.families.split(" ").indexOf(chosen) < 0;
+      if (!el.classList.contains("field")) return;
+      var types = el.dataset.taskTypes;
+      el.hidden = el.dataset.families.split(" ").indexOf(chosen) < 0
+        || (types !== undefined && types.split(" ").indexOf(kind) < 0);
     });
-    form.querySelectorAll(".label-columns").forEach(function (el) { el.hidden = !(multitask || multi); });
-    form.querySelectorAll(".single-column").forEach(function (el) { el.hidden = multitask; });
+    form.querySelectorAll(".text-only").forEach(function (el) { el.hidden = token; });
+    form.querySelectorAll(".token-only").forEach(function (el) { el.hidden = !token; });
+    if (!token) {
+      form.querySelectorAll(".label-columns").forEach(function (el) { el.hidden = !(multitask || multi); });
+      form.querySelectorAll(".single-column").forEach(function (el) { el.hidden = multitask; });
+    }
     showCounts();
   }
 
@@ -64,6 +95,7 @@
 
   function showCounts() {
     if (!counts) return;
+    if (tokens()) { counts.textContent = ""; return; }
     var chosen = family.value === "multitask"
       ? Array.prototype.filter.call(labelColumns.options, function (o) { return o.selected; }).map(function (o) { return o.value; })
       : [labelColumn.value];
@@ -76,22 +108,28 @@
       .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
       .then(function (info) {
         stats = info.column_stats || {};
-        [textColumn, labelColumn, labelColumns].forEach(function (select) { fill(select, info.columns); });
+        [textColumn, labelColumn, labelColumns, tokensColumn, tagsColumn].forEach(function (select) {
+          if (select) fill(select, info.columns);
+        });
         var pair = form.querySelector("#text_pair_column");
         if (pair) fill(pair, [""].concat(info.columns));
         guess(textColumn, info.columns, ["text", "tweet", "sentence", "content", "body"]);
         guess(labelColumn, info.columns, ["label", "labels", "sentiment", "class", "category", "target"],
               function (c) { return c !== textColumn.value && stats[c] && stats[c].label_like; });
+        if (tokensColumn) guess(tokensColumn, info.columns, ["tokens", "words"]);
+        if (tagsColumn) guess(tagsColumn, info.columns, ["tags", "ner_tags", "labels", "pos_tags"],
+                              function (c) { return c !== tokensColumn.value; });
         showCounts();
       })
       .catch(function () { if (counts) counts.textContent = "Could not load the dataset's columns."; });
   }
 
   family.addEventListener("change", showFamilyOptions);
+  if (taskType) taskType.addEventListener("change", showTaskType);
   if (multiLabel) multiLabel.addEventListener("change", showFamilyOptions);
   if (dataset) dataset.addEventListener("change", loadDataset);
   labelColumn.addEventListener("change", showCounts);
   labelColumns.addEventListener("change", showCounts);
-  showFamilyOptions();
+  showTaskType();
   loadDataset();
 })();
