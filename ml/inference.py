@@ -63,6 +63,18 @@ def get_predictor(
     return predictor
 
 
+def _load(model_dir: str, device: str, quantize: bool):
+    """The backend of the model saved in ``model_dir``, chosen by its task type (``models.io``): a token model's
+    ``TokenPredictor`` (never quantized), else text classification's ``Predictor``."""
+    from models.io import model_task_type, read_model_config
+
+    if model_task_type(read_model_config(model_dir)) == "token-classification":
+        from .token_serving import TokenPredictor
+
+        return TokenPredictor.load(model_dir, device)
+    return Predictor.load(model_dir, device=device, quantize=quantize)
+
+
 def _cached_predictor(model_dir: str | Path, device: str, quantize: bool) -> Predictor:
     key = _cache_key(model_dir, device, quantize)
     with _cache_lock:
@@ -76,7 +88,7 @@ def _cached_predictor(model_dir: str | Path, device: str, quantize: bool) -> Pre
                 _cache.move_to_end(key)
                 return _cache[key]
         try:
-            predictor = Predictor.load(key[0], device=device, quantize=key[3])
+            predictor = _load(key[0], device, key[3])
         finally:
             with _cache_lock:
                 _loading.pop(key, None)

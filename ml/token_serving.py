@@ -62,6 +62,8 @@ class TokenPredictor:
                          None)
         self.subword_prefix = prefix or None
         self._lock = threading.Lock()
+        self._engine_lock = threading.Lock()
+        self._engine = None
 
     @classmethod
     def load(cls, model_dir: Any, device: str = "cpu", *, aggregation_strategy: str = "first") -> "TokenPredictor":
@@ -127,3 +129,21 @@ class TokenPredictor:
             tags, scores = word_tags(probs, word_ids, len(words), self.id2label)
             out.append({"tokens": words, "tags": tags, "scores": scores})
         return out
+
+    # ---------------------------------------------------------------- its engine
+
+    def serve(self, options: Any = None):
+        """This model's batching engine (``ml.batching``), built on first use with ``options`` (as
+        ``ml.text_classification.Predictor.serve``: one engine per loaded model and process)."""
+        from .batching import BatchingEngine, EngineOptions
+
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = BatchingEngine.with_options(self, options or EngineOptions())
+        return self._engine
+
+    @property
+    def engine(self):
+        """This model's batching engine (see :meth:`serve`)."""
+        return self.serve()
