@@ -307,6 +307,13 @@ def _parse_template(template: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------------- checks
 
 
+def _check_stride(config: TrainConfig) -> None:
+    """Token windows must move on: ``stride`` below the window's content (``max_length`` minus [CLS] and [SEP])."""
+    if config.stride >= config.max_length - 2:
+        raise ValueError(f"stride ({config.stride}) must be less than max_length - 2 ({config.max_length - 2}): "
+                         "windows must move on")
+
+
 def _check_columns(config: TrainConfig) -> None:
     """Resolve label_column / label_columns into ``label_columns`` and check they fit the family and task shape
     (token classification: its tokens and tags columns, the tags being the one label column)."""
@@ -316,9 +323,7 @@ def _check_columns(config: TrainConfig) -> None:
         config.text_column = config.text_column or "text"
         if config.text_column == config.spans_column:
             raise ValueError("text_column and spans_column must differ")
-        if config.stride >= config.max_length - 2:
-            raise ValueError(f"stride ({config.stride}) must be less than max_length - 2 ({config.max_length - 2}): "
-                             "windows must move on")
+        _check_stride(config)
         given = config.label_columns or ([config.label_column] if config.label_column else [])
         if given and given != [config.spans_column]:
             raise ValueError("token classification reads its labels from spans_column: label_column(s) do not apply")
@@ -332,9 +337,7 @@ def _check_columns(config: TrainConfig) -> None:
         config.tags_column = config.tags_column or "tags"
         if config.tokens_column == config.tags_column:
             raise ValueError("tokens_column and tags_column must differ")
-        if config.stride >= config.max_length - 2:
-            raise ValueError(f"stride ({config.stride}) must be less than max_length - 2 ({config.max_length - 2}): "
-                             "windows must move on")
+        _check_stride(config)
         given = config.label_columns or ([config.label_column] if config.label_column else [])
         if given and given != [config.tags_column]:  # only a stored request's own resolution passes (see below)
             raise ValueError("token classification reads its labels from tags_column: label_column(s) do not apply")

@@ -300,3 +300,24 @@ class BatchingEngine:
             request.remaining -= 1
             if request.remaining == 0 and not request.future.done():
                 request.future.set_result(input_outputs(request.future.encoded, request.outputs))
+
+
+class Served:
+    """A backend's own engine: mixed into each backend class, which sets ``self._engine = None`` and
+    ``self._engine_lock = threading.Lock()`` in its ``__init__``."""
+
+    def serve(self, options: EngineOptions | None = None) -> BatchingEngine:
+        """This model's cross-job batching engine, built on first use with ``options`` (default:
+        ``EngineOptions()``); later calls return the same engine whatever their options, as one loaded model has
+        one engine per process. The predictor cache (``ml.inference.get_predictor``) calls it with the worker's
+        options when it hands the backend out."""
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = BatchingEngine.with_options(self, options or EngineOptions())
+        return self._engine
+
+    @property
+    def engine(self) -> BatchingEngine:
+        """This model's cross-job batching engine (see :meth:`serve`)."""
+        return self.serve()

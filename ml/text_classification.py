@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ml.batching import BatchingEngine, EngineOptions, token_budget_batches
+from ml.batching import EngineOptions, Served, token_budget_batches
 
 DEFAULT_MAX_LENGTH = 128  # only for a saved model that recorded none
 
@@ -38,7 +38,7 @@ class PairRow(list):
         self.token_type_ids = list(token_type_ids)
 
 
-class Predictor:
+class Predictor(Served):
     """A loaded classifier ready to label texts. Build with :meth:`load` (or :func:`get_predictor`).
 
     The narrow backend (``ml.backend``) the batching engine drives: :meth:`encode` (texts, pair texts -> one token-id
@@ -207,24 +207,6 @@ class Predictor:
             for b, i in enumerate(batch):
                 probabilities[i] = {task: out[task][b] for task in out}
         return self.results(probabilities)
-
-    # ---------------------------------------------------------------- its engine
-
-    def serve(self, options: EngineOptions | None = None) -> BatchingEngine:
-        """This model's cross-job batching engine (``ml.batching``), built on first use with ``options`` (default:
-        ``EngineOptions()``); later calls return the same engine whatever their options, as one loaded model has
-        one engine per process. The predictor cache (``ml.inference.get_predictor``) calls it with the worker's
-        options when it hands the predictor out."""
-        if self._engine is None:
-            with self._engine_lock:
-                if self._engine is None:
-                    self._engine = BatchingEngine.with_options(self, options or EngineOptions())
-        return self._engine
-
-    @property
-    def engine(self) -> BatchingEngine:
-        """This model's cross-job batching engine (see :meth:`serve`)."""
-        return self.serve()
 
 
 def quantize_linear_layers(model: Any) -> Any:

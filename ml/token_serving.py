@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Encoded
+from .batching import Served
 from .text_classification import _autocast
 from .token_aggregation import STRATEGIES
 from .token_data import (
@@ -42,7 +43,7 @@ class _Inputs:
     lengths: list[int]  # tokens per input
 
 
-class TokenPredictor:
+class TokenPredictor(Served):
     """A loaded token classifier as a backend of the batching engine.
 
     ``model``: a ``models.token_classification`` model (logits (B, T, C)); ``id2label``: its tags in id order;
@@ -129,21 +130,3 @@ class TokenPredictor:
             tags, scores = word_tags(probs, word_ids, len(words), self.id2label)
             out.append({"tokens": words, "tags": tags, "scores": scores})
         return out
-
-    # ---------------------------------------------------------------- its engine
-
-    def serve(self, options: Any = None):
-        """This model's batching engine (``ml.batching``), built on first use with ``options`` (as
-        ``ml.text_classification.Predictor.serve``: one engine per loaded model and process)."""
-        from .batching import BatchingEngine, EngineOptions
-
-        if self._engine is None:
-            with self._engine_lock:
-                if self._engine is None:
-                    self._engine = BatchingEngine.with_options(self, options or EngineOptions())
-        return self._engine
-
-    @property
-    def engine(self):
-        """This model's batching engine (see :meth:`serve`)."""
-        return self.serve()

@@ -122,9 +122,10 @@ def test_openapi_document(client):
     assert "id" in schemas_["Prediction"]["properties"]
     export = doc["paths"]["/api/v1/jobs/{job_id}/export"]["get"]
     assert {p["name"]: p["schema"].get("enum") for p in export["parameters"]} == {"job_id": None,
-                                                                                  "format": ["csv", "jsonl"]}
+                                                                                  "format": ["csv", "jsonl", "conll"]}
     assert set(export["responses"]) == {"200", "400", "401", "404", "409"}
-    assert set(export["responses"]["200"]["content"]) == {"text/csv; charset=utf-8", "application/x-ndjson"}
+    assert set(export["responses"]["200"]["content"]) == {"text/csv; charset=utf-8", "application/x-ndjson",
+                                                          "text/plain; charset=utf-8"}
     predictions = doc["paths"]["/api/v1/jobs/{job_id}/predictions"]["get"]
     assert "label" in {p["name"] for p in predictions["parameters"]}
     body = doc["paths"]["/api/v1/jobs/train"]["post"]["requestBody"]["content"]["application/json"]["schema"]
