@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from . import TaskType, register
-from .tagging import PLAIN, decode_entities, detect_scheme, entity_types
+from .tagging import PLAIN, decode_entities, detect_scheme
 
 NAME = "token-classification"
 MAX_TAG_CHARS = 100  # a tag is a short type name (B-creative-work), never a text
@@ -328,6 +328,3 @@ class TokenClassification(TaskType):
         from .text_classification import predicted_label_is
 
         return predicted_label_is(session, label, multi_label=True)
-
-
-__all__ = ["NAME", "TokenClassification", "entity_types", "result_labels", "sentence"]
