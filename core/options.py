@@ -124,6 +124,17 @@ class TrainConfig(StrictModel):
     tags_column: ColumnName | None = Field(
         default=None, description='token classification: the column of each sentence\'s tags, one per token '
         '(default "tags")')
+    context_column: ColumnName | None = Field(
+        default=None, description='multiple choice: the context column (default "context")')
+    question_column: ColumnName | None = Field(
+        default=None, description='multiple choice: a question or stem encoded after the context (default '
+        '"question" when the dataset has it, as SWAG\'s sent2)')
+    choice_columns: list[ColumnName] | None = Field(
+        default=None, max_length=32, description='multiple choice: the numbered choice columns, in order (default '
+        'every ending<N> column); a row may leave trailing ones empty')
+    choices_column: ColumnName | None = Field(
+        default=None, description='multiple choice: one column holding each row\'s choices as a JSON array of '
+        'strings (instead of choice_columns)')
     text_template: Annotated[str | None, Opt("Text template", group="data")] = Field(
         default=None, max_length=1000,
         description='builds the text from several columns, e.g. "{speaker}: {text}" (replaces text_column)')
@@ -210,7 +221,10 @@ class TrainConfig(StrictModel):
 
     def text_columns(self) -> list[str]:
         """Every column the texts are built from (text or template columns, and the pair column; token
-        classification: the tokens column)."""
+        classification: the tokens column; another task type: the columns its ``config_columns`` names)."""
+        named = task_types.get(self.task_type).config_columns(self)
+        if named is not None:
+            return named
         if self.tokens_column is not None:
             return [self.tokens_column]
         if self.spans_column is not None:
@@ -316,7 +330,10 @@ def _check_stride(config: TrainConfig) -> None:
 
 def _check_columns(config: TrainConfig) -> None:
     """Resolve label_column / label_columns into ``label_columns`` and check they fit the family and task shape
-    (token classification: its tokens and tags columns, the tags being the one label column)."""
+    (token classification: its tokens and tags columns, the tags being the one label column; a task type whose
+    ``check_config`` hook says so resolves its own)."""
+    if task_types.get(config.task_type).check_config(config):
+        return
     if config.task_type == TOKEN_CLASSIFICATION[0] and config.spans_column is not None:
         if config.tokens_column is not None or config.tags_column is not None:
             raise ValueError("give spans_column (with text_column) or tokens_column / tags_column, not both")
@@ -370,7 +387,7 @@ def _check_columns(config: TrainConfig) -> None:
 # the data fields (not options) a task type may not read: refused when set for a task type whose
 # ``request_fields`` lack them
 _DATA_FIELDS = ("text_column", "text_template", "text_pair_column", "label_column", "label_columns", "tokens_column",
-                "tags_column", "spans_column")
+                "tags_column", "spans_column", "context_column", "question_column", "choice_columns", "choices_column")
 
 
 def _check_task_type(config: TrainConfig) -> None:

@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Protocol
 DEFAULT = "text-classification"  # the task type of every request, job, model and prediction that names none
 
 # the modules that register the built-in task types, in the order forms list them
-_BUILT_IN = ("core.task_types.text_classification", "core.task_types.token_classification")
+_BUILT_IN = ("core.task_types.text_classification", "core.task_types.token_classification",
+             "core.task_types.multiple_choice")
 
 
 class ExportLayout(Protocol):
@@ -61,6 +62,17 @@ class TaskType:
     families: ClassVar[tuple[str, ...] | None] = None
 
     # ------------------------------------------------------------------------------------ training data
+
+    def check_config(self, config: Any) -> bool:
+        """Resolve and check the data columns of a training request (``core.options.TrainConfig``, mutable while
+        it is validated) before any data is read; raise ValueError (a 422) for a bad combination. Return True
+        when done, False to leave it to ``core.options``' built-in checks (text and token classification)."""
+        return False
+
+    def config_columns(self, config: Any) -> list[str] | None:
+        """The dataset columns a training request names (checked to exist before any row is read); None: the
+        built-in ``TrainConfig.text_columns``."""
+        return None
 
     def check_training_rows(self, rows: Any, config: Any, *, known: Mapping[str, set[str]] | None = None
                             ) -> dict[str, Any]:
