@@ -23,11 +23,13 @@ from .encoders import (
     load_encoder,
     load_encoder_config,
 )
+from .multiple_choice import FAMILIES as MULTIPLE_CHOICE_FAMILIES
 from .multitask import MultiTaskClassifier
 from .token_classification import FAMILIES as TOKEN_FAMILIES
 
 TEXT_CLASSIFICATION = "text-classification"
 TOKEN_CLASSIFICATION = "token-classification"
+MULTIPLE_CHOICE = "multiple-choice"
 
 # the classes of the text-classification task type (one label, or several, per text)
 FAMILIES: dict[str, type[EncoderClassifier]] = {
@@ -41,6 +43,7 @@ FAMILIES: dict[str, type[EncoderClassifier]] = {
 TASK_FAMILIES: dict[str, dict[str, type[EncoderClassifier]]] = {
     TEXT_CLASSIFICATION: FAMILIES,
     TOKEN_CLASSIFICATION: TOKEN_FAMILIES,
+    MULTIPLE_CHOICE: MULTIPLE_CHOICE_FAMILIES,
 }
 
 COMMON_OPTIONS = EncoderClassifier.common_option_names
