@@ -65,13 +65,19 @@ def get_predictor(
 
 def _load(model_dir: str, device: str, quantize: bool):
     """The backend of the model saved in ``model_dir``, chosen by its task type (``models.io``): a token model's
-    ``TokenPredictor`` (never quantized), else text classification's ``Predictor``."""
+    ``TokenPredictor`` (never quantized), a multiple-choice model's ``ChoicePredictor``, else text
+    classification's ``Predictor``."""
     from models.io import model_task_type, read_model_config
 
-    if model_task_type(read_model_config(model_dir)) == "token-classification":
+    task_type = model_task_type(read_model_config(model_dir))
+    if task_type == "token-classification":
         from .token_serving import TokenPredictor
 
         return TokenPredictor.load(model_dir, device)
+    if task_type == "multiple-choice":
+        from .mc_serving import ChoicePredictor
+
+        return ChoicePredictor.load(model_dir, device, quantize=quantize)
     return Predictor.load(model_dir, device=device, quantize=quantize)
 
 

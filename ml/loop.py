@@ -226,6 +226,10 @@ def task_data(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]] 
 
     if task_type == TOKEN_CLASSIFICATION:
         return TokenTask(rows, validation_rows, config)
+    from ml.mc_training import NAME as MULTIPLE_CHOICE, ChoiceTask
+
+    if task_type == MULTIPLE_CHOICE:
+        return ChoiceTask(rows, validation_rows, config)
     raise TrainingDataError(f"unknown task type {task_type!r}")
 
 
