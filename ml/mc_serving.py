@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core.task_types.multiple_choice import MAX_CHOICES, MIN_CHOICES, NAME, Example, result_of
+from core.task_types.multiple_choice import MAX_CHOICES, MIN_CHOICES, NAME, ChoiceInput, Example, result_of
 
 from .backend import Encoded
 from .batching import Served
@@ -21,11 +21,13 @@ from .mc_data import encode_pairs
 from .text_classification import PairRow, _autocast, quantize_linear_layers
 
 
-def as_example(item: Example | Mapping[str, Any]) -> Example:
-    """An input as an :class:`Example`: an ``Example``, or ``{"context", "question"?, "choices"}`` (a request's
-    row, already validated by ``core.specs``); ValueError for anything else."""
+def as_example(item: Example | ChoiceInput | Mapping[str, Any]) -> Example:
+    """An input as an :class:`Example`: an ``Example``, a classify job's ``ChoiceInput``, or ``{"context",
+    "question"?, "choices"}``; ValueError for anything else."""
     if isinstance(item, Example):
         return item
+    if isinstance(item, ChoiceInput):
+        return item.example()
     if not isinstance(item, Mapping) or not isinstance(item.get("choices"), (list, tuple)):
         raise ValueError("a multiple-choice input is {\"context\", \"question\"?, \"choices\": [...]}")
     choices = [str(c) for c in item["choices"]]
@@ -63,8 +65,11 @@ class ChoicePredictor(Served):
             model = quantize_linear_layers(model)
         return cls(model, tokenizer, device=device, max_length=model.max_length or 128, quantized=quantized)
 
-    def encode(self, inputs: Sequence[Example | Mapping[str, Any]]) -> Encoded:
-        """One row per choice of every input (a :class:`PairRow`: token ids and token types)."""
+    def encode(self, inputs: Sequence[Example | ChoiceInput | Mapping[str, Any]],
+               pairs: Sequence[str | None] | None = None) -> Encoded:
+        """One row per choice of every input (a :class:`PairRow`: token ids and token types). ``pairs`` (what a
+        classify job passes as each input's second text: its question) is ignored: the question travels with the
+        input itself."""
         examples = [as_example(item) for item in inputs]
         if not examples:
             return Encoded([], [], [])

@@ -350,7 +350,10 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
         model = _usable_model(session, user, request)
         request = request.with_model_id(model.id)
         row_count = None
-        if request.from_dataset:
+        own = _reads_own_columns(session, user, request, model) if request.from_dataset else None
+        if own is not None:
+            row_count = own.row_count
+        elif request.from_dataset:
             given, request = request, _default_text_columns(request, model)
             _check_input_kind(request, model.params or {})
             dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
@@ -397,10 +400,39 @@ def _lock_live_model(session, model: TrainedModel) -> None:
                        "this job was being submitted")
 
 
+def _reads_own_columns(session, user: Principal, request: ClassifyRequest, model: TrainedModel) -> Dataset | None:
+    """The request's dataset when the model's task type checks a dataset classify request itself
+    (``TaskType.check_classify_dataset``: its columns against the dataset's; 422 when they do not fit), else
+    None (the text-column defaults and checks follow)."""
+    kind = task_types.of_params(model.params)
+    dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
+    try:
+        own = kind.check_classify_dataset(dataset.columns, request, model.params or {})
+    except DatasetError as exc:
+        raise _dataset_error(exc) from None
+    if not own:
+        return None
+    _check_input_kind(request, model.params or {})
+    return dataset
+
+
 def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:
     """Pairs go to a model trained on sentence pairs (``text_pair_column``), single texts to any other;
-    pre-tokenized ``tokens`` and an ``aggregation_strategy`` to a token-classification model only."""
+    pre-tokenized ``tokens`` and an ``aggregation_strategy`` to a token-classification model only;
+    ``choice_questions`` to a multiple-choice model, which takes nothing else inline."""
     kind = task_types.of_params(model_params)
+    choice_model = kind.name == "multiple-choice"
+    if request.with_choice_questions and not choice_model:
+        raise ApiError(422, "choice_questions_not_supported", f"model {request.model_id} is a {kind.name} model: "
+                       "choice_questions are for multiple-choice models")
+    if choice_model and not request.from_dataset and not request.with_choice_questions:
+        raise ApiError(422, "choice_questions_required", f"model {request.model_id} is a multiple-choice model: "
+                       'send choice_questions ({"context", "question"?, "choices": [...]} each) or a dataset_id')
+    if choice_model and getattr(request, "aggregation_strategy", None) is not None:
+        raise ApiError(422, "aggregation_not_supported", f"model {request.model_id} is a multiple-choice model: "
+                       "aggregation_strategy applies to token-classification models")
+    if choice_model:  # a dataset's text_column / text_pair_column name its context / question columns
+        return
     tokens_model = kind.name == "token-classification"
     if request.with_tokens and not tokens_model:
         raise ApiError(422, "tokens_not_supported", f"model {request.model_id} is a {kind.name} model: tokens "
@@ -479,7 +511,7 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
             plan = kind.plan_evaluation(
                 model.family, model.tasks, model.params, text_column=request.text_column,
                 text_pair_column=request.text_pair_column, label_column=request.label_column,
-                label_columns=request.label_columns)
+                label_columns=request.label_columns, dataset_columns=dataset.columns)
             missing = [c for c in plan.columns if c not in dataset.columns]
             if missing:
                 raise ApiError(422, "unknown_column", f"column(s) {', '.join(map(repr, missing))} not in dataset "

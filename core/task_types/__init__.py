@@ -82,6 +82,21 @@ class TaskType:
         ``core.datasets.DatasetError`` (422) for bad rows."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------------------------ classification
+
+    def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any]) -> bool:
+        """Check a classify request that reads a dataset with ``columns`` (``core.specs.ClassifyRequest``) against
+        the model's ``params``; raise ``core.datasets.DatasetError`` (422) when it cannot be read. Return True when
+        done, False to leave it to the web's text-column defaults and checks."""
+        return False
+
+    def classify_inputs(self, request: Any, dataset: tuple[bytes, str] | None,
+                        model_params: Mapping[str, Any]) -> Any:
+        """Every input of a classify job as ``(index, text, text_pair, row id)`` (``text``: what the model's backend
+        encodes and the prediction stores -- a ``str``, or a subclass carrying more), from the request or the
+        dataset's (content, format); None: the worker's text and token inputs."""
+        return None
+
     # ------------------------------------------------------------------------------------ predictions
 
     def prediction_columns(self, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,7 +124,8 @@ class TaskType:
     def plan_evaluation(self, model_family: str, model_tasks: Mapping[str, list[str]],
                         model_params: Mapping[str, Any] | None, **columns: Any) -> Any:
         """Resolve an evaluation request against a model: what each dataset row's truth is (a plan the worker
-        reads back from the job's params)."""
+        reads back from the job's params). ``columns``: the request's columns, and ``dataset_columns`` (the
+        dataset's, for a task type whose columns default by what the dataset has)."""
         raise NotImplementedError
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +160,33 @@ class Example:
     question: str | None
     choices: list[str]
     label: int | None = None
+
+
+class ChoiceInput(str):
+    """One input of a classify job: its context (the ``str`` itself: what the prediction stores as ``text``) carrying
+    its ``question`` and ``choices`` -- as ``ml.text_classification.PairRow`` is a token list carrying its token
+    types, so that the shared classify code passes it along like any text."""
+
+    __slots__ = ("question", "choices")
+
+    def __new__(cls, context: str, question: str | None, choices: Sequence[str]) -> "ChoiceInput":
+        value = super().__new__(cls, context)
+        value.question, value.choices = question, list(choices)
+        return value
+
+    def example(self) -> "Example":
+        return Example(str(self), self.question, list(self.choices))
+
+
+def classify_layout(columns: Sequence[str], request: Any, model_params: Mapping[str, Any]) -> Layout:
+    """Where a classify job reads a dataset's rows: the model's columns (``text_column`` / ``text_pair_column`` of
+    the request, when given, name the context / question columns), resolved against the dataset's ``columns``
+    (unlabelled); 422 as :func:`resolve_layout`."""
+    params = dict(model_params or {})
+    return resolve_layout(
+        columns, context_column=getattr(request, "text_column", None) or params.get("context_column"),
+        question_column=getattr(request, "text_pair_column", None) or params.get("question_column"),
+        choice_columns=params.get("choice_columns"), choices_column=params.get("choices_column"), labelled=False)
 
 
 def label_index(cell: Any, choices: Sequence[str], number: int, column: str | None = DEFAULT_LABEL) -> int:
@@ -375,6 +402,37 @@ class MultipleChoice(TaskType):
         return [c for c in (config.context_column, config.question_column, *(config.choice_columns or ()),
                             config.choices_column) if c is not None]
 
+    def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any]) -> bool:
+        """A dataset classify request reads the model's columns (:func:`classify_layout`); 422 when they are not
+        in the dataset. ``text_template`` does not apply."""
+        if getattr(request, "text_template", None) is not None:
+            raise _error("text_template does not apply to a multiple-choice model: give text_column (the context) "
+                         "and text_pair_column (the question), or leave them to the model's", "invalid_columns")
+        layout = classify_layout(columns, request, model_params)
+        id_column = getattr(request, "id_column", None)
+        if id_column is not None and id_column in layout.columns:
+            raise _error(f"id_column {id_column!r} is also a column the model reads", "invalid_columns")
+        return True
+
+    def classify_inputs(self, request: Any, dataset: tuple[bytes, str] | None,
+                        model_params: Mapping[str, Any]) -> Iterator[tuple[int, ChoiceInput, str | None, Any]]:
+        """Every input of a classify job as ``(index, ChoiceInput, question, row id)``: the request's
+        ``choice_questions``, or each dataset row (its choices read as the model's layout; a row with unusable
+        choices fails the job with the row's number)."""
+        if dataset is None:
+            for index, item in enumerate(request.choice_questions):
+                yield index, ChoiceInput(item.context, item.question, item.choices), item.question, None
+            return
+        from core.datasets import open_rows
+
+        layout: Layout | None = None
+        for index, row in enumerate(open_rows(*dataset)):
+            if layout is None:
+                layout = classify_layout(list(row), request, model_params)
+            context, question = layout.context(row, index + 1)
+            row_id = row.get(request.id_column) if request.id_column else None
+            yield index, ChoiceInput(context, question, layout.choices(row, index + 1)), question, row_id
+
     def check_training_rows(self, rows: Iterable[Mapping[str, str]], config: Any, *,
                             known: Mapping[str, set[str]] | None = None) -> dict[str, Counter]:
         """Every row a context, 2 to :data:`MAX_CHOICES` choices and a label naming one; returns ``{"choice":
@@ -412,12 +470,12 @@ class MultipleChoice(TaskType):
         return predicted_label_is(session, label, multi_label=False)
 
     def plan_evaluation(self, model_family: str, model_tasks: Mapping[str, list[str]],
-                        model_params: Mapping[str, Any] | None, *, columns: Sequence[str] | None = None,
+                        model_params: Mapping[str, Any] | None, *, dataset_columns: Sequence[str] | None = None,
                         text_column: str | None = None, text_pair_column: str | None = None,
                         label_column: str | None = None, label_columns: list[str] | None = None,
                         **layout: Any) -> ChoiceEvaluationPlan:
         """The model's columns unless the request names others (``text_column`` / ``text_pair_column`` read as the
-        context / question columns), resolved against the dataset's ``columns``."""
+        context / question columns), resolved against ``dataset_columns``."""
         from core.datasets import DatasetError
         from core.evaluation import EvaluationError
 
@@ -434,6 +492,6 @@ class MultipleChoice(TaskType):
             if given[key] is None:
                 given[key] = params.get(key)
         try:
-            return ChoiceEvaluationPlan(resolve_layout(list(columns or []), **given))
+            return ChoiceEvaluationPlan(resolve_layout(list(dataset_columns or []), **given))
         except DatasetError as exc:
             raise EvaluationError(exc.code, exc.message) from None

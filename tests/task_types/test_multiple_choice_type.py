@@ -138,7 +138,7 @@ def test_evaluation_plan_defaults_to_the_model_columns():
 
     kind = task_types.get(MC)
     params = _request(context_column="sent1", choices_column="opts").model_dump(mode="json")
-    plan = kind.plan_evaluation("bert", {"choice": ["0", "1"]}, params, columns=["sent1", "opts", "label", "x"])
+    plan = kind.plan_evaluation("bert", {"choice": ["0", "1"]}, params, dataset_columns=["sent1", "opts", "label", "x"])
     assert plan.columns == ["sent1", "opts", "label"]
     back = type(plan).from_params(json.loads(json.dumps(plan.to_params())))
     assert back == plan and plan.to_params()["task_type"] == MC
@@ -148,5 +148,5 @@ def test_evaluation_plan_defaults_to_the_model_columns():
     assert error.value.code == "invalid_label"
     with pytest.raises(EvaluationError) as error:  # a dataset of another shape: no choices found
         kind.plan_evaluation("bert", {"choice": ["0", "1"]}, {"context_column": "context"},
-                             columns=["context", "label"])
+                             dataset_columns=["context", "label"])
     assert error.value.code == "invalid_columns"
