@@ -230,6 +230,9 @@ def hf_export_problem(config: Mapping[str, Any]) -> str | None:
     family = config.get("family")
     model_type = (config.get("encoder") or {}).get("model_type")
     head = config.get("head") or {}
+    task_type = config.get("task_type") or "text-classification"
+    if task_type != "text-classification":  # the mapping below is ForSequenceClassification's (same head names)
+        return f"its task type ({task_type}) has no transformers export here yet"
     training = (config.get("metadata") or {}).get("training") or {}
     if family not in PREFIXES:
         return f"the {family!r} family has no transformers equivalent (only bert and distilbert do)"

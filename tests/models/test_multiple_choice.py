@@ -101,3 +101,15 @@ def test_save_and_load_round_trip(family, tiny_bert_dir, tiny_distilbert_dir, tm
     ids, mask, types = _batch()
     assert torch.allclose(loaded(ids, mask, token_type_ids=types).logits,
                           model(ids, mask, token_type_ids=types).logits, atol=1e-6)
+
+
+def test_a_download_keeps_the_platform_layout_until_its_export_exists(tiny_distilbert_dir, tmp_path):
+    """The text-classification mapping must not turn a multiple-choice head into a ForSequenceClassification
+    checkpoint (its classifier is Linear(H, 1), not one output per position)."""
+    from core.hf_format import hf_export_problem
+    from models.encoders import load_tokenizer
+    from models.io import read_model_config
+
+    model = build_model("distilbert", POSITIONS, tiny_distilbert_dir, task_type="multiple-choice")
+    save_model(model, load_tokenizer(tiny_distilbert_dir), tmp_path)
+    assert "multiple-choice" in hf_export_problem(read_model_config(tmp_path))
