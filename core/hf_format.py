@@ -46,6 +46,12 @@ PLATFORM_FORMAT_VERSION = 2
 IMPORTED_TASK = "label"  # the task name of an imported single-label model
 
 ARCHITECTURES = {"BertForSequenceClassification": "bert", "DistilBertForSequenceClassification": "distilbert"}
+# the transformers class a model of each task type exports as, per family (the parameter names map by the same
+# prefixes: the multiple-choice heads are Linear(H, 1) under the sequence-classification heads' names)
+EXPORT_ARCHITECTURES = {
+    "text-classification": {family: name for name, family in ARCHITECTURES.items()},
+    "multiple-choice": {"bert": "BertForMultipleChoice", "distilbert": "DistilBertForMultipleChoice"},
+}
 # per family: (platform prefix, transformers prefix), most specific first
 PREFIXES = {
     "bert": (("encoder.", "bert."), ("head.classifier.", "classifier.")),
@@ -231,7 +237,7 @@ def hf_export_problem(config: Mapping[str, Any]) -> str | None:
     model_type = (config.get("encoder") or {}).get("model_type")
     head = config.get("head") or {}
     task_type = config.get("task_type") or "text-classification"
-    if task_type != "text-classification":  # the mapping below is ForSequenceClassification's (same head names)
+    if task_type not in EXPORT_ARCHITECTURES:
         return f"its task type ({task_type}) has no transformers export here yet"
     training = (config.get("metadata") or {}).get("training") or {}
     if family not in PREFIXES:
@@ -242,6 +248,8 @@ def hf_export_problem(config: Mapping[str, Any]) -> str | None:
         return "it has several tasks"
     if head.get("multi_label"):
         return "it is multi-label (its per-label decision thresholds have no transformers equivalent)"
+    if task_type == "multiple-choice":  # its bert head always reads the pooler, as BertForMultipleChoice
+        return None
     if family == "bert" and head.get("pooling") != "pooler":
         return (f"it pools with {head.get('pooling')!r}: BertForSequenceClassification classifies the encoder's "
                 "pooler output (pooling 'pooler')")
@@ -266,8 +274,10 @@ def hf_weight_names(family: str, platform_names: list[str]) -> dict[str, str]:
 
 
 def hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The transformers ``config.json`` of an exportable platform model (see :func:`hf_export_problem`)."""
+    """The transformers ``config.json`` of an exportable platform model (see :func:`hf_export_problem`); a
+    multiple-choice model names no labels (its head scores each choice: one output)."""
     family = config["family"]
+    task_type = config.get("task_type") or "text-classification"
     task = next(iter(config["tasks"]))
     labels = list(config["tasks"][task])
     dropout = float(config["head"]["dropout"])
@@ -275,10 +285,11 @@ def hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
             "transformers_version", "classifier_dropout", "seq_classif_dropout"}
     out = {k: v for k, v in config["encoder"]["config"].items() if k not in skip}
     out["model_type"] = family
-    out["architectures"] = [next(name for name, fam in ARCHITECTURES.items() if fam == family)]
-    out["id2label"] = {str(i): label for i, label in enumerate(labels)}
-    out["label2id"] = {label: i for i, label in enumerate(labels)}
-    out["problem_type"] = "single_label_classification"
+    out["architectures"] = [EXPORT_ARCHITECTURES[task_type][family]]
+    if task_type == "text-classification":
+        out["id2label"] = {str(i): label for i, label in enumerate(labels)}
+        out["label2id"] = {label: i for i, label in enumerate(labels)}
+        out["problem_type"] = "single_label_classification"
     out["classifier_dropout" if family == "bert" else "seq_classif_dropout"] = dropout
     return out
 

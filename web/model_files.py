@@ -271,7 +271,8 @@ def model_card(info: dict[str, Any], config: dict[str, Any], *, hf_problem: str 
     pair = bool((metadata.get("training") or {}).get("text_pair_column"))
     return _card_template().render(name=_cell(info["name"]), version=info["version"],
                                    rows=[(name, _cell(value)) for name, value in rows], hf_problem=hf_problem,
-                                   pair=pair, max_length=config.get("max_length"))
+                                   pair=pair, max_length=config.get("max_length"),
+                                   task_type=config.get("task_type") or "text-classification")
 
 
 @functools.cache

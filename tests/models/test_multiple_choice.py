@@ -103,13 +103,17 @@ def test_save_and_load_round_trip(family, tiny_bert_dir, tiny_distilbert_dir, tm
                           model(ids, mask, token_type_ids=types).logits, atol=1e-6)
 
 
-def test_a_download_keeps_the_platform_layout_until_its_export_exists(tiny_distilbert_dir, tmp_path):
-    """The text-classification mapping must not turn a multiple-choice head into a ForSequenceClassification
-    checkpoint (its classifier is Linear(H, 1), not one output per position)."""
-    from core.hf_format import hf_export_problem
+def test_the_export_config_names_the_multiple_choice_class(tiny_distilbert_dir, tmp_path):
+    """A multiple-choice model exports as DistilBertForMultipleChoice (no labels: one output per choice); a task type
+    without an export of its own is never mapped as a sequence classifier (same head names, other shapes)."""
+    from core.hf_format import hf_config, hf_export_problem
     from models.encoders import load_tokenizer
     from models.io import read_model_config
 
     model = build_model("distilbert", POSITIONS, tiny_distilbert_dir, task_type="multiple-choice")
     save_model(model, load_tokenizer(tiny_distilbert_dir), tmp_path)
-    assert "multiple-choice" in hf_export_problem(read_model_config(tmp_path))
+    config = read_model_config(tmp_path)
+    assert hf_export_problem(config) is None
+    exported = hf_config(config)
+    assert exported["architectures"] == ["DistilBertForMultipleChoice"] and "id2label" not in exported
+    assert "token-classification" in hf_export_problem({**config, "task_type": "token-classification"})
