@@ -70,6 +70,13 @@ def test_train_answer_classify_and_evaluate_a_multiple_choice_model(client, tiny
     lines = client.get(f"/api/v1/jobs/{labelled['id']}/export?format=jsonl").get_data(as_text=True).splitlines()
     assert [json.loads(line)["choice"] for line in lines] == [e.choices[g] for e, g in zip(examples, gold)]
 
+    # the pages of the training job, the model and the classify job render (the results as stored)
+    for page in (f"/jobs/{job['id']}", f"/models/{model['id']}", f"/jobs/{labelled['id']}",
+                 f"/jobs/{labelled['id']}?label=1"):
+        shown = client.get(page)
+        assert shown.status_code == 200, page
+    assert examples[0].context in client.get(f"/jobs/{labelled['id']}").get_data(as_text=True)
+
     evaluation = client.post("/api/v1/jobs/evaluate", json={"model_id": model["id"], "dataset_id": dataset_id})
     assert evaluation.status_code == 202, evaluation.get_json()
     evaluated = wait_for_job(client, evaluation.get_json()["id"])
