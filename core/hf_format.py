@@ -52,6 +52,13 @@ EXPORT_ARCHITECTURES = {
     "text-classification": {family: name for name, family in ARCHITECTURES.items()},
     "multiple-choice": {"bert": "BertForMultipleChoice", "distilbert": "DistilBertForMultipleChoice"},
 }
+# what an imported checkpoint's class is: (family, task type)
+IMPORT_ARCHITECTURES = {name: (family, task_type) for task_type, classes in EXPORT_ARCHITECTURES.items()
+                        for family, name in classes.items()}
+MULTIPLE_CHOICE = "multiple-choice"
+# an imported multiple-choice model's task and labels: the choice positions it names (transformers' config keeps no
+# count of choices; the head scores any number of them)
+MULTIPLE_CHOICE_TASK, MULTIPLE_CHOICE_LABELS = "choice", ["0", "1"]
 # per family: (platform prefix, transformers prefix), most specific first
 PREFIXES = {
     "bert": (("encoder.", "bert."), ("head.classifier.", "classifier.")),
@@ -353,24 +360,37 @@ def _check_field(name: str, value: Any, rule: tuple) -> Any:
 
 def import_family(config: Mapping[str, Any]) -> str:
     """``bert`` or ``distilbert`` from an imported ``config.json`` (CheckpointError ``unsupported_architecture``)."""
+    return _import_class(config)[0]
+
+
+def import_task_type(config: Mapping[str, Any]) -> str:
+    """The task type of an imported ``config.json``'s class: ``text-classification`` for the sequence classifiers,
+    ``multiple-choice`` for ``BertForMultipleChoice`` / ``DistilBertForMultipleChoice``."""
+    return _import_class(config)[1]
+
+
+def _import_class(config: Mapping[str, Any]) -> tuple[str, str]:
     architectures = config.get("architectures")
     model_type = config.get("model_type")
-    known = " or ".join(ARCHITECTURES)
+    known = ", ".join(IMPORT_ARCHITECTURES)
     if (not isinstance(architectures, list) or len(architectures) != 1 or not isinstance(architectures[0], str)
-            or architectures[0] not in ARCHITECTURES):
+            or architectures[0] not in IMPORT_ARCHITECTURES):
         shown = architectures if isinstance(architectures, list) else repr(architectures)
         raise CheckpointError("unsupported_architecture",
                               f"config.json architectures is {str(shown)[:200]}: only {known} checkpoints import")
-    family = ARCHITECTURES[architectures[0]]
+    family, task_type = IMPORT_ARCHITECTURES[architectures[0]]
     if model_type != family:
         raise CheckpointError("unsupported_architecture",
                               f"config.json says {architectures[0]} but model_type {str(model_type)[:40]!r}")
-    return family
+    return family, task_type
 
 
 def import_labels(config: Mapping[str, Any]) -> list[str]:
     """The labels of an imported checkpoint, in id order: from ``id2label`` (ids 0..n-1), else ``LABEL_<i>`` for
-    ``num_labels`` (default 2). Single-label classification only, 2 labels or more."""
+    ``num_labels`` (default 2). Single-label classification only, 2 labels or more. A multiple-choice checkpoint:
+    :data:`MULTIPLE_CHOICE_LABELS` (its ``id2label`` means nothing: the head has one output)."""
+    if import_task_type(config) == MULTIPLE_CHOICE:
+        return list(MULTIPLE_CHOICE_LABELS)
     problem = config.get("problem_type")
     if problem not in (None, "single_label_classification"):
         raise CheckpointError("unsupported_architecture", f"problem_type {str(problem)[:40]!r}: only single-label "
@@ -530,28 +550,41 @@ def platform_weight_names(
     return out
 
 
+def import_outputs(task_type: str, labels: list[str]) -> int:
+    """How many outputs the imported head's classifier has: one per label, one (a score per choice) for multiple
+    choice."""
+    return 1 if task_type == MULTIPLE_CHOICE else len(labels)
+
+
 def platform_config(
     family: str, encoder: Mapping[str, Any], labels: list[str], *, max_length: int, metadata: Mapping[str, Any],
+    task_type: str = "text-classification",
 ) -> dict[str, Any]:
-    """The ``bertqueue_config.json`` (``models.io`` format 2) of an imported checkpoint: the transformers head
-    (bert: pooling through the pooler; distilbert: pre_classifier + classifier) on the validated encoder fields."""
+    """The ``bertqueue_config.json`` (``models.io`` format 2; 3 for multiple choice) of an imported checkpoint: the
+    transformers head (bert: pooling through the pooler; distilbert: pre_classifier + classifier) on the validated
+    encoder fields."""
     if family == "bert":
         dropout = encoder.get("classifier_dropout")
         dropout = encoder.get("hidden_dropout_prob", 0.1) if dropout is None else dropout
         encoder_fields = {k: v for k, v in encoder.items() if k != "classifier_dropout"}
         head = {"dropout": dropout, "freeze_encoder": False, "multi_label": False, "label_smoothing": 0.0,
                 "pooling": "pooler"}
+        if task_type == MULTIPLE_CHOICE:
+            del head["pooling"]  # the multiple-choice head always reads the pooler: no option
     else:
         dropout = encoder.get("seq_classif_dropout", 0.2)
         encoder_fields = {k: v for k, v in encoder.items() if k not in ("seq_classif_dropout", "qa_dropout")}
         head = {"dropout": dropout, "freeze_encoder": False, "multi_label": False, "label_smoothing": 0.0}
+    task = MULTIPLE_CHOICE_TASK if task_type == MULTIPLE_CHOICE else IMPORTED_TASK
+    kind = {"format_version": 3, "task_type": task_type} if task_type != "text-classification" else \
+        {"format_version": PLATFORM_FORMAT_VERSION}
     return {
-        "format_version": PLATFORM_FORMAT_VERSION,
+        **kind,
         "family": family,
         "encoder": {"model_type": family, "config": {**encoder_fields, "model_type": family}},
-        "tasks": {IMPORTED_TASK: list(labels)},
-        "label2id": {IMPORTED_TASK: {label: i for i, label in enumerate(labels)}},
-        "id2label": {IMPORTED_TASK: {str(i): label for i, label in enumerate(labels)}},
+        "tasks": {task: list(labels)},
+        "label2id": {task: {label: i for i, label in enumerate(labels)}},
+        "id2label": {task: {str(i): label for i, label in enumerate(labels)}},
         "head": head,
         "class_weights": None,
         "thresholds": None,

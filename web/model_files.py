@@ -396,6 +396,13 @@ class _Checked:
     labels: list[str]
     encoder: dict[str, Any]
     tokenizer_config: dict[str, Any]
+    task_type: str = "text-classification"
+
+    @property
+    def task(self) -> str:
+        """The imported model's one task name."""
+        return (hf_format.MULTIPLE_CHOICE_TASK if self.task_type == hf_format.MULTIPLE_CHOICE
+                else hf_format.IMPORTED_TASK)
 
 
 def _check_configs(archive: CheckpointArchive) -> _Checked:
@@ -404,7 +411,7 @@ def _check_configs(archive: CheckpointArchive) -> _Checked:
     labels = hf_format.import_labels(config)
     encoder = hf_format.import_encoder_config(family, config)
     tokenizer_config = _check_tokenizer(archive, family, encoder["vocab_size"])
-    return _Checked(family, labels, encoder, tokenizer_config)
+    return _Checked(family, labels, encoder, tokenizer_config, hf_format.import_task_type(config))
 
 
 DISK_RESERVE_BYTES = 64 * 1024 * 1024  # an import never takes the model store's disk down to its last bytes
@@ -433,7 +440,8 @@ def _write_model(archive: CheckpointArchive, checked: _Checked, work: Path, file
     """The platform layout of the checked checkpoint in ``work/model``; returns that folder."""
     source = archive.extract(hf_format.WEIGHTS_NAME, work / "source.safetensors")
     header = hf_format.read_header(source)
-    expected = hf_format.expected_hf_shapes(checked.family, checked.encoder, len(checked.labels))
+    expected = hf_format.expected_hf_shapes(checked.family, checked.encoder,
+                                            hf_format.import_outputs(checked.task_type, checked.labels))
     names = hf_format.platform_weight_names(checked.family, header, expected)
     model_dir = work / "model"
     model_dir.mkdir()
@@ -446,7 +454,8 @@ def _write_model(archive: CheckpointArchive, checked: _Checked, work: Path, file
     (model_dir / "tokenizer_config.json").write_text(json.dumps(checked.tokenizer_config, indent=2))
     max_length = hf_format.import_max_length(checked.encoder, checked.tokenizer_config)
     config = hf_format.platform_config(checked.family, checked.encoder, checked.labels, max_length=max_length,
-                                       metadata={"imported_from": filename, "source": "imported"})
+                                       metadata={"imported_from": filename, "source": "imported"},
+                                       task_type=checked.task_type)
     # written last, as models.io does: a folder with it is a complete model
     (model_dir / hf_format.PLATFORM_CONFIG_NAME).write_text(json.dumps(config, indent=2))
     return model_dir
@@ -518,6 +527,8 @@ def _insert(user: Principal, name: str, checked: _Checked, directory: Path, file
     """Insert the model row with the next version of ``name`` (retrying lost version races)."""
     params = {"family": checked.family, "imported_from": filename,
               "max_length": json.loads((directory / hf_format.PLATFORM_CONFIG_NAME).read_text())["max_length"]}
+    if checked.task_type != "text-classification":
+        params["task_type"] = checked.task_type
     size_bytes = quotas.directory_bytes(directory)
     for _ in range(models_registry.VERSION_ATTEMPTS):
         with db.session() as session:
@@ -525,7 +536,7 @@ def _insert(user: Principal, name: str, checked: _Checked, directory: Path, file
             model = models_registry.insert_model(
                 session, name=name, owner_id=user.id, family=checked.family,
                 encoder=f"imported {checked.family} checkpoint"[:500], labels=list(checked.labels),
-                tasks={hf_format.IMPORTED_TASK: list(checked.labels)}, metrics=None, params=params,
+                tasks={checked.task: list(checked.labels)}, metrics=None, params=params,
                 artifact_dir=str(directory), training_job_id=None, source="imported", size_bytes=size_bytes,
             )
             if model is not None:

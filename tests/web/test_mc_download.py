@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.db import db
+from core.schema import TrainedModel
+
 from .test_model_download import _download, _row
 
 ROWS = [("A man sits at a piano.", "He", ["plays a song.", "eats the keys.", "flies to the moon."]),
@@ -53,3 +56,28 @@ def test_download_loads_in_auto_model_for_multiple_choice_with_the_same_scores(
         with torch.no_grad():
             probabilities = hf_model(**{k: v.unsqueeze(0) for k, v in batch.items()}).logits.softmax(-1)[0]
         assert probabilities.tolist() == pytest.approx(answer["scores"], abs=1e-4)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_a_downloaded_checkpoint_imports_back_as_a_multiple_choice_model(
+        family, client, tiny_bert_dir, tiny_distilbert_dir, tmp_path):
+    """transformers' multiple-choice classes import: the model is a multiple-choice model that scores choices as
+    the original does."""
+    import io
+
+    from ml.mc_serving import ChoicePredictor
+
+    model_dir = _save(family, tiny_bert_dir if family == "bert" else tiny_distilbert_dir, tmp_path / "model")
+    response = client.get(f"/api/v1/models/{_row(model_dir, family)}/download")
+    imported = client.post("/api/v1/models/import", content_type="multipart/form-data",
+                           data={"file": (io.BytesIO(response.get_data()), "mc.zip"), "name": "mc"})
+    assert imported.status_code == 201, imported.get_json()
+    model = imported.get_json()
+    assert model["task_type"] == "multiple-choice" and model["labels"] == ["0", "1"]
+    questions = [{"context": c, "question": q, "choices": choices} for c, q, choices in ROWS]
+    expected = ChoicePredictor.load(model_dir).predict(questions)
+    with db.session() as session:
+        artifact_dir = session.get(TrainedModel, model["id"]).artifact_dir
+    for got, want in zip(ChoicePredictor.load(artifact_dir).predict(questions), expected):
+        assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+        assert got["choice_index"] == want["choice_index"]
