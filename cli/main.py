@@ -225,7 +225,8 @@ def datasets_delete(state: State, dataset_id: int, yes: bool) -> None:
 @click.option("--text-column", help="the column holding the text")
 @click.option("--label-column", "label_columns", multiple=True,
               help="the label column; repeat it for several (multitask: one task each)")
-@click.option("--task-type", "task_type", help="text-classification (default) or token-classification")
+@click.option("--task-type", "task_type", help="text-classification (default), token-classification or "
+              "multiple-choice (its columns by --set, e.g. --set context_column=sent1)")
 @click.option("--tokens-column", help="token classification: the column of token lists (default: tokens)")
 @click.option("--tags-column", help="token classification: the column of tag lists (default: tags)")
 @click.option("--family", help="bert (default), distilbert, bert_lstm or multitask")
