@@ -93,6 +93,7 @@ class UploadDatasetForm(FlaskForm):
 
 
 TOKEN_CLASSIFICATION = "token-classification"
+MULTIPLE_CHOICE = "multiple-choice"
 
 
 class TrainFormBase(FlaskForm):
@@ -119,6 +120,11 @@ class TrainFormBase(FlaskForm):
     # token classification: columns of JSON arrays of strings, one token (tag) per word
     tokens_column = SelectField("Tokens column", validate_choice=False, validators=[Optional()])
     tags_column = SelectField("Tags column", validate_choice=False, validators=[Optional()])
+    # multiple choice: a context, an optional question, the choices (numbered ending<N> columns or one list column);
+    # the label column is the one above (the right choice's position or text)
+    context_column = SelectField("Context column", validate_choice=False, validators=[Optional()])
+    question_column = SelectField("Question column (optional)", validate_choice=False, validators=[Optional()])
+    choices_column = SelectField("Choices", validate_choice=False, validators=[Optional()])
     encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
     class_weights_balanced = BooleanField("Balanced class weights")
 
@@ -131,7 +137,13 @@ class TrainFormBase(FlaskForm):
         """Whether token classification is chosen (tokens and tags columns instead of texts and labels)."""
         return self.task_type.data == TOKEN_CLASSIFICATION
 
+    def multiple_choice(self) -> bool:
+        """Whether multiple choice is chosen (context, question, choices and label columns)."""
+        return self.task_type.data == MULTIPLE_CHOICE
+
     def validate_text_column(self, field) -> None:
+        if self.multiple_choice():
+            return
         if not self.tokens() and not field.data and not self.text_template.data:
             raise ValidationError("choose the text column (or write a text template)")
 
@@ -154,6 +166,10 @@ class TrainFormBase(FlaskForm):
         data: dict = {"dataset_id": self.dataset_id.data, "task_type": task_type, "family": family}
         if self.tokens():
             columns: tuple[str, ...] = ("tokens_column", "tags_column")
+        elif self.multiple_choice():
+            # an empty question: the dataset's "question" column when it has one; empty choices: its ending<N> columns
+            columns = ("context_column", "question_column", "choices_column")
+            data["label_column"] = self.label_column.data or None
         else:
             columns = ("text_column", "text_pair_column")
             if self._uses_label_columns():

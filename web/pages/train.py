@@ -17,6 +17,7 @@ from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
 LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "category", "target")
 TOKENS_COLUMN_NAMES = ("tokens", "words")
 TAGS_COLUMN_NAMES = ("tags", "ner_tags", "labels", "pos_tags")
+CONTEXT_COLUMN_NAMES = ("context", "sent1", "startphrase", "text")
 
 
 def task_type_info() -> dict:
@@ -43,9 +44,14 @@ def train():
             form.task_type.data = wanted_task_type
     selected = next((d for d in datasets if d["id"] == form.dataset_id.data), datasets[0] if datasets else None)
     columns = services.dataset_columns(current(), selected) if selected else []
-    for field in (form.text_column, form.label_column, form.label_columns, form.tokens_column, form.tags_column):
+    for field in (form.text_column, form.label_column, form.label_columns, form.tokens_column, form.tags_column,
+                  form.context_column):
         field.choices = choices((c, c) for c in columns)
     form.text_pair_column.choices = choices([("", "none (single texts)"), *((c, c) for c in columns)])
+    form.question_column.choices = choices([("", "default: \"question\" when the dataset has it"),
+                                            *((c, c) for c in columns)])
+    form.choices_column.choices = choices([("", "the ending0, ending1, ... columns"),
+                                           *((c, f"{c} (a JSON array per row)") for c in columns)])
     form.validation_dataset_id.choices = choices(
         [("", "none: hold out the validation split"), *((d["id"], f"{d['name']} (#{d['id']})") for d in datasets)]
     )
@@ -55,6 +61,7 @@ def train():
         form.label_column.data = guess_column(columns, LABEL_COLUMN_NAMES, 1)
         form.tokens_column.data = guess_column(columns, TOKENS_COLUMN_NAMES, 0)
         form.tags_column.data = guess_column(columns, TAGS_COLUMN_NAMES, 1)
+        form.context_column.data = guess_column(columns, CONTEXT_COLUMN_NAMES, 0)
 
     general: list[str] = []
     if form.validate_on_submit():

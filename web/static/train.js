@@ -13,6 +13,7 @@
   var metric = form.querySelector("#metric");
   var tokensColumn = form.querySelector("#tokens_column");
   var tagsColumn = form.querySelector("#tags_column");
+  var contextColumn = form.querySelector("#context_column");
   var dataset = form.querySelector("#dataset_id");
   var textColumn = form.querySelector("#text_column");
   var labelColumn = form.querySelector("#label_column");
@@ -24,6 +25,7 @@
 
   function chosenTaskType() { return taskType ? taskType.value : "text-classification"; }
   function tokens() { return chosenTaskType() === "token-classification"; }
+  function multipleChoice() { return chosenTaskType() === "multiple-choice"; }
 
   // a task type trains some families only: the others cannot be chosen while it is
   function showTaskType() {
@@ -52,23 +54,28 @@
       el.hidden = el.dataset.families.split(" ").indexOf(chosen) < 0
         || (types !== undefined && types.split(" ").indexOf(kind) < 0);
     });
-    form.querySelectorAll(".text-only").forEach(function (el) { el.hidden = token; });
+    var choice = multipleChoice();
+    form.querySelectorAll(".text-only").forEach(function (el) { el.hidden = token || choice; });
     form.querySelectorAll(".token-only").forEach(function (el) { el.hidden = !token; });
-    if (!token) {
+    form.querySelectorAll(".mc-only").forEach(function (el) { el.hidden = !choice; });
+    // multiple choice reads the label column too (the right choice's position or text)
+    var labelField = form.querySelector("#field-label_column");
+    if (choice && labelField) labelField.hidden = false;
+    if (!token && !choice) {
       form.querySelectorAll(".label-columns").forEach(function (el) { el.hidden = !(multitask || multi); });
       form.querySelectorAll(".single-column").forEach(function (el) { el.hidden = multitask; });
     }
     showCounts();
   }
 
-  function fill(select, columns) {
+  function fill(select, columns, emptyLabel) {
     var previous = Array.prototype.filter.call(select.options, function (o) { return o.selected; })
       .map(function (o) { return o.value; });
     select.replaceChildren();
     columns.forEach(function (column) {
       var option = document.createElement("option");
       option.value = column;
-      option.textContent = column || "none";
+      option.textContent = column || emptyLabel || "none";
       option.selected = option.defaultSelected = previous.indexOf(column) >= 0;
       select.appendChild(option);
     });
@@ -108,9 +115,14 @@
       .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
       .then(function (info) {
         stats = info.column_stats || {};
-        [textColumn, labelColumn, labelColumns, tokensColumn, tagsColumn].forEach(function (select) {
+        [textColumn, labelColumn, labelColumns, tokensColumn, tagsColumn, contextColumn].forEach(function (select) {
           if (select) fill(select, info.columns);
         });
+        var question = form.querySelector("#question_column");
+        if (question) fill(question, [""].concat(info.columns), "default: \u201cquestion\u201d when the dataset has it");
+        var choicesColumn = form.querySelector("#choices_column");
+        if (choicesColumn) fill(choicesColumn, [""].concat(info.columns), "the ending0, ending1, ... columns");
+        if (contextColumn) guess(contextColumn, info.columns, ["context", "sent1", "startphrase", "text"]);
         var pair = form.querySelector("#text_pair_column");
         if (pair) fill(pair, [""].concat(info.columns));
         guess(textColumn, info.columns, ["text", "tweet", "sentence", "content", "body"]);

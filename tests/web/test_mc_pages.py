@@ -1,0 +1,66 @@
+"""The train form's multiple-choice fields: the context, question and choices selects (mc-only, train.js shows them
+with the label column), the request they make, and a job started from them."""
+from __future__ import annotations
+
+import html
+import re
+
+from core.db import db
+from core.schema import Job
+
+from . import factories as f
+
+SWAG_CSV = ("sent1,sent2,ending0,ending1,ending2,label\n"
+            + "".join(f"A man sits {i}.,He,eats.,sleeps.,runs.,{i % 3}\n" for i in range(12))).encode()
+
+
+def _form(dataset_id: int, **overrides) -> dict:
+    data = {"dataset_id": str(dataset_id), "task_type": "multiple-choice", "family": "bert", "context_column": "sent1",
+            "question_column": "sent2", "choices_column": "", "label_column": "label", "epochs": "2",
+            "max_length": "64", "validation_split": "0.2", "metric": "accuracy",
+            # what a browser posts from the hidden fields of other task types: left out of the request
+            "text_column": "sent1", "tokens_column": "sent1", "tags_column": "label", "stride": "16",
+            "label_separator": "|", "text_normalization": "none", "pooling": ""}
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_train_form_has_the_multiple_choice_fields(client):
+    dataset_id = f.make_dataset(SWAG_CSV, name="swag")
+    page = client.get(f"/train?dataset_id={dataset_id}&task_type=multiple-choice").get_data(as_text=True)
+    assert '<option selected value="multiple-choice">Multiple choice' in page
+    assert re.search(r'<div class="row mc-only">', page)
+    context = re.search(r'<select id="context_column".*?</select>', page, re.S).group(0)
+    assert '<option selected value="sent1">' in context  # guessed from SWAG's name
+    choices = re.search(r'<select id="choices_column".*?</select>', page, re.S).group(0)
+    first = re.search(r'<option[^>]*>[^<]*</option>', choices).group(0)  # what a browser shows first
+    assert 'value=""' in first and "the ending0, ending1, ... columns" in first
+
+
+def test_train_form_request_data_for_multiple_choice(app):
+    from web.forms import TrainForm
+
+    with app.test_request_context(method="POST", data=_form(7, text_template="{sent1}")):
+        form = TrainForm()
+        form.dataset_id.choices = [(7, "swag")]
+        assert form.validate(), form.errors
+        data = form.to_request_data()
+    assert data["task_type"] == "multiple-choice" and data["context_column"] == "sent1"
+    assert data["question_column"] == "sent2" and data["label_column"] == "label" and data["metric"] == "accuracy"
+    for absent in ("text_column", "tokens_column", "tags_column", "choices_column", "stride", "text_template",
+                   "label_separator", "text_normalization", "pooling"):
+        assert absent not in data, absent
+
+
+def test_train_form_starts_a_multiple_choice_job_and_shows_errors(client, sent):
+    dataset_id = f.make_dataset(SWAG_CSV, name="swag")
+    response = client.post("/train", data=_form(dataset_id))
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with db.session() as session:
+        params = session.get(Job, sent[0][0]).params
+    assert params["task_type"] == "multiple-choice" and params["context_column"] == "sent1"
+    assert params["question_column"] == "sent2" and params["choices_column"] is None
+    response = client.post("/train", data=_form(dataset_id, choices_column="sent2"))  # not a JSON array per row
+    assert response.status_code == 400
+    assert "JSON array" in html.unescape(response.get_data(as_text=True))
+    assert len(sent) == 1
