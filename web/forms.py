@@ -234,6 +234,15 @@ class ClassifyForm(FlaskForm):
     # filled from the chosen dataset (server side, and by classify.js when the dataset changes)
     text_column = SelectField("Text column", validate_choice=False, validators=[Optional()])
     id_column = SelectField("Id column (optional)", validate_choice=False, validators=[Optional()])
+    # multiple-choice models: one question typed in (shown for those models only)
+    context = TextAreaField("Context", validators=[Optional()])
+    question = StringField("Question (optional)", validators=[Optional()])
+    choices = TextAreaField("Choices (one per line)", validators=[Optional()])
+    choice_models: tuple[int, ...] = ()  # the view sets the ids of the multiple-choice models among the choices
+
+    def choice_model(self) -> bool:
+        """Whether the chosen model is a multiple-choice model (a context and choices instead of texts)."""
+        return self.model_id.data in self.choice_models
 
     def text_lines(self) -> list[str]:
         return _lines(self.texts.data)
@@ -245,6 +254,8 @@ class ClassifyForm(FlaskForm):
         """The fields' own checks, then: texts or a dataset, not both and not neither."""
         if not super().validate(extra_validators):
             return False
+        if self.choice_model():
+            return self._validate_choice_question()
         if self.text_lines() and self.dataset_id.data is not None:
             self.form_errors.append("Type texts or choose a dataset, not both.")
             return False
@@ -260,12 +271,32 @@ class ClassifyForm(FlaskForm):
             return False
         return True
 
+    def _validate_choice_question(self) -> bool:
+        """A multiple-choice model: a context and at least 2 choices, or a dataset (not both)."""
+        typed = bool((self.context.data or "").strip() or _lines(self.choices.data))
+        if typed and self.dataset_id.data is not None:
+            self.form_errors.append("Type a question or choose a dataset, not both.")
+            return False
+        if self.dataset_id.data is not None:
+            return True
+        if not (self.context.data or "").strip():
+            self.context.errors = [*self.context.errors, "enter the context, or choose a dataset"]
+            return False
+        if len(_lines(self.choices.data)) < 2:
+            self.choices.errors = [*self.choices.errors, "enter at least 2 choices, one per line"]
+            return False
+        return True
+
     def to_request_data(self, *, token_model: bool = False) -> dict:
         """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns; for a
         token-classification model (``token_model``) its aggregation strategy too."""
         data: dict = {"model_id": self.model_id.data}
         if token_model and self.aggregation_strategy.data:
             data["aggregation_strategy"] = self.aggregation_strategy.data
+        if self.choice_model() and self.dataset_id.data is None:
+            question = (self.question.data or "").strip()
+            item = {"context": self.context.data.strip(), "choices": _lines(self.choices.data)}
+            return {**data, "choice_questions": [{**item, **({"question": question} if question else {})}]}
         if self.dataset_id.data is None and self.pair_lines():
             return {**data, "pairs": [list(p) for p in zip(self.text_lines(), self.pair_lines())]}
         if self.dataset_id.data is None:

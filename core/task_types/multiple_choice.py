@@ -487,7 +487,8 @@ class MultipleChoice(TaskType):
                  "choice_columns": layout.get("choice_columns"), "choices_column": layout.get("choices_column"),
                  "label_column": label_column or (label_columns or [None])[0]}
         if given["choice_columns"] is None and given["choices_column"] is None:
-            given["choice_columns"], given["choices_column"] = params.get("choice_columns"), params.get("choices_column")
+            given["choice_columns"] = params.get("choice_columns")
+            given["choices_column"] = params.get("choices_column")
         for key in ("context_column", "question_column", "label_column"):
             if given[key] is None:
                 given[key] = params.get(key)

@@ -64,3 +64,48 @@ def test_train_form_starts_a_multiple_choice_job_and_shows_errors(client, sent):
     assert response.status_code == 400
     assert "JSON array" in html.unescape(response.get_data(as_text=True))
     assert len(sent) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- classify
+
+
+MC_PARAMS = {"family": "bert", "task_type": "multiple-choice", "context_column": "sent1", "question_column": "sent2"}
+
+
+def mc_model() -> int:
+    return f.make_model(tasks={"choice": ["0", "1", "2"]}, name="swag", params=MC_PARAMS)
+
+
+def test_classify_page_sends_one_typed_question(client, sent):
+    model_id = mc_model()
+    page = client.get(f"/classify?model_id={model_id}").get_data(as_text=True)
+    assert '<fieldset class="choice-only">' in page and f"data-choice-models=\"[{model_id}]\"" in page
+    response = client.post("/classify", data={"model_id": str(model_id), "context": "A man sits at a piano.",
+                                              "question": "He", "choices": "plays a song.\n\neats the keys.\n"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with db.session() as session:
+        job = session.get(Job, sent[0][0])
+        assert job.params["input_kind"] == "choice_questions"
+        assert job.inputs == [{"context": "A man sits at a piano.", "question": "He",
+                               "choices": ["plays a song.", "eats the keys."]}]
+    refused = client.post("/classify", data={"model_id": str(model_id), "context": "c", "choices": "only one"})
+    assert refused.status_code == 400 and "at least 2 choices" in refused.get_data(as_text=True)
+    assert len(sent) == 1
+
+
+def test_job_page_marks_the_chosen_choice_with_score_bars(client):
+    from core.schema import Prediction
+
+    model_id = mc_model()
+    job_id = f.make_classify_job(model_id, ["A man sits at a <b>piano</b>."])
+    f.start(job_id)
+    result = {"choice_index": 1, "choice": "plays.", "scores": [0.25, 0.75], "choices": ["eats.", "plays."]}
+    with db.session() as session:
+        session.add(Prediction(job_id=job_id, index=0, text="A man sits at a <b>piano</b>.", text_pair="He",
+                               result=result, label="1", score=0.75, scores={"0": 0.25, "1": 0.75}))
+    f.succeed(job_id)
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "&lt;b&gt;piano&lt;/b&gt;" in page  # escaped
+    chosen = re.search(r'<li class="chosen" aria-current="true">(.*?)</li>', page, re.S).group(1)
+    assert "✓ plays." in chosen and "width: 75.0%" in chosen
+    assert 'style="width: 25.0%"' in page
