@@ -264,6 +264,9 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
 @click.option("--id-column", help="a column of FILE or --dataset identifying rows (copied to the results)")
 @click.option("--aggregation-strategy", type=click.Choice(["first", "average", "max", "simple", "none"]),
               help="token models: how sub-word predictions become entities (default first)")
+@click.option("--context", help="multiple-choice models: the context of one question (with --choice, twice or more)")
+@click.option("--question", help="multiple-choice models: the question read before each choice (optional)")
+@click.option("--choice", "choices", multiple=True, help="multiple-choice models: a choice (repeat for each)")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, writable=True),
               help="write every prediction to this file (CSV; JSON Lines for a .jsonl name; CoNLL for a .conll "
               "name, token models)")
@@ -272,11 +275,16 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
 @pass_state
 def classify(state: State, model: str, texts: tuple[str, ...], file: str | None, dataset: int | None,
              text_column: str | None, id_column: str | None, aggregation_strategy: str | None,
-             output_path: str | None, wait: bool) -> None:
-    """Classify texts (--text ...), a FILE (uploaded as a dataset) or a stored --dataset, with MODEL."""
-    sources = sum(bool(s) for s in (texts, file, dataset))
+             context: str | None, question: str | None, choices: tuple[str, ...], output_path: str | None,
+             wait: bool) -> None:
+    """Classify texts (--text ...), a FILE (uploaded as a dataset) or a stored --dataset, with MODEL; a
+    multiple-choice MODEL answers one question (--context, --question, --choice ...)."""
+    sources = sum(bool(s) for s in (texts, file, dataset, context))
     if sources != 1:
-        raise click.UsageError("give --text (once or more), a FILE or --dataset: exactly one of them")
+        raise click.UsageError("give --text (once or more), a FILE, --dataset or --context (multiple choice): exactly "
+                               "one of them")
+    if (question or choices) and not context:
+        raise click.UsageError("--question and --choice go with --context")
     if texts and (text_column or id_column):
         raise click.UsageError("--text-column and --id-column go with a FILE or --dataset, not --text")
     if output_path and not wait:
@@ -286,6 +294,9 @@ def classify(state: State, model: str, texts: tuple[str, ...], file: str | None,
         body["aggregation_strategy"] = aggregation_strategy
     if texts:
         body["texts"] = list(texts)
+    elif context:
+        item = {"context": context, "choices": list(choices), **({"question": question} if question else {})}
+        body["choice_questions"] = [item]
     else:
         body["dataset_id"] = dataset if dataset else _dataset_id(state, file)
         if text_column:
