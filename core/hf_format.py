@@ -30,6 +30,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from .task_types.multiple_choice import NAME as MULTIPLE_CHOICE
+from .task_types.multiple_choice import TASK as MULTIPLE_CHOICE_TASK
+from .task_types.multiple_choice import positions
+
 # bytes per element of every dtype the safetensors format defines
 DTYPE_SIZES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -55,10 +59,9 @@ EXPORT_ARCHITECTURES = {
 # what an imported checkpoint's class is: (family, task type)
 IMPORT_ARCHITECTURES = {name: (family, task_type) for task_type, classes in EXPORT_ARCHITECTURES.items()
                         for family, name in classes.items()}
-MULTIPLE_CHOICE = "multiple-choice"
-# an imported multiple-choice model's task and labels: the choice positions it names (transformers' config keeps no
-# count of choices; the head scores any number of them)
-MULTIPLE_CHOICE_TASK, MULTIPLE_CHOICE_LABELS = "choice", ["0", "1"]
+# an imported multiple-choice model's labels: the choice positions it names (transformers' config keeps no count of
+# choices; the head scores any number of them)
+MULTIPLE_CHOICE_LABELS = positions(2)
 # per family: (platform prefix, transformers prefix), most specific first
 PREFIXES = {
     "bert": (("encoder.", "bert."), ("head.classifier.", "classifier.")),

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import BERT_LIKE_TYPES, IGNORE_INDEX, ClassifierOutput, EncoderClassifier

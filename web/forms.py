@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover
     _SelectChoice = None
 
 from core import task_types
+from core.task_types.multiple_choice import NAME as MULTIPLE_CHOICE
 from core.options import FAMILY_INFO, applies, option_fields
 from core.specs import AggregationStrategy
 
@@ -93,7 +94,6 @@ class UploadDatasetForm(FlaskForm):
 
 
 TOKEN_CLASSIFICATION = "token-classification"
-MULTIPLE_CHOICE = "multiple-choice"
 
 
 class TrainFormBase(FlaskForm):

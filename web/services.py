@@ -34,6 +34,7 @@ from core.ownership import visible, writable
 from core.queue import broadcast_model_deleted, enqueue_job
 from core.schema import DATASET_NAME_MAX, Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
+from core.task_types import multiple_choice
 
 from . import context
 from .errors import ApiError, validation_error
@@ -421,7 +422,7 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
     pre-tokenized ``tokens`` and an ``aggregation_strategy`` to a token-classification model only;
     ``choice_questions`` to a multiple-choice model, which takes nothing else inline."""
     kind = task_types.of_params(model_params)
-    choice_model = kind.name == "multiple-choice"
+    choice_model = kind.name == multiple_choice.NAME
     if request.with_choice_questions and not choice_model:
         raise ApiError(422, "choice_questions_not_supported", f"model {request.model_id} is a {kind.name} model: "
                        "choice_questions are for multiple-choice models")

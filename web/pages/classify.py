@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 
 from core.specs import ClassifyRequest
+from core.task_types.multiple_choice import NAME as MULTIPLE_CHOICE
 
 from .. import services
 from ..auth import current
@@ -15,7 +16,6 @@ from .filters import query_int
 from .forms_support import apply_error
 
 TOKEN_CLASSIFICATION = "token-classification"
-MULTIPLE_CHOICE = "multiple-choice"
 NO_DATASET = "— none: classify the texts above —"
 NO_ID_COLUMN = "— none —"
 AS_TRAINED = "— as the model was trained —"  # its text column, or its text_template
