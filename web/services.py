@@ -281,22 +281,26 @@ def _check_quota(session, user: Principal, *, lock: bool = True) -> None:
         )
 
 
-def _check_training_work(request: TrainRequest, rows: int, validation_rows: int | None = None) -> None:
+def _check_training_work(request: TrainRequest, rows: int, validation_rows: int | None = None,
+                         per_row: int = 1) -> None:
     """Token work bounded by MAX_TRAINING_WORK, so one request cannot hold a worker for days: epochs x rows x
     max_length of training, plus evaluations x validation rows x max_length (a forward pass: a third of a step's
-    cost), so a huge validation set evaluated every step is bounded too."""
+    cost), so a huge validation set evaluated every step is bounded too. ``per_row``: the sequences one row is
+    encoded as (``TaskType.work_per_row``: a multiple-choice row's choices), which multiply both."""
     limit = context.settings().max_training_work
-    train = request.epochs * rows * request.max_length
+    train = request.epochs * rows * request.max_length * per_row
     if validation_rows is None:
         validation_rows = round(rows * request.validation_split)
     steps = request.epochs * math.ceil(max(rows - validation_rows, 1) / request.batch_size)
     evaluations = request.epochs if request.eval_steps is None else steps // request.eval_steps + 1
-    evaluation = evaluations * validation_rows * request.max_length // 3
+    evaluation = evaluations * validation_rows * request.max_length * per_row // 3
     work = train + evaluation
     if work > limit:
+        sequences = f" x {per_row} sequences per row" if per_row > 1 else ""
         raise ApiError(
             422, "training_too_large",
-            f"epochs x rows x max_length = {request.epochs} x {rows} x {request.max_length} = {train:,}, plus "
+            f"epochs x rows x max_length{sequences} = {request.epochs} x {rows} x {request.max_length}"
+            f"{f' x {per_row}' if per_row > 1 else ''} = {train:,}, plus "
             f"{evaluations} evaluation(s) of {validation_rows} rows ({evaluation:,}), exceeds the limit of {limit:,} "
             "(MAX_TRAINING_WORK): use fewer epochs or evaluations, a shorter max_length or less data",
         )
@@ -322,7 +326,8 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
         validation = None
         if request.validation_dataset_id is not None:
             validation = _visible_row(session, Dataset, request.validation_dataset_id, user, "validation dataset")
-        _check_training_work(request, dataset.row_count, validation.row_count if validation is not None else None)
+        _check_training_work(request, dataset.row_count, validation.row_count if validation is not None else None,
+                             task_types.get(request.task_type).work_per_row(request, dataset.columns))
         try:
             check_column_names(dataset.columns, request)  # from the stored column list: no row read yet
             if validation is not None:

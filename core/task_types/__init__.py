@@ -69,6 +69,11 @@ class TaskType:
         when done, False to leave it to ``core.options``' built-in checks (text and token classification)."""
         return False
 
+    def work_per_row(self, config: Any, columns: Sequence[str]) -> int:
+        """How many sequences one training row of a dataset with ``columns`` is encoded as, at most (what the
+        training-work limit multiplies rows by): 1 unless a task type encodes more."""
+        return 1
+
     def config_columns(self, config: Any) -> list[str] | None:
         """The dataset columns a training request names (checked to exist before any row is read); None: the
         built-in ``TrainConfig.text_columns``."""

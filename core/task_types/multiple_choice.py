@@ -397,6 +397,18 @@ class MultipleChoice(TaskType):
         check_config(config)
         return True
 
+    def work_per_row(self, config: Any, columns: Sequence[str]) -> int:
+        """One sequence per choice: the numbered choice columns, or :data:`MAX_CHOICES` for a list column (its rows'
+        lengths are not known before they are read); a layout that does not resolve is refused later, by the
+        column checks."""
+        from core.datasets import DatasetError
+
+        try:
+            layout = config_layout(columns, config)
+        except DatasetError:
+            return 1
+        return len(layout.choice_columns) if layout.choice_columns is not None else MAX_CHOICES
+
     def config_columns(self, config: Any) -> list[str]:
         """The columns a request names explicitly (defaults depend on the dataset: :func:`config_layout`)."""
         return [c for c in (config.context_column, config.question_column, *(config.choice_columns or ()),

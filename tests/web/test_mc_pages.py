@@ -109,3 +109,25 @@ def test_job_page_marks_the_chosen_choice_with_score_bars(client):
     chosen = re.search(r'<li class="chosen" aria-current="true">(.*?)</li>', page, re.S).group(1)
     assert "✓ plays." in chosen and "width: 75.0%" in chosen
     assert 'style="width: 25.0%"' in page
+
+
+def test_training_work_counts_every_choice(settings, sent):
+    """The MAX_TRAINING_WORK limit multiplies a multiple-choice row by its choices (one sequence each): three
+    ending columns here, at most MAX_CHOICES for a list column."""
+    from core.task_types.multiple_choice import MAX_CHOICES
+    from tests.factories import api_client, make_user
+    from web import create_app
+
+    app = create_app({"TESTING": True, "SETTINGS": settings.replace(max_training_work=12 * 64 * 3)})
+    user = make_user("mc-worker")
+    client = api_client(app, user)
+    dataset = f.make_dataset(SWAG_CSV, name="swag", owner_id=user.id)
+    body = {"dataset_id": dataset, "task_type": "multiple-choice", "context_column": "sent1", "epochs": 1,
+            "max_length": 64, "validation_split": 0.0}
+    assert client.post("/api/v1/jobs/train", json=body).status_code == 202  # 1 x 12 x 64 x 3 = the limit
+    refused = client.post("/api/v1/jobs/train", json={**body, "epochs": 2})
+    assert refused.status_code == 422 and "x 3 sequences per row" in refused.get_json()["error"]["message"]
+    listed = ("sent1,options,label\n" + "".join(f'a {i},"[""x"", ""y""]",0\n' for i in range(12))).encode()
+    refused = client.post("/api/v1/jobs/train", json={**body, "dataset_id": f.make_dataset(listed, name="listed", owner_id=user.id),
+                                                      "choices_column": "options"})
+    assert refused.status_code == 422 and f"x {MAX_CHOICES} sequences per row" in refused.get_json()["error"]["message"]
