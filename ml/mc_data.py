@@ -35,14 +35,27 @@ def encode_pairs(tokenizer: Any, examples: Sequence[Example], max_length: int,
     return out
 
 
+class PaddedSize:
+    """A row's padded size (choices x its longest choice) standing where the training loop reads a row's token
+    list: the loop only takes its ``len`` (token budgets, length buckets), so no list of that many ids is built."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class ChoiceBatches(Encoded):
     """:class:`ml.batches.Encoded` whose rows are multiple-choice examples: ``pairs[i]`` holds row i's choices as
     (token ids, token type ids); a batch is (B, C, T), padded choices all zeros (attention mask 0: the model masks
-    them). ``input_ids[i]`` is only what the training loop measures a row by: its padded size, choices x the
-    longest choice, filled with the padding id (so token budgets count what a batch really holds)."""
+    them). ``input_ids[i]`` is only what the training loop measures a row by: its :class:`PaddedSize` (so token
+    budgets count what a batch really holds)."""
 
     def __init__(self, pairs: list[list[tuple[list[int], list[int]]]], labels: list[int], pad_id: int):
-        sizes = [[pad_id] * (len(row) * max(len(ids) for ids, _ in row)) for row in pairs]
+        sizes = [PaddedSize(len(row) * max(len(ids) for ids, _ in row)) for row in pairs]
         super().__init__(sizes, {"choice": list(labels)}, pad_id)
         self.pairs = pairs
 

@@ -125,3 +125,28 @@ def test_bad_rows_fail_training_clearly(tiny_bert_dir, tmp_path):
                "label": r["label"]} for r in mc_rows()]
     config = mc_config(encoder=str(tiny_bert_dir), choices_column="options", epochs=1)
     assert train_classifier(listed, config, tmp_path / "listed").metrics["choices"] == {"min": 3, "max": 4}
+
+
+def test_micro_batches_under_a_token_budget_give_the_unsplit_gradient(tiny_bert_dir):
+    """A batch of rows over the training token budget runs as micro-batches (each row's size: its choices x its
+    longest choice) whose accumulated gradient is the whole batch's."""
+    from ml.loop import micro_batches, train_step
+    from ml.mc_data import ChoiceBatches
+    from models.encoders import load_tokenizer
+    from models.registry import build_model
+
+    rows = mc_rows()
+    tokenizer = load_tokenizer(tiny_bert_dir)
+    data = ChoiceBatches(encode_pairs(tokenizer, _examples(rows), 24), _gold(rows), tokenizer.pad_token_id)
+    assert len(data.input_ids[1]) == 3 * max(len(ids) for ids, _ in data.pairs[1])  # 3 choices on odd rows
+    model = build_model("bert", {"choice": ["0", "1", "2", "3"]}, tiny_bert_dir, task_type="multiple-choice",
+                        dropout=0.0)
+    batch = list(range(16))
+    assert len(micro_batches(data, batch, 200)) > 1
+    grads = []
+    for budget in (10**9, 200):
+        model.zero_grad()
+        loss = train_step(model, data, batch, "cpu", budget)
+        grads.append((loss, model.head.classifier.weight.grad.clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
