@@ -22,6 +22,7 @@ from pydantic import Field, StringConstraints, model_validator
 from pydantic.fields import FieldInfo
 
 from . import task_types
+from .task_types.multiple_choice import MAX_CHOICES
 from .validation import ColumnName, SqlId, StrictModel
 
 
@@ -130,8 +131,8 @@ class TrainConfig(StrictModel):
         default=None, description='multiple choice: a question or stem encoded after the context (default '
         '"question" when the dataset has it, as SWAG\'s sent2)')
     choice_columns: list[ColumnName] | None = Field(
-        default=None, max_length=32, description='multiple choice: the numbered choice columns, in order (default '
-        'every ending<N> column); a row may leave trailing ones empty')
+        default=None, max_length=MAX_CHOICES, description='multiple choice: the numbered choice columns, in order '
+        '(default every ending<N> column); a row may leave trailing ones empty')
     choices_column: ColumnName | None = Field(
         default=None, description='multiple choice: one column holding each row\'s choices as a JSON array of '
         'strings (instead of choice_columns)')

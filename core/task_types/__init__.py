@@ -15,7 +15,10 @@ What a task type declares (see :class:`TaskType`):
   column plus any legacy columns it keeps filled), how a stored row is serialised for the API
   (:meth:`TaskType.prediction_fields`) and exported (:meth:`TaskType.export_layout`), and the SQL condition of a
   ``?label=`` filter (:meth:`TaskType.label_condition`, whose docstring says how it is indexed);
-- evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`).
+- evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`);
+- where the built-in text logic does not fit (multiple choice): its own request columns
+  (:meth:`TaskType.check_config`, :meth:`TaskType.config_columns`, :meth:`TaskType.work_per_row`) and classify
+  inputs (:meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`).
 """
 from __future__ import annotations
 
