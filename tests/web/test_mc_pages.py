@@ -128,6 +128,6 @@ def test_training_work_counts_every_choice(settings, sent):
     refused = client.post("/api/v1/jobs/train", json={**body, "epochs": 2})
     assert refused.status_code == 422 and "x 3 sequences per row" in refused.get_json()["error"]["message"]
     listed = ("sent1,options,label\n" + "".join(f'a {i},"[""x"", ""y""]",0\n' for i in range(12))).encode()
-    refused = client.post("/api/v1/jobs/train", json={**body, "dataset_id": f.make_dataset(listed, name="listed", owner_id=user.id),
-                                                      "choices_column": "options"})
+    listed_id = f.make_dataset(listed, name="listed", owner_id=user.id)
+    refused = client.post("/api/v1/jobs/train", json={**body, "dataset_id": listed_id, "choices_column": "options"})
     assert refused.status_code == 422 and f"x {MAX_CHOICES} sequences per row" in refused.get_json()["error"]["message"]
