@@ -413,13 +413,18 @@ def _reads_own_columns(session, user: Principal, request: ClassifyRequest, model
     kind = task_types.of_params(model.params)
     dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
     try:
-        own = kind.check_classify_dataset(dataset.columns, request, model.params or {})
+        own = kind.check_classify_dataset(dataset.columns, request, model.params or {}, _lazy_rows(dataset))
     except DatasetError as exc:
         raise _dataset_error(exc) from None
     if not own:
         return None
     _check_input_kind(request, model.params or {})
     return dataset
+
+
+def _lazy_rows(dataset: Dataset):
+    """The dataset's rows, streamed -- its (deferred) content is loaded only if someone iterates them."""
+    yield from open_rows(dataset.content, dataset.format)
 
 
 def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:

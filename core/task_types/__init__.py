@@ -23,7 +23,7 @@ What a task type declares (see :class:`TaskType`):
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 DEFAULT = "text-classification"  # the task type of every request, job, model and prediction that names none
@@ -92,10 +92,12 @@ class TaskType:
 
     # ------------------------------------------------------------------------------------ classification
 
-    def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any]) -> bool:
+    def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any],
+                               rows: Iterable[Mapping[str, str]] | None = None) -> bool:
         """Check a classify request that reads a dataset with ``columns`` (``core.specs.ClassifyRequest``) against
-        the model's ``params``; raise ``core.datasets.DatasetError`` (422) when it cannot be read. Return True when
-        done, False to leave it to the web's text-column defaults and checks."""
+        the model's ``params`` (and its ``rows``, streamed, when the task type must read them); raise
+        ``core.datasets.DatasetError`` (422) when it cannot be read. Return True when done, False to leave it to the
+        web's text-column defaults and checks."""
         return False
 
     def classify_inputs(self, request: Any, dataset: tuple[bytes, str] | None,

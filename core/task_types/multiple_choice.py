@@ -140,8 +140,8 @@ class Layout:
         return context, question
 
     def label(self, row: Mapping[str, Any], choices: Sequence[str], number: int) -> int:
-        """The right choice's position: an integer cell is a 0-based position (in range), any other cell the
-        text of exactly one choice (compared without surrounding whitespace)."""
+        """The right choice's position: an integer cell (``2``, or ``2.0``) is a 0-based position (in range), any
+        other cell the text of exactly one choice (compared without surrounding whitespace)."""
         return label_index(row.get(self.label_column), choices, number, self.label_column)
 
     def example(self, row: Mapping[str, Any], number: int) -> "Example":
@@ -194,8 +194,8 @@ def label_index(cell: Any, choices: Sequence[str], number: int, column: str | No
     text = "" if cell is None else str(cell).strip()
     if not text:
         raise _error(f"row {number}: the label cell ({column!r}) is empty", "invalid_label")
-    if re.fullmatch(r"[+-]?\d+", text):
-        index = int(text)
+    if re.fullmatch(r"[+-]?\d+(\.0*)?", text):  # "2", or "2.0" as a spreadsheet or pandas writes it
+        index = int(text.split(".")[0])
         if not 0 <= index < len(choices):
             raise _error(f"row {number}: label {index} is out of range: the row has {len(choices)} choices "
                          f"(positions 0 to {len(choices) - 1})", "invalid_label")
@@ -414,9 +414,11 @@ class MultipleChoice(TaskType):
         return [c for c in (config.context_column, config.question_column, *(config.choice_columns or ()),
                             config.choices_column) if c is not None]
 
-    def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any]) -> bool:
+    def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any],
+                               rows: Iterable[Mapping[str, str]] | None = None) -> bool:
         """A dataset classify request reads the model's columns (:func:`classify_layout`); 422 when they are not
-        in the dataset. ``text_template`` does not apply."""
+        in the dataset, or when a row (``rows``, streamed) has no usable choices -- found before the job is queued,
+        so a job never stops half-way through on one. ``text_template`` does not apply."""
         if getattr(request, "text_template", None) is not None:
             raise _error("text_template does not apply to a multiple-choice model: give text_column (the context) "
                          "and text_pair_column (the question), or leave them to the model's", "invalid_columns")
@@ -424,6 +426,9 @@ class MultipleChoice(TaskType):
         id_column = getattr(request, "id_column", None)
         if id_column is not None and id_column in layout.columns:
             raise _error(f"id_column {id_column!r} is also a column the model reads", "invalid_columns")
+        for number, row in enumerate(rows or (), start=1):
+            layout.context(row, number)
+            layout.choices(row, number)
         return True
 
     def classify_inputs(self, request: Any, dataset: tuple[bytes, str] | None,

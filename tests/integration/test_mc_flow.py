@@ -93,6 +93,12 @@ def test_train_answer_classify_and_evaluate_a_multiple_choice_model(client, tiny
     for path in ("classify", "evaluate"):
         refused = client.post(f"/api/v1/jobs/{path}", json={"model_id": model["id"], "dataset_id": plain})
         assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "invalid_columns", path
+    one_choice = [dict(r) for r in rows]
+    one_choice[3].update(ending1="", ending2="", ending3="")  # found at submission: no job stops half-way on it
+    refused = client.post("/api/v1/jobs/classify", json={"model_id": model["id"],
+                                                         "dataset_id": _upload(client, _csv(one_choice), "one.csv")})
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "too_few_choices"
+    assert "row 4" in refused.get_json()["error"]["message"]
     bad = [dict(r) for r in rows]
     bad[2]["label"] = "9"
     refused = client.post("/api/v1/jobs/evaluate", json={"model_id": model["id"],

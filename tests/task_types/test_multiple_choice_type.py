@@ -82,6 +82,7 @@ def test_rows_vary_in_choices_and_bad_rows_are_422():
     request = _request()
     check_column_names(data.columns, request)
     assert check_training_columns(data, request) == {"choice": {"2": 1, "1": 1, "0": 1}}
+    assert config_layout(header, request).label({"label": "1.0"}, ["x", "y"], 1) == 1  # as pandas writes ints
     layout = config_layout(header, request)
     assert layout.example(data.rows[1], 2).choices == ["x", "y"]  # trailing empty cells: fewer choices
     bad_rows = [(["a", "x", "", "z", "0"], "invalid_choices"), (["a", "x", "", "", "0"], "too_few_choices"),
