@@ -265,9 +265,18 @@ class ClassifyForm(FlaskForm):
 class EvaluateForm(FlaskForm):
     """Score a model on a labelled dataset; columns left empty default to those the model was trained on."""
 
-    dataset_id = SelectField("Labelled dataset", coerce=int, validators=[InputRequired("choose a dataset")])
+    # the page offers the datasets of the model's task type; another one posted gets the API's reason (a text
+    # dataset for a token model, someone else's dataset), not a bare "Not a valid choice"
+    dataset_id = SelectField("Labelled dataset", coerce=int, validate_choice=False,
+                             validators=[InputRequired("choose a dataset")])
     text_column = StringField("Text column (default: the model's)", validators=[Optional(), Length(max=200)])
     label_column = StringField("Label column (default: the model's)", validators=[Optional(), Length(max=200)])
+
+    def for_token_model(self) -> None:
+        """A token model reads a tokens and a tags column (the request's ``text_column`` / ``label_column``)."""
+        self.dataset_id.label.text = "Token dataset"
+        self.text_column.label.text = "Tokens column (default: the model's)"
+        self.label_column.label.text = "Tags column (default: the model's)"
 
     def to_request_data(self, model_id: int) -> dict:
         """The body of an ``EvaluateRequest`` for ``model_id``."""
