@@ -174,3 +174,17 @@ def test_evaluating_on_a_dataset_of_the_other_task_type_is_a_clear_422(migrated_
     assert _count(Job) == 0 and sent == []
     with db.session() as session:  # the models stay as they were
         assert session.get(TrainedModel, ner).tasks == {"tags": TAGS}
+
+
+@pytest.mark.parametrize(("row", "code", "words"), [
+    ({"tokens": ["a"], "tags": ["B-" + "x" * 148]}, "invalid_tag", "longer than 100 characters"),
+    ({"tokens": ["a", "b"], "tags": ["O"]}, "tokens_tags_mismatch", "row 3: 2 tokens but 1 tags"),
+    ({"tokens": ["a"], "tags": ["B-animal"]}, "unknown_labels", "'B-animal'"),
+])
+def test_evaluating_on_bad_token_rows_is_a_clear_422(migrated_client, sent, row, code, words):
+    client = migrated_client
+    dataset_id = _upload(client, _with(row), "eval.jsonl")
+    error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": token_model(),
+                                                                     "dataset_id": dataset_id}), 422, code)
+    assert words in error["message"], error
+    assert _count(Job) == 0 and sent == []
