@@ -284,8 +284,14 @@ class EvaluateForm(FlaskForm):
     text_column = StringField("Text column (default: the model's)", validators=[Optional(), Length(max=200)])
     label_column = StringField("Label column (default: the model's)", validators=[Optional(), Length(max=200)])
 
-    def for_token_model(self) -> None:
-        """A token model reads a tokens and a tags column (the request's ``text_column`` / ``label_column``)."""
+    def for_token_model(self, spans: bool = False) -> None:
+        """A token model reads a tokens and a tags column (the request's ``text_column`` / ``label_column``); one
+        trained on span data (``spans``) a text and a spans column."""
+        if spans:
+            self.dataset_id.label.text = "Dataset of texts with entity spans"
+            self.text_column.label.text = "Text column (default: the model's)"
+            self.label_column.label.text = "Spans column (default: the model's)"
+            return
         self.dataset_id.label.text = "Token dataset"
         self.text_column.label.text = "Tokens column (default: the model's)"
         self.label_column.label.text = "Tags column (default: the model's)"

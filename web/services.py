@@ -239,10 +239,12 @@ def dataset_columns(user: Principal, listed: dict) -> list[str]:
     return list(columns or [])
 
 
-def evaluation_datasets(user: Principal, task_type: str, *, limit: int = 1000) -> list[dict]:
-    """The datasets visible to ``user`` that can give a model of ``task_type`` its evaluation data
-    (``TaskType.dataset_mismatch``: token datasets for a token model, datasets of texts for a text model), newest
-    first, as :func:`list_datasets` lists them. Reads only each profile's ``list_stats``, not whole profiles."""
+def evaluation_datasets(user: Principal, task_type: str, *, model_params: dict | None = None,
+                        limit: int = 1000) -> list[dict]:
+    """The datasets visible to ``user`` that can give a model of ``task_type`` (trained with ``model_params``) its
+    evaluation data (``TaskType.dataset_mismatch``: token datasets for a token model, texts with spans for one
+    trained on span data, datasets of texts for a text model), newest first, as :func:`list_datasets` lists them.
+    Reads only each profile's ``list_stats``, not whole profiles."""
     kind = task_types.get(task_type)
     listed, _ = list_datasets(user, limit=limit)
     if not listed:
@@ -256,7 +258,8 @@ def evaluation_datasets(user: Principal, task_type: str, *, limit: int = 1000) -
                 stats = _store_profile(session.get(Dataset, dataset_id)).get("list_stats")
             lists[dataset_id] = frozenset(stats or {})
     return [d for d in listed
-            if kind.dataset_mismatch(dataset_columns(user, d), lists.get(d["id"], frozenset())) is None]
+            if kind.dataset_mismatch(dataset_columns(user, d), lists.get(d["id"], frozenset()),
+                                     model_params=model_params) is None]
 
 
 def _list_columns(dataset: Dataset) -> frozenset[str]:
@@ -508,7 +511,7 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
                 text_pair_column=request.text_pair_column, label_column=request.label_column,
                 label_columns=request.label_columns)
             # a token model on a dataset of texts, or the reverse: said so before any missing column is named
-            mismatch = kind.dataset_mismatch(dataset.columns, _list_columns(dataset), plan.columns)
+            mismatch = kind.dataset_mismatch(dataset.columns, _list_columns(dataset), plan.columns, model.params)
             if mismatch:
                 raise ApiError(422, "dataset_task_mismatch", f"dataset {dataset.id} ({dataset.name}) cannot "
                                f"evaluate a {kind.name} model: {mismatch}")

@@ -102,11 +102,12 @@ class TaskType:
         raise NotImplementedError
 
     def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
-                         used: Sequence[str] = ()) -> str | None:
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
         """Why a dataset cannot give this task type's evaluation data, or None when it can. ``columns``: the
         dataset's columns; ``list_columns``: those whose every filled cell is a JSON array of strings (a token
         dataset's tokens and tags: its profile's ``list_stats``, ``core.datasets.Profiler``); ``used``: the columns
-        an evaluation plan reads (empty: judge the dataset as a whole, as the model page's list does)."""
+        an evaluation plan reads (empty: judge the dataset as a whole, as the model page's list does);
+        ``model_params``: the model's training params (how it was trained may decide what data fits)."""
         raise NotImplementedError
 
 

@@ -243,7 +243,7 @@ class TextClassification(TaskType):
         return plan_evaluation(model_family, model_tasks, model_params, **columns)
 
     def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
-                         used: Sequence[str] = ()) -> str | None:
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
         """Texts and labels are plain cells: a dataset whose every column holds token lists (a CoNLL upload) or a
         plan column of token lists is refused."""
         lists = [c for c in used if c in list_columns]

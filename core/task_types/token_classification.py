@@ -370,10 +370,20 @@ class TokenClassification(TaskType):
         return TokenEvaluationPlan(tags=tags, tokens_column=tokens_column, tags_column=tags_column)
 
     def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
-                         used: Sequence[str] = ()) -> str | None:
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
         """A token dataset has at least two columns of token lists (tokens and tags); the plan's columns must be
-        two of them."""
+        two of them. A model trained on span data (:func:`reads_spans` of ``model_params``) reads a text and a
+        spans column instead: neither may hold token lists, nor may every column of the dataset."""
         lists = set(list_columns) & set(columns)
+        if reads_spans(model_params or {}):
+            if columns and set(columns) <= lists:
+                return ("it is a token dataset (every column holds token lists); a model trained on span data is "
+                        "evaluated on texts with character spans")
+            listed = [c for c in used if c in lists]
+            if listed:
+                return (f"column {listed[0]!r} holds token lists (JSON arrays of strings); a model trained on span "
+                        "data reads a text column and a column of character spans")
+            return None
         if len(lists) < 2:
             return ("it is not a token dataset (a token dataset has a tokens and a tags column of JSON arrays of "
                     "strings: a CoNLL upload, or JSON Lines of token lists); a token-classification model is "
