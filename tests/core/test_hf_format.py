@@ -141,7 +141,8 @@ def test_expected_shapes_are_transformers_own(family):
     actual = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("position_ids")}
     encoder = hf_format.import_encoder_config(family, config.to_dict())
     assert hf_format.expected_hf_shapes(family, encoder, 3) == actual
-    assert hf_format.import_family(config.to_dict() | {"architectures": [type(model).__name__]}) == family
+    assert hf_format.import_architecture(config.to_dict() | {"architectures": [type(model).__name__]}) == (
+        "text-classification", family)
 
 
 BERT = {"architectures": ["BertForSequenceClassification"], "model_type": "bert", "vocab_size": 50,
@@ -173,8 +174,8 @@ BERT = {"architectures": ["BertForSequenceClassification"], "model_type": "bert"
 def test_imported_configs_are_validated(change, code):
     config = {**BERT, **change}
     with pytest.raises(CheckpointError) as caught:
-        family = hf_format.import_family(config)
-        hf_format.import_labels(config)
+        task_type, family = hf_format.import_architecture(config)
+        hf_format.import_labels(config, task_type)
         hf_format.import_encoder_config(family, config)
     assert caught.value.code == code
 
