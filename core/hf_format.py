@@ -364,7 +364,7 @@ def _check_field(name: str, value: Any, rule: tuple) -> Any:
     raise _invalid_config(f"{name} must be {expected}, not {str(value)[:40]!r}")
 
 
-def _architectures() -> dict[str, tuple[str, str]]:
+def importable_architectures() -> dict[str, tuple[str, str]]:
     """Every transformers class an import accepts: ``{class name: (task type, family)}``."""
     out = {}
     for name in task_types.names():
@@ -379,7 +379,7 @@ def import_architecture(config: Mapping[str, Any]) -> tuple[str, str]:
     type must declare (CheckpointError ``unsupported_architecture``)."""
     architectures = config.get("architectures")
     model_type = config.get("model_type")
-    known = _architectures()
+    known = importable_architectures()
     if (not isinstance(architectures, list) or len(architectures) != 1 or not isinstance(architectures[0], str)
             or architectures[0] not in known):
         shown = architectures if isinstance(architectures, list) else repr(architectures)

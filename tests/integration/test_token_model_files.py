@@ -149,6 +149,8 @@ def test_a_token_checkpoint_whose_id2label_does_not_fit_its_classifier_is_refuse
                          "labels_mismatch")
     assert "3 labels" in error["message"] and "classifier has 5 outputs" in error["message"]
     assert_nothing_left(settings)
+    page = client.get("/models/import")  # the import page lists what imports: the token classes too
+    assert page.status_code == 200 and b"<code>DistilBertForTokenClassification</code>" in page.data
 
 
 def test_a_bert_lstm_token_model_downloads_in_the_platform_format(client, tiny_bert_dir, tmp_path):
