@@ -17,6 +17,8 @@ from core.schema import TrainedModel
 from tests.web.helpers import assert_error
 from tests.web.test_model_import import assert_nothing_left, folder_files, post, zip_bytes
 
+from .conftest import wait_for_job
+
 TAGS = ["O", "B-person", "I-person", "B-location", "I-location"]
 TEXTS = [
     "Barack Obama visited New York City yesterday",
@@ -119,6 +121,32 @@ def test_token_model_downloads_as_a_transformers_checkpoint_and_imports_back(cli
     _same_entities(_served(client, model["id"]), served)
 
 
+def test_a_trained_token_model_downloads_with_the_entities_it_serves(client, tiny_encoders, tmp_path):
+    """Through the API: CoNLL upload -> training -> download -> the transformers pipeline finds the served
+    entities (texts within the model's max_length of 16 tokens, which both read whole)."""
+    from .test_token_flow import _conll
+
+    upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(_conll()), "ner.conll")},
+                         content_type="multipart/form-data")
+    assert upload.status_code == 201, upload.get_json()
+    body = {"dataset_id": upload.get_json()["id"], "task_type": "token-classification", "family": "distilbert",
+            "encoder": str(tiny_encoders["distilbert"]), "epochs": 15, "batch_size": 8, "max_length": 16,
+            "stride": 4, "learning_rate": 3e-3, "validation_split": 0.0, "seed": 1, "name": "trained-ner"}
+    response = client.post("/api/v1/jobs/train", json=body)
+    assert response.status_code == 202, response.get_json()
+    job = wait_for_job(client, response.get_json()["id"])
+    assert job["status"] == "succeeded", job.get("error")
+    texts = ["Carol Smith flew to Lima", "Bob Smith flew to Paris and Dave to Berlin", "nobody flew"]
+    served = _served(client, job["model_id"], texts)
+
+    download = client.get(f"/api/v1/models/{job['model_id']}/download")
+    assert download.status_code == 200
+    zipfile.ZipFile(io.BytesIO(download.get_data())).extractall(tmp_path / "hf")
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "| Training data | ner (16 rows: 16 for training, 0 for validation) |" in card
+    _same_entities(served, _pipeline(tmp_path / "hf", texts), texts)
+
+
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
 def test_a_transformers_token_checkpoint_imports_and_is_served_with_the_pipeline_s_entities(client, family,
                                                                                             tmp_path):
@@ -131,6 +159,7 @@ def test_a_transformers_token_checkpoint_imports_and_is_served_with_the_pipeline
         saved = json.loads((Path(session.get(TrainedModel, model["id"]).artifact_dir)
                             / "bertqueue_config.json").read_text())
     assert (saved["format_version"], saved["task_type"], saved["scheme"]) == (3, "token-classification", "IOB2")
+    assert client.get(f"/models/{model['id']}").status_code == 200  # the model page of an imported token model
 
     _same_entities(_served(client, model["id"]), _pipeline(checkpoint))
     words = ["Alice", "Smith", "flew", "to", "Paris"]
