@@ -18,12 +18,13 @@ What a task type declares (see :class:`TaskType`):
   column plus any legacy columns it keeps filled), how a stored row is serialised for the API
   (:meth:`TaskType.prediction_fields`) and exported (:meth:`TaskType.export_layout`), and the SQL condition of a
   ``?label=`` filter (:meth:`TaskType.label_condition`, whose docstring says how it is indexed);
-- evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`).
+- evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`) and which datasets can give it
+  (:meth:`TaskType.dataset_mismatch`).
 """
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -144,6 +145,14 @@ class TaskType:
                         model_params: Mapping[str, Any] | None, **columns: Any) -> Any:
         """Resolve an evaluation request against a model: what each dataset row's truth is (a plan the worker
         reads back from the job's params)."""
+        raise NotImplementedError
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = ()) -> str | None:
+        """Why a dataset cannot give this task type's evaluation data, or None when it can. ``columns``: the
+        dataset's columns; ``list_columns``: those whose every filled cell is a JSON array of strings (a token
+        dataset's tokens and tags: its profile's ``list_stats``, ``core.datasets.Profiler``); ``used``: the columns
+        an evaluation plan reads (empty: judge the dataset as a whole, as the model page's list does)."""
         raise NotImplementedError
 
 

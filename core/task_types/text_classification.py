@@ -19,7 +19,7 @@ Stored predictions: ``predictions.result`` holds the result JSON above; the olde
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,3 +263,16 @@ class TextClassification(TaskType):
         from core.evaluation import plan_evaluation  # imports core.options, which imports this package
 
         return plan_evaluation(model_family, model_tasks, model_params, **columns)
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = ()) -> str | None:
+        """Texts and labels are plain cells: a dataset whose every column holds token lists (a CoNLL upload) or a
+        plan column of token lists is refused."""
+        lists = [c for c in used if c in list_columns]
+        if lists:
+            return (f"column {lists[0]!r} holds token lists (JSON arrays of strings, a token dataset's column); a "
+                    "text-classification model reads texts and labels")
+        if columns and set(columns) <= set(list_columns):
+            return ("it is a token dataset (every column holds token lists); a text-classification model is "
+                    "evaluated on a dataset of texts and labels")
+        return None

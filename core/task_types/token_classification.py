@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -336,6 +336,21 @@ class TokenClassification(TaskType):
             raise EvaluationError("invalid_columns", "the tokens and tags columns must differ")
         return TokenEvaluationPlan(tags=list(next(iter(model_tasks.values()))), tokens_column=tokens_column,
                                    tags_column=tags_column)
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = ()) -> str | None:
+        """A token dataset has at least two columns of token lists (tokens and tags); the plan's columns must be
+        two of them."""
+        lists = set(list_columns) & set(columns)
+        if len(lists) < 2:
+            return ("it is not a token dataset (a token dataset has a tokens and a tags column of JSON arrays of "
+                    "strings: a CoNLL upload, or JSON Lines of token lists); a token-classification model is "
+                    "evaluated on a token dataset")
+        plain = [c for c in used if c in columns and c not in lists]
+        if plain:
+            return (f"column {plain[0]!r} does not hold token lists (JSON arrays of strings); its token lists are "
+                    f"{', '.join(map(repr, sorted(lists)))}")
+        return None
 
     def label_condition(self, session: Any, label: str, model_params: Mapping[str, Any]) -> Any:
         """The rows with at least one entity of type ``label`` (JSON membership in ``labels``; see the module)."""
