@@ -167,6 +167,20 @@ def test_a_transformers_token_checkpoint_imports_and_is_served_with_the_pipeline
     assert tagged.status_code == 200, tagged.get_json()
     assert len(tagged.get_json()["predictions"][0]["tags"]) == len(words)
 
+    # evaluated like a trained token model (the dataset's tags are among the model's): an imported model records no
+    # columns, so the tokens / tags defaults apply
+    from .test_token_flow import _conll
+
+    upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(_conll()), "ner.conll")},
+                         content_type="multipart/form-data")
+    assert upload.status_code == 201, upload.get_json()
+    evaluation = client.post("/api/v1/jobs/evaluate", json={"model_id": model["id"],
+                                                            "dataset_id": upload.get_json()["id"]})
+    assert evaluation.status_code == 202, evaluation.get_json()
+    evaluated = wait_for_job(client, evaluation.get_json()["id"])
+    assert evaluated["status"] == "succeeded", evaluated.get("error")
+    assert evaluated["metrics"]["examples"] == 16 and 0.0 <= evaluated["metrics"]["f1"] <= 1.0
+
 
 def test_a_token_checkpoint_whose_id2label_does_not_fit_its_classifier_is_refused(client, settings, tmp_path):
     checkpoint = hf_token_checkpoint("bert", tmp_path / "hf")
