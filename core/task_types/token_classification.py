@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from . import TaskType, register
+from . import HFHead, TaskType, register
 from .tagging import PLAIN, decode_entities, detect_scheme, entity_types
 
 NAME = "token-classification"
@@ -280,6 +280,20 @@ class TokenClassification(TaskType):
     request_fields = frozenset({"tokens_column", "tags_column", "text_column", "spans_column", "label_column",
                                 "label_columns"})
     families = ("bert", "distilbert", "bert_lstm")
+    # dropout -> linear on every token, as the platform's token heads (bert_lstm's LSTM has no transformers class);
+    # DistilBertForTokenClassification's dropout is the encoder's own
+    hf = HFHead(
+        architectures={"bert": "BertForTokenClassification", "distilbert": "DistilBertForTokenClassification"},
+        layers={"bert": {"classifier": "labels"}, "distilbert": {"classifier": "labels"}},
+        dropout_field={"bert": "classifier_dropout"},
+        task="tags",
+    )
+
+    def hf_import_fields(self, labels: Sequence[str], max_length: int) -> dict[str, Any]:
+        """The windows' overlap a training request gets by default, and the scheme the tag set follows."""
+        from core.options import TrainConfig  # core.options imports this package
+
+        return {"stride": TrainConfig.model_fields["stride"].default, "scheme": detect_scheme([list(labels)])}
 
     def check_training_rows(self, rows: Iterable[Mapping[str, str]], config: Any, *,
                             known: Mapping[str, set[str]] | None = None) -> dict[str, Counter]:
