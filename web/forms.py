@@ -93,6 +93,9 @@ class UploadDatasetForm(FlaskForm):
 
 
 TOKEN_CLASSIFICATION = "token-classification"
+# token classification's two shapes of training data (``core.task_types.token_classification.reads_spans``)
+TOKEN_DATA = {"tokens": "Tokens + tags (a JSON array of each per row)",
+              "spans": "Text + character spans (JSON Lines entities, Label Studio)"}
 
 
 class TrainFormBase(FlaskForm):
@@ -100,8 +103,8 @@ class TrainFormBase(FlaskForm):
     generated from its declaration in ``core.options`` (see :func:`_option_field`), one fieldset per group.
 
     The task type (``core.task_types``) decides which data fields are read: text classification's text / pair /
-    label column(s), or token classification's tokens and tags columns; options of other task types are left out of
-    the request (the server judges the rest)."""
+    label column(s), or token classification's tokens and tags columns, or (``token_data`` "spans") its text and
+    spans columns; options of other task types are left out of the request (the server judges the rest)."""
 
     task_type = SelectField("Task type", choices=choices((t, task_types.get(t).label) for t in task_types.names()),
                             default=task_types.DEFAULT)
@@ -119,6 +122,9 @@ class TrainFormBase(FlaskForm):
     # token classification: columns of JSON arrays of strings, one token (tag) per word
     tokens_column = SelectField("Tokens column", validate_choice=False, validators=[Optional()])
     tags_column = SelectField("Tags column", validate_choice=False, validators=[Optional()])
+    # or span data: the text column above and a column of character spans per text
+    token_data = SelectField("Token data", choices=choices(TOKEN_DATA.items()), default="tokens")
+    spans_column = SelectField("Spans column", validate_choice=False)  # required for span data: validate_spans_column
     encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
     class_weights_balanced = BooleanField("Balanced class weights")
 
@@ -131,9 +137,17 @@ class TrainFormBase(FlaskForm):
         """Whether token classification is chosen (tokens and tags columns instead of texts and labels)."""
         return self.task_type.data == TOKEN_CLASSIFICATION
 
+    def spans(self) -> bool:
+        """Whether token classification reads span data: a text and a spans column instead of tokens and tags."""
+        return self.tokens() and self.token_data.data == "spans"
+
     def validate_text_column(self, field) -> None:
         if not self.tokens() and not field.data and not self.text_template.data:
             raise ValidationError("choose the text column (or write a text template)")
+
+    def validate_spans_column(self, field) -> None:
+        if self.spans() and not field.data:
+            raise ValidationError("choose the column of entity spans")
 
     def validate_label_column(self, field) -> None:
         if not self.tokens() and not self._uses_label_columns() and not field.data:
@@ -152,8 +166,10 @@ class TrainFormBase(FlaskForm):
         family, task_type = self.family.data, self.task_type.data
         kind = task_types.get(task_type) if task_type in task_types.names() else None
         data: dict = {"dataset_id": self.dataset_id.data, "task_type": task_type, "family": family}
-        if self.tokens():
-            columns: tuple[str, ...] = ("tokens_column", "tags_column")
+        if self.spans():
+            columns: tuple[str, ...] = ("text_column", "spans_column")
+        elif self.tokens():
+            columns = ("tokens_column", "tags_column")
         else:
             columns = ("text_column", "text_pair_column")
             if self._uses_label_columns():

@@ -1,6 +1,6 @@
-// Train form: show the data fields of the chosen task type and the options of the chosen task type and family,
-// fill the column selects from GET /datasets/<id>.json when the dataset changes, and show the label counts of the
-// chosen label column.
+// Train form: show the data fields of the chosen task type (for token classification, of its chosen token data:
+// tokens + tags, or text + spans) and the options of the chosen task type and family, fill the column selects from
+// GET /datasets/<id>.json when the dataset changes, and show the label counts of the chosen label column.
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -10,6 +10,9 @@
   var family = form.querySelector("#family");
   var taskType = form.querySelector("#task_type");
   var taskTypes = JSON.parse(script.dataset.taskTypes || "{}");
+  var names = JSON.parse(script.dataset.columnNames || "{}");  // the column names guessed from (web/pages/train.py)
+  var tokenData = form.querySelector("#token_data");
+  var spansColumn = form.querySelector("#spans_column");
   var metric = form.querySelector("#metric");
   var tokensColumn = form.querySelector("#tokens_column");
   var tagsColumn = form.querySelector("#tags_column");
@@ -24,6 +27,16 @@
 
   function chosenTaskType() { return taskType ? taskType.value : "text-classification"; }
   function tokens() { return chosenTaskType() === "token-classification"; }
+  function spans() { return tokens() && tokenData !== null && tokenData.value === "spans"; }
+
+  // text classification shows the .text-only fields; token classification the .token-only ones, of which those of
+  // the other token data (.tokens-data or .spans-data) are hidden; the text column is text-only and spans-data
+  function dataFieldShown(el) {
+    if (!tokens()) return el.classList.contains("text-only");
+    if (el.classList.contains("spans-data")) return spans();
+    if (el.classList.contains("tokens-data")) return !spans();
+    return el.classList.contains("token-only");
+  }
 
   // a task type trains some families only: the others cannot be chosen while it is
   function showTaskType() {
@@ -52,8 +65,7 @@
       el.hidden = el.dataset.families.split(" ").indexOf(chosen) < 0
         || (types !== undefined && types.split(" ").indexOf(kind) < 0);
     });
-    form.querySelectorAll(".text-only").forEach(function (el) { el.hidden = token; });
-    form.querySelectorAll(".token-only").forEach(function (el) { el.hidden = !token; });
+    form.querySelectorAll(".text-only, .token-only").forEach(function (el) { el.hidden = !dataFieldShown(el); });
     if (!token) {
       form.querySelectorAll(".label-columns").forEach(function (el) { el.hidden = !(multitask || multi); });
       form.querySelectorAll(".single-column").forEach(function (el) { el.hidden = multitask; });
@@ -102,28 +114,45 @@
     counts.textContent = chosen.map(describe).filter(Boolean).join("  |  ");
   }
 
-  function loadDataset() {
+  // a dataset holds span data when a column is named as span data's are and none as a tokens column (as
+  // guess_token_data in web/pages/train.py)
+  function guessTokenData(columns) {
+    var lowered = columns.map(function (c) { return c.toLowerCase(); });
+    var has = function (list) { return lowered.some(function (c) { return list.indexOf(c) >= 0; }); };
+    return !has(names.tokens) && has(names.span_data);
+  }
+
+  // on the page's first load the token data is the server's guess, or the user's choice of a re-shown form
+  function loadDataset(event) {
     if (!dataset || !dataset.value) return;
     fetch(datasetUrl + encodeURIComponent(dataset.value) + ".json", { headers: { Accept: "application/json" } })
       .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
       .then(function (info) {
         stats = info.column_stats || {};
-        [textColumn, labelColumn, labelColumns, tokensColumn, tagsColumn].forEach(function (select) {
+        [textColumn, labelColumn, labelColumns, tokensColumn, tagsColumn, spansColumn].forEach(function (select) {
           if (select) fill(select, info.columns);
         });
         var pair = form.querySelector("#text_pair_column");
         if (pair) fill(pair, [""].concat(info.columns));
-        guess(textColumn, info.columns, ["text", "tweet", "sentence", "content", "body"]);
-        guess(labelColumn, info.columns, ["label", "labels", "sentiment", "class", "category", "target"],
+        var spanData = guessTokenData(info.columns);
+        if (tokenData && event && !tokenDataChosen) tokenData.value = spanData ? "spans" : "tokens";
+        guess(textColumn, info.columns, spanData ? names.spans_text : names.text);
+        guess(labelColumn, info.columns, names.label,
               function (c) { return c !== textColumn.value && stats[c] && stats[c].label_like; });
-        if (tokensColumn) guess(tokensColumn, info.columns, ["tokens", "words"]);
-        if (tagsColumn) guess(tagsColumn, info.columns, ["tags", "ner_tags", "labels", "pos_tags"],
+        if (tokensColumn) guess(tokensColumn, info.columns, names.tokens);
+        if (tagsColumn) guess(tagsColumn, info.columns, names.tags,
                               function (c) { return c !== tokensColumn.value; });
+        if (spansColumn) guess(spansColumn, info.columns, names.spans,
+                               function (c) { return c !== textColumn.value; });
+        showFamilyOptions();
         showCounts();
       })
       .catch(function () { if (counts) counts.textContent = "Could not load the dataset's columns."; });
   }
 
+  // the token data follows each dataset's guess until the user picks one
+  var tokenDataChosen = false;
+  if (tokenData) tokenData.addEventListener("change", function () { tokenDataChosen = true; showFamilyOptions(); });
   family.addEventListener("change", showFamilyOptions);
   if (taskType) taskType.addEventListener("change", showTaskType);
   if (multiLabel) multiLabel.addEventListener("change", showFamilyOptions);
