@@ -222,12 +222,15 @@ def datasets_delete(state: State, dataset_id: int, yes: bool) -> None:
 @main.command()
 @click.option("--dataset", "dataset", required=True, metavar="ID|FILE",
               help="a dataset id, or a file to upload first")
-@click.option("--text-column", help="the column holding the text")
+@click.option("--text-column", help="the column holding the text (token classification from spans: the texts the "
+              "spans point into, default text)")
 @click.option("--label-column", "label_columns", multiple=True,
               help="the label column; repeat it for several (multitask: one task each)")
 @click.option("--task-type", "task_type", help="text-classification (default) or token-classification")
 @click.option("--tokens-column", help="token classification: the column of token lists (default: tokens)")
 @click.option("--tags-column", help="token classification: the column of tag lists (default: tags)")
+@click.option("--spans-column", help="token classification from raw text: the column of each text's entity spans "
+              '(JSON Lines "entities", a Label Studio export\'s "annotations"), with --text-column')
 @click.option("--family", help="bert (default), distilbert, bert_lstm or multitask")
 @click.option("--name", help="the model's name: an existing name trains its next version")
 @click.option("--epochs", type=click.IntRange(min=1), help="training epochs")
@@ -238,14 +241,17 @@ def datasets_delete(state: State, dataset_id: int, yes: bool) -> None:
 @click.option("--wait/--no-wait", default=False, help="wait for the job, showing its progress")
 @pass_state
 def train(state: State, dataset: str, text_column: str | None, label_columns: tuple[str, ...], task_type: str | None,
-          tokens_column: str | None, tags_column: str | None, family: str | None, name: str | None,
-          epochs: int | None, encoder: str | None, options: tuple[str, ...], wait: bool) -> None:
+          tokens_column: str | None, tags_column: str | None, spans_column: str | None, family: str | None,
+          name: str | None, epochs: int | None, encoder: str | None, options: tuple[str, ...], wait: bool) -> None:
     """Queue a training job (exits 1 if a waited-for job fails). A CoNLL FILE trains an entity recogniser with
-    --task-type token-classification."""
+    --task-type token-classification; so does a JSON Lines FILE of texts and entity spans (or a Label Studio
+    export) with --spans-column (token classification implied)."""
     extra = _option_values(options)
+    if task_type is None and spans_column is not None:
+        task_type = "token-classification"  # only token classification reads spans
     body: dict = {"dataset_id": _dataset_id(state, dataset)}
     for key, value in (("task_type", task_type), ("tokens_column", tokens_column), ("tags_column", tags_column),
-                       ("text_column", text_column), ("family", family), ("name", name), ("epochs", epochs),
+                       ("spans_column", spans_column), ("text_column", text_column), ("family", family), ("name", name), ("epochs", epochs),
                        ("encoder", encoder)):
         if value is not None:
             body[key] = value

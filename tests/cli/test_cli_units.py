@@ -133,3 +133,36 @@ def test_token_predictions_print_one_line_per_entity(capsys):
     output.predictions([{"index": 0, "text": "Bob in Paris", "tokens": ["Bob", "in", "Paris"],
                          "tags": ["B-PER", "O", "B-LOC"], "scores": [0.9, 0.9, 0.9]}])
     assert "Bob/B-PER in Paris/B-LOC" in capsys.readouterr().out
+
+
+def test_train_sends_the_spans_column(monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.client import Client
+    from cli.main import main
+
+    bodies: list[dict] = []
+
+    def create_job(self, kind, body):
+        bodies.append(body)
+        return {"id": "j" * 16, "type": kind, "status": "queued", "progress": 0.0}
+
+    monkeypatch.setattr(Client, "create_job", create_job)
+    run = CliRunner()
+    base = ["--url", "http://127.0.0.1:9", "--json", "train", "--dataset", "5"]
+    result = run.invoke(main, [*base, "--spans-column", "annotations", "--text-column", "data"],
+                        env={"BERTQUEUE_TOKEN": None})
+    assert result.exit_code == 0, result.output
+    # the spans imply token classification; no tokens, tags or label columns are sent (the API defaults them)
+    assert bodies[-1] == {"dataset_id": 5, "task_type": "token-classification", "spans_column": "annotations",
+                          "text_column": "data"}
+    # an explicit task type is sent as given: the API judges it (it refuses spans for text classification)
+    result = run.invoke(main, [*base, "--spans-column", "entities", "--task-type", "text-classification"],
+                        env={"BERTQUEUE_TOKEN": None})
+    assert result.exit_code == 0, result.output
+    assert bodies[-1] == {"dataset_id": 5, "task_type": "text-classification", "spans_column": "entities"}
+    result = run.invoke(main, [*base, "--task-type", "token-classification", "--tokens-column", "words"],
+                        env={"BERTQUEUE_TOKEN": None})
+    assert result.exit_code == 0, result.output
+    assert bodies[-1] == {"dataset_id": 5, "task_type": "token-classification", "tokens_column": "words"}
+    assert "--spans-column" in run.invoke(main, ["train", "--help"]).output
