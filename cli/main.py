@@ -251,8 +251,8 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
         task_type = "token-classification"  # only token classification reads spans
     body: dict = {"dataset_id": _dataset_id(state, dataset)}
     for key, value in (("task_type", task_type), ("tokens_column", tokens_column), ("tags_column", tags_column),
-                       ("spans_column", spans_column), ("text_column", text_column), ("family", family), ("name", name), ("epochs", epochs),
-                       ("encoder", encoder)):
+                       ("spans_column", spans_column), ("text_column", text_column), ("family", family),
+                       ("name", name), ("epochs", epochs), ("encoder", encoder)):
         if value is not None:
             body[key] = value
     body.update(_label_fields(label_columns))
