@@ -55,6 +55,13 @@ def test_span_dataset_preselects_span_data(client):
     # the names train.js guesses from are the page's
     names = json.loads(html.unescape(re.search(r'data-column-names="([^"]*)"', page).group(1)))
     assert names["spans"] == ["entities", "spans", "annotations", "label"] and "data" in names["spans_text"]
+    # a Label Studio export's columns: its annotations and data (a JSON object of the text)
+    studio = 'id,data,annotations\n1,"{""text"": ""Bob""}","[]"\n'.encode()
+    studio_id = f.make_dataset(studio, name="studio")
+    page = client.get(f"/train?dataset_id={studio_id}&task_type=token-classification").get_data(as_text=True)
+    assert '<option selected value="spans">' in _select(page, "token_data")
+    assert '<option selected value="annotations">' in _select(page, "spans_column")
+    assert '<option selected value="data">' in _select(page, "text_column")
     # a tokens dataset keeps tokens + tags
     tokens_id = f.make_dataset(TOKEN_CSV, name="ner")
     page = client.get(f"/train?dataset_id={tokens_id}&task_type=token-classification").get_data(as_text=True)
