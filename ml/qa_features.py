@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.task_types.question_answering import SPECIAL_TOKENS
+from ml.backend import InputError
 
 TOKENIZE_CHUNK = 512  # pairs per tokenizer call: a stop request is seen in between
 
 
-class QAInputError(ValueError):
+class QAInputError(InputError):
     """A question too long for ``max_length`` and ``doc_stride``, or input that is not question + context pairs."""
 
 

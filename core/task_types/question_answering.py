@@ -305,8 +305,20 @@ class QAEvaluationPlan:
                                   f"a question-answering evaluation reads {', '.join(texts + answers)}")
         return [*texts, *answers]
 
+    @property
+    def columns(self) -> list[str]:
+        """The columns of a dataset with an answers column (:meth:`columns_in` knows the other shapes)."""
+        return [self.question_column, self.context_column, self.answers_column]
+
     def examples(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[Example]:
         return read_examples(rows, self.source)
+
+    def check_labels(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Every row read as a training row is (422 for a bad answer or offset); at least one question."""
+        from core.evaluation import EvaluationError
+
+        if not sum(1 for _ in self.examples(rows)):  # reads every row: a bad one raises
+            raise EvaluationError("nothing_to_evaluate", "the dataset holds no question to evaluate on")
 
 
 @register
