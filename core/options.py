@@ -22,6 +22,7 @@ from pydantic import Field, StringConstraints, model_validator
 from pydantic.fields import FieldInfo
 
 from . import task_types
+from .task_types.token_classification import reads_spans
 from .validation import ColumnName, SqlId, StrictModel
 
 
@@ -229,7 +230,7 @@ class TrainConfig(StrictModel):
             return [self.tokens_column]
         if self.context_column is not None:  # question answering (a nested SQuAD file: see dataset_columns)
             return [self.question_column, self.context_column]
-        if self.spans_column is not None:
+        if reads_spans(self):
             return [self.text_column]
         columns = template_columns(self.text_template) if self.text_template else [self.text_column]
         return [*columns, *([self.text_pair_column] if self.text_pair_column else [])]
@@ -335,7 +336,7 @@ def _check_columns(config: TrainConfig) -> None:
     (token classification: its tokens and tags columns, the tags being the one label column)."""
     if task_types.get(config.task_type).resolve_columns(config):
         return
-    if config.task_type == TOKEN_CLASSIFICATION[0] and config.spans_column is not None:
+    if config.task_type == TOKEN_CLASSIFICATION[0] and reads_spans(config):
         if config.tokens_column is not None or config.tags_column is not None:
             raise ValueError("give spans_column (with text_column) or tokens_column / tags_column, not both")
         config.text_column = config.text_column or "text"

@@ -434,8 +434,9 @@ def train_classifier(
     ``max_batch_tokens``: padded tokens per forward pass, in training (gradient accumulation over micro-batches)
     and evaluation; the worker passes ``MAX_TRAIN_BATCH_TOKENS``; default ``ml.config.DEFAULT_MAX_TRAIN_BATCH_TOKENS``
     (that setting's default).
-    ``data_report``: counts from reading the data that the metrics must carry (e.g. character spans snapped to
-    token boundaries or dropped), recorded as ``metrics["data_report"]``.
+    ``data_report``: counts from reading the data that the metrics must carry, recorded as
+    ``metrics["data_report"]`` together with the task data's own (``summary()["data_report"]``: a token task's
+    character spans snapped to word boundaries or dropped).
 
     The task type is ``getattr(config, "task_type", "text-classification")``; a task data object (:class:`TextTask`,
     ``ml.token_training.TokenTask``) supplies what differs (see :class:`TextTask`), the loop is shared.
@@ -642,8 +643,10 @@ def train_classifier(
         **data.summary(),
         **tail,
     }
-    if data_report:
-        metrics["data_report"] = dict(data_report)
+    # the task's own report (span data: spans snapped or dropped on the way to word tags) and the caller's
+    report = {**metrics.pop("data_report", {}), **(data_report or {})}
+    if report:
+        metrics["data_report"] = report
 
     heartbeat.check_stop()
     metadata = {

@@ -214,6 +214,11 @@ class ClassifyForm(FlaskForm):
         "Aggregation strategy", choices=choices((s, s) for s in AGGREGATION_STRATEGIES), default="first",
         description="How sub-word predictions become entities, as in the transformers pipeline: first (each word "
         "takes its first sub-token's tag), average, max, simple (per token, then grouped) or none (one per token).")
+    # token-classification models: each typed line a sentence of space-separated tokens (the API's ``tokens``)
+    pretokenized = BooleanField(
+        "Pre-tokenized: one sentence per line, tokens separated by spaces",
+        description="Each word is tagged as given (no entity grouping): the result lists every token with its tag "
+        "and score. For token-classification models.")
     dataset_id = SelectField("Dataset", coerce=_optional_int, validators=[Optional()])
     # filled from the chosen dataset (server side, and by classify.js when the dataset changes)
     text_column = SelectField("Text column", validate_choice=False, validators=[Optional()])
@@ -238,6 +243,10 @@ class ClassifyForm(FlaskForm):
         if self.pair_lines() and self.dataset_id.data is not None:
             self.text_pairs.errors = [*self.text_pairs.errors, "second texts go with typed texts, not a dataset"]
             return False
+        if self.pretokenized.data and (self.dataset_id.data is not None or self.pair_lines()):
+            self.pretokenized.errors = [*self.pretokenized.errors, "pre-tokenized applies to the typed texts alone "
+                                        "(a token model reads a dataset's tokens column as tokens already)"]
+            return False
         if self.pair_lines() and len(self.pair_lines()) != len(self.text_lines()):
             self.text_pairs.errors = [*self.text_pairs.errors, f"give one second text per text: "
                                       f"{len(self.text_lines())} text(s), {len(self.pair_lines())} second text(s)"]
@@ -246,8 +255,11 @@ class ClassifyForm(FlaskForm):
 
     def to_request_data(self, *, token_model: bool = False) -> dict:
         """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns; for a
-        token-classification model (``token_model``) its aggregation strategy too."""
+        token-classification model (``token_model``) its aggregation strategy too. Pre-tokenized lines go as
+        ``tokens`` whatever the model: a text model's refusal is the API's (``tokens_not_supported``)."""
         data: dict = {"model_id": self.model_id.data}
+        if self.pretokenized.data and self.dataset_id.data is None:
+            return {**data, "tokens": [line.split() for line in self.text_lines()]}
         if token_model and self.aggregation_strategy.data:
             data["aggregation_strategy"] = self.aggregation_strategy.data
         if self.dataset_id.data is None and self.pair_lines():
@@ -265,9 +277,24 @@ class ClassifyForm(FlaskForm):
 class EvaluateForm(FlaskForm):
     """Score a model on a labelled dataset; columns left empty default to those the model was trained on."""
 
-    dataset_id = SelectField("Labelled dataset", coerce=int, validators=[InputRequired("choose a dataset")])
+    # the page offers the datasets of the model's task type; another one posted gets the API's reason (a text
+    # dataset for a token model, someone else's dataset), not a bare "Not a valid choice"
+    dataset_id = SelectField("Labelled dataset", coerce=int, validate_choice=False,
+                             validators=[InputRequired("choose a dataset")])
     text_column = StringField("Text column (default: the model's)", validators=[Optional(), Length(max=200)])
     label_column = StringField("Label column (default: the model's)", validators=[Optional(), Length(max=200)])
+
+    def for_token_model(self, spans: bool = False) -> None:
+        """A token model reads a tokens and a tags column (the request's ``text_column`` / ``label_column``); one
+        trained on span data (``spans``) a text and a spans column."""
+        if spans:
+            self.dataset_id.label.text = "Dataset of texts with entity spans"
+            self.text_column.label.text = "Text column (default: the model's)"
+            self.label_column.label.text = "Spans column (default: the model's)"
+            return
+        self.dataset_id.label.text = "Token dataset"
+        self.text_column.label.text = "Tokens column (default: the model's)"
+        self.label_column.label.text = "Tags column (default: the model's)"
 
     def to_request_data(self, model_id: int) -> dict:
         """The body of an ``EvaluateRequest`` for ``model_id``."""

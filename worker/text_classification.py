@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from core.datasets import open_rows
 from core.schema import Job, Prediction, TrainedModel
 from core.specs import ClassifyRequest
+from core.task_types.token_classification import span_text
 from ml.data import row_text
 
 # (index, text (a token model's pre-tokenized sentence: its words), text pair or None, row id or None): one input of
@@ -28,8 +29,10 @@ def request_size(request: ClassifyRequest) -> int:
 
 
 def _words(cell: str) -> str | list[str]:
-    """A cell as a token model reads it: a JSON array of non-blank strings is a pre-tokenized sentence, anything
-    else a raw text."""
+    """A cell as a token model reads it: a JSON array of non-blank strings is a pre-tokenized sentence, a Label
+    Studio ``data`` object its ``text`` (as span training reads it), anything else a raw text."""
+    if cell.lstrip().startswith("{"):
+        return span_text(cell)
     if cell.lstrip().startswith("["):
         try:
             words = json.loads(cell)

@@ -9,18 +9,23 @@ declaration. The torch side of a task type (its head, its ``results``) lives in 
 What a task type declares (see :class:`TaskType`):
 
 - who it is: ``name`` (the API's ``task_type`` value), Hugging Face's ``pipeline_tag``, a ``label`` for forms;
+- its Hugging Face checkpoints: ``hf`` (an :class:`HFHead`: the transformers class of each family and its head's
+  layers, which ``core.hf_format`` downloads and imports by), :meth:`TaskType.hf_export_problem` (why a model of
+  its own is no plain checkpoint) and :meth:`TaskType.hf_import_fields` (what an imported model's config adds);
 - training: its default early-stopping ``metric`` and the ``metrics`` it reports, the request fields it reads
   (``request_fields``); options are tied to task types by ``core.options.Opt.task_types``;
 - predictions: the JSON stored per prediction (:meth:`TaskType.prediction_columns`, the ``predictions.result``
   column plus any legacy columns it keeps filled), how a stored row is serialised for the API
   (:meth:`TaskType.prediction_fields`) and exported (:meth:`TaskType.export_layout`), and the SQL condition of a
   ``?label=`` filter (:meth:`TaskType.label_condition`, whose docstring says how it is indexed);
-- evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`).
+- evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`) and which datasets can give it
+  (:meth:`TaskType.dataset_mismatch`).
 """
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 DEFAULT = "text-classification"  # the task type of every request, job, model and prediction that names none
@@ -44,6 +49,33 @@ class ExportLayout(Protocol):
         :attr:`columns`."""
 
 
+@dataclass(frozen=True)
+class HFHead:
+    """How the ``bert`` / ``distilbert`` models of a task type are plain transformers checkpoints, read by
+    ``core.hf_format`` for downloads and imports alike (a family left out has no transformers equivalent).
+
+    ``layers``: per family, the head's linear layers as transformers names them (the platform's are
+    ``head.<name>``), in order, each with its output size: ``"labels"`` (one per label), ``"hidden"`` (the encoder's
+    width) or a number. Every layer reads the encoder's width. ``pooler``: the families whose checkpoint keeps BERT's
+    pooler (a sequence head pools through it; a token head has none). ``dropout_field``: per family, the
+    ``config.json`` field of the head's own dropout (absent: the head uses the encoder's). ``problem_type``: what
+    ``config.json`` says (an import accepts it or none). ``task``: the task name an imported model's labels are
+    stored under. ``head_options``: per family, the head options of an imported model beyond the common ones.
+    """
+
+    architectures: Mapping[str, str]
+    layers: Mapping[str, Mapping[str, str | int]]
+    pooler: frozenset[str] = frozenset()
+    dropout_field: Mapping[str, str] = field(default_factory=dict)
+    problem_type: str | None = None
+    task: str = "label"
+    head_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def family_of(self, architecture: str) -> str | None:
+        """The family whose transformers class is ``architecture`` (None: not one of this task type's)."""
+        return next((family for family, name in self.architectures.items() if name == architecture), None)
+
+
 class TaskType:
     """The base of every task type: override what differs, keep the class attributes' meaning.
 
@@ -60,6 +92,21 @@ class TaskType:
 
     # the model families it trains (None: every family)
     families: ClassVar[tuple[str, ...] | None] = None
+    # how its bert / distilbert models are plain transformers checkpoints (None: never)
+    hf: ClassVar[HFHead | None] = None
+
+    # ------------------------------------------------------------------------------------ Hugging Face checkpoints
+
+    def hf_export_problem(self, config: Mapping[str, Any]) -> str | None:
+        """Why a model of this task type (its ``bertqueue_config.json``), of a family ``hf`` declares, is still no
+        plain transformers checkpoint giving the same results; None when it is one. The family, the encoder and
+        text normalization are checked by ``core.hf_format`` for every task type."""
+        return None
+
+    def hf_import_fields(self, labels: Sequence[str], max_length: int) -> dict[str, Any]:
+        """What the ``bertqueue_config.json`` of an imported checkpoint with ``labels`` (in id order) adds to the
+        fields every model has (``models.io``)."""
+        return {}
 
     # ------------------------------------------------------------------------------------ training data
 
@@ -110,6 +157,15 @@ class TaskType:
                         model_params: Mapping[str, Any] | None, **columns: Any) -> Any:
         """Resolve an evaluation request against a model: what each dataset row's truth is (a plan the worker
         reads back from the job's params)."""
+        raise NotImplementedError
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
+        """Why a dataset cannot give this task type's evaluation data, or None when it can. ``columns``: the
+        dataset's columns; ``list_columns``: those whose every filled cell is a JSON array of strings (a token
+        dataset's tokens and tags: its profile's ``list_stats``, ``core.datasets.Profiler``); ``used``: the columns
+        an evaluation plan reads (empty: judge the dataset as a whole, as the model page's list does);
+        ``model_params``: the model's training params (how it was trained may decide what data fits)."""
         raise NotImplementedError
 
 

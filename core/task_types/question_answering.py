@@ -32,7 +32,7 @@ import json
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -386,6 +386,24 @@ class QuestionAnswering(TaskType):
     def export_layout(self, *, model_tasks: Mapping[str, Sequence[str]] | None, model_params: Mapping[str, Any],
                       first: Any | None, with_id: bool, with_pair: bool) -> QAExport:
         return QAExport(with_id=with_id, top_k=first is not None and "answers" in (first.result or {}))
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
+        """A QA dataset has the model's question and context columns holding texts (not token lists) and its
+        answers (or a nested SQuAD ``data`` column); missing columns of a plan are named by the caller."""
+        params = model_params or {}
+        source = Columns(params.get("context_column") or DEFAULT_CONTEXT_COLUMN,
+                         params.get("question_column") or DEFAULT_QUESTION_COLUMN,
+                         params.get("answers_column") or DEFAULT_ANSWERS_COLUMN)
+        texts, answers = source.in_dataset(columns)
+        listed = [c for c in texts if c in list_columns]
+        if listed:
+            return (f"column {listed[0]!r} holds token lists (JSON arrays of strings); a question-answering model "
+                    "reads questions and contexts as texts")
+        if not used and not all(c in columns for c in [*texts, *answers]):
+            return (f"it has no {', '.join(map(repr, [*texts, *answers]))} columns (questions, contexts and "
+                    "answers, or a nested SQuAD file's data)")
+        return None
 
     def label_condition(self, session: Any, label: str, model_params: Mapping[str, Any]) -> Any:
         """``?label=answered`` or ``?label=no_answer``: the ``label`` column."""

@@ -97,3 +97,13 @@ def test_entity_marks_show_their_score_on_hover(browser, server, web_user, tmp_p
     wait(browser, lambda d: strategy.is_displayed())
     assert not browser.find_element(By.ID, "field-text_pairs").is_displayed()
     assert Select(browser.find_element(By.ID, "aggregation_strategy")).first_selected_option.text == "first"
+    # the pre-tokenized mode: for the token model only; checked, the aggregation strategy (which it skips) hides
+    pretokenized_field = browser.find_element(By.ID, "field-pretokenized")
+    assert pretokenized_field.is_displayed()
+    browser.find_element(By.ID, "pretokenized").click()
+    wait(browser, lambda d: not strategy.is_displayed())
+    assert browser.find_element(By.ID, "texts").get_attribute("placeholder").startswith("One sentence per line")
+    model.select_by_value(str(text_model))  # a text model takes no tokens: hidden and unchecked
+    wait(browser, lambda d: not pretokenized_field.is_displayed())
+    assert not browser.find_element(By.ID, "pretokenized").is_selected()
+    assert browser.find_element(By.ID, "texts").get_attribute("placeholder") == "One text per line"

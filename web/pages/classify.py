@@ -57,7 +57,7 @@ def classify():
             data = form.to_request_data(token_model=form.model_id.data in token_models)
             job = services.start_classification(current(), services.validate(ClassifyRequest, data))
         except ApiError as exc:
-            apply_error(form, exc, general, aliases={"pairs": "text_pairs"})
+            apply_error(form, exc, general, aliases={"pairs": "text_pairs", "tokens": "texts"})
         else:
             flash(_queued_message(job, datasets), "ok")
             return redirect(url_for(".job", job_id=job["id"]))

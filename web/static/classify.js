@@ -60,12 +60,24 @@
   }
   if (model) { model.addEventListener("change", showPairs); showPairs(); }
 
-  // the aggregation strategy only for token-classification models
+  // the aggregation strategy and the pre-tokenized mode only for token-classification models; pre-tokenized
+  // lines are tagged word by word (the API's "tokens"), so no aggregation strategy applies to them
   var tokenModels = JSON.parse(script.dataset.tokenModels || "[]").map(String);
+  var pretokenized = form.querySelector("#pretokenized");
+  var texts = form.querySelector("#texts");
+  var textsPlaceholder = texts ? texts.placeholder : "";
   function showTokenFields() {
     var token = model && tokenModels.indexOf(model.value) >= 0;
     form.querySelectorAll(".token-only").forEach(function (el) { el.hidden = !token; });
+    if (!pretokenized) return;
+    if (!token) pretokenized.checked = false;  // a text model takes no tokens (the server would refuse them)
+    var strategy = form.querySelector("#field-aggregation_strategy");
+    if (strategy && token) strategy.hidden = pretokenized.checked;
+    if (texts) {
+      texts.placeholder = pretokenized.checked ? "One sentence per line, tokens separated by spaces" : textsPlaceholder;
+    }
   }
+  if (pretokenized) pretokenized.addEventListener("change", showTokenFields);
   if (model) { model.addEventListener("change", showTokenFields); showTokenFields(); }
 
   if (!dataset) return;

@@ -111,8 +111,10 @@ def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | QAEvaluationPlan, art
     if isinstance(plan, TokenEvaluationPlan):
         from ml.token_evaluation import evaluate_sentences
 
+        # span data becomes words with the model's own tokenizer, as its training data did
         metrics = evaluate_sentences(rows, plan, lambda sentences: submit(predictor, sentences, None, lease)(),
-                                     progress=lease.progress, should_stop=lease.should_stop)
+                                     tokenizer=predictor.tokenizer, progress=lease.progress,
+                                     should_stop=lease.should_stop)
         metrics.update(seconds=round(time.monotonic() - started, 3), device=device(), quantized=quantize)
         return metrics
     if isinstance(plan, QAEvaluationPlan):
