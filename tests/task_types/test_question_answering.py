@@ -173,3 +173,14 @@ def test_evaluation_plan():
         plan.columns_in(["text", "label"])
     with pytest.raises(EvaluationError):
         kind.plan_evaluation("bert", {}, {}, text_column="text")
+
+
+def test_dataset_mismatch():
+    kind = task_types.get("question-answering")
+    assert kind.dataset_mismatch(["context", "question", "answers"], set()) is None
+    assert kind.dataset_mismatch(["data", "version"], set()) is None
+    assert kind.dataset_mismatch(["ctx", "q", "answers"], set(), model_params={"context_column": "ctx",
+                                                                               "question_column": "q"}) is None
+    assert "token lists" in kind.dataset_mismatch(["context", "question", "answers"], {"context"})
+    assert "no 'question'" in kind.dataset_mismatch(["text", "label"], set())
+    assert kind.dataset_mismatch(["text", "label"], set(), used=["question", "context", "answers"]) is None
