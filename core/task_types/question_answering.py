@@ -36,7 +36,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import TaskType, register
+from . import HFHead, TaskType, register
 
 NAME = "question-answering"
 DEFAULT_CONTEXT_COLUMN, DEFAULT_QUESTION_COLUMN, DEFAULT_ANSWERS_COLUMN = "context", "question", "answers"
@@ -334,6 +334,19 @@ class QuestionAnswering(TaskType):
     request_fields = frozenset({"context_column", "question_column", "answers_column", "label_column",
                                 "label_columns"})
     families = ("bert", "distilbert")
+    # an imported checkpoint answers as the transformers pipeline does by default: never "no answer"
+    hf = HFHead(
+        architectures={"bert": "BertForQuestionAnswering", "distilbert": "DistilBertForQuestionAnswering"},
+        layers={"bert": {"qa_outputs": 2}, "distilbert": {"qa_outputs": 2}},
+        dropout_field={"distilbert": "qa_dropout"},
+        task="answer",
+        head_options={"bert": {"no_answer": False}, "distilbert": {"no_answer": False}},
+    )
+
+    def hf_import_fields(self, labels: Sequence[str], max_length: int) -> dict[str, Any]:
+        """The windows' overlap a training request gets by default, or a third of a shorter ``max_length`` (as 128 is
+        of 384); a token model's ``scheme``: none."""
+        return {"stride": min(DEFAULT_DOC_STRIDE, max(1, max_length // 3)), "scheme": None}
 
     def resolve_columns(self, config: Any) -> bool:
         """Defaults for the columns and ``max_length`` (384 unless given), ``doc_stride`` checked against it (the

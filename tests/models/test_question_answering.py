@@ -57,7 +57,7 @@ def test_a_transformers_checkpoint_once_renamed(family, tiny_bert_dir, tiny_dist
     reference_class = DistilBertForQuestionAnswering if family == "distilbert" else BertForQuestionAnswering
     reference = reference_class(AutoConfig.from_pretrained(directory)).eval()
     prefix = "distilbert." if family == "distilbert" else "bert."
-    renamed = {(prefix + k[len("encoder."):] if k.startswith("encoder.") else k): v
+    renamed = {(prefix + k[len("encoder."):] if k.startswith("encoder.") else k[len("head."):]): v
                for k, v in model.state_dict().items()}
     missing, unexpected = reference.load_state_dict(renamed, strict=False)
     assert not unexpected and not [k for k in missing if "position_ids" not in k]
