@@ -250,16 +250,30 @@ def squad_metrics(predictions: Sequence[str], golds: Sequence[Sequence[str]]) ->
 @dataclass(frozen=True)
 class QAExport:
     """Export columns: ``index``, ``id``?, ``question``, ``context``, ``answer``, ``score``, ``start``, ``end`` (the
-    best answer; JSONL also ``answers`` when the job asked for several)."""
+    best answer; JSONL also ``answers`` when the job asked for several). CSV: one line per answer when the job asked
+    for several, with its ``rank`` (1: the best), else one line per question."""
 
     with_id: bool = False
     top_k: bool = False
     columns: list[str] = field(init=False)
+    csv_columns: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        columns = ["index", *(["id"] if self.with_id else []), "question", "context", "answer", "score", "start",
-                   "end", *(["answers"] if self.top_k else [])]
-        object.__setattr__(self, "columns", columns)
+        head = ["index", *(["id"] if self.with_id else []), "question", "context"]
+        answer = ["answer", "score", "start", "end"]
+        object.__setattr__(self, "columns", [*head, *answer, *(["answers"] if self.top_k else [])])
+        object.__setattr__(self, "csv_columns", [*head, *(["rank"] if self.top_k else []), *answer])
+
+    def csv_rows(self, p: Any) -> list[dict]:
+        row = self.row(p)
+        answers = row.pop("answers", None)
+        if not self.top_k:
+            return [row]
+        lines = []
+        for rank, answer in enumerate(answers or [], start=1):
+            line = {**row, **{k: answer.get(k) for k in ("answer", "score", "start", "end")}, "rank": rank}
+            lines.append({k: line[k] for k in self.csv_columns})  # in the header's order
+        return lines
 
     def row(self, p: Any) -> dict:
         result = p.result or {}

@@ -56,6 +56,13 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
     assert wait_for_job(client, classify.get_json()["id"])["status"] == "succeeded"
     stored = client.get(f"/api/v1/jobs/{classify.get_json()['id']}/predictions").get_json()["items"]
     assert [len(p["answers"]) for p in stored] == [2, 2] and stored[0]["answer"] == examples[0]["answers"][0][0]
+    csv = client.get(f"/api/v1/jobs/{classify.get_json()['id']}/export?format=csv").data.decode("utf-8-sig")
+    lines = csv.splitlines()
+    assert lines[0] == "index,question,context,rank,answer,score,start,end" and len(lines) == 1 + 2 * 2
+    assert lines[1].startswith(f"0,{examples[0]['question']},{examples[0]['context']},1,{examples[0]['answers'][0][0]},")
+    jsonl = client.get(f"/api/v1/jobs/{classify.get_json()['id']}/export?format=jsonl").data.decode()
+    first = json.loads(jsonl.splitlines()[0])
+    assert list(first) == ["index", "question", "context", "answer", "score", "start", "end", "answers"]
 
     from_dataset = client.post("/api/v1/jobs/classify", json={"model_id": model["id"], "dataset_id": dataset_id})
     assert from_dataset.status_code == 202, from_dataset.get_json()
