@@ -133,3 +133,26 @@ def test_token_predictions_print_one_line_per_entity(capsys):
     output.predictions([{"index": 0, "text": "Bob in Paris", "tokens": ["Bob", "in", "Paris"],
                          "tags": ["B-PER", "O", "B-LOC"], "scores": [0.9, 0.9, 0.9]}])
     assert "Bob/B-PER in Paris/B-LOC" in capsys.readouterr().out
+
+
+def test_qa_predictions_print_the_best_answer_per_question(capsys):
+    from cli import output
+
+    output.predictions([{"index": 0, "text": "where?", "text_pair": "in Paris", "question": "where?",
+                         "answer": "Paris", "score": 0.93, "start": 3, "end": 8},
+                        {"index": 1, "text": "who?", "text_pair": "in Paris", "question": "who?", "answer": "",
+                         "score": 0.7, "start": 0, "end": 0}])
+    printed = capsys.readouterr().out
+    assert "Paris" in printed and "3-8" in printed and "(no answer)" in printed
+
+
+def test_questions_need_one_context_each(monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("BERTQUEUE_TOKEN", "bq_" + "x" * 20)
+    result = CliRunner().invoke(main, ["classify", "-m", "1", "-q", "where?", "-q", "who?", "-c", "in Paris"])
+    assert result.exit_code == 2 and "one --context per --question" in result.output
+    result = CliRunner().invoke(main, ["classify", "-m", "1", "-q", "where?", "-c", "in Paris", "-t", "text"])
+    assert result.exit_code == 2 and "exactly one of them" in result.output
