@@ -101,7 +101,8 @@ def _text(value: Any, what: str, number: int, *, allow_empty: bool = False) -> s
     return value
 
 
-def check_answers(texts: Sequence[Any], starts: Sequence[Any], context: str, number: int) -> tuple[tuple[str, int], ...]:
+def check_answers(texts: Sequence[Any], starts: Sequence[Any], context: str,
+                  number: int) -> tuple[tuple[str, int], ...]:
     """Gold answers as ``((text, start), ...)``, each checked against the context: an integer offset inside it and
     the answer text found exactly there."""
     if len(texts) != len(starts):

@@ -59,7 +59,8 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
     csv = client.get(f"/api/v1/jobs/{classify.get_json()['id']}/export?format=csv").data.decode("utf-8-sig")
     lines = csv.splitlines()
     assert lines[0] == "index,question,context,rank,answer,score,start,end" and len(lines) == 1 + 2 * 2
-    assert lines[1].startswith(f"0,{examples[0]['question']},{examples[0]['context']},1,{examples[0]['answers'][0][0]},")
+    first_line = f"0,{examples[0]['question']},{examples[0]['context']},1,{examples[0]['answers'][0][0]},"
+    assert lines[1].startswith(first_line)
     jsonl = client.get(f"/api/v1/jobs/{classify.get_json()['id']}/export?format=jsonl").data.decode()
     first = json.loads(jsonl.splitlines()[0])
     assert list(first) == ["index", "question", "context", "answer", "score", "start", "end", "answers"]

@@ -35,7 +35,8 @@ def qa_examples(n: int = 16) -> list[dict]:
 def qa_rows(examples=None) -> list[dict[str, str]]:
     """Rows as ``core.datasets`` stores a JSON Lines upload: the answers object as JSON text."""
     return [{"question": e["question"], "context": e["context"],
-             "answers": json.dumps({"text": [t for t, _ in e["answers"]], "answer_start": [s for _, s in e["answers"]]})}
+             "answers": json.dumps({"text": [t for t, _ in e["answers"]],
+                                    "answer_start": [s for _, s in e["answers"]]})}
             for e in (examples or qa_examples())]
 
 

@@ -102,7 +102,8 @@ def _read_evaluation(session, job_id: str) -> EvaluationWork:
                           dataset.content, dataset.format)
 
 
-def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | QAEvaluationPlan, artifact_dir: str, quantize: bool, rows: Iterable[dict], lease: Lease) -> dict:
+def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | QAEvaluationPlan, artifact_dir: str, quantize: bool,
+              rows: Iterable[dict], lease: Lease) -> dict:
     """The metrics of the model at ``artifact_dir`` on ``rows``, predicted chunk by chunk under ``lease``."""
     from ml.evaluation import evaluate_rows  # lazily: importing worker.tasks stays light
 
