@@ -125,3 +125,20 @@ def test_questions_go_to_question_answering_models_only():
     params, inputs = request.job_params()
     assert params["input_kind"] == "questions" and params["top_k"] == 3 and inputs == [["where?", "in Paris"]]
     assert ClassifyRequest.from_job_params(params, inputs).questions == request.questions
+
+
+def test_a_squad_file_trains(client, tiny_encoders):
+    """A nested SQuAD file on one line uploads as one row (its ``data`` cell) and trains: one example a question."""
+    examples = qa_examples()
+    paragraphs = [{"context": e["context"], "qas": [
+        {"id": f"q{i}", "question": e["question"], "is_impossible": not e["answers"],
+         "answers": [{"text": t, "answer_start": s} for t, s in e["answers"]]}]} for i, e in enumerate(examples)]
+    squad = json.dumps({"version": "v2.0", "data": [{"title": "trips", "paragraphs": paragraphs}]}).encode()
+    dataset_id = _upload(client, squad, "train-v2.0.json")
+    response = client.post("/api/v1/jobs/train", json={
+        "dataset_id": dataset_id, "task_type": "question-answering", "encoder": str(tiny_encoders["bert"]),
+        "epochs": 1, "max_length": 32, "doc_stride": 8, "validation_split": 0.25})
+    assert response.status_code == 202, response.get_json()
+    job = wait_for_job(client, response.get_json()["id"])
+    assert job["status"] == "succeeded", job.get("error")
+    assert job["metrics"]["questions"] == {"train": 12, "validation": 4}
