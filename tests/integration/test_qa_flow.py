@@ -79,6 +79,12 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
     assert metrics["exact_match"] == 1.0 and metrics["f1"] == 1.0 and metrics["examples"] == 16
     assert metrics["has_answer_f1"] == 1.0 and metrics["no_answer_accuracy"] == 1.0
 
+    from .conftest import sample_csv
+
+    texts_id = _upload(client, sample_csv(12), "tweets.csv")
+    mismatch = client.post("/api/v1/jobs/evaluate", json={"model_id": model["id"], "dataset_id": texts_id})
+    assert mismatch.status_code == 422 and mismatch.get_json()["error"]["code"] == "dataset_task_mismatch"
+
     # bad requests: texts to a QA model, QA options elsewhere, a question too long for the windows
     texts = client.post("/api/v1/predict", json={"model_id": model["id"], "texts": ["where?"]})
     assert texts.status_code == 422 and texts.get_json()["error"]["code"] == "questions_required"

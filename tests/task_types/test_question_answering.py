@@ -183,4 +183,6 @@ def test_dataset_mismatch():
                                                                                "question_column": "q"}) is None
     assert "token lists" in kind.dataset_mismatch(["context", "question", "answers"], {"context"})
     assert "no 'question'" in kind.dataset_mismatch(["text", "label"], set())
-    assert kind.dataset_mismatch(["text", "label"], set(), used=["question", "context", "answers"]) is None
+    assert "no 'question'" in kind.dataset_mismatch(["text", "label"], set(), used=["question", "context", "answers"])
+    assert kind.dataset_mismatch(["question", "context", "gold"], set(), used=["question", "context", "answers"]) \
+        is None  # the missing answers column is named by the caller
