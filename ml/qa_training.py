@@ -189,5 +189,5 @@ class QATask:
                              "validation": unanswerable(self.val_examples)},
             "windows": {"train": len(self.train_rows), "validation": len(self.val_rows)},
             "doc_stride": self.doc_stride,
-            "no_answer": self.no_answer,
+            "no_answer_allowed": self.no_answer,
         }

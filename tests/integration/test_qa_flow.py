@@ -41,6 +41,10 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
     model = client.get(f"/api/v1/models/{job['model_id']}").get_json()
     assert model["task_type"] == "question-answering"
 
+    for page in (f"/jobs/{job['id']}", f"/models/{model['id']}", "/models", "/jobs", "/classify",
+                 f"/train?dataset_id={dataset_id}&task_type=question-answering"):
+        assert client.get(page).status_code == 200, page
+
     questions = [{"question": e["question"], "context": e["context"]} for e in examples]
     answer = client.post("/api/v1/predict", json={"model_id": model["id"], "questions": questions})
     assert answer.status_code == 200, answer.get_json()
@@ -54,6 +58,7 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
                                                            "top_k": 2})
     assert classify.status_code == 202, classify.get_json()
     assert wait_for_job(client, classify.get_json()["id"])["status"] == "succeeded"
+    assert client.get(f"/jobs/{classify.get_json()['id']}").status_code == 200
     stored = client.get(f"/api/v1/jobs/{classify.get_json()['id']}/predictions").get_json()["items"]
     assert [len(p["answers"]) for p in stored] == [2, 2] and stored[0]["answer"] == examples[0]["answers"][0][0]
     csv = client.get(f"/api/v1/jobs/{classify.get_json()['id']}/export?format=csv").data.decode("utf-8-sig")
@@ -75,6 +80,7 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
     assert evaluation.status_code == 202, evaluation.get_json()
     evaluated = wait_for_job(client, evaluation.get_json()["id"])
     assert evaluated["status"] == "succeeded", evaluated.get("error")
+    assert client.get(f"/jobs/{evaluated['id']}").status_code == 200
     metrics = evaluated["metrics"]
     assert metrics["exact_match"] == 1.0 and metrics["f1"] == 1.0 and metrics["examples"] == 16
     assert metrics["has_answer_f1"] == 1.0 and metrics["no_answer_accuracy"] == 1.0

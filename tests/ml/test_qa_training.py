@@ -62,7 +62,7 @@ def test_qa_model_trains_saves_loads(family, tiny_bert_dir, tiny_distilbert_dir,
     assert metrics["f1"] == 1.0 and metrics["exact_match"] == 1.0
     assert metrics["has_answer_f1"] == 1.0 and metrics["no_answer_accuracy"] == 1.0
     assert metrics["questions"] == {"train": 16, "validation": 16}
-    assert metrics["unanswerable"] == {"train": 4, "validation": 4} and metrics["no_answer"] is True
+    assert metrics["unanswerable"] == {"train": 4, "validation": 4} and metrics["no_answer_allowed"] is True
     assert metrics["windows"]["train"] > 16  # max_length 20 cut the contexts into windows
     assert result.tasks == {"answer": ["start", "end"]} and metrics["labels"] == ["start", "end"]
     history = metrics["history"]
