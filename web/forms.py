@@ -93,6 +93,7 @@ class UploadDatasetForm(FlaskForm):
 
 
 TOKEN_CLASSIFICATION = "token-classification"
+QUESTION_ANSWERING = "question-answering"
 
 
 class TrainFormBase(FlaskForm):
@@ -119,6 +120,10 @@ class TrainFormBase(FlaskForm):
     # token classification: columns of JSON arrays of strings, one token (tag) per word
     tokens_column = SelectField("Tokens column", validate_choice=False, validators=[Optional()])
     tags_column = SelectField("Tags column", validate_choice=False, validators=[Optional()])
+    # question answering: a question, its context and the answers (empty: the defaults, or a nested SQuAD file)
+    question_column = SelectField("Question column", validate_choice=False, validators=[Optional()])
+    context_column = SelectField("Context column", validate_choice=False, validators=[Optional()])
+    answers_column = SelectField("Answers column", validate_choice=False, validators=[Optional()])
     encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
     class_weights_balanced = BooleanField("Balanced class weights")
 
@@ -131,16 +136,24 @@ class TrainFormBase(FlaskForm):
         """Whether token classification is chosen (tokens and tags columns instead of texts and labels)."""
         return self.task_type.data == TOKEN_CLASSIFICATION
 
+    def questions(self) -> bool:
+        """Whether question answering is chosen (question, context and answers columns)."""
+        return self.task_type.data == QUESTION_ANSWERING
+
+    def _texts(self) -> bool:
+        """Whether text classification's text and label fields are read."""
+        return not self.tokens() and not self.questions()
+
     def validate_text_column(self, field) -> None:
-        if not self.tokens() and not field.data and not self.text_template.data:
+        if self._texts() and not field.data and not self.text_template.data:
             raise ValidationError("choose the text column (or write a text template)")
 
     def validate_label_column(self, field) -> None:
-        if not self.tokens() and not self._uses_label_columns() and not field.data:
+        if self._texts() and not self._uses_label_columns() and not field.data:
             raise ValidationError("choose the label column")
 
     def validate_label_columns(self, field) -> None:
-        if not self.tokens() and self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
+        if self._texts() and self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
             raise ValidationError("multitask needs at least 2 label columns (one task per column)")
 
     def _uses_label_columns(self) -> bool:
@@ -154,6 +167,8 @@ class TrainFormBase(FlaskForm):
         data: dict = {"dataset_id": self.dataset_id.data, "task_type": task_type, "family": family}
         if self.tokens():
             columns: tuple[str, ...] = ("tokens_column", "tags_column")
+        elif self.questions():
+            columns = ("question_column", "context_column", "answers_column")
         else:
             columns = ("text_column", "text_pair_column")
             if self._uses_label_columns():

@@ -46,6 +46,8 @@ def train():
     for field in (form.text_column, form.label_column, form.label_columns, form.tokens_column, form.tags_column):
         field.choices = choices((c, c) for c in columns)
     form.text_pair_column.choices = choices([("", "none (single texts)"), *((c, c) for c in columns)])
+    for field in (form.question_column, form.context_column, form.answers_column):
+        field.choices = choices([("", "default"), *((c, c) for c in columns)])
     form.validation_dataset_id.choices = choices(
         [("", "none: hold out the validation split"), *((d["id"], f"{d['name']} (#{d['id']})") for d in datasets)]
     )
@@ -55,6 +57,9 @@ def train():
         form.label_column.data = guess_column(columns, LABEL_COLUMN_NAMES, 1)
         form.tokens_column.data = guess_column(columns, TOKENS_COLUMN_NAMES, 0)
         form.tags_column.data = guess_column(columns, TAGS_COLUMN_NAMES, 1)
+        for field, name in ((form.question_column, "question"), (form.context_column, "context"),
+                            (form.answers_column, "answers")):
+            field.data = name if name in columns else ""
 
     general: list[str] = []
     if form.validate_on_submit():

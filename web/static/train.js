@@ -13,6 +13,9 @@
   var metric = form.querySelector("#metric");
   var tokensColumn = form.querySelector("#tokens_column");
   var tagsColumn = form.querySelector("#tags_column");
+  var qaColumns = ["#question_column", "#context_column", "#answers_column"].map(function (id) {
+    return form.querySelector(id);
+  });
   var dataset = form.querySelector("#dataset_id");
   var textColumn = form.querySelector("#text_column");
   var labelColumn = form.querySelector("#label_column");
@@ -24,6 +27,7 @@
 
   function chosenTaskType() { return taskType ? taskType.value : "text-classification"; }
   function tokens() { return chosenTaskType() === "token-classification"; }
+  function questions() { return chosenTaskType() === "question-answering"; }
 
   // a task type trains some families only: the others cannot be chosen while it is
   function showTaskType() {
@@ -44,6 +48,7 @@
     var chosen = family.value;
     var kind = chosenTaskType();
     var token = tokens();
+    var qa = questions();
     var multitask = chosen === "multitask";
     var multi = !multitask && multiLabel && multiLabel.checked;
     form.querySelectorAll("[data-families]").forEach(function (el) {
@@ -52,9 +57,10 @@
       el.hidden = el.dataset.families.split(" ").indexOf(chosen) < 0
         || (types !== undefined && types.split(" ").indexOf(kind) < 0);
     });
-    form.querySelectorAll(".text-only").forEach(function (el) { el.hidden = token; });
+    form.querySelectorAll(".text-only").forEach(function (el) { el.hidden = token || qa; });
     form.querySelectorAll(".token-only").forEach(function (el) { el.hidden = !token; });
-    if (!token) {
+    form.querySelectorAll(".qa-only").forEach(function (el) { el.hidden = !qa; });
+    if (!token && !qa) {
       form.querySelectorAll(".label-columns").forEach(function (el) { el.hidden = !(multitask || multi); });
       form.querySelectorAll(".single-column").forEach(function (el) { el.hidden = multitask; });
     }
@@ -68,7 +74,7 @@
     columns.forEach(function (column) {
       var option = document.createElement("option");
       option.value = column;
-      option.textContent = column || "none";
+      option.textContent = column || (select.id.indexOf("pair") >= 0 ? "none" : "default");
       option.selected = option.defaultSelected = previous.indexOf(column) >= 0;
       select.appendChild(option);
     });
@@ -95,7 +101,7 @@
 
   function showCounts() {
     if (!counts) return;
-    if (tokens()) { counts.textContent = ""; return; }
+    if (tokens() || questions()) { counts.textContent = ""; return; }
     var chosen = family.value === "multitask"
       ? Array.prototype.filter.call(labelColumns.options, function (o) { return o.selected; }).map(function (o) { return o.value; })
       : [labelColumn.value];
@@ -119,6 +125,13 @@
         if (tokensColumn) guess(tokensColumn, info.columns, ["tokens", "words"]);
         if (tagsColumn) guess(tagsColumn, info.columns, ["tags", "ner_tags", "labels", "pos_tags"],
                               function (c) { return c !== tokensColumn.value; });
+        // question answering: "" (default) leaves the column to the server's defaults (a SQuAD file has none)
+        var qaNames = [["question"], ["context"], ["answers"]];
+        qaColumns.forEach(function (select, i) {
+          if (!select) return;
+          fill(select, [""].concat(info.columns));
+          guess(select, info.columns, qaNames[i]);
+        });
         showCounts();
       })
       .catch(function () { if (counts) counts.textContent = "Could not load the dataset's columns."; });
