@@ -268,11 +268,16 @@ class ClassifyForm(FlaskForm):
             return False
         return True
 
-    def to_request_data(self, *, token_model: bool = False) -> dict:
+    def to_request_data(self, *, token_model: bool = False, qa_model: bool = False) -> dict:
         """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns; for a
         token-classification model (``token_model``) its aggregation strategy too. Pre-tokenized lines go as
-        ``tokens`` whatever the model: a text model's refusal is the API's (``tokens_not_supported``)."""
+        ``tokens`` whatever the model: a text model's refusal is the API's (``tokens_not_supported``). For a
+        question-answering model (``qa_model``) line k of the texts is a question and line k of the second texts
+        its context (the API's ``questions``)."""
         data: dict = {"model_id": self.model_id.data}
+        if qa_model and self.dataset_id.data is None and not self.pretokenized.data:
+            return {**data, "questions": [{"question": q, "context": c}
+                                          for q, c in zip(self.text_lines(), self.pair_lines())]}
         if self.pretokenized.data and self.dataset_id.data is None:
             return {**data, "tokens": [line.split() for line in self.text_lines()]}
         if token_model and self.aggregation_strategy.data:

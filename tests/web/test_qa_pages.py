@@ -70,3 +70,37 @@ def test_train_form_request_data_and_job(app, client, sent):
     assert (params["task_type"], params["context_column"], params["answers_column"]) == \
         ("question-answering", "context", "answers")
     assert params["max_length"] == 128 and params["metric"] == "f1"
+
+
+def test_classify_form_sends_questions_and_the_job_page_highlights_answers(client, sent):
+    from core.schema import Prediction
+
+    model_id = f.make_model(tasks={"answer": ["start", "end"]}, name="reader",
+                            params={"family": "bert", "task_type": "question-answering", "context_column": "context",
+                                    "question_column": "question", "answers_column": "answers"})
+    page = client.get(f"/classify?model_id={model_id}").get_data(as_text=True)
+    assert f"[{model_id}]" in page  # data-qa-models
+    response = client.post("/classify", data={"model_id": str(model_id), "texts": "where?\nwho?",
+                                              "text_pairs": "Bob lives in <b>Paris</b>\nAnn left"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    job_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert sent == [(job_id, "classify")]
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job.params["input_kind"] == "questions"
+        assert job.inputs == [["where?", "Bob lives in <b>Paris</b>"], ["who?", "Ann left"]]
+    f.start(job_id)
+    results = [{"question": "where?", "answer": "Paris", "score": 0.9, "start": 16, "end": 21},
+               {"question": "who?", "answer": "", "score": 0.6, "start": 0, "end": 0}]
+    with db.session() as session:
+        for i, ((question, context), result) in enumerate(zip(job.inputs, results)):
+            session.add(Prediction(job_id=job_id, index=i, text=question, text_pair=context, result=result,
+                                   label="answered" if result["answer"] else "no_answer", score=result["score"],
+                                   scores={}))
+    f.succeed(job_id)
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "<th>Context</th>" in page and "<th>Answer</th>" in page
+    # the answer marked inside the (escaped) context
+    assert re.search(r'Bob lives in &lt;b&gt;<mark class="ent [^"]*" data-entity="answer"[^>]*>Paris'
+                     r'<span class="ent-label">answer</span></mark>&lt;/b&gt;', page)
+    assert "no answer" in page
