@@ -44,6 +44,7 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
     for page in (f"/jobs/{job['id']}", f"/models/{model['id']}", "/models", "/jobs", "/classify",
                  f"/train?dataset_id={dataset_id}&task_type=question-answering"):
         assert client.get(page).status_code == 200, page
+    assert "Validation exact match and F1" in client.get(f"/jobs/{job['id']}").get_data(as_text=True)
 
     questions = [{"question": e["question"], "context": e["context"]} for e in examples]
     answer = client.post("/api/v1/predict", json={"model_id": model["id"], "questions": questions})
