@@ -53,6 +53,7 @@ MULTI_LABEL_FAMILIES = tuple(f for f, info in FAMILY_INFO.items() if info.multi_
 TaskTypeName = Literal[task_types.names()]  # type: ignore[valid-type]  (every registered task type)
 TEXT_CLASSIFICATION = ("text-classification",)  # Opt.task_types of the options only text classification reads
 TOKEN_CLASSIFICATION = ("token-classification",)
+QUESTION_ANSWERING = ("question-answering",)
 
 METRICS = tuple(dict.fromkeys(m for name in task_types.names() for m in task_types.get(name).metrics))
 MAX_TEMPLATE_FIELDS = 10  # what early stopping and the best checkpoint follow
@@ -125,6 +126,15 @@ class TrainConfig(StrictModel):
     tags_column: ColumnName | None = Field(
         default=None, description='token classification: the column of each sentence\'s tags, one per token '
         '(default "tags")')
+    context_column: ColumnName | None = Field(
+        default=None, description='question answering: the column of the contexts the answers are spans of (default '
+        '"context")')
+    question_column: ColumnName | None = Field(
+        default=None, description='question answering: the column of the questions (default "question")')
+    answers_column: ColumnName | None = Field(
+        default=None, description='question answering: the column of the gold answers, {"text": [...], '
+        '"answer_start": [...]} (character offsets; empty: unanswerable; default "answers"); CSV may give '
+        'answer_text + answer_start columns instead')
     text_template: Annotated[str | None, Opt("Text template", group="data")] = Field(
         default=None, max_length=1000,
         description='builds the text from several columns, e.g. "{speaker}: {text}" (replaces text_column)')
@@ -141,6 +151,10 @@ class TrainConfig(StrictModel):
     stride: Annotated[int, Opt("Window overlap (tokens)", group="data", task_types=TOKEN_CLASSIFICATION)] = Field(
         default=32, ge=0, le=256, description="token classification: a sentence longer than max_length is split into "
         "windows sharing this many tokens (each word is scored once); must be less than max_length - 2")
+    doc_stride: Annotated[int, Opt("Context window overlap (tokens)", group="data",
+                                   task_types=QUESTION_ANSWERING)] = Field(
+        default=128, ge=1, le=508, description="question answering: a context longer than max_length is split into "
+        "windows sharing this many tokens; must be less than max_length minus the question and 3 special tokens")
     text_normalization: Annotated[Literal["none", "social"], Opt("Text normalization", group="data",
                                                                 task_types=TEXT_CLASSIFICATION)] = Field(
         default="none", description='"social": user handles become "@user" and links "http" (as in TweetEval)')
@@ -214,6 +228,8 @@ class TrainConfig(StrictModel):
         classification: the tokens column)."""
         if self.tokens_column is not None:
             return [self.tokens_column]
+        if self.context_column is not None:  # question answering (a nested SQuAD file: see dataset_columns)
+            return [self.question_column, self.context_column]
         if reads_spans(self):
             return [self.text_column]
         columns = template_columns(self.text_template) if self.text_template else [self.text_column]
@@ -318,6 +334,8 @@ def _check_stride(config: TrainConfig) -> None:
 def _check_columns(config: TrainConfig) -> None:
     """Resolve label_column / label_columns into ``label_columns`` and check they fit the family and task shape
     (token classification: its tokens and tags columns, the tags being the one label column)."""
+    if task_types.get(config.task_type).resolve_columns(config):
+        return
     if config.task_type == TOKEN_CLASSIFICATION[0] and reads_spans(config):
         if config.tokens_column is not None or config.tags_column is not None:
             raise ValueError("give spans_column (with text_column) or tokens_column / tags_column, not both")
@@ -371,7 +389,7 @@ def _check_columns(config: TrainConfig) -> None:
 # the data fields (not options) a task type may not read: refused when set for a task type whose
 # ``request_fields`` lack them
 _DATA_FIELDS = ("text_column", "text_template", "text_pair_column", "label_column", "label_columns", "tokens_column",
-                "tags_column", "spans_column")
+                "tags_column", "spans_column", "context_column", "question_column", "answers_column")
 
 
 def _check_task_type(config: TrainConfig) -> None:

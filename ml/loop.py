@@ -37,6 +37,7 @@ written.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import random
@@ -216,17 +217,23 @@ class TextTask:
         return {}
 
 
+# the task data class of every other task type ("module:Class", imported when a run needs it)
+TASK_DATA = {
+    "token-classification": "ml.token_training:TokenTask",
+    "question-answering": "ml.qa_training:QATask",
+}
+
+
 def task_data(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]] | None,
               config: TrainConfig) -> Any:
     """The task data object for ``config``'s task type (``getattr``: configs from before task types have none)."""
     task_type = getattr(config, "task_type", None) or TextTask.task_type
     if task_type == TextTask.task_type:
         return TextTask(rows, validation_rows, config)
-    from ml.token_training import TOKEN_CLASSIFICATION, TokenTask
-
-    if task_type == TOKEN_CLASSIFICATION:
-        return TokenTask(rows, validation_rows, config)
-    raise TrainingDataError(f"unknown task type {task_type!r}")
+    if task_type not in TASK_DATA:
+        raise TrainingDataError(f"unknown task type {task_type!r}")
+    module, name = TASK_DATA[task_type].split(":")
+    return getattr(importlib.import_module(module), name)(rows, validation_rows, config)
 
 
 def _metric(config: TrainConfig, task: Any) -> str:
@@ -280,8 +287,7 @@ def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_
                 if n:
                     task_loss_sum[task] += float(model.task_loss(task, task_logits, y)) * n
                     task_count[task] += n
-                values = (torch.sigmoid(task_logits.float()) if data.multi_label else task_logits.argmax(dim=-1))
-                for i, value in zip(chunk, values.tolist()):
+                for i, value in zip(chunk, data.predictions(task_logits, chunk)):
                     outputs[task][i] = value
             if heartbeat is not None:
                 heartbeat.tick(fraction, {**(info or {}), "phase": "evaluate"})

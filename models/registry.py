@@ -24,10 +24,12 @@ from .encoders import (
     load_encoder_config,
 )
 from .multitask import MultiTaskClassifier
+from .question_answering import FAMILIES as QA_FAMILIES
 from .token_classification import FAMILIES as TOKEN_FAMILIES
 
 TEXT_CLASSIFICATION = "text-classification"
 TOKEN_CLASSIFICATION = "token-classification"
+QUESTION_ANSWERING = "question-answering"
 
 # the classes of the text-classification task type (one label, or several, per text)
 FAMILIES: dict[str, type[EncoderClassifier]] = {
@@ -41,6 +43,7 @@ FAMILIES: dict[str, type[EncoderClassifier]] = {
 TASK_FAMILIES: dict[str, dict[str, type[EncoderClassifier]]] = {
     TEXT_CLASSIFICATION: FAMILIES,
     TOKEN_CLASSIFICATION: TOKEN_FAMILIES,
+    QUESTION_ANSWERING: QA_FAMILIES,
 }
 
 COMMON_OPTIONS = EncoderClassifier.common_option_names

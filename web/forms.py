@@ -96,6 +96,7 @@ TOKEN_CLASSIFICATION = "token-classification"
 # token classification's two shapes of training data (``core.task_types.token_classification.reads_spans``)
 TOKEN_DATA = {"tokens": "Tokens + tags (a JSON array of each per row)",
               "spans": "Text + character spans (JSON Lines entities, Label Studio)"}
+QUESTION_ANSWERING = "question-answering"
 
 
 class TrainFormBase(FlaskForm):
@@ -125,6 +126,10 @@ class TrainFormBase(FlaskForm):
     # or span data: the text column above and a column of character spans per text
     token_data = SelectField("Token data", choices=choices(TOKEN_DATA.items()), default="tokens")
     spans_column = SelectField("Spans column", validate_choice=False)  # required for span data: validate_spans_column
+    # question answering: a question, its context and the answers (empty: the defaults, or a nested SQuAD file)
+    question_column = SelectField("Question column", validate_choice=False, validators=[Optional()])
+    context_column = SelectField("Context column", validate_choice=False, validators=[Optional()])
+    answers_column = SelectField("Answers column", validate_choice=False, validators=[Optional()])
     encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
     class_weights_balanced = BooleanField("Balanced class weights")
 
@@ -141,8 +146,16 @@ class TrainFormBase(FlaskForm):
         """Whether token classification reads span data: a text and a spans column instead of tokens and tags."""
         return self.tokens() and self.token_data.data == "spans"
 
+    def questions(self) -> bool:
+        """Whether question answering is chosen (question, context and answers columns)."""
+        return self.task_type.data == QUESTION_ANSWERING
+
+    def _texts(self) -> bool:
+        """Whether text classification's text and label fields are read."""
+        return not self.tokens() and not self.questions()
+
     def validate_text_column(self, field) -> None:
-        if not self.tokens() and not field.data and not self.text_template.data:
+        if self._texts() and not field.data and not self.text_template.data:
             raise ValidationError("choose the text column (or write a text template)")
 
     def validate_spans_column(self, field) -> None:
@@ -150,11 +163,11 @@ class TrainFormBase(FlaskForm):
             raise ValidationError("choose the column of entity spans")
 
     def validate_label_column(self, field) -> None:
-        if not self.tokens() and not self._uses_label_columns() and not field.data:
+        if self._texts() and not self._uses_label_columns() and not field.data:
             raise ValidationError("choose the label column")
 
     def validate_label_columns(self, field) -> None:
-        if not self.tokens() and self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
+        if self._texts() and self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
             raise ValidationError("multitask needs at least 2 label columns (one task per column)")
 
     def _uses_label_columns(self) -> bool:
@@ -170,6 +183,8 @@ class TrainFormBase(FlaskForm):
             columns: tuple[str, ...] = ("text_column", "spans_column")
         elif self.tokens():
             columns = ("tokens_column", "tags_column")
+        elif self.questions():
+            columns = ("question_column", "context_column", "answers_column")
         else:
             columns = ("text_column", "text_pair_column")
             if self._uses_label_columns():
@@ -269,11 +284,16 @@ class ClassifyForm(FlaskForm):
             return False
         return True
 
-    def to_request_data(self, *, token_model: bool = False) -> dict:
+    def to_request_data(self, *, token_model: bool = False, qa_model: bool = False) -> dict:
         """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns; for a
         token-classification model (``token_model``) its aggregation strategy too. Pre-tokenized lines go as
-        ``tokens`` whatever the model: a text model's refusal is the API's (``tokens_not_supported``)."""
+        ``tokens`` whatever the model: a text model's refusal is the API's (``tokens_not_supported``). For a
+        question-answering model (``qa_model``) line k of the texts is a question and line k of the second texts
+        its context (the API's ``questions``)."""
         data: dict = {"model_id": self.model_id.data}
+        if qa_model and self.dataset_id.data is None and not self.pretokenized.data:
+            return {**data, "questions": [{"question": q, "context": c}
+                                          for q, c in zip(self.text_lines(), self.pair_lines())]}
         if self.pretokenized.data and self.dataset_id.data is None:
             return {**data, "tokens": [line.split() for line in self.text_lines()]}
         if token_model and self.aggregation_strategy.data:

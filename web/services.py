@@ -432,6 +432,20 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
     pre-tokenized ``tokens`` and an ``aggregation_strategy`` to a token-classification model only."""
     kind = task_types.of_params(model_params)
     tokens_model = kind.name == "token-classification"
+    qa_model = kind.name == "question-answering"
+    if request.with_questions and not qa_model:
+        raise ApiError(422, "questions_not_supported", f"model {request.model_id} is a {kind.name} model: questions "
+                       "({question, context}) are for question-answering models")
+    qa_options = [n for n in ("top_k", "max_answer_length") if getattr(request, n, None) is not None]
+    if qa_options and not qa_model:
+        raise ApiError(422, "option_not_supported", f"model {request.model_id} is a {kind.name} model: "
+                       f"{' and '.join(qa_options)} apply to question-answering models")
+    if qa_model:
+        if not (request.with_questions or request.from_dataset) or request.with_tokens or \
+                getattr(request, "aggregation_strategy", None) is not None:
+            raise ApiError(422, "questions_required", f"model {request.model_id} is a question-answering model: send "
+                           "questions ([{\"question\", \"context\"}]) or a dataset with question and context columns")
+        return  # a dataset's question and context columns are the pair (``_default_text_columns``)
     if request.with_tokens and not tokens_model:
         raise ApiError(422, "tokens_not_supported", f"model {request.model_id} is a {kind.name} model: tokens "
                        "(pre-tokenized sentences) are for token-classification models; send texts")
@@ -458,6 +472,10 @@ def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> Clas
     from the model's text column)."""
     params = model.params or {}
     update: dict = {}
+    if params.get("question_column") is not None:  # a QA model reads its question and context columns as the pair
+        update = {"text_column": request.text_column or params["question_column"],
+                  "text_pair_column": request.text_pair_column or params["context_column"]}
+        return validate(ClassifyRequest, {**request.model_dump(exclude_none=True), **update})
     if request.text_column is None and request.text_template is None:
         if params.get("text_template") is not None:
             update["text_template"] = params["text_template"]
@@ -515,7 +533,9 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
             if mismatch:
                 raise ApiError(422, "dataset_task_mismatch", f"dataset {dataset.id} ({dataset.name}) cannot "
                                f"evaluate a {kind.name} model: {mismatch}")
-            missing = [c for c in plan.columns if c not in dataset.columns]
+            # a plan whose columns depend on the dataset's shape (question answering) resolves them against it
+            columns = plan.columns_in(dataset.columns) if hasattr(plan, "columns_in") else plan.columns
+            missing = [c for c in columns if c not in dataset.columns]
             if missing:
                 raise ApiError(422, "unknown_column", f"column(s) {', '.join(map(repr, missing))} not in dataset "
                                f"{dataset.id}; it has {', '.join(dataset.columns)}")

@@ -24,8 +24,8 @@ Input = tuple[int, str | list[str], str | None, str | None]
 
 
 def request_size(request: ClassifyRequest) -> int:
-    """How many inputs a request sent inline (texts, pairs or pre-tokenized sentences)."""
-    return len(next(x for x in (request.pairs, request.tokens, request.texts) if x is not None))
+    """How many inputs a request sent inline (texts, pairs, pre-tokenized sentences or questions)."""
+    return len(next(x for x in (request.pairs, request.tokens, request.questions, request.texts) if x is not None))
 
 
 def _words(cell: str) -> str | list[str]:
@@ -52,6 +52,9 @@ def job_inputs(request: ClassifyRequest, dataset: tuple[bytes, str] | None, *,
         if request.pairs is not None:
             for index, (text, pair) in enumerate(request.pairs):
                 yield index, text, pair, None
+        elif request.questions is not None:  # question answering: the question, then its context as the pair
+            for index, question in enumerate(request.questions):
+                yield index, question.question, question.context, None
         elif request.tokens is not None:  # token classification: the words themselves are the input
             for index, words in enumerate(request.tokens):
                 yield index, words, None, None

@@ -31,7 +31,8 @@ from typing import Any, ClassVar, Protocol
 DEFAULT = "text-classification"  # the task type of every request, job, model and prediction that names none
 
 # the modules that register the built-in task types, in the order forms list them
-_BUILT_IN = ("core.task_types.text_classification", "core.task_types.token_classification")
+_BUILT_IN = ("core.task_types.text_classification", "core.task_types.token_classification",
+             "core.task_types.question_answering")
 
 
 class ExportLayout(Protocol):
@@ -108,6 +109,17 @@ class TaskType:
         return {}
 
     # ------------------------------------------------------------------------------------ training data
+
+    def resolve_columns(self, config: Any) -> bool:
+        """Resolve a training config's data columns for this task type in place (defaults, ``label_columns``) and
+        check them (ValueError: a 422); False leaves it to ``core.options``' own checks (text and token
+        classification)."""
+        return False
+
+    def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(text columns, label columns) that training on a dataset with ``columns`` reads (checked to exist before
+        any row is read)."""
+        return config.text_columns(), list(config.label_columns)
 
     def check_training_rows(self, rows: Any, config: Any, *, known: Mapping[str, set[str]] | None = None
                             ) -> dict[str, Any]:

@@ -166,3 +166,26 @@ def test_train_sends_the_spans_column(monkeypatch):
     assert result.exit_code == 0, result.output
     assert bodies[-1] == {"dataset_id": 5, "task_type": "token-classification", "tokens_column": "words"}
     assert "--spans-column" in run.invoke(main, ["train", "--help"]).output
+
+
+def test_qa_predictions_print_the_best_answer_per_question(capsys):
+    from cli import output
+
+    output.predictions([{"index": 0, "text": "where?", "text_pair": "in Paris", "question": "where?",
+                         "answer": "Paris", "score": 0.93, "start": 3, "end": 8},
+                        {"index": 1, "text": "who?", "text_pair": "in Paris", "question": "who?", "answer": "",
+                         "score": 0.7, "start": 0, "end": 0}])
+    printed = capsys.readouterr().out
+    assert "Paris" in printed and "3-8" in printed and "(no answer)" in printed
+
+
+def test_questions_need_one_context_each(monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("BERTQUEUE_TOKEN", "bq_" + "x" * 20)
+    result = CliRunner().invoke(main, ["classify", "-m", "1", "-q", "where?", "-q", "who?", "-c", "in Paris"])
+    assert result.exit_code == 2 and "one --context per --question" in result.output
+    result = CliRunner().invoke(main, ["classify", "-m", "1", "-q", "where?", "-c", "in Paris", "-t", "text"])
+    assert result.exit_code == 2 and "exactly one of them" in result.output

@@ -61,6 +61,8 @@ def train():
                   form.spans_column):
         field.choices = choices((c, c) for c in columns)
     form.text_pair_column.choices = choices([("", "none (single texts)"), *((c, c) for c in columns)])
+    for field in (form.question_column, form.context_column, form.answers_column):
+        field.choices = choices([("", "default"), *((c, c) for c in columns)])
     form.validation_dataset_id.choices = choices(
         [("", "none: hold out the validation split"), *((d["id"], f"{d['name']} (#{d['id']})") for d in datasets)]
     )
@@ -74,6 +76,9 @@ def train():
         form.spans_column.data = guess_column(columns, SPANS_COLUMN_NAMES, 1)
         if form.token_data.data == "spans":
             form.text_column.data = guess_column(columns, SPANS_TEXT_COLUMN_NAMES, 0)
+        for field, name in ((form.question_column, "question"), (form.context_column, "context"),
+                            (form.answers_column, "answers")):
+            field.data = name if name in columns else ""
 
     general: list[str] = []
     if form.validate_on_submit():

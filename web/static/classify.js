@@ -52,11 +52,18 @@
   var model = form.querySelector("#model_id");
   var pairModels = JSON.parse(script.dataset.pairModels || "[]").map(String);
   var pairBox = form.querySelector("#text_pairs");
+  // question-answering models: the texts are questions, the second texts their contexts (line by line)
+  var qaModels = JSON.parse(script.dataset.qaModels || "[]").map(String);
+  var textsBox = form.querySelector("#texts");
+  var placeholders = [textsBox ? textsBox.placeholder : "", pairBox ? pairBox.placeholder : ""];
   function showPairs() {
-    var pairs = model && pairModels.indexOf(model.value) >= 0;
+    var qa = model && qaModels.indexOf(model.value) >= 0;
+    var pairs = qa || (model && pairModels.indexOf(model.value) >= 0);
     form.querySelectorAll(".pair-only").forEach(function (el) {
       el.hidden = !pairs && !(pairBox && pairBox.value.trim());  // never hide what the user typed
     });
+    if (textsBox) textsBox.placeholder = qa ? "One question per line" : placeholders[0];
+    if (pairBox) pairBox.placeholder = qa ? "The context of each question, one per line" : placeholders[1];
   }
   if (model) { model.addEventListener("change", showPairs); showPairs(); }
 

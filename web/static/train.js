@@ -16,6 +16,9 @@
   var metric = form.querySelector("#metric");
   var tokensColumn = form.querySelector("#tokens_column");
   var tagsColumn = form.querySelector("#tags_column");
+  var qaColumns = ["#question_column", "#context_column", "#answers_column"].map(function (id) {
+    return form.querySelector(id);
+  });
   var dataset = form.querySelector("#dataset_id");
   var textColumn = form.querySelector("#text_column");
   var labelColumn = form.querySelector("#label_column");
@@ -28,10 +31,13 @@
   function chosenTaskType() { return taskType ? taskType.value : "text-classification"; }
   function tokens() { return chosenTaskType() === "token-classification"; }
   function spans() { return tokens() && tokenData !== null && tokenData.value === "spans"; }
+  function questions() { return chosenTaskType() === "question-answering"; }
 
-  // text classification shows the .text-only fields; token classification the .token-only ones, of which those of
-  // the other token data (.tokens-data or .spans-data) are hidden; the text column is text-only and spans-data
+  // text classification shows the .text-only fields; question answering the .qa-only ones; token classification the
+  // .token-only ones, of which those of the other token data (.tokens-data or .spans-data) are hidden; the text column
+  // is text-only and spans-data
   function dataFieldShown(el) {
+    if (questions()) return el.classList.contains("qa-only");
     if (!tokens()) return el.classList.contains("text-only");
     if (el.classList.contains("spans-data")) return spans();
     if (el.classList.contains("tokens-data")) return !spans();
@@ -57,6 +63,7 @@
     var chosen = family.value;
     var kind = chosenTaskType();
     var token = tokens();
+    var qa = questions();
     var multitask = chosen === "multitask";
     var multi = !multitask && multiLabel && multiLabel.checked;
     form.querySelectorAll("[data-families]").forEach(function (el) {
@@ -65,8 +72,10 @@
       el.hidden = el.dataset.families.split(" ").indexOf(chosen) < 0
         || (types !== undefined && types.split(" ").indexOf(kind) < 0);
     });
-    form.querySelectorAll(".text-only, .token-only").forEach(function (el) { el.hidden = !dataFieldShown(el); });
-    if (!token) {
+    form.querySelectorAll(".text-only, .token-only, .qa-only").forEach(function (el) {
+      el.hidden = !dataFieldShown(el);
+    });
+    if (!token && !qa) {
       form.querySelectorAll(".label-columns").forEach(function (el) { el.hidden = !(multitask || multi); });
       form.querySelectorAll(".single-column").forEach(function (el) { el.hidden = multitask; });
     }
@@ -80,7 +89,7 @@
     columns.forEach(function (column) {
       var option = document.createElement("option");
       option.value = column;
-      option.textContent = column || "none";
+      option.textContent = column || (select.id.indexOf("pair") >= 0 ? "none" : "default");
       option.selected = option.defaultSelected = previous.indexOf(column) >= 0;
       select.appendChild(option);
     });
@@ -107,7 +116,7 @@
 
   function showCounts() {
     if (!counts) return;
-    if (tokens()) { counts.textContent = ""; return; }
+    if (tokens() || questions()) { counts.textContent = ""; return; }
     var chosen = family.value === "multitask"
       ? Array.prototype.filter.call(labelColumns.options, function (o) { return o.selected; }).map(function (o) { return o.value; })
       : [labelColumn.value];
@@ -144,6 +153,13 @@
                               function (c) { return c !== tokensColumn.value; });
         if (spansColumn) guess(spansColumn, info.columns, names.spans,
                                function (c) { return c !== textColumn.value; });
+        // question answering: "" (default) leaves the column to the server's defaults (a SQuAD file has none)
+        var qaNames = [["question"], ["context"], ["answers"]];
+        qaColumns.forEach(function (select, i) {
+          if (!select) return;
+          fill(select, [""].concat(info.columns));
+          guess(select, info.columns, qaNames[i]);
+        });
         showFamilyOptions();
         showCounts();
       })

@@ -17,9 +17,12 @@ from core.config import Settings
 from core.datasets import DatasetError, open_rows
 from core.db import db
 from core.evaluation import EvaluationError, EvaluationPlan
+from core.task_types.question_answering import NAME as QUESTION_ANSWERING
+from core.task_types.question_answering import QAEvaluationPlan
 from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
 from core.task_types.token_classification import TokenEvaluationPlan
 from core.schema import Dataset, Job, JobType
+from ml.backend import InputError
 from ml.batching import RequestCancelled
 from ml.config import TrainingCancelled
 
@@ -65,7 +68,7 @@ class EvaluationJob(JobHandler):
     def failure_message(self, exc: Exception) -> str | None:
         if isinstance(exc, EvaluationError):
             return exc.message
-        if isinstance(exc, (LookupError, DatasetError)):
+        if isinstance(exc, (LookupError, DatasetError, InputError)):
             return str(exc)
         return None
 
@@ -80,6 +83,8 @@ def _plan(params: dict):
     classification's."""
     if params.get("task_type") == TOKEN_CLASSIFICATION:
         return TokenEvaluationPlan.from_params(params)
+    if params.get("task_type") == QUESTION_ANSWERING:
+        return QAEvaluationPlan.from_params(params)
     return EvaluationPlan.from_params(params)
 
 
@@ -97,7 +102,8 @@ def _read_evaluation(session, job_id: str) -> EvaluationWork:
                           dataset.content, dataset.format)
 
 
-def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan, artifact_dir: str, quantize: bool, rows: Iterable[dict], lease: Lease) -> dict:
+def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | QAEvaluationPlan, artifact_dir: str, quantize: bool,
+              rows: Iterable[dict], lease: Lease) -> dict:
     """The metrics of the model at ``artifact_dir`` on ``rows``, predicted chunk by chunk under ``lease``."""
     from ml.evaluation import evaluate_rows  # lazily: importing worker.tasks stays light
 
@@ -110,6 +116,14 @@ def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan, artifact_dir: str, qua
         metrics = evaluate_sentences(rows, plan, lambda sentences: submit(predictor, sentences, None, lease)(),
                                      tokenizer=predictor.tokenizer, progress=lease.progress,
                                      should_stop=lease.should_stop)
+        metrics.update(seconds=round(time.monotonic() - started, 3), device=device(), quantized=quantize)
+        return metrics
+    if isinstance(plan, QAEvaluationPlan):
+        from ml.qa_evaluation import evaluate_questions
+
+        metrics = evaluate_questions(rows, plan, lambda questions, contexts: submit(predictor, questions, contexts,
+                                                                                    lease)(),
+                                     progress=lease.progress, should_stop=lease.should_stop)
         metrics.update(seconds=round(time.monotonic() - started, 3), device=device(), quantized=quantize)
         return metrics
     metrics = evaluate_rows(
