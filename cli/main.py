@@ -222,13 +222,17 @@ def datasets_delete(state: State, dataset_id: int, yes: bool) -> None:
 @main.command()
 @click.option("--dataset", "dataset", required=True, metavar="ID|FILE",
               help="a dataset id, or a file to upload first")
-@click.option("--text-column", help="the column holding the text")
+@click.option("--text-column", help="the column holding the text (token classification from spans: the texts the "
+              "spans point into, default text)")
 @click.option("--label-column", "label_columns", multiple=True,
               help="the label column; repeat it for several (multitask: one task each)")
-@click.option("--task-type", "task_type", help="text-classification (default), token-classification or "
+@click.option("--task-type", "task_type", help="text-classification (default), token-classification, "
+              "question-answering (columns: --set context_column=... question_column=... answers_column=...) or "
               "multiple-choice (its columns by --set, e.g. --set context_column=sent1)")
 @click.option("--tokens-column", help="token classification: the column of token lists (default: tokens)")
 @click.option("--tags-column", help="token classification: the column of tag lists (default: tags)")
+@click.option("--spans-column", help="token classification from raw text: the column of each text's entity spans "
+              '(JSON Lines "entities", a Label Studio export\'s "annotations"), with --text-column')
 @click.option("--family", help="bert (default), distilbert, bert_lstm or multitask")
 @click.option("--name", help="the model's name: an existing name trains its next version")
 @click.option("--epochs", type=click.IntRange(min=1), help="training epochs")
@@ -239,15 +243,18 @@ def datasets_delete(state: State, dataset_id: int, yes: bool) -> None:
 @click.option("--wait/--no-wait", default=False, help="wait for the job, showing its progress")
 @pass_state
 def train(state: State, dataset: str, text_column: str | None, label_columns: tuple[str, ...], task_type: str | None,
-          tokens_column: str | None, tags_column: str | None, family: str | None, name: str | None,
-          epochs: int | None, encoder: str | None, options: tuple[str, ...], wait: bool) -> None:
+          tokens_column: str | None, tags_column: str | None, spans_column: str | None, family: str | None,
+          name: str | None, epochs: int | None, encoder: str | None, options: tuple[str, ...], wait: bool) -> None:
     """Queue a training job (exits 1 if a waited-for job fails). A CoNLL FILE trains an entity recogniser with
-    --task-type token-classification."""
+    --task-type token-classification; so does a JSON Lines FILE of texts and entity spans (or a Label Studio
+    export) with --spans-column (token classification implied)."""
     extra = _option_values(options)
+    if task_type is None and spans_column is not None:
+        task_type = "token-classification"  # only token classification reads spans
     body: dict = {"dataset_id": _dataset_id(state, dataset)}
     for key, value in (("task_type", task_type), ("tokens_column", tokens_column), ("tags_column", tags_column),
-                       ("text_column", text_column), ("family", family), ("name", name), ("epochs", epochs),
-                       ("encoder", encoder)):
+                       ("spans_column", spans_column), ("text_column", text_column), ("family", family),
+                       ("name", name), ("epochs", epochs), ("encoder", encoder)):
         if value is not None:
             body[key] = value
     body.update(_label_fields(label_columns))
@@ -264,9 +271,14 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
 @click.option("--id-column", help="a column of FILE or --dataset identifying rows (copied to the results)")
 @click.option("--aggregation-strategy", type=click.Choice(["first", "average", "max", "simple", "none"]),
               help="token models: how sub-word predictions become entities (default first)")
-@click.option("--context", help="multiple-choice models: the context of one question (with --choice, twice or more)")
-@click.option("--question", help="multiple-choice models: the question read before each choice (optional)")
+@click.option("--question", "-q", "questions", multiple=True,
+              help="question-answering models: a question (repeat for several; each with a --context); "
+              "multiple-choice models: the question read before each choice (optional, once)")
+@click.option("--context", "-c", "contexts", multiple=True,
+              help="question-answering models: the context of the question in the same position; multiple-choice "
+              "models: the context of the one question (with --choice, twice or more)")
 @click.option("--choice", "choices", multiple=True, help="multiple-choice models: a choice (repeat for each)")
+@click.option("--top-k", type=click.IntRange(1, 20), help="question-answering models: answers per question")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, writable=True),
               help="write every prediction to this file (CSV; JSON Lines for a .jsonl name; CoNLL for a .conll "
               "name, token models)")
@@ -275,16 +287,25 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
 @pass_state
 def classify(state: State, model: str, texts: tuple[str, ...], file: str | None, dataset: int | None,
              text_column: str | None, id_column: str | None, aggregation_strategy: str | None,
-             context: str | None, question: str | None, choices: tuple[str, ...], output_path: str | None,
-             wait: bool) -> None:
+             questions: tuple[str, ...], contexts: tuple[str, ...], choices: tuple[str, ...], top_k: int | None,
+             output_path: str | None, wait: bool) -> None:
     """Classify texts (--text ...), a FILE (uploaded as a dataset) or a stored --dataset, with MODEL; a
+    question-answering MODEL answers --question / --context pairs (or a FILE's question and context columns); a
     multiple-choice MODEL answers one question (--context, --question, --choice ...)."""
-    sources = sum(bool(s) for s in (texts, file, dataset, context))
-    if sources != 1:
-        raise click.UsageError("give --text (once or more), a FILE, --dataset or --context (multiple choice): exactly "
-                               "one of them")
-    if (question or choices) and not context:
-        raise click.UsageError("--question and --choice go with --context")
+    if choices:  # multiple choice: one context, at most one question, its choices
+        if len(contexts) != 1 or len(questions) > 1:
+            raise click.UsageError("--choice goes with one --context (and at most one --question)")
+        if texts or file or dataset:
+            raise click.UsageError("give --text (once or more), --context with --choice, a FILE or --dataset: "
+                                   "exactly one of them")
+    else:
+        sources = sum(bool(s) for s in (texts, file, dataset, questions or contexts))
+        if sources != 1:
+            raise click.UsageError("give --text (once or more), --question with --context, --context with --choice "
+                                   "(multiple choice), a FILE or --dataset: exactly one of them")
+        if len(questions) != len(contexts):
+            raise click.UsageError(f"give one --context per --question ({len(questions)} questions, "
+                                   f"{len(contexts)} contexts)")
     if texts and (text_column or id_column):
         raise click.UsageError("--text-column and --id-column go with a FILE or --dataset, not --text")
     if output_path and not wait:
@@ -292,11 +313,15 @@ def classify(state: State, model: str, texts: tuple[str, ...], file: str | None,
     body: dict = _model_field(model)
     if aggregation_strategy:
         body["aggregation_strategy"] = aggregation_strategy
+    if top_k:
+        body["top_k"] = top_k
     if texts:
         body["texts"] = list(texts)
-    elif context:
-        item = {"context": context, "choices": list(choices), **({"question": question} if question else {})}
+    elif choices:
+        item = {"context": contexts[0], "choices": list(choices), **({"question": questions[0]} if questions else {})}
         body["choice_questions"] = [item]
+    elif questions:
+        body["questions"] = [{"question": q, "context": c} for q, c in zip(questions, contexts)]
     else:
         body["dataset_id"] = dataset if dataset else _dataset_id(state, file)
         if text_column:
@@ -450,8 +475,8 @@ def delete(state: State, model_ref: str, yes: bool) -> None:
 @click.option("--name", help="the model's name; an existing name gets its next version (default: the zip's name)")
 @pass_state
 def import_model(state: State, file: str, name: str | None) -> None:
-    """Import a Hugging Face sequence-classification checkpoint (a zip of a BERT or DistilBERT model saved with
-    safetensors weights) as a servable model."""
+    """Import a Hugging Face sequence- or token-classification checkpoint (a zip of a BERT or DistilBERT model saved
+    with safetensors weights) as a servable model."""
     with byte_progress(f"upload {Path(file).name}", os.path.getsize(file)) as (_, advance):
         answer = state.client.import_model(file, name, on_read=advance)
     if state.as_json:  # the import is synchronous: the answer is the registered model

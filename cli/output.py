@@ -68,13 +68,20 @@ DATASET_COLUMNS = (("id", "id"), ("name", "name"), ("rows", "rows"), ("columns",
 
 def predictions(items: list[dict]) -> None:
     """A classify job's predictions: text, label(s) and score (multitask: one label column per task); a token
-    model's: one line per entity (type, span, words, score), or per sentence its tags; a multiple-choice model's:
-    the context, the chosen choice (its position and text) and its probability."""
+    model's: one line per entity (type, span, words, score), or per sentence its tags; a QA model's: the question,
+    its best answer, the answer's span of the context and its score; a multiple-choice model's: the context, the
+    chosen choice (its position and text) and its probability."""
     if items and "entities" in items[0]:
         rows = [{"index": p["index"], "type": e["entity_group"], "span": f"{e['start']}-{e['end']}",
                  "word": e["word"], "score": e["score"]} for p in items for e in p["entities"]]
         table(rows, [("index", "#"), ("type", "entity"), ("span", "chars"), ("word", "text"), ("score", "score")],
               title=f"{len(rows)} entities in {len(items)} texts")
+        return
+    if items and "question" in items[0] and "answer" in items[0]:  # question answering: the best answer
+        rows = [{"index": p["index"], "question": p["question"], "answer": p["answer"] or "(no answer)",
+                 "span": f"{p['start']}-{p['end']}", "score": p["score"]} for p in items]
+        table(rows, [("index", "#"), ("question", "question"), ("answer", "answer"), ("span", "chars"),
+                     ("score", "score")])
         return
     if items and "tags" in items[0]:
         rows = [{"index": p["index"], "tagged": " ".join(w if t == "O" else f"{w}/{t}" for w, t in

@@ -694,8 +694,9 @@ def scan_upload(
 def check_column_names(columns: list[str], config: typing.Any) -> None:
     """The columns ``config`` (a ``core.options.TrainConfig``) trains on exist in ``columns`` and are not both text
     and label (422); needs only a dataset's stored column list, so it runs before any row is read."""
-    label_columns = list(config.label_columns)
-    text_columns = config.text_columns()
+    from . import task_types  # (the package's modules import this one)
+
+    text_columns, label_columns = task_types.get(config.task_type).dataset_columns(config, columns)
     missing = [c for c in [*text_columns, *label_columns] if c not in columns]
     if missing:
         shown = ", ".join(columns[:50]) + (f", ... ({len(columns)} columns)" if len(columns) > 50 else "")

@@ -7,18 +7,20 @@ Two things live here:
   untrusted); :func:`renamed_chunks` streams a copy whose tensors are renamed, some dropped and the rest repacked
   contiguously (safetensors requires the data offsets to cover the buffer exactly), never holding a tensor whole.
 * **the mapping** between a platform model (``models.io`` layout: ``bertqueue_config.json`` + ``model.safetensors``
-  under the platform's parameter names) and a ``BertForSequenceClassification`` /
-  ``DistilBertForSequenceClassification`` checkpoint (``config.json`` + ``model.safetensors`` under transformers'
-  names). Parameter names differ only by prefix::
+  under the platform's parameter names) and a transformers checkpoint of its task type (``config.json`` +
+  ``model.safetensors`` under transformers' names): ``BertForSequenceClassification`` /
+  ``DistilBertForSequenceClassification``, ``BertForTokenClassification`` / ``DistilBertForTokenClassification``.
+  What differs per task type is declared once, by the task type (``core.task_types.HFHead``: the class of each
+  family, the head's layers, the pooler, the head's dropout field); this module reads those declarations only.
+  Parameter names differ only by prefix::
 
       platform                      transformers (bert)      transformers (distilbert)
       encoder.*                     bert.*                   distilbert.*
-      head.classifier.*             classifier.*             classifier.*
-      head.pre_classifier.*         -                        pre_classifier.*
+      head.<layer>.*                <layer>.*                <layer>.*       (classifier, pre_classifier, ...)
 
-  Exporting is exact only for single-label, single-task ``bert`` models pooling through the encoder's pooler (the
-  head of ``BertForSequenceClassification``) and ``distilbert`` models (whose head is HF's), on inputs prepared as
-  typed (no text normalization): :func:`hf_export_problem` says why any other model is not exported that way.
+  Exporting is exact for the ``bert`` and ``distilbert`` models a task type declares, on inputs prepared as typed
+  (no text normalization), unless the task type says otherwise (text classification: a single-label task, bert
+  pooling through the encoder's pooler): :func:`hf_export_problem` says why any other model is not exported that way.
 """
 from __future__ import annotations
 
@@ -30,9 +32,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .task_types.multiple_choice import NAME as MULTIPLE_CHOICE
-from .task_types.multiple_choice import TASK as MULTIPLE_CHOICE_TASK
-from .task_types.multiple_choice import positions
+from core import task_types
+from core.task_types import HFHead, TaskType
 
 # bytes per element of every dtype the safetensors format defines
 DTYPE_SIZES = {
@@ -46,28 +47,16 @@ COPY_CHUNK = 1024 * 1024
 WEIGHTS_NAME = "model.safetensors"
 HF_CONFIG_NAME = "config.json"
 PLATFORM_CONFIG_NAME = "bertqueue_config.json"  # models.io.CONFIG_NAME (models/ imports torch: not imported here)
+# models.io's format versions: a text-classification model is written as version 2, any other task type as 3
 PLATFORM_FORMAT_VERSION = 2
-IMPORTED_TASK = "label"  # the task name of an imported single-label model
+TASK_FORMAT_VERSION = 3
 
-ARCHITECTURES = {"BertForSequenceClassification": "bert", "DistilBertForSequenceClassification": "distilbert"}
-# the transformers class a model of each task type exports as, per family (the parameter names map by the same
-# prefixes: the multiple-choice heads are Linear(H, 1) under the sequence-classification heads' names)
-EXPORT_ARCHITECTURES = {
-    "text-classification": {family: name for name, family in ARCHITECTURES.items()},
-    "multiple-choice": {"bert": "BertForMultipleChoice", "distilbert": "DistilBertForMultipleChoice"},
-}
-# what an imported checkpoint's class is: (family, task type)
-IMPORT_ARCHITECTURES = {name: (family, task_type) for task_type, classes in EXPORT_ARCHITECTURES.items()
-                        for family, name in classes.items()}
-# an imported multiple-choice model's labels: the choice positions it names (transformers' config keeps no count of
-# choices; the head scores any number of them)
-MULTIPLE_CHOICE_LABELS = positions(2)
-# per family: (platform prefix, transformers prefix), most specific first
-PREFIXES = {
-    "bert": (("encoder.", "bert."), ("head.classifier.", "classifier.")),
-    "distilbert": (("encoder.", "distilbert."), ("head.pre_classifier.", "pre_classifier."),
-                   ("head.classifier.", "classifier.")),
-}
+# the families with transformers classes: the encoder's prefix in a checkpoint, and the config.json field of the
+# encoder's own dropout (what a head without a dropout field of its own uses)
+ENCODER_PREFIXES = {"bert": "bert.", "distilbert": "distilbert."}
+ENCODER_DROPOUT = {"bert": "hidden_dropout_prob", "distilbert": "dropout"}
+# the heads' dropout fields of config.json, with transformers' defaults (classifier_dropout's None: the encoder's)
+HEAD_DROPOUT_DEFAULTS = {"classifier_dropout": None, "seq_classif_dropout": 0.2, "qa_dropout": 0.1}
 # buffers old transformers versions saved with the weights; rebuilt by the model itself, so dropped on import
 IGNORED_SUFFIXES = (".position_ids",)
 ACTIVATIONS = frozenset({
@@ -240,41 +229,56 @@ def write_renamed(path: str | os.PathLike, header: SafetensorsHeader, names: Map
 # ---------------------------------------------------------------- export: platform model -> transformers
 
 
+def _task_type(name: str | None) -> TaskType | None:
+    try:
+        return task_types.get(name)
+    except KeyError:
+        return None
+
+
+def _hf_head(task_type: str | None) -> HFHead:
+    """The transformers declaration of ``task_type`` (CheckpointError ``not_exportable`` if it has none)."""
+    kind = _task_type(task_type)
+    if kind is None or kind.hf is None:
+        raise CheckpointError("not_exportable", f"task type {task_type!r} has no transformers checkpoints")
+    return kind.hf
+
+
+def prefixes(family: str, task_type: str | None = None) -> tuple[tuple[str, str], ...]:
+    """``(platform prefix, transformers prefix)`` of every parameter group of a ``family`` model of ``task_type``:
+    the encoder, then each layer of the head."""
+    head = _hf_head(task_type)
+    return (("encoder.", ENCODER_PREFIXES[family]),
+            *((f"head.{layer}.", f"{layer}.") for layer in head.layers[family]))
+
+
 def hf_export_problem(config: Mapping[str, Any]) -> str | None:
     """Why the platform model described by ``config`` (its ``bertqueue_config.json``) is not exported as a plain
-    transformers checkpoint with the same probabilities, or None when it is."""
+    transformers checkpoint with the same results, or None when it is."""
     family = config.get("family")
     model_type = (config.get("encoder") or {}).get("model_type")
-    head = config.get("head") or {}
-    task_type = config.get("task_type") or "text-classification"
-    if task_type not in EXPORT_ARCHITECTURES:
-        return f"its task type ({task_type}) has no transformers export here yet"
     training = (config.get("metadata") or {}).get("training") or {}
-    if family not in PREFIXES:
-        return f"the {family!r} family has no transformers equivalent (only bert and distilbert do)"
+    kind = _task_type(config.get("task_type"))
+    if kind is None or kind.hf is None:
+        return f"its task type {config.get('task_type')!r} has no transformers checkpoint here"
+    if family not in kind.hf.architectures or family not in ENCODER_PREFIXES:
+        return (f"the {family!r} family has no transformers equivalent for {kind.name} (only "
+                f"{' and '.join(kind.hf.architectures)} do)")
     if model_type != family:
         return f"its encoder is a {model_type!r} model: transformers' {family} classes need a {family} encoder"
-    if len(config.get("tasks") or {}) != 1:
-        return "it has several tasks"
-    if head.get("multi_label"):
-        return "it is multi-label (its per-label decision thresholds have no transformers equivalent)"
-    if task_type == "multiple-choice":  # its bert head always reads the pooler, as BertForMultipleChoice
-        return None
-    if family == "bert" and head.get("pooling") != "pooler":
-        return (f"it pools with {head.get('pooling')!r}: BertForSequenceClassification classifies the encoder's "
-                "pooler output (pooling 'pooler')")
     if (training.get("text_normalization") or "none") != "none":
         return (f"it was trained on texts normalized with {training.get('text_normalization')!r}, which plain "
                 "transformers would not apply")
-    return None
+    return kind.hf_export_problem(config)
 
 
-def hf_weight_names(family: str, platform_names: list[str]) -> dict[str, str]:
-    """``{transformers name: platform name}`` for every parameter of a ``family`` model (CheckpointError for a
-    name outside the known prefixes)."""
+def hf_weight_names(family: str, platform_names: list[str], task_type: str | None = None) -> dict[str, str]:
+    """``{transformers name: platform name}`` for every parameter of a ``family`` model of ``task_type`` (default:
+    text classification); CheckpointError for a name outside the known prefixes."""
+    groups = prefixes(family, task_type)
     out = {}
     for name in platform_names:
-        for ours, theirs in PREFIXES[family]:
+        for ours, theirs in groups:
             if name.startswith(ours):
                 out[theirs + name[len(ours):]] = name
                 break
@@ -284,23 +288,22 @@ def hf_weight_names(family: str, platform_names: list[str]) -> dict[str, str]:
 
 
 def hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The transformers ``config.json`` of an exportable platform model (see :func:`hf_export_problem`); a
-    multiple-choice model names no labels (its head scores each choice: one output)."""
+    """The transformers ``config.json`` of an exportable platform model (see :func:`hf_export_problem`)."""
     family = config["family"]
-    task_type = config.get("task_type") or "text-classification"
+    head = _hf_head(config.get("task_type"))
     task = next(iter(config["tasks"]))
     labels = list(config["tasks"][task])
-    dropout = float(config["head"]["dropout"])
     skip = {"architectures", "id2label", "label2id", "num_labels", "problem_type", "_name_or_path",
-            "transformers_version", "classifier_dropout", "seq_classif_dropout"}
+            "transformers_version", *HEAD_DROPOUT_DEFAULTS}
     out = {k: v for k, v in config["encoder"]["config"].items() if k not in skip}
     out["model_type"] = family
-    out["architectures"] = [EXPORT_ARCHITECTURES[task_type][family]]
-    if task_type == "text-classification":
-        out["id2label"] = {str(i): label for i, label in enumerate(labels)}
-        out["label2id"] = {label: i for i, label in enumerate(labels)}
-        out["problem_type"] = "single_label_classification"
-    out["classifier_dropout" if family == "bert" else "seq_classif_dropout"] = dropout
+    out["architectures"] = [head.architectures[family]]
+    out["id2label"] = {str(i): label for i, label in enumerate(labels)}
+    out["label2id"] = {label: i for i, label in enumerate(labels)}
+    if head.problem_type is not None:
+        out["problem_type"] = head.problem_type
+    if family in head.dropout_field:
+        out[head.dropout_field[family]] = float(config["head"]["dropout"])
     return out
 
 
@@ -361,43 +364,47 @@ def _check_field(name: str, value: Any, rule: tuple) -> Any:
     raise _invalid_config(f"{name} must be {expected}, not {str(value)[:40]!r}")
 
 
-def import_family(config: Mapping[str, Any]) -> str:
-    """``bert`` or ``distilbert`` from an imported ``config.json`` (CheckpointError ``unsupported_architecture``)."""
-    return _import_class(config)[0]
+def importable_architectures() -> dict[str, tuple[str, str]]:
+    """Every transformers class an import accepts: ``{class name: (task type, family)}``."""
+    out = {}
+    for name in task_types.names():
+        head = task_types.get(name).hf
+        for family, architecture in (head.architectures.items() if head is not None else ()):
+            out[architecture] = (name, family)
+    return out
 
 
-def import_task_type(config: Mapping[str, Any]) -> str:
-    """The task type of an imported ``config.json``'s class: ``text-classification`` for the sequence classifiers,
-    ``multiple-choice`` for ``BertForMultipleChoice`` / ``DistilBertForMultipleChoice``."""
-    return _import_class(config)[1]
-
-
-def _import_class(config: Mapping[str, Any]) -> tuple[str, str]:
+def import_architecture(config: Mapping[str, Any]) -> tuple[str, str]:
+    """``(task type, family)`` of an imported ``config.json``, from its one ``architectures`` entry, which a task
+    type must declare (CheckpointError ``unsupported_architecture``)."""
     architectures = config.get("architectures")
     model_type = config.get("model_type")
-    known = ", ".join(IMPORT_ARCHITECTURES)
+    known = importable_architectures()
     if (not isinstance(architectures, list) or len(architectures) != 1 or not isinstance(architectures[0], str)
-            or architectures[0] not in IMPORT_ARCHITECTURES):
+            or architectures[0] not in known):
         shown = architectures if isinstance(architectures, list) else repr(architectures)
-        raise CheckpointError("unsupported_architecture",
-                              f"config.json architectures is {str(shown)[:200]}: only {known} checkpoints import")
-    family, task_type = IMPORT_ARCHITECTURES[architectures[0]]
+        raise CheckpointError("unsupported_architecture", f"config.json architectures is {str(shown)[:200]}: only "
+                              f"{', '.join(known)} checkpoints import")
+    task_type, family = known[architectures[0]]
     if model_type != family:
         raise CheckpointError("unsupported_architecture",
                               f"config.json says {architectures[0]} but model_type {str(model_type)[:40]!r}")
-    return family, task_type
+    return task_type, family
 
 
-def import_labels(config: Mapping[str, Any]) -> list[str]:
-    """The labels of an imported checkpoint, in id order: from ``id2label`` (ids 0..n-1), else ``LABEL_<i>`` for
-    ``num_labels`` (default 2). Single-label classification only, 2 labels or more. A multiple-choice checkpoint:
-    :data:`MULTIPLE_CHOICE_LABELS` (its ``id2label`` means nothing: the head has one output)."""
-    if import_task_type(config) == MULTIPLE_CHOICE:
-        return list(MULTIPLE_CHOICE_LABELS)
+def import_labels(config: Mapping[str, Any], task_type: str | None = None) -> list[str]:
+    """The labels of an imported checkpoint of ``task_type`` (default: text classification), in id order: from
+    ``id2label`` (ids 0..n-1), else ``LABEL_<i>`` for ``num_labels`` (default 2); 2 labels or more. ``problem_type``
+    is the task type's (text classification: single-label) or none. A task type whose ``HFHead.labels`` fixes them
+    (multiple choice) gets those."""
+    head = _hf_head(task_type)
+    if head.labels is not None:  # fixed by the task type (multiple choice: positions), whatever id2label says
+        return list(head.labels)
     problem = config.get("problem_type")
-    if problem not in (None, "single_label_classification"):
-        raise CheckpointError("unsupported_architecture", f"problem_type {str(problem)[:40]!r}: only single-label "
-                              "classification checkpoints import")
+    if problem not in (None, head.problem_type):
+        accepted = f"{head.problem_type!r} or none" if head.problem_type else "none"
+        raise CheckpointError("unsupported_architecture", f"problem_type {str(problem)[:40]!r}: a "
+                              f"{task_types.get(task_type).name} checkpoint imports with problem_type {accepted}")
     id2label = config.get("id2label")
     if id2label is None:
         count = config.get("num_labels", 2)
@@ -474,8 +481,11 @@ def check_model_size(family: str, encoder: Mapping[str, Any], header: Safetensor
                               f"imports at most {caps.parameters:,} (MAX_MODEL_PARAMETERS)")
 
 
-def expected_hf_shapes(family: str, encoder: Mapping[str, Any], num_labels: int) -> dict[str, tuple[int, ...]]:
-    """Every parameter of a transformers ``family`` sequence classifier (names as saved), with its shape."""
+def expected_hf_shapes(family: str, encoder: Mapping[str, Any], num_labels: int,
+                       task_type: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Every parameter of a transformers ``family`` model of ``task_type`` (default: text classification), names as
+    saved, with its shape: the encoder (with BERT's pooler where the task type keeps it), then the head's layers."""
+    head = _hf_head(task_type)
     if family == "bert":
         h, i, layers = encoder["hidden_size"], encoder["intermediate_size"], encoder["num_hidden_layers"]
         p = "bert."
@@ -484,8 +494,6 @@ def expected_hf_shapes(family: str, encoder: Mapping[str, Any], num_labels: int)
             f"{p}embeddings.position_embeddings.weight": (encoder["max_position_embeddings"], h),
             f"{p}embeddings.token_type_embeddings.weight": (encoder["type_vocab_size"], h),
             f"{p}embeddings.LayerNorm.weight": (h,), f"{p}embeddings.LayerNorm.bias": (h,),
-            f"{p}pooler.dense.weight": (h, h), f"{p}pooler.dense.bias": (h,),
-            "classifier.weight": (num_labels, h), "classifier.bias": (num_labels,),
         }
         per_layer = {
             "attention.self.query": (h, h), "attention.self.key": (h, h), "attention.self.value": (h, h),
@@ -500,8 +508,6 @@ def expected_hf_shapes(family: str, encoder: Mapping[str, Any], num_labels: int)
             f"{p}embeddings.word_embeddings.weight": (encoder["vocab_size"], h),
             f"{p}embeddings.position_embeddings.weight": (encoder["max_position_embeddings"], h),
             f"{p}embeddings.LayerNorm.weight": (h,), f"{p}embeddings.LayerNorm.bias": (h,),
-            "pre_classifier.weight": (h, h), "pre_classifier.bias": (h,),
-            "classifier.weight": (num_labels, h), "classifier.bias": (num_labels,),
         }
         per_layer = {
             "attention.q_lin": (h, h), "attention.k_lin": (h, h), "attention.v_lin": (h, h),
@@ -516,7 +522,24 @@ def expected_hf_shapes(family: str, encoder: Mapping[str, Any], num_labels: int)
         for module in norms:
             shapes[f"{layer_prefix}.{n}.{module}.weight"] = (h,)
             shapes[f"{layer_prefix}.{n}.{module}.bias"] = (h,)
+    if family in head.pooler:
+        shapes |= {f"{p}pooler.dense.weight": (h, h), f"{p}pooler.dense.bias": (h,)}
+    for layer, out in head.layers[family].items():
+        size = num_labels if out == "labels" else h if out == "hidden" else int(out)
+        shapes |= {f"{layer}.weight": (size, h), f"{layer}.bias": (size,)}
     return shapes
+
+
+def check_label_count(family: str, header: SafetensorsHeader, num_labels: int, task_type: str | None = None) -> None:
+    """CheckpointError ``labels_mismatch`` when config.json names ``num_labels`` labels (``id2label``) but a head
+    layer with one output per label has another number of outputs in the weights' ``header``."""
+    for layer, out in _hf_head(task_type).layers[family].items():
+        info = header.tensors.get(f"{layer}.weight")
+        if out != "labels" or info is None or not info.shape or info.shape[0] == num_labels:
+            continue
+        raise CheckpointError("labels_mismatch", f"config.json names {num_labels} labels (id2label) but the "
+                              f"weights' {layer} has {info.shape[0]} outputs: id2label must name one label per "
+                              "output of the classifier")
 
 
 def _listed(names: list[str], limit: int = 5) -> str:
@@ -525,7 +548,7 @@ def _listed(names: list[str], limit: int = 5) -> str:
 
 
 def platform_weight_names(
-    family: str, header: SafetensorsHeader, expected: Mapping[str, tuple[int, ...]],
+    family: str, header: SafetensorsHeader, expected: Mapping[str, tuple[int, ...]], task_type: str | None = None,
 ) -> dict[str, str]:
     """``{platform name: transformers name}`` for an imported checkpoint's weights, after checking them against the
     ``expected`` shapes: every parameter present with its shape, a float dtype, nothing unknown (old
@@ -544,55 +567,48 @@ def platform_weight_names(
             raise _weights_error(f"{name} has shape {list(info.shape)}, config.json implies {list(shape)}")
         if info.dtype not in FLOAT_DTYPES:
             raise _weights_error(f"{name} is {info.dtype}; weights must be F32, F16 or BF16")
+    groups = prefixes(family, task_type)
     out = {}
     for name in expected:
-        for ours, theirs in PREFIXES[family]:
+        for ours, theirs in groups:
             if name.startswith(theirs):
                 out[ours + name[len(theirs):]] = name
                 break
     return out
 
 
-def import_outputs(task_type: str, labels: list[str]) -> int:
-    """How many outputs the imported head's classifier has: one per label, one (a score per choice) for multiple
-    choice."""
-    return 1 if task_type == MULTIPLE_CHOICE else len(labels)
-
-
 def platform_config(
     family: str, encoder: Mapping[str, Any], labels: list[str], *, max_length: int, metadata: Mapping[str, Any],
-    task_type: str = "text-classification",
+    task_type: str | None = None,
 ) -> dict[str, Any]:
-    """The ``bertqueue_config.json`` (``models.io`` format 2; 3 for multiple choice) of an imported checkpoint: the
-    transformers head (bert: pooling through the pooler; distilbert: pre_classifier + classifier) on the validated
-    encoder fields."""
-    if family == "bert":
-        dropout = encoder.get("classifier_dropout")
-        dropout = encoder.get("hidden_dropout_prob", 0.1) if dropout is None else dropout
-        encoder_fields = {k: v for k, v in encoder.items() if k != "classifier_dropout"}
-        head = {"dropout": dropout, "freeze_encoder": False, "multi_label": False, "label_smoothing": 0.0,
-                "pooling": "pooler"}
-        if task_type == MULTIPLE_CHOICE:
-            del head["pooling"]  # the multiple-choice head always reads the pooler: no option
-    else:
-        dropout = encoder.get("seq_classif_dropout", 0.2)
-        encoder_fields = {k: v for k, v in encoder.items() if k not in ("seq_classif_dropout", "qa_dropout")}
-        head = {"dropout": dropout, "freeze_encoder": False, "multi_label": False, "label_smoothing": 0.0}
-    task = MULTIPLE_CHOICE_TASK if task_type == MULTIPLE_CHOICE else IMPORTED_TASK
-    kind = {"format_version": 3, "task_type": task_type} if task_type != "text-classification" else \
-        {"format_version": PLATFORM_FORMAT_VERSION}
+    """The ``bertqueue_config.json`` (``models.io``) of an imported checkpoint of ``task_type`` (default: text
+    classification): the task type's head on the validated encoder fields, its labels under its task name, plus
+    what the task type adds (``TaskType.hf_import_fields``)."""
+    kind = task_types.get(task_type)
+    head = _hf_head(kind.name)
+    field = head.dropout_field.get(family)
+    dropout = encoder.get(field) if field else None
+    if dropout is None:  # no field of its own, or left out: transformers' default, or else the encoder's dropout
+        dropout = HEAD_DROPOUT_DEFAULTS.get(field) if field else None
+    if dropout is None:
+        dropout = encoder.get(ENCODER_DROPOUT[family], 0.1)
+    encoder_fields = {k: v for k, v in encoder.items() if k not in HEAD_DROPOUT_DEFAULTS}
+    task = head.task
     return {
-        **kind,
+        "format_version": PLATFORM_FORMAT_VERSION if kind.name == task_types.DEFAULT else TASK_FORMAT_VERSION,
+        "task_type": kind.name,
         "family": family,
         "encoder": {"model_type": family, "config": {**encoder_fields, "model_type": family}},
         "tasks": {task: list(labels)},
         "label2id": {task: {label: i for i, label in enumerate(labels)}},
         "id2label": {task: {str(i): label for i, label in enumerate(labels)}},
-        "head": head,
+        "head": {"dropout": float(dropout), "freeze_encoder": False, "multi_label": False, "label_smoothing": 0.0,
+                 **head.head_options.get(family, {})},
         "class_weights": None,
         "thresholds": None,
         "max_length": int(max_length),
         "metadata": dict(metadata),
+        **kind.hf_import_fields(labels, max_length),
     }
 
 

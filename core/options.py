@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 
 from . import task_types
 from .task_types.multiple_choice import MAX_CHOICES
+from .task_types.token_classification import reads_spans
 from .validation import ColumnName, SqlId, StrictModel
 
 
@@ -53,6 +54,7 @@ MULTI_LABEL_FAMILIES = tuple(f for f, info in FAMILY_INFO.items() if info.multi_
 TaskTypeName = Literal[task_types.names()]  # type: ignore[valid-type]  (every registered task type)
 TEXT_CLASSIFICATION = ("text-classification",)  # Opt.task_types of the options only text classification reads
 TOKEN_CLASSIFICATION = ("token-classification",)
+QUESTION_ANSWERING = ("question-answering",)
 
 METRICS = tuple(dict.fromkeys(m for name in task_types.names() for m in task_types.get(name).metrics))
 MAX_TEMPLATE_FIELDS = 10  # what early stopping and the best checkpoint follow
@@ -126,10 +128,16 @@ class TrainConfig(StrictModel):
         default=None, description='token classification: the column of each sentence\'s tags, one per token '
         '(default "tags")')
     context_column: ColumnName | None = Field(
-        default=None, description='multiple choice: the context column (default "context")')
+        default=None, description='question answering: the column of the contexts the answers are spans of; '
+        'multiple choice: the context column (default "context")')
     question_column: ColumnName | None = Field(
-        default=None, description='multiple choice: a question or stem encoded after the context (default '
-        '"question" when the dataset has it, as SWAG\'s sent2)')
+        default=None, description='question answering: the column of the questions (default "question"); '
+        'multiple choice: a question or stem encoded after the context (default "question" when the dataset has '
+        'it, as SWAG\'s sent2)')
+    answers_column: ColumnName | None = Field(
+        default=None, description='question answering: the column of the gold answers, {"text": [...], '
+        '"answer_start": [...]} (character offsets; empty: unanswerable; default "answers"); CSV may give '
+        'answer_text + answer_start columns instead')
     choice_columns: list[ColumnName] | None = Field(
         default=None, max_length=MAX_CHOICES, description='multiple choice: the numbered choice columns, in order '
         '(default every ending<N> column); a row may leave trailing ones empty')
@@ -152,6 +160,10 @@ class TrainConfig(StrictModel):
     stride: Annotated[int, Opt("Window overlap (tokens)", group="data", task_types=TOKEN_CLASSIFICATION)] = Field(
         default=32, ge=0, le=256, description="token classification: a sentence longer than max_length is split into "
         "windows sharing this many tokens (each word is scored once); must be less than max_length - 2")
+    doc_stride: Annotated[int, Opt("Context window overlap (tokens)", group="data",
+                                   task_types=QUESTION_ANSWERING)] = Field(
+        default=128, ge=1, le=508, description="question answering: a context longer than max_length is split into "
+        "windows sharing this many tokens; must be less than max_length minus the question and 3 special tokens")
     text_normalization: Annotated[Literal["none", "social"], Opt("Text normalization", group="data",
                                                                 task_types=TEXT_CLASSIFICATION)] = Field(
         default="none", description='"social": user handles become "@user" and links "http" (as in TweetEval)')
@@ -222,13 +234,17 @@ class TrainConfig(StrictModel):
 
     def text_columns(self) -> list[str]:
         """Every column the texts are built from (text or template columns, and the pair column; token
-        classification: the tokens column; another task type: the columns its ``config_columns`` names)."""
-        named = task_types.get(self.task_type).config_columns(self)
-        if named is not None:
-            return named
+        classification: the tokens column; question answering: the question and context columns; multiple choice:
+        the columns the request names, its defaults depending on the dataset). What a dataset is read by is
+        ``TaskType.dataset_columns``, which starts from these."""
         if self.tokens_column is not None:
             return [self.tokens_column]
-        if self.spans_column is not None:
+        if self.answers_column is not None:  # question answering (a nested SQuAD file: see dataset_columns)
+            return [self.question_column, self.context_column]
+        if self.context_column is not None:  # multiple choice
+            return [c for c in (self.context_column, self.question_column, *(self.choice_columns or ()),
+                                self.choices_column) if c is not None]
+        if reads_spans(self):
             return [self.text_column]
         columns = template_columns(self.text_template) if self.text_template else [self.text_column]
         return [*columns, *([self.text_pair_column] if self.text_pair_column else [])]
@@ -331,11 +347,10 @@ def _check_stride(config: TrainConfig) -> None:
 
 def _check_columns(config: TrainConfig) -> None:
     """Resolve label_column / label_columns into ``label_columns`` and check they fit the family and task shape
-    (token classification: its tokens and tags columns, the tags being the one label column; a task type whose
-    ``check_config`` hook says so resolves its own)."""
-    if task_types.get(config.task_type).check_config(config):
+    (token classification: its tokens and tags columns, the tags being the one label column)."""
+    if task_types.get(config.task_type).resolve_columns(config):
         return
-    if config.task_type == TOKEN_CLASSIFICATION[0] and config.spans_column is not None:
+    if config.task_type == TOKEN_CLASSIFICATION[0] and reads_spans(config):
         if config.tokens_column is not None or config.tags_column is not None:
             raise ValueError("give spans_column (with text_column) or tokens_column / tags_column, not both")
         config.text_column = config.text_column or "text"
@@ -388,7 +403,8 @@ def _check_columns(config: TrainConfig) -> None:
 # the data fields (not options) a task type may not read: refused when set for a task type whose
 # ``request_fields`` lack them
 _DATA_FIELDS = ("text_column", "text_template", "text_pair_column", "label_column", "label_columns", "tokens_column",
-                "tags_column", "spans_column", "context_column", "question_column", "choice_columns", "choices_column")
+                "tags_column", "spans_column", "context_column", "question_column", "answers_column", "choice_columns",
+                "choices_column")
 
 
 def _check_task_type(config: TrainConfig) -> None:

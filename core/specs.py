@@ -35,6 +35,7 @@ TextPair = Annotated[list[str], Field(min_length=2, max_length=2)]
 PAIRS = "pairs"  # a classify job's ``params["input_kind"]`` when its inputs are pairs, not texts
 TOKENS = "tokens"  # ... when its inputs are pre-tokenized sentences (token classification)
 CHOICE_QUESTIONS = "choice_questions"  # ... when its inputs are multiple-choice questions
+QUESTIONS = "questions"  # ... when its inputs are questions about contexts (question answering)
 # a pre-tokenized sentence: at least one word (each checked like a text by the limits validator)
 TokenList = Annotated[list[str], Field(min_length=1)]
 AggregationStrategy = Literal["none", "simple", "first", "average", "max"]
@@ -57,6 +58,19 @@ class ChoiceQuestion(_Strict):
 
 CHOICE_QUESTIONS_DESCRIPTION = ('multiple-choice models only: {"context", "question"?, "choices": [2 to '
                                 f'{MAX_CHOICES} texts]}} per input')
+class Question(_Strict):
+    """A question about a context, for a question-answering model (the answer is a span of the context)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    question: str
+    context: str
+
+    def texts(self) -> list[str]:
+        return [self.question, self.context]
+
+
+QUESTIONS_DESCRIPTION = "question-answering models only: [{\"question\", \"context\"}] per input"
 
 
 MODEL_REF_DESCRIPTION = (
@@ -97,6 +111,11 @@ class _ServingOptions(_Strict):
     model: ModelRefText | None = Field(default=None, description=MODEL_REF_DESCRIPTION)
     # int8 dynamic quantization of the model's Linear layers (CPU); None: the deployment's default
     quantize: bool | None = None
+    # question-answering models: how many answers per question, and how long (tokens) an answer may be
+    top_k: int | None = Field(default=None, ge=1, le=20, description="question-answering models: the best answers "
+                              "returned per question (default 1)")
+    max_answer_length: int | None = Field(default=None, ge=1, le=512, description="question-answering models: the "
+                                          "longest answer in tokens (default 30)")
 
     @model_validator(mode="after")
     def _one_model(self):
@@ -106,7 +125,7 @@ class _ServingOptions(_Strict):
         """A copy naming the model by its resolved id only: job params carry ids, never references."""
         return self.model_copy(update={"model_id": model_id, "model": None})
 
-    @field_validator("texts", "pairs", "tokens", check_fields=False)
+    @field_validator("texts", "pairs", "tokens", "questions", check_fields=False)
     @classmethod
     def _within_limits(cls, value: list | None, info: ValidationInfo) -> list | None:
         """Texts (or pairs of texts) within the deployment's limits: count, emptiness, characters per text."""
@@ -119,7 +138,7 @@ class _ServingOptions(_Strict):
             raise ValueError(f"at most {max_texts} {info.field_name} per request, got {len(value)}")
         for i, item in enumerate(value):
             single = isinstance(item, str)
-            for j, text in enumerate([item] if single else item):
+            for j, text in enumerate([item] if single else item.texts() if isinstance(item, Question) else item):
                 where = f"{info.field_name}[{i}]" + ("" if single else f"[{j}]")
                 if not text.strip():
                     raise ValueError(f"{where} is empty")
@@ -161,8 +180,20 @@ class _ServingOptions(_Strict):
 
     @property
     def with_pairs(self) -> bool:
-        """Whether the inputs are sentence pairs (``pairs``, or a dataset's ``text_pair_column``)."""
-        return getattr(self, "pairs", None) is not None or getattr(self, "text_pair_column", None) is not None
+        """Whether the inputs are sentence pairs (``pairs``, ``questions`` about contexts, or a dataset's
+        ``text_pair_column``)."""
+        return any(getattr(self, name, None) is not None for name in ("pairs", "questions", "text_pair_column"))
+
+    @property
+    def with_questions(self) -> bool:
+        """Whether the inputs are questions about contexts (question answering)."""
+        return getattr(self, "questions", None) is not None
+
+    def result_options(self) -> dict:
+        """How the backend reads results (``results(..., **options)``): the options given, for the task types that
+        take them (a token model's ``aggregation_strategy``; a QA model's ``top_k``, ``max_answer_length``)."""
+        names = ("aggregation_strategy", "top_k", "max_answer_length")
+        return {name: getattr(self, name) for name in names if getattr(self, name, None) is not None}
 
 
 class ClassifyRequest(_ServingOptions):
@@ -187,6 +218,7 @@ class ClassifyRequest(_ServingOptions):
         default=None, min_length=1, description="token models only: pre-tokenized sentences, a list of words each")
     choice_questions: list[ChoiceQuestion] | None = Field(
         default=None, min_length=1, description=CHOICE_QUESTIONS_DESCRIPTION)
+    questions: list[Question] | None = Field(default=None, min_length=1, description=QUESTIONS_DESCRIPTION)
     aggregation_strategy: AggregationStrategy | None = Field(
         default=None, description=AGGREGATION_DESCRIPTION)
     dataset_id: SqlId | None = None
@@ -200,13 +232,14 @@ class ClassifyRequest(_ServingOptions):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ClassifyRequest":
-        given = [name for name in ("texts", "pairs", "tokens", "choice_questions", "dataset_id")
+        given = [name for name in ("texts", "pairs", "tokens", "questions", "choice_questions", "dataset_id")
                  if getattr(self, name) is not None]
         if len(given) > 1:
-            raise _field_error(given[1], f"give one of texts, pairs, tokens, choice_questions or dataset_id, not "
-                               f"{' and '.join(given)}")
+            raise _field_error(given[1], f"give one of texts, pairs, tokens, questions, choice_questions or "
+                               f"dataset_id, not {' and '.join(given)}")
         if not given:
-            raise _field_error("texts", "give texts, pairs, tokens, choice_questions, or dataset_id (with text_column)")
+            raise _field_error("texts", "give texts, pairs, tokens, questions, choice_questions, or dataset_id (with "
+                               "text_column)")
         if self.dataset_id is None and any(c is not None for c in (self.text_column, self.text_template,
                                                                    self.text_pair_column, self.id_column)):
             raise ValueError("text_column, text_template, text_pair_column and id_column go with dataset_id, "
@@ -237,12 +270,14 @@ class ClassifyRequest(_ServingOptions):
     def from_job_params(cls, params: dict, inputs: list[str] | None = None) -> "ClassifyRequest":
         """Read a stored job (params + inputs), already validated under the deployment's limits when created."""
         keys = ("model_id", "dataset_id", "text_column", "text_template", "text_pair_column", "id_column", "quantize",
-                "aggregation_strategy")
+                "aggregation_strategy", "top_k", "max_answer_length")
         data = {k: params[k] for k in keys if params.get(k) is not None}
         if "dataset_id" not in data:
-            source = params.get("input_kind") if params.get("input_kind") in (PAIRS, TOKENS, CHOICE_QUESTIONS) \
-                else "texts"
+            source = params.get("input_kind") if params.get("input_kind") in (PAIRS, TOKENS, QUESTIONS,
+                                                                          CHOICE_QUESTIONS) else "texts"
             data[source] = inputs if inputs is not None else params.get("texts")
+            if source == QUESTIONS:  # stored as [question, context] pairs
+                data[source] = [{"question": q, "context": c} for q, c in data[source]]
         return cls.model_validate(data, context={"max_texts": 2**63, "max_text_chars": 2**63})
 
     def job_params(self, preview: int = 3, preview_chars: int = 200, *, row_count: int | None = None) -> tuple[dict, list | None]:
@@ -251,8 +286,7 @@ class ClassifyRequest(_ServingOptions):
         params: dict = {"model_id": self.model_id}
         if self.quantize is not None:
             params["quantize"] = self.quantize
-        if self.aggregation_strategy is not None:
-            params["aggregation_strategy"] = self.aggregation_strategy
+        params.update(self.result_options())
         if self.from_dataset:
             params.update(dataset_id=self.dataset_id, text_count=row_count)
             for key in ("text_column", "text_template", "text_pair_column", "id_column"):
@@ -263,6 +297,10 @@ class ClassifyRequest(_ServingOptions):
             params.update(input_kind=PAIRS, text_count=len(self.pairs),
                           pairs_preview=[[a[:preview_chars], b[:preview_chars]] for a, b in self.pairs[:preview]])
             return params, [list(pair) for pair in self.pairs]
+        if self.questions is not None:
+            params.update(input_kind=QUESTIONS, text_count=len(self.questions),
+                          texts_preview=[q.question[:preview_chars] for q in self.questions[:preview]])
+            return params, [q.texts() for q in self.questions]
         if self.tokens is not None:
             params.update(input_kind=TOKENS, text_count=len(self.tokens),
                           texts_preview=[" ".join(words)[:preview_chars] for words in self.tokens[:preview]])
@@ -347,6 +385,7 @@ class PredictRequest(_ServingOptions):
         default=None, min_length=1, description="token models only: pre-tokenized sentences, a list of words each")
     choice_questions: list[ChoiceQuestion] | None = Field(
         default=None, min_length=1, description=CHOICE_QUESTIONS_DESCRIPTION)
+    questions: list[Question] | None = Field(default=None, min_length=1, description=QUESTIONS_DESCRIPTION)
     aggregation_strategy: AggregationStrategy | None = Field(
         default=None, description=AGGREGATION_DESCRIPTION)
     timeout_s: float | None = Field(default=None, ge=0, le=300, allow_inf_nan=False)
@@ -355,10 +394,12 @@ class PredictRequest(_ServingOptions):
 
     @model_validator(mode="after")
     def _one_source(self) -> "PredictRequest":
-        if sum(x is not None for x in (self.texts, self.pairs, self.tokens, self.choice_questions)) != 1:
+        if sum(x is not None for x in (self.texts, self.pairs, self.tokens, self.questions,
+                                       self.choice_questions)) != 1:
             raise _field_error("texts", "give one of texts, pairs (for a model trained on sentence pairs), tokens "
-                               "(pre-tokenized sentences, for a token model) or choice_questions (for a "
-                               "multiple-choice model)", title="PredictRequest")
+                               "(pre-tokenized sentences, for a token model), questions ({question, context}, "
+                               "for a question-answering model) or choice_questions (for a multiple-choice model)",
+                               title="PredictRequest")
         return self
 
     def job_params(self, preview: int = 3, preview_chars: int = 200) -> tuple[dict, list[str]]:

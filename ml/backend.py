@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
+class InputError(ValueError):
+    """Inputs a backend's ``encode`` refuses with a message for the user (a question too long for the model's
+    windows): the job fails with that message, never a traceback."""
+
+
 @dataclass
 class Encoded:
     """One request's rows when an input may become several rows.

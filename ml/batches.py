@@ -85,6 +85,14 @@ class Encoded:
         return collate(self.input_ids, rows, self.pad_id, self.labels, token_type_ids=self.token_type_ids,
                        multi_label=self.multi_label)
 
+    def predictions(self, logits: Any, rows: Sequence[int]) -> list[Any]:
+        """What an evaluation keeps per row of ``rows`` from one task's logits: the label id (argmax), or the
+        per-label sigmoid probabilities of a multi-label task. A task type whose rows need more (question
+        answering: every token's start / end logits) overrides it."""
+        import torch
+
+        return (torch.sigmoid(logits.float()) if self.multi_label else logits.argmax(dim=-1)).tolist()
+
     def model_inputs(self, batch: Mapping[str, Any], device: str) -> dict[str, Any]:
         """The batch's tensors as the model's keyword arguments, on ``device``."""
         inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),

@@ -63,21 +63,29 @@ def get_predictor(
     return predictor
 
 
+# the backend of every task type but text classification ("module:Class", imported when a model needs it)
+BACKENDS = {
+    "token-classification": ".token_serving:TokenPredictor",
+    "question-answering": ".qa_serving:QAPredictor",
+    "multiple-choice": ".mc_serving:ChoicePredictor",
+}
+
+
 def _load(model_dir: str, device: str, quantize: bool):
-    """The backend of the model saved in ``model_dir``, chosen by its task type (``models.io``): a token model's
-    ``TokenPredictor`` (never quantized), a multiple-choice model's ``ChoicePredictor``, else text
-    classification's ``Predictor``."""
+    """The backend of the model saved in ``model_dir``, chosen by its task type (``models.io``): :data:`BACKENDS`'
+    (a token model's ``TokenPredictor``, a QA model's ``QAPredictor``, never quantized; a multiple-choice model's
+    ``ChoicePredictor``, quantized as asked: its ``quantizable``), else text classification's ``Predictor``."""
+    import importlib
+
     from models.io import model_task_type, read_model_config
 
     task_type = model_task_type(read_model_config(model_dir))
-    if task_type == "token-classification":
-        from .token_serving import TokenPredictor
-
-        return TokenPredictor.load(model_dir, device)
-    if task_type == "multiple-choice":
-        from .mc_serving import ChoicePredictor
-
-        return ChoicePredictor.load(model_dir, device, quantize=quantize)
+    if task_type in BACKENDS:
+        module, name = BACKENDS[task_type].split(":")
+        backend = getattr(importlib.import_module(module, __package__), name)
+        if getattr(backend, "quantizable", False):
+            return backend.load(model_dir, device, quantize=quantize)
+        return backend.load(model_dir, device)
     return Predictor.load(model_dir, device=device, quantize=quantize)
 
 

@@ -37,6 +37,7 @@ written.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import random
@@ -216,21 +217,24 @@ class TextTask:
         return {}
 
 
+# the task data class of every other task type ("module:Class", imported when a run needs it)
+TASK_DATA = {
+    "token-classification": "ml.token_training:TokenTask",
+    "question-answering": "ml.qa_training:QATask",
+    "multiple-choice": "ml.mc_training:ChoiceTask",
+}
+
+
 def task_data(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]] | None,
               config: TrainConfig) -> Any:
     """The task data object for ``config``'s task type (``getattr``: configs from before task types have none)."""
     task_type = getattr(config, "task_type", None) or TextTask.task_type
     if task_type == TextTask.task_type:
         return TextTask(rows, validation_rows, config)
-    from ml.token_training import TOKEN_CLASSIFICATION, TokenTask
-
-    if task_type == TOKEN_CLASSIFICATION:
-        return TokenTask(rows, validation_rows, config)
-    from ml.mc_training import NAME as MULTIPLE_CHOICE, ChoiceTask
-
-    if task_type == MULTIPLE_CHOICE:
-        return ChoiceTask(rows, validation_rows, config)
-    raise TrainingDataError(f"unknown task type {task_type!r}")
+    if task_type not in TASK_DATA:
+        raise TrainingDataError(f"unknown task type {task_type!r}")
+    module, name = TASK_DATA[task_type].split(":")
+    return getattr(importlib.import_module(module), name)(rows, validation_rows, config)
 
 
 def _metric(config: TrainConfig, task: Any) -> str:
@@ -284,8 +288,7 @@ def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_
                 if n:
                     task_loss_sum[task] += float(model.task_loss(task, task_logits, y)) * n
                     task_count[task] += n
-                values = (torch.sigmoid(task_logits.float()) if data.multi_label else task_logits.argmax(dim=-1))
-                for i, value in zip(chunk, values.tolist()):
+                for i, value in zip(chunk, data.predictions(task_logits, chunk)):
                     outputs[task][i] = value
             if heartbeat is not None:
                 heartbeat.tick(fraction, {**(info or {}), "phase": "evaluate"})
@@ -432,8 +435,9 @@ def train_classifier(
     ``max_batch_tokens``: padded tokens per forward pass, in training (gradient accumulation over micro-batches)
     and evaluation; the worker passes ``MAX_TRAIN_BATCH_TOKENS``; default ``ml.config.DEFAULT_MAX_TRAIN_BATCH_TOKENS``
     (that setting's default).
-    ``data_report``: counts from reading the data that the metrics must carry (e.g. character spans snapped to
-    token boundaries or dropped), recorded as ``metrics["data_report"]``.
+    ``data_report``: counts from reading the data that the metrics must carry, recorded as
+    ``metrics["data_report"]`` together with the task data's own (``summary()["data_report"]``: a token task's
+    character spans snapped to word boundaries or dropped).
 
     The task type is ``getattr(config, "task_type", "text-classification")``; a task data object (:class:`TextTask`,
     ``ml.token_training.TokenTask``) supplies what differs (see :class:`TextTask`), the loop is shared.
@@ -644,8 +648,10 @@ def train_classifier(
         **data.summary(),
         **tail,
     }
-    if data_report:
-        metrics["data_report"] = dict(data_report)
+    # the task's own report (span data: spans snapped or dropped on the way to word tags) and the caller's
+    report = {**metrics.pop("data_report", {}), **(data_report or {})}
+    if report:
+        metrics["data_report"] = report
 
     heartbeat.check_stop()
     metadata = {

@@ -40,6 +40,8 @@ class ChoicePredictor(Served):
     """A loaded multiple-choice model as a backend of the batching engine (``model``: a
     ``models.multiple_choice`` model; ``max_length``: what training truncated each pair to)."""
 
+    quantizable = True  # ``ml.inference`` passes its ``quantize`` on (int8 on CPU)
+
     def __init__(self, model: Any, tokenizer: Any, *, device: str = "cpu", max_length: int = 128,
                  quantized: bool = False):
         self.model, self.tokenizer, self.device = model.eval(), tokenizer, device

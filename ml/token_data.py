@@ -4,14 +4,18 @@ Training examples label the *first sub-token of each word* with the word's tag a
 (transformers' ``run_ner.py``). A sentence longer than ``max_length`` tokens is split into overlapping windows
 (``ml.token_windows``): nothing is cut, and each word is labelled, then scored, by exactly one window.
 Inference runs the same windows and puts the scored tokens back in order before reading words or entities off them.
+Span data (raw text with character spans) becomes words and tags here too (:func:`span_sentence`): the words are the
+tokenizer's own pre-tokenizer's, so that a model trained on them sees the tokens it will see on raw text.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from core.task_types.tagging import IOB2, SpanAlignment, align_spans, encode_entities
 from models.base import IGNORE_INDEX
 
 from .token_aggregation import ScoredToken, aggregate
@@ -74,6 +78,62 @@ def word_windows(tokenizer, sentences: Sequence[Sequence[str]], max_length: int,
                 ]
             windows.append(window)
     return windows, all_word_ids
+
+
+_FALLBACK_WORDS = re.compile(r"\w+|[^\w\s]")  # BERT's basic split: runs of word characters, single other marks
+
+
+def text_words(tokenizer, text: str) -> list[tuple[str, int, int]]:
+    """The words of a raw text with their character offsets ``(word, start, end)``, as the tokenizer's pre-tokenizer
+    splits it (a fast tokenizer's ``backend_tokenizer.pre_tokenizer``; without one, BERT's basic split). Each piece
+    is read from the text itself and trimmed of whitespace (a byte-level or metaspace pre-tokenizer keeps the space
+    before a word); blank pieces are left out."""
+    pre_tokenizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "pre_tokenizer", None)
+    if pre_tokenizer is not None:
+        pieces = [offsets for _, offsets in pre_tokenizer.pre_tokenize_str(text)]
+    else:
+        pieces = [match.span() for match in _FALLBACK_WORDS.finditer(text)]
+    words = []
+    for start, end in pieces:
+        piece = text[start:end]
+        stripped = piece.lstrip()
+        start += len(piece) - len(stripped)
+        stripped = stripped.rstrip()
+        if stripped:
+            words.append((stripped, start, start + len(stripped)))
+    if not words and text.strip():  # a pre-tokenizer that leaves a non-blank text without words: one word
+        stripped = text.strip()
+        start = text.index(stripped)
+        words.append((stripped, start, start + len(stripped)))
+    return words
+
+
+def span_sentence(tokenizer, text: str, spans: Iterable[tuple[int, int, str]]
+                  ) -> tuple[list[str], list[str], SpanAlignment]:
+    """A raw text and its character spans ``(start, end, type)`` as words (:func:`text_words`), their IOB2 tags, and
+    the alignment (``core.task_types.tagging.align_spans``: how many spans were snapped to word boundaries or
+    dropped)."""
+    words = text_words(tokenizer, text)
+    alignment = align_spans([(start, end) for _, start, end in words], spans)
+    return [word for word, _, _ in words], encode_entities(len(words), alignment.entities, IOB2), alignment
+
+
+@dataclass
+class SpanReport:
+    """What became of a span dataset's spans on the way to word tags (a job's ``metrics["data_report"]``)."""
+
+    spans: int = 0  # spans read
+    snapped: int = 0  # widened or narrowed to word boundaries (still trained on / scored)
+    dropped: int = 0  # covering no word, or overlapping an earlier span once snapped (left out)
+
+    def add(self, spans: int, alignment: SpanAlignment) -> None:
+        """Count one text's ``spans`` and its alignment."""
+        self.spans += spans
+        self.snapped += alignment.snapped
+        self.dropped += alignment.dropped
+
+    def as_dict(self) -> dict[str, int]:
+        return {"spans": self.spans, "snapped": self.snapped, "dropped": self.dropped}
 
 
 def text_windows(tokenizer, texts: Sequence[str], max_length: int, stride: int = DEFAULT_STRIDE

@@ -1,6 +1,9 @@
 """Evaluate a token-classification model on labelled sentences: predict each sentence's tags from its words and
 score them against the gold tags (entity-level precision / recall / F1 per type and micro, token accuracy; plain
-tag sets: token accuracy and per-tag F1). Pure: the caller passes ``predict(sentences) -> [{"tags": [...]}]``."""
+tag sets: token accuracy and per-tag F1). Span data (raw texts with character spans) is read as training reads it:
+each text becomes the tokenizer's words and IOB2 tags (``ml.token_data.span_sentence``), and the spans snapped or
+dropped on the way are reported (``data_report``). Pure: the caller passes ``predict(sentences) -> [{"tags": [...]}]``
+(and, for span data, the model's tokenizer)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
@@ -8,23 +11,39 @@ from typing import Any
 
 from core.evaluation import EvaluationError
 from core.task_types.tagging import PLAIN, detect_scheme, entity_metrics, tag_metrics
-from core.task_types.token_classification import TokenEvaluationPlan
+from core.task_types.token_classification import TokenEvaluationPlan, reads_spans
 
 from .config import TrainingCancelled
+from .token_data import SpanReport, span_sentence
 
 EVALUATION_CHUNK = 256  # sentences per predict() call: progress and should_stop() are checked between chunks
 
 
 def evaluate_sentences(rows: Iterable[Mapping[str, str]], plan: TokenEvaluationPlan,
-                       predict: Callable[[list[list[str]]], list[dict]], *, chunk_size: int = EVALUATION_CHUNK,
+                       predict: Callable[[list[list[str]]], list[dict]], *, tokenizer: Any = None,
+                       chunk_size: int = EVALUATION_CHUNK,
                        progress: Callable[[float, dict], None] | None = None,
                        should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """The metrics of ``predict`` on every sentence of ``rows`` (``plan``: which columns; tags the model does not
     know raise :class:`EvaluationError` ``unknown_labels``). Entity metrics for prefixed tag schemes (as seqeval's
-    default mode), per-tag metrics for plain tags; ``examples`` = sentences, ``tokens`` = words scored."""
+    default mode), per-tag metrics for plain tags; ``examples`` = sentences, ``tokens`` = words scored. Span data
+    needs ``tokenizer`` (the model's) and adds ``data_report`` (``{"spans", "snapped", "dropped"}``); a blank text
+    is skipped (``skipped_rows``)."""
     sentences, gold = [], []
+    report, blank = SpanReport(), 0
+    spans_data = reads_spans(plan)
+    if spans_data and tokenizer is None:
+        raise ValueError("span data is read with the model's tokenizer: pass tokenizer")
     for number, row in enumerate(rows, start=1):
-        tokens, tags = plan.sentence(row, number)
+        if spans_data:
+            text, spans = plan.span_row(row, number)
+            if not text.strip():
+                blank += 1
+                continue
+            tokens, tags, alignment = span_sentence(tokenizer, text, spans)
+            report.add(len(spans), alignment)
+        else:
+            tokens, tags = plan.sentence(row, number)
         sentences.append(tokens)
         gold.append(tags)
     if not sentences:
@@ -44,4 +63,6 @@ def evaluate_sentences(rows: Iterable[Mapping[str, str]], plan: TokenEvaluationP
     scheme = detect_scheme(gold)
     metrics = tag_metrics(gold, predicted) if scheme == PLAIN else entity_metrics(gold, predicted)
     metrics.update(examples=len(sentences), scheme=scheme)
+    if spans_data:
+        metrics.update(data_report=report.as_dict(), skipped_rows={"empty_sentence": blank})
     return metrics

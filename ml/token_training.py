@@ -6,7 +6,12 @@ and ETA code for both:
 
 - **rows -> sentences**: the cells of ``config.tokens_column`` / ``config.tags_column`` (default ``tokens`` /
   ``tags``) hold JSON arrays of strings (what ``core.datasets`` stores for CoNLL and token JSONL uploads); the tag
-  set is the training sentences' sorted tags, its scheme :func:`core.task_types.tagging.detect_scheme`'s;
+  set is the training sentences' sorted tags, its scheme :func:`core.task_types.tagging.detect_scheme`'s.
+  Span data (``core.task_types.token_classification.reads_spans``: ``config.spans_column`` set) holds raw texts
+  and character spans instead: the tag set is IOB2 over the training spans' entity types, and each text becomes
+  words and tags in :meth:`TokenTask.encode`, with the tokenizer's pre-tokenizer (``ml.token_data.span_sentence``);
+  how many spans were snapped to word boundaries or dropped is reported (``summary()["data_report"]``, which the
+  loop records as ``metrics["data_report"]``);
 - **split by sentence** (``validation_split``), or a separate validation dataset, *before* windowing, so that no
   sentence has windows on both sides;
 - **encode**: each sentence's windows (``ml.token_data.word_windows``: a sentence longer than ``max_length`` is split
@@ -28,12 +33,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.task_types.tagging import PLAIN, detect_scheme, entity_metrics, tag_metrics
+from core.datasets import DatasetError
+from core.task_types.tagging import IOB2, PLAIN, detect_scheme, entity_metrics, tag_metrics
+from core.task_types.token_classification import reads_spans, span_row, span_tags
 from ml.batches import TOKENIZE_CHUNK, Encoded, collate
 from ml.config import IGNORE_INDEX, MIN_ROWS, TrainingDataError, head_options
 from ml.data import split_indices
 from ml.metrics import _r
-from ml.token_data import WindowInput, effective_stride, word_windows
+from ml.token_data import SpanReport, WindowInput, effective_stride, span_sentence, word_windows
 
 TOKEN_CLASSIFICATION = "token-classification"
 DEFAULT_TOKENS_COLUMN, DEFAULT_TAGS_COLUMN = "tokens", "tags"
@@ -85,6 +92,45 @@ def read_sentences(rows: Sequence[Mapping[str, Any]], tokens_column: str, tags_c
     return Sentences(words, tags, skipped)
 
 
+@dataclass
+class SpanTexts:
+    """Raw texts, each with its character spans ``(start, end, type)``; ``skipped`` counts rows left out (blank
+    texts)."""
+
+    texts: list[str]
+    spans: list[list[tuple[int, int, str]]]
+    skipped: dict[str, int]
+
+    def types(self) -> set[str]:
+        """The entity types of every span."""
+        return {kind for spans in self.spans for _, _, kind in spans}
+
+
+def read_span_texts(rows: Sequence[Mapping[str, Any]], config: Any) -> SpanTexts:
+    """Span rows -> :class:`SpanTexts`, each row checked as at upload (``core.task_types.token_classification
+    .span_row``; :class:`TrainingDataError` otherwise). A blank text (it can hold no span) is skipped and counted."""
+    if not rows:
+        raise TrainingDataError("the dataset has no rows")
+    for column in (config.text_column, config.spans_column):
+        if column not in rows[0]:
+            raise TrainingDataError(f"column {column!r} not found; the columns are: {', '.join(map(str, rows[0]))}")
+    texts, spans, skipped = [], [], {"empty_sentence": 0}
+    for number, row in enumerate(rows, start=1):
+        # cells as core.datasets stores them: text (a list or object given as such is its JSON)
+        cells = {c: row[c] if isinstance(row[c], str) else json.dumps(row[c])
+                 for c in (config.text_column, config.spans_column)}
+        try:
+            text, row_spans = span_row(cells, config, number)
+        except DatasetError as error:
+            raise TrainingDataError(str(error)) from None
+        if not text.strip():
+            skipped["empty_sentence"] += 1
+            continue
+        texts.append(text)
+        spans.append(row_spans)
+    return SpanTexts(texts, spans, skipped)
+
+
 class WindowBatches(Encoded):
     """:class:`ml.batches.Encoded` whose rows are windows: labels are per-position lists, padded with ``-100``."""
 
@@ -119,35 +165,55 @@ class TokenTask:
         if getattr(config, "family", None) == "multitask":
             raise TrainingDataError("token classification has no multitask family: choose bert, distilbert or "
                                     "bert_lstm")
-        train = read_sentences(rows, tokens_column, tags_column)
-        if len(train.words) < MIN_ROWS:
-            raise TrainingDataError(f"need at least {MIN_ROWS} non-empty sentences to train; found "
-                                    f"{len(train.words)}")
-        tag_set = sorted({tag for sentence in train.tags for tag in sentence})
-        if len(tag_set) < 2:
-            raise TrainingDataError(f"the training sentences use a single tag ({tag_set[0]!r}): a tagger needs at "
-                                    "least 2")
-        self.task = tags_column
-        self.tasks = {tags_column: tag_set}
-        self.scheme = detect_scheme(train.tags)
+        self.spans = reads_spans(config)
+        if self.spans:  # words and tags come in encode(), from the tokenizer's words
+            train: Sentences | SpanTexts = read_span_texts(rows, config)
+            if not train.types():
+                raise TrainingDataError(f"column {config.spans_column!r} holds no entity span: there is nothing "
+                                        "to learn")
+            tag_set, task, n = span_tags(train.types()), config.spans_column, len(train.texts)
+            self.scheme = IOB2
+        else:
+            train = read_sentences(rows, tokens_column, tags_column)
+            tag_set, task, n = sorted({tag for sentence in train.tags for tag in sentence}), tags_column, \
+                len(train.words)
+            if len(tag_set) < 2:
+                raise TrainingDataError(f"the training sentences use a single tag ({tag_set[0]!r}): a tagger needs "
+                                        "at least 2")
+            self.scheme = detect_scheme(train.tags)
+        if n < MIN_ROWS:
+            raise TrainingDataError(f"need at least {MIN_ROWS} non-empty sentences to train; found {n}")
+        self.task = task
+        self.tasks = {task: tag_set}
         self.skipped = train.skipped
         self.config = config
-        n = len(train.words)
+        self.texts: list[SpanTexts] = []  # span data: the training texts, then the validation dataset's
+        self.data_report: dict[str, Any] = {}
         if validation_rows is None:
             self.train_sentences, self.val_sentences, _ = split_indices(
                 list(range(n)), float(getattr(config, "validation_split", 0.0) or 0.0), int(config.seed))
-            self.words, self.tags = train.words, train.tags
+            held_out = None
             self.source = "split" if self.val_sentences else None
         else:
-            held_out = read_sentences(validation_rows, tokens_column, tags_column)
-            unknown = sorted({t for sentence in held_out.tags for t in sentence} - set(tag_set))
+            if self.spans:
+                held_out = read_span_texts(validation_rows, config)
+                unknown, what, count = sorted(held_out.types() - train.types()), "entity types", len(held_out.texts)
+            else:
+                held_out = read_sentences(validation_rows, tokens_column, tags_column)
+                unknown = sorted({t for sentence in held_out.tags for t in sentence} - set(tag_set))
+                what, count = "tags", len(held_out.words)
             if unknown:
-                raise TrainingDataError(f"the validation data uses tags the training data does not: "
+                raise TrainingDataError(f"the validation data uses {what} the training data does not: "
                                         f"{', '.join(unknown[:20])}")
-            self.words, self.tags = train.words + held_out.words, train.tags + held_out.tags
             self.train_sentences = list(range(n))
-            self.val_sentences = list(range(n, len(self.words)))
+            self.val_sentences = list(range(n, n + count))
             self.source = "dataset" if self.val_sentences else None
+        if self.spans:
+            self.texts = [train, *([held_out] if held_out is not None else [])]
+            self.words, self.tags = [], []
+        else:
+            self.words = train.words + (held_out.words if held_out is not None else [])
+            self.tags = train.tags + (held_out.tags if held_out is not None else [])
         self.validation_examples = len(self.val_sentences)
         self.stride: int | None = None
         self.windows: list[WindowInput] = []
@@ -161,6 +227,8 @@ class TokenTask:
         """Every sentence's windows (tokenized in chunks, so that a stop request is seen in between); sets
         ``train_rows`` / ``val_rows`` to the windows of the training / validation sentences."""
         self.stride = effective_stride(max_length, getattr(self.config, "stride", None))
+        if self.spans:
+            self._words_from_spans(tokenizer, check_stop)
         label2id = {tag: i for i, tag in enumerate(self.tasks[self.task])}
         for start in range(0, len(self.words), TOKENIZE_CHUNK):
             if check_stop is not None:
@@ -178,6 +246,24 @@ class TokenTask:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return WindowBatches([w.input_ids for w in self.windows], {self.task: [w.labels for w in self.windows]},
                              pad_id)
+
+    def _words_from_spans(self, tokenizer: Any, check_stop: Callable[[], None] | None) -> None:
+        """Span data -> ``words`` / ``tags`` (IOB2) with the tokenizer's words, and ``data_report``: the training
+        data's spans read, snapped and dropped (and the validation dataset's under ``validation``)."""
+        self.words, self.tags, self.data_report = [], [], {}
+        for part, texts in zip(("train", "validation"), self.texts):
+            report = SpanReport()
+            for i, (text, spans) in enumerate(zip(texts.texts, texts.spans)):
+                if check_stop is not None and i % TOKENIZE_CHUNK == 0:
+                    check_stop()
+                words, tags, alignment = span_sentence(tokenizer, text, spans)
+                self.words.append(words)
+                self.tags.append(tags)
+                report.add(len(spans), alignment)
+            if part == "train":
+                self.data_report.update(report.as_dict())
+            else:
+                self.data_report["validation"] = report.as_dict()
 
     def train_labels(self, encoded: Encoded) -> dict[str, list[int]]:
         """The tag id of every labelled position of the training windows (what "balanced" class weights count)."""
@@ -264,4 +350,5 @@ class TokenTask:
             "tokens": {"train": words(train), "validation": words(self.val_sentences)},
             "windows": {"train": len(self.train_rows), "validation": len(self.val_rows)},
             "stride": self.stride,
+            **({"data_report": dict(self.data_report)} if self.spans else {}),
         }

@@ -25,11 +25,13 @@ from .encoders import (
 )
 from .multiple_choice import FAMILIES as MULTIPLE_CHOICE_FAMILIES
 from .multitask import MultiTaskClassifier
+from .question_answering import FAMILIES as QA_FAMILIES
 from .token_classification import FAMILIES as TOKEN_FAMILIES
 
 TEXT_CLASSIFICATION = "text-classification"
 TOKEN_CLASSIFICATION = "token-classification"
 MULTIPLE_CHOICE = "multiple-choice"
+QUESTION_ANSWERING = "question-answering"
 
 # the classes of the text-classification task type (one label, or several, per text)
 FAMILIES: dict[str, type[EncoderClassifier]] = {
@@ -44,6 +46,7 @@ TASK_FAMILIES: dict[str, dict[str, type[EncoderClassifier]]] = {
     TEXT_CLASSIFICATION: FAMILIES,
     TOKEN_CLASSIFICATION: TOKEN_FAMILIES,
     MULTIPLE_CHOICE: MULTIPLE_CHOICE_FAMILIES,
+    QUESTION_ANSWERING: QA_FAMILIES,
 }
 
 COMMON_OPTIONS = EncoderClassifier.common_option_names

@@ -16,6 +16,8 @@ from html import escape
 # the training history's series, by chart: (key in a history entry, legend name)
 LOSS_SERIES = (("train_loss", "train loss"), ("val_loss", "validation loss"))
 SCORE_SERIES = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
+# question answering's history holds SQuAD scores instead (core.task_types.question_answering)
+QA_SERIES = (("exact_match", "exact match"), ("f1", "F1"))
 MAX_LABEL_CHARS = 18  # axis labels of a heat map are cut to this (the full label is the cell's tooltip)
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -124,8 +126,8 @@ def line_chart(
 
 
 def history_charts(history: Sequence[Mapping] | None) -> list[str]:
-    """The training curves of ``metrics.history`` (one entry per evaluation): losses, then accuracy and macro-F1,
-    against the step. Empty when there is no history."""
+    """The training curves of ``metrics.history`` (one entry per evaluation): losses, then accuracy and macro-F1
+    (question answering: exact match and F1), against the step. Empty when there is no history."""
     entries = [h for h in history or [] if isinstance(h, Mapping) and _finite(h.get("step"))]
     if not entries:
         return []
@@ -133,9 +135,12 @@ def history_charts(history: Sequence[Mapping] | None) -> list[str]:
     def series(spec):
         return [(key, name, [(h["step"], h.get(key)) for h in entries]) for key, name in spec]
 
+    if any("exact_match" in h for h in entries):
+        scores, title = QA_SERIES, "Validation exact match and F1"
+    else:
+        scores, title = SCORE_SERIES, "Validation accuracy and macro-F1"
     return [line_chart(series(LOSS_SERIES), title="Loss", chart_id="chart-loss"),
-            line_chart(series(SCORE_SERIES), title="Validation accuracy and macro-F1", y_range=(0.0, 1.0),
-                       chart_id="chart-scores")]
+            line_chart(series(scores), title=title, y_range=(0.0, 1.0), chart_id="chart-scores")]
 
 
 def confusion_heatmap(confusion: Mapping | None, *, title: str = "Confusion matrix", chart_id: str | None = None) -> str:

@@ -94,6 +94,10 @@ class UploadDatasetForm(FlaskForm):
 
 
 TOKEN_CLASSIFICATION = "token-classification"
+# token classification's two shapes of training data (``core.task_types.token_classification.reads_spans``)
+TOKEN_DATA = {"tokens": "Tokens + tags (a JSON array of each per row)",
+              "spans": "Text + character spans (JSON Lines entities, Label Studio)"}
+QUESTION_ANSWERING = "question-answering"
 
 
 class TrainFormBase(FlaskForm):
@@ -101,8 +105,8 @@ class TrainFormBase(FlaskForm):
     generated from its declaration in ``core.options`` (see :func:`_option_field`), one fieldset per group.
 
     The task type (``core.task_types``) decides which data fields are read: text classification's text / pair /
-    label column(s), or token classification's tokens and tags columns; options of other task types are left out of
-    the request (the server judges the rest)."""
+    label column(s), or token classification's tokens and tags columns, or (``token_data`` "spans") its text and
+    spans columns; options of other task types are left out of the request (the server judges the rest)."""
 
     task_type = SelectField("Task type", choices=choices((t, task_types.get(t).label) for t in task_types.names()),
                             default=task_types.DEFAULT)
@@ -120,10 +124,15 @@ class TrainFormBase(FlaskForm):
     # token classification: columns of JSON arrays of strings, one token (tag) per word
     tokens_column = SelectField("Tokens column", validate_choice=False, validators=[Optional()])
     tags_column = SelectField("Tags column", validate_choice=False, validators=[Optional()])
-    # multiple choice: a context, an optional question, the choices (numbered ending<N> columns or one list column);
-    # the label column is the one above (the right choice's position or text)
+    # or span data: the text column above and a column of character spans per text
+    token_data = SelectField("Token data", choices=choices(TOKEN_DATA.items()), default="tokens")
+    spans_column = SelectField("Spans column", validate_choice=False)  # required for span data: validate_spans_column
+    # question answering: a question, its context and the answers (empty: the defaults, or a nested SQuAD file);
+    # multiple choice: a context, an optional question, the choices (numbered ending<N> columns or one list column)
+    # and the label column above (the right choice's position or text)
+    question_column = SelectField("Question column", validate_choice=False, validators=[Optional()])
     context_column = SelectField("Context column", validate_choice=False, validators=[Optional()])
-    question_column = SelectField("Question column (optional)", validate_choice=False, validators=[Optional()])
+    answers_column = SelectField("Answers column", validate_choice=False, validators=[Optional()])
     choices_column = SelectField("Choices", validate_choice=False, validators=[Optional()])
     encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
     class_weights_balanced = BooleanField("Balanced class weights")
@@ -137,22 +146,36 @@ class TrainFormBase(FlaskForm):
         """Whether token classification is chosen (tokens and tags columns instead of texts and labels)."""
         return self.task_type.data == TOKEN_CLASSIFICATION
 
+    def spans(self) -> bool:
+        """Whether token classification reads span data: a text and a spans column instead of tokens and tags."""
+        return self.tokens() and self.token_data.data == "spans"
+
+    def questions(self) -> bool:
+        """Whether question answering is chosen (question, context and answers columns)."""
+        return self.task_type.data == QUESTION_ANSWERING
+
     def multiple_choice(self) -> bool:
         """Whether multiple choice is chosen (context, question, choices and label columns)."""
         return self.task_type.data == MULTIPLE_CHOICE
 
+    def _texts(self) -> bool:
+        """Whether text classification's text and label fields are read."""
+        return not self.tokens() and not self.questions() and not self.multiple_choice()
+
     def validate_text_column(self, field) -> None:
-        if self.multiple_choice():
-            return
-        if not self.tokens() and not field.data and not self.text_template.data:
+        if self._texts() and not field.data and not self.text_template.data:
             raise ValidationError("choose the text column (or write a text template)")
 
+    def validate_spans_column(self, field) -> None:
+        if self.spans() and not field.data:
+            raise ValidationError("choose the column of entity spans")
+
     def validate_label_column(self, field) -> None:
-        if not self.tokens() and not self._uses_label_columns() and not field.data:
+        if self._texts() and not self._uses_label_columns() and not field.data:
             raise ValidationError("choose the label column")
 
     def validate_label_columns(self, field) -> None:
-        if not self.tokens() and self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
+        if self._texts() and self.family.data == "multitask" and len([c for c in field.data or [] if c]) < 2:
             raise ValidationError("multitask needs at least 2 label columns (one task per column)")
 
     def _uses_label_columns(self) -> bool:
@@ -164,8 +187,12 @@ class TrainFormBase(FlaskForm):
         family, task_type = self.family.data, self.task_type.data
         kind = task_types.get(task_type) if task_type in task_types.names() else None
         data: dict = {"dataset_id": self.dataset_id.data, "task_type": task_type, "family": family}
-        if self.tokens():
-            columns: tuple[str, ...] = ("tokens_column", "tags_column")
+        if self.spans():
+            columns: tuple[str, ...] = ("text_column", "spans_column")
+        elif self.tokens():
+            columns = ("tokens_column", "tags_column")
+        elif self.questions():
+            columns = ("question_column", "context_column", "answers_column")
         elif self.multiple_choice():
             # an empty question: the dataset's "question" column when it has one; empty choices: its ending<N> columns
             columns = ("context_column", "question_column", "choices_column")
@@ -230,6 +257,11 @@ class ClassifyForm(FlaskForm):
         "Aggregation strategy", choices=choices((s, s) for s in AGGREGATION_STRATEGIES), default="first",
         description="How sub-word predictions become entities, as in the transformers pipeline: first (each word "
         "takes its first sub-token's tag), average, max, simple (per token, then grouped) or none (one per token).")
+    # token-classification models: each typed line a sentence of space-separated tokens (the API's ``tokens``)
+    pretokenized = BooleanField(
+        "Pre-tokenized: one sentence per line, tokens separated by spaces",
+        description="Each word is tagged as given (no entity grouping): the result lists every token with its tag "
+        "and score. For token-classification models.")
     dataset_id = SelectField("Dataset", coerce=_optional_int, validators=[Optional()])
     # filled from the chosen dataset (server side, and by classify.js when the dataset changes)
     text_column = SelectField("Text column", validate_choice=False, validators=[Optional()])
@@ -265,6 +297,10 @@ class ClassifyForm(FlaskForm):
         if self.pair_lines() and self.dataset_id.data is not None:
             self.text_pairs.errors = [*self.text_pairs.errors, "second texts go with typed texts, not a dataset"]
             return False
+        if self.pretokenized.data and (self.dataset_id.data is not None or self.pair_lines()):
+            self.pretokenized.errors = [*self.pretokenized.errors, "pre-tokenized applies to the typed texts alone "
+                                        "(a token model reads a dataset's tokens column as tokens already)"]
+            return False
         if self.pair_lines() and len(self.pair_lines()) != len(self.text_lines()):
             self.text_pairs.errors = [*self.text_pairs.errors, f"give one second text per text: "
                                       f"{len(self.text_lines())} text(s), {len(self.pair_lines())} second text(s)"]
@@ -287,10 +323,19 @@ class ClassifyForm(FlaskForm):
             return False
         return True
 
-    def to_request_data(self, *, token_model: bool = False) -> dict:
+    def to_request_data(self, *, token_model: bool = False, qa_model: bool = False) -> dict:
         """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns; for a
-        token-classification model (``token_model``) its aggregation strategy too."""
+        token-classification model (``token_model``) its aggregation strategy too. Pre-tokenized lines go as
+        ``tokens`` whatever the model: a text model's refusal is the API's (``tokens_not_supported``). For a
+        question-answering model (``qa_model``) line k of the texts is a question and line k of the second texts
+        its context (the API's ``questions``). For a multiple-choice model (the form's ``choice_models``), the typed
+        context, question and choices (the API's ``choice_questions``)."""
         data: dict = {"model_id": self.model_id.data}
+        if qa_model and self.dataset_id.data is None and not self.pretokenized.data:
+            return {**data, "questions": [{"question": q, "context": c}
+                                          for q, c in zip(self.text_lines(), self.pair_lines())]}
+        if self.pretokenized.data and self.dataset_id.data is None:
+            return {**data, "tokens": [line.split() for line in self.text_lines()]}
         if token_model and self.aggregation_strategy.data:
             data["aggregation_strategy"] = self.aggregation_strategy.data
         if self.choice_model() and self.dataset_id.data is None:
@@ -312,9 +357,24 @@ class ClassifyForm(FlaskForm):
 class EvaluateForm(FlaskForm):
     """Score a model on a labelled dataset; columns left empty default to those the model was trained on."""
 
-    dataset_id = SelectField("Labelled dataset", coerce=int, validators=[InputRequired("choose a dataset")])
+    # the page offers the datasets of the model's task type; another one posted gets the API's reason (a text
+    # dataset for a token model, someone else's dataset), not a bare "Not a valid choice"
+    dataset_id = SelectField("Labelled dataset", coerce=int, validate_choice=False,
+                             validators=[InputRequired("choose a dataset")])
     text_column = StringField("Text column (default: the model's)", validators=[Optional(), Length(max=200)])
     label_column = StringField("Label column (default: the model's)", validators=[Optional(), Length(max=200)])
+
+    def for_token_model(self, spans: bool = False) -> None:
+        """A token model reads a tokens and a tags column (the request's ``text_column`` / ``label_column``); one
+        trained on span data (``spans``) a text and a spans column."""
+        if spans:
+            self.dataset_id.label.text = "Dataset of texts with entity spans"
+            self.text_column.label.text = "Text column (default: the model's)"
+            self.label_column.label.text = "Spans column (default: the model's)"
+            return
+        self.dataset_id.label.text = "Token dataset"
+        self.text_column.label.text = "Tokens column (default: the model's)"
+        self.label_column.label.text = "Tags column (default: the model's)"
 
     def to_request_data(self, model_id: int) -> dict:
         """The body of an ``EvaluateRequest`` for ``model_id``."""

@@ -2,20 +2,22 @@
 
 Both work on files only (``core.hf_format``, ``core.archives``): the web never loads a model.
 
-**Download** streams a zip built while it is sent (no whole zip in memory or on disk). A single-label ``bert``
-(pooling "pooler") or ``distilbert`` model (see :func:`core.hf_format.hf_export_problem`) downloads as a
-transformers checkpoint: ``config.json`` (``BertForSequenceClassification`` / ``DistilBertForSequenceClassification``,
+**Download** streams a zip built while it is sent (no whole zip in memory or on disk). A ``bert`` or ``distilbert``
+model that transformers reproduces exactly (see :func:`core.hf_format.hf_export_problem`: text classification
+single-label, bert pooling "pooler"; token classification) downloads as a transformers checkpoint: ``config.json``
+(its task type's class, ``BertForSequenceClassification`` / ``DistilBertForTokenClassification``..., with
 ``id2label``/``label2id``), ``model.safetensors`` under transformers' names (renamed while streaming) and the
 tokenizer (its ``model_max_length`` set to the model's ``max_length``, so ``truncation=True`` cuts where the
-platform does). Any other model downloads in the platform's own layout (``models.io``). Both carry a model card,
-``README.md``.
+platform does). Any other model (bert_lstm, multitask...) downloads in the platform's own layout (``models.io``).
+Both carry a model card, ``README.md``, whose metadata names the task type's Hugging Face ``pipeline_tag``.
 
-**Import** checks the zip (``core.archives``), the config and the safetensors header (``core.hf_format``), the
-model's size against the ``MAX_MODEL_*`` caps and the store's free disk (:func:`_check_size`, all before extracting
-anything), then writes the platform layout (weights renamed into the platform's names, ``bertqueue_config.json``, the tokenizer)
-into a private folder of the model store, moves it into place and inserts the model row; any failure removes
-everything it wrote. Werkzeug has already spooled the upload to a temporary file (past 500 kB), bounded by
-``MAX_MODEL_UPLOAD_MB`` (:func:`upload_limits` raises the request's limit for the import endpoints only).
+**Import** checks the zip (``core.archives``), the config (its architecture names the task type and family) and the
+safetensors header (``core.hf_format``; ``id2label`` must name one label per classifier output), the model's size
+against the ``MAX_MODEL_*`` caps and the store's free disk (:func:`_check_size`, all before extracting anything),
+then writes the platform layout (weights renamed into the platform's names, ``bertqueue_config.json`` of the task
+type, the tokenizer) into a private folder of the model store, moves it into place and inserts the model row; any
+failure removes everything it wrote. Werkzeug has already spooled the upload to a temporary file (past 500 kB),
+bounded by ``MAX_MODEL_UPLOAD_MB`` (:func:`upload_limits` raises the request's limit for the import endpoints only).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from typing import Any, BinaryIO
 from flask import request
 from sqlalchemy import select
 
-from core import hf_format, models_registry, quotas
+from core import hf_format, models_registry, quotas, task_types
 from core.accounts import Principal
 from core.archives import ArchiveError, ArchiveLimits, CheckpointArchive, open_checkpoint
 from core.config import Settings
@@ -209,7 +211,7 @@ def _hf_entries(directory: Path, config: dict[str, Any]) -> list[_Entry] | None:
     weights = directory / hf_format.WEIGHTS_NAME
     try:
         header = hf_format.read_header(weights)
-        names = hf_format.hf_weight_names(config["family"], sorted(header.tensors))
+        names = hf_format.hf_weight_names(config["family"], sorted(header.tensors), config.get("task_type"))
     except CheckpointError:
         return None
     metadata = {"format": "pt"}
@@ -242,8 +244,15 @@ def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
 
 
+# what a model card calls each metric a task type reports (``TaskType.metrics``)
+METRIC_NAMES = {"macro_f1": "Macro-F1", "micro_f1": "Micro-F1", "accuracy": "Accuracy", "f1": "F1",
+                "precision": "Precision", "recall": "Recall"}
+
+
 def model_card(info: dict[str, Any], config: dict[str, Any], *, hf_problem: str | None) -> str:
-    """The README.md of a downloaded model: what it is, what it was trained on, how good, how to load it."""
+    """The README.md of a downloaded model: its Hugging Face metadata (the task type's ``pipeline_tag``), what it is,
+    what it was trained on, how good, how to load it."""
+    kind = task_types.get(config.get("task_type"))
     metrics = info.get("metrics") or {}
     dataset = info.get("dataset")
     metadata = config.get("metadata") or {}
@@ -259,20 +268,22 @@ def model_card(info: dict[str, Any], config: dict[str, Any], *, hf_problem: str 
         else ", ".join(next(iter(tasks.values()), []))
     rows = [
         ("Name", f"{info['name']} (version {info['version']})"),
+        ("Task", kind.label),
         ("Family", info["family"]),
         ("Encoder", info.get("encoder")),
         ("Labels", labels),
         ("Training data", data),
-        ("Accuracy", _number(metrics.get("accuracy"))),
-        ("Macro-F1", _number(metrics.get("macro_f1"))),
+        # the task type's metrics the model has (its default one in any case: "n/a" for an imported model)
+        *((METRIC_NAMES[name], _number(metrics.get(name))) for name in kind.metrics
+          if name in METRIC_NAMES and (name in metrics or name == kind.default_metric)),
         ("Max input length", f"{config.get('max_length')} tokens"),
         ("Created", info.get("created_at") or iso(utcnow())),
     ]
     pair = bool((metadata.get("training") or {}).get("text_pair_column"))
     return _card_template().render(name=_cell(info["name"]), version=info["version"],
                                    rows=[(name, _cell(value)) for name, value in rows], hf_problem=hf_problem,
-                                   pair=pair, max_length=config.get("max_length"),
-                                   task_type=config.get("task_type") or "text-classification")
+                                   pair=pair, max_length=config.get("max_length"), stride=config.get("stride"),
+                                   pipeline_tag=kind.pipeline_tag)
 
 
 @functools.cache
@@ -392,38 +403,37 @@ def _check_token_ids(archive: CheckpointArchive, tokenizer_config: dict[str, Any
 
 @dataclass(frozen=True)
 class _Checked:
+    task_type: str
     family: str
     labels: list[str]
     encoder: dict[str, Any]
     tokenizer_config: dict[str, Any]
-    task_type: str = "text-classification"
-
-    @property
-    def task(self) -> str:
-        """The imported model's one task name."""
-        return (hf_format.MULTIPLE_CHOICE_TASK if self.task_type == hf_format.MULTIPLE_CHOICE
-                else hf_format.IMPORTED_TASK)
 
 
 def _check_configs(archive: CheckpointArchive) -> _Checked:
     config = _json_file(archive, hf_format.HF_CONFIG_NAME)
-    family = hf_format.import_family(config)
-    labels = hf_format.import_labels(config)
+    task_type, family = hf_format.import_architecture(config)
+    labels = hf_format.import_labels(config, task_type)
     encoder = hf_format.import_encoder_config(family, config)
     tokenizer_config = _check_tokenizer(archive, family, encoder["vocab_size"])
-    return _Checked(family, labels, encoder, tokenizer_config, hf_format.import_task_type(config))
+    return _Checked(task_type, family, labels, encoder, tokenizer_config)
+
+
+def _weights_header(archive: CheckpointArchive) -> hf_format.SafetensorsHeader:
+    """The safetensors header of the checkpoint's weights, read out of the zip (nothing extracted)."""
+    with archive.open(hf_format.WEIGHTS_NAME) as f:
+        return hf_format.parse_header(f, archive.files[hf_format.WEIGHTS_NAME].file_size)
 
 
 DISK_RESERVE_BYTES = 64 * 1024 * 1024  # an import never takes the model store's disk down to its last bytes
 
 
-def _check_size(archive: CheckpointArchive, checked: _Checked, settings: Settings, store: Path) -> None:
+def _check_size(archive: CheckpointArchive, checked: _Checked, header: hf_format.SafetensorsHeader,
+                settings: Settings, store: Path) -> None:
     """Before anything is extracted: the model within the ``MAX_MODEL_*`` caps (config.json and the safetensors
-    header's shapes, read from the zip: 422 ``model_too_large``), and room for it on the model store's disk (507
+    ``header``'s shapes, read from the zip: 422 ``model_too_large``), and room for it on the model store's disk (507
     ``insufficient_storage``). A checkpoint of zeros zips tiny, so the upload's size says nothing of this."""
     weights = archive.files[hf_format.WEIGHTS_NAME]
-    with archive.open(hf_format.WEIGHTS_NAME) as f:
-        header = hf_format.parse_header(f, weights.file_size)
     caps = hf_format.ModelCaps(layers=settings.max_model_layers, hidden_size=settings.max_model_hidden_size,
                                vocab_size=settings.max_model_vocab_size, positions=settings.max_model_positions,
                                parameters=settings.max_model_parameters)
@@ -440,9 +450,8 @@ def _write_model(archive: CheckpointArchive, checked: _Checked, work: Path, file
     """The platform layout of the checked checkpoint in ``work/model``; returns that folder."""
     source = archive.extract(hf_format.WEIGHTS_NAME, work / "source.safetensors")
     header = hf_format.read_header(source)
-    expected = hf_format.expected_hf_shapes(checked.family, checked.encoder,
-                                            hf_format.import_outputs(checked.task_type, checked.labels))
-    names = hf_format.platform_weight_names(checked.family, header, expected)
+    expected = hf_format.expected_hf_shapes(checked.family, checked.encoder, len(checked.labels), checked.task_type)
+    names = hf_format.platform_weight_names(checked.family, header, expected, checked.task_type)
     model_dir = work / "model"
     model_dir.mkdir()
     with open(model_dir / hf_format.WEIGHTS_NAME, "wb") as out:
@@ -496,7 +505,9 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
     try:
         archive = open_checkpoint(stream, ArchiveLimits(max_total_bytes=settings.max_model_extracted_bytes))
         checked = _check_configs(archive)
-        _check_size(archive, checked, settings, store)
+        header = _weights_header(archive)
+        hf_format.check_label_count(checked.family, header, len(checked.labels), checked.task_type)
+        _check_size(archive, checked, header, settings, store)
         model_dir = _write_model(archive, checked, work, filename or "upload.zip")
         final = store / "models" / f"imported-{uuid.uuid4().hex}"
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -525,10 +536,10 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
 
 def _insert(user: Principal, name: str, checked: _Checked, directory: Path, filename: str) -> dict:
     """Insert the model row with the next version of ``name`` (retrying lost version races)."""
-    params = {"family": checked.family, "imported_from": filename,
-              "max_length": json.loads((directory / hf_format.PLATFORM_CONFIG_NAME).read_text())["max_length"]}
-    if checked.task_type != "text-classification":
-        params["task_type"] = checked.task_type
+    config = json.loads((directory / hf_format.PLATFORM_CONFIG_NAME).read_text())
+    # the model's task type, as a trained model's params (its training request) carry it
+    params = {"task_type": checked.task_type, "family": checked.family, "imported_from": filename,
+              "max_length": config["max_length"]}
     size_bytes = quotas.directory_bytes(directory)
     for _ in range(models_registry.VERSION_ATTEMPTS):
         with db.session() as session:
@@ -536,7 +547,7 @@ def _insert(user: Principal, name: str, checked: _Checked, directory: Path, file
             model = models_registry.insert_model(
                 session, name=name, owner_id=user.id, family=checked.family,
                 encoder=f"imported {checked.family} checkpoint"[:500], labels=list(checked.labels),
-                tasks={checked.task: list(checked.labels)}, metrics=None, params=params,
+                tasks={task: list(labels) for task, labels in config["tasks"].items()}, metrics=None, params=params,
                 artifact_dir=str(directory), training_job_id=None, source="imported", size_bytes=size_bytes,
             )
             if model is not None:

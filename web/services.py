@@ -240,6 +240,36 @@ def dataset_columns(user: Principal, listed: dict) -> list[str]:
     return list(columns or [])
 
 
+def evaluation_datasets(user: Principal, task_type: str, *, model_params: dict | None = None,
+                        limit: int = 1000) -> list[dict]:
+    """The datasets visible to ``user`` that can give a model of ``task_type`` (trained with ``model_params``) its
+    evaluation data (``TaskType.dataset_mismatch``: token datasets for a token model, texts with spans for one
+    trained on span data, datasets of texts for a text model), newest first, as :func:`list_datasets` lists them.
+    Reads only each profile's ``list_stats``, not whole profiles."""
+    kind = task_types.get(task_type)
+    listed, _ = list_datasets(user, limit=limit)
+    if not listed:
+        return []
+    lists: dict[int, frozenset[str]] = {}
+    with db.session() as session:
+        rows = session.execute(select(Dataset.id, Dataset.profile["list_stats"], Dataset.profile.is_(None))
+                               .where(Dataset.id.in_([d["id"] for d in listed]))).all()
+        for dataset_id, stats, unprofiled in rows:
+            if unprofiled:  # stored before profiles were kept: profiled now, once
+                stats = _store_profile(session.get(Dataset, dataset_id)).get("list_stats")
+            lists[dataset_id] = frozenset(stats or {})
+    return [d for d in listed
+            if kind.dataset_mismatch(dataset_columns(user, d), lists.get(d["id"], frozenset()),
+                                     model_params=model_params) is None]
+
+
+def _list_columns(dataset: Dataset) -> frozenset[str]:
+    """The columns of ``dataset`` whose every filled cell is a JSON array of strings (its profile's ``list_stats``;
+    a dataset stored before profiles were kept is profiled now, once)."""
+    profile = dataset.profile if dataset.profile is not None else _store_profile(dataset)
+    return frozenset(profile.get("list_stats") or {})
+
+
 def _store_profile(dataset: Dataset) -> dict:
     """Profile a dataset stored before profiles were computed at upload, once: the result is kept on the row."""
     scan = scan_upload(io.BytesIO(dataset.content), dataset.filename, fmt=dataset.format)
@@ -442,9 +472,23 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
     if choice_model and getattr(request, "aggregation_strategy", None) is not None:
         raise ApiError(422, "aggregation_not_supported", f"model {request.model_id} is a multiple-choice model: "
                        "aggregation_strategy applies to token-classification models")
+    tokens_model = kind.name == "token-classification"
+    qa_model = kind.name == "question-answering"
+    if request.with_questions and not qa_model:
+        raise ApiError(422, "questions_not_supported", f"model {request.model_id} is a {kind.name} model: questions "
+                       "({question, context}) are for question-answering models")
+    qa_options = [n for n in ("top_k", "max_answer_length") if getattr(request, n, None) is not None]
+    if qa_options and not qa_model:
+        raise ApiError(422, "option_not_supported", f"model {request.model_id} is a {kind.name} model: "
+                       f"{' and '.join(qa_options)} apply to question-answering models")
     if choice_model:  # a dataset's text_column / text_pair_column name its context / question columns
         return
-    tokens_model = kind.name == "token-classification"
+    if qa_model:
+        if not (request.with_questions or request.from_dataset) or request.with_tokens or \
+                getattr(request, "aggregation_strategy", None) is not None:
+            raise ApiError(422, "questions_required", f"model {request.model_id} is a question-answering model: send "
+                           "questions ([{\"question\", \"context\"}]) or a dataset with question and context columns")
+        return  # a dataset's question and context columns are the pair (``_default_text_columns``)
     if request.with_tokens and not tokens_model:
         raise ApiError(422, "tokens_not_supported", f"model {request.model_id} is a {kind.name} model: tokens "
                        "(pre-tokenized sentences) are for token-classification models; send texts")
@@ -471,6 +515,10 @@ def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> Clas
     from the model's text column)."""
     params = model.params or {}
     update: dict = {}
+    if params.get("question_column") is not None:  # a QA model reads its question and context columns as the pair
+        update = {"text_column": request.text_column or params["question_column"],
+                  "text_pair_column": request.text_pair_column or params["context_column"]}
+        return validate(ClassifyRequest, {**request.model_dump(exclude_none=True), **update})
     if request.text_column is None and request.text_template is None:
         if params.get("text_template") is not None:
             update["text_template"] = params["text_template"]
@@ -523,7 +571,14 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
                 model.family, model.tasks, model.params, text_column=request.text_column,
                 text_pair_column=request.text_pair_column, label_column=request.label_column,
                 label_columns=request.label_columns, dataset_columns=dataset.columns)
-            missing = [c for c in plan.columns if c not in dataset.columns]
+            # a token model on a dataset of texts, or the reverse: said so before any missing column is named
+            mismatch = kind.dataset_mismatch(dataset.columns, _list_columns(dataset), plan.columns, model.params)
+            if mismatch:
+                raise ApiError(422, "dataset_task_mismatch", f"dataset {dataset.id} ({dataset.name}) cannot "
+                               f"evaluate a {kind.name} model: {mismatch}")
+            # a plan whose columns depend on the dataset's shape (question answering) resolves them against it
+            columns = plan.columns_in(dataset.columns) if hasattr(plan, "columns_in") else plan.columns
+            missing = [c for c in columns if c not in dataset.columns]
             if missing:
                 raise ApiError(422, "unknown_column", f"column(s) {', '.join(map(repr, missing))} not in dataset "
                                f"{dataset.id}; it has {', '.join(dataset.columns)}")

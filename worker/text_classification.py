@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from core.datasets import open_rows
 from core.schema import Job, Prediction, TrainedModel
 from core.specs import ClassifyRequest
+from core.task_types.token_classification import span_text
 from ml.data import row_text
 
 # (index, text (a token model's pre-tokenized sentence: its words), text pair or None, row id or None): one input of
@@ -23,14 +24,17 @@ Input = tuple[int, str | list[str], str | None, str | None]
 
 
 def request_size(request: ClassifyRequest) -> int:
-    """How many inputs a request sent inline (texts, pairs, pre-tokenized sentences or multiple-choice questions)."""
-    return len(next(x for x in (request.pairs, request.tokens, request.choice_questions, request.texts)
-                    if x is not None))
+    """How many inputs a request sent inline (texts, pairs, pre-tokenized sentences, questions or multiple-choice
+    questions)."""
+    return len(next(x for x in (request.pairs, request.tokens, request.questions, request.choice_questions,
+                                request.texts) if x is not None))
 
 
 def _words(cell: str) -> str | list[str]:
-    """A cell as a token model reads it: a JSON array of non-blank strings is a pre-tokenized sentence, anything
-    else a raw text."""
+    """A cell as a token model reads it: a JSON array of non-blank strings is a pre-tokenized sentence, a Label
+    Studio ``data`` object its ``text`` (as span training reads it), anything else a raw text."""
+    if cell.lstrip().startswith("{"):
+        return span_text(cell)
     if cell.lstrip().startswith("["):
         try:
             words = json.loads(cell)
@@ -50,6 +54,9 @@ def job_inputs(request: ClassifyRequest, dataset: tuple[bytes, str] | None, *,
         if request.pairs is not None:
             for index, (text, pair) in enumerate(request.pairs):
                 yield index, text, pair, None
+        elif request.questions is not None:  # question answering: the question, then its context as the pair
+            for index, question in enumerate(request.questions):
+                yield index, question.question, question.context, None
         elif request.tokens is not None:  # token classification: the words themselves are the input
             for index, words in enumerate(request.tokens):
                 yield index, words, None, None

@@ -9,28 +9,34 @@ declaration. The torch side of a task type (its head, its ``results``) lives in 
 What a task type declares (see :class:`TaskType`):
 
 - who it is: ``name`` (the API's ``task_type`` value), Hugging Face's ``pipeline_tag``, a ``label`` for forms;
+- its Hugging Face checkpoints: ``hf`` (an :class:`HFHead`: the transformers class of each family and its head's
+  layers, which ``core.hf_format`` downloads and imports by), :meth:`TaskType.hf_export_problem` (why a model of
+  its own is no plain checkpoint) and :meth:`TaskType.hf_import_fields` (what an imported model's config adds);
 - training: its default early-stopping ``metric`` and the ``metrics`` it reports, the request fields it reads
   (``request_fields``); options are tied to task types by ``core.options.Opt.task_types``;
 - predictions: the JSON stored per prediction (:meth:`TaskType.prediction_columns`, the ``predictions.result``
   column plus any legacy columns it keeps filled), how a stored row is serialised for the API
   (:meth:`TaskType.prediction_fields`) and exported (:meth:`TaskType.export_layout`), and the SQL condition of a
   ``?label=`` filter (:meth:`TaskType.label_condition`, whose docstring says how it is indexed);
-- evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`);
-- where the built-in text logic does not fit (multiple choice): its own request columns
-  (:meth:`TaskType.check_config`, :meth:`TaskType.config_columns`, :meth:`TaskType.work_per_row`) and classify
-  inputs (:meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`).
+- evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`) and which datasets can give it
+  (:meth:`TaskType.dataset_mismatch`);
+- where the built-in text logic does not fit (question answering, multiple choice): a training request's columns
+  (:meth:`TaskType.resolve_columns`: defaults and checks before any data is read; :meth:`TaskType.dataset_columns`:
+  what a given dataset is read by; :meth:`TaskType.work_per_row`: how many sequences a row becomes) and a classify
+  job's inputs (:meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`).
 """
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 DEFAULT = "text-classification"  # the task type of every request, job, model and prediction that names none
 
 # the modules that register the built-in task types, in the order forms list them
 _BUILT_IN = ("core.task_types.text_classification", "core.task_types.token_classification",
-             "core.task_types.multiple_choice")
+             "core.task_types.question_answering", "core.task_types.multiple_choice")
 
 
 class ExportLayout(Protocol):
@@ -45,6 +51,36 @@ class ExportLayout(Protocol):
     def row(self, prediction: Any) -> dict:
         """One prediction (a row with the columns of ``core.schema.Prediction``) as a dict keyed by
         :attr:`columns`."""
+
+
+@dataclass(frozen=True)
+class HFHead:
+    """How the ``bert`` / ``distilbert`` models of a task type are plain transformers checkpoints, read by
+    ``core.hf_format`` for downloads and imports alike (a family left out has no transformers equivalent).
+
+    ``layers``: per family, the head's linear layers as transformers names them (the platform's are
+    ``head.<name>``), in order, each with its output size: ``"labels"`` (one per label), ``"hidden"`` (the encoder's
+    width) or a number. Every layer reads the encoder's width. ``pooler``: the families whose checkpoint keeps BERT's
+    pooler (a sequence head pools through it; a token head has none). ``dropout_field``: per family, the
+    ``config.json`` field of the head's own dropout (absent: the head uses the encoder's). ``problem_type``: what
+    ``config.json`` says (an import accepts it or none). ``task``: the task name an imported model's labels are
+    stored under. ``head_options``: per family, the head options of an imported model beyond the common ones.
+    ``labels``: the labels every imported model gets, whatever its ``config.json`` says (None: its ``id2label``;
+    multiple choice, whose head has one output, names choice positions).
+    """
+
+    architectures: Mapping[str, str]
+    layers: Mapping[str, Mapping[str, str | int]]
+    pooler: frozenset[str] = frozenset()
+    dropout_field: Mapping[str, str] = field(default_factory=dict)
+    problem_type: str | None = None
+    task: str = "label"
+    head_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    labels: tuple[str, ...] | None = None
+
+    def family_of(self, architecture: str) -> str | None:
+        """The family whose transformers class is ``architecture`` (None: not one of this task type's)."""
+        return next((family for family, name in self.architectures.items() if name == architecture), None)
 
 
 class TaskType:
@@ -63,24 +99,39 @@ class TaskType:
 
     # the model families it trains (None: every family)
     families: ClassVar[tuple[str, ...] | None] = None
+    # how its bert / distilbert models are plain transformers checkpoints (None: never)
+    hf: ClassVar[HFHead | None] = None
+
+    # ------------------------------------------------------------------------------------ Hugging Face checkpoints
+
+    def hf_export_problem(self, config: Mapping[str, Any]) -> str | None:
+        """Why a model of this task type (its ``bertqueue_config.json``), of a family ``hf`` declares, is still no
+        plain transformers checkpoint giving the same results; None when it is one. The family, the encoder and
+        text normalization are checked by ``core.hf_format`` for every task type."""
+        return None
+
+    def hf_import_fields(self, labels: Sequence[str], max_length: int) -> dict[str, Any]:
+        """What the ``bertqueue_config.json`` of an imported checkpoint with ``labels`` (in id order) adds to the
+        fields every model has (``models.io``)."""
+        return {}
 
     # ------------------------------------------------------------------------------------ training data
 
-    def check_config(self, config: Any) -> bool:
-        """Resolve and check the data columns of a training request (``core.options.TrainConfig``, mutable while
-        it is validated) before any data is read; raise ValueError (a 422) for a bad combination. Return True
-        when done, False to leave it to ``core.options``' built-in checks (text and token classification)."""
+    def resolve_columns(self, config: Any) -> bool:
+        """Resolve a training config's data columns for this task type in place (defaults, ``label_columns``) and
+        check them (ValueError: a 422), before any data is read; False leaves it to ``core.options``' own checks
+        (text and token classification)."""
         return False
+
+    def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(text columns, label columns) that training on a dataset with ``columns`` reads (checked to exist before
+        any row is read; a task type whose defaults depend on the dataset resolves them here)."""
+        return config.text_columns(), list(config.label_columns)
 
     def work_per_row(self, config: Any, columns: Sequence[str]) -> int:
         """How many sequences one training row of a dataset with ``columns`` is encoded as, at most (what the
         training-work limit multiplies rows by): 1 unless a task type encodes more."""
         return 1
-
-    def config_columns(self, config: Any) -> list[str] | None:
-        """The dataset columns a training request names (checked to exist before any row is read); None: the
-        built-in ``TrainConfig.text_columns``."""
-        return None
 
     def check_training_rows(self, rows: Any, config: Any, *, known: Mapping[str, set[str]] | None = None
                             ) -> dict[str, Any]:
@@ -136,6 +187,15 @@ class TaskType:
         """Resolve an evaluation request against a model: what each dataset row's truth is (a plan the worker
         reads back from the job's params). ``columns``: the request's columns, and ``dataset_columns`` (the
         dataset's, for a task type whose columns default by what the dataset has)."""
+        raise NotImplementedError
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
+        """Why a dataset cannot give this task type's evaluation data, or None when it can. ``columns``: the
+        dataset's columns; ``list_columns``: those whose every filled cell is a JSON array of strings (a token
+        dataset's tokens and tags: its profile's ``list_stats``, ``core.datasets.Profiler``); ``used``: the columns
+        an evaluation plan reads (empty: judge the dataset as a whole, as the model page's list does);
+        ``model_params``: the model's training params (how it was trained may decide what data fits)."""
         raise NotImplementedError
 
 

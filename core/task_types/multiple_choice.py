@@ -30,11 +30,11 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import TaskType, register
+from . import HFHead, TaskType, register
 
 NAME = "multiple-choice"
 MIN_CHOICES = 2
@@ -391,9 +391,20 @@ class MultipleChoice(TaskType):
     request_fields = frozenset({"context_column", "question_column", "choice_columns", "choices_column",
                                 "label_column", "label_columns"})
     families = ("bert", "distilbert")
+    # BertForMultipleChoice / DistilBertForMultipleChoice: the sequence classifiers' layers with one output (a score
+    # per choice); transformers' config keeps no count of choices, so an imported model names two positions
+    hf = HFHead(
+        architectures={"bert": "BertForMultipleChoice", "distilbert": "DistilBertForMultipleChoice"},
+        layers={"bert": {"classifier": 1}, "distilbert": {"pre_classifier": "hidden", "classifier": 1}},
+        pooler=frozenset({"bert"}),
+        dropout_field={"bert": "classifier_dropout", "distilbert": "seq_classif_dropout"},
+        task=TASK,
+        labels=tuple(positions(2)),
+    )
 
-    def check_config(self, config: Any) -> bool:
-        """The request's columns (see :func:`check_config`); the dataset's own columns are resolved later."""
+    def resolve_columns(self, config: Any) -> bool:
+        """The request's columns (see :func:`check_config`); the dataset's own columns are resolved by
+        :meth:`dataset_columns`."""
         check_config(config)
         return True
 
@@ -409,10 +420,11 @@ class MultipleChoice(TaskType):
             return 1
         return len(layout.choice_columns) if layout.choice_columns is not None else MAX_CHOICES
 
-    def config_columns(self, config: Any) -> list[str]:
-        """The columns a request names explicitly (defaults depend on the dataset: :func:`config_layout`)."""
-        return [c for c in (config.context_column, config.question_column, *(config.choice_columns or ()),
-                            config.choices_column) if c is not None]
+    def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The layout's columns (:func:`config_layout`: defaults by what the dataset has; a 422 naming what does not
+        fit): (context, question and choice columns, [label column])."""
+        layout = config_layout(list(columns), config)
+        return [c for c in layout.columns if c != layout.label_column], [layout.label_column]
 
     def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any],
                                rows: Iterable[Mapping[str, str]] | None = None) -> bool:
@@ -479,6 +491,27 @@ class MultipleChoice(TaskType):
     def export_layout(self, *, model_tasks: Mapping[str, Sequence[str]] | None, model_params: Mapping[str, Any],
                       first: Any | None, with_id: bool, with_pair: bool) -> ChoiceExport:
         return ChoiceExport(with_id=with_id)
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
+        """A multiple-choice dataset resolves the model's layout (:func:`config_layout`; ``used``: a plan's columns,
+        already resolved, whose missing ones the caller names) and holds texts, not token lists, in every column but
+        a ``choices_column`` (whose cells are JSON arrays by design)."""
+        from core.datasets import DatasetError
+
+        params = dict(model_params or {})
+        if used:
+            read = list(used)
+        else:
+            try:
+                read = config_layout(list(columns), params).columns
+            except DatasetError as exc:
+                return exc.message
+        listed = [c for c in read if c in list_columns and c != params.get("choices_column")]
+        if listed:
+            return (f"column {listed[0]!r} holds token lists (JSON arrays of strings); a multiple-choice model reads "
+                    "its context, question and choices as texts")
+        return None
 
     def label_condition(self, session: Any, label: str, model_params: Mapping[str, Any]) -> Any:
         """The rows that picked position ``label`` (``"0"``, ``"1"``, ...; see the module docstring)."""

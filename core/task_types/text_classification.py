@@ -19,11 +19,11 @@ Stored predictions: ``predictions.result`` holds the result JSON above; the olde
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import TaskType, register
+from . import HFHead, TaskType, register
 
 # ---------------------------------------------------------------------------------------------------- label cells
 
@@ -178,6 +178,28 @@ class TextClassification(TaskType):
     default_metric = "macro_f1"
     metrics = ("macro_f1", "accuracy", "micro_f1", "val_loss")
     request_fields = frozenset({"text_column", "text_template", "text_pair_column", "label_column", "label_columns"})
+    # BertForSequenceClassification classifies the pooler's output; DistilBERT's head has a layer of its own first
+    hf = HFHead(
+        architectures={"bert": "BertForSequenceClassification", "distilbert": "DistilBertForSequenceClassification"},
+        layers={"bert": {"classifier": "labels"}, "distilbert": {"pre_classifier": "hidden", "classifier": "labels"}},
+        pooler=frozenset({"bert"}),
+        dropout_field={"bert": "classifier_dropout", "distilbert": "seq_classif_dropout"},
+        problem_type="single_label_classification",
+        task="label",
+        head_options={"bert": {"pooling": "pooler"}},
+    )
+
+    def hf_export_problem(self, config: Mapping[str, Any]) -> str | None:
+        """Exact for one single-label task (bert: pooled by the encoder's pooler, as transformers' head is)."""
+        head = config.get("head") or {}
+        if len(config.get("tasks") or {}) != 1:
+            return "it has several tasks"
+        if head.get("multi_label"):
+            return "it is multi-label (its per-label decision thresholds have no transformers equivalent)"
+        if config.get("family") == "bert" and head.get("pooling") != "pooler":
+            return (f"it pools with {head.get('pooling')!r}: BertForSequenceClassification classifies the encoder's "
+                    "pooler output (pooling 'pooler')")
+        return None
 
     def check_training_rows(self, rows: Any, config: Any, *, known: Mapping[str, set[str]] | None = None
                             ) -> dict[str, Any]:
@@ -242,3 +264,16 @@ class TextClassification(TaskType):
 
         columns.pop("dataset_columns", None)  # its columns are the model's or the request's, whatever the dataset has
         return plan_evaluation(model_family, model_tasks, model_params, **columns)
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
+        """Texts and labels are plain cells: a dataset whose every column holds token lists (a CoNLL upload) or a
+        plan column of token lists is refused."""
+        lists = [c for c in used if c in list_columns]
+        if lists:
+            return (f"column {lists[0]!r} holds token lists (JSON arrays of strings, a token dataset's column); a "
+                    "text-classification model reads texts and labels")
+        if columns and set(columns) <= set(list_columns):
+            return ("it is a token dataset (every column holds token lists); a text-classification model is "
+                    "evaluated on a dataset of texts and labels")
+        return None

@@ -3,7 +3,9 @@
 Training data: rows whose ``tokens_column`` and ``tags_column`` cells (default ``tokens`` / ``tags``) hold JSON arrays
 of strings of equal length -- what a CoNLL upload becomes (``core.datasets``) and what a JSON Lines upload of token
 lists holds. Tags may follow IOB2, IOB1 or BIOES/BILOU (entities are scored as spans: ``core.task_types.tagging``),
-or carry no prefix at all (part-of-speech: scored per token).
+or carry no prefix at all (part-of-speech: scored per token). Or *span data* (:func:`reads_spans`): a
+``text_column`` of raw texts and a ``spans_column`` of character spans (:func:`span_row`), which training and
+evaluation turn into words and IOB2 tags with the model's tokenizer (``ml.token_data.span_sentence``).
 
 Predictions (``ml.token_serving``): a raw text gives ``{"entities": [{"entity_group", "score", "word", "start",
 "end"}]}`` (character offsets into the text); a pre-tokenized sentence gives ``{"tokens", "tags", "scores"}``. The
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from . import TaskType, register
-from .tagging import PLAIN, decode_entities, detect_scheme
+from . import HFHead, TaskType, register
+from .tagging import PLAIN, decode_entities, detect_scheme, entity_types
 
 NAME = "token-classification"
 MAX_TAG_CHARS = 100  # a tag is a short type name (B-creative-work), never a text
@@ -65,6 +67,28 @@ def sentence(row: Mapping[str, str], config: Any, number: int) -> tuple[list[str
     return tokens, tags
 
 
+def reads_spans(columns: Any) -> bool:
+    """Whether token data is raw text with character spans (``spans_column`` set) rather than lists of tokens and
+    tags: the one rule that validation, training and evaluation follow. ``columns``: a ``TrainConfig``, a
+    :class:`TokenEvaluationPlan`, or a job's or model's params (a mapping)."""
+    if isinstance(columns, Mapping):
+        return columns.get("spans_column") is not None
+    return getattr(columns, "spans_column", None) is not None
+
+
+def span_text(cell: str) -> str:
+    """The raw text of a span dataset's text cell: the cell itself, or the ``text`` of a Label Studio ``data``
+    object (a JSON object cell)."""
+    if cell.lstrip().startswith("{"):
+        try:
+            data = json.loads(cell)
+        except ValueError:
+            return cell
+        if isinstance(data, Mapping) and isinstance(data.get("text"), str):
+            return data["text"]
+    return cell
+
+
 def _span(value: Any, text: str, number: int) -> tuple[int, int, str]:
     """One entity span ``{"start", "end", "label"}`` (Label Studio: ``"labels": [label]``), checked against the text."""
     if isinstance(value, Mapping) and "value" in value and isinstance(value["value"], Mapping):
@@ -89,14 +113,7 @@ def span_row(row: Mapping[str, str], config: Any, number: int) -> tuple[str, lis
     """One row of a span dataset as (text, sorted spans), checked: offsets inside the text, a label each, no two
     spans overlapping. The text cell may be a Label Studio ``data`` object (its ``text``); the spans cell a JSON
     array of spans, or Label Studio ``annotations`` (the first annotation's ``result``)."""
-    text = row.get(config.text_column, "")
-    if text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, Mapping) and isinstance(data.get("text"), str):
-            text = data["text"]
+    text = span_text(row.get(config.text_column, ""))
     if "\x00" in text:
         raise _error(f"row {number}: the text holds a NUL character")
     cell = row.get(config.spans_column, "")
@@ -192,42 +209,62 @@ class TokenExport:
 
 @dataclass(frozen=True)
 class TokenEvaluationPlan:
-    """What a token model's evaluate job reads from each row: the tokens and tags columns, and the model's tags
-    (stored in the job's params; ``task_type`` tells the worker which plan to read back)."""
+    """What a token model's evaluate job reads from each row, and the model's tags (stored in the job's params;
+    ``task_type`` tells the worker which plan to read back): the tokens and tags columns, or for span data
+    (:func:`reads_spans`) the text and spans columns."""
 
     tags: list[str]  # the model's tag set, in its order
-    tokens_column: str
-    tags_column: str
+    tokens_column: str | None = None
+    tags_column: str | None = None
+    text_column: str | None = None  # span data: the raw texts
+    spans_column: str | None = None  # span data: each text's character spans
     task_type: str = NAME
 
     def to_params(self) -> dict:
-        return {"tags": list(self.tags), "tokens_column": self.tokens_column, "tags_column": self.tags_column,
-                "task_type": self.task_type}
+        params = {"tags": list(self.tags), "task_type": self.task_type}
+        if reads_spans(self):
+            return {**params, "text_column": self.text_column, "spans_column": self.spans_column}
+        return {**params, "tokens_column": self.tokens_column, "tags_column": self.tags_column}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "TokenEvaluationPlan":
+        if reads_spans(params):
+            return cls(tags=list(params["tags"]), text_column=params["text_column"],
+                       spans_column=params["spans_column"])
         return cls(tags=list(params["tags"]), tokens_column=params["tokens_column"], tags_column=params["tags_column"])
 
     @property
     def columns(self) -> list[str]:
+        if reads_spans(self):
+            return [self.text_column, self.spans_column]
         return [self.tokens_column, self.tags_column]
 
     def sentence(self, row: Mapping[str, str], number: int) -> tuple[list[str], list[str]]:
-        """One row's (tokens, gold tags), checked as training rows are."""
+        """One row's (tokens, gold tags), checked as training rows are (token data only)."""
         return sentence(row, SimpleNamespace(tokens_column=self.tokens_column, tags_column=self.tags_column), number)
 
+    def span_row(self, row: Mapping[str, str], number: int) -> tuple[str, list[tuple[int, int, str]]]:
+        """One row's (text, gold spans), checked as training rows are (span data only)."""
+        return span_row(row, self, number)
+
     def check_labels(self, rows: Iterable[Mapping[str, str]]) -> None:
-        """422 ``unknown_labels`` for tags the model cannot predict (a dataset of another tag set); 422 for bad rows."""
+        """422 ``unknown_labels`` for tags (span data: entity types) the model cannot predict (a dataset of another
+        tag set); 422 for bad rows."""
         from core.evaluation import EvaluationError
 
-        known, unknown = set(self.tags), set()
+        spans = reads_spans(self)
+        known, unknown = set(entity_types(self.tags) if spans else self.tags), set()
         for number, row in enumerate(rows, start=1):
-            unknown.update(tag for tag in self.sentence(row, number)[1] if tag not in known)
+            labels = ([kind for _, _, kind in self.span_row(row, number)[1]] if spans
+                      else self.sentence(row, number)[1])
+            unknown.update(label for label in labels if label not in known)
         if unknown:
             listed = sorted(unknown)[:100]
-            raise EvaluationError("unknown_labels", f"the dataset has tags the model does not know "
+            what = "entity types" if spans else "tags"
+            model_knows = sorted(known) if spans else self.tags
+            raise EvaluationError("unknown_labels", f"the dataset has {what} the model does not know "
                                   f"({', '.join(map(repr, listed[:20]))}); the model knows "
-                                  f"{', '.join(map(repr, self.tags))}", labels=listed)
+                                  f"{', '.join(map(repr, model_knows))}", labels=listed)
 
 
 @register
@@ -243,12 +280,26 @@ class TokenClassification(TaskType):
     request_fields = frozenset({"tokens_column", "tags_column", "text_column", "spans_column", "label_column",
                                 "label_columns"})
     families = ("bert", "distilbert", "bert_lstm")
+    # dropout -> linear on every token, as the platform's token heads (bert_lstm's LSTM has no transformers class);
+    # DistilBertForTokenClassification's dropout is the encoder's own
+    hf = HFHead(
+        architectures={"bert": "BertForTokenClassification", "distilbert": "DistilBertForTokenClassification"},
+        layers={"bert": {"classifier": "labels"}, "distilbert": {"classifier": "labels"}},
+        dropout_field={"bert": "classifier_dropout"},
+        task="tags",
+    )
+
+    def hf_import_fields(self, labels: Sequence[str], max_length: int) -> dict[str, Any]:
+        """The windows' overlap a training request gets by default, and the scheme the tag set follows."""
+        from core.options import TrainConfig  # core.options imports this package
+
+        return {"stride": TrainConfig.model_fields["stride"].default, "scheme": detect_scheme([list(labels)])}
 
     def check_training_rows(self, rows: Iterable[Mapping[str, str]], config: Any, *,
                             known: Mapping[str, set[str]] | None = None) -> dict[str, Counter]:
         """Every row a sentence of tokens and as many tags; at least 2 distinct tags; ``known``: the training
         data's tag set, which a validation dataset's tags must stay within."""
-        if config.spans_column is not None:
+        if reads_spans(config):
             return self._check_span_rows(rows, config, known)
         task = config.tags_column
         counts: Counter = Counter()
@@ -309,7 +360,9 @@ class TokenClassification(TaskType):
                         text_pair_column: str | None = None, label_column: str | None = None,
                         label_columns: list[str] | None = None,
                         dataset_columns: Sequence[str] | None = None) -> TokenEvaluationPlan:
-        """``text_column`` names the tokens column and ``label_column`` the tags column (default: the model's)."""
+        """The data is read as the model was trained: tokens and tags, where ``text_column`` names the tokens column
+        and ``label_column`` the tags column; or, for a model trained on span data, texts and spans, where
+        ``text_column`` names the text column and ``label_column`` the spans column (default: the model's)."""
         from core.evaluation import EvaluationError
 
         params = dict(model_params or {})
@@ -317,12 +370,44 @@ class TokenClassification(TaskType):
             raise EvaluationError("text_pair_mismatch", "a token-classification model takes no text_pair_column")
         if label_columns is not None and len(label_columns) != 1:
             raise EvaluationError("label_columns_mismatch", "a token model is evaluated on one tags column")
-        tags_column = label_column or (label_columns or [None])[0] or params.get("tags_column") or "tags"
+        tags = list(next(iter(model_tasks.values())))
+        label = label_column or (label_columns or [None])[0]
+        if reads_spans(params):
+            text = text_column or params.get("text_column") or "text"
+            spans = label or params["spans_column"]
+            if text == spans:
+                raise EvaluationError("invalid_columns", "the text and spans columns must differ")
+            return TokenEvaluationPlan(tags=tags, text_column=text, spans_column=spans)
+        tags_column = label or params.get("tags_column") or "tags"
         tokens_column = text_column or params.get("tokens_column") or "tokens"
         if tokens_column == tags_column:
             raise EvaluationError("invalid_columns", "the tokens and tags columns must differ")
-        return TokenEvaluationPlan(tags=list(next(iter(model_tasks.values()))), tokens_column=tokens_column,
-                                   tags_column=tags_column)
+        return TokenEvaluationPlan(tags=tags, tokens_column=tokens_column, tags_column=tags_column)
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
+        """A token dataset has at least two columns of token lists (tokens and tags); the plan's columns must be
+        two of them. A model trained on span data (:func:`reads_spans` of ``model_params``) reads a text and a
+        spans column instead: neither may hold token lists, nor may every column of the dataset."""
+        lists = set(list_columns) & set(columns)
+        if reads_spans(model_params or {}):
+            if columns and set(columns) <= lists:
+                return ("it is a token dataset (every column holds token lists); a model trained on span data is "
+                        "evaluated on texts with character spans")
+            listed = [c for c in used if c in lists]
+            if listed:
+                return (f"column {listed[0]!r} holds token lists (JSON arrays of strings); a model trained on span "
+                        "data reads a text column and a column of character spans")
+            return None
+        if len(lists) < 2:
+            return ("it is not a token dataset (a token dataset has a tokens and a tags column of JSON arrays of "
+                    "strings: a CoNLL upload, or JSON Lines of token lists); a token-classification model is "
+                    "evaluated on a token dataset")
+        plain = [c for c in used if c in columns and c not in lists]
+        if plain:
+            return (f"column {plain[0]!r} does not hold token lists (JSON arrays of strings); its token lists are "
+                    f"{', '.join(map(repr, sorted(lists)))}")
+        return None
 
     def label_condition(self, session: Any, label: str, model_params: Mapping[str, Any]) -> Any:
         """The rows with at least one entity of type ``label`` (JSON membership in ``labels``; see the module)."""

@@ -142,3 +142,59 @@ def test_multiple_choice_predictions_print_the_chosen_choice(capsys):
                          "choice": "plays a song.", "scores": [0.2, 0.8], "choices": ["eats it.", "plays a song."]}])
     printed = capsys.readouterr().out
     assert "plays a song." in printed and "0.8" in printed and "eats it." not in printed
+
+
+def test_train_sends_the_spans_column(monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.client import Client
+    from cli.main import main
+
+    bodies: list[dict] = []
+
+    def create_job(self, kind, body):
+        bodies.append(body)
+        return {"id": "j" * 16, "type": kind, "status": "queued", "progress": 0.0}
+
+    monkeypatch.setattr(Client, "create_job", create_job)
+    run = CliRunner()
+    base = ["--url", "http://127.0.0.1:9", "--json", "train", "--dataset", "5"]
+    result = run.invoke(main, [*base, "--spans-column", "annotations", "--text-column", "data"],
+                        env={"BERTQUEUE_TOKEN": None})
+    assert result.exit_code == 0, result.output
+    # the spans imply token classification; no tokens, tags or label columns are sent (the API defaults them)
+    assert bodies[-1] == {"dataset_id": 5, "task_type": "token-classification", "spans_column": "annotations",
+                          "text_column": "data"}
+    # an explicit task type is sent as given: the API judges it (it refuses spans for text classification)
+    result = run.invoke(main, [*base, "--spans-column", "entities", "--task-type", "text-classification"],
+                        env={"BERTQUEUE_TOKEN": None})
+    assert result.exit_code == 0, result.output
+    assert bodies[-1] == {"dataset_id": 5, "task_type": "text-classification", "spans_column": "entities"}
+    result = run.invoke(main, [*base, "--task-type", "token-classification", "--tokens-column", "words"],
+                        env={"BERTQUEUE_TOKEN": None})
+    assert result.exit_code == 0, result.output
+    assert bodies[-1] == {"dataset_id": 5, "task_type": "token-classification", "tokens_column": "words"}
+    assert "--spans-column" in run.invoke(main, ["train", "--help"]).output
+
+
+def test_qa_predictions_print_the_best_answer_per_question(capsys):
+    from cli import output
+
+    output.predictions([{"index": 0, "text": "where?", "text_pair": "in Paris", "question": "where?",
+                         "answer": "Paris", "score": 0.93, "start": 3, "end": 8},
+                        {"index": 1, "text": "who?", "text_pair": "in Paris", "question": "who?", "answer": "",
+                         "score": 0.7, "start": 0, "end": 0}])
+    printed = capsys.readouterr().out
+    assert "Paris" in printed and "3-8" in printed and "(no answer)" in printed
+
+
+def test_questions_need_one_context_each(monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("BERTQUEUE_TOKEN", "bq_" + "x" * 20)
+    result = CliRunner().invoke(main, ["classify", "-m", "1", "-q", "where?", "-q", "who?", "-c", "in Paris"])
+    assert result.exit_code == 2 and "one --context per --question" in result.output
+    result = CliRunner().invoke(main, ["classify", "-m", "1", "-q", "where?", "-c", "in Paris", "-t", "text"])
+    assert result.exit_code == 2 and "exactly one of them" in result.output

@@ -123,25 +123,95 @@ def test_hf_config_and_names():
         hf_format.hf_weight_names("bert", ["head.lstm.weight"])
 
 
+@pytest.mark.parametrize("task_type", ["text-classification", "token-classification"])
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
-def test_expected_shapes_are_transformers_own(family):
+def test_expected_shapes_are_transformers_own(family, task_type):
     """The parameter list an import checks against is exactly what transformers' class has (so a real checkpoint
-    passes and a tampered one does not)."""
-    from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
-                              DistilBertForSequenceClassification)
+    passes and a tampered one does not), for every task type's class; the class names its task type back."""
+    import transformers
+    from transformers import BertConfig, DistilBertConfig
+
+    from core import task_types
 
     if family == "bert":
         config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
                             intermediate_size=12, max_position_embeddings=16, num_labels=3)
-        model = BertForSequenceClassification(config)
     else:
         config = DistilBertConfig(vocab_size=50, dim=8, n_layers=2, n_heads=2, hidden_dim=12,
                                   max_position_embeddings=16, num_labels=3)
-        model = DistilBertForSequenceClassification(config)
+    architecture = task_types.get(task_type).hf.architectures[family]
+    model = getattr(transformers, architecture)(config)
     actual = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("position_ids")}
     encoder = hf_format.import_encoder_config(family, config.to_dict())
-    assert hf_format.expected_hf_shapes(family, encoder, 3) == actual
-    assert hf_format.import_family(config.to_dict() | {"architectures": [type(model).__name__]}) == family
+    assert hf_format.expected_hf_shapes(family, encoder, 3, task_type) == actual
+    assert hf_format.import_architecture(config.to_dict() | {"architectures": [architecture]}) == (task_type, family)
+
+
+def test_every_declared_architecture_is_one_task_type_s():
+    """Each transformers class an import accepts names one task type and one family (with its head's layers)."""
+    from core import task_types
+
+    seen = {}
+    for name in task_types.names():
+        head = task_types.get(name).hf
+        for family, architecture in (head.architectures.items() if head else ()):
+            assert architecture not in seen and family in hf_format.ENCODER_PREFIXES and head.layers[family]
+            seen[architecture] = name
+    assert seen["BertForTokenClassification"] == "token-classification"
+
+
+def _token(family="bert", **changes):
+    return _platform(family, **{"task_type": "token-classification", "format_version": 3,
+                                "tasks": {"tags": ["O", "B-per", "I-per"]}, "head": {"dropout": 0.3}, **changes})
+
+
+def test_token_models_export_as_token_classifiers():
+    assert hf_format.hf_export_problem(_token()) is None and hf_format.hf_export_problem(_token("distilbert")) is None
+    assert "'bert_lstm' family has no transformers equivalent for token-classification" in \
+        hf_format.hf_export_problem(_token("bert_lstm"))
+    assert "roberta" in hf_format.hf_export_problem(_token(model_type="roberta"))
+    config = hf_format.hf_config(_token())
+    assert config["architectures"] == ["BertForTokenClassification"] and "problem_type" not in config
+    assert config["id2label"] == {"0": "O", "1": "B-per", "2": "I-per"} and config["classifier_dropout"] == 0.3
+    distil = hf_format.hf_config(_token("distilbert"))  # its head takes the encoder's dropout: none of its own
+    assert distil["architectures"] == ["DistilBertForTokenClassification"] and "seq_classif_dropout" not in distil
+    assert hf_format.hf_weight_names("bert", ["encoder.x.weight", "head.classifier.bias"], "token-classification") \
+        == {"bert.x.weight": "encoder.x.weight", "classifier.bias": "head.classifier.bias"}
+    with pytest.raises(CheckpointError):  # a token head has no pre_classifier
+        hf_format.hf_weight_names("distilbert", ["head.pre_classifier.bias"], "token-classification")
+
+
+def test_imported_token_checkpoint_config():
+    config = {**BERT, "architectures": ["BertForTokenClassification"],
+              "id2label": {"0": "O", "1": "B-PER", "2": "I-PER", "3": "B-LOC", "4": "I-LOC"}}
+    task_type, family = hf_format.import_architecture(config)
+    labels = hf_format.import_labels(config, task_type)
+    encoder = hf_format.import_encoder_config(family, config)
+    platform = hf_format.platform_config(family, encoder, labels, max_length=64, metadata={}, task_type=task_type)
+    assert (platform["format_version"], platform["task_type"], platform["scheme"]) == (3, "token-classification",
+                                                                                      "IOB2")
+    assert platform["tasks"] == {"tags": labels} and platform["stride"] == 32  # a training request's default
+    assert platform["head"] == {"dropout": 0.1, "freeze_encoder": False, "multi_label": False,
+                                "label_smoothing": 0.0}  # no pooling option: a token head reads every token
+    plain = hf_format.platform_config(family, encoder, ["O", "NOUN", "VERB"], max_length=64, metadata={},
+                                      task_type=task_type)
+    assert plain["scheme"] == "plain"
+    with pytest.raises(CheckpointError) as caught:  # a token classifier has no problem_type
+        hf_format.import_labels({**config, "problem_type": "single_label_classification"}, task_type)
+    assert caught.value.code == "unsupported_architecture"
+
+
+@pytest.mark.parametrize("task_type", ["text-classification", "token-classification"])
+def test_id2label_must_name_one_label_per_classifier_output(tmp_path, task_type):
+    import torch
+
+    weights = {"classifier.weight": torch.zeros(5, 8), "classifier.bias": torch.zeros(5)}
+    path = _save(tmp_path / "w.safetensors", weights)
+    header = hf_format.read_header(path)
+    hf_format.check_label_count("bert", header, 5, task_type)
+    with pytest.raises(CheckpointError) as caught:
+        hf_format.check_label_count("bert", header, 3, task_type)
+    assert caught.value.code == "labels_mismatch" and "3 labels" in caught.value.message
 
 
 BERT = {"architectures": ["BertForSequenceClassification"], "model_type": "bert", "vocab_size": 50,
@@ -173,8 +243,8 @@ BERT = {"architectures": ["BertForSequenceClassification"], "model_type": "bert"
 def test_imported_configs_are_validated(change, code):
     config = {**BERT, **change}
     with pytest.raises(CheckpointError) as caught:
-        family = hf_format.import_family(config)
-        hf_format.import_labels(config)
+        task_type, family = hf_format.import_architecture(config)
+        hf_format.import_labels(config, task_type)
         hf_format.import_encoder_config(family, config)
     assert caught.value.code == code
 

@@ -1,6 +1,7 @@
 """Token classification in headless Chromium (tests/web/test_browser.py's server and login): the train form's task
 type switches the data fields and options, a token job's form posts its tokens and tags columns, the classify page
-shows the aggregation strategy for token models only, and an entity mark shows its type and score on hover."""
+shows the aggregation strategy for token models only, and an entity mark shows its type and score on hover; the
+token data switch (tokens + tags, or text + spans) follows the dataset and posts a spans job."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +11,7 @@ from core.schema import Job
 
 from . import factories as f
 from .test_browser import browser, server, wait, web_user  # noqa: F401  (fixtures)
+from .test_span_train_form import SPAN_CSV
 from .test_token_pages import TOKEN_CSV, token_job, token_model
 
 pytestmark = [pytest.mark.browser]
@@ -64,6 +66,48 @@ def test_train_form_switches_to_token_classification(browser, server, web_user):
     assert not browser.find_element(By.ID, "field-tokens_column").is_displayed()
 
 
+def test_train_form_switches_to_span_data(browser, server, web_user):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    tokens_id = f.make_dataset(TOKEN_CSV, name="ner", owner_id=web_user.id)
+    spans_id = f.make_dataset(SPAN_CSV, name="spans", owner_id=web_user.id)
+    browser.get(f"{server}/train?task_type=token-classification&dataset_id={tokens_id}")
+    token_data = Select(browser.find_element(By.ID, "token_data"))
+    fields = {name: browser.find_element(By.ID, f"field-{name}")
+              for name in ("tokens_column", "tags_column", "spans_column", "text_column", "token_data")}
+
+    def shown():
+        return {name for name, el in fields.items() if el.is_displayed()}
+
+    assert shown() == {"token_data", "tokens_column", "tags_column"}
+    # another dataset: its columns are span data's, so the switch follows and the spans and text columns show
+    Select(browser.find_element(By.ID, "dataset_id")).select_by_value(str(spans_id))
+    wait(browser, lambda d: shown() == {"token_data", "spans_column", "text_column"})
+    assert token_data.first_selected_option.get_attribute("value") == "spans"
+    assert Select(browser.find_element(By.ID, "spans_column")).first_selected_option.get_attribute("value") == \
+        "entities"
+    assert Select(browser.find_element(By.ID, "text_column")).first_selected_option.get_attribute("value") == "text"
+    # switched by hand, and back
+    token_data.select_by_value("tokens")
+    assert shown() == {"token_data", "tokens_column", "tags_column"}
+    token_data.select_by_value("spans")
+    assert shown() == {"token_data", "spans_column", "text_column"}
+    # text classification hides the switch and the spans column, shows the text column
+    task_type = Select(browser.find_element(By.ID, "task_type"))
+    task_type.select_by_value("text-classification")
+    assert shown() == {"text_column"}
+    task_type.select_by_value("token-classification")
+
+    browser.find_element(By.CSS_SELECTOR, "#train-form button[type=submit]").click()
+    wait(browser, lambda d: "/jobs/" in d.current_url)
+    with db.session() as session:
+        params = session.get(Job, browser.current_url.rsplit("/", 1)[1]).params
+    assert params["task_type"] == "token-classification" and params["dataset_id"] == spans_id
+    assert params["spans_column"] == "entities" and params["text_column"] == "text"
+    assert params["tokens_column"] is None
+
+
 def test_entity_marks_show_their_score_on_hover(browser, server, web_user, tmp_path):  # noqa: F811
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -97,3 +141,13 @@ def test_entity_marks_show_their_score_on_hover(browser, server, web_user, tmp_p
     wait(browser, lambda d: strategy.is_displayed())
     assert not browser.find_element(By.ID, "field-text_pairs").is_displayed()
     assert Select(browser.find_element(By.ID, "aggregation_strategy")).first_selected_option.text == "first"
+    # the pre-tokenized mode: for the token model only; checked, the aggregation strategy (which it skips) hides
+    pretokenized_field = browser.find_element(By.ID, "field-pretokenized")
+    assert pretokenized_field.is_displayed()
+    browser.find_element(By.ID, "pretokenized").click()
+    wait(browser, lambda d: not strategy.is_displayed())
+    assert browser.find_element(By.ID, "texts").get_attribute("placeholder").startswith("One sentence per line")
+    model.select_by_value(str(text_model))  # a text model takes no tokens: hidden and unchecked
+    wait(browser, lambda d: not pretokenized_field.is_displayed())
+    assert not browser.find_element(By.ID, "pretokenized").is_selected()
+    assert browser.find_element(By.ID, "texts").get_attribute("placeholder") == "One text per line"

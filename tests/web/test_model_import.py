@@ -189,6 +189,8 @@ REFUSALS = {
                                                                                intermediate_size=48)},
                                     [], 422, "invalid_weights"),
     "config not JSON": (lambda f: f | {"config.json": b"{nope"}, [], 422, "invalid_checkpoint"),
+    "id2label not fitting the classifier": (lambda f: f | {"config.json": _config_with(
+        f["config.json"], id2label={"0": "a", "1": "b"}, label2id={"a": 0, "b": 1})}, [], 422, "labels_mismatch"),
     "custom tokenizer code": (lambda f: f | {"tokenizer_config.json": _config_with(
         f["tokenizer_config.json"], auto_map={"AutoTokenizer": ["x.Tok", None]})}, [], 422, "unsupported_tokenizer"),
     "zip bomb": (lambda f: f | {"notes.txt": b"\0" * (40 * 1024 * 1024)}, [], 413, "archive_too_large"),

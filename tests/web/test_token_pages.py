@@ -67,7 +67,7 @@ def test_train_form_offers_the_task_types(client):
     assert '<option selected value="tokens">' in tokens and '<option selected value="tags">' in tags
     assert '<option value="note">' in tokens
     # the text fields carry text-only, the token fields token-only (train.js hides the others)
-    assert re.search(r'class="field token-only\s*" id="field-tokens_column"', page)
+    assert re.search(r'class="field token-only tokens-data\s*" id="field-tokens_column"', page)
     assert re.search(r'class="field single-column text-only\s*" id="field-label_column"', page)
     # options say the task types they apply to, like their families
     assert re.search(r'id="field-stride" data-families="[^"]+" data-task-types="token-classification"', page)

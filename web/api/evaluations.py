@@ -31,7 +31,9 @@ EVALUATE_DESCRIPTION = (
         409: "the model was deleted (model_deleted)",
         422: "invalid body (model_id and model both or neither given, a model reference that is not NAME or "
         "NAME:VERSION, ...); label columns that do not fit the model (label_columns_mismatch), a pair column for a "
-        "model of single texts (text_pair_mismatch), a column the dataset lacks (unknown_column), labels the model "
+        "model of single texts (text_pair_mismatch), a dataset of the other task type (dataset_task_mismatch: a "
+        "dataset of texts for a token model, a token dataset or a column of token lists for a text model), a "
+        "column the dataset lacks (unknown_column), labels the model "
         "does not know (unknown_labels; error.labels lists them) or a 0/1 column holding something else "
         "(invalid_label)",
     },

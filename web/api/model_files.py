@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Response, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
+from core import hf_format
+
 from .. import model_files, schemas
 from ..auth import current
 from ..queries import UploadedFile
@@ -30,7 +32,10 @@ class ModelImportUpload(BaseModel):
     description="Single-label `bert` models that pool through the encoder's pooler and `distilbert` models "
     "download as a plain Hugging Face checkpoint: `AutoModelForSequenceClassification.from_pretrained(folder)` and "
     "`AutoTokenizer.from_pretrained(folder)` load the unzipped folder with no custom code and give the platform's "
-    "probabilities. Other models download in the platform's own format; their README.md says how to load them.",
+    "probabilities. Token-classification `bert` and `distilbert` models download as `BertForTokenClassification` / "
+    "`DistilBertForTokenClassification`: `pipeline(\"token-classification\", model=folder, "
+    "aggregation_strategy=\"first\")` gives the platform's entities. Other models download in the platform's own "
+    "format; their README.md (whose metadata names the Hugging Face `pipeline_tag`) says how to load them.",
     responses={
         200: Answer("the zip", model=None, content=ZIP,
                     headers={"Content-Disposition": 'attachment; filename="<name>-v<version>.zip"'}),
@@ -45,9 +50,11 @@ def download_model(model_id: int):
 
 @bp.post("/api/v1/models/import")
 @documented(
-    "Import a Hugging Face sequence-classification checkpoint (BERT or DistilBERT, safetensors weights) as a model",
-    description="The labels come from the checkpoint's `id2label`. The model then classifies and evaluates like a "
-    "trained one (family `bert` pooling through the pooler, or `distilbert`). Zips up to MAX_MODEL_UPLOAD_MB.",
+    "Import a Hugging Face sequence- or token-classification checkpoint (BERT or DistilBERT, safetensors weights)",
+    description="The class in config.json's `architectures` names the task type and family "
+    f"({', '.join(hf_format.importable_architectures())}); the labels come from the checkpoint's `id2label`, "
+    "which must name one label per output of the classifier (422 labels_mismatch). The model then classifies (or "
+    "tags) and evaluates like a trained one. Zips up to MAX_MODEL_UPLOAD_MB.",
     form=ModelImportUpload,
     responses={
         201: Answer("imported", schemas.Model, headers={"Location": "the model"}),
@@ -55,10 +62,11 @@ def download_model(model_id: int):
         409: "another import or training took the name's next version meanwhile (version_conflict): try again",
         413: "larger than MAX_MODEL_UPLOAD_MB (payload_too_large), or inflating too much: a zip bomb "
         "(archive_too_large)",
-        422: "pickled weights (pickle_weights_refused), an architecture other than BertForSequenceClassification or "
-        "DistilBertForSequenceClassification (unsupported_architecture), unsafe entries: absolute or '..' paths, "
-        "links, devices (unsafe_archive), missing config, weights or tokenizer (incomplete_checkpoint), sharded "
-        "weights (sharded_checkpoint), a bad config.json or token ids past the embeddings (invalid_checkpoint), "
+        422: "pickled weights (pickle_weights_refused), an architecture no task type imports "
+        "(unsupported_architecture), id2label not fitting the classifier (labels_mismatch), unsafe entries: "
+        "absolute or '..' paths, links, devices (unsafe_archive), missing config, weights or tokenizer "
+        "(incomplete_checkpoint), sharded weights (sharded_checkpoint), a bad config.json or token ids past the "
+        "embeddings (invalid_checkpoint), "
         "weights that do not match it (invalid_weights), a tokenizer needing custom code or with special tokens "
         "outside its vocabulary (unsupported_tokenizer), a bad name (validation_error), a model past the "
         "MAX_MODEL_* caps: layers, hidden size, vocabulary, positions, parameters (model_too_large)",

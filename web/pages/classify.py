@@ -16,6 +16,7 @@ from .filters import query_int
 from .forms_support import apply_error
 
 TOKEN_CLASSIFICATION = "token-classification"
+QUESTION_ANSWERING = "question-answering"
 NO_DATASET = "— none: classify the texts above —"
 NO_ID_COLUMN = "— none —"
 AS_TRAINED = "— as the model was trained —"  # its text column, or its text_template
@@ -54,20 +55,23 @@ def classify():
     token_models = [m["id"] for m in models if m.get("task_type") == TOKEN_CLASSIFICATION]
     choice_models = [m["id"] for m in models if m.get("task_type") == MULTIPLE_CHOICE]
     form.choice_models = tuple(choice_models)
+    qa_models = [m["id"] for m in models if m.get("task_type") == QUESTION_ANSWERING]
     general: list[str] = []
     if form.validate_on_submit():
         try:
-            data = form.to_request_data(token_model=form.model_id.data in token_models)
+            data = form.to_request_data(token_model=form.model_id.data in token_models,
+                                        qa_model=form.model_id.data in qa_models)
             job = services.start_classification(current(), services.validate(ClassifyRequest, data))
         except ApiError as exc:
-            apply_error(form, exc, general, aliases={"pairs": "text_pairs", "choice_questions": "choices"})
+            apply_error(form, exc, general, aliases={"pairs": "text_pairs", "tokens": "texts", "questions": "texts",
+                                                     "choice_questions": "choices"})
         else:
             flash(_queued_message(job, datasets), "ok")
             return redirect(url_for(".job", job_id=job["id"]))
     general.extend(form.form_errors)
     status = 400 if request.method == "POST" else 200
     return render_template("classify.html", form=form, models=models, datasets=datasets, general_errors=general,
-                           token_models=token_models, choice_models=choice_models), status
+                           token_models=token_models, qa_models=qa_models, choice_models=choice_models), status
 
 
 def _queued_message(job: dict, datasets: list[dict]) -> str:

@@ -7,6 +7,8 @@ from flask_wtf.file import FileField, FileRequired
 from wtforms import StringField
 from wtforms.validators import Length, Optional
 
+from core import hf_format
+
 from .. import context, model_files
 from ..auth import current
 from . import bp
@@ -30,4 +32,5 @@ def model_import():
         return redirect(url_for(".model", model_id=model["id"]))
     status = 400 if request.method == "POST" else 200
     limit_mb = context.settings().max_model_upload_mb
-    return render_template("model_import.html", form=form, general_errors=general, limit_mb=limit_mb), status
+    return render_template("model_import.html", form=form, general_errors=general, limit_mb=limit_mb,
+                           architectures=list(hf_format.importable_architectures())), status

@@ -4,11 +4,12 @@ from __future__ import annotations
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 
 from core.specs import EvaluateRequest
+from core.task_types.token_classification import reads_spans
 
 from .. import model_files, services
 from ..auth import current
 from ..errors import ApiError
-from ..forms import DeleteModelForm, EvaluateForm, choices
+from ..forms import TOKEN_CLASSIFICATION, DeleteModelForm, EvaluateForm, choices
 from . import bp
 from .forms_support import apply_error
 
@@ -22,11 +23,14 @@ def models():
 
 @bp.route("/models/<int:model_id>", methods=["GET", "POST"])
 def model(model_id: int):
-    """A model's facts and metrics, its recent jobs, a form to evaluate it on a labelled dataset, a download link
-    and a delete button; a deleted model's page says so and offers no actions."""
+    """A model's facts and metrics, its recent jobs, a form to evaluate it on a labelled dataset of its task type, a
+    download link and a delete button; a deleted model's page says so and offers no actions."""
     info = services.get_model(current(), model_id)
-    datasets, _ = services.list_datasets(current(), limit=1000)
+    # only the datasets that fit the model's task type: token datasets for a token model, texts for the others
+    datasets = services.evaluation_datasets(current(), info["task_type"], model_params=info["params"])
     form = EvaluateForm()
+    if info["task_type"] == TOKEN_CLASSIFICATION:
+        form.for_token_model(spans=reads_spans(info["params"] or {}))
     form.dataset_id.choices = choices((d["id"], f"{d['name']} (#{d['id']}, {d['rows']} rows)") for d in datasets)
     general: list[str] = []
     if form.validate_on_submit():

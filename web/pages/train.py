@@ -17,7 +17,22 @@ from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
 LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "category", "target")
 TOKENS_COLUMN_NAMES = ("tokens", "words")
 TAGS_COLUMN_NAMES = ("tags", "ner_tags", "labels", "pos_tags")
-CONTEXT_COLUMN_NAMES = ("context", "sent1", "startphrase", "text")
+# question answering's and multiple choice's context column (SWAG's: sent1; swag's "regular" CSV: startphrase)
+CONTEXT_COLUMN_NAMES = ("context", "sent1", "startphrase")
+# span data: JSON Lines "entities" / "spans", a Label Studio export's "annotations" (its text column is "data");
+# these three name span columns only, where "label" is as often a text dataset's class
+SPAN_DATA_COLUMN_NAMES = ("entities", "spans", "annotations")
+SPANS_COLUMN_NAMES = (*SPAN_DATA_COLUMN_NAMES, "label")
+SPANS_TEXT_COLUMN_NAMES = (*TEXT_COLUMN_NAMES, "data")
+
+
+def guess_token_data(columns: list[str]) -> str:
+    """The token data a dataset of ``columns`` likely holds: "spans" when a column is named as span data's are and
+    none as a tokens column, else "tokens"."""
+    lowered = {c.lower() for c in columns}
+    if lowered.isdisjoint(TOKENS_COLUMN_NAMES) and not lowered.isdisjoint(SPAN_DATA_COLUMN_NAMES):
+        return "spans"
+    return "tokens"
 
 
 def task_type_info() -> dict:
@@ -45,11 +60,11 @@ def train():
     selected = next((d for d in datasets if d["id"] == form.dataset_id.data), datasets[0] if datasets else None)
     columns = services.dataset_columns(current(), selected) if selected else []
     for field in (form.text_column, form.label_column, form.label_columns, form.tokens_column, form.tags_column,
-                  form.context_column):
+                  form.spans_column):
         field.choices = choices((c, c) for c in columns)
     form.text_pair_column.choices = choices([("", "none (single texts)"), *((c, c) for c in columns)])
-    form.question_column.choices = choices([("", "default: \"question\" when the dataset has it"),
-                                            *((c, c) for c in columns)])
+    for field in (form.question_column, form.context_column, form.answers_column):
+        field.choices = choices([("", "default"), *((c, c) for c in columns)])
     form.choices_column.choices = choices([("", "the ending0, ending1, ... columns"),
                                            *((c, f"{c} (a JSON array per row)") for c in columns)])
     form.validation_dataset_id.choices = choices(
@@ -61,7 +76,14 @@ def train():
         form.label_column.data = guess_column(columns, LABEL_COLUMN_NAMES, 1)
         form.tokens_column.data = guess_column(columns, TOKENS_COLUMN_NAMES, 0)
         form.tags_column.data = guess_column(columns, TAGS_COLUMN_NAMES, 1)
-        form.context_column.data = guess_column(columns, CONTEXT_COLUMN_NAMES, 0)
+        form.token_data.data = guess_token_data(columns)
+        form.spans_column.data = guess_column(columns, SPANS_COLUMN_NAMES, 1)
+        if form.token_data.data == "spans":
+            form.text_column.data = guess_column(columns, SPANS_TEXT_COLUMN_NAMES, 0)
+        for field, name in ((form.question_column, "question"), (form.answers_column, "answers")):
+            field.data = name if name in columns else ""
+        # "" (default) leaves the context to the server's defaults; a SWAG file's is sent1
+        form.context_column.data = next((c for c in CONTEXT_COLUMN_NAMES if c in columns), "")
 
     general: list[str] = []
     if form.validate_on_submit():
@@ -74,4 +96,11 @@ def train():
             return redirect(url_for(".job", job_id=job["id"]))
     status = 400 if request.method == "POST" else 200
     return render_template("train.html", form=form, datasets=datasets, general_errors=general,
-                           task_type_info=task_type_info()), status
+                           task_type_info=task_type_info(), column_names=column_names()), status
+
+
+def column_names() -> dict:
+    """The column names train.js guesses from when the dataset changes (the same as this page's)."""
+    return {"text": TEXT_COLUMN_NAMES, "label": LABEL_COLUMN_NAMES, "tokens": TOKENS_COLUMN_NAMES,
+            "tags": TAGS_COLUMN_NAMES, "spans": SPANS_COLUMN_NAMES, "spans_text": SPANS_TEXT_COLUMN_NAMES,
+            "context": CONTEXT_COLUMN_NAMES, "span_data": SPAN_DATA_COLUMN_NAMES}

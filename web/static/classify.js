@@ -52,20 +52,39 @@
   var model = form.querySelector("#model_id");
   var pairModels = JSON.parse(script.dataset.pairModels || "[]").map(String);
   var pairBox = form.querySelector("#text_pairs");
+  // question-answering models: the texts are questions, the second texts their contexts (line by line)
+  var qaModels = JSON.parse(script.dataset.qaModels || "[]").map(String);
+  var textsBox = form.querySelector("#texts");
+  var placeholders = [textsBox ? textsBox.placeholder : "", pairBox ? pairBox.placeholder : ""];
   function showPairs() {
-    var pairs = model && pairModels.indexOf(model.value) >= 0;
+    var qa = model && qaModels.indexOf(model.value) >= 0;
+    var pairs = qa || (model && pairModels.indexOf(model.value) >= 0);
     form.querySelectorAll(".pair-only").forEach(function (el) {
       el.hidden = !pairs && !(pairBox && pairBox.value.trim());  // never hide what the user typed
     });
+    if (textsBox) textsBox.placeholder = qa ? "One question per line" : placeholders[0];
+    if (pairBox) pairBox.placeholder = qa ? "The context of each question, one per line" : placeholders[1];
   }
   if (model) { model.addEventListener("change", showPairs); showPairs(); }
 
-  // the aggregation strategy only for token-classification models
+  // the aggregation strategy and the pre-tokenized mode only for token-classification models; pre-tokenized
+  // lines are tagged word by word (the API's "tokens"), so no aggregation strategy applies to them
   var tokenModels = JSON.parse(script.dataset.tokenModels || "[]").map(String);
+  var pretokenized = form.querySelector("#pretokenized");
+  var texts = form.querySelector("#texts");
+  var textsPlaceholder = texts ? texts.placeholder : "";
   function showTokenFields() {
     var token = model && tokenModels.indexOf(model.value) >= 0;
     form.querySelectorAll(".token-only").forEach(function (el) { el.hidden = !token; });
+    if (!pretokenized) return;
+    if (!token) pretokenized.checked = false;  // a text model takes no tokens (the server would refuse them)
+    var strategy = form.querySelector("#field-aggregation_strategy");
+    if (strategy && token) strategy.hidden = pretokenized.checked;
+    if (texts) {
+      texts.placeholder = pretokenized.checked ? "One sentence per line, tokens separated by spaces" : textsPlaceholder;
+    }
   }
+  if (pretokenized) pretokenized.addEventListener("change", showTokenFields);
   if (model) { model.addEventListener("change", showTokenFields); showTokenFields(); }
 
   // a multiple-choice model takes a context and choices instead of texts

@@ -21,6 +21,7 @@ from core.schema import Dataset, JobType
 from core.specs import ClassifyRequest
 from core.task_types import TaskType
 from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
+from ml.backend import InputError
 from ml.batching import RequestCancelled
 
 from .. import text_classification as tc
@@ -59,7 +60,7 @@ class ClassificationJob(JobHandler):
         work.run(lease)
 
     def failure_message(self, exc: Exception) -> str | None:
-        return str(exc) if isinstance(exc, (LookupError, DatasetError)) else None
+        return str(exc) if isinstance(exc, (LookupError, DatasetError, InputError)) else None
 
 
 def run_classification(job_id: str) -> None:
@@ -78,9 +79,9 @@ class ClassifyWork:
         self.job_id, self.request, self.artifact_dir, self.quantize = job_id, request, artifact_dir, quantize
         self.task_type = task_type  # the model's: it shapes the stored predictions
         self.model_params = model_params or {}  # how the model was trained: the columns a task type reads
-        # how the backend reads results: a token model's aggregation_strategy (none given: the backend's default)
-        strategy = request.aggregation_strategy
-        self.result_options = {"aggregation_strategy": strategy} if strategy is not None else {}
+        # how the backend reads results: a token model's aggregation_strategy, a QA model's top_k and
+        # max_answer_length (none given: the backend's defaults)
+        self.result_options = request.result_options()
         self.done, self.dataset, self.total = done, dataset, total
         self.labels = tc.LabelCounts()  # of the rows this attempt stored
         self.classified = self.chunks_stored = 0  # rows / chunks this attempt stored

@@ -19,9 +19,12 @@ from core.db import db
 from core.evaluation import EvaluationError, EvaluationPlan
 from core.task_types.multiple_choice import NAME as MULTIPLE_CHOICE
 from core.task_types.multiple_choice import ChoiceEvaluationPlan
+from core.task_types.question_answering import NAME as QUESTION_ANSWERING
+from core.task_types.question_answering import QAEvaluationPlan
 from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
 from core.task_types.token_classification import TokenEvaluationPlan
 from core.schema import Dataset, Job, JobType
+from ml.backend import InputError
 from ml.batching import RequestCancelled
 from ml.config import TrainingCancelled
 
@@ -67,7 +70,7 @@ class EvaluationJob(JobHandler):
     def failure_message(self, exc: Exception) -> str | None:
         if isinstance(exc, EvaluationError):
             return exc.message
-        if isinstance(exc, (LookupError, DatasetError)):
+        if isinstance(exc, (LookupError, DatasetError, InputError)):
             return str(exc)
         return None
 
@@ -78,12 +81,14 @@ def run_evaluation(job_id: str) -> None:
 
 
 def _plan(params: dict):
-    """The evaluation plan stored in a job's params: a token or multiple-choice model's (``task_type`` recorded),
-    else text classification's."""
+    """The evaluation plan stored in a job's params: a token, question-answering or multiple-choice model's
+    (``task_type`` recorded), else text classification's."""
     if params.get("task_type") == TOKEN_CLASSIFICATION:
         return TokenEvaluationPlan.from_params(params)
     if params.get("task_type") == MULTIPLE_CHOICE:
         return ChoiceEvaluationPlan.from_params(params)
+    if params.get("task_type") == QUESTION_ANSWERING:
+        return QAEvaluationPlan.from_params(params)
     return EvaluationPlan.from_params(params)
 
 
@@ -101,8 +106,8 @@ def _read_evaluation(session, job_id: str) -> EvaluationWork:
                           dataset.content, dataset.format)
 
 
-def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | ChoiceEvaluationPlan, artifact_dir: str, quantize: bool,
-              rows: Iterable[dict], lease: Lease) -> dict:
+def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | QAEvaluationPlan | ChoiceEvaluationPlan, artifact_dir: str,
+              quantize: bool, rows: Iterable[dict], lease: Lease) -> dict:
     """The metrics of the model at ``artifact_dir`` on ``rows``, predicted chunk by chunk under ``lease``."""
     from ml.evaluation import evaluate_rows  # lazily: importing worker.tasks stays light
 
@@ -111,7 +116,17 @@ def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | ChoiceEvaluationPlan,
     if isinstance(plan, TokenEvaluationPlan):
         from ml.token_evaluation import evaluate_sentences
 
+        # span data becomes words with the model's own tokenizer, as its training data did
         metrics = evaluate_sentences(rows, plan, lambda sentences: submit(predictor, sentences, None, lease)(),
+                                     tokenizer=predictor.tokenizer, progress=lease.progress,
+                                     should_stop=lease.should_stop)
+        metrics.update(seconds=round(time.monotonic() - started, 3), device=device(), quantized=quantize)
+        return metrics
+    if isinstance(plan, QAEvaluationPlan):
+        from ml.qa_evaluation import evaluate_questions
+
+        metrics = evaluate_questions(rows, plan, lambda questions, contexts: submit(predictor, questions, contexts,
+                                                                                    lease)(),
                                      progress=lease.progress, should_stop=lease.should_stop)
         metrics.update(seconds=round(time.monotonic() - started, 3), device=device(), quantized=quantize)
         return metrics

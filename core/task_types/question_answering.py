@@ -1,0 +1,468 @@
+"""Extractive question answering (SQuAD style): a question and a context in, a span of the context out.
+
+Training data (every shape becomes :class:`Example` through :func:`read_examples`):
+
+- rows with a context, a question and ``answers`` (``context_column``, ``question_column``, ``answers_column``;
+  defaults ``context``, ``question``, ``answers``): the answers cell holds ``{"text": [...], "answer_start": [...]}``
+  (character offsets; several gold answers allowed) or a list of ``{"text", "answer_start"}`` objects -- a JSON Lines
+  upload keeps the object as JSON text, a CSV one as a JSON cell;
+- CSV rows with ``answer_text`` + ``answer_start`` columns instead of an answers column (one gold answer; both empty:
+  unanswerable);
+- the nested SQuAD file, ``{"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers",
+  "is_impossible"?}]}]}]}``: uploaded as one JSON object it is one row whose ``data`` cell holds the articles, which
+  :func:`read_examples` flattens (one example per question).
+
+Every answer is checked against its context (``answer_text == context[start:start + len(answer_text)]``); an empty
+answer list means unanswerable (SQuAD v2): a model trained with such questions may answer "no answer".
+
+Metrics (:func:`squad_metrics`, torch-free, 0-1 scale): ``exact_match`` and ``f1`` in the SQuAD sense (lowercase,
+strip punctuation and articles, collapse whitespace; best over the gold answers; an unanswerable question scores 1
+only for the empty answer), plus ``has_answer_f1`` / ``has_answer_exact`` and ``no_answer_accuracy`` when both kinds
+are present.
+
+Predictions (``ml.qa_serving``): ``{"question", "answer", "score", "start", "end"}`` (character offsets into the
+context, ``answer == context[start:end]``; no answer: ``""`` at 0, 0), plus ``answers`` (the ``top_k`` best, each
+``{"answer", "score", "start", "end"}``) when more than one was asked for. A stored prediction keeps the question
+in ``text`` and the context in ``text_pair``; ``label`` is ``answered`` or ``no_answer`` (what ``?label=`` filters
+on), ``score`` the best answer's.
+"""
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import HFHead, TaskType, register
+
+NAME = "question-answering"
+DEFAULT_CONTEXT_COLUMN, DEFAULT_QUESTION_COLUMN, DEFAULT_ANSWERS_COLUMN = "context", "question", "answers"
+ANSWER_TEXT_COLUMN, ANSWER_START_COLUMN = "answer_text", "answer_start"  # the CSV shape of one gold answer
+SQUAD_DATA_COLUMN = "data"  # a nested SQuAD file uploaded as one JSON object: its articles
+DEFAULT_MAX_LENGTH = 384  # question + context window, as the SQuAD recipes
+DEFAULT_DOC_STRIDE = 128
+SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
+ANSWERED, NO_ANSWER = "answered", "no_answer"  # the ``label`` of a stored prediction
+METRIC_KEYS = ("exact_match", "f1", "has_answer_f1", "no_answer_accuracy")
+
+
+def _error(message: str, code: str = "invalid_answers"):
+    from core.datasets import DatasetError  # core.datasets imports this package
+
+    return DatasetError(message, code=code, status=422)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where a dataset's questions, contexts and answers are (a training config's or an evaluation plan's)."""
+
+    context: str = DEFAULT_CONTEXT_COLUMN
+    question: str = DEFAULT_QUESTION_COLUMN
+    answers: str = DEFAULT_ANSWERS_COLUMN
+
+    @classmethod
+    def of(cls, config: Any) -> "Columns":
+        return cls(getattr(config, "context_column", None) or DEFAULT_CONTEXT_COLUMN,
+                   getattr(config, "question_column", None) or DEFAULT_QUESTION_COLUMN,
+                   getattr(config, "answers_column", None) or DEFAULT_ANSWERS_COLUMN)
+
+    def in_dataset(self, columns: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(text columns, answer columns) a dataset with ``columns`` is read from: the nested SQuAD ``data``
+        column, the answers column, or ``answer_text`` + ``answer_start``."""
+        if self.context not in columns and SQUAD_DATA_COLUMN in columns:
+            return [], [SQUAD_DATA_COLUMN]
+        if self.answers not in columns and ANSWER_TEXT_COLUMN in columns and ANSWER_START_COLUMN in columns:
+            return [self.question, self.context], [ANSWER_TEXT_COLUMN, ANSWER_START_COLUMN]
+        return [self.question, self.context], [self.answers]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question about one context, with its gold answers ``(text, start)`` (empty: unanswerable)."""
+
+    question: str
+    context: str
+    answers: tuple[tuple[str, int], ...] = ()
+    id: str | None = None
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answers)
+
+
+def _text(value: Any, what: str, number: int, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise _error(f"row {number}: the {what} must be a non-empty string", "invalid_question")
+    if "\x00" in value:
+        raise _error(f"row {number}: the {what} holds a NUL character", "invalid_question")
+    return value
+
+
+def check_answers(texts: Sequence[Any], starts: Sequence[Any], context: str,
+                  number: int) -> tuple[tuple[str, int], ...]:
+    """Gold answers as ``((text, start), ...)``, each checked against the context: an integer offset inside it and
+    the answer text found exactly there."""
+    if len(texts) != len(starts):
+        raise _error(f"row {number}: {len(texts)} answer texts but {len(starts)} answer_start offsets")
+    out = []
+    for text, start in zip(texts, starts):
+        if isinstance(start, str) and start.strip().lstrip("-").isdigit():
+            start = int(start.strip())  # a CSV cell
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise _error(f"row {number}: answer_start must be an integer, got {start!r}")
+        if not isinstance(text, str) or not text:
+            raise _error(f"row {number}: an answer text must be a non-empty string, got {text!r}")
+        if not 0 <= start <= len(context) - len(text):
+            raise _error(f"row {number}: answer {text[:60]!r} at {start} is outside the context of {len(context)} "
+                         "characters", "answer_out_of_range")
+        if context[start:start + len(text)] != text:
+            raise _error(f"row {number}: the context does not hold the answer {text[:60]!r} at {start} (it holds "
+                         f"{context[start:start + len(text)][:60]!r})", "answer_mismatch")
+        out.append((text, start))
+    return tuple(out)
+
+
+def parse_answers(value: Any, context: str, number: int) -> tuple[tuple[str, int], ...]:
+    """An answers cell -- ``{"text": [...], "answer_start": [...]}``, a list of ``{"text", "answer_start"}``, or the
+    JSON text of either; empty (``""``, ``[]``, empty lists) means unanswerable -- checked against ``context``."""
+    if isinstance(value, str):
+        if not value.strip():
+            return ()
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _error(f"row {number}: the answers cell must be JSON ({{\"text\": [...], \"answer_start\": [...]}}), "
+                         f"got {value[:60]!r}") from None
+    if isinstance(value, Mapping) and "text" in value and "answer_start" in value:
+        texts, starts = value["text"], value["answer_start"]
+        if not isinstance(texts, list):
+            texts, starts = [texts], [starts]
+        if not isinstance(starts, list):
+            raise _error(f"row {number}: answer_start must be a list like text")
+        return check_answers(texts, starts, context, number)
+    if isinstance(value, list) and all(isinstance(a, Mapping) and "text" in a and "answer_start" in a for a in value):
+        return check_answers([a["text"] for a in value], [a["answer_start"] for a in value], context, number)
+    raise _error(f"row {number}: answers must be {{\"text\": [...], \"answer_start\": [...]}} or a list of "
+                 "{\"text\", \"answer_start\"} objects")
+
+
+def _squad_examples(cell: Any, number: int) -> Iterator[Example]:
+    """The questions of a nested SQuAD ``data`` cell (a list of articles with ``paragraphs``)."""
+    articles = json.loads(cell) if isinstance(cell, str) and cell.strip() else cell
+    if not isinstance(articles, list):
+        raise _error(f"row {number}: a SQuAD file's data must be a list of articles", "invalid_squad")
+    for article in articles:
+        paragraphs = article.get("paragraphs") if isinstance(article, Mapping) else None
+        if not isinstance(paragraphs, list):
+            raise _error(f"row {number}: every SQuAD article needs a list of paragraphs", "invalid_squad")
+        for paragraph in paragraphs:
+            if not isinstance(paragraph, Mapping) or not isinstance(paragraph.get("qas"), list):
+                raise _error(f"row {number}: every SQuAD paragraph needs a context and a list of qas", "invalid_squad")
+            context = _text(paragraph.get("context"), "context", number)
+            for qa in paragraph["qas"]:
+                if not isinstance(qa, Mapping):
+                    raise _error(f"row {number}: a SQuAD qa must be an object", "invalid_squad")
+                question = _text(qa.get("question"), "question", number)
+                answers = () if qa.get("is_impossible") else parse_answers(qa.get("answers") or [], context, number)
+                qid = qa.get("id")
+                yield Example(question, context, answers, None if qid is None else str(qid))
+
+
+def read_examples(rows: Iterable[Mapping[str, Any]], columns: Columns) -> Iterator[Example]:
+    """Every example of a dataset's rows (see the module docstring), checked; :class:`core.datasets.DatasetError`
+    (422) for a missing or malformed cell or an answer that is not where its offset says."""
+    for number, row in enumerate(rows, start=1):
+        if columns.context not in row and SQUAD_DATA_COLUMN in row:
+            yield from _squad_examples(row[SQUAD_DATA_COLUMN], number)
+            continue
+        context = _text(row.get(columns.context), "context", number)
+        question = _text(row.get(columns.question), "question", number)
+        if columns.answers not in row and ANSWER_TEXT_COLUMN in row and ANSWER_START_COLUMN in row:
+            text, start = row[ANSWER_TEXT_COLUMN], row[ANSWER_START_COLUMN]
+            blank = (text is None or text == "") and (start is None or str(start).strip() == "")
+            answers = () if blank else check_answers([text], [start], context, number)
+        else:
+            answers = parse_answers(row.get(columns.answers, ""), context, number)
+        yield Example(question, context, answers, None if row.get("id") in (None, "") else str(row.get("id")))
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lowercase, drop punctuation, drop the articles a / an / the, collapse whitespace."""
+    text = "".join(c for c in text.lower() if c not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, gold: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals a normalised gold answer (no gold answer: the empty answer)."""
+    golds = [normalize_answer(g) for g in gold] or [""]
+    return float(normalize_answer(prediction) in golds)
+
+
+def _f1(prediction: str, gold: str) -> float:
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:  # SQuAD v2: an empty side scores 1 only against another empty side
+        return float(pred_tokens == gold_tokens)
+    common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(pred_tokens), common / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def f1_score(prediction: str, gold: Sequence[str]) -> float:
+    """Token-overlap F1 of the normalised texts, the best over the gold answers (no gold answer: the empty one)."""
+    return max(_f1(prediction, g) for g in (list(gold) or [""]))
+
+
+def squad_metrics(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """``exact_match``, ``f1`` (means over the questions), ``has_answer_exact`` / ``has_answer_f1`` (over the
+    answerable ones), ``no_answer_accuracy`` (the share of unanswerable ones answered with nothing), and the counts
+    ``questions`` / ``has_answer`` / ``no_answer``; a breakdown without questions of its kind is None."""
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions but {len(golds)} questions")
+    em = [exact_match(p, g) for p, g in zip(predictions, golds)]
+    f1 = [f1_score(p, g) for p, g in zip(predictions, golds)]
+    has = [i for i, g in enumerate(golds) if g]
+    none = [i for i, g in enumerate(golds) if not g]
+
+    def mean(values: Sequence[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    return {
+        "exact_match": mean(em), "f1": mean(f1),
+        "has_answer_exact": mean([em[i] for i in has]), "has_answer_f1": mean([f1[i] for i in has]),
+        "no_answer_accuracy": mean([em[i] for i in none]),
+        "questions": len(golds), "has_answer": len(has), "no_answer": len(none),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- predictions
+
+
+@dataclass(frozen=True)
+class QAExport:
+    """Export columns: ``index``, ``id``?, ``question``, ``context``, ``answer``, ``score``, ``start``, ``end`` (the
+    best answer; JSONL also ``answers`` when the job asked for several). CSV: one line per answer when the job asked
+    for several, with its ``rank`` (1: the best), else one line per question."""
+
+    with_id: bool = False
+    top_k: bool = False
+    columns: list[str] = field(init=False)
+    csv_columns: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        head = ["index", *(["id"] if self.with_id else []), "question", "context"]
+        answer = ["answer", "score", "start", "end"]
+        object.__setattr__(self, "columns", [*head, *answer, *(["answers"] if self.top_k else [])])
+        object.__setattr__(self, "csv_columns", [*head, *(["rank"] if self.top_k else []), *answer])
+
+    def csv_rows(self, p: Any) -> list[dict]:
+        row = self.row(p)
+        answers = row.pop("answers", None)
+        if not self.top_k:
+            return [row]
+        lines = []
+        for rank, answer in enumerate(answers or [], start=1):
+            line = {**row, **{k: answer.get(k) for k in ("answer", "score", "start", "end")}, "rank": rank}
+            lines.append({k: line[k] for k in self.csv_columns})  # in the header's order
+        return lines
+
+    def row(self, p: Any) -> dict:
+        result = p.result or {}
+        row: dict = {"index": p.index}
+        if self.with_id:
+            row["id"] = p.row_id
+        row.update(question=p.text, context=p.text_pair, answer=result.get("answer"), score=result.get("score"),
+                   start=result.get("start"), end=result.get("end"))
+        if self.top_k:
+            row["answers"] = result.get("answers", [])
+        return row
+
+
+@dataclass(frozen=True)
+class QAEvaluationPlan:
+    """What a QA model's evaluate job reads from each row (stored in the job's params)."""
+
+    context_column: str
+    question_column: str
+    answers_column: str
+    task_type: str = NAME
+
+    def to_params(self) -> dict:
+        return {"context_column": self.context_column, "question_column": self.question_column,
+                "answers_column": self.answers_column, "task_type": self.task_type}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "QAEvaluationPlan":
+        return cls(params["context_column"], params["question_column"], params["answers_column"])
+
+    @property
+    def source(self) -> Columns:
+        return Columns(self.context_column, self.question_column, self.answers_column)
+
+    def columns_in(self, columns: Sequence[str]) -> list[str]:
+        """The dataset columns evaluation reads (422 ``unknown_column`` when one is missing)."""
+        from core.evaluation import EvaluationError
+
+        texts, answers = self.source.in_dataset(columns)
+        missing = [c for c in [*texts, *answers] if c not in columns]
+        if missing:
+            raise EvaluationError("unknown_column", f"column(s) {', '.join(map(repr, missing))} not in the dataset; "
+                                  f"a question-answering evaluation reads {', '.join(texts + answers)}")
+        return [*texts, *answers]
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns of a dataset with an answers column (:meth:`columns_in` knows the other shapes)."""
+        return [self.question_column, self.context_column, self.answers_column]
+
+    def examples(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[Example]:
+        return read_examples(rows, self.source)
+
+    def check_labels(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Every row read as a training row is (422 for a bad answer or offset); at least one question."""
+        from core.evaluation import EvaluationError
+
+        if not sum(1 for _ in self.examples(rows)):  # reads every row: a bad one raises
+            raise EvaluationError("nothing_to_evaluate", "the dataset holds no question to evaluate on")
+
+
+@register
+class QuestionAnswering(TaskType):
+    """Extractive question answering (``BertForQuestionAnswering``)."""
+
+    name = NAME
+    pipeline_tag = "question-answering"
+    label = "Question answering (extractive)"
+    default_metric = "f1"
+    metrics = ("f1", "exact_match", "has_answer_f1", "no_answer_accuracy", "val_loss")
+    # label_column(s): only as the answers column itself (a validated request stores them resolved so)
+    request_fields = frozenset({"context_column", "question_column", "answers_column", "label_column",
+                                "label_columns"})
+    families = ("bert", "distilbert")
+    # an imported checkpoint answers as the transformers pipeline does by default: never "no answer"
+    hf = HFHead(
+        architectures={"bert": "BertForQuestionAnswering", "distilbert": "DistilBertForQuestionAnswering"},
+        layers={"bert": {"qa_outputs": 2}, "distilbert": {"qa_outputs": 2}},
+        dropout_field={"distilbert": "qa_dropout"},
+        task="answer",
+        head_options={"bert": {"no_answer": False}, "distilbert": {"no_answer": False}},
+    )
+
+    def hf_import_fields(self, labels: Sequence[str], max_length: int) -> dict[str, Any]:
+        """The windows' overlap a training request gets by default, or a third of a shorter ``max_length`` (as 128 is
+        of 384); a token model's ``scheme``: none."""
+        return {"stride": min(DEFAULT_DOC_STRIDE, max(1, max_length // 3)), "scheme": None}
+
+    def resolve_columns(self, config: Any) -> bool:
+        """Defaults for the columns and ``max_length`` (384 unless given), ``doc_stride`` checked against it (the
+        question's own length is checked per question when the data is read: ``ml.qa_features``)."""
+        config.context_column = config.context_column or DEFAULT_CONTEXT_COLUMN
+        config.question_column = config.question_column or DEFAULT_QUESTION_COLUMN
+        config.answers_column = config.answers_column or DEFAULT_ANSWERS_COLUMN
+        names = [config.context_column, config.question_column, config.answers_column]
+        if len(set(names)) != 3:
+            raise ValueError("context_column, question_column and answers_column must differ")
+        if "max_length" not in config.model_fields_set:
+            config.max_length = DEFAULT_MAX_LENGTH
+        if config.doc_stride >= config.max_length - SPECIAL_TOKENS - 1:
+            raise ValueError(f"doc_stride ({config.doc_stride}) must be less than max_length - {SPECIAL_TOKENS + 1} "
+                             f"({config.max_length - SPECIAL_TOKENS - 1}): windows must move on")
+        given = config.label_columns or ([config.label_column] if config.label_column else [])
+        if given and given != [config.answers_column]:
+            raise ValueError("question answering reads its answers from answers_column: label_column(s) do not apply")
+        config.label_columns, config.label_column = [config.answers_column], config.answers_column
+        return True
+
+    def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
+        return Columns.of(config).in_dataset(columns)
+
+    def check_training_rows(self, rows: Iterable[Mapping[str, str]], config: Any, *,
+                            known: Mapping[str, set[str]] | None = None) -> dict[str, Counter]:
+        """Every example checked (:func:`read_examples`); counts ``answer`` / ``no_answer`` questions; training
+        data needs at least one answerable question."""
+        counts: Counter = Counter()
+        for example in read_examples(rows, Columns.of(config)):
+            counts["answer" if example.answerable else "no_answer"] += 1
+        if known is None and not counts["answer"]:
+            raise _error("the dataset has no answerable question: there is nothing to learn", "too_few_classes")
+        return {config.answers_column or DEFAULT_ANSWERS_COLUMN: counts}
+
+    def prediction_columns(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        stored = {k: result[k] for k in ("question", "answer", "score", "start", "end") if k in result}
+        if "answers" in result:
+            stored["answers"] = list(result["answers"])
+        label = ANSWERED if result.get("answer") else NO_ANSWER
+        return {"result": stored, "label": label, "score": float(result.get("score") or 0.0), "scores": {},
+                "tasks": None, "labels": None}
+
+    def prediction_fields(self, prediction: Any) -> dict[str, Any]:
+        """``question``, ``answer``, ``score``, ``start``, ``end`` (and ``answers`` for top_k > 1)."""
+        result = dict(prediction.result or {})
+        result.setdefault("question", prediction.text)
+        return result
+
+    def export_layout(self, *, model_tasks: Mapping[str, Sequence[str]] | None, model_params: Mapping[str, Any],
+                      first: Any | None, with_id: bool, with_pair: bool) -> QAExport:
+        return QAExport(with_id=with_id, top_k=first is not None and "answers" in (first.result or {}))
+
+    def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
+                         used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
+        """A QA dataset has the model's question and context columns holding texts (not token lists) and its
+        answers (or a nested SQuAD ``data`` column); missing columns of a plan are named by the caller."""
+        params = model_params or {}
+        source = Columns(params.get("context_column") or DEFAULT_CONTEXT_COLUMN,
+                         params.get("question_column") or DEFAULT_QUESTION_COLUMN,
+                         params.get("answers_column") or DEFAULT_ANSWERS_COLUMN)
+        texts, answers = source.in_dataset(columns)
+        listed = [c for c in texts if c in list_columns]
+        if listed:
+            return (f"column {listed[0]!r} holds token lists (JSON arrays of strings); a question-answering model "
+                    "reads questions and contexts as texts")
+        wanted = [*texts, *answers]
+        present = [c for c in wanted if c in columns]
+        if not present or (not used and len(present) < len(wanted)):  # a plan's missing columns: named later
+            return (f"it has no {', '.join(map(repr, wanted))} columns (questions, contexts and answers, or a "
+                    "nested SQuAD file's data)")
+        return None
+
+    def label_condition(self, session: Any, label: str, model_params: Mapping[str, Any]) -> Any:
+        """``?label=answered`` or ``?label=no_answer``: the ``label`` column."""
+        from core.schema import Prediction
+
+        return Prediction.label == label
+
+    def plan_evaluation(self, model_family: str, model_tasks: Mapping[str, list[str]],
+                        model_params: Mapping[str, Any] | None, *, text_column: str | None = None,
+                        text_pair_column: str | None = None, label_column: str | None = None,
+                        label_columns: list[str] | None = None, context_column: str | None = None,
+                        question_column: str | None = None, answers_column: str | None = None,
+                        dataset_columns: Sequence[str] | None = None) -> QAEvaluationPlan:
+        """The model's columns unless the request names others (``label_column``: the answers column);
+        ``dataset_columns`` changes nothing (the nested SQuAD shape is told from the rows)."""
+        from core.evaluation import EvaluationError
+
+        params = dict(model_params or {})
+        if text_column is not None or text_pair_column is not None:
+            raise EvaluationError("invalid_columns", "a question-answering model reads context_column and "
+                                  "question_column, not text_column / text_pair_column")
+        if label_columns is not None and len(label_columns) != 1:
+            raise EvaluationError("label_columns_mismatch", "a question-answering model is evaluated on one answers "
+                                  "column")
+        plan = QAEvaluationPlan(
+            context_column=context_column or params.get("context_column") or DEFAULT_CONTEXT_COLUMN,
+            question_column=question_column or params.get("question_column") or DEFAULT_QUESTION_COLUMN,
+            answers_column=(answers_column or label_column or (label_columns or [None])[0]
+                            or params.get("answers_column") or DEFAULT_ANSWERS_COLUMN))
+        if len({plan.context_column, plan.question_column, plan.answers_column}) != 3:
+            raise EvaluationError("invalid_columns", "the context, question and answers columns must differ")
+        return plan

@@ -1,0 +1,38 @@
+"""Evaluate a question-answering model on labelled questions: answer each question from its context and score the
+answers against every gold answer (SQuAD exact match and F1, with the has-answer / no-answer breakdown). Pure: the
+caller passes ``predict(questions, contexts) -> [{"answer", ...}]``."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from core.evaluation import EvaluationError
+from core.task_types.question_answering import QAEvaluationPlan, squad_metrics
+
+from .config import TrainingCancelled
+
+EVALUATION_CHUNK = 256  # questions per predict() call: progress and should_stop() are checked between chunks
+
+
+def evaluate_questions(rows: Iterable[Mapping[str, str]], plan: QAEvaluationPlan,
+                       predict: Callable[[list[str], list[str]], list[dict]], *, chunk_size: int = EVALUATION_CHUNK,
+                       progress: Callable[[float, dict], None] | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """The metrics of ``predict`` on every question of ``rows`` (``plan``: which columns): ``exact_match``, ``f1``,
+    ``has_answer_exact``, ``has_answer_f1``, ``no_answer_accuracy``, ``has_answer`` / ``no_answer`` counts and
+    ``examples`` (questions)."""
+    examples = list(plan.examples(rows))
+    if not examples:
+        raise EvaluationError("nothing_to_evaluate", "the dataset holds no question to evaluate on")
+    answers: list[str] = []
+    for start in range(0, len(examples), chunk_size):
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled("the evaluation was cancelled")
+        part = examples[start:start + chunk_size]
+        answers.extend(result["answer"] for result in predict([e.question for e in part], [e.context for e in part]))
+        if progress is not None:
+            done = min(len(examples), start + chunk_size)
+            progress(done / len(examples), {"phase": "evaluate", "examples": done})
+    metrics = squad_metrics(answers, [[text for text, _ in e.answers] for e in examples])
+    metrics["examples"] = metrics.pop("questions")
+    return metrics
