@@ -288,7 +288,8 @@ def hf_weight_names(family: str, platform_names: list[str], task_type: str | Non
 
 
 def hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The transformers ``config.json`` of an exportable platform model (see :func:`hf_export_problem`)."""
+    """The transformers ``config.json`` of an exportable platform model (see :func:`hf_export_problem`); a task type
+    whose ``HFHead.labels`` are fixed (multiple choice: one output per choice) names no labels."""
     family = config["family"]
     head = _hf_head(config.get("task_type"))
     task = next(iter(config["tasks"]))
@@ -298,8 +299,9 @@ def hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in config["encoder"]["config"].items() if k not in skip}
     out["model_type"] = family
     out["architectures"] = [head.architectures[family]]
-    out["id2label"] = {str(i): label for i, label in enumerate(labels)}
-    out["label2id"] = {label: i for i, label in enumerate(labels)}
+    if head.labels is None:  # fixed labels (multiple choice: positions) mean nothing to transformers: none named
+        out["id2label"] = {str(i): label for i, label in enumerate(labels)}
+        out["label2id"] = {label: i for i, label in enumerate(labels)}
     if head.problem_type is not None:
         out["problem_type"] = head.problem_type
     if family in head.dropout_field:

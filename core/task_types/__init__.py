@@ -66,7 +66,8 @@ class HFHead:
     ``config.json`` says (an import accepts it or none). ``task``: the task name an imported model's labels are
     stored under. ``head_options``: per family, the head options of an imported model beyond the common ones.
     ``labels``: the labels every imported model gets, whatever its ``config.json`` says (None: its ``id2label``;
-    multiple choice, whose head has one output, names choice positions).
+    multiple choice, whose head has one output, names choice positions); a download's ``config.json`` then names
+    none.
     """
 
     architectures: Mapping[str, str]

@@ -105,7 +105,7 @@ def test_save_and_load_round_trip(family, tiny_bert_dir, tiny_distilbert_dir, tm
 
 def test_the_export_config_names_the_multiple_choice_class(tiny_distilbert_dir, tmp_path):
     """A multiple-choice model exports as DistilBertForMultipleChoice (no labels: one output per choice); a task type
-    without an export of its own is never mapped as a sequence classifier (same head names, other shapes)."""
+    without a transformers declaration is never mapped as another's (same head names, other shapes)."""
     from core.hf_format import hf_config, hf_export_problem
     from models.encoders import load_tokenizer
     from models.io import read_model_config
@@ -116,4 +116,4 @@ def test_the_export_config_names_the_multiple_choice_class(tiny_distilbert_dir, 
     assert hf_export_problem(config) is None
     exported = hf_config(config)
     assert exported["architectures"] == ["DistilBertForMultipleChoice"] and "id2label" not in exported
-    assert "token-classification" in hf_export_problem({**config, "task_type": "token-classification"})
+    assert "summarization" in hf_export_problem({**config, "task_type": "summarization"})
