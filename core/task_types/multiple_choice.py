@@ -422,8 +422,17 @@ class MultipleChoice(TaskType):
 
     def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
         """The layout's columns (:func:`config_layout`: defaults by what the dataset has; a 422 naming what does not
-        fit): (context, question and choice columns, [label column])."""
-        layout = config_layout(list(columns), config)
+        fit): (context, question and choice columns, [label column]). A column the request names that the dataset
+        lacks is left to the caller, which names it (``unknown_column``) before any layout problem."""
+        from core.datasets import DatasetError
+
+        try:
+            layout = config_layout(list(columns), config)
+        except DatasetError:
+            named = config.text_columns()
+            if any(c not in columns for c in named):
+                return named, [config.label_column]
+            raise
         return [c for c in layout.columns if c != layout.label_column], [layout.label_column]
 
     def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any],
