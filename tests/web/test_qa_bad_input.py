@@ -109,16 +109,25 @@ TRAINING_CASES = [
     ("answers a number", _with(answers=5), "qa.jsonl", {}, 422, "invalid_answers", "row 3: answers must be"),
     ("answers text not JSON", _with(answers="Bob at 0"), "qa.jsonl", {}, 422, "invalid_answers",
      "row 3: the answers cell must be JSON"),
-    ("NUL in the context", _with(context="Bob\x00 flew"), "qa.jsonl", {}, 422, "invalid_question",
-     "row 3: the context holds a NUL character"),
-    ("NUL in the question", _with(question="who\x00?"), "qa.jsonl", {}, 422, "invalid_question",
-     "row 3: the question holds a NUL character"),
+    ("NUL in a SQuAD context", _squad([{"paragraphs": [_paragraph(context="Bob\x00 flew")]}]), "train.json", {},
+     422, "invalid_question", "row 1: the context holds a NUL character"),
+    ("NUL in a SQuAD question", _squad([{"paragraphs": [_paragraph(qas=[{"question": "who\x00?", "answers": []}])]}]),
+     "train.json", {}, 422, "invalid_question", "row 1: the question holds a NUL character"),
     ("NUL in an answer", _with(answers={"text": ["B\x00ob"], "answer_start": [0]}), "qa.jsonl", {}, 422,
      "answer_mismatch", "row 3: the context does not hold the answer"),
     ("a blank question", _with(question="  "), "qa.jsonl", {}, 422, "invalid_question",
      "row 3: the question must be a non-empty string"),
-    ("a question not a string", _with(question=["who"]), "qa.jsonl", {}, 422, "invalid_question",
-     "row 3: the question must be a non-empty string"),
+    ("no question", _jsonl(*GOOD, {"context": CONTEXT, "answers": {"text": [], "answer_start": []}}), "qa.jsonl",
+     {}, 422, "invalid_question", "row 3: the question must be a non-empty string"),
+    ("a SQuAD question not a string", _squad([{"paragraphs": [_paragraph(qas=[{"question": ["who"]}])]}]),
+     "train.json", {}, 422, "invalid_question", "row 1: the question must be a non-empty string"),
+    ("a SQuAD question longer than max_length", _squad([{"paragraphs": [_paragraph(qas=[
+        {"question": LONG_QUESTION, "answers": []}])]}]), "train.json", {}, 422, "question_too_long",
+     "row 1: the question has at least 200 tokens"),
+    ("a question longer than the default max_length", _with(question=" ".join(["why?"] * 200)), "qa.jsonl",
+     {"max_length": None, "doc_stride": None}, 422, "question_too_long",
+     "row 3: the question has at least 400 tokens: with max_length 384 and doc_stride 128 a question may have at "
+     "most 252"),
     ("a question longer than max_length", _with(question=LONG_QUESTION), "qa.jsonl", {}, 422,
      "question_too_long", "row 3: the question has at least 200 tokens: with max_length 64 and doc_stride 16"),
     ("a 100,000-character answer", _with(answers={"text": ["x" * 100_000], "answer_start": [0]}), "qa.jsonl", {},
@@ -169,13 +178,16 @@ def test_bad_qa_training_data_is_a_clear_4xx(migrated_client, sent, case):
     _, content, filename, extra, status, code, words = case
     dataset_id = _upload(client, content, filename)
     jobs = _count(Job)
-    error = assert_error(client.post("/api/v1/jobs/train", json={"dataset_id": dataset_id, **QA_TRAIN, **extra}),
-                         status, code)
+    body = {k: v for k, v in {"dataset_id": dataset_id, **QA_TRAIN, **extra}.items() if v is not None}
+    error = assert_error(client.post("/api/v1/jobs/train", json=body), status, code)
     assert words in error["message"], error
     assert _count(Job) == jobs and sent == []
 
 
 @pytest.mark.parametrize(("content", "filename", "code"), [
+    (_with(context="Bob\x00 flew"), "qa.jsonl", "invalid_jsonl"),  # PostgreSQL's text refuses NUL: so does upload
+    (_with(question="who\x00?"), "qa.jsonl", "invalid_jsonl"),
+    (_csv(["who\x00?", CONTEXT, "Bob", "0"]), "qa.csv", "invalid_csv"),
     (b'{"question": "q", "context": "c", "answers": {"text": ["c"], "answer_start": [NaN]}}\n', "qa.jsonl",
      "invalid_jsonl"),
     (b'{"question": "q", "context": "c", "answers": {"text": ["c"], "answer_start": [Infinity]}}\n', "qa.jsonl",
@@ -183,9 +195,9 @@ def test_bad_qa_training_data_is_a_clear_4xx(migrated_client, sent, case):
     (b'{"version": "v2.0", "data": [{"paragraphs": [{"context": "c", "qas": [{"answers": [{"answer_start": '
      + b"9" * 5000 + b'}]}]}]}]}', "train.json", None),
 ])
-def test_qa_uploads_json_refuses_are_a_clear_400(migrated_client, content, filename, code):
-    """Values PostgreSQL's JSON cannot hold (NaN, Infinity) and integers past Python's digit limit are refused at
-    upload, with nothing stored."""
+def test_qa_uploads_of_what_postgresql_cannot_hold_are_a_clear_400(migrated_client, content, filename, code):
+    """NUL characters, NaN and Infinity (PostgreSQL's text and JSON refuse them) and integers past Python's digit
+    limit are refused at upload, with nothing stored."""
     response = migrated_client.post("/api/v1/datasets", data={"file": (io.BytesIO(content), filename)},
                                     content_type="multipart/form-data")
     assert_error(response, 400, code)
@@ -241,7 +253,7 @@ def _classify_cases(qa: int, text_model: int, ner: int) -> list[tuple[str, dict,
          "give one of texts"),
         ("a question longer than max_length", {"model_id": qa, "questions": [
             good[0], {"question": LONG_QUESTION, "context": CONTEXT}]}, 422, "question_too_long",
-         "question 2 has at least 200 tokens: with max_length 64 and doc_stride 16 a question may have at most 43"),
+         "question 2 has at least 200 tokens: with max_length 64 and doc_stride 16 a question may have at most 44"),
     ]
 
 
@@ -313,7 +325,7 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
 @pytest.mark.parametrize(("content", "filename", "code", "words"), [
     (_with(answers={"text": ["Bob"], "answer_start": [5]}), "qa.jsonl", "answer_mismatch", "row 3"),
     (_with(answers={"text": ["Bob"], "answer_start": [2**64]}), "qa.jsonl", "answer_out_of_range", "row 3"),
-    (_with(context="Bob\x00"), "qa.jsonl", "invalid_question", "NUL"),
+    (_with(question=LONG_QUESTION), "qa.jsonl", "question_too_long", "row 3: the question has at least 200 tokens"),
     (_csv(["who?", CONTEXT, "Bob", "9" * 5000]), "qa.csv", "answer_out_of_range", "row 2"),
     (_jsonl({"data": "[1, 2"}), "squad.jsonl", "invalid_squad", "row 1"),
     (_squad([]), "empty.json", "nothing_to_evaluate", "no question to evaluate on"),
