@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def min_question_tokens(text: str) -> int:
     for char in text:
         if char in _PUNCTUATION:
             count, in_word = count + 1, False
-        elif char.isspace():
+        elif char in "\t\n\r" or unicodedata.category(char) == "Zs":  # its whitespace (it drops \v, \f...)
             in_word = False
         elif char.isalnum() and not in_word:
             count, in_word = count + 1, True

@@ -193,7 +193,7 @@ def test_bad_qa_training_data_is_a_clear_4xx(migrated_client, sent, case):
     (b'{"question": "q", "context": "c", "answers": {"text": ["c"], "answer_start": [Infinity]}}\n', "qa.jsonl",
      "invalid_jsonl"),
     (b'{"version": "v2.0", "data": [{"paragraphs": [{"context": "c", "qas": [{"answers": [{"answer_start": '
-     + b"9" * 5000 + b'}]}]}]}]}', "train.json", None),
+     + b"9" * 5000 + b'}]}]}]}]}', "train.json", "invalid_jsonl"),
 ])
 def test_qa_uploads_of_what_postgresql_cannot_hold_are_a_clear_400(migrated_client, content, filename, code):
     """NUL characters, NaN and Infinity (PostgreSQL's text and JSON refuse them) and integers past Python's digit
