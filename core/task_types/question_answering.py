@@ -157,7 +157,6 @@ def _text(value: Any, what: str, number: int, *, allow_empty: bool = False) -> s
 
 
 _INTEGER = re.compile(r"\s*-?[0-9]+\s*")  # an offset in a CSV cell: ASCII digits only ("²" is no offset)
-_MAX_OFFSET_DIGITS = 18  # a longer offset is past any context (and would be past PostgreSQL's BIGINT)
 
 
 def _shown(value: Any) -> str:
@@ -175,14 +174,11 @@ def check_answers(texts: Sequence[Any], starts: Sequence[Any], context: str,
     out = []
     for text, start in zip(texts, starts):
         if isinstance(start, str) and _INTEGER.fullmatch(start):  # a CSV cell
-            digits = start.strip()
-            # more digits than any context has characters: out of range, without int() (refused past 4,300 digits)
-            start = int(digits) if len(digits.lstrip("-")) <= _MAX_OFFSET_DIGITS else None
-            if start is None:
-                if not isinstance(text, str) or not text:
-                    raise _error(f"row {number}: an answer text must be a non-empty string, got {text!r}")
-                raise _error(f"row {number}: answer {text[:60]!r} at {digits[:20]}... ({len(digits)} digits) is outside "
-                             f"the context of {len(context)} characters", "answer_out_of_range")
+            try:
+                start = int(start)
+            except ValueError:  # more digits than Python converts (4,300): past any context
+                raise _error(f"row {number}: answer_start {start.strip()[:20]}... ({len(start.strip())} digits) is "
+                             f"outside the context of {len(context)} characters", "answer_out_of_range") from None
         if isinstance(start, bool) or not isinstance(start, int):
             raise _error(f"row {number}: answer_start must be an integer, got {_shown(start)}")
         if not isinstance(text, str) or not text:
@@ -205,7 +201,7 @@ def parse_answers(value: Any, context: str, number: int) -> tuple[tuple[str, int
             return ()
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise _error(f"row {number}: the answers cell must be JSON ({{\"text\": [...], \"answer_start\": [...]}}), "
                          f"got {value[:60]!r}") from None
     if isinstance(value, Mapping) and "text" in value and "answer_start" in value:
@@ -479,8 +475,8 @@ class QuestionAnswering(TaskType):
 
     def check_training_rows(self, rows: Iterable[Mapping[str, str]], config: Any, *,
                             known: Mapping[str, set[str]] | None = None) -> dict[str, Counter]:
-        """Every example checked (:func:`read_examples`, questions against the windows too); counts ``answer`` / ``no_answer`` questions; training
-        data needs at least one answerable question."""
+        """Every example checked (:func:`read_examples`, questions against the windows too); counts ``answer`` /
+        ``no_answer`` questions; training data needs at least one answerable question."""
         counts: Counter = Counter()
         for example in read_examples(rows, Columns.of(config), (config.max_length, config.doc_stride)):
             counts["answer" if example.answerable else "no_answer"] += 1

@@ -21,7 +21,8 @@ from .test_real_worker import _client, _logs, _Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
-REDIS_DB = 8  # a database of its own on the shared server (the token test uses 9, the others 10 to 14), flushed by _Stack
+# a database of its own on the shared server (the token test uses 9, the others 10 to 14), flushed by _Stack
+REDIS_DB = 8
 
 
 def _jsonl(examples: list[dict]) -> bytes:

@@ -53,6 +53,16 @@ def _csv(*rows: list) -> bytes:
     return out.getvalue().encode()
 
 
+def _answers_csv(cell: str) -> bytes:
+    """A CSV of a good row and one whose answers cell (a JSON cell, row 2) is ``cell``."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["question", "context", "answers"])
+    writer.writerow(["who flew ?", CONTEXT, json.dumps({"text": ["Bob"], "answer_start": [0]})])
+    writer.writerow(["who flew ?", CONTEXT, cell])
+    return out.getvalue().encode()
+
+
 def _squad(data) -> bytes:
     return json.dumps({"version": "v2.0", "data": data}).encode()
 
@@ -89,7 +99,8 @@ TRAINING_CASES = [
     ("an answer_start of 2^63 in a CSV cell", _csv(["who?", CONTEXT, "Bob", str(2**63)]), "qa.csv", {}, 422,
      "answer_out_of_range", "row 2"),
     ("an answer_start of 5000 digits in a CSV cell", _csv(["who?", CONTEXT, "Bob", "9" * 5000]), "qa.csv", {}, 422,
-     "answer_out_of_range", "row 2: answer 'Bob' at 9999"),
+     "answer_out_of_range", "row 2: answer_start 99999999999999999999... (5000 digits) is outside the context of 29 "
+     "characters"),
     ("an answer_start of superscript digits", _csv(["who?", CONTEXT, "Bob", "\u00b2"]), "qa.csv", {}, 422,
      "invalid_answers", "row 2: answer_start must be an integer, got '\u00b2'"),
     ("an answer_start of two minus signs", _csv(["who?", CONTEXT, "Bob", "--0"]), "qa.csv", {}, 422,
@@ -109,6 +120,11 @@ TRAINING_CASES = [
     ("answers a number", _with(answers=5), "qa.jsonl", {}, 422, "invalid_answers", "row 3: answers must be"),
     ("answers text not JSON", _with(answers="Bob at 0"), "qa.jsonl", {}, 422, "invalid_answers",
      "row 3: the answers cell must be JSON"),
+    ("answers a CSV cell of deeply nested JSON", _answers_csv("[" * 100_000), "qa.csv", {}, 422, "invalid_answers",
+     "row 2: the answers cell must be JSON"),
+    ("answers a CSV cell with a 5000-digit offset",
+     _answers_csv('{"text": ["Bob"], "answer_start": [%s]}' % ("9" * 5000)), "qa.csv", {}, 422, "invalid_answers",
+     "row 2: the answers cell must be JSON"),
     ("NUL in a SQuAD context", _squad([{"paragraphs": [_paragraph(context="Bob\x00 flew")]}]), "train.json", {},
      422, "invalid_question", "row 1: the context holds a NUL character"),
     ("NUL in a SQuAD question", _squad([{"paragraphs": [_paragraph(qas=[{"question": "who\x00?", "answers": []}])]}]),
@@ -258,6 +274,21 @@ def _classify_cases(qa: int, text_model: int, ner: int) -> list[tuple[str, dict,
 
 
 @pytest.mark.parametrize("path", ["/api/v1/jobs/classify", "/api/v1/predict"])
+def test_very_long_or_unencodable_questions_are_a_clear_4xx(migrated_client, sent, path):
+    """Past the deployment's characters per text, a context or a question is a 422; a lone surrogate (no UTF-8,
+    no PostgreSQL text) is a 400."""
+    client = migrated_client
+    qa, limit = qa_model(), client.application.config["SETTINGS"].max_text_chars
+    for item, where in [({"question": "where?", "context": "x" * (limit + 1)}, "questions[0][1]"),
+                        ({"question": "x" * (limit + 1), "context": CONTEXT}, "questions[0][0]")]:
+        error = assert_error(client.post(path, json={"model_id": qa, "questions": [item]}), 422, "validation_error")
+        assert where in json.dumps(error) and f"limit is {limit}" in json.dumps(error), error
+    body = '{"model_id": %d, "questions": [{"question": "wh\\ud800?", "context": "Bob"}]}' % qa
+    assert_error(client.post(path, data=body, content_type="application/json"), 400, "invalid_json")
+    assert _count(Job) == 0 and sent == []
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs/classify", "/api/v1/predict"])
 def test_bad_qa_inputs_at_classify_are_a_clear_422(migrated_client, sent, subtests, path):
     client = migrated_client
     qa, text_model, ner = qa_model(), f.make_model(name="plain"), token_model()
@@ -319,6 +350,9 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
                                                                      "text_column": "question"}), 422,
                          "invalid_columns")
     assert "reads context_column and question_column" in error["message"]
+    error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": qa, "dataset_id": questions,
+                                                                     "label_column": "gold"}), 422, "unknown_column")
+    assert "'gold' not in dataset" in error["message"], error
     assert _count(Job) == 0 and sent == []
 
 
