@@ -278,7 +278,9 @@ def test_very_long_or_unencodable_questions_are_a_clear_4xx(migrated_client, sen
     """Past the deployment's characters per text, a context or a question is a 422; a lone surrogate (no UTF-8,
     no PostgreSQL text) is a 400."""
     client = migrated_client
-    qa, limit = qa_model(), client.application.config["SETTINGS"].max_text_chars
+    from web.context import EXTENSION_KEY
+
+    qa, limit = qa_model(), client.application.extensions[EXTENSION_KEY].settings.max_text_chars
     for item, where in [({"question": "where?", "context": "x" * (limit + 1)}, "questions[0][1]"),
                         ({"question": "x" * (limit + 1), "context": CONTEXT}, "questions[0][0]")]:
         error = assert_error(client.post(path, json={"model_id": qa, "questions": [item]}), 422, "validation_error")
@@ -352,7 +354,8 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
     assert "reads context_column and question_column" in error["message"]
     error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": qa, "dataset_id": questions,
                                                                      "label_column": "gold"}), 422, "unknown_column")
-    assert "'gold' not in dataset" in error["message"], error
+    assert "column(s) 'gold' not in the dataset; a question-answering evaluation reads question, context, gold" \
+        in error["message"], error
     assert _count(Job) == 0 and sent == []
 
 
