@@ -13,7 +13,9 @@ Training data (every shape becomes :class:`Example` through :func:`read_examples
   :func:`read_examples` flattens (one example per question).
 
 Every answer is checked against its context (``answer_text == context[start:start + len(answer_text)]``); an empty
-answer list means unanswerable (SQuAD v2): a model trained with such questions may answer "no answer".
+answer list means unanswerable (SQuAD v2): a model trained with such questions may answer "no answer". A question
+surely too long for the windows (:func:`question_too_long`: a torch-free lower bound on its tokens) is refused before
+any job is queued, for training, classification and evaluation alike.
 
 Metrics (:func:`squad_metrics`, torch-free, 0-1 scale): ``exact_match`` and ``f1`` in the SQuAD sense (lowercase,
 strip punctuation and articles, collapse whitespace; best over the gold answers; an unanswerable question scores 1
