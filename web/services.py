@@ -34,7 +34,7 @@ from core.ownership import visible, writable
 from core.queue import broadcast_model_deleted, enqueue_job
 from core.schema import DATASET_NAME_MAX, Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
-from core.task_types import multiple_choice
+from core.task_types import multiple_choice, question_answering
 
 from . import context
 from .errors import ApiError, validation_error
@@ -488,6 +488,7 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
                 getattr(request, "aggregation_strategy", None) is not None:
             raise ApiError(422, "questions_required", f"model {request.model_id} is a question-answering model: send "
                            "questions ([{\"question\", \"context\"}]) or a dataset with question and context columns")
+        _check_question_lengths(request, model_params)
         return  # a dataset's question and context columns are the pair (``_default_text_columns``)
     if request.with_tokens and not tokens_model:
         raise ApiError(422, "tokens_not_supported", f"model {request.model_id} is a {kind.name} model: tokens "
@@ -506,6 +507,18 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
     if request.with_pairs and not trained_on_pairs:
         raise ApiError(422, "pairs_not_supported", f"model {request.model_id} classifies single texts: pairs are "
                        "for models trained with a text_pair_column")
+
+
+def _check_question_lengths(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:
+    """422 ``question_too_long`` for the first question surely too long for the model's windows, before a job is
+    queued (a dataset's questions are counted exactly by the worker, which fails the job the same way)."""
+    windows = question_answering.serving_windows(model_params)
+    if windows is None or not request.with_questions:
+        return
+    for number, item in enumerate(request.questions, start=1):
+        too_long = question_answering.question_too_long(item.question, *windows)
+        if too_long:
+            raise ApiError(422, "question_too_long", f"question {number} {too_long}")
 
 
 def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> ClassifyRequest:
