@@ -212,6 +212,8 @@ def main() -> None:
     parser.add_argument("--plain-only", action="store_true", help="only the plain transformers recipe")
     parser.add_argument("--json", type=Path, help="write every number here")
     parser.add_argument("--limit", type=int, help="smoke test: only the first N sentences of each file")
+    parser.add_argument("--train-sentences", type=int,
+                        help="train both on the first N training sentences only (a shorter run; dev stays whole)")
     args = parser.parse_args()
     if not TRAIN.exists() or not DEV.exists():
         print(f"skipped: the WNUT-17 files are not in {DATA_DIR.resolve()} (../shared/datasets/ner)")
@@ -223,6 +225,7 @@ def main() -> None:
         key, _, value = item.partition("=")
         overrides[key] = parse_value(value)
     train_rows, dev_rows = read_conll(TRAIN)[:args.limit], read_conll(DEV)[:args.limit]
+    train_rows = train_rows[:args.train_sentences]
     print(f"WNUT-17: {len(train_rows)} training sentences, {len(dev_rows)} dev sentences; "
           f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)", flush=True)
     runs = []
@@ -250,6 +253,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                          "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
+                                         "train_sentences": len(train_rows), "dev_sentences": len(dev_rows),
                                          "runs": runs}, indent=1))
 
 
