@@ -57,9 +57,13 @@ def read_sentences(path: Path) -> list[list[str]]:
 
 
 def conll_bytes(path: Path, sentences: int) -> bytes:
-    """The first ``sentences`` sentences of a CoNLL file, as an upload."""
-    text = path.read_text(encoding="utf-8").strip("\n").split("\n\n")
-    return ("\n\n".join(text[:sentences]) + "\n").encode()
+    """The first ``sentences`` sentences of a CoNLL file, as an upload (read back through the platform's reader:
+    the WNUT files separate some sentences with whitespace-only lines)."""
+    from core.task_types.conll import conll_rows, write_conll
+
+    with open(path, encoding="utf-8") as f:
+        rows = [(row["tokens"], row["tags"]) for _, row in zip(range(sentences), conll_rows(f))]
+    return "".join(write_conll(rows)).encode()
 
 
 # ------------------------------------------------------------------------------------------------ the platform
