@@ -5,7 +5,8 @@ model forward and against transformers' token-classification pipeline, same weig
     .venv/bin/python bench/ner_serving.py --texts 1000 --runs 1      # a quick look
 
 Texts: WNUT-17 sentences (``../shared/datasets/ner``, every dev sentence then training sentences) with their words
-joined by spaces, ``--texts`` of them (default 5,000). The model: MiniLM (the default encoder) with a token head
+joined by spaces, at most ``--texts`` of them (default 5,000;
+the two files hold 4,403 sentences, so the default takes them all). The model: MiniLM (the default encoder) with a token head
 trained by the platform for one epoch on 64 training sentences -- speed does not depend on the weights, and the
 head has the WNUT tag set (13 tags).
 
