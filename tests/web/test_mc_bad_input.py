@@ -301,17 +301,19 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
     mc, qa, ner = mc_model(), qa_model(), token_model()
     text_model = f.make_model(name="plain", params={"text_column": "text", "label_column": "label",
                                                     "label_columns": ["label"]})
-    cases = [(mc, texts, "column(s) 'context', 'question', 'ending0', 'ending1', 'ending2', 'ending3' not in the "
-                         "dataset"),
-             (mc, questions, "'ending0', 'ending1', 'ending2', 'ending3', 'label' not in the dataset"),
-             (mc, conll, "not in the dataset"),
-             (qa, swag, "column(s) 'answers' not in the dataset; a question-answering evaluation reads question, "
-                        "context, answers"),
-             (ner, swag, "not a token dataset"),
-             (text_model, swag, "column(s) 'text' not in dataset")]
-    for model_id, dataset_id, words in cases:
+    mc_columns = "'context', 'question', 'ending0', 'ending1', 'ending2', 'ending3'"
+    cases = [(mc, texts, "unknown_column", f"column(s) {mc_columns} not in the dataset; it has text, label"),
+             (mc, questions, "unknown_column", "column(s) 'ending0', 'ending1', 'ending2', 'ending3', 'label' not in "
+                                               "the dataset; it has question, context, answers"),
+             (mc, conll, "unknown_column", f"column(s) {mc_columns}, 'label' not in the dataset; it has tokens, tags"),
+             (qa, swag, "unknown_column", "column(s) 'answers' not in the dataset; a question-answering evaluation "
+                                          "reads question, context, answers"),
+             (ner, swag, "dataset_task_mismatch", "cannot evaluate a token-classification model: it is not a token "
+                                                  "dataset"),
+             (text_model, swag, "unknown_column", "column(s) 'text' not in dataset")]
+    for model_id, dataset_id, code, words in cases:
         error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": model_id,
-                                                                         "dataset_id": dataset_id}), 422)
+                                                                         "dataset_id": dataset_id}), 422, code)
         assert words in error["message"], (model_id, dataset_id, error)
     assert _count(Job) == 0 and sent == []
 
