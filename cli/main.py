@@ -226,8 +226,9 @@ def datasets_delete(state: State, dataset_id: int, yes: bool) -> None:
               "spans point into, default text)")
 @click.option("--label-column", "label_columns", multiple=True,
               help="the label column; repeat it for several (multitask: one task each)")
-@click.option("--task-type", "task_type", help="text-classification (default), token-classification or "
-              "question-answering (columns: --set context_column=... question_column=... answers_column=...)")
+@click.option("--task-type", "task_type", help="text-classification (default), token-classification, "
+              "question-answering (columns: --set context_column=... question_column=... answers_column=...) or "
+              "multiple-choice (its columns by --set, e.g. --set context_column=sent1)")
 @click.option("--tokens-column", help="token classification: the column of token lists (default: tokens)")
 @click.option("--tags-column", help="token classification: the column of tag lists (default: tags)")
 @click.option("--spans-column", help="token classification from raw text: the column of each text's entity spans "
@@ -271,9 +272,12 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
 @click.option("--aggregation-strategy", type=click.Choice(["first", "average", "max", "simple", "none"]),
               help="token models: how sub-word predictions become entities (default first)")
 @click.option("--question", "-q", "questions", multiple=True,
-              help="question-answering models: a question (repeat for several; each with a --context)")
+              help="question-answering models: a question (repeat for several; each with a --context); "
+              "multiple-choice models: the question read before each choice (optional, once)")
 @click.option("--context", "-c", "contexts", multiple=True,
-              help="question-answering models: the context of the question in the same position")
+              help="question-answering models: the context of the question in the same position; multiple-choice "
+              "models: the context of the one question (with --choice, twice or more)")
+@click.option("--choice", "choices", multiple=True, help="multiple-choice models: a choice (repeat for each)")
 @click.option("--top-k", type=click.IntRange(1, 20), help="question-answering models: answers per question")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, writable=True),
               help="write every prediction to this file (CSV; JSON Lines for a .jsonl name; CoNLL for a .conll "
@@ -283,17 +287,25 @@ def train(state: State, dataset: str, text_column: str | None, label_columns: tu
 @pass_state
 def classify(state: State, model: str, texts: tuple[str, ...], file: str | None, dataset: int | None,
              text_column: str | None, id_column: str | None, aggregation_strategy: str | None,
-             questions: tuple[str, ...], contexts: tuple[str, ...], top_k: int | None,
+             questions: tuple[str, ...], contexts: tuple[str, ...], choices: tuple[str, ...], top_k: int | None,
              output_path: str | None, wait: bool) -> None:
     """Classify texts (--text ...), a FILE (uploaded as a dataset) or a stored --dataset, with MODEL; a
-    question-answering MODEL answers --question / --context pairs (or a FILE's question and context columns)."""
-    sources = sum(bool(s) for s in (texts, file, dataset, questions))
-    if sources != 1:
-        raise click.UsageError("give --text (once or more), --question with --context, a FILE or --dataset: exactly "
-                               "one of them")
-    if len(questions) != len(contexts):
-        raise click.UsageError(f"give one --context per --question ({len(questions)} questions, {len(contexts)} "
-                               "contexts)")
+    question-answering MODEL answers --question / --context pairs (or a FILE's question and context columns); a
+    multiple-choice MODEL answers one question (--context, --question, --choice ...)."""
+    if choices:  # multiple choice: one context, at most one question, its choices
+        if len(contexts) != 1 or len(questions) > 1:
+            raise click.UsageError("--choice goes with one --context (and at most one --question)")
+        if texts or file or dataset:
+            raise click.UsageError("give --text (once or more), --context with --choice, a FILE or --dataset: "
+                                   "exactly one of them")
+    else:
+        sources = sum(bool(s) for s in (texts, file, dataset, questions or contexts))
+        if sources != 1:
+            raise click.UsageError("give --text (once or more), --question with --context, --context with --choice "
+                                   "(multiple choice), a FILE or --dataset: exactly one of them")
+        if len(questions) != len(contexts):
+            raise click.UsageError(f"give one --context per --question ({len(questions)} questions, "
+                                   f"{len(contexts)} contexts)")
     if texts and (text_column or id_column):
         raise click.UsageError("--text-column and --id-column go with a FILE or --dataset, not --text")
     if output_path and not wait:
@@ -305,6 +317,9 @@ def classify(state: State, model: str, texts: tuple[str, ...], file: str | None,
         body["top_k"] = top_k
     if texts:
         body["texts"] = list(texts)
+    elif choices:
+        item = {"context": contexts[0], "choices": list(choices), **({"question": questions[0]} if questions else {})}
+        body["choice_questions"] = [item]
     elif questions:
         body["questions"] = [{"question": q, "context": c} for q, c in zip(questions, contexts)]
     else:

@@ -69,7 +69,8 @@ DATASET_COLUMNS = (("id", "id"), ("name", "name"), ("rows", "rows"), ("columns",
 def predictions(items: list[dict]) -> None:
     """A classify job's predictions: text, label(s) and score (multitask: one label column per task); a token
     model's: one line per entity (type, span, words, score), or per sentence its tags; a QA model's: the question,
-    its best answer, the answer's span of the context and its score."""
+    its best answer, the answer's span of the context and its score; a multiple-choice model's: the context, the
+    chosen choice (its position and text) and its probability."""
     if items and "entities" in items[0]:
         rows = [{"index": p["index"], "type": e["entity_group"], "span": f"{e['start']}-{e['end']}",
                  "word": e["word"], "score": e["score"]} for p in items for e in p["entities"]]
@@ -86,6 +87,12 @@ def predictions(items: list[dict]) -> None:
         rows = [{"index": p["index"], "tagged": " ".join(w if t == "O" else f"{w}/{t}" for w, t in
                                                         zip(p["tokens"], p["tags"]))} for p in items]
         table(rows, [("index", "#"), ("tagged", "tokens/tags")])
+        return
+    if items and "choice_index" in items[0]:  # a multiple-choice model's: the chosen choice and its probability
+        rows = [{"index": p["index"], "text": p["text"], "choice": p["choice"], "position": p["choice_index"],
+                 "score": p["scores"][p["choice_index"]]} for p in items]
+        table(rows, [("index", "#"), ("text", "context"), ("position", "choice #"), ("choice", "choice"),
+                     ("score", "score")])
         return
     if items and items[0].get("tasks"):
         tasks = list(items[0]["tasks"])

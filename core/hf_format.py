@@ -288,7 +288,8 @@ def hf_weight_names(family: str, platform_names: list[str], task_type: str | Non
 
 
 def hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The transformers ``config.json`` of an exportable platform model (see :func:`hf_export_problem`)."""
+    """The transformers ``config.json`` of an exportable platform model (see :func:`hf_export_problem`); a task type
+    whose ``HFHead.labels`` are fixed (multiple choice: one output per choice) names no labels."""
     family = config["family"]
     head = _hf_head(config.get("task_type"))
     task = next(iter(config["tasks"]))
@@ -298,8 +299,9 @@ def hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in config["encoder"]["config"].items() if k not in skip}
     out["model_type"] = family
     out["architectures"] = [head.architectures[family]]
-    out["id2label"] = {str(i): label for i, label in enumerate(labels)}
-    out["label2id"] = {label: i for i, label in enumerate(labels)}
+    if head.labels is None:  # fixed labels (multiple choice: positions) mean nothing to transformers: none named
+        out["id2label"] = {str(i): label for i, label in enumerate(labels)}
+        out["label2id"] = {label: i for i, label in enumerate(labels)}
     if head.problem_type is not None:
         out["problem_type"] = head.problem_type
     if family in head.dropout_field:
@@ -395,8 +397,11 @@ def import_architecture(config: Mapping[str, Any]) -> tuple[str, str]:
 def import_labels(config: Mapping[str, Any], task_type: str | None = None) -> list[str]:
     """The labels of an imported checkpoint of ``task_type`` (default: text classification), in id order: from
     ``id2label`` (ids 0..n-1), else ``LABEL_<i>`` for ``num_labels`` (default 2); 2 labels or more. ``problem_type``
-    is the task type's (text classification: single-label) or none."""
+    is the task type's (text classification: single-label) or none. A task type whose ``HFHead.labels`` fixes them
+    (multiple choice) gets those."""
     head = _hf_head(task_type)
+    if head.labels is not None:  # fixed by the task type (multiple choice: positions), whatever id2label says
+        return list(head.labels)
     problem = config.get("problem_type")
     if problem not in (None, head.problem_type):
         accepted = f"{head.problem_type!r} or none" if head.problem_type else "none"

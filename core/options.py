@@ -22,6 +22,7 @@ from pydantic import Field, StringConstraints, model_validator
 from pydantic.fields import FieldInfo
 
 from . import task_types
+from .task_types.multiple_choice import MAX_CHOICES
 from .task_types.token_classification import reads_spans
 from .validation import ColumnName, SqlId, StrictModel
 
@@ -127,14 +128,22 @@ class TrainConfig(StrictModel):
         default=None, description='token classification: the column of each sentence\'s tags, one per token '
         '(default "tags")')
     context_column: ColumnName | None = Field(
-        default=None, description='question answering: the column of the contexts the answers are spans of (default '
-        '"context")')
+        default=None, description='question answering: the column of the contexts the answers are spans of; '
+        'multiple choice: the context column (default "context")')
     question_column: ColumnName | None = Field(
-        default=None, description='question answering: the column of the questions (default "question")')
+        default=None, description='question answering: the column of the questions (default "question"); '
+        'multiple choice: a question or stem encoded after the context (default "question" when the dataset has '
+        'it, as SWAG\'s sent2)')
     answers_column: ColumnName | None = Field(
         default=None, description='question answering: the column of the gold answers, {"text": [...], '
         '"answer_start": [...]} (character offsets; empty: unanswerable; default "answers"); CSV may give '
         'answer_text + answer_start columns instead')
+    choice_columns: list[ColumnName] | None = Field(
+        default=None, max_length=MAX_CHOICES, description='multiple choice: the numbered choice columns, in order '
+        '(default every ending<N> column); a row may leave trailing ones empty')
+    choices_column: ColumnName | None = Field(
+        default=None, description='multiple choice: one column holding each row\'s choices as a JSON array of '
+        'strings (instead of choice_columns)')
     text_template: Annotated[str | None, Opt("Text template", group="data")] = Field(
         default=None, max_length=1000,
         description='builds the text from several columns, e.g. "{speaker}: {text}" (replaces text_column)')
@@ -225,11 +234,16 @@ class TrainConfig(StrictModel):
 
     def text_columns(self) -> list[str]:
         """Every column the texts are built from (text or template columns, and the pair column; token
-        classification: the tokens column)."""
+        classification: the tokens column; question answering: the question and context columns; multiple choice:
+        the columns the request names, its defaults depending on the dataset). What a dataset is read by is
+        ``TaskType.dataset_columns``, which starts from these."""
         if self.tokens_column is not None:
             return [self.tokens_column]
-        if self.context_column is not None:  # question answering (a nested SQuAD file: see dataset_columns)
+        if self.answers_column is not None:  # question answering (a nested SQuAD file: see dataset_columns)
             return [self.question_column, self.context_column]
+        if self.context_column is not None:  # multiple choice
+            return [c for c in (self.context_column, self.question_column, *(self.choice_columns or ()),
+                                self.choices_column) if c is not None]
         if reads_spans(self):
             return [self.text_column]
         columns = template_columns(self.text_template) if self.text_template else [self.text_column]
@@ -389,7 +403,8 @@ def _check_columns(config: TrainConfig) -> None:
 # the data fields (not options) a task type may not read: refused when set for a task type whose
 # ``request_fields`` lack them
 _DATA_FIELDS = ("text_column", "text_template", "text_pair_column", "label_column", "label_columns", "tokens_column",
-                "tags_column", "spans_column", "context_column", "question_column", "answers_column")
+                "tags_column", "spans_column", "context_column", "question_column", "answers_column", "choice_columns",
+                "choices_column")
 
 
 def _check_task_type(config: TrainConfig) -> None:

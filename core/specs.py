@@ -24,6 +24,7 @@ from .models_registry import REF_MAX, ModelRefError, parse_model_ref
 
 from .options import FAMILIES, Family, TaskTypeName, TrainConfig, TrainRequest  # noqa: F401  (re-exported: one import place)
 from .options import template_columns
+from .task_types.multiple_choice import MAX_CHOICES, MIN_CHOICES
 from .schema import TOKEN_NAME_MAX, USERNAME_MAX
 from .validation import MAX_SQL_ID, ColumnName, SqlId  # noqa: F401  (re-exported)
 from .validation import StrictModel as _Strict
@@ -33,6 +34,7 @@ from .validation import field_error as _field_error
 TextPair = Annotated[list[str], Field(min_length=2, max_length=2)]
 PAIRS = "pairs"  # a classify job's ``params["input_kind"]`` when its inputs are pairs, not texts
 TOKENS = "tokens"  # ... when its inputs are pre-tokenized sentences (token classification)
+CHOICE_QUESTIONS = "choice_questions"  # ... when its inputs are multiple-choice questions
 QUESTIONS = "questions"  # ... when its inputs are questions about contexts (question answering)
 # a pre-tokenized sentence: at least one word (each checked like a text by the limits validator)
 TokenList = Annotated[list[str], Field(min_length=1)]
@@ -43,6 +45,19 @@ AGGREGATION_DESCRIPTION = (
     "grouped) or none (one entry per token)")
 
 
+class ChoiceQuestion(_Strict):
+    """One multiple-choice input: a context, an optional question (encoded before each choice, as SWAG's
+    ``sent2``) and 2 to 32 choices; each text within the deployment's limits like any other."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    context: str
+    question: str | None = None
+    choices: list[str] = Field(min_length=MIN_CHOICES, max_length=MAX_CHOICES)
+
+
+CHOICE_QUESTIONS_DESCRIPTION = ('multiple-choice models only: {"context", "question"?, "choices": [2 to '
+                                f'{MAX_CHOICES} texts]}} per input')
 class Question(_Strict):
     """A question about a context, for a question-answering model (the answer is a span of the context)."""
 
@@ -131,6 +146,33 @@ class _ServingOptions(_Strict):
                     raise ValueError(f"{where} has {len(text)} characters; the limit is {max_chars}")
         return value
 
+    @field_validator("choice_questions", check_fields=False)
+    @classmethod
+    def _choices_within_limits(cls, value: list | None, info: ValidationInfo) -> list | None:
+        """Multiple-choice inputs within the same limits: count, and every context, question and choice a text
+        that is not empty and not too long (an absent question is fine)."""
+        if value is None:
+            return None
+        context = info.context or {}
+        max_texts, max_chars = context.get("max_texts", 10_000), context.get("max_text_chars", 20_000)
+        if len(value) > max_texts:
+            raise ValueError(f"at most {max_texts} choice_questions per request, got {len(value)}")
+        for i, item in enumerate(value):
+            texts = [("context", item.context), *([("question", item.question)] if item.question is not None else []),
+                     *((f"choices[{j}]", c) for j, c in enumerate(item.choices))]
+            for where, text in texts:
+                if not text.strip() or "\x00" in text:
+                    raise ValueError(f"choice_questions[{i}].{where} is empty or holds a NUL character")
+                if len(text) > max_chars:
+                    raise ValueError(f"choice_questions[{i}].{where} has {len(text)} characters; the limit is "
+                                     f"{max_chars}")
+        return value
+
+    @property
+    def with_choice_questions(self) -> bool:
+        """Whether the inputs are multiple-choice questions."""
+        return getattr(self, "choice_questions", None) is not None
+
     @property
     def with_tokens(self) -> bool:
         """Whether the inputs are pre-tokenized sentences (token classification)."""
@@ -174,6 +216,8 @@ class ClassifyRequest(_ServingOptions):
         default=None, min_length=1, description="pair models only: [text, text_pair] per input")
     tokens: list[TokenList] | None = Field(
         default=None, min_length=1, description="token models only: pre-tokenized sentences, a list of words each")
+    choice_questions: list[ChoiceQuestion] | None = Field(
+        default=None, min_length=1, description=CHOICE_QUESTIONS_DESCRIPTION)
     questions: list[Question] | None = Field(default=None, min_length=1, description=QUESTIONS_DESCRIPTION)
     aggregation_strategy: AggregationStrategy | None = Field(
         default=None, description=AGGREGATION_DESCRIPTION)
@@ -188,13 +232,14 @@ class ClassifyRequest(_ServingOptions):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ClassifyRequest":
-        given = [name for name in ("texts", "pairs", "tokens", "questions", "dataset_id")
+        given = [name for name in ("texts", "pairs", "tokens", "questions", "choice_questions", "dataset_id")
                  if getattr(self, name) is not None]
         if len(given) > 1:
-            raise _field_error(given[1], f"give one of texts, pairs, tokens, questions or dataset_id, not "
-                               f"{' and '.join(given)}")
+            raise _field_error(given[1], f"give one of texts, pairs, tokens, questions, choice_questions or "
+                               f"dataset_id, not {' and '.join(given)}")
         if not given:
-            raise _field_error("texts", "give texts, pairs, tokens, questions, or dataset_id (with text_column)")
+            raise _field_error("texts", "give texts, pairs, tokens, questions, choice_questions, or dataset_id (with "
+                               "text_column)")
         if self.dataset_id is None and any(c is not None for c in (self.text_column, self.text_template,
                                                                    self.text_pair_column, self.id_column)):
             raise ValueError("text_column, text_template, text_pair_column and id_column go with dataset_id, "
@@ -228,7 +273,8 @@ class ClassifyRequest(_ServingOptions):
                 "aggregation_strategy", "top_k", "max_answer_length")
         data = {k: params[k] for k in keys if params.get(k) is not None}
         if "dataset_id" not in data:
-            source = params.get("input_kind") if params.get("input_kind") in (PAIRS, TOKENS, QUESTIONS) else "texts"
+            source = params.get("input_kind") if params.get("input_kind") in (PAIRS, TOKENS, QUESTIONS,
+                                                                          CHOICE_QUESTIONS) else "texts"
             data[source] = inputs if inputs is not None else params.get("texts")
             if source == QUESTIONS:  # stored as [question, context] pairs
                 data[source] = [{"question": q, "context": c} for q, c in data[source]]
@@ -259,6 +305,10 @@ class ClassifyRequest(_ServingOptions):
             params.update(input_kind=TOKENS, text_count=len(self.tokens),
                           texts_preview=[" ".join(words)[:preview_chars] for words in self.tokens[:preview]])
             return params, [list(words) for words in self.tokens]
+        if self.choice_questions is not None:
+            params.update(input_kind=CHOICE_QUESTIONS, text_count=len(self.choice_questions),
+                          texts_preview=[q.context[:preview_chars] for q in self.choice_questions[:preview]])
+            return params, [q.model_dump(exclude_none=True) for q in self.choice_questions]
         params.update(text_count=len(self.texts), texts_preview=[t[:preview_chars] for t in self.texts[:preview]])
         return params, list(self.texts)
 
@@ -333,6 +383,8 @@ class PredictRequest(_ServingOptions):
         default=None, min_length=1, description="pair models only: [text, text_pair] per input")
     tokens: list[TokenList] | None = Field(
         default=None, min_length=1, description="token models only: pre-tokenized sentences, a list of words each")
+    choice_questions: list[ChoiceQuestion] | None = Field(
+        default=None, min_length=1, description=CHOICE_QUESTIONS_DESCRIPTION)
     questions: list[Question] | None = Field(default=None, min_length=1, description=QUESTIONS_DESCRIPTION)
     aggregation_strategy: AggregationStrategy | None = Field(
         default=None, description=AGGREGATION_DESCRIPTION)
@@ -342,10 +394,12 @@ class PredictRequest(_ServingOptions):
 
     @model_validator(mode="after")
     def _one_source(self) -> "PredictRequest":
-        if sum(x is not None for x in (self.texts, self.pairs, self.tokens, self.questions)) != 1:
+        if sum(x is not None for x in (self.texts, self.pairs, self.tokens, self.questions,
+                                       self.choice_questions)) != 1:
             raise _field_error("texts", "give one of texts, pairs (for a model trained on sentence pairs), tokens "
-                               "(pre-tokenized sentences, for a token model) or questions ({question, context}, "
-                               "for a question-answering model)", title="PredictRequest")
+                               "(pre-tokenized sentences, for a token model), questions ({question, context}, "
+                               "for a question-answering model) or choice_questions (for a multiple-choice model)",
+                               title="PredictRequest")
         return self
 
     def job_params(self, preview: int = 3, preview_chars: int = 200) -> tuple[dict, list[str]]:

@@ -38,6 +38,21 @@ def _family_options(config: TrainConfig, class_weights: dict[str, list[float]] |
     return {**model_options(config), "class_weights": class_weights}
 
 
+def head_options(config: TrainConfig, class_weights: dict[str, list[float]] | None, task_type: str) -> dict[str, Any]:
+    """:func:`_family_options` for the class of ``config.family`` under ``task_type``: an option of the family's
+    text-classification class that this head does not take (``pooling``) is dropped while unset, refused when set."""
+    from models.registry import family_options
+
+    allowed = set(family_options(config.family, task_type))
+    options = {}
+    for name, value in _family_options(config, class_weights).items():
+        if name in allowed:
+            options[name] = value
+        elif value is not None:
+            raise TrainingDataError(f"{name} does not apply to {task_type.replace('-', ' ')}")
+    return options
+
+
 def _check_config(config: TrainConfig, task_type: str = "text-classification") -> None:
     """The declarations and the model classes must agree on the task type and family (the config itself was
     validated by pydantic when it was built)."""

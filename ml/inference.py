@@ -67,13 +67,14 @@ def get_predictor(
 BACKENDS = {
     "token-classification": ".token_serving:TokenPredictor",
     "question-answering": ".qa_serving:QAPredictor",
+    "multiple-choice": ".mc_serving:ChoicePredictor",
 }
 
 
 def _load(model_dir: str, device: str, quantize: bool):
     """The backend of the model saved in ``model_dir``, chosen by its task type (``models.io``): :data:`BACKENDS`'
-    (a token model's ``TokenPredictor``, a QA model's ``QAPredictor``; never quantized), else text classification's
-    ``Predictor``."""
+    (a token model's ``TokenPredictor``, a QA model's ``QAPredictor``, never quantized; a multiple-choice model's
+    ``ChoicePredictor``, quantized as asked: its ``quantizable``), else text classification's ``Predictor``."""
     import importlib
 
     from models.io import model_task_type, read_model_config
@@ -81,7 +82,10 @@ def _load(model_dir: str, device: str, quantize: bool):
     task_type = model_task_type(read_model_config(model_dir))
     if task_type in BACKENDS:
         module, name = BACKENDS[task_type].split(":")
-        return getattr(importlib.import_module(module, __package__), name).load(model_dir, device)
+        backend = getattr(importlib.import_module(module, __package__), name)
+        if getattr(backend, "quantizable", False):
+            return backend.load(model_dir, device, quantize=quantize)
+        return backend.load(model_dir, device)
     return Predictor.load(model_dir, device=device, quantize=quantize)
 
 

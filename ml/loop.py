@@ -221,6 +221,7 @@ class TextTask:
 TASK_DATA = {
     "token-classification": "ml.token_training:TokenTask",
     "question-answering": "ml.qa_training:QATask",
+    "multiple-choice": "ml.mc_training:ChoiceTask",
 }
 
 
@@ -469,6 +470,10 @@ def train_classifier(
     ``precision``, ``recall`` (entity-level micro, or per word for plain tags), ``accuracy`` (token accuracy),
     ``macro_f1``, ``per_type``, plus ``labels`` (the tag set), ``scheme``, ``sentences``, ``tokens``, ``windows``,
     ``stride``, ``task_type``; ``metric`` defaults to ``f1``; history and epochs records carry those metrics.
+
+    Multiple choice (``ml.mc_training``): a row is its (context, choice) pairs; the metrics are ``accuracy`` (the
+    default ``metric``) and ``macro_f1`` over choice positions, ``per_position``, plus ``labels`` (the positions),
+    ``rows``, ``choices`` (min / max per row), ``task_type``.
 
     Raises :class:`TrainingDataError` for unusable data/settings and :class:`TrainingCancelled` when stopped.
     """

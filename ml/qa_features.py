@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.task_types.question_answering import SPECIAL_TOKENS
+from core.task_types.question_answering import SPECIAL_TOKENS, question_budget
 from ml.backend import InputError
 
 TOKENIZE_CHUNK = 512  # pairs per tokenizer call: a stop request is seen in between
@@ -41,11 +41,6 @@ class Window:
     @property
     def context_positions(self) -> list[int]:
         return [k for k, span in enumerate(self.offsets) if span is not None]
-
-
-def question_budget(max_length: int, doc_stride: int) -> int:
-    """The most tokens a question may have: the window must still hold more than ``doc_stride`` context tokens."""
-    return max_length - SPECIAL_TOKENS - doc_stride - 1
 
 
 def check_lengths(tokenizer: Any, questions: Sequence[str], max_length: int, doc_stride: int,

@@ -37,7 +37,7 @@ from core.datasets import DatasetError
 from core.task_types.tagging import IOB2, PLAIN, detect_scheme, entity_metrics, tag_metrics
 from core.task_types.token_classification import reads_spans, span_row, span_tags
 from ml.batches import TOKENIZE_CHUNK, Encoded, collate
-from ml.config import IGNORE_INDEX, MIN_ROWS, TrainingDataError, _family_options
+from ml.config import IGNORE_INDEX, MIN_ROWS, TrainingDataError, head_options
 from ml.data import split_indices
 from ml.metrics import _r
 from ml.token_data import SpanReport, WindowInput, effective_stride, span_sentence, word_windows
@@ -270,18 +270,8 @@ class TokenTask:
         return {self.task: [y for i in self.train_rows for y in encoded.labels[self.task][i] if y != IGNORE_INDEX]}
 
     def model_options(self, config: Any, class_weights: dict[str, list[float]] | None) -> dict[str, Any]:
-        """``build_model`` options for the token class of ``config.family``: an option of the text family that the
-        token head does not take (``pooling``) is dropped while unset, refused when set."""
-        from models.registry import family_options
-
-        allowed = set(family_options(config.family, TOKEN_CLASSIFICATION))
-        options = {}
-        for name, value in _family_options(config, class_weights).items():
-            if name in allowed:
-                options[name] = value
-            elif value is not None:
-                raise TrainingDataError(f"{name} does not apply to token classification")
-        return options
+        """``build_model`` options for the token class of ``config.family`` (``ml.config.head_options``)."""
+        return head_options(config, class_weights, TOKEN_CLASSIFICATION)
 
     def configure(self, model: Any) -> None:
         """Record on the model what inference must repeat (saved by ``models.io``)."""

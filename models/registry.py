@@ -23,12 +23,14 @@ from .encoders import (
     load_encoder,
     load_encoder_config,
 )
+from .multiple_choice import FAMILIES as MULTIPLE_CHOICE_FAMILIES
 from .multitask import MultiTaskClassifier
 from .question_answering import FAMILIES as QA_FAMILIES
 from .token_classification import FAMILIES as TOKEN_FAMILIES
 
 TEXT_CLASSIFICATION = "text-classification"
 TOKEN_CLASSIFICATION = "token-classification"
+MULTIPLE_CHOICE = "multiple-choice"
 QUESTION_ANSWERING = "question-answering"
 
 # the classes of the text-classification task type (one label, or several, per text)
@@ -43,6 +45,7 @@ FAMILIES: dict[str, type[EncoderClassifier]] = {
 TASK_FAMILIES: dict[str, dict[str, type[EncoderClassifier]]] = {
     TEXT_CLASSIFICATION: FAMILIES,
     TOKEN_CLASSIFICATION: TOKEN_FAMILIES,
+    MULTIPLE_CHOICE: MULTIPLE_CHOICE_FAMILIES,
     QUESTION_ANSWERING: QA_FAMILIES,
 }
 

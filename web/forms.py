@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover
     _SelectChoice = None
 
 from core import task_types
+from core.task_types.multiple_choice import NAME as MULTIPLE_CHOICE
 from core.options import FAMILY_INFO, applies, option_fields
 from core.specs import AggregationStrategy
 
@@ -126,10 +127,13 @@ class TrainFormBase(FlaskForm):
     # or span data: the text column above and a column of character spans per text
     token_data = SelectField("Token data", choices=choices(TOKEN_DATA.items()), default="tokens")
     spans_column = SelectField("Spans column", validate_choice=False)  # required for span data: validate_spans_column
-    # question answering: a question, its context and the answers (empty: the defaults, or a nested SQuAD file)
+    # question answering: a question, its context and the answers (empty: the defaults, or a nested SQuAD file);
+    # multiple choice: a context, an optional question, the choices (numbered ending<N> columns or one list column)
+    # and the label column above (the right choice's position or text)
     question_column = SelectField("Question column", validate_choice=False, validators=[Optional()])
     context_column = SelectField("Context column", validate_choice=False, validators=[Optional()])
     answers_column = SelectField("Answers column", validate_choice=False, validators=[Optional()])
+    choices_column = SelectField("Choices", validate_choice=False, validators=[Optional()])
     encoder = StringField("Encoder (optional)", validators=[Optional(), Length(max=500)])
     class_weights_balanced = BooleanField("Balanced class weights")
 
@@ -150,9 +154,13 @@ class TrainFormBase(FlaskForm):
         """Whether question answering is chosen (question, context and answers columns)."""
         return self.task_type.data == QUESTION_ANSWERING
 
+    def multiple_choice(self) -> bool:
+        """Whether multiple choice is chosen (context, question, choices and label columns)."""
+        return self.task_type.data == MULTIPLE_CHOICE
+
     def _texts(self) -> bool:
         """Whether text classification's text and label fields are read."""
-        return not self.tokens() and not self.questions()
+        return not self.tokens() and not self.questions() and not self.multiple_choice()
 
     def validate_text_column(self, field) -> None:
         if self._texts() and not field.data and not self.text_template.data:
@@ -185,6 +193,10 @@ class TrainFormBase(FlaskForm):
             columns = ("tokens_column", "tags_column")
         elif self.questions():
             columns = ("question_column", "context_column", "answers_column")
+        elif self.multiple_choice():
+            # an empty question: the dataset's "question" column when it has one; empty choices: its ending<N> columns
+            columns = ("context_column", "question_column", "choices_column")
+            data["label_column"] = self.label_column.data or None
         else:
             columns = ("text_column", "text_pair_column")
             if self._uses_label_columns():
@@ -254,6 +266,15 @@ class ClassifyForm(FlaskForm):
     # filled from the chosen dataset (server side, and by classify.js when the dataset changes)
     text_column = SelectField("Text column", validate_choice=False, validators=[Optional()])
     id_column = SelectField("Id column (optional)", validate_choice=False, validators=[Optional()])
+    # multiple-choice models: one question typed in (shown for those models only)
+    context = TextAreaField("Context", validators=[Optional()])
+    question = StringField("Question (optional)", validators=[Optional()])
+    choices = TextAreaField("Choices (one per line)", validators=[Optional()])
+    choice_models: tuple[int, ...] = ()  # the view sets the ids of the multiple-choice models among the choices
+
+    def choice_model(self) -> bool:
+        """Whether the chosen model is a multiple-choice model (a context and choices instead of texts)."""
+        return self.model_id.data in self.choice_models
 
     def text_lines(self) -> list[str]:
         return _lines(self.texts.data)
@@ -265,6 +286,8 @@ class ClassifyForm(FlaskForm):
         """The fields' own checks, then: texts or a dataset, not both and not neither."""
         if not super().validate(extra_validators):
             return False
+        if self.choice_model():
+            return self._validate_choice_question()
         if self.text_lines() and self.dataset_id.data is not None:
             self.form_errors.append("Type texts or choose a dataset, not both.")
             return False
@@ -284,12 +307,29 @@ class ClassifyForm(FlaskForm):
             return False
         return True
 
+    def _validate_choice_question(self) -> bool:
+        """A multiple-choice model: a context and at least 2 choices, or a dataset (not both)."""
+        typed = bool((self.context.data or "").strip() or _lines(self.choices.data))
+        if typed and self.dataset_id.data is not None:
+            self.form_errors.append("Type a question or choose a dataset, not both.")
+            return False
+        if self.dataset_id.data is not None:
+            return True
+        if not (self.context.data or "").strip():
+            self.context.errors = [*self.context.errors, "enter the context, or choose a dataset"]
+            return False
+        if len(_lines(self.choices.data)) < 2:
+            self.choices.errors = [*self.choices.errors, "enter at least 2 choices, one per line"]
+            return False
+        return True
+
     def to_request_data(self, *, token_model: bool = False, qa_model: bool = False) -> dict:
         """The body of a ``ClassifyRequest``: the typed texts, or the dataset and its columns; for a
         token-classification model (``token_model``) its aggregation strategy too. Pre-tokenized lines go as
         ``tokens`` whatever the model: a text model's refusal is the API's (``tokens_not_supported``). For a
         question-answering model (``qa_model``) line k of the texts is a question and line k of the second texts
-        its context (the API's ``questions``)."""
+        its context (the API's ``questions``). For a multiple-choice model (the form's ``choice_models``), the typed
+        context, question and choices (the API's ``choice_questions``)."""
         data: dict = {"model_id": self.model_id.data}
         if qa_model and self.dataset_id.data is None and not self.pretokenized.data:
             return {**data, "questions": [{"question": q, "context": c}
@@ -298,6 +338,10 @@ class ClassifyForm(FlaskForm):
             return {**data, "tokens": [line.split() for line in self.text_lines()]}
         if token_model and self.aggregation_strategy.data:
             data["aggregation_strategy"] = self.aggregation_strategy.data
+        if self.choice_model() and self.dataset_id.data is None:
+            question = (self.question.data or "").strip()
+            item = {"context": self.context.data.strip(), "choices": _lines(self.choices.data)}
+            return {**data, "choice_questions": [{**item, **({"question": question} if question else {})}]}
         if self.dataset_id.data is None and self.pair_lines():
             return {**data, "pairs": [list(p) for p in zip(self.text_lines(), self.pair_lines())]}
         if self.dataset_id.data is None:

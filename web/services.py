@@ -34,6 +34,7 @@ from core.ownership import visible, writable
 from core.queue import broadcast_model_deleted, enqueue_job
 from core.schema import DATASET_NAME_MAX, Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
+from core.task_types import multiple_choice, question_answering
 
 from . import context
 from .errors import ApiError, validation_error
@@ -310,22 +311,26 @@ def _check_quota(session, user: Principal, *, lock: bool = True) -> None:
         )
 
 
-def _check_training_work(request: TrainRequest, rows: int, validation_rows: int | None = None) -> None:
+def _check_training_work(request: TrainRequest, rows: int, validation_rows: int | None = None,
+                         per_row: int = 1) -> None:
     """Token work bounded by MAX_TRAINING_WORK, so one request cannot hold a worker for days: epochs x rows x
     max_length of training, plus evaluations x validation rows x max_length (a forward pass: a third of a step's
-    cost), so a huge validation set evaluated every step is bounded too."""
+    cost), so a huge validation set evaluated every step is bounded too. ``per_row``: the sequences one row is
+    encoded as (``TaskType.work_per_row``: a multiple-choice row's choices), which multiply both."""
     limit = context.settings().max_training_work
-    train = request.epochs * rows * request.max_length
+    train = request.epochs * rows * request.max_length * per_row
     if validation_rows is None:
         validation_rows = round(rows * request.validation_split)
     steps = request.epochs * math.ceil(max(rows - validation_rows, 1) / request.batch_size)
     evaluations = request.epochs if request.eval_steps is None else steps // request.eval_steps + 1
-    evaluation = evaluations * validation_rows * request.max_length // 3
+    evaluation = evaluations * validation_rows * request.max_length * per_row // 3
     work = train + evaluation
     if work > limit:
+        sequences = f" x {per_row} sequences per row" if per_row > 1 else ""
         raise ApiError(
             422, "training_too_large",
-            f"epochs x rows x max_length = {request.epochs} x {rows} x {request.max_length} = {train:,}, plus "
+            f"epochs x rows x max_length{sequences} = {request.epochs} x {rows} x {request.max_length}"
+            f"{f' x {per_row}' if per_row > 1 else ''} = {train:,}, plus "
             f"{evaluations} evaluation(s) of {validation_rows} rows ({evaluation:,}), exceeds the limit of {limit:,} "
             "(MAX_TRAINING_WORK): use fewer epochs or evaluations, a shorter max_length or less data",
         )
@@ -351,7 +356,8 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
         validation = None
         if request.validation_dataset_id is not None:
             validation = _visible_row(session, Dataset, request.validation_dataset_id, user, "validation dataset")
-        _check_training_work(request, dataset.row_count, validation.row_count if validation is not None else None)
+        _check_training_work(request, dataset.row_count, validation.row_count if validation is not None else None,
+                             task_types.get(request.task_type).work_per_row(request, dataset.columns))
         try:
             check_column_names(dataset.columns, request)  # from the stored column list: no row read yet
             if validation is not None:
@@ -380,7 +386,10 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
         model = _usable_model(session, user, request)
         request = request.with_model_id(model.id)
         row_count = None
-        if request.from_dataset:
+        own = _reads_own_columns(session, user, request, model) if request.from_dataset else None
+        if own is not None:
+            row_count = own.row_count
+        elif request.from_dataset:
             given, request = request, _default_text_columns(request, model)
             _check_input_kind(request, model.params or {})
             dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
@@ -427,10 +436,42 @@ def _lock_live_model(session, model: TrainedModel) -> None:
                        "this job was being submitted")
 
 
+def _reads_own_columns(session, user: Principal, request: ClassifyRequest, model: TrainedModel) -> Dataset | None:
+    """The request's dataset when the model's task type checks a dataset classify request itself
+    (``TaskType.check_classify_dataset``: its columns against the dataset's; 422 when they do not fit), else
+    None (the text-column defaults and checks follow)."""
+    kind = task_types.of_params(model.params)
+    dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
+    try:
+        own = kind.check_classify_dataset(dataset.columns, request, model.params or {}, _lazy_rows(dataset))
+    except DatasetError as exc:
+        raise _dataset_error(exc) from None
+    if not own:
+        return None
+    _check_input_kind(request, model.params or {})
+    return dataset
+
+
+def _lazy_rows(dataset: Dataset):
+    """The dataset's rows, streamed -- its (deferred) content is loaded only if someone iterates them."""
+    yield from open_rows(dataset.content, dataset.format)
+
+
 def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:
     """Pairs go to a model trained on sentence pairs (``text_pair_column``), single texts to any other;
-    pre-tokenized ``tokens`` and an ``aggregation_strategy`` to a token-classification model only."""
+    pre-tokenized ``tokens`` and an ``aggregation_strategy`` to a token-classification model only;
+    ``choice_questions`` to a multiple-choice model, which takes nothing else inline."""
     kind = task_types.of_params(model_params)
+    choice_model = kind.name == multiple_choice.NAME
+    if request.with_choice_questions and not choice_model:
+        raise ApiError(422, "choice_questions_not_supported", f"model {request.model_id} is a {kind.name} model: "
+                       "choice_questions are for multiple-choice models")
+    if choice_model and not request.from_dataset and not request.with_choice_questions:
+        raise ApiError(422, "choice_questions_required", f"model {request.model_id} is a multiple-choice model: "
+                       'send choice_questions ({"context", "question"?, "choices": [...]} each) or a dataset_id')
+    if choice_model and getattr(request, "aggregation_strategy", None) is not None:
+        raise ApiError(422, "aggregation_not_supported", f"model {request.model_id} is a multiple-choice model: "
+                       "aggregation_strategy applies to token-classification models")
     tokens_model = kind.name == "token-classification"
     qa_model = kind.name == "question-answering"
     if request.with_questions and not qa_model:
@@ -440,11 +481,14 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
     if qa_options and not qa_model:
         raise ApiError(422, "option_not_supported", f"model {request.model_id} is a {kind.name} model: "
                        f"{' and '.join(qa_options)} apply to question-answering models")
+    if choice_model:  # a dataset's text_column / text_pair_column name its context / question columns
+        return
     if qa_model:
         if not (request.with_questions or request.from_dataset) or request.with_tokens or \
                 getattr(request, "aggregation_strategy", None) is not None:
             raise ApiError(422, "questions_required", f"model {request.model_id} is a question-answering model: send "
                            "questions ([{\"question\", \"context\"}]) or a dataset with question and context columns")
+        _check_question_lengths(request, model_params)
         return  # a dataset's question and context columns are the pair (``_default_text_columns``)
     if request.with_tokens and not tokens_model:
         raise ApiError(422, "tokens_not_supported", f"model {request.model_id} is a {kind.name} model: tokens "
@@ -463,6 +507,18 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
     if request.with_pairs and not trained_on_pairs:
         raise ApiError(422, "pairs_not_supported", f"model {request.model_id} classifies single texts: pairs are "
                        "for models trained with a text_pair_column")
+
+
+def _check_question_lengths(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:
+    """422 ``question_too_long`` for the first question surely too long for the model's windows, before a job is
+    queued (a dataset's questions are counted exactly by the worker, which fails the job the same way)."""
+    windows = question_answering.serving_windows(model_params)
+    if windows is None or not request.with_questions:
+        return
+    for number, item in enumerate(request.questions, start=1):
+        too_long = question_answering.question_too_long(item.question, *windows)
+        if too_long:
+            raise ApiError(422, "question_too_long", f"question {number} {too_long}")
 
 
 def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> ClassifyRequest:
@@ -527,7 +583,7 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
             plan = kind.plan_evaluation(
                 model.family, model.tasks, model.params, text_column=request.text_column,
                 text_pair_column=request.text_pair_column, label_column=request.label_column,
-                label_columns=request.label_columns)
+                label_columns=request.label_columns, dataset_columns=dataset.columns)
             # a token model on a dataset of texts, or the reverse: said so before any missing column is named
             mismatch = kind.dataset_mismatch(dataset.columns, _list_columns(dataset), plan.columns, model.params)
             if mismatch:

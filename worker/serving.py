@@ -63,8 +63,9 @@ def prediction_row(index: int, text: str, result: dict, task_type: TaskType, row
                    pair: str | None = None) -> dict:
     """A prediction row for ``core.results.insert_predictions``: the input, then the columns ``task_type`` stores for
     ``result`` (its ``prediction_columns``: the ``result`` JSON, and the columns its filters and exports read)."""
-    # a pre-tokenized sentence is stored as its words joined by spaces (the words themselves are in the result)
-    row = {"index": index, "text": text if isinstance(text, str) else " ".join(text), "text_pair": pair,
+    # a pre-tokenized sentence is stored as its words joined by spaces (the words themselves are in the result); a
+    # str subclass carrying more (a multiple-choice input) is stored as its plain text
+    row = {"index": index, "text": str(text) if isinstance(text, str) else " ".join(text), "text_pair": pair,
            "row_id": row_id}
     row.update(task_type.prediction_columns(result))
     return row

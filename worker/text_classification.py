@@ -24,8 +24,10 @@ Input = tuple[int, str | list[str], str | None, str | None]
 
 
 def request_size(request: ClassifyRequest) -> int:
-    """How many inputs a request sent inline (texts, pairs, pre-tokenized sentences or questions)."""
-    return len(next(x for x in (request.pairs, request.tokens, request.questions, request.texts) if x is not None))
+    """How many inputs a request sent inline (texts, pairs, pre-tokenized sentences, questions or multiple-choice
+    questions)."""
+    return len(next(x for x in (request.pairs, request.tokens, request.questions, request.choice_questions,
+                                request.texts) if x is not None))
 
 
 def _words(cell: str) -> str | list[str]:

@@ -19,12 +19,16 @@ What a task type declares (see :class:`TaskType`):
   (:meth:`TaskType.prediction_fields`) and exported (:meth:`TaskType.export_layout`), and the SQL condition of a
   ``?label=`` filter (:meth:`TaskType.label_condition`, whose docstring says how it is indexed);
 - evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`) and which datasets can give it
-  (:meth:`TaskType.dataset_mismatch`).
+  (:meth:`TaskType.dataset_mismatch`);
+- where the built-in text logic does not fit (question answering, multiple choice): a training request's columns
+  (:meth:`TaskType.resolve_columns`: defaults and checks before any data is read; :meth:`TaskType.dataset_columns`:
+  what a given dataset is read by; :meth:`TaskType.work_per_row`: how many sequences a row becomes) and a classify
+  job's inputs (:meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`).
 """
 from __future__ import annotations
 
 import importlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -32,7 +36,7 @@ DEFAULT = "text-classification"  # the task type of every request, job, model an
 
 # the modules that register the built-in task types, in the order forms list them
 _BUILT_IN = ("core.task_types.text_classification", "core.task_types.token_classification",
-             "core.task_types.question_answering")
+             "core.task_types.question_answering", "core.task_types.multiple_choice")
 
 
 class ExportLayout(Protocol):
@@ -61,6 +65,9 @@ class HFHead:
     ``config.json`` field of the head's own dropout (absent: the head uses the encoder's). ``problem_type``: what
     ``config.json`` says (an import accepts it or none). ``task``: the task name an imported model's labels are
     stored under. ``head_options``: per family, the head options of an imported model beyond the common ones.
+    ``labels``: the labels every imported model gets, whatever its ``config.json`` says (None: its ``id2label``;
+    multiple choice, whose head has one output, names choice positions); a download's ``config.json`` then names
+    none.
     """
 
     architectures: Mapping[str, str]
@@ -70,6 +77,7 @@ class HFHead:
     problem_type: str | None = None
     task: str = "label"
     head_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    labels: tuple[str, ...] | None = None
 
     def family_of(self, architecture: str) -> str | None:
         """The family whose transformers class is ``architecture`` (None: not one of this task type's)."""
@@ -112,14 +120,19 @@ class TaskType:
 
     def resolve_columns(self, config: Any) -> bool:
         """Resolve a training config's data columns for this task type in place (defaults, ``label_columns``) and
-        check them (ValueError: a 422); False leaves it to ``core.options``' own checks (text and token
-        classification)."""
+        check them (ValueError: a 422), before any data is read; False leaves it to ``core.options``' own checks
+        (text and token classification)."""
         return False
 
     def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
         """(text columns, label columns) that training on a dataset with ``columns`` reads (checked to exist before
-        any row is read)."""
+        any row is read; a task type whose defaults depend on the dataset resolves them here)."""
         return config.text_columns(), list(config.label_columns)
+
+    def work_per_row(self, config: Any, columns: Sequence[str]) -> int:
+        """How many sequences one training row of a dataset with ``columns`` is encoded as, at most (what the
+        training-work limit multiplies rows by): 1 unless a task type encodes more."""
+        return 1
 
     def check_training_rows(self, rows: Any, config: Any, *, known: Mapping[str, set[str]] | None = None
                             ) -> dict[str, Any]:
@@ -128,6 +141,23 @@ class TaskType:
         training data's label sets, which a separate validation dataset's labels must stay within. Raises
         ``core.datasets.DatasetError`` (422) for bad rows."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------ classification
+
+    def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any],
+                               rows: Iterable[Mapping[str, str]] | None = None) -> bool:
+        """Check a classify request that reads a dataset with ``columns`` (``core.specs.ClassifyRequest``) against
+        the model's ``params`` (and its ``rows``, streamed, when the task type must read them); raise
+        ``core.datasets.DatasetError`` (422) when it cannot be read. Return True when done, False to leave it to the
+        web's text-column defaults and checks."""
+        return False
+
+    def classify_inputs(self, request: Any, dataset: tuple[bytes, str] | None,
+                        model_params: Mapping[str, Any]) -> Any:
+        """Every input of a classify job as ``(index, text, text_pair, row id)`` (``text``: what the model's backend
+        encodes and the prediction stores -- a ``str``, or a subclass carrying more), from the request or the
+        dataset's (content, format); None: the worker's text and token inputs."""
+        return None
 
     # ------------------------------------------------------------------------------------ predictions
 
@@ -156,7 +186,8 @@ class TaskType:
     def plan_evaluation(self, model_family: str, model_tasks: Mapping[str, list[str]],
                         model_params: Mapping[str, Any] | None, **columns: Any) -> Any:
         """Resolve an evaluation request against a model: what each dataset row's truth is (a plan the worker
-        reads back from the job's params)."""
+        reads back from the job's params). ``columns``: the request's columns, and ``dataset_columns`` (the
+        dataset's, for a task type whose columns default by what the dataset has)."""
         raise NotImplementedError
 
     def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],

@@ -13,7 +13,9 @@ Training data (every shape becomes :class:`Example` through :func:`read_examples
   :func:`read_examples` flattens (one example per question).
 
 Every answer is checked against its context (``answer_text == context[start:start + len(answer_text)]``); an empty
-answer list means unanswerable (SQuAD v2): a model trained with such questions may answer "no answer".
+answer list means unanswerable (SQuAD v2): a model trained with such questions may answer "no answer". A question
+surely too long for the windows (:func:`question_too_long`: a torch-free lower bound on its tokens) is refused before
+any job is queued, for training, classification and evaluation alike.
 
 Metrics (:func:`squad_metrics`, torch-free, 0-1 scale): ``exact_match`` and ``f1`` in the SQuAD sense (lowercase,
 strip punctuation and articles, collapse whitespace; best over the gold answers; an unanswerable question scores 1
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,8 +53,8 @@ METRIC_KEYS = ("exact_match", "f1", "has_answer_f1", "no_answer_accuracy")
 
 
 def default_doc_stride(max_length: int) -> int:
-    """The windows' overlap when none is given: 128 tokens, or a third of a shorter ``max_length`` (as 128 is of
-    384), so that ``max_length`` alone (128, say) is a valid request."""
+    """The windows' overlap when none is given (a training request's, an imported model's): 128 tokens, or a third
+    of a shorter ``max_length`` (as 128 is of 384), so that ``max_length`` alone (128, say) is a valid request."""
     return min(DEFAULT_DOC_STRIDE, max(1, int(max_length) // 3))
 
 
@@ -99,12 +102,69 @@ class Example:
         return bool(self.answers)
 
 
+def question_budget(max_length: int, doc_stride: int) -> int:
+    """The most tokens a question may have: the window must still hold more than ``doc_stride`` context tokens."""
+    return max_length - SPECIAL_TOKENS - doc_stride - 1
+
+
+_PUNCTUATION = frozenset(string.punctuation)  # ASCII: what a BERT tokenizer always splits off, what SQuAD drops
+
+
+def min_question_tokens(text: str) -> int:
+    """A lower bound on the tokens a BERT-family tokenizer makes of ``text``, torch-free (the web and the data checks
+    have no tokenizer): every ASCII punctuation character is a token of its own, and every run of letters or digits
+    between whitespace and such punctuation is at least one (a word piece or ``[UNK]``). Characters the tokenizer
+    may drop or glue to a word (accents, controls, symbols) count for nothing, so this never says more than the
+    tokenizer's count (``ml.qa_features.check_lengths`` counts exactly, later)."""
+    count, in_word = 0, False
+    for char in text:
+        if char in _PUNCTUATION:
+            count, in_word = count + 1, False
+        elif char in "\t\n\r" or unicodedata.category(char) == "Zs":  # its whitespace (it drops \v, \f...)
+            in_word = False
+        elif char.isalnum() and not in_word:
+            count, in_word = count + 1, True
+    return count
+
+
+def question_too_long(question: str, max_length: int, doc_stride: int) -> str | None:
+    """Why ``question`` cannot fit windows of ``max_length`` overlapping by ``doc_stride`` (as "has at least N tokens:
+    ..."), or None when it may (:func:`min_question_tokens` is a lower bound: only a surely too long one is named)."""
+    budget, length = question_budget(max_length, doc_stride), min_question_tokens(question)
+    if length <= budget:
+        return None
+    return (f"has at least {length} tokens: with max_length {max_length} and doc_stride {doc_stride} a question may "
+            f"have at most {budget} (shorten it, or lower doc_stride)")
+
+
+def serving_windows(model_params: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(max_length, doc_stride) a QA model's inputs are cut to, from its params: a trained model's request, or an
+    imported model's ``max_length`` with the overlap its import gave it (:meth:`QuestionAnswering.hf_import_fields`);
+    None when the params do not say."""
+    max_length = model_params.get("max_length")
+    if not isinstance(max_length, int) or isinstance(max_length, bool):
+        return None
+    doc_stride = model_params.get("doc_stride")
+    if not isinstance(doc_stride, int) or isinstance(doc_stride, bool):
+        doc_stride = default_doc_stride(max_length)
+    return max_length, doc_stride
+
+
 def _text(value: Any, what: str, number: int, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
         raise _error(f"row {number}: the {what} must be a non-empty string", "invalid_question")
     if "\x00" in value:
         raise _error(f"row {number}: the {what} holds a NUL character", "invalid_question")
     return value
+
+
+_INTEGER = re.compile(r"\s*-?[0-9]+\s*")  # an offset in a CSV cell: ASCII digits only ("²" is no offset)
+
+
+def _shown(value: Any) -> str:
+    """A cell's value for a message, cut short (a value may be a whole uploaded document)."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else f"{shown[:57]}..."
 
 
 def check_answers(texts: Sequence[Any], starts: Sequence[Any], context: str,
@@ -115,12 +175,16 @@ def check_answers(texts: Sequence[Any], starts: Sequence[Any], context: str,
         raise _error(f"row {number}: {len(texts)} answer texts but {len(starts)} answer_start offsets")
     out = []
     for text, start in zip(texts, starts):
-        if isinstance(start, str) and start.strip().lstrip("-").isdigit():
-            start = int(start.strip())  # a CSV cell
+        if isinstance(start, str) and _INTEGER.fullmatch(start):  # a CSV cell
+            try:
+                start = int(start)
+            except ValueError:  # more digits than Python converts (4,300): past any context
+                raise _error(f"row {number}: answer_start {start.strip()[:20]}... ({len(start.strip())} digits) is "
+                             f"outside the context of {len(context)} characters", "answer_out_of_range") from None
         if isinstance(start, bool) or not isinstance(start, int):
-            raise _error(f"row {number}: answer_start must be an integer, got {start!r}")
+            raise _error(f"row {number}: answer_start must be an integer, got {_shown(start)}")
         if not isinstance(text, str) or not text:
-            raise _error(f"row {number}: an answer text must be a non-empty string, got {text!r}")
+            raise _error(f"row {number}: an answer text must be a non-empty string, got {_shown(text)}")
         if not 0 <= start <= len(context) - len(text):
             raise _error(f"row {number}: answer {text[:60]!r} at {start} is outside the context of {len(context)} "
                          "characters", "answer_out_of_range")
@@ -139,7 +203,7 @@ def parse_answers(value: Any, context: str, number: int) -> tuple[tuple[str, int
             return ()
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise _error(f"row {number}: the answers cell must be JSON ({{\"text\": [...], \"answer_start\": [...]}}), "
                          f"got {value[:60]!r}") from None
     if isinstance(value, Mapping) and "text" in value and "answer_start" in value:
@@ -155,9 +219,14 @@ def parse_answers(value: Any, context: str, number: int) -> tuple[tuple[str, int
                  "{\"text\", \"answer_start\"} objects")
 
 
-def _squad_examples(cell: Any, number: int) -> Iterator[Example]:
+def _squad_examples(cell: Any, number: int, budget: tuple[int, int] | None) -> Iterator[Example]:
     """The questions of a nested SQuAD ``data`` cell (a list of articles with ``paragraphs``)."""
-    articles = json.loads(cell) if isinstance(cell, str) and cell.strip() else cell
+    articles = cell
+    if isinstance(cell, str) and cell.strip():
+        try:
+            articles = json.loads(cell)
+        except (ValueError, RecursionError):  # a CSV cell, or a JSON Lines string, that is no JSON: no articles
+            articles = None
     if not isinstance(articles, list):
         raise _error(f"row {number}: a SQuAD file's data must be a list of articles", "invalid_squad")
     for article in articles:
@@ -171,21 +240,32 @@ def _squad_examples(cell: Any, number: int) -> Iterator[Example]:
             for qa in paragraph["qas"]:
                 if not isinstance(qa, Mapping):
                     raise _error(f"row {number}: a SQuAD qa must be an object", "invalid_squad")
-                question = _text(qa.get("question"), "question", number)
+                question = _question(qa.get("question"), number, budget)
                 answers = () if qa.get("is_impossible") else parse_answers(qa.get("answers") or [], context, number)
                 qid = qa.get("id")
                 yield Example(question, context, answers, None if qid is None else str(qid))
 
 
-def read_examples(rows: Iterable[Mapping[str, Any]], columns: Columns) -> Iterator[Example]:
+def _question(value: Any, number: int, budget: tuple[int, int] | None) -> str:
+    """A question checked as a text and, given ``budget`` (max_length, doc_stride), for fitting its windows."""
+    question = _text(value, "question", number)
+    too_long = budget is not None and question_too_long(question, *budget)
+    if too_long:
+        raise _error(f"row {number}: the question {too_long}", "question_too_long")
+    return question
+
+
+def read_examples(rows: Iterable[Mapping[str, Any]], columns: Columns,
+                  budget: tuple[int, int] | None = None) -> Iterator[Example]:
     """Every example of a dataset's rows (see the module docstring), checked; :class:`core.datasets.DatasetError`
-    (422) for a missing or malformed cell or an answer that is not where its offset says."""
+    (422) for a missing or malformed cell, an answer that is not where its offset says, or (given ``budget``,
+    ``(max_length, doc_stride)``) a question surely too long for its windows."""
     for number, row in enumerate(rows, start=1):
         if columns.context not in row and SQUAD_DATA_COLUMN in row:
-            yield from _squad_examples(row[SQUAD_DATA_COLUMN], number)
+            yield from _squad_examples(row[SQUAD_DATA_COLUMN], number, budget)
             continue
         context = _text(row.get(columns.context), "context", number)
-        question = _text(row.get(columns.question), "question", number)
+        question = _question(row.get(columns.question), number, budget)
         if columns.answers not in row and ANSWER_TEXT_COLUMN in row and ANSWER_START_COLUMN in row:
             text, start = row[ANSWER_TEXT_COLUMN], row[ANSWER_START_COLUMN]
             blank = (text is None or text == "") and (start is None or str(start).strip() == "")
@@ -198,7 +278,6 @@ def read_examples(rows: Iterable[Mapping[str, Any]], columns: Columns) -> Iterat
 # ---------------------------------------------------------------------------------------------------- metrics
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCTUATION = frozenset(string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
@@ -302,6 +381,9 @@ class QAEvaluationPlan:
     question_column: str
     answers_column: str
     task_type: str = NAME
+    # the model's (max_length, doc_stride), to refuse a question surely too long before the job is queued; not
+    # stored (the worker counts every question's tokens exactly)
+    windows: tuple[int, int] | None = None
 
     def to_params(self) -> dict:
         return {"context_column": self.context_column, "question_column": self.question_column,
@@ -335,10 +417,11 @@ class QAEvaluationPlan:
         return read_examples(rows, self.source)
 
     def check_labels(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Every row read as a training row is (422 for a bad answer or offset); at least one question."""
+        """Every row read as a training row is (422 for a bad answer or offset, or a question surely too long for
+        the model's windows); at least one question."""
         from core.evaluation import EvaluationError
 
-        if not sum(1 for _ in self.examples(rows)):  # reads every row: a bad one raises
+        if not sum(1 for _ in read_examples(rows, self.source, self.windows)):  # reads every row: a bad one raises
             raise EvaluationError("nothing_to_evaluate", "the dataset holds no question to evaluate on")
 
 
@@ -397,10 +480,10 @@ class QuestionAnswering(TaskType):
 
     def check_training_rows(self, rows: Iterable[Mapping[str, str]], config: Any, *,
                             known: Mapping[str, set[str]] | None = None) -> dict[str, Counter]:
-        """Every example checked (:func:`read_examples`); counts ``answer`` / ``no_answer`` questions; training
-        data needs at least one answerable question."""
+        """Every example checked (:func:`read_examples`, questions against the windows too); counts ``answer`` /
+        ``no_answer`` questions; training data needs at least one answerable question."""
         counts: Counter = Counter()
-        for example in read_examples(rows, Columns.of(config)):
+        for example in read_examples(rows, Columns.of(config), (config.max_length, config.doc_stride)):
             counts["answer" if example.answerable else "no_answer"] += 1
         if known is None and not counts["answer"]:
             raise _error("the dataset has no answerable question: there is nothing to learn", "too_few_classes")
@@ -454,8 +537,10 @@ class QuestionAnswering(TaskType):
                         model_params: Mapping[str, Any] | None, *, text_column: str | None = None,
                         text_pair_column: str | None = None, label_column: str | None = None,
                         label_columns: list[str] | None = None, context_column: str | None = None,
-                        question_column: str | None = None, answers_column: str | None = None) -> QAEvaluationPlan:
-        """The model's columns unless the request names others (``label_column``: the answers column)."""
+                        question_column: str | None = None, answers_column: str | None = None,
+                        dataset_columns: Sequence[str] | None = None) -> QAEvaluationPlan:
+        """The model's columns unless the request names others (``label_column``: the answers column);
+        ``dataset_columns`` changes nothing (the nested SQuAD shape is told from the rows)."""
         from core.evaluation import EvaluationError
 
         params = dict(model_params or {})
@@ -469,7 +554,8 @@ class QuestionAnswering(TaskType):
             context_column=context_column or params.get("context_column") or DEFAULT_CONTEXT_COLUMN,
             question_column=question_column or params.get("question_column") or DEFAULT_QUESTION_COLUMN,
             answers_column=(answers_column or label_column or (label_columns or [None])[0]
-                            or params.get("answers_column") or DEFAULT_ANSWERS_COLUMN))
+                            or params.get("answers_column") or DEFAULT_ANSWERS_COLUMN),
+            windows=serving_windows(params))
         if len({plan.context_column, plan.question_column, plan.answers_column}) != 3:
             raise EvaluationError("invalid_columns", "the context, question and answers columns must differ")
         return plan

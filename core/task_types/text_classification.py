@@ -262,6 +262,7 @@ class TextClassification(TaskType):
         """``core.evaluation.plan_evaluation``: label columns that fit the model's shape; truth per row."""
         from core.evaluation import plan_evaluation  # imports core.options, which imports this package
 
+        columns.pop("dataset_columns", None)  # its columns are the model's or the request's, whatever the dataset has
         return plan_evaluation(model_family, model_tasks, model_params, **columns)
 
     def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],

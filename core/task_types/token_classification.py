@@ -358,7 +358,8 @@ class TokenClassification(TaskType):
     def plan_evaluation(self, model_family: str, model_tasks: Mapping[str, list[str]],
                         model_params: Mapping[str, Any] | None, *, text_column: str | None = None,
                         text_pair_column: str | None = None, label_column: str | None = None,
-                        label_columns: list[str] | None = None) -> TokenEvaluationPlan:
+                        label_columns: list[str] | None = None,
+                        dataset_columns: Sequence[str] | None = None) -> TokenEvaluationPlan:
         """The data is read as the model was trained: tokens and tags, where ``text_column`` names the tokens column
         and ``label_column`` the tags column; or, for a model trained on span data, texts and spans, where
         ``text_column`` names the text column and ``label_column`` the spans column (default: the model's)."""

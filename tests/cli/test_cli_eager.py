@@ -160,3 +160,29 @@ def test_an_upload_over_the_limit_exits_4_with_the_413_message(settings, admin_t
         result = invoke(url, admin_token, "datasets", "upload", str(big))
     assert result.exit_code == cli_main.EXIT_API
     assert "HTTP 413 payload_too_large" in result.stderr, result.stderr
+
+
+def test_train_and_ask_a_multiple_choice_model(bq, tmp_path, tiny_bert_dir):
+    """`train --task-type multiple-choice` on a SWAG-style file, then `classify --context --question --choice ...`."""
+    from tests.ml.test_mc_training import _examples, _gold, mc_rows
+
+    rows = mc_rows()
+    data = tmp_path / "swag.csv"
+    with data.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    job = json.loads(ok(bq("--json", "train", "--task-type", "multiple-choice", "--dataset", str(data), "--encoder",
+                           str(tiny_bert_dir), "--epochs", "15", "--name", "swag", "--set", "batch_size=8",
+                           "--set", "max_length=24", "--set", "learning_rate=0.003", "--set", "dropout=0",
+                           "--set", "validation_split=0", "--set", "seed=0", "--wait")))
+    assert job["status"] == "succeeded", job
+    example, gold = _examples(rows)[2], _gold(rows)[2]
+    answer = json.loads(ok(bq("--json", "classify", "-m", "swag", "--context", example.context, "--question",
+                              example.question, *(a for c in example.choices for a in ("--choice", c)))))
+    assert answer["predictions"][0]["choice_index"] == gold
+    table = ok(bq("classify", "-m", "swag", "--context", example.context, *(a for c in example.choices
+                                                                              for a in ("--choice", c))))
+    assert example.choices[gold] in table
+    refused = bq("classify", "-m", "swag", "--choice", "a")
+    assert refused.exit_code == 2 and "--context" in refused.output

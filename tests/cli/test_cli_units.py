@@ -135,6 +135,15 @@ def test_token_predictions_print_one_line_per_entity(capsys):
     assert "Bob/B-PER in Paris/B-LOC" in capsys.readouterr().out
 
 
+def test_multiple_choice_predictions_print_the_chosen_choice(capsys):
+    from cli import output
+
+    output.predictions([{"index": 0, "text": "A man sits at a piano.", "text_pair": "He", "choice_index": 1,
+                         "choice": "plays a song.", "scores": [0.2, 0.8], "choices": ["eats it.", "plays a song."]}])
+    printed = capsys.readouterr().out
+    assert "plays a song." in printed and "0.8" in printed and "eats it." not in printed
+
+
 def test_train_sends_the_spans_column(monkeypatch):
     from click.testing import CliRunner
 

@@ -96,10 +96,15 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
     texts = client.post("/api/v1/predict", json={"model_id": model["id"], "texts": ["where?"]})
     assert texts.status_code == 422 and texts.get_json()["error"]["code"] == "questions_required"
     long = client.post("/api/v1/jobs/classify", json={"model_id": model["id"], "questions": [
-        {"question": " ".join(["word"] * 40), "context": "a context"}]})
-    assert long.status_code == 202, long.get_json()
-    failed = wait_for_job(client, long.get_json()["id"])
-    assert failed["status"] == "failed" and failed["error"].startswith("question 1 has 40 tokens: with max_length 20")
+        {"question": " ".join(["word"] * 40), "context": "a context"}]})  # surely too long: refused at once
+    assert long.status_code == 422 and long.get_json()["error"]["code"] == "question_too_long"
+    # 10 words of several word pieces each: only the tokenizer knows it is too long, so the worker fails the job
+    pieces = client.post("/api/v1/jobs/classify", json={"model_id": model["id"], "questions": [
+        {"question": " ".join(["zqxjvkw"] * 10), "context": "a context"}]})
+    assert pieces.status_code == 202, pieces.get_json()
+    failed = wait_for_job(client, pieces.get_json()["id"])
+    assert failed["status"] == "failed" and failed["error"].startswith("question 1 has ")
+    assert "tokens: with max_length 20 and doc_stride 4 a question may have at most 12" in failed["error"]
     extra = client.post("/api/v1/jobs/classify", json={"model_id": model["id"], "texts": ["x"], "top_k": 2})
     assert extra.status_code == 422
 

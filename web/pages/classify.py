@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 
 from core.specs import ClassifyRequest
+from core.task_types.multiple_choice import NAME as MULTIPLE_CHOICE
 
 from .. import services
 from ..auth import current
@@ -52,6 +53,8 @@ def classify():
         form.dataset_id.data = _wanted_id("dataset_id", datasets)
     _column_choices(form, datasets)
     token_models = [m["id"] for m in models if m.get("task_type") == TOKEN_CLASSIFICATION]
+    choice_models = [m["id"] for m in models if m.get("task_type") == MULTIPLE_CHOICE]
+    form.choice_models = tuple(choice_models)
     qa_models = [m["id"] for m in models if m.get("task_type") == QUESTION_ANSWERING]
     general: list[str] = []
     if form.validate_on_submit():
@@ -60,14 +63,15 @@ def classify():
                                         qa_model=form.model_id.data in qa_models)
             job = services.start_classification(current(), services.validate(ClassifyRequest, data))
         except ApiError as exc:
-            apply_error(form, exc, general, aliases={"pairs": "text_pairs", "tokens": "texts", "questions": "texts"})
+            apply_error(form, exc, general, aliases={"pairs": "text_pairs", "tokens": "texts", "questions": "texts",
+                                                     "choice_questions": "choices"})
         else:
             flash(_queued_message(job, datasets), "ok")
             return redirect(url_for(".job", job_id=job["id"]))
     general.extend(form.form_errors)
     status = 400 if request.method == "POST" else 200
     return render_template("classify.html", form=form, models=models, datasets=datasets, general_errors=general,
-                           token_models=token_models, qa_models=qa_models), status
+                           token_models=token_models, qa_models=qa_models, choice_models=choice_models), status
 
 
 def _queued_message(job: dict, datasets: list[dict]) -> str:

@@ -17,6 +17,8 @@ from .forms_support import TEXT_COLUMN_NAMES, apply_error, guess_column
 LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "category", "target")
 TOKENS_COLUMN_NAMES = ("tokens", "words")
 TAGS_COLUMN_NAMES = ("tags", "ner_tags", "labels", "pos_tags")
+# question answering's and multiple choice's context column (SWAG's: sent1; swag's "regular" CSV: startphrase)
+CONTEXT_COLUMN_NAMES = ("context", "sent1", "startphrase")
 # span data: JSON Lines "entities" / "spans", a Label Studio export's "annotations" (its text column is "data");
 # these three name span columns only, where "label" is as often a text dataset's class
 SPAN_DATA_COLUMN_NAMES = ("entities", "spans", "annotations")
@@ -63,6 +65,8 @@ def train():
     form.text_pair_column.choices = choices([("", "none (single texts)"), *((c, c) for c in columns)])
     for field in (form.question_column, form.context_column, form.answers_column):
         field.choices = choices([("", "default"), *((c, c) for c in columns)])
+    form.choices_column.choices = choices([("", "the ending0, ending1, ... columns"),
+                                           *((c, f"{c} (a JSON array per row)") for c in columns)])
     form.validation_dataset_id.choices = choices(
         [("", "none: hold out the validation split"), *((d["id"], f"{d['name']} (#{d['id']})") for d in datasets)]
     )
@@ -76,9 +80,10 @@ def train():
         form.spans_column.data = guess_column(columns, SPANS_COLUMN_NAMES, 1)
         if form.token_data.data == "spans":
             form.text_column.data = guess_column(columns, SPANS_TEXT_COLUMN_NAMES, 0)
-        for field, name in ((form.question_column, "question"), (form.context_column, "context"),
-                            (form.answers_column, "answers")):
+        for field, name in ((form.question_column, "question"), (form.answers_column, "answers")):
             field.data = name if name in columns else ""
+        # "" (default) leaves the context to the server's defaults; a SWAG file's is sent1
+        form.context_column.data = next((c for c in CONTEXT_COLUMN_NAMES if c in columns), "")
 
     general: list[str] = []
     if form.validate_on_submit():
@@ -98,4 +103,4 @@ def column_names() -> dict:
     """The column names train.js guesses from when the dataset changes (the same as this page's)."""
     return {"text": TEXT_COLUMN_NAMES, "label": LABEL_COLUMN_NAMES, "tokens": TOKENS_COLUMN_NAMES,
             "tags": TAGS_COLUMN_NAMES, "spans": SPANS_COLUMN_NAMES, "spans_text": SPANS_TEXT_COLUMN_NAMES,
-            "span_data": SPAN_DATA_COLUMN_NAMES}
+            "context": CONTEXT_COLUMN_NAMES, "span_data": SPAN_DATA_COLUMN_NAMES}

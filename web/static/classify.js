@@ -87,6 +87,15 @@
   if (pretokenized) pretokenized.addEventListener("change", showTokenFields);
   if (model) { model.addEventListener("change", showTokenFields); showTokenFields(); }
 
+  // a multiple-choice model takes a context and choices instead of texts
+  var choiceModels = JSON.parse(script.dataset.choiceModels || "[]").map(String);
+  function showChoiceFields() {
+    var choice = model && choiceModels.indexOf(model.value) >= 0;
+    form.querySelectorAll(".choice-only").forEach(function (el) { el.hidden = !choice; });
+    form.querySelectorAll(".text-only").forEach(function (el) { el.hidden = choice; });
+  }
+  if (model) { model.addEventListener("change", showChoiceFields); showChoiceFields(); }
+
   if (!dataset) return;
   dataset.addEventListener("change", loadDataset);
   showColumns(Boolean(dataset.value));

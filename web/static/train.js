@@ -19,6 +19,7 @@
   var qaColumns = ["#question_column", "#context_column", "#answers_column"].map(function (id) {
     return form.querySelector(id);
   });
+  var choicesColumn = form.querySelector("#choices_column");
   var dataset = form.querySelector("#dataset_id");
   var textColumn = form.querySelector("#text_column");
   var labelColumn = form.querySelector("#label_column");
@@ -32,11 +33,16 @@
   function tokens() { return chosenTaskType() === "token-classification"; }
   function spans() { return tokens() && tokenData !== null && tokenData.value === "spans"; }
   function questions() { return chosenTaskType() === "question-answering"; }
+  function multipleChoice() { return chosenTaskType() === "multiple-choice"; }
+  // multiple choice reads the .mc-only fields and these of other task types: the label column (the right choice's
+  // position or text), the question and context columns (question answering's)
+  var MC_SHARED = ["field-label_column", "field-question_column", "field-context_column"];
 
-  // text classification shows the .text-only fields; question answering the .qa-only ones; token classification the
-  // .token-only ones, of which those of the other token data (.tokens-data or .spans-data) are hidden; the text column
-  // is text-only and spans-data
+  // text classification shows the .text-only fields; question answering the .qa-only ones; multiple choice the
+  // .mc-only ones and MC_SHARED; token classification the .token-only ones, of which those of the other token data
+  // (.tokens-data or .spans-data) are hidden; the text column is text-only and spans-data
   function dataFieldShown(el) {
+    if (multipleChoice()) return el.classList.contains("mc-only") || MC_SHARED.indexOf(el.id) >= 0;
     if (questions()) return el.classList.contains("qa-only");
     if (!tokens()) return el.classList.contains("text-only");
     if (el.classList.contains("spans-data")) return spans();
@@ -72,24 +78,25 @@
       el.hidden = el.dataset.families.split(" ").indexOf(chosen) < 0
         || (types !== undefined && types.split(" ").indexOf(kind) < 0);
     });
-    form.querySelectorAll(".text-only, .token-only, .qa-only").forEach(function (el) {
+    var choice = multipleChoice();
+    form.querySelectorAll(".text-only, .token-only, .qa-only, .mc-only").forEach(function (el) {
       el.hidden = !dataFieldShown(el);
     });
-    if (!token && !qa) {
+    if (!token && !qa && !choice) {
       form.querySelectorAll(".label-columns").forEach(function (el) { el.hidden = !(multitask || multi); });
       form.querySelectorAll(".single-column").forEach(function (el) { el.hidden = multitask; });
     }
     showCounts();
   }
 
-  function fill(select, columns) {
+  function fill(select, columns, emptyLabel) {
     var previous = Array.prototype.filter.call(select.options, function (o) { return o.selected; })
       .map(function (o) { return o.value; });
     select.replaceChildren();
     columns.forEach(function (column) {
       var option = document.createElement("option");
       option.value = column;
-      option.textContent = column || (select.id.indexOf("pair") >= 0 ? "none" : "default");
+      option.textContent = column || emptyLabel || (select.id.indexOf("pair") >= 0 ? "none" : "default");
       option.selected = option.defaultSelected = previous.indexOf(column) >= 0;
       select.appendChild(option);
     });
@@ -141,6 +148,7 @@
         [textColumn, labelColumn, labelColumns, tokensColumn, tagsColumn, spansColumn].forEach(function (select) {
           if (select) fill(select, info.columns);
         });
+        if (choicesColumn) fill(choicesColumn, [""].concat(info.columns), "the ending0, ending1, ... columns");
         var pair = form.querySelector("#text_pair_column");
         if (pair) fill(pair, [""].concat(info.columns));
         var spanData = guessTokenData(info.columns);
@@ -153,8 +161,9 @@
                               function (c) { return c !== tokensColumn.value; });
         if (spansColumn) guess(spansColumn, info.columns, names.spans,
                                function (c) { return c !== textColumn.value; });
-        // question answering: "" (default) leaves the column to the server's defaults (a SQuAD file has none)
-        var qaNames = [["question"], ["context"], ["answers"]];
+        // question answering: "" (default) leaves the column to the server's defaults (a SQuAD file has none);
+        // multiple choice's context may be named as SWAG's (sent1)
+        var qaNames = [["question"], names.context || ["context"], ["answers"]];
         qaColumns.forEach(function (select, i) {
           if (!select) return;
           fill(select, [""].concat(info.columns));

@@ -74,9 +74,11 @@ class ClassifyWork:
     stored."""
 
     def __init__(self, job_id: str, request: ClassifyRequest, artifact_dir: str, quantize: bool,
-                 done: set[int], dataset: tuple[bytes, str] | None, total: int, task_type: TaskType) -> None:
+                 done: set[int], dataset: tuple[bytes, str] | None, total: int, task_type: TaskType,
+                 model_params: dict | None = None) -> None:
         self.job_id, self.request, self.artifact_dir, self.quantize = job_id, request, artifact_dir, quantize
         self.task_type = task_type  # the model's: it shapes the stored predictions
+        self.model_params = model_params or {}  # how the model was trained: the columns a task type reads
         # how the backend reads results: a token model's aggregation_strategy, a QA model's top_k and
         # max_answer_length (none given: the backend's defaults)
         self.result_options = request.result_options()
@@ -104,14 +106,18 @@ class ClassifyWork:
             total = tc.request_size(request)
         done = stored_indices(session, job_id) if resumed else set()
         return cls(job_id, request, model.artifact_dir, quantize_choice(request.quantize, model), done, dataset,
-                   total, task_types.of_params(model.params))
+                   total, task_types.of_params(model.params), model.params)
 
     def run(self, lease: Lease) -> None:
         """Classify what is not stored yet, chunk by chunk, under ``lease`` (open: a cold model load is covered)."""
         self.lease = lease
         started = time.monotonic()
-        # a token model reads a dataset cell holding a JSON array of words as a pre-tokenized sentence
-        inputs = tc.job_inputs(self.request, self.dataset, words_in_cells=self.task_type.name == TOKEN_CLASSIFICATION)
+        # the task type's own inputs (multiple choice), else texts; a token model reads a dataset cell holding a JSON
+        # array of words as a pre-tokenized sentence
+        inputs = self.task_type.classify_inputs(self.request, self.dataset, self.model_params)
+        if inputs is None:
+            inputs = tc.job_inputs(self.request, self.dataset,
+                                   words_in_cells=self.task_type.name == TOKEN_CLASSIFICATION)
         todo = (item for item in inputs if item[0] not in self.done)
         predictor = predictor_for(self.artifact_dir, self.quantize)
         # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.

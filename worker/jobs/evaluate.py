@@ -17,6 +17,8 @@ from core.config import Settings
 from core.datasets import DatasetError, open_rows
 from core.db import db
 from core.evaluation import EvaluationError, EvaluationPlan
+from core.task_types.multiple_choice import NAME as MULTIPLE_CHOICE
+from core.task_types.multiple_choice import ChoiceEvaluationPlan
 from core.task_types.question_answering import NAME as QUESTION_ANSWERING
 from core.task_types.question_answering import QAEvaluationPlan
 from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
@@ -79,10 +81,12 @@ def run_evaluation(job_id: str) -> None:
 
 
 def _plan(params: dict):
-    """The evaluation plan stored in a job's params: a token model's (``task_type`` recorded), else text
-    classification's."""
+    """The evaluation plan stored in a job's params: a token, question-answering or multiple-choice model's
+    (``task_type`` recorded), else text classification's."""
     if params.get("task_type") == TOKEN_CLASSIFICATION:
         return TokenEvaluationPlan.from_params(params)
+    if params.get("task_type") == MULTIPLE_CHOICE:
+        return ChoiceEvaluationPlan.from_params(params)
     if params.get("task_type") == QUESTION_ANSWERING:
         return QAEvaluationPlan.from_params(params)
     return EvaluationPlan.from_params(params)
@@ -102,8 +106,8 @@ def _read_evaluation(session, job_id: str) -> EvaluationWork:
                           dataset.content, dataset.format)
 
 
-def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | QAEvaluationPlan, artifact_dir: str, quantize: bool,
-              rows: Iterable[dict], lease: Lease) -> dict:
+def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | QAEvaluationPlan | ChoiceEvaluationPlan, artifact_dir: str,
+              quantize: bool, rows: Iterable[dict], lease: Lease) -> dict:
     """The metrics of the model at ``artifact_dir`` on ``rows``, predicted chunk by chunk under ``lease``."""
     from ml.evaluation import evaluate_rows  # lazily: importing worker.tasks stays light
 
@@ -124,6 +128,13 @@ def _evaluate(plan: EvaluationPlan | TokenEvaluationPlan | QAEvaluationPlan, art
         metrics = evaluate_questions(rows, plan, lambda questions, contexts: submit(predictor, questions, contexts,
                                                                                     lease)(),
                                      progress=lease.progress, should_stop=lease.should_stop)
+        metrics.update(seconds=round(time.monotonic() - started, 3), device=device(), quantized=quantize)
+        return metrics
+    if isinstance(plan, ChoiceEvaluationPlan):
+        from ml.mc_evaluation import evaluate_choices
+
+        metrics = evaluate_choices(rows, plan, lambda inputs: submit(predictor, inputs, None, lease)(),
+                                   progress=lease.progress, should_stop=lease.should_stop)
         metrics.update(seconds=round(time.monotonic() - started, 3), device=device(), quantized=quantize)
         return metrics
     metrics = evaluate_rows(
