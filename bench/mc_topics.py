@@ -10,8 +10,10 @@ position of the tweet's topic. The tweets are split once like ``bench/training_q
 1234, stratified on the topic). A ``multiple-choice`` model trains through ``ml.loop.train_classifier`` with
 ``epochs`` and ``max_length`` 128 given and the platform's defaults otherwise, and answers the held-out rows through
 ``ml.mc_serving.ChoicePredictor`` (the batching engine, as a classify job does); a ``text-classification`` model
-trains on the same rows' (tweet, topic) and is judged the same way. Printed: held-out accuracy and macro-F1 of both,
-their training time.
+trains on the same rows' (tweet, topic) and is judged the same way, and so is the plain transformers recipe
+(:func:`plain_multiple_choice`). ``--size`` draws that many tweets with a fixed seed (six pairs a row: the full set
+needs a GPU). Serving (:func:`serving`): the platform's path against the best raw forward on the held-out rows.
+Printed: held-out accuracy and macro-F1 of each model, their training time, the serving ratio.
 """
 from __future__ import annotations
 
