@@ -606,7 +606,7 @@ class _ListStats:
             return False
         try:
             values = json.loads(cell)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             return False
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             return False

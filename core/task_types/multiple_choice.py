@@ -40,6 +40,7 @@ NAME = "multiple-choice"
 MIN_CHOICES = 2
 MAX_CHOICES = 32  # choices of one row: more means a wrong column was picked (each choice is one encoder pass)
 MAX_CHOICE_CHARS = 20_000  # a choice is a text like any other (the classify limit's default)
+MAX_LABEL_DIGITS = 100  # a label cell of more digits is out of range, without converting it to an integer
 DEFAULT_CONTEXT, DEFAULT_QUESTION, DEFAULT_LABEL = "context", "question", "label"
 ENDING = re.compile(r"^ending(\d+)$")  # SWAG's numbered choice columns
 TASK = "choice"  # the one task of a multiple-choice model; its labels are the choice positions "0", "1", ...
@@ -102,7 +103,7 @@ class Layout:
             if isinstance(cell, str):
                 try:
                     values = json.loads(cell) if cell.strip() else None
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
                     values = None
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise _error(f"row {number}: column {self.choices_column!r} must hold a JSON array of strings, got "
@@ -195,9 +196,13 @@ def label_index(cell: Any, choices: Sequence[str], number: int, column: str | No
     if not text:
         raise _error(f"row {number}: the label cell ({column!r}) is empty", "invalid_label")
     if re.fullmatch(r"[+-]?\d+(\.0*)?", text):  # "2", or "2.0" as a spreadsheet or pandas writes it
-        index = int(text.split(".")[0])
-        if not 0 <= index < len(choices):
-            raise _error(f"row {number}: label {index} is out of range: the row has {len(choices)} choices "
+        sign, digits = ("-" if text[0] == "-" else ""), text.lstrip("+-").split(".")[0].lstrip("0") or "0"
+        # a position has a few digits: a longer integer is out of range without being converted (int() refuses
+        # past 4300 digits) and is shown cut short
+        index = int(sign + digits) if len(digits) <= MAX_LABEL_DIGITS else None
+        if index is None or not 0 <= index < len(choices):
+            shown = sign + (digits if index is not None else f"{digits[:20]}... ({len(digits)} digits)")
+            raise _error(f"row {number}: label {shown} is out of range: the row has {len(choices)} choices "
                          f"(positions 0 to {len(choices) - 1})", "invalid_label")
         return index
     matches = [i for i, choice in enumerate(choices) if choice.strip() == text]

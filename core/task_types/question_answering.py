@@ -52,6 +52,12 @@ ANSWERED, NO_ANSWER = "answered", "no_answer"  # the ``label`` of a stored predi
 METRIC_KEYS = ("exact_match", "f1", "has_answer_f1", "no_answer_accuracy")
 
 
+def default_doc_stride(max_length: int) -> int:
+    """The windows' overlap when none is given (a training request's, an imported model's): 128 tokens, or a third
+    of a shorter ``max_length`` (as 128 is of 384), so that ``max_length`` alone (128, say) is a valid request."""
+    return min(DEFAULT_DOC_STRIDE, max(1, int(max_length) // 3))
+
+
 def _error(message: str, code: str = "invalid_answers"):
     from core.datasets import DatasetError  # core.datasets imports this package
 
@@ -140,14 +146,8 @@ def serving_windows(model_params: Mapping[str, Any]) -> tuple[int, int] | None:
         return None
     doc_stride = model_params.get("doc_stride")
     if not isinstance(doc_stride, int) or isinstance(doc_stride, bool):
-        doc_stride = import_stride(max_length)
+        doc_stride = default_doc_stride(max_length)
     return max_length, doc_stride
-
-
-def import_stride(max_length: int) -> int:
-    """The windows' overlap of an imported model: the training default, or a third of a shorter ``max_length`` (as
-    128 is of 384)."""
-    return min(DEFAULT_DOC_STRIDE, max(1, max_length // 3))
 
 
 def _text(value: Any, what: str, number: int, *, allow_empty: bool = False) -> str:
@@ -450,7 +450,7 @@ class QuestionAnswering(TaskType):
     def hf_import_fields(self, labels: Sequence[str], max_length: int) -> dict[str, Any]:
         """The windows' overlap a training request gets by default, or a third of a shorter ``max_length`` (as 128 is
         of 384); a token model's ``scheme``: none."""
-        return {"stride": import_stride(max_length), "scheme": None}
+        return {"stride": default_doc_stride(max_length), "scheme": None}
 
     def check_classify_request(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> None:
         """``questions`` or a dataset (its question and context columns are the pair), nothing else; a question
@@ -485,8 +485,9 @@ class QuestionAnswering(TaskType):
         return QAEvaluationPlan.from_params(params)
 
     def resolve_columns(self, config: Any) -> bool:
-        """Defaults for the columns and ``max_length`` (384 unless given), ``doc_stride`` checked against it (the
-        question's own length is checked per question when the data is read: ``ml.qa_features``)."""
+        """Defaults for the columns, ``max_length`` (384 unless given) and ``doc_stride`` (:func:`default_doc_stride`
+        of it unless given), ``doc_stride`` checked against it (the question's own length is checked per question
+        when the data is read: ``ml.qa_features``)."""
         config.context_column = config.context_column or DEFAULT_CONTEXT_COLUMN
         config.question_column = config.question_column or DEFAULT_QUESTION_COLUMN
         config.answers_column = config.answers_column or DEFAULT_ANSWERS_COLUMN
@@ -495,6 +496,8 @@ class QuestionAnswering(TaskType):
             raise ValueError("context_column, question_column and answers_column must differ")
         if "max_length" not in config.model_fields_set:
             config.max_length = DEFAULT_MAX_LENGTH
+        if "doc_stride" not in config.model_fields_set:  # a shorter max_length alone must not be refused
+            config.doc_stride = default_doc_stride(config.max_length)
         if config.doc_stride >= config.max_length - SPECIAL_TOKENS - 1:
             raise ValueError(f"doc_stride ({config.doc_stride}) must be less than max_length - {SPECIAL_TOKENS + 1} "
                              f"({config.max_length - SPECIAL_TOKENS - 1}): windows must move on")

@@ -151,3 +151,17 @@ def test_evaluation_plan_defaults_to_the_model_columns():
         kind.plan_evaluation("bert", {"choice": ["0", "1"]}, {"context_column": "context"},
                              dataset_columns=["context", "label"])
     assert error.value.code == "invalid_columns"
+
+
+@pytest.mark.parametrize(("cell", "shown"), [
+    ("9" * 5000, "label 99999999999999999999... (5000 digits) is out of range"),  # past int()'s 4300 digits
+    ("-" + "0" * 4999 + "1", "label -1 is out of range"),  # leading zeros are not digits of the position
+    ("1" + "0" * 100, "label 10000000000000000000... (101 digits) is out of range"),
+])
+def test_a_label_of_many_digits_is_out_of_range_without_converting_it(cell, shown):
+    from core.task_types.multiple_choice import label_index
+
+    with pytest.raises(DatasetError) as raised:
+        label_index(cell, ["a", "b"], 3)
+    assert raised.value.code == "invalid_label" and f"row 3: {shown}" in raised.value.message
+    assert label_index("0" * 5000 + "1", ["a", "b"], 3) == 1
