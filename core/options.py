@@ -338,44 +338,10 @@ def _parse_template(template: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------------- checks
 
 
-def _check_stride(config: TrainConfig) -> None:
-    """Token windows must move on: ``stride`` below the window's content (``max_length`` minus [CLS] and [SEP])."""
-    if config.stride >= config.max_length - 2:
-        raise ValueError(f"stride ({config.stride}) must be less than max_length - 2 ({config.max_length - 2}): "
-                         "windows must move on")
-
-
 def _check_columns(config: TrainConfig) -> None:
     """Resolve label_column / label_columns into ``label_columns`` and check they fit the family and task shape
-    (token classification: its tokens and tags columns, the tags being the one label column)."""
+    (a task type with columns of its own resolves them itself: ``TaskType.resolve_columns``)."""
     if task_types.get(config.task_type).resolve_columns(config):
-        return
-    if config.task_type == TOKEN_CLASSIFICATION[0] and reads_spans(config):
-        if config.tokens_column is not None or config.tags_column is not None:
-            raise ValueError("give spans_column (with text_column) or tokens_column / tags_column, not both")
-        config.text_column = config.text_column or "text"
-        if config.text_column == config.spans_column:
-            raise ValueError("text_column and spans_column must differ")
-        _check_stride(config)
-        given = config.label_columns or ([config.label_column] if config.label_column else [])
-        if given and given != [config.spans_column]:
-            raise ValueError("token classification reads its labels from spans_column: label_column(s) do not apply")
-        config.label_columns, config.label_column = [config.spans_column], config.spans_column
-        return
-    if config.task_type == TOKEN_CLASSIFICATION[0]:
-        if config.text_column is not None:
-            raise ValueError("text_column goes with spans_column (entity spans over raw text); for token lists "
-                             "give tokens_column / tags_column")
-        config.tokens_column = config.tokens_column or "tokens"
-        config.tags_column = config.tags_column or "tags"
-        if config.tokens_column == config.tags_column:
-            raise ValueError("tokens_column and tags_column must differ")
-        _check_stride(config)
-        given = config.label_columns or ([config.label_column] if config.label_column else [])
-        if given and given != [config.tags_column]:  # only a stored request's own resolution passes (see below)
-            raise ValueError("token classification reads its labels from tags_column: label_column(s) do not apply")
-        # the tags are the one label column: job params, the model row and the label checks all read label_columns
-        config.label_columns, config.label_column = [config.tags_column], config.tags_column
         return
     if config.text_column is None and config.text_template is None:
         raise ValueError("give text_column (or a text_template)")

@@ -12,10 +12,12 @@ between chunks) and returns the metrics stored with the job:
 - multi-label: ``ml.multilabel.multilabel_metrics`` (subset accuracy as ``accuracy``, micro/macro-F1, per label).
 
 Every result also has ``examples`` (rows scored: the confusion matrix sums to it) and ``skipped``
-(``empty_text``, ``no_label``).
+(``empty_text``, ``no_label``). Other task types are scored by their own evaluators (:data:`EVALUATORS`;
+:func:`evaluate_model` picks one).
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +30,30 @@ from .metrics import task_metrics
 EVALUATION_CHUNK = 512  # rows per predict() call: progress and should_stop() are checked between chunks
 
 Predict = Callable[[list[str], list[str] | None], list[dict]]
+
+
+# the evaluator of every task type but text classification ("module:function", imported when a job needs it), as
+# ml.inference.BACKENDS: each takes evaluate_model's arguments but the task type
+EVALUATORS = {
+    "token-classification": ".token_evaluation:evaluate_model",
+    "question-answering": ".qa_evaluation:evaluate_model",
+    "multiple-choice": ".mc_evaluation:evaluate_model",
+}
+
+
+def evaluate_model(task_type: str, rows: Iterable[Mapping[str, Any]], plan: Any, predict: Predict, predictor: Any, *,
+                   progress: Callable[[float, dict], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """The metrics of a model of ``task_type`` (its ``ml.inference`` backend ``predictor``; ``predict(texts,
+    pairs)`` classifies one chunk on it) on ``rows`` read by ``plan`` (the task type's
+    ``evaluation_plan_from_params``): by the task type's evaluator (:data:`EVALUATORS`), else :func:`evaluate_rows`
+    with a multi-label model's own decision thresholds."""
+    if task_type in EVALUATORS:
+        module, name = EVALUATORS[task_type].split(":")
+        evaluator = getattr(importlib.import_module(module, __package__), name)
+        return evaluator(rows, plan, predict, predictor, progress=progress, should_stop=should_stop)
+    return evaluate_rows(rows, plan, predict, thresholds=getattr(predictor.model, "thresholds", None),
+                         progress=progress, should_stop=should_stop)
 
 
 class Inputs:

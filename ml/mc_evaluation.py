@@ -40,3 +40,10 @@ def evaluate_choices(rows: Iterable[Mapping[str, str]], plan: ChoiceEvaluationPl
             done = min(len(inputs), start + chunk_size)
             progress(done / len(inputs), {"phase": "evaluate", "examples": done})
     return choice_metrics(gold, predicted)
+
+
+def evaluate_model(rows: Iterable[Mapping[str, str]], plan: ChoiceEvaluationPlan,
+                   predict: Callable[[list, list | None], list[dict]], predictor: Any, **kwargs: Any
+                   ) -> dict[str, Any]:
+    """:func:`evaluate_choices` for ``ml.evaluation.evaluate_model`` (the inputs carry their choices: no pairs)."""
+    return evaluate_choices(rows, plan, lambda inputs: predict(inputs, None), **kwargs)

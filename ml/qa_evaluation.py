@@ -36,3 +36,10 @@ def evaluate_questions(rows: Iterable[Mapping[str, str]], plan: QAEvaluationPlan
     metrics = squad_metrics(answers, [[text for text, _ in e.answers] for e in examples])
     metrics["examples"] = metrics.pop("questions")
     return metrics
+
+
+def evaluate_model(rows: Iterable[Mapping[str, str]], plan: QAEvaluationPlan,
+                   predict: Callable[[list[str], list[str]], list[dict]], predictor: Any, **kwargs: Any
+                   ) -> dict[str, Any]:
+    """:func:`evaluate_questions` for ``ml.evaluation.evaluate_model`` (questions and their contexts are the pairs)."""
+    return evaluate_questions(rows, plan, predict, **kwargs)

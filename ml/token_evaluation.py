@@ -66,3 +66,11 @@ def evaluate_sentences(rows: Iterable[Mapping[str, str]], plan: TokenEvaluationP
     if spans_data:
         metrics.update(data_report=report.as_dict(), skipped_rows={"empty_sentence": blank})
     return metrics
+
+
+def evaluate_model(rows: Iterable[Mapping[str, str]], plan: TokenEvaluationPlan,
+                   predict: Callable[[list, list | None], list[dict]], predictor: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`evaluate_sentences` for ``ml.evaluation.evaluate_model``: span data becomes words with the model's
+    own tokenizer, as its training data did."""
+    return evaluate_sentences(rows, plan, lambda sentences: predict(sentences, None), tokenizer=predictor.tokenizer,
+                              **kwargs)

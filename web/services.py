@@ -34,7 +34,6 @@ from core.ownership import visible, writable
 from core.queue import broadcast_model_deleted, enqueue_job
 from core.schema import DATASET_NAME_MAX, Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
 from core.specs import ClassifyRequest, EvaluateRequest, ModelServingUpdate, PredictRequest, TrainRequest
-from core.task_types import multiple_choice, question_answering
 
 from . import context
 from .errors import ApiError, validation_error
@@ -458,67 +457,12 @@ def _lazy_rows(dataset: Dataset):
 
 
 def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:
-    """Pairs go to a model trained on sentence pairs (``text_pair_column``), single texts to any other;
-    pre-tokenized ``tokens`` and an ``aggregation_strategy`` to a token-classification model only;
-    ``choice_questions`` to a multiple-choice model, which takes nothing else inline."""
-    kind = task_types.of_params(model_params)
-    choice_model = kind.name == multiple_choice.NAME
-    if request.with_choice_questions and not choice_model:
-        raise ApiError(422, "choice_questions_not_supported", f"model {request.model_id} is a {kind.name} model: "
-                       "choice_questions are for multiple-choice models")
-    if choice_model and not request.from_dataset and not request.with_choice_questions:
-        raise ApiError(422, "choice_questions_required", f"model {request.model_id} is a multiple-choice model: "
-                       'send choice_questions ({"context", "question"?, "choices": [...]} each) or a dataset_id')
-    if choice_model and getattr(request, "aggregation_strategy", None) is not None:
-        raise ApiError(422, "aggregation_not_supported", f"model {request.model_id} is a multiple-choice model: "
-                       "aggregation_strategy applies to token-classification models")
-    tokens_model = kind.name == "token-classification"
-    qa_model = kind.name == "question-answering"
-    if request.with_questions and not qa_model:
-        raise ApiError(422, "questions_not_supported", f"model {request.model_id} is a {kind.name} model: questions "
-                       "({question, context}) are for question-answering models")
-    qa_options = [n for n in ("top_k", "max_answer_length") if getattr(request, n, None) is not None]
-    if qa_options and not qa_model:
-        raise ApiError(422, "option_not_supported", f"model {request.model_id} is a {kind.name} model: "
-                       f"{' and '.join(qa_options)} apply to question-answering models")
-    if choice_model:  # a dataset's text_column / text_pair_column name its context / question columns
-        return
-    if qa_model:
-        if not (request.with_questions or request.from_dataset) or request.with_tokens or \
-                getattr(request, "aggregation_strategy", None) is not None:
-            raise ApiError(422, "questions_required", f"model {request.model_id} is a question-answering model: send "
-                           "questions ([{\"question\", \"context\"}]) or a dataset with question and context columns")
-        _check_question_lengths(request, model_params)
-        return  # a dataset's question and context columns are the pair (``_default_text_columns``)
-    if request.with_tokens and not tokens_model:
-        raise ApiError(422, "tokens_not_supported", f"model {request.model_id} is a {kind.name} model: tokens "
-                       "(pre-tokenized sentences) are for token-classification models; send texts")
-    if getattr(request, "aggregation_strategy", None) is not None and not tokens_model:
-        raise ApiError(422, "aggregation_not_supported", f"model {request.model_id} is a {kind.name} model: "
-                       "aggregation_strategy applies to token-classification models")
-    if tokens_model and request.with_pairs:
-        raise ApiError(422, "pairs_not_supported", f"model {request.model_id} is a token-classification model: "
-                       "send texts or tokens, not pairs")
-    trained_on_pairs = model_params.get("text_pair_column") is not None
-    if trained_on_pairs and not request.with_pairs:
-        source = "text_pair_column" if request.from_dataset else "pairs"
-        raise ApiError(422, "pairs_required", f"model {request.model_id} was trained on sentence pairs: give "
-                       f"{source} ([text, text_pair] per input) instead of single texts")
-    if request.with_pairs and not trained_on_pairs:
-        raise ApiError(422, "pairs_not_supported", f"model {request.model_id} classifies single texts: pairs are "
-                       "for models trained with a text_pair_column")
-
-
-def _check_question_lengths(request: ClassifyRequest | PredictRequest, model_params: dict) -> None:
-    """422 ``question_too_long`` for the first question surely too long for the model's windows, before a job is
-    queued (a dataset's questions are counted exactly by the worker, which fails the job the same way)."""
-    windows = question_answering.serving_windows(model_params)
-    if windows is None or not request.with_questions:
-        return
-    for number, item in enumerate(request.questions, start=1):
-        too_long = question_answering.question_too_long(item.question, *windows)
-        if too_long:
-            raise ApiError(422, "question_too_long", f"question {number} {too_long}")
+    """What the request sends fits the model's task type (``core.task_types.check_classify_request``: each task
+    type's inputs and result options, e.g. pairs to a model trained on sentence pairs only); 422 otherwise."""
+    try:
+        task_types.check_classify_request(request, model_params)
+    except task_types.RequestError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
 
 
 def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> ClassifyRequest:

@@ -137,8 +137,3 @@ def model_labels(result) -> tuple[list[str], dict[str, list[str]]]:
     ``ml.config.TrainResult.tasks``."""
     tasks = {task: list(labels) for task, labels in result.tasks.items()}
     return next(iter(tasks.values())), tasks
-
-
-def decision_thresholds(predictor):
-    """A multi-label model's per-label thresholds (evaluation decides with them), else None."""
-    return getattr(predictor.model, "thresholds", None)

@@ -23,7 +23,15 @@ What a task type declares (see :class:`TaskType`):
 - where the built-in text logic does not fit (question answering, multiple choice): a training request's columns
   (:meth:`TaskType.resolve_columns`: defaults and checks before any data is read; :meth:`TaskType.dataset_columns`:
   what a given dataset is read by; :meth:`TaskType.work_per_row`: how many sequences a row becomes) and a classify
-  job's inputs (:meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`).
+  job's inputs (:meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`);
+- what a classify request may send a model of it (:meth:`TaskType.check_classify_request`: its own rules;
+  :meth:`TaskType.misdirected`: the error for its own inputs and result options sent to a model of another task
+  type; :func:`check_classify_request` walks them all), whether a dataset's cells are JSON word lists
+  (``reads_words_in_cells``), and how an evaluate job's params are read back (:meth:`TaskType.evaluation_plan_from_params`).
+
+The shared machinery (``web.services``, ``core.options``, ``worker.jobs``) reads these hooks and names no task type:
+a new one touches its own modules plus one line in each registry table (``_BUILT_IN`` here, ``ml.inference.BACKENDS``,
+``ml.loop.TASK_DATA``, ``ml.evaluation.EVALUATORS``).
 """
 from __future__ import annotations
 
@@ -84,6 +92,15 @@ class HFHead:
         return next((family for family, name in self.architectures.items() if name == architecture), None)
 
 
+class RequestError(ValueError):
+    """A classify request a model of this task type cannot take: the API answers ``status`` with ``code`` and
+    ``message``."""
+
+    def __init__(self, code: str, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
 class TaskType:
     """The base of every task type: override what differs, keep the class attributes' meaning.
 
@@ -102,6 +119,8 @@ class TaskType:
     families: ClassVar[tuple[str, ...] | None] = None
     # how its bert / distilbert models are plain transformers checkpoints (None: never)
     hf: ClassVar[HFHead | None] = None
+    # whether a classify job's dataset cells are JSON arrays of words (pre-tokenized sentences), not texts
+    reads_words_in_cells: ClassVar[bool] = False
 
     # ------------------------------------------------------------------------------------ Hugging Face checkpoints
 
@@ -159,6 +178,26 @@ class TaskType:
         dataset's (content, format); None: the worker's text and token inputs."""
         return None
 
+    def check_classify_request(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> None:
+        """This task type's own rules for a classify or predict request (``core.specs``) to model ``model_id``
+        (trained with ``model_params``), after other task types' inputs were refused (:func:`check_classify_request`);
+        raise :class:`RequestError`. By default (text classification): pairs go to a model trained on sentence
+        pairs (``text_pair_column``), single texts to any other."""
+        trained_on_pairs = model_params.get("text_pair_column") is not None
+        if trained_on_pairs and not request.with_pairs:
+            source = "text_pair_column" if request.from_dataset else "pairs"
+            raise RequestError("pairs_required", f"model {model_id} was trained on sentence pairs: give "
+                               f"{source} ([text, text_pair] per input) instead of single texts")
+        if request.with_pairs and not trained_on_pairs:
+            raise RequestError("pairs_not_supported", f"model {model_id} classifies single texts: pairs are "
+                               "for models trained with a text_pair_column")
+
+    def misdirected(self, request: Any, model_id: Any, model_task_type: str) -> RequestError | None:
+        """The error for a classify request to model ``model_id``, of another task type (``model_task_type``),
+        that sends inputs or result options only this task type takes; None when it sends none (text
+        classification's texts and pairs are everyone's)."""
+        return None
+
     # ------------------------------------------------------------------------------------ predictions
 
     def prediction_columns(self, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,6 +229,12 @@ class TaskType:
         dataset's, for a task type whose columns default by what the dataset has)."""
         raise NotImplementedError
 
+    def evaluation_plan_from_params(self, params: Mapping[str, Any]) -> Any:
+        """The evaluation plan (:meth:`plan_evaluation`'s) stored in an evaluate job's ``params``."""
+        from core.evaluation import EvaluationPlan  # lazily: core.evaluation imports this package
+
+        return EvaluationPlan.from_params(params)
+
     def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
                          used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
         """Why a dataset cannot give this task type's evaluation data, or None when it can. ``columns``: the
@@ -219,6 +264,22 @@ def get(name: str | None) -> TaskType:
 def names() -> tuple[str, ...]:
     """Every registered task type's name, in registration order (the default first)."""
     return tuple(_REGISTRY)
+
+
+def check_classify_request(request: Any, model_params: Mapping[str, Any] | None) -> None:
+    """Check what a classify or predict request sends against its model (trained with ``model_params``): every
+    other task type refuses its own inputs and result options (:meth:`TaskType.misdirected`), the model's task
+    type applies its rules (:meth:`TaskType.check_classify_request`); :class:`RequestError` for the first that
+    fails. The task types are asked newest first, the model's own in its place: its rules (a question-answering
+    model's ``questions_required``) then cover the inputs of the task types registered before it."""
+    kind = of_params(model_params)
+    for other in reversed(_REGISTRY.values()):
+        if other is kind:
+            kind.check_classify_request(request, request.model_id, model_params or {})
+            continue
+        error = other.misdirected(request, request.model_id, kind.name)
+        if error is not None:
+            raise error
 
 
 def of_params(params: Mapping[str, Any] | None) -> TaskType:

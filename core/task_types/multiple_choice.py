@@ -34,7 +34,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import HFHead, TaskType, register
+from . import HFHead, RequestError, TaskType, register
 
 NAME = "multiple-choice"
 MIN_CHOICES = 2
@@ -406,6 +406,24 @@ class MultipleChoice(TaskType):
         task=TASK,
         labels=tuple(positions(2)),
     )
+
+    def check_classify_request(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> None:
+        """``choice_questions`` or a dataset (its text_column / text_pair_column name the context / question
+        columns), nothing else inline."""
+        if not request.from_dataset and not request.with_choice_questions:
+            raise RequestError("choice_questions_required", f"model {model_id} is a multiple-choice model: send "
+                               'choice_questions ({"context", "question"?, "choices": [...]} each) or a dataset_id')
+
+    def misdirected(self, request: Any, model_id: Any, model_task_type: str) -> RequestError | None:
+        """``choice_questions`` are for multiple-choice models only."""
+        if request.with_choice_questions:
+            return RequestError("choice_questions_not_supported", f"model {model_id} is a {model_task_type} model: "
+                                "choice_questions are for multiple-choice models")
+        return None
+
+    def evaluation_plan_from_params(self, params: Mapping[str, Any]) -> "ChoiceEvaluationPlan":
+        """A :class:`ChoiceEvaluationPlan`."""
+        return ChoiceEvaluationPlan.from_params(params)
 
     def resolve_columns(self, config: Any) -> bool:
         """The request's columns (see :func:`check_config`); the dataset's own columns are resolved by

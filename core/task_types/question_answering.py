@@ -39,7 +39,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import HFHead, TaskType, register
+from . import HFHead, RequestError, TaskType, register
 
 NAME = "question-answering"
 DEFAULT_CONTEXT_COLUMN, DEFAULT_QUESTION_COLUMN, DEFAULT_ANSWERS_COLUMN = "context", "question", "answers"
@@ -451,6 +451,38 @@ class QuestionAnswering(TaskType):
         """The windows' overlap a training request gets by default, or a third of a shorter ``max_length`` (as 128 is
         of 384); a token model's ``scheme``: none."""
         return {"stride": default_doc_stride(max_length), "scheme": None}
+
+    def check_classify_request(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> None:
+        """``questions`` or a dataset (its question and context columns are the pair), nothing else; a question
+        surely too long for the model's windows is refused before a job is queued (a dataset's questions are
+        counted exactly by the worker, which fails the job the same way)."""
+        if not (request.with_questions or request.from_dataset) or request.with_tokens or \
+                getattr(request, "aggregation_strategy", None) is not None:
+            raise RequestError("questions_required", f"model {model_id} is a question-answering model: send "
+                               "questions ([{\"question\", \"context\"}]) or a dataset with question and context "
+                               "columns")
+        windows = serving_windows(model_params)
+        if windows is None or not request.with_questions:
+            return
+        for number, item in enumerate(request.questions, start=1):
+            too_long = question_too_long(item.question, *windows)
+            if too_long:
+                raise RequestError("question_too_long", f"question {number} {too_long}")
+
+    def misdirected(self, request: Any, model_id: Any, model_task_type: str) -> RequestError | None:
+        """``questions``, ``top_k`` and ``max_answer_length`` are for question-answering models only."""
+        if request.with_questions:
+            return RequestError("questions_not_supported", f"model {model_id} is a {model_task_type} model: "
+                                "questions ({question, context}) are for question-answering models")
+        options = [n for n in ("top_k", "max_answer_length") if getattr(request, n, None) is not None]
+        if options:
+            return RequestError("option_not_supported", f"model {model_id} is a {model_task_type} model: "
+                                f"{' and '.join(options)} apply to question-answering models")
+        return None
+
+    def evaluation_plan_from_params(self, params: Mapping[str, Any]) -> "QAEvaluationPlan":
+        """A :class:`QAEvaluationPlan`."""
+        return QAEvaluationPlan.from_params(params)
 
     def resolve_columns(self, config: Any) -> bool:
         """Defaults for the columns, ``max_length`` (384 unless given) and ``doc_stride`` (:func:`default_doc_stride`

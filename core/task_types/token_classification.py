@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from . import HFHead, TaskType, register
+from . import HFHead, RequestError, TaskType, register
 from .tagging import PLAIN, decode_entities, detect_scheme, entity_types
 
 NAME = "token-classification"
@@ -74,6 +74,13 @@ def reads_spans(columns: Any) -> bool:
     if isinstance(columns, Mapping):
         return columns.get("spans_column") is not None
     return getattr(columns, "spans_column", None) is not None
+
+
+def _check_stride(config: Any) -> None:
+    """Token windows must move on: ``stride`` below the window's content (``max_length`` minus [CLS] and [SEP])."""
+    if config.stride >= config.max_length - 2:
+        raise ValueError(f"stride ({config.stride}) must be less than max_length - 2 ({config.max_length - 2}): "
+                         "windows must move on")
 
 
 def span_text(cell: str) -> str:
@@ -288,6 +295,59 @@ class TokenClassification(TaskType):
         dropout_field={"bert": "classifier_dropout"},
         task="tags",
     )
+    reads_words_in_cells = True  # a classify job's tokens column holds JSON arrays of words
+
+    def check_classify_request(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> None:
+        """Texts or pre-tokenized ``tokens``, never pairs; then text classification's rules."""
+        if request.with_pairs:
+            raise RequestError("pairs_not_supported", f"model {model_id} is a token-classification model: "
+                               "send texts or tokens, not pairs")
+        super().check_classify_request(request, model_id, model_params)
+
+    def misdirected(self, request: Any, model_id: Any, model_task_type: str) -> RequestError | None:
+        """``tokens`` and ``aggregation_strategy`` are for token models only."""
+        if request.with_tokens:
+            return RequestError("tokens_not_supported", f"model {model_id} is a {model_task_type} model: tokens "
+                                "(pre-tokenized sentences) are for token-classification models; send texts")
+        if getattr(request, "aggregation_strategy", None) is not None:
+            return RequestError("aggregation_not_supported", f"model {model_id} is a {model_task_type} model: "
+                                "aggregation_strategy applies to token-classification models")
+        return None
+
+    def resolve_columns(self, config: Any) -> bool:
+        """Span data (``spans_column`` with ``text_column``, default ``text``) or token lists (``tokens_column`` /
+        ``tags_column``, default ``tokens`` / ``tags``); the spans or the tags are the one label column."""
+        if reads_spans(config):
+            if config.tokens_column is not None or config.tags_column is not None:
+                raise ValueError("give spans_column (with text_column) or tokens_column / tags_column, not both")
+            config.text_column = config.text_column or "text"
+            if config.text_column == config.spans_column:
+                raise ValueError("text_column and spans_column must differ")
+            _check_stride(config)
+            given = config.label_columns or ([config.label_column] if config.label_column else [])
+            if given and given != [config.spans_column]:
+                raise ValueError("token classification reads its labels from spans_column: label_column(s) do not "
+                                 "apply")
+            config.label_columns, config.label_column = [config.spans_column], config.spans_column
+            return True
+        if config.text_column is not None:
+            raise ValueError("text_column goes with spans_column (entity spans over raw text); for token lists "
+                             "give tokens_column / tags_column")
+        config.tokens_column = config.tokens_column or "tokens"
+        config.tags_column = config.tags_column or "tags"
+        if config.tokens_column == config.tags_column:
+            raise ValueError("tokens_column and tags_column must differ")
+        _check_stride(config)
+        given = config.label_columns or ([config.label_column] if config.label_column else [])
+        if given and given != [config.tags_column]:  # only a stored request's own resolution passes (see below)
+            raise ValueError("token classification reads its labels from tags_column: label_column(s) do not apply")
+        # the tags are the one label column: job params, the model row and the label checks all read label_columns
+        config.label_columns, config.label_column = [config.tags_column], config.tags_column
+        return True
+
+    def evaluation_plan_from_params(self, params: Mapping[str, Any]) -> "TokenEvaluationPlan":
+        """A :class:`TokenEvaluationPlan`."""
+        return TokenEvaluationPlan.from_params(params)
 
     def hf_import_fields(self, labels: Sequence[str], max_length: int) -> dict[str, Any]:
         """The windows' overlap a training request gets by default, and the scheme the tag set follows."""

@@ -20,7 +20,6 @@ from core.results import insert_predictions, stored_indices
 from core.schema import Dataset, JobType
 from core.specs import ClassifyRequest
 from core.task_types import TaskType
-from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
 from ml.backend import InputError
 from ml.batching import RequestCancelled
 
@@ -117,7 +116,7 @@ class ClassifyWork:
         inputs = self.task_type.classify_inputs(self.request, self.dataset, self.model_params)
         if inputs is None:
             inputs = tc.job_inputs(self.request, self.dataset,
-                                   words_in_cells=self.task_type.name == TOKEN_CLASSIFICATION)
+                                   words_in_cells=self.task_type.reads_words_in_cells)
         todo = (item for item in inputs if item[0] not in self.done)
         predictor = predictor_for(self.artifact_dir, self.quantize)
         # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
