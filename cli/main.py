@@ -475,8 +475,8 @@ def delete(state: State, model_ref: str, yes: bool) -> None:
 @click.option("--name", help="the model's name; an existing name gets its next version (default: the zip's name)")
 @pass_state
 def import_model(state: State, file: str, name: str | None) -> None:
-    """Import a Hugging Face sequence- or token-classification checkpoint (a zip of a BERT or DistilBERT model saved
-    with safetensors weights) as a servable model."""
+    """Import a Hugging Face checkpoint (sequence or token classification, question answering or multiple choice: a
+    zip of a BERT or DistilBERT model saved with safetensors weights) as a servable model."""
     with byte_progress(f"upload {Path(file).name}", os.path.getsize(file)) as (_, advance):
         answer = state.client.import_model(file, name, on_read=advance)
     if state.as_json:  # the import is synchronous: the answer is the registered model

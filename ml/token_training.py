@@ -53,7 +53,7 @@ def _words(row: Mapping[str, Any], column: str, number: int) -> list[str]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise TrainingDataError(f"row {number}, column {column!r} must hold a JSON array of strings") from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TrainingDataError(f"row {number}, column {column!r} must hold a list of strings")

@@ -38,7 +38,7 @@ def _words(cell: str) -> str | list[str]:
     if cell.lstrip().startswith("["):
         try:
             words = json.loads(cell)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the parser goes: a raw text
             return cell
         if isinstance(words, list) and words and all(isinstance(w, str) and w.strip() for w in words):
             return words

@@ -87,10 +87,6 @@ class HFHead:
     head_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     labels: tuple[str, ...] | None = None
 
-    def family_of(self, architecture: str) -> str | None:
-        """The family whose transformers class is ``architecture`` (None: not one of this task type's)."""
-        return next((family for family, name in self.architectures.items() if name == architecture), None)
-
 
 class RequestError(ValueError):
     """A classify request a model of this task type cannot take: the API answers ``status`` with ``code`` and

@@ -286,10 +286,15 @@ def normalize_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+def _golds(gold: Sequence[str]) -> list[str]:
+    """The gold answers that normalise to something, or the empty answer when none does (the official SQuAD v2
+    script's rule: a gold answer of only punctuation or articles counts as no answer)."""
+    return [g for g in gold if normalize_answer(g)] or [""]
+
+
 def exact_match(prediction: str, gold: Sequence[str]) -> float:
     """1.0 when the normalised prediction equals a normalised gold answer (no gold answer: the empty answer)."""
-    golds = [normalize_answer(g) for g in gold] or [""]
-    return float(normalize_answer(prediction) in golds)
+    return float(normalize_answer(prediction) in {normalize_answer(g) for g in _golds(gold)})
 
 
 def _f1(prediction: str, gold: str) -> float:
@@ -305,7 +310,7 @@ def _f1(prediction: str, gold: str) -> float:
 
 def f1_score(prediction: str, gold: Sequence[str]) -> float:
     """Token-overlap F1 of the normalised texts, the best over the gold answers (no gold answer: the empty one)."""
-    return max(_f1(prediction, g) for g in (list(gold) or [""]))
+    return max(_f1(prediction, g) for g in _golds(gold))
 
 
 def squad_metrics(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, Any]:
@@ -444,6 +449,8 @@ class QuestionAnswering(TaskType):
         layers={"bert": {"qa_outputs": 2}, "distilbert": {"qa_outputs": 2}},
         dropout_field={"distilbert": "qa_dropout"},
         task="answer",
+        labels=("start", "end"),  # what the head's two outputs are (models.question_answering.LABELS): id2label,
+        # a leftover of whatever the checkpoint was made from, means nothing for a QA head
         head_options={"bert": {"no_answer": False}, "distilbert": {"no_answer": False}},
     )
 

@@ -41,7 +41,7 @@ def parse_list(cell: str, column: str, number: int) -> list[str]:
     """A cell holding a JSON array of strings (one sentence's tokens or tags); 422 otherwise."""
     try:
         values = json.loads(cell) if cell.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
         values = None
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise _error(f"row {number}: column {column!r} must hold a JSON array of strings, got {cell[:60]!r}")
@@ -89,7 +89,7 @@ def span_text(cell: str) -> str:
     if cell.lstrip().startswith("{"):
         try:
             data = json.loads(cell)
-        except ValueError:
+        except (ValueError, RecursionError):
             return cell
         if isinstance(data, Mapping) and isinstance(data.get("text"), str):
             return data["text"]
@@ -126,7 +126,7 @@ def span_row(row: Mapping[str, str], config: Any, number: int) -> tuple[str, lis
     cell = row.get(config.spans_column, "")
     try:
         items = json.loads(cell) if cell.strip() else []
-    except ValueError:
+    except (ValueError, RecursionError):
         items = None
     if not isinstance(items, list):
         raise _error(f"row {number}: column {config.spans_column!r} must hold a JSON array of spans", "invalid_spans")

@@ -189,3 +189,20 @@ def test_dataset_mismatch():
     assert "no 'question'" in kind.dataset_mismatch(["text", "label"], set(), used=["question", "context", "answers"])
     assert kind.dataset_mismatch(["question", "context", "gold"], set(), used=["question", "context", "answers"]) \
         is None  # the missing answers column is named by the caller
+
+
+def test_gold_answers_that_normalise_to_nothing_do_not_count():
+    """The official SQuAD v2 rule: a gold answer of only articles / punctuation is dropped; none left: no answer."""
+    from core.task_types.question_answering import exact_match, f1_score
+
+    assert exact_match("", ["the", "Paris"]) == 0.0 and f1_score("", ["the", "Paris"]) == 0.0
+    assert exact_match("Paris", ["the", "Paris"]) == 1.0 and f1_score("Paris", ["the", "Paris"]) == 1.0
+    assert exact_match("", ["the", "!"]) == 1.0 and f1_score("", ["the", "!"]) == 1.0
+
+
+def test_an_imported_qa_checkpoint_takes_start_and_end_whatever_id2label_says():
+    from core.hf_format import import_labels
+
+    ner_leftover = {"id2label": {"0": "O", "1": "B-PER", "2": "I-PER"}, "num_labels": 3}
+    assert import_labels(ner_leftover, "question-answering") == ["start", "end"]
+    assert import_labels({"num_labels": 1, "problem_type": "regression"}, "question-answering") == ["start", "end"]

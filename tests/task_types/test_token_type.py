@@ -185,3 +185,14 @@ def test_span_requests_and_no_entity_at_all():
         _request(spans_column="entities", tags_column="tags")
     with pytest.raises(ValidationError, match="text_column goes with spans_column"):
         _request(text_column="text")
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_a_422_not_a_crash():
+    from core.task_types.token_classification import parse_list, span_text
+
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(DatasetError) as raised:
+        parse_list(deep, "tokens", 3)
+    assert raised.value.status == 422 and "row 3" in raised.value.message
+    deep_object = '{"a": ' * 5000 + "1" + "}" * 5000
+    assert span_text(deep_object) == deep_object  # not JSON it can read: the cell is the text

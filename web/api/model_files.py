@@ -34,7 +34,10 @@ class ModelImportUpload(BaseModel):
     "`AutoTokenizer.from_pretrained(folder)` load the unzipped folder with no custom code and give the platform's "
     "probabilities. Token-classification `bert` and `distilbert` models download as `BertForTokenClassification` / "
     "`DistilBertForTokenClassification`: `pipeline(\"token-classification\", model=folder, "
-    "aggregation_strategy=\"first\")` gives the platform's entities. Other models download in the platform's own "
+    "aggregation_strategy=\"first\")` gives the platform's entities. Question-answering and multiple-choice `bert` / "
+    "`distilbert` models download as `Bert/DistilBertForQuestionAnswering` / `...ForMultipleChoice` "
+    "(`AutoModelForQuestionAnswering` / `AutoModelForMultipleChoice` give the platform's logits). Other models "
+    "download in the platform's own "
     "format; their README.md (whose metadata names the Hugging Face `pipeline_tag`) says how to load them.",
     responses={
         200: Answer("the zip", model=None, content=ZIP,
@@ -50,11 +53,13 @@ def download_model(model_id: int):
 
 @bp.post("/api/v1/models/import")
 @documented(
-    "Import a Hugging Face sequence- or token-classification checkpoint (BERT or DistilBERT, safetensors weights)",
+    "Import a Hugging Face checkpoint: sequence or token classification, question answering or multiple choice "
+    "(BERT or DistilBERT, safetensors weights)",
     description="The class in config.json's `architectures` names the task type and family "
     f"({', '.join(hf_format.importable_architectures())}); the labels come from the checkpoint's `id2label`, "
-    "which must name one label per output of the classifier (422 labels_mismatch). The model then classifies (or "
-    "tags) and evaluates like a trained one. Zips up to MAX_MODEL_UPLOAD_MB.",
+    "which must name one label per output of the classifier (422 labels_mismatch; question-answering and "
+    "multiple-choice heads take fixed labels instead). The model then classifies (tags, answers) and evaluates like "
+    "a trained one. Zips up to MAX_MODEL_UPLOAD_MB.",
     form=ModelImportUpload,
     responses={
         201: Answer("imported", schemas.Model, headers={"Location": "the model"}),
