@@ -5,35 +5,23 @@ choice_questions in a classify job whose stored predictions (the chosen position
 choice, the ``?label=`` filter on positions) are read back from PostgreSQL, and evaluates it (accuracy)."""
 from __future__ import annotations
 
-import csv
-import io
-
 import pytest
 
 from tests.ml.test_mc_training import _examples, _gold, mc_rows
 
+from .api_steps import swag_csv
 from .real_stack import real_run_fixture, stored_predictions
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 # a database of its own on the shared server (QA uses 8, the token test 9, the others 10 to 14), flushed by _Stack
 REDIS_DB = 7
-
-
-def _csv(rows: list[dict[str, str]]) -> bytes:
-    """SWAG's columns: context, question, ending0..ending3 (an empty ending3: a row of 3 choices), label."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue().encode()
-
 run = real_run_fixture(REDIS_DB)
 
 
 def test_mc_model_trains_answers_and_evaluates_on_a_real_worker(run, tiny_encoders):
     rows = mc_rows()  # 16 rows: the context's animal runs home, the others sleep; odd rows have 3 choices
-    dataset_id = run.upload(_csv(rows), "swag.csv", "csv", 16)
+    dataset_id = run.upload(swag_csv(rows), "swag.csv", "csv", 16)
 
     job = run.run_job("train", {
         "dataset_id": dataset_id, "task_type": "multiple-choice", "encoder": str(tiny_encoders["bert"]),

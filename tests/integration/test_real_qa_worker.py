@@ -5,34 +5,23 @@ answer a span of its context, ``answer == context[start:end]``, "no answer" wher
 ``?label=`` filter on answered / no_answer) are read back from PostgreSQL, and evaluates it (SQuAD EM / F1)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.ml.test_qa_training import qa_examples
 
+from .api_steps import qa_jsonl
 from .real_stack import real_run_fixture, stored_predictions
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 # a database of its own on the shared server (the token test uses 9, the others 10 to 14), flushed by _Stack
 REDIS_DB = 8
-
-
-def _jsonl(examples: list[dict]) -> bytes:
-    """One question a line, its gold answers as SQuAD's ``{"text": [...], "answer_start": [...]}`` (empty lists:
-    unanswerable)."""
-    return "".join(json.dumps({"question": e["question"], "context": e["context"],
-                               "answers": {"text": [t for t, _ in e["answers"]],
-                                           "answer_start": [s for _, s in e["answers"]]}}) + "\n"
-                   for e in examples).encode()
-
 run = real_run_fixture(REDIS_DB)
 
 
 def test_qa_model_trains_answers_and_evaluates_on_a_real_worker(run, tiny_encoders):
     examples = qa_examples()  # 16 questions about short contexts, every 4th unanswerable
-    dataset_id = run.upload(_jsonl(examples), "qa.jsonl", "jsonl", 16)
+    dataset_id = run.upload(qa_jsonl(examples), "qa.jsonl", "jsonl", 16)
 
     # max_length 20 cuts each context into two windows overlapping by 4 tokens
     job = run.run_job("train", {

@@ -7,28 +7,17 @@ from __future__ import annotations
 
 import pytest
 
+from .api_steps import name_place_conll
 from .real_stack import real_run_fixture, stored_predictions
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 REDIS_DB = 9  # a database of its own on the shared server (the other real tests use 10 to 14), flushed by _Stack
-NAMES, PLACES = ["Alice", "Bob", "Carol", "Dave"], ["Paris", "Berlin", "Lagos", "Lima"]
-
-
-def _conll() -> bytes:
-    """16 sentences ``<name> Smith flew to <place>``: every name and place seen, in every pairing of four."""
-    lines = []
-    for i in range(16):
-        name, place = NAMES[i % 4], PLACES[(i // 4) % 4]
-        words = [(name, "B-person"), ("Smith", "I-person"), ("flew", "O"), ("to", "O"), (place, "B-location")]
-        lines += [f"{w}\t{t}" for w, t in words] + [""]
-    return "\n".join(lines).encode()
-
 run = real_run_fixture(REDIS_DB)
 
 
 def test_token_model_trains_tags_and_evaluates_on_a_real_worker(run, tiny_encoders):
-    dataset_id = run.upload(_conll(), "ner.conll", "conll", 16)
+    dataset_id = run.upload(name_place_conll(), "ner.conll", "conll", 16)
 
     job = run.run_job("train", {
         "dataset_id": dataset_id, "task_type": "token-classification", "encoder": str(tiny_encoders["bert"]),
