@@ -3,42 +3,26 @@ QA model through the API, which then answers questions (character offsets into t
 question has none), classifies a dataset, and is evaluated (SQuAD EM / F1); bad requests are 422s."""
 from __future__ import annotations
 
-import io
 import json
 
 import worker.tasks  # noqa: F401  (registers the tasks, so eager sends run them in-process)
 
 from tests.ml.test_qa_training import qa_examples
 
+from .api_steps import ApiSteps, qa_jsonl
 from .conftest import wait_for_job
 
 
-def _jsonl(examples) -> bytes:
-    return "\n".join(json.dumps({"question": e["question"], "context": e["context"],
-                                 "answers": {"text": [t for t, _ in e["answers"]],
-                                             "answer_start": [s for _, s in e["answers"]]}})
-                     for e in examples).encode()
-
-
-def _upload(client, content: bytes, name: str) -> int:
-    upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(content), name)},
-                         content_type="multipart/form-data")
-    assert upload.status_code == 201, upload.get_json()
-    return upload.get_json()["id"]
-
 
 def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
+    steps = ApiSteps(client)
     examples = qa_examples()
-    dataset_id = _upload(client, _jsonl(examples), "qa.jsonl")
-    body = {"dataset_id": dataset_id, "task_type": "question-answering", "encoder": str(tiny_encoders["bert"]),
-            "epochs": 40, "batch_size": 8, "max_length": 20, "doc_stride": 4, "learning_rate": 3e-3,
-            "validation_split": 0.0, "dropout": 0.0, "seed": 0}
-    response = client.post("/api/v1/jobs/train", json=body)
-    assert response.status_code == 202, response.get_json()
-    job = wait_for_job(client, response.get_json()["id"])
-    assert job["status"] == "succeeded", job.get("error")
-    assert job["task_type"] == "question-answering"
-    model = client.get(f"/api/v1/models/{job['model_id']}").get_json()
+    dataset_id = steps.upload(qa_jsonl(examples), "qa.jsonl")
+    job = steps.run_job("train", {
+        "dataset_id": dataset_id, "task_type": "question-answering", "encoder": str(tiny_encoders["bert"]),
+        "epochs": 40, "batch_size": 8, "max_length": 20, "doc_stride": 4, "learning_rate": 3e-3,
+        "validation_split": 0.0, "dropout": 0.0, "seed": 0}, task_type="question-answering")
+    model = steps.model(job["model_id"])
     assert model["task_type"] == "question-answering"
 
     for page in (f"/jobs/{job['id']}", f"/models/{model['id']}", "/models", "/jobs", "/classify",
@@ -71,16 +55,11 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
     first = json.loads(jsonl.splitlines()[0])
     assert list(first) == ["index", "question", "context", "answer", "score", "start", "end", "answers"]
 
-    from_dataset = client.post("/api/v1/jobs/classify", json={"model_id": model["id"], "dataset_id": dataset_id})
-    assert from_dataset.status_code == 202, from_dataset.get_json()
-    assert wait_for_job(client, from_dataset.get_json()["id"])["status"] == "succeeded"
-    rows = client.get(f"/api/v1/jobs/{from_dataset.get_json()['id']}/predictions?limit=100").get_json()
-    assert [p["answer"] for p in rows["items"]] == [p["answer"] for p in predictions]
+    from_dataset = steps.run_job("classify", {"model_id": model["id"], "dataset_id": dataset_id})
+    rows = steps.predictions(from_dataset["id"], "?limit=100")
+    assert [p["answer"] for p in rows] == [p["answer"] for p in predictions]
 
-    evaluation = client.post("/api/v1/jobs/evaluate", json={"model_id": model["id"], "dataset_id": dataset_id})
-    assert evaluation.status_code == 202, evaluation.get_json()
-    evaluated = wait_for_job(client, evaluation.get_json()["id"])
-    assert evaluated["status"] == "succeeded", evaluated.get("error")
+    evaluated = steps.run_job("evaluate", {"model_id": model["id"], "dataset_id": dataset_id})
     assert client.get(f"/jobs/{evaluated['id']}").status_code == 200
     metrics = evaluated["metrics"]
     assert metrics["exact_match"] == 1.0 and metrics["f1"] == 1.0 and metrics["examples"] == 16
@@ -88,7 +67,7 @@ def test_train_answer_classify_and_evaluate_a_qa_model(client, tiny_encoders):
 
     from .conftest import sample_csv
 
-    texts_id = _upload(client, sample_csv(12), "tweets.csv")
+    texts_id = steps.upload(sample_csv(12), "tweets.csv")
     mismatch = client.post("/api/v1/jobs/evaluate", json={"model_id": model["id"], "dataset_id": texts_id})
     assert mismatch.status_code == 422 and mismatch.get_json()["error"]["code"] == "dataset_task_mismatch"
 
@@ -113,10 +92,10 @@ def test_bad_qa_training_requests_are_422(client):
     examples = qa_examples()
     bad = [dict(e) for e in examples]
     bad[1] = dict(bad[1], answers=[("Rome", 3)])
-    dataset_id = _upload(client, _jsonl(bad), "bad.jsonl")
+    dataset_id = ApiSteps(client).upload(qa_jsonl(bad), "bad.jsonl")
     response = client.post("/api/v1/jobs/train", json={"dataset_id": dataset_id, "task_type": "question-answering"})
     assert response.status_code == 422 and response.get_json()["error"]["code"] == "answer_mismatch"
-    good_id = _upload(client, _jsonl(examples), "good.jsonl")
+    good_id = ApiSteps(client).upload(qa_jsonl(examples), "good.jsonl")
     for extra in ({"doc_stride": 128, "max_length": 128}, {"text_column": "question"}, {"family": "bert_lstm"}):
         response = client.post("/api/v1/jobs/train", json={"dataset_id": good_id, "task_type": "question-answering",
                                                            **extra})
@@ -152,11 +131,8 @@ def test_a_squad_file_trains(client, tiny_encoders):
         {"id": f"q{i}", "question": e["question"], "is_impossible": not e["answers"],
          "answers": [{"text": t, "answer_start": s} for t, s in e["answers"]]}]} for i, e in enumerate(examples)]
     squad = json.dumps({"version": "v2.0", "data": [{"title": "trips", "paragraphs": paragraphs}]}).encode()
-    dataset_id = _upload(client, squad, "train-v2.0.json")
-    response = client.post("/api/v1/jobs/train", json={
+    dataset_id = ApiSteps(client).upload(squad, "train-v2.0.json")
+    job = ApiSteps(client).run_job("train", {
         "dataset_id": dataset_id, "task_type": "question-answering", "encoder": str(tiny_encoders["bert"]),
         "epochs": 1, "max_length": 32, "doc_stride": 8, "validation_split": 0.25})
-    assert response.status_code == 202, response.get_json()
-    job = wait_for_job(client, response.get_json()["id"])
-    assert job["status"] == "succeeded", job.get("error")
     assert job["metrics"]["questions"] == {"train": 12, "validation": 4}

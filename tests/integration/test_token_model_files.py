@@ -124,9 +124,9 @@ def test_token_model_downloads_as_a_transformers_checkpoint_and_imports_back(cli
 def test_a_trained_token_model_downloads_with_the_entities_it_serves(client, tiny_encoders, tmp_path):
     """Through the API: CoNLL upload -> training -> download -> the transformers pipeline finds the served
     entities (texts within the model's max_length of 16 tokens, which both read whole)."""
-    from .test_token_flow import _conll
+    from .api_steps import name_place_conll
 
-    upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(_conll()), "ner.conll")},
+    upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(name_place_conll()), "ner.conll")},
                          content_type="multipart/form-data")
     assert upload.status_code == 201, upload.get_json()
     body = {"dataset_id": upload.get_json()["id"], "task_type": "token-classification", "family": "distilbert",
@@ -169,9 +169,9 @@ def test_a_transformers_token_checkpoint_imports_and_is_served_with_the_pipeline
 
     # evaluated like a trained token model (the dataset's tags are among the model's): an imported model records no
     # columns, so the tokens / tags defaults apply
-    from .test_token_flow import _conll
+    from .api_steps import name_place_conll
 
-    upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(_conll()), "ner.conll")},
+    upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(name_place_conll()), "ner.conll")},
                          content_type="multipart/form-data")
     assert upload.status_code == 201, upload.get_json()
     evaluation = client.post("/api/v1/jobs/evaluate", json={"model_id": model["id"],

@@ -8,13 +8,14 @@ import io
 import json
 
 import pytest
-from sqlalchemy import func, select
 
-from core.db import db
-from core.schema import Dataset, Job
+from core.schema import Job
 from core.task_types.multiple_choice import MAX_CHOICE_CHARS, MAX_CHOICES
 
 from . import factories as f
+from .bad_input import (
+    assert_classify_cases_refused, assert_evaluation_refused, assert_training_refused, assert_upload_refused, count,
+    jsonl, upload)
 from .helpers import assert_error
 from .test_hostile_input import migrated_client  # noqa: F401  (fixture: an admin's client on each backend)
 from .test_qa_bad_input import GOOD as QA_ROWS, qa_model
@@ -57,22 +58,6 @@ def _listed(*cells: str, label: str = "0") -> bytes:
     return _csv(*rows, columns=["context", "choices", "label"])
 
 
-def _jsonl(*rows: dict) -> bytes:
-    return "".join(json.dumps(row) + "\n" for row in rows).encode()
-
-
-def _upload(client, content: bytes, filename: str) -> int:
-    response = client.post("/api/v1/datasets", data={"file": (io.BytesIO(content), filename)},
-                           content_type="multipart/form-data")
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
-
-
-def _count(table) -> int:
-    with db.session() as session:
-        return session.scalar(select(func.count()).select_from(table))
-
-
 LISTED = {"choices_column": "choices"}
 TRAINING_CASES = [
     # (name, upload, filename, extra request fields, status, code, words of the message)
@@ -102,11 +87,11 @@ TRAINING_CASES = [
     ("a label of -5000 digits", _with(label="-" + HUGE), "swag.csv", {}, 422, "invalid_label",
      "row 3: label -99999999999999999999... (5000 digits) is out of range"),
     ("a label NaN", _with(label="NaN"), "swag.csv", {}, 422, "invalid_label", "row 3: label 'NaN' matches no choice"),
-    ("a JSON label 1.5", _jsonl(*GOOD, {**GOOD[0], "label": 1.5}), "swag.jsonl", {}, 422, "invalid_label",
+    ("a JSON label 1.5", jsonl(*GOOD, {**GOOD[0], "label": 1.5}), "swag.jsonl", {}, 422, "invalid_label",
      "row 3: label '1.5' matches no choice"),
-    ("a JSON label true", _jsonl(*GOOD, {**GOOD[0], "label": True}), "swag.jsonl", {}, 422, "invalid_label",
+    ("a JSON label true", jsonl(*GOOD, {**GOOD[0], "label": True}), "swag.jsonl", {}, 422, "invalid_label",
      "row 3: label"),
-    ("a JSON label 2^64", _jsonl(*GOOD, {**GOOD[0], "label": 2**64}), "swag.jsonl", {}, 422, "invalid_label",
+    ("a JSON label 2^64", jsonl(*GOOD, {**GOOD[0], "label": 2**64}), "swag.jsonl", {}, 422, "invalid_label",
      "out of range"),
     ("a choice of more than the characters allowed", _with(ending1="x" * (MAX_CHOICE_CHARS + 1)), "swag.csv", {},
      422, "invalid_choices", f"row 3: a choice holds a NUL character or is longer than {MAX_CHOICE_CHARS}"),
@@ -151,7 +136,7 @@ TRAINING_CASES = [
      "column(s) 'context', 'label' not in the dataset; it has tokens, tags"),
     ("a dataset of texts, its text column named as the context", b"text,label\ngreat,pos\n", "reviews.csv",
      {"context_column": "text"}, 422, "invalid_columns", "the dataset has no ending<N> columns: name the choices"),
-    ("a QA dataset", _jsonl(*QA_ROWS), "qa.jsonl", {}, 422, "invalid_columns", "the dataset has no ending<N> columns"),
+    ("a QA dataset", jsonl(*QA_ROWS), "qa.jsonl", {}, 422, "invalid_columns", "the dataset has no ending<N> columns"),
     ("a text family", _csv(*GOOD), "swag.csv", {"family": "bert_lstm"}, 422, "validation_error", "bert_lstm"),
     ("multi_label", _csv(*GOOD), "swag.csv", {"multi_label": True}, 422, "validation_error", "multi_label"),
 ]
@@ -161,18 +146,13 @@ TRAINING_CASES = [
 def test_bad_mc_training_data_is_a_clear_4xx(migrated_client, sent, case):
     client = migrated_client
     _, content, filename, extra, status, code, words = case
-    dataset_id = _upload(client, content, filename)
-    jobs = _count(Job)
-    body = {k: v for k, v in {"dataset_id": dataset_id, **MC_TRAIN, **extra}.items() if v is not None}
-    error = assert_error(client.post("/api/v1/jobs/train", json=body), status, code)
-    assert words in error["message"], error
-    assert _count(Job) == jobs and sent == []
+    assert_training_refused(client, sent, content, filename, {**MC_TRAIN, **extra}, status, code, words)
 
 
 @pytest.mark.parametrize(("content", "filename", "code"), [
     (_with(context="Ann\x00 owns a cat."), "swag.csv", "invalid_csv"),  # PostgreSQL's text refuses NUL: so does upload
     (_with(ending1="the d\x00og sleeps"), "swag.csv", "invalid_csv"),
-    (_jsonl(*GOOD, {**GOOD[0], "question": "Th\x00en"}), "swag.jsonl", "invalid_jsonl"),
+    (jsonl(*GOOD, {**GOOD[0], "question": "Th\x00en"}), "swag.jsonl", "invalid_jsonl"),
     (b'{"context": "c", "ending0": "a", "ending1": "b", "label": NaN}\n', "swag.jsonl", "invalid_jsonl"),
     (b'{"context": "c", "ending0": "a", "ending1": "b", "label": Infinity}\n', "swag.jsonl", "invalid_jsonl"),
     (b'{"context": "c", "ending0": "a", "ending1": "b", "label": ' + HUGE.encode() + b"}\n", "swag.jsonl",
@@ -181,10 +161,7 @@ def test_bad_mc_training_data_is_a_clear_4xx(migrated_client, sent, case):
 def test_mc_uploads_of_what_postgresql_cannot_hold_are_a_clear_400(migrated_client, content, filename, code):
     """NUL characters, NaN and Infinity (PostgreSQL's text and JSON refuse them) and integers past Python's digit
     limit are refused at upload, with nothing stored."""
-    response = migrated_client.post("/api/v1/datasets", data={"file": (io.BytesIO(content), filename)},
-                                    content_type="multipart/form-data")
-    assert_error(response, 400, code)
-    assert _count(Dataset) == 0
+    assert_upload_refused(migrated_client, content, filename, code)
 
 
 def _classify_cases(mc: int, text_model: int, ner: int, qa: int) -> list[tuple[str, dict, int, str, str]]:
@@ -245,11 +222,7 @@ def _classify_cases(mc: int, text_model: int, ner: int, qa: int) -> list[tuple[s
 def test_bad_mc_inputs_at_classify_are_a_clear_422(migrated_client, sent, subtests, path):
     client = migrated_client
     mc, text_model, ner, qa = mc_model(), f.make_model(name="plain"), token_model(), qa_model()
-    for name, body, status, code, words in _classify_cases(mc, text_model, ner, qa):
-        with subtests.test(msg=name):
-            error = assert_error(client.post(path, json=body), status, code)
-            assert words in json.dumps(error), error
-    assert _count(Job) == 0 and sent == []
+    assert_classify_cases_refused(client, sent, subtests, path, _classify_cases(mc, text_model, ner, qa))
 
 
 @pytest.mark.parametrize("path", ["/api/v1/jobs/classify", "/api/v1/predict"])
@@ -269,7 +242,7 @@ def test_very_long_or_unencodable_choices_are_a_clear_4xx(migrated_client, sent,
         assert where in json.dumps(error) and f"the limit is {limit}" in json.dumps(error), error
     body = '{"model_id": %d, "choice_questions": [{"context": "c\\ud800", "choices": ["a", "b"]}]}' % mc
     assert_error(client.post(path, data=body, content_type="application/json"), 400, "invalid_json")
-    assert _count(Job) == 0 and sent == []
+    assert count(Job) == 0 and sent == []
 
 
 @pytest.mark.parametrize(("content", "filename", "extra", "code", "words"), [
@@ -285,19 +258,19 @@ def test_classifying_bad_mc_rows_is_a_clear_422(migrated_client, sent, content, 
     """A dataset classify job is checked row by row before it is queued: no job stops half-way on a bad row."""
     client = migrated_client
     model = mc_model(**({"choice_columns": None, **extra} if extra else {}))
-    dataset_id = _upload(client, content, filename)
+    dataset_id = upload(client, content, filename)
     error = assert_error(client.post("/api/v1/jobs/classify", json={"model_id": model, "dataset_id": dataset_id}),
                          422, code)
     assert words in error["message"], error
-    assert _count(Job) == 0 and sent == []
+    assert count(Job) == 0 and sent == []
 
 
 def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
     client = migrated_client
-    texts = _upload(client, b"text,label\ngreat,pos\nawful,neg\n", "reviews.csv")
-    questions = _upload(client, _jsonl(*QA_ROWS), "qa.jsonl")
-    conll = _upload(client, b"Bob\tB-person\nleft\tO\n\nAnn\tB-person\n", "ner.conll")
-    swag = _upload(client, _csv(*GOOD), "swag.csv")
+    texts = upload(client, b"text,label\ngreat,pos\nawful,neg\n", "reviews.csv")
+    questions = upload(client, jsonl(*QA_ROWS), "qa.jsonl")
+    conll = upload(client, b"Bob\tB-person\nleft\tO\n\nAnn\tB-person\n", "ner.conll")
+    swag = upload(client, _csv(*GOOD), "swag.csv")
     mc, qa, ner = mc_model(), qa_model(), token_model()
     text_model = f.make_model(name="plain", params={"text_column": "text", "label_column": "label",
                                                     "label_columns": ["label"]})
@@ -312,10 +285,8 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
                                                   "dataset"),
              (text_model, swag, "unknown_column", "column(s) 'text' not in dataset")]
     for model_id, dataset_id, code, words in cases:
-        error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": model_id,
-                                                                         "dataset_id": dataset_id}), 422, code)
-        assert words in error["message"], (model_id, dataset_id, error)
-    assert _count(Job) == 0 and sent == []
+        assert_evaluation_refused(client, sent, model_id, dataset_id, code, words)
+    assert count(Job) == 0 and sent == []
 
 
 @pytest.mark.parametrize(("content", "code", "words"), [
@@ -326,8 +297,4 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
 ])
 def test_evaluating_on_bad_mc_rows_is_a_clear_422(migrated_client, sent, content, code, words):
     client = migrated_client
-    dataset_id = _upload(client, content, "swag.csv")
-    error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": mc_model(),
-                                                                     "dataset_id": dataset_id}), 422, code)
-    assert words in error["message"], error
-    assert _count(Job) == 0 and sent == []
+    assert_evaluation_refused(client, sent, mc_model(), upload(client, content, "swag.csv"), code, words)

@@ -9,12 +9,13 @@ import io
 import json
 
 import pytest
-from sqlalchemy import func, select
 
-from core.db import db
-from core.schema import Dataset, Job
+from core.schema import Job
 
 from . import factories as f
+from .bad_input import (
+    assert_classify_cases_refused, assert_evaluation_refused, assert_training_refused, assert_upload_refused, count,
+    jsonl, upload)
 from .helpers import assert_error
 from .test_hostile_input import migrated_client  # noqa: F401  (fixture: an admin's client on each backend)
 from .test_token_pages import token_model
@@ -34,13 +35,9 @@ def qa_model(**params) -> int:
     return f.make_model(tasks={"answer": ["start", "end"]}, name="reader", params={**QA_PARAMS, **params})
 
 
-def _jsonl(*rows: dict) -> bytes:
-    return "".join(json.dumps(row) + "\n" for row in rows).encode()
-
-
 def _with(**fields) -> bytes:
     """The good questions and one more (row 3) about ``CONTEXT``: a dataset whose bad row is not the first."""
-    return _jsonl(*GOOD, {"question": "who flew ?", "context": CONTEXT,
+    return jsonl(*GOOD, {"question": "who flew ?", "context": CONTEXT,
                           "answers": {"text": ["Bob"], "answer_start": [0]}, **fields})
 
 
@@ -70,18 +67,6 @@ def _squad(data) -> bytes:
 def _paragraph(**overrides) -> dict:
     return {"context": CONTEXT, "qas": [{"id": "q1", "question": "where?",
                                          "answers": [{"text": "Paris", "answer_start": 12}]}], **overrides}
-
-
-def _upload(client, content: bytes, filename: str) -> int:
-    response = client.post("/api/v1/datasets", data={"file": (io.BytesIO(content), filename)},
-                           content_type="multipart/form-data")
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
-
-
-def _count(table) -> int:
-    with db.session() as session:
-        return session.scalar(select(func.count()).select_from(table))
 
 
 TRAINING_CASES = [
@@ -133,7 +118,7 @@ TRAINING_CASES = [
      "answer_mismatch", "row 3: the context does not hold the answer"),
     ("a blank question", _with(question="  "), "qa.jsonl", {}, 422, "invalid_question",
      "row 3: the question must be a non-empty string"),
-    ("no question", _jsonl(*GOOD, {"context": CONTEXT, "answers": {"text": [], "answer_start": []}}), "qa.jsonl",
+    ("no question", jsonl(*GOOD, {"context": CONTEXT, "answers": {"text": [], "answer_start": []}}), "qa.jsonl",
      {}, 422, "invalid_question", "row 3: the question must be a non-empty string"),
     ("a SQuAD question not a string", _squad([{"paragraphs": [_paragraph(qas=[{"question": ["who"]}])]}]),
      "train.json", {}, 422, "invalid_question", "row 1: the question must be a non-empty string"),
@@ -148,26 +133,26 @@ TRAINING_CASES = [
      "question_too_long", "row 3: the question has at least 200 tokens: with max_length 64 and doc_stride 16"),
     ("a 100,000-character answer", _with(answers={"text": ["x" * 100_000], "answer_start": [0]}), "qa.jsonl", {},
      422, "answer_out_of_range", "answer 'xxxxx"),
-    ("no answerable question", _jsonl(GOOD[1], GOOD[1]), "qa.jsonl", {}, 422, "too_few_classes",
+    ("no answerable question", jsonl(GOOD[1], GOOD[1]), "qa.jsonl", {}, 422, "too_few_classes",
      "the dataset has no answerable question"),
-    ("doc_stride equal to max_length", _jsonl(*GOOD), "qa.jsonl", {"doc_stride": 64}, 422, "validation_error",
+    ("doc_stride equal to max_length", jsonl(*GOOD), "qa.jsonl", {"doc_stride": 64}, 422, "validation_error",
      "doc_stride (64) must be less than max_length - 4 (60)"),
-    ("doc_stride past max_length", _jsonl(*GOOD), "qa.jsonl", {"doc_stride": 300}, 422, "validation_error",
+    ("doc_stride past max_length", jsonl(*GOOD), "qa.jsonl", {"doc_stride": 300}, 422, "validation_error",
      "doc_stride (300) must be less than max_length - 4"),
-    ("doc_stride 0", _jsonl(*GOOD), "qa.jsonl", {"doc_stride": 0}, 422, "validation_error", "doc_stride"),
-    ("the same column twice", _jsonl(*GOOD), "qa.jsonl", {"context_column": "question"}, 422, "validation_error",
+    ("doc_stride 0", jsonl(*GOOD), "qa.jsonl", {"doc_stride": 0}, 422, "validation_error", "doc_stride"),
+    ("the same column twice", jsonl(*GOOD), "qa.jsonl", {"context_column": "question"}, 422, "validation_error",
      "context_column, question_column and answers_column must differ"),
-    ("a label_column other than the answers", _jsonl(*GOOD), "qa.jsonl", {"label_column": "question"}, 422,
+    ("a label_column other than the answers", jsonl(*GOOD), "qa.jsonl", {"label_column": "question"}, 422,
      "validation_error", "reads its answers from answers_column: label_column(s) do not apply"),
-    ("a missing answers column", _jsonl(*GOOD), "qa.jsonl", {"answers_column": "gold"}, 422, "unknown_column",
+    ("a missing answers column", jsonl(*GOOD), "qa.jsonl", {"answers_column": "gold"}, 422, "unknown_column",
      "'gold'"),
     ("a dataset of texts", b"text,label\ngreat,pos\nawful,neg\n", "reviews.csv", {}, 422, "unknown_column",
      "column(s) 'question', 'context', 'answers' not in the dataset; it has text, label"),
     ("a token dataset", b"Bob\tB-person\nleft\tO\n", "ner.conll", {}, 422, "unknown_column",
      "column(s) 'question', 'context', 'answers' not in the dataset; it has tokens, tags"),
-    ("a text family", _jsonl(*GOOD), "qa.jsonl", {"family": "bert_lstm"}, 422, "validation_error", "bert_lstm"),
-    ("multi_label", _jsonl(*GOOD), "qa.jsonl", {"multi_label": True}, 422, "validation_error", "multi_label"),
-    ("a token option", _jsonl(*GOOD), "qa.jsonl", {"tokens_column": "question"}, 422, "validation_error",
+    ("a text family", jsonl(*GOOD), "qa.jsonl", {"family": "bert_lstm"}, 422, "validation_error", "bert_lstm"),
+    ("multi_label", jsonl(*GOOD), "qa.jsonl", {"multi_label": True}, 422, "validation_error", "multi_label"),
+    ("a token option", jsonl(*GOOD), "qa.jsonl", {"tokens_column": "question"}, 422, "validation_error",
      "tokens_column"),
     # a nested SQuAD file of a bad structure
     ("SQuAD data not a list", _squad({"paragraphs": []}), "train.json", {}, 422, "invalid_squad",
@@ -185,7 +170,7 @@ TRAINING_CASES = [
     ("SQuAD answer not at its offset", _squad([{"paragraphs": [_paragraph(qas=[{"question": "where?", "answers": [
         {"text": "Paris", "answer_start": 3}]}])]}]), "train.json", {}, 422, "answer_mismatch",
      "the context does not hold the answer 'Paris' at 3"),
-    ("SQuAD data a string that is not JSON", _jsonl({"data": "not json"}), "squad.jsonl", {}, 422, "invalid_squad",
+    ("SQuAD data a string that is not JSON", jsonl({"data": "not json"}), "squad.jsonl", {}, 422, "invalid_squad",
      "row 1: a SQuAD file's data must be a list of articles"),
     ("SQuAD data as a CSV cell that is not JSON", b"data\n{not json\n", "squad.csv", {}, 422, "invalid_squad",
      "row 1: a SQuAD file's data must be a list of articles"),
@@ -196,12 +181,7 @@ TRAINING_CASES = [
 def test_bad_qa_training_data_is_a_clear_4xx(migrated_client, sent, case):
     client = migrated_client
     _, content, filename, extra, status, code, words = case
-    dataset_id = _upload(client, content, filename)
-    jobs = _count(Job)
-    body = {k: v for k, v in {"dataset_id": dataset_id, **QA_TRAIN, **extra}.items() if v is not None}
-    error = assert_error(client.post("/api/v1/jobs/train", json=body), status, code)
-    assert words in error["message"], error
-    assert _count(Job) == jobs and sent == []
+    assert_training_refused(client, sent, content, filename, {**QA_TRAIN, **extra}, status, code, words)
 
 
 @pytest.mark.parametrize(("content", "filename", "code"), [
@@ -218,10 +198,7 @@ def test_bad_qa_training_data_is_a_clear_4xx(migrated_client, sent, case):
 def test_qa_uploads_of_what_postgresql_cannot_hold_are_a_clear_400(migrated_client, content, filename, code):
     """NUL characters, NaN and Infinity (PostgreSQL's text and JSON refuse them) and integers past Python's digit
     limit are refused at upload, with nothing stored."""
-    response = migrated_client.post("/api/v1/datasets", data={"file": (io.BytesIO(content), filename)},
-                                    content_type="multipart/form-data")
-    assert_error(response, 400, code)
-    assert _count(Dataset) == 0
+    assert_upload_refused(migrated_client, content, filename, code)
 
 
 def _classify_cases(qa: int, text_model: int, ner: int) -> list[tuple[str, dict, int, str, str]]:
@@ -291,18 +268,14 @@ def test_very_long_or_unencodable_questions_are_a_clear_4xx(migrated_client, sen
         assert where in json.dumps(error) and f"limit is {limit}" in json.dumps(error), error
     body = '{"model_id": %d, "questions": [{"question": "wh\\ud800?", "context": "Bob"}]}' % qa
     assert_error(client.post(path, data=body, content_type="application/json"), 400, "invalid_json")
-    assert _count(Job) == 0 and sent == []
+    assert count(Job) == 0 and sent == []
 
 
 @pytest.mark.parametrize("path", ["/api/v1/jobs/classify", "/api/v1/predict"])
 def test_bad_qa_inputs_at_classify_are_a_clear_422(migrated_client, sent, subtests, path):
     client = migrated_client
     qa, text_model, ner = qa_model(), f.make_model(name="plain"), token_model()
-    for name, body, status, code, words in _classify_cases(qa, text_model, ner):
-        with subtests.test(msg=name):
-            error = assert_error(client.post(path, json=body), status, code)
-            assert words in json.dumps(error), error
-    assert _count(Job) == 0 and sent == []
+    assert_classify_cases_refused(client, sent, subtests, path, _classify_cases(qa, text_model, ner))
 
 
 def test_an_imported_qa_model_bounds_questions_by_its_own_windows(migrated_client, sent):
@@ -313,14 +286,14 @@ def test_an_imported_qa_model_bounds_questions_by_its_own_windows(migrated_clien
     error = assert_error(migrated_client.post("/api/v1/predict", json={"model_id": imported, "questions": [
         {"question": " ".join(["why"] * 20), "context": CONTEXT}]}), 422, "question_too_long")
     assert "with max_length 32 and doc_stride 10 a question may have at most 18" in error["message"], error
-    assert _count(Job) == 0 and sent == []
+    assert count(Job) == 0 and sent == []
 
 
 def test_a_qa_dataset_job_checks_its_columns(migrated_client, sent):
     client = migrated_client
     qa = qa_model()
-    texts = _upload(client, b"text,label\ngreat,pos\nawful,neg\n", "reviews.csv")
-    questions = _upload(client, _jsonl(*GOOD), "qa.jsonl")
+    texts = upload(client, b"text,label\ngreat,pos\nawful,neg\n", "reviews.csv")
+    questions = upload(client, jsonl(*GOOD), "qa.jsonl")
     error = assert_error(client.post("/api/v1/jobs/classify", json={"model_id": qa, "dataset_id": texts}), 422,
                          "unknown_column")
     assert "'question', 'context' not in dataset" in error["message"], error
@@ -330,15 +303,15 @@ def test_a_qa_dataset_job_checks_its_columns(migrated_client, sent):
     error = assert_error(client.post("/api/v1/jobs/classify", json={
         "model_id": f.make_model(name="plain"), "dataset_id": questions, "text_column": "question", "top_k": 2}),
         422, "option_not_supported")
-    assert _count(Job) == 0 and sent == []
+    assert count(Job) == 0 and sent == []
 
 
 def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
     client = migrated_client
-    conll = _upload(client, b"Bob\tB-person\nleft\tO\n\nAnn\tB-person\n", "ner.conll")
-    texts = _upload(client, b"text,label\ngreat,pos\nawful,neg\n", "reviews.csv")
-    questions = _upload(client, _jsonl(*GOOD), "qa.jsonl")
-    squad = _upload(client, _squad([{"paragraphs": [_paragraph()]}]), "dev.json")
+    conll = upload(client, b"Bob\tB-person\nleft\tO\n\nAnn\tB-person\n", "ner.conll")
+    texts = upload(client, b"text,label\ngreat,pos\nawful,neg\n", "reviews.csv")
+    questions = upload(client, jsonl(*GOOD), "qa.jsonl")
+    squad = upload(client, _squad([{"paragraphs": [_paragraph()]}]), "dev.json")
     qa, ner = qa_model(), token_model()
     text_model = f.make_model(name="plain", params={"text_column": "text", "label_column": "label",
                                                     "label_columns": ["label"]})
@@ -349,9 +322,7 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
              (text_model, questions, "unknown_column", "column(s) 'text', 'label' not in dataset"),
              (text_model, squad, "unknown_column", "column(s) 'text', 'label' not in dataset")]
     for model_id, dataset_id, code, words in cases:
-        error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": model_id,
-                                                                         "dataset_id": dataset_id}), 422, code)
-        assert words in error["message"], (model_id, dataset_id, error)
+        assert_evaluation_refused(client, sent, model_id, dataset_id, code, words)
     error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": qa, "dataset_id": questions,
                                                                      "text_column": "question"}), 422,
                          "invalid_columns")
@@ -360,7 +331,7 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
                                                                      "label_column": "gold"}), 422, "unknown_column")
     assert "column(s) 'gold' not in the dataset; a question-answering evaluation reads question, context, gold" \
         in error["message"], error
-    assert _count(Job) == 0 and sent == []
+    assert count(Job) == 0 and sent == []
 
 
 @pytest.mark.parametrize(("content", "filename", "code", "words"), [
@@ -368,13 +339,9 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
     (_with(answers={"text": ["Bob"], "answer_start": [2**64]}), "qa.jsonl", "answer_out_of_range", "row 3"),
     (_with(question=LONG_QUESTION), "qa.jsonl", "question_too_long", "row 3: the question has at least 200 tokens"),
     (_csv(["who?", CONTEXT, "Bob", "9" * 5000]), "qa.csv", "answer_out_of_range", "row 2"),
-    (_jsonl({"data": "[1, 2"}), "squad.jsonl", "invalid_squad", "row 1"),
+    (jsonl({"data": "[1, 2"}), "squad.jsonl", "invalid_squad", "row 1"),
     (_squad([]), "empty.json", "nothing_to_evaluate", "no question to evaluate on"),
 ])
 def test_evaluating_on_bad_qa_rows_is_a_clear_422(migrated_client, sent, content, filename, code, words):
     client = migrated_client
-    dataset_id = _upload(client, content, filename)
-    error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": qa_model(),
-                                                                     "dataset_id": dataset_id}), 422, code)
-    assert words in error["message"], error
-    assert _count(Job) == 0 and sent == []
+    assert_evaluation_refused(client, sent, qa_model(), upload(client, content, filename), code, words)

@@ -3,17 +3,15 @@ builds it, see test_hostile_input.py): every case gets its exact 4xx with ``{"er
 500, and a refused request writes no job (nor a dataset, for a refused upload)."""
 from __future__ import annotations
 
-import io
-import json
-
 import pytest
-from sqlalchemy import func, select
 
 from core.db import db
-from core.schema import Dataset, Job, TrainedModel
+from core.schema import TrainedModel
 
 from . import factories as f
-from .helpers import assert_error
+from .bad_input import (
+    assert_classify_cases_refused, assert_evaluation_refused, assert_training_refused, assert_upload_refused, jsonl,
+    upload)
 from .test_hostile_input import migrated_client  # noqa: F401  (fixture: an admin's client on each backend)
 from .test_token_pages import TAGS, token_model
 
@@ -21,25 +19,9 @@ GOOD = [{"tokens": ["Bob", "lives", "in", "Paris"], "tags": ["B-person", "O", "O
         {"tokens": ["Ann", "Lee", "left"], "tags": ["B-person", "I-person", "O"]}]
 
 
-def _jsonl(*rows: dict) -> bytes:
-    return "".join(json.dumps(row) + "\n" for row in rows).encode()
-
-
 def _with(row: dict) -> bytes:
     """The good sentences and one more row: a dataset whose bad row is not the first."""
-    return _jsonl(*GOOD, row)
-
-
-def _upload(client, content: bytes, filename: str) -> int:
-    response = client.post("/api/v1/datasets", data={"file": (io.BytesIO(content), filename)},
-                           content_type="multipart/form-data")
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
-
-
-def _count(table) -> int:
-    with db.session() as session:
-        return session.scalar(select(func.count()).select_from(table))
+    return jsonl(*GOOD, row)
 
 
 TRAINING_CASES = [
@@ -59,13 +41,13 @@ TRAINING_CASES = [
     ("NUL in a tag", _with({"tokens": ["a"], "tags": ["B-x\x00"]}), {}, 422, "invalid_tag", "NUL"),
     ("a tag of 150 characters", _with({"tokens": ["a"], "tags": ["B-" + "x" * 148]}), {}, 422, "invalid_tag",
      "longer than 100 characters"),
-    ("a tag set with one tag", _jsonl({"tokens": ["a", "b"], "tags": ["O", "O"]}, {"tokens": ["c"], "tags": ["O"]}),
+    ("a tag set with one tag", jsonl({"tokens": ["a", "b"], "tags": ["O", "O"]}, {"tokens": ["c"], "tags": ["O"]}),
      {}, 422, "too_few_classes", "at least 2 distinct tags"),
-    ("multi_label", _jsonl(*GOOD), {"multi_label": True}, 422, "validation_error",
+    ("multi_label", jsonl(*GOOD), {"multi_label": True}, 422, "validation_error",
      "multi_label applies to the text-classification task type, not 'token-classification'"),
-    ("label_columns of two", _jsonl(*GOOD), {"label_columns": ["tags", "tokens"]}, 422, "validation_error",
+    ("label_columns of two", jsonl(*GOOD), {"label_columns": ["tags", "tokens"]}, 422, "validation_error",
      "reads its labels from tags_column: label_column(s) do not apply"),
-    ("label_column other than the tags", _jsonl(*GOOD), {"label_column": "tokens"}, 422, "validation_error",
+    ("label_column other than the tags", jsonl(*GOOD), {"label_column": "tokens"}, 422, "validation_error",
      "reads its labels from tags_column: label_column(s) do not apply"),
 ]
 
@@ -86,12 +68,8 @@ SPAN_CASES = [
 def test_bad_token_training_data_is_a_clear_422(migrated_client, sent, case):
     client = migrated_client
     _, rows, extra, status, code, words = case
-    dataset_id = _upload(client, rows, "ner.jsonl")
-    jobs = _count(Job)
-    error = assert_error(client.post("/api/v1/jobs/train", json={
-        "dataset_id": dataset_id, "task_type": "token-classification", **extra}), status, code)
-    assert words in error["message"], error
-    assert _count(Job) == jobs and sent == []
+    assert_training_refused(client, sent, rows, "ner.jsonl", {"task_type": "token-classification", **extra}, status,
+                            code, words)
 
 
 @pytest.mark.parametrize("case", SPAN_CASES, ids=[c[0] for c in SPAN_CASES])
@@ -99,12 +77,10 @@ def test_bad_entity_spans_are_a_clear_422(migrated_client, sent, case):
     client = migrated_client
     _, spans, code, words = case
     good = {"text": "Bob lives in Paris", "spans": [{"start": 0, "end": 3, "label": "person"}]}
-    dataset_id = _upload(client, _jsonl(good, {"text": "Ann Lee left town", "spans": spans}), "spans.jsonl")
-    error = assert_error(client.post("/api/v1/jobs/train", json={
-        "dataset_id": dataset_id, "task_type": "token-classification", "text_column": "text",
-        "spans_column": "spans"}), 422, code)
-    assert words in error["message"] and "row 2" in error["message"], error
-    assert _count(Job) == 0 and sent == []
+    error = assert_training_refused(
+        client, sent, jsonl(good, {"text": "Ann Lee left town", "spans": spans}), "spans.jsonl",
+        {"task_type": "token-classification", "text_column": "text", "spans_column": "spans"}, 422, code, words)
+    assert "row 2" in error["message"], error
 
 
 @pytest.mark.parametrize(("content", "words"), [
@@ -113,11 +89,8 @@ def test_bad_entity_spans_are_a_clear_422(migrated_client, sent, case):
     (b"Empire\tB-" + b"x" * 200 + b"\n", "line 1"),  # a very long tag
 ])
 def test_bad_conll_uploads_are_a_clear_400(migrated_client, content, words):
-    response = migrated_client.post("/api/v1/datasets", data={"file": (io.BytesIO(content), "x.conll")},
-                                    content_type="multipart/form-data")
-    error = assert_error(response, 400, "invalid_conll")
+    error = assert_upload_refused(migrated_client, content, "x.conll", "invalid_conll")
     assert words in error["message"], error
-    assert _count(Dataset) == 0
 
 
 def _classify_cases(ner: int, text_model: int) -> list[tuple[str, dict, int, str, str]]:
@@ -151,27 +124,19 @@ def _classify_cases(ner: int, text_model: int) -> list[tuple[str, dict, int, str
 def test_bad_token_inputs_at_classify_are_a_clear_422(migrated_client, sent, subtests, path):
     client = migrated_client
     ner, text_model = token_model(), f.make_model(name="plain")
-    for name, body, status, code, words in _classify_cases(ner, text_model):
-        with subtests.test(msg=name):
-            error = assert_error(client.post(path, json=body), status, code)
-            assert words in json.dumps(error), error
-    assert _count(Job) == 0 and sent == []
+    assert_classify_cases_refused(client, sent, subtests, path, _classify_cases(ner, text_model))
 
 
 def test_evaluating_on_a_dataset_of_the_other_task_type_is_a_clear_422(migrated_client, sent):
     client = migrated_client
-    conll = _upload(client, b"Bob\tB-person\nleft\tO\n\nAnn\tB-person\n", "ner.conll")
-    texts = _upload(client, b"text,label\ngreat,pos\nawful,neg\n", "reviews.csv")
+    conll = upload(client, b"Bob\tB-person\nleft\tO\n\nAnn\tB-person\n", "ner.conll")
+    texts = upload(client, b"text,label\ngreat,pos\nawful,neg\n", "reviews.csv")
     ner = token_model()
     text_model = f.make_model(name="plain", params={"text_column": "text", "label_column": "label",
                                                     "label_columns": ["label"]})
     for model_id, dataset_id, words in [(ner, texts, "not a token dataset"),
                                         (text_model, conll, "it is a token dataset")]:
-        error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": model_id,
-                                                                         "dataset_id": dataset_id}),
-                             422, "dataset_task_mismatch")
-        assert words in error["message"]
-    assert _count(Job) == 0 and sent == []
+        assert_evaluation_refused(client, sent, model_id, dataset_id, "dataset_task_mismatch", words)
     with db.session() as session:  # the models stay as they were
         assert session.get(TrainedModel, ner).tasks == {"tags": TAGS}
 
@@ -183,8 +148,4 @@ def test_evaluating_on_a_dataset_of_the_other_task_type_is_a_clear_422(migrated_
 ])
 def test_evaluating_on_bad_token_rows_is_a_clear_422(migrated_client, sent, row, code, words):
     client = migrated_client
-    dataset_id = _upload(client, _with(row), "eval.jsonl")
-    error = assert_error(client.post("/api/v1/jobs/evaluate", json={"model_id": token_model(),
-                                                                     "dataset_id": dataset_id}), 422, code)
-    assert words in error["message"], error
-    assert _count(Job) == 0 and sent == []
+    assert_evaluation_refused(client, sent, token_model(), upload(client, _with(row), "eval.jsonl"), code, words)
