@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover
 
 from core import task_types
 from core.task_types.multiple_choice import NAME as MULTIPLE_CHOICE
+from core.task_types.question_answering import NAME as QUESTION_ANSWERING
+from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
 from core.options import FAMILY_INFO, applies, option_fields
 from core.specs import AggregationStrategy
 
@@ -93,11 +95,9 @@ class UploadDatasetForm(FlaskForm):
     name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
 
 
-TOKEN_CLASSIFICATION = "token-classification"
 # token classification's two shapes of training data (``core.task_types.token_classification.reads_spans``)
 TOKEN_DATA = {"tokens": "Tokens + tags (a JSON array of each per row)",
               "spans": "Text + character spans (JSON Lines entities, Label Studio)"}
-QUESTION_ANSWERING = "question-answering"
 
 
 class TrainFormBase(FlaskForm):

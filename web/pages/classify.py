@@ -6,6 +6,8 @@ from flask import flash, redirect, render_template, request, url_for
 
 from core.specs import ClassifyRequest
 from core.task_types.multiple_choice import NAME as MULTIPLE_CHOICE
+from core.task_types.question_answering import NAME as QUESTION_ANSWERING
+from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
 
 from .. import services
 from ..auth import current
@@ -15,8 +17,6 @@ from . import bp
 from .filters import query_int
 from .forms_support import apply_error
 
-TOKEN_CLASSIFICATION = "token-classification"
-QUESTION_ANSWERING = "question-answering"
 NO_DATASET = "— none: classify the texts above —"
 NO_ID_COLUMN = "— none —"
 AS_TRAINED = "— as the model was trained —"  # its text column, or its text_template
