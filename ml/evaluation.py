@@ -66,6 +66,23 @@ class Inputs:
         self.skipped = {"empty_text": 0, "no_label": 0}
 
 
+
+def predict_chunks(total: int, predict: Callable[[int, int], list], *, chunk_size: int = EVALUATION_CHUNK,
+                   progress: Callable[[float, dict], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> list:
+    """``predict(start, end)`` over ``range(total)`` in chunks of ``chunk_size``, the results concatenated; every
+    task type's evaluation runs its predictions this way. Between chunks: :class:`TrainingCancelled` once
+    ``should_stop()`` is true, and ``progress(fraction, {"phase": "evaluate", "examples": done})``."""
+    results: list = []
+    for start in range(0, total, chunk_size):
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled("the evaluation was cancelled")
+        end = min(total, start + chunk_size)
+        results.extend(predict(start, end))
+        if progress is not None:
+            progress(end / total, {"phase": "evaluate", "examples": end})
+    return results
+
 def read_inputs(rows: Iterable[Mapping[str, Any]], plan: EvaluationPlan) -> Inputs:
     """Build the model's inputs and the true labels from ``rows``; rows without text (or, single-label, without a
     label) are skipped and counted. Labels the model does not know raise :class:`EvaluationError`."""
@@ -111,16 +128,10 @@ def evaluate_rows(
         raise EvaluationError("nothing_to_evaluate", f"no row has both a text and a label to evaluate on "
                               f"({inputs.skipped['empty_text']} without text, {inputs.skipped['no_label']} "
                               "without a label)")
-    results: list[dict] = []
     total = len(inputs.texts)
-    for start in range(0, total, chunk_size):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled("the evaluation was cancelled")
-        end = min(total, start + chunk_size)
-        pairs = inputs.pairs[start:end] if inputs.pairs is not None else None
-        results.extend(predict(inputs.texts[start:end], pairs))
-        if progress is not None:
-            progress(end / total, {"phase": "evaluate", "examples": end})
+    results = predict_chunks(total, lambda start, end: predict(
+        inputs.texts[start:end], inputs.pairs[start:end] if inputs.pairs is not None else None),
+        chunk_size=chunk_size, progress=progress, should_stop=should_stop)
     if should_stop is not None and should_stop():
         raise TrainingCancelled("the evaluation was cancelled")
     if plan.multi_label:

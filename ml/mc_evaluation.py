@@ -10,7 +10,7 @@ from core.datasets import DatasetError
 from core.evaluation import EvaluationError
 from core.task_types.multiple_choice import ChoiceEvaluationPlan, ChoiceInput, choice_metrics
 
-from .config import TrainingCancelled
+from .evaluation import predict_chunks
 
 EVALUATION_CHUNK = 256  # rows per predict() call: progress and should_stop() are checked between chunks
 
@@ -31,14 +31,9 @@ def evaluate_choices(rows: Iterable[Mapping[str, str]], plan: ChoiceEvaluationPl
         raise EvaluationError(exc.code, exc.message) from None
     if not inputs:
         raise EvaluationError("nothing_to_evaluate", "the dataset holds no row to evaluate on")
-    predicted: list[int] = []
-    for start in range(0, len(inputs), chunk_size):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled("the evaluation was cancelled")
-        predicted.extend(int(result["choice_index"]) for result in predict(inputs[start:start + chunk_size]))
-        if progress is not None:
-            done = min(len(inputs), start + chunk_size)
-            progress(done / len(inputs), {"phase": "evaluate", "examples": done})
+    predicted = predict_chunks(len(inputs),
+                               lambda start, end: [int(r["choice_index"]) for r in predict(inputs[start:end])],
+                               chunk_size=chunk_size, progress=progress, should_stop=should_stop)
     return choice_metrics(gold, predicted)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from core.evaluation import EvaluationError
 from core.task_types.question_answering import QAEvaluationPlan, squad_metrics
 
-from .config import TrainingCancelled
+from .evaluation import predict_chunks
 
 EVALUATION_CHUNK = 256  # questions per predict() call: progress and should_stop() are checked between chunks
 
@@ -24,15 +24,12 @@ def evaluate_questions(rows: Iterable[Mapping[str, str]], plan: QAEvaluationPlan
     examples = list(plan.examples(rows))
     if not examples:
         raise EvaluationError("nothing_to_evaluate", "the dataset holds no question to evaluate on")
-    answers: list[str] = []
-    for start in range(0, len(examples), chunk_size):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled("the evaluation was cancelled")
-        part = examples[start:start + chunk_size]
-        answers.extend(result["answer"] for result in predict([e.question for e in part], [e.context for e in part]))
-        if progress is not None:
-            done = min(len(examples), start + chunk_size)
-            progress(done / len(examples), {"phase": "evaluate", "examples": done})
+
+    def answer(start: int, end: int) -> list[str]:
+        part = examples[start:end]
+        return [result["answer"] for result in predict([e.question for e in part], [e.context for e in part])]
+
+    answers = predict_chunks(len(examples), answer, chunk_size=chunk_size, progress=progress, should_stop=should_stop)
     metrics = squad_metrics(answers, [[text for text, _ in e.answers] for e in examples])
     metrics["examples"] = metrics.pop("questions")
     return metrics

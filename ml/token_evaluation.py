@@ -13,7 +13,7 @@ from core.evaluation import EvaluationError
 from core.task_types.tagging import PLAIN, detect_scheme, entity_metrics, tag_metrics
 from core.task_types.token_classification import TokenEvaluationPlan, reads_spans
 
-from .config import TrainingCancelled
+from .evaluation import predict_chunks
 from .token_data import SpanReport, span_sentence
 
 EVALUATION_CHUNK = 256  # sentences per predict() call: progress and should_stop() are checked between chunks
@@ -52,14 +52,8 @@ def evaluate_sentences(rows: Iterable[Mapping[str, str]], plan: TokenEvaluationP
     if unknown:
         raise EvaluationError("unknown_labels", f"the dataset has tags the model does not know: "
                               f"{', '.join(map(repr, unknown[:20]))}", labels=unknown[:100])
-    predicted: list[list[str]] = []
-    for start in range(0, len(sentences), chunk_size):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled("the evaluation was cancelled")
-        predicted.extend(result["tags"] for result in predict(sentences[start:start + chunk_size]))
-        if progress is not None:
-            done = min(len(sentences), start + chunk_size)
-            progress(done / len(sentences), {"phase": "evaluate", "examples": done})
+    predicted = predict_chunks(len(sentences), lambda start, end: [r["tags"] for r in predict(sentences[start:end])],
+                               chunk_size=chunk_size, progress=progress, should_stop=should_stop)
     scheme = detect_scheme(gold)
     metrics = tag_metrics(gold, predicted) if scheme == PLAIN else entity_metrics(gold, predicted)
     metrics.update(examples=len(sentences), scheme=scheme)
