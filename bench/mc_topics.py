@@ -206,7 +206,7 @@ def serving(model_dir: Path, inputs: list[dict], repeats: int) -> dict:
 
 
 def run(size: int | None, encoder: str | None, epochs: int, max_length: int, repeats: int = 3,
-        only: set[str] | None = None) -> dict:
+        only: set[str] | None = None, platform_options: dict | None = None) -> dict:
     """Train and judge every model on ``size`` subsampled tweets (see the module docstring); the results."""
     import torch
 
@@ -228,7 +228,8 @@ def run(size: int | None, encoder: str | None, epochs: int, max_length: int, rep
     only = only or {"platform", "plain", "text", "serving"}
     with tempfile.TemporaryDirectory() as scratch:
         if "platform" in only:
-            config = platform_config({"task_type": "multiple-choice", "choices_column": "choices", **common})
+            config = platform_config({"task_type": "multiple-choice", "choices_column": "choices", **common,
+                                      **(platform_options or {})})
             started = time.monotonic()
             result = train_classifier(train, config, Path(scratch) / "mc")
             seconds = time.monotonic() - started
@@ -268,9 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--platform-options", type=json.loads, default={},
+                        help='more train-request options for the platform run, as JSON (e.g. \'{"batch_size": 16}\')')
     args = parser.parse_args(argv)
     results = run(args.size, args.encoder, args.epochs, args.max_length, args.repeats,
-                  set(args.only.split(",")) if args.only else None)
+                  set(args.only.split(",")) if args.only else None, args.platform_options)
+    results["platform_options"] = args.platform_options
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

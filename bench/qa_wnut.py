@@ -186,11 +186,12 @@ def platform_config(overrides: dict | None = None):
     return TrainRequest.model_validate(body).config()
 
 
-def run_platform(train_rows: list[dict], model_dir: Path, cache_dir: Path) -> tuple[dict, object]:
+def run_platform(train_rows: list[dict], model_dir: Path, cache_dir: Path,
+                 overrides: dict | None = None) -> tuple[dict, object]:
     """Train through ``ml.loop.train_classifier``; the wall time of the whole call."""
     from ml.loop import train_classifier
 
-    config = platform_config()
+    config = platform_config(overrides)
     started = time.monotonic()
     result = train_classifier(train_rows, config, model_dir, encoder_cache_dir=cache_dir,
                               progress=_printer("platform"))
@@ -353,6 +354,10 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true", help="train the platform model for serving only")
     parser.add_argument("--limit-smoke", action="store_true", help="12 train / 6 dev sentences: does it all run?")
     parser.add_argument("--json", type=Path, help="write every number here")
+    parser.add_argument("--only", help="comma-separated parts: platform, plain, serving (default: all; two processes "
+                        "can then train side by side under the same load)")
+    parser.add_argument("--platform-options", type=json.loads, default={},
+                        help='more train-request options for the platform run, as JSON (e.g. \'{"batch_size": 16}\')')
     args = parser.parse_args()
     if not TRAIN.exists() or not DEV.exists():
         print(f"skipped: the WNUT-17 files are not in {DATA_DIR.resolve()} (../shared/datasets/ner)")
@@ -375,12 +380,15 @@ def main() -> None:
                     "dev_sentences": len(dev_sentences), "dev_sentences_total": len(dev_all),
                     "train_questions": len(train_rows), "train_answerable": answerable,
                     "dev_questions": len(dev_rows), "dev_answerable": sum(bool(g) for g in gold(dev_rows)),
-                    "seed": SEED, "runs": []}
+                    "seed": SEED, "platform_options": args.platform_options, "runs": []}
+    parts = set(args.only.split(",")) if args.only else {"platform", "plain", "serving"}
     with tempfile.TemporaryDirectory() as work:
         model_dir, cache = Path(work) / "model", Path(work) / "cache"
-        ours, config = run_platform(train_rows, model_dir, cache)
-        print(f"  platform trained: {ours}", flush=True)
-        if not args.skip_quality:
+        config = platform_config(args.platform_options)
+        if parts & {"platform", "serving"}:
+            ours, config = run_platform(train_rows, model_dir, cache, args.platform_options)
+            print(f"  platform trained: {ours}", flush=True)
+        if "platform" in parts and not args.skip_quality:
             from models.io import load_model
 
             model, tokenizer = load_model(model_dir, "cpu")
@@ -388,6 +396,7 @@ def main() -> None:
             ours.update(dev_quality(lambda i, m, t: model(i, m, token_type_ids=t).logits, tokenizer, dev_rows,
                                     config.doc_stride))
             report["runs"].append(ours)
+        if "plain" in parts and not args.skip_quality:
             plain, plain_model, plain_tokenizer = run_plain(train_rows, config.doc_stride)
 
             def plain_forward(ids, mask, types):
@@ -397,12 +406,13 @@ def main() -> None:
             plain.update(dev_quality(plain_forward, plain_tokenizer, dev_rows, config.doc_stride))
             report["runs"].append(plain)
             print(f"  plain: {plain}", flush=True)
-            if args.token:
-                report["runs"].append(run_token(train_sentences, dev_sentences, dev_rows, cache))
-                print(f"  token: {report['runs'][-1]}", flush=True)
-        serve_rows = dev_rows[:args.serve_questions]
-        report["serving"] = serving(model_dir, serve_rows)
-        print(f"  serving: {report['serving']}", flush=True)
+        if args.token and not args.skip_quality:
+            report["runs"].append(run_token(train_sentences, dev_sentences, dev_rows, cache))
+            print(f"  token: {report['runs'][-1]}", flush=True)
+        if "serving" in parts:
+            serve_rows = dev_rows[:args.serve_questions]
+            report["serving"] = serving(model_dir, serve_rows)
+            print(f"  serving: {report['serving']}", flush=True)
 
     if report["runs"]:
         print("\n| run | train wall time (s) | EM | F1 | has-answer F1 | no-answer accuracy |")
@@ -410,9 +420,10 @@ def main() -> None:
         for run in report["runs"]:
             print(f"| {run['run']} | {run['train_seconds']:.0f} | {run['exact_match']:.4f} | {run['f1']:.4f} | "
                   f"{run['has_answer_f1']:.4f} | {run['no_answer_accuracy']:.4f} |")
-    s = report["serving"]
-    print(f"\nserving {s['questions']} questions: platform {s['platform_seconds']}s, raw {s['raw_seconds']}s: "
-          f"{s['ratio']:.2f}x of raw (goal >= 0.85x); same answers {s['same_answers']}/{s['questions']}")
+    s = report.get("serving")
+    if s:
+        print(f"\nserving {s['questions']} questions: platform {s['platform_seconds']}s, raw {s['raw_seconds']}s: "
+              f"{s['ratio']:.2f}x of raw (goal >= 0.85x); same answers {s['same_answers']}/{s['questions']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

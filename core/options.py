@@ -286,6 +286,13 @@ def option_fields(group: str | None = None) -> list[tuple[str, FieldInfo, Opt]]:
     return out
 
 
+def task_type_defaults(name: str) -> dict[str, Any]:
+    """``{task type: value}`` of the task types that train option ``name`` with a default of their own
+    (``TaskType.training_defaults``) instead of the declared one."""
+    return {t: task_types.get(t).training_defaults[name] for t in task_types.names()
+            if name in task_types.get(t).training_defaults}
+
+
 def applies(meta: Opt, family: str) -> bool:
     return meta.families is None or family in meta.families
 
@@ -383,6 +390,9 @@ def _check_task_type(config: TrainConfig) -> None:
                          f"{config.family!r}")
     if "metric" not in config.model_fields_set:
         config.metric = kind.default_metric  # each task type picks its checkpoints by its own headline metric
+    for name, value in kind.training_defaults.items():
+        if name not in config.model_fields_set:
+            setattr(config, name, value)
     for name in _DATA_FIELDS:
         if getattr(config, name) is not None and name not in kind.request_fields:
             raise ValueError(f"{name} does not apply to the {kind.name} task type")

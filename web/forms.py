@@ -27,7 +27,7 @@ from core import task_types
 from core.task_types.multiple_choice import NAME as MULTIPLE_CHOICE
 from core.task_types.question_answering import NAME as QUESTION_ANSWERING
 from core.task_types.token_classification import NAME as TOKEN_CLASSIFICATION
-from core.options import FAMILY_INFO, applies, option_fields
+from core.options import FAMILY_INFO, applies, option_fields, task_type_defaults
 from core.specs import AggregationStrategy
 
 # the classify form's order: "first" (the default), the word-level ones, then the token-level ones; any strategy
@@ -73,6 +73,11 @@ def _option_field(name: str, field_info, meta):
     hint = field_info.description
     render = {"data-families": " ".join(meta.families or FAMILY_INFO),
               "data-task-types": " ".join(option_task_types(name, meta))}
+    own = task_type_defaults(name)
+    if own:  # left empty, so that each task type's own default applies; the placeholder says which
+        render["placeholder"] = f"{default}; " + ", ".join(f"{task_types.get(t).label.split(' (')[0].lower()}: {v}"
+                                                           for t, v in own.items())
+        default = None
     if kind is bool:
         return BooleanField(meta.label, default=bool(default), description=hint, render_kw=render)
     if typing.get_origin(kind) is typing.Literal:

@@ -117,6 +117,9 @@ class TaskType:
     hf: ClassVar[HFHead | None] = None
     # whether a classify job's dataset cells are JSON arrays of words (pre-tokenized sentences), not texts
     reads_words_in_cells: ClassVar[bool] = False
+    # training options it trains with unless a request sets them, instead of the option's declared default (e.g.
+    # question answering's longer windows); ``core.options`` applies them, forms leave such fields empty
+    training_defaults: ClassVar[Mapping[str, Any]] = {}
 
     # ------------------------------------------------------------------------------------ Hugging Face checkpoints
 

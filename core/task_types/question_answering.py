@@ -442,6 +442,7 @@ class QuestionAnswering(TaskType):
     # label_column(s): only as the answers column itself (a validated request stores them resolved so)
     request_fields = frozenset({"context_column", "question_column", "answers_column", "label_column",
                                 "label_columns"})
+    training_defaults = {"max_length": DEFAULT_MAX_LENGTH}  # question + context windows, as the SQuAD recipes
     families = ("bert", "distilbert")
     # an imported checkpoint answers as the transformers pipeline does by default: never "no answer"
     hf = HFHead(
@@ -492,17 +493,15 @@ class QuestionAnswering(TaskType):
         return QAEvaluationPlan.from_params(params)
 
     def resolve_columns(self, config: Any) -> bool:
-        """Defaults for the columns, ``max_length`` (384 unless given) and ``doc_stride`` (:func:`default_doc_stride`
-        of it unless given), ``doc_stride`` checked against it (the question's own length is checked per question
-        when the data is read: ``ml.qa_features``)."""
+        """Defaults for the columns and ``doc_stride`` (:func:`default_doc_stride` of ``max_length``, itself 384 by
+        :attr:`training_defaults` unless given), ``doc_stride`` checked against it (the question's own length is
+        checked per question when the data is read: ``ml.qa_features``)."""
         config.context_column = config.context_column or DEFAULT_CONTEXT_COLUMN
         config.question_column = config.question_column or DEFAULT_QUESTION_COLUMN
         config.answers_column = config.answers_column or DEFAULT_ANSWERS_COLUMN
         names = [config.context_column, config.question_column, config.answers_column]
         if len(set(names)) != 3:
             raise ValueError("context_column, question_column and answers_column must differ")
-        if "max_length" not in config.model_fields_set:
-            config.max_length = DEFAULT_MAX_LENGTH
         if "doc_stride" not in config.model_fields_set:  # a shorter max_length alone must not be refused
             config.doc_stride = default_doc_stride(config.max_length)
         if config.doc_stride >= config.max_length - SPECIAL_TOKENS - 1:

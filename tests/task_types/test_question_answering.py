@@ -114,6 +114,11 @@ def test_request_defaults_and_bad_combinations():
     assert (request.max_length, request.doc_stride, request.metric) == (384, 128, "f1")
     assert request.label_columns == ["answers"] and request.context_column == "context"
     assert TrainRequest(dataset_id=1, task_type="question-answering", max_length=128, doc_stride=64).max_length == 128
+    # the task types' own defaults (TaskType.training_defaults) apply only to them, and only when not given
+    assert TrainRequest(dataset_id=1, task_type="question-answering").batch_size == 32
+    assert TrainRequest(dataset_id=1, task_type="multiple-choice").batch_size == 16
+    assert TrainRequest(dataset_id=1, task_type="multiple-choice", batch_size=32).config().batch_size == 32
+    assert TrainRequest(dataset_id=1, text_column="t", label_column="l").max_length == 128
     # max_length alone: the overlap defaults to a third of it (128 is not less than 128 - 4)
     short = TrainRequest(dataset_id=1, task_type="question-answering", epochs=2, max_length=128)
     assert (short.doc_stride, short.config().doc_stride) == (42, 42)

@@ -131,3 +131,19 @@ def test_training_work_counts_every_choice(settings, sent):
     listed_id = f.make_dataset(listed, name="listed", owner_id=user.id)
     refused = client.post("/api/v1/jobs/train", json={**body, "dataset_id": listed_id, "choices_column": "options"})
     assert refused.status_code == 422 and f"x {MAX_CHOICES} sequences per row" in refused.get_json()["error"]["message"]
+
+
+def test_task_types_own_defaults_apply_when_the_form_field_is_left_empty(client, sent):
+    """batch_size and max_length are left empty on the form (their placeholders name each task type's default), so a
+    multiple-choice job trains with 16 rows a batch and a typed value still wins."""
+    page = client.get("/train?task_type=multiple-choice").get_data(as_text=True)
+    batch = re.search(r'<input[^>]*id="batch_size"[^>]*>', page).group(0)
+    assert 'value=' not in batch.replace('value=""', '') and "multiple choice: 16" in html.unescape(batch)
+    length = re.search(r'<input[^>]*id="max_length"[^>]*>', page).group(0)
+    assert "question answering: 384" in html.unescape(length)
+    dataset_id = f.make_dataset(SWAG_CSV, name="swag")
+    for typed, expected in (("", 16), ("32", 32)):
+        response = client.post("/train", data=_form(dataset_id, batch_size=typed))
+        assert response.status_code == 302, response.get_data(as_text=True)
+        with db.session() as session:
+            assert session.get(Job, sent[-1][0]).params["batch_size"] == expected
