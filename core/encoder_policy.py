@@ -36,7 +36,7 @@ def allowed_roots(settings: Settings) -> list[Path]:
     """The folders local encoders may come from (symbolic links resolved): ``ENCODER_ROOTS``, the packaged encoder
     and ``MODEL_STORE/encoders``. An empty ``ENCODER_ROOTS`` adds nothing: any folder must be allowed explicitly."""
     roots = [Path(r.strip()).expanduser() for r in settings.encoder_roots.split(os.pathsep) if r.strip()]
-    roots += [packaged_encoder_dir(), Path(settings.model_store) / "encoders"]
+    roots += [packaged_encoder_dir(), settings.local_model_dir / "encoders"]
     return [Path(os.path.realpath(r)) for r in roots]
 
 
