@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from .config import Settings
 from .db import db, is_transient
 from .files import fsync_dir, fsync_tree
-from .schema import ARTIFACT_KEY_MAX, ModelFile, ModelFileChunk
+from .schema import ARTIFACT_KEY_MAX, ModelFile, ModelFileChunk, TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,9 @@ class ModelCache:
     def entries(self) -> list[tuple[float, Path, int]]:
         """(last use, folder, bytes) of every cached model, least recently used first."""
         found = []
-        for path in self.models.glob("*") if self.models.is_dir() else ():
+        for path in self.models.iterdir() if self.models.is_dir() else ():
+            if path.name.startswith("."):  # a folder being removed
+                continue
             try:
                 found.append((path.stat().st_mtime, path, sum(f.stat().st_size for f in path.iterdir())))
             except FileNotFoundError:  # evicted meanwhile
@@ -335,6 +337,36 @@ class ModelCache:
 
     def keys(self) -> list[str]:
         return sorted(path.name for _, path, _ in self.entries())
+
+
+STALE_SCRATCH_S = 6 * 3600  # a download folder this old was left by a killed process (a download takes minutes)
+
+
+def prune_cache(settings: Settings) -> list[str]:
+    """Remove this host's cached copies of models that are deleted (or gone), and old download scratch folders: a
+    worker that was down when a model was deleted missed the broadcast. Run when a worker starts; returns the keys
+    removed."""
+    if not settings.sql_model_store:
+        return []
+    local = cache(settings)
+    cutoff = time.time() - STALE_SCRATCH_S
+    for folder in local.scratch.iterdir() if local.scratch.is_dir() else ():
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:
+            continue
+    keys = local.keys()
+    if not keys:
+        return []
+    with db.session() as session:
+        live = set(session.scalars(select(TrainedModel.artifact_dir).where(
+            TrainedModel.artifact_dir.in_([SQL_PREFIX + key for key in keys]), TrainedModel.deleted_at.is_(None))))
+    gone = [key for key in keys if SQL_PREFIX + key not in live]
+    for key in gone:
+        local.forget(key)
+        log.info("model cache: removed %s, whose model was deleted", key)
+    return gone
 
 
 def _remove(path: Path) -> None:

@@ -237,3 +237,17 @@ def test_postgresql_stores_and_streams_the_files(sql_settings, postgres_schema_u
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(ModelFileChunk)) == 0
     db.dispose()
+
+
+def test_a_worker_start_prunes_copies_of_models_deleted_meanwhile(sql_settings, tmp_path):
+    live, deleted = (_published(sql_settings, tmp_path, key) for key in ("live-1", "deleted-1"))
+    for artifact_dir in (live, deleted):
+        artifacts.local_path(sql_settings, artifact_dir)
+    tiny_model_row(live, ["a", "b"])
+    with db.session() as session:
+        session.get(TrainedModel, tiny_model_row(deleted, ["a", "b"])).deleted_at = datetime.now(timezone.utc)
+    stale = Path(sql_settings.model_cache_dir) / "tmp" / "killed-download"
+    stale.mkdir(parents=True)
+    os.utime(stale, (time.time() - 7 * 3600,) * 2)
+    assert artifacts.prune_cache(sql_settings) == ["deleted-1"]
+    assert artifacts.cache(sql_settings).keys() == ["live-1"] and not stale.exists()
