@@ -191,7 +191,8 @@ class ModelCache:
 
     def __init__(self, root: Path, limit_bytes: int) -> None:
         self.root, self.limit_bytes = Path(root), limit_bytes
-        self.models, self.scratch, self.locks = self.root / "models", self.root / "tmp", self.root / "locks"
+        # downloads in progress in "downloads" (never "tmp": trainings and imports keep their scratch there)
+        self.models, self.scratch, self.locks = self.root / "models", self.root / "downloads", self.root / "locks"
 
     def path(self, key: str) -> Path:
         return self.models / key

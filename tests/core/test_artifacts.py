@@ -71,7 +71,7 @@ def test_published_files_come_back_verified_from_an_empty_cache(sql_settings, tm
     assert local == Path(sql_settings.model_cache_dir) / "models" / "job-1" and _files(local) == expected
     assert artifacts.local_path(sql_settings, artifact_dir) == local  # the second time: from the cache
     assert (artifacts.CACHE_LOADS._value.get() - loads, artifacts.CACHE_HITS._value.get() - hits) == (1, 1)
-    assert list((Path(sql_settings.model_cache_dir) / "tmp").iterdir()) == []  # no scratch left
+    assert list((Path(sql_settings.model_cache_dir) / "downloads").iterdir()) == []  # no scratch left
 
 
 def test_a_directory_store_keeps_working(settings, tmp_path):
@@ -94,7 +94,7 @@ def test_a_checksum_mismatch_is_retried_and_never_used(sql_settings, tmp_path, m
         artifacts.local_path(sql_settings, artifact_dir)
     assert artifacts.CACHE_FAILURES._value.get() - failures >= 2  # tried again before giving up
     cache = Path(sql_settings.model_cache_dir)
-    assert not (cache / "models" / "job-1").exists() and list((cache / "tmp").iterdir()) == []
+    assert not (cache / "models" / "job-1").exists() and list((cache / "downloads").iterdir()) == []
 
 
 def test_an_unreachable_store_is_waited_for(sql_settings, tmp_path, monkeypatch):
@@ -236,6 +236,14 @@ def test_postgresql_stores_and_streams_the_files(sql_settings, postgres_schema_u
     artifacts.discard(settings, artifact_dir)
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(ModelFileChunk)) == 0
+    # the reconciler's sweep on PostgreSQL: an orphan key past the grace period goes, a named one is judged
+    orphan = _published(settings, tmp_path, "orphan-1")
+    gone = tiny_model_row("sql:vanished-1", ["a", "b"])
+    with db.session() as session:
+        from core.model_store import sweep
+
+        result = sweep(session, "sql", grace_s=0)
+    assert (result.removed, result.missing) == ([orphan], [gone])
     db.dispose()
 
 
@@ -246,8 +254,22 @@ def test_a_worker_start_prunes_copies_of_models_deleted_meanwhile(sql_settings, 
     tiny_model_row(live, ["a", "b"])
     with db.session() as session:
         session.get(TrainedModel, tiny_model_row(deleted, ["a", "b"])).deleted_at = datetime.now(timezone.utc)
-    stale = Path(sql_settings.model_cache_dir) / "tmp" / "killed-download"
+    stale = Path(sql_settings.model_cache_dir) / "downloads" / "killed-download"
     stale.mkdir(parents=True)
     os.utime(stale, (time.time() - 7 * 3600,) * 2)
     assert artifacts.prune_cache(sql_settings) == ["deleted-1"]
     assert artifacts.cache(sql_settings).keys() == ["live-1"] and not stale.exists()
+
+
+def test_a_training_removes_scratch_folders_older_than_any_training(sql_settings, tmp_path):
+    from worker.jobs import train
+
+    scratch = sql_settings.local_model_dir / "tmp"
+    old, young, importing = scratch / "other-job-1", scratch / "running-job-1", scratch / "import-abc"
+    for folder in (old, young, importing):
+        folder.mkdir(parents=True)
+    long_ago = time.time() - sql_settings.train_time_limit_s - 2 * train.STALE_SCRATCH_GRACE_S
+    for folder in (old, importing):
+        os.utime(folder, (long_ago, long_ago))
+    train._remove_earlier_attempts(sql_settings, "job", 1)
+    assert sorted(p.name for p in scratch.iterdir()) == ["import-abc", "running-job-1"]

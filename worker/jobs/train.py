@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from ..lease import Lease, worker_id
 from ..skeleton import JobHandler, register, run_job
 
 log = logging.getLogger(__name__)
+
+STALE_SCRATCH_GRACE_S = 3600.0  # beyond TRAIN_TIME_LIMIT_S: a scratch folder this old belongs to no live training
 
 
 @dataclass
@@ -91,14 +94,28 @@ def run_training(job_id: str) -> None:
 
 def _remove_earlier_attempts(settings: Settings, job_id: str, attempt: int) -> None:
     """Delete the files of this job's earlier attempts: a worker killed while saving (or between publishing the files
-    and committing the model row) leaves them behind, and this claim proves that attempt is over. (With the SQL store
-    a scratch folder on another host stays there: that host's next claim of the job removes it.)"""
+    and committing the model row) leaves them behind, and this claim proves that attempt is over. (A scratch folder
+    on another host stays there until that host's next training finds it older than any training may run.)"""
     keep = f"{job_id}-{attempt}"
     for path in (settings.local_model_dir / "tmp").glob(f"{job_id}-*"):
         if path.name != keep:
             log.info("job %s: removing %s, left by an earlier attempt", job_id, path)
             shutil.rmtree(path, ignore_errors=True)
+    _remove_stale_scratch(settings)
     artifacts.discard_attempts(settings, job_id, keep)
+
+
+def _remove_stale_scratch(settings: Settings) -> None:
+    """Remove this host's training scratch folders older than any training may run: left by an attempt killed here
+    whose job then finished on another host (imports, ``import-*``, clean up their own)."""
+    cutoff = time.time() - settings.train_time_limit_s - STALE_SCRATCH_GRACE_S
+    for path in (settings.local_model_dir / "tmp").iterdir() if (settings.local_model_dir / "tmp").is_dir() else ():
+        try:
+            if not path.name.startswith("import-") and path.stat().st_mtime < cutoff:
+                log.info("removing %s, a training scratch folder older than the training time limit", path)
+                shutil.rmtree(path, ignore_errors=True)
+        except FileNotFoundError:
+            continue
 
 
 def _read_training(session, job_id: str):
