@@ -184,14 +184,14 @@ class ModelCache:
     """The SQL store's copies on this host: ``<root>/models/<key>`` folders, complete by construction (renamed into
     place after their checksums passed), their modification time their last use; at most ``limit_bytes`` in all.
 
-    Processes on one host share it: installs and evictions happen under a lock file (``<root>/.lock``), and one
-    download per key at a time (``<root>/locks/<key>``): a second process asking for the same model waits, then
-    finds it cached.
+    Processes on one host share it: installs and evictions happen under a lock file (``<root>/locks/install``), and
+    one download per key at a time (``<root>/locks/key-<key>``): a second process asking for the same model waits,
+    then finds it cached. Downloads in progress live in ``<root>/downloads``.
     """
 
     def __init__(self, root: Path, limit_bytes: int) -> None:
         self.root, self.limit_bytes = Path(root), limit_bytes
-        # downloads in progress in "downloads" (never "tmp": trainings and imports keep their scratch there)
+        # never "tmp" for downloads: trainings and imports keep their scratch there
         self.models, self.scratch, self.locks = self.root / "models", self.root / "downloads", self.root / "locks"
 
     def path(self, key: str) -> Path:
@@ -323,9 +323,9 @@ class ModelCache:
             if disk_full or fits():
                 return
         raise CacheFull(errno.ENOSPC, f"no room in MODEL_CACHE_DIR ({self.root}) for model {SQL_PREFIX}{keep} "
-                                      f"({needed / 2**20:,.1f} MB): the models cached there were all used in the last "
-                                      f"{PIN_S:g} s (MODEL_CACHE_MB={self.limit_bytes // 2**20}, "
-                                      f"{shutil.disk_usage(self.root).free / 2**20:,.0f} MB free on the disk)")
+                                      f"({needed / 2**20:,.1f} MB): {used / 2**20:,.1f} MB of cached models in use in "
+                                      f"the last {PIN_S:g} s (MODEL_CACHE_MB={self.limit_bytes // 2**20}), "
+                                      f"{shutil.disk_usage(self.root).free / 2**20:,.0f} MB free on its disk")
 
     def forget(self, key: str) -> bool:
         """Remove this host's copy of ``key`` (a deleted model); True if there was one."""

@@ -151,7 +151,7 @@ def test_models_in_use_are_not_evicted_and_the_error_says_why(sql_settings, tmp_
     a, b = (_published(settings, tmp_path, key, 600_000) for key in ("a-1", "b-1"))
     artifacts.local_path(settings, a)
     monkeypatch.setattr(artifacts, "PIN_S", 60.0)  # a was just used: a process may be loading it
-    with pytest.raises(artifacts.CacheFull, match="all used in the last 60 s"):
+    with pytest.raises(artifacts.CacheFull, match="MB of cached models in use in the last 60 s"):
         artifacts.local_path(settings, b)
     big = _published(settings, tmp_path, "big-1", 1_100_000)
     with pytest.raises(artifacts.CacheFull, match="larger than the whole model cache"):
