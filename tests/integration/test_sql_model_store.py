@@ -101,3 +101,27 @@ def test_a_model_whose_stored_files_are_gone_answers_model_files_missing(client,
     response = client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": TEXTS})
     job = wait_for_job(client, response.get_json()["id"])
     assert job["status"] == "failed" and "missing from the model store" in job["error"]
+
+
+def test_an_unreachable_store_answers_503_and_keeps_nothing(client, settings, tmp_path, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from core import artifacts
+    from tests.factories import tiny_model_row
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("bertqueue_config.json", "model.safetensors"):
+        (folder / name).write_text("{}")
+    model_id = tiny_model_row(artifacts.publish(settings, folder, "job-1"), ["a", "b"])  # type: ignore[arg-type]
+
+    def unreachable(key, target):
+        (target / "model.safetensors").write_bytes(b"half")
+        raise OperationalError("SELECT", {}, Exception("could not connect to server"))
+
+    monkeypatch.setattr(artifacts, "_download", unreachable)
+    monkeypatch.setattr(artifacts, "FETCH_RETRY_S", 0.3)
+    response = client.get(f"/api/v1/models/{model_id}/download")
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "model_store_unavailable"
+    cache = Path(settings.model_cache_dir)
+    assert not (cache / "models" / "job-1").exists() and list((cache / "downloads").iterdir()) == []
