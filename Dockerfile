@@ -7,7 +7,9 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 COPY . .
-RUN useradd --create-home bertqueue && mkdir -p /data/models && chown -R bertqueue /data /app
+# /var/cache/bertqueue: the model cache of MODEL_STORE=sql (docker-compose.yml); /data/models: a directory store
+RUN useradd --create-home bertqueue && mkdir -p /data/models /var/cache/bertqueue \
+    && chown -R bertqueue /data /var/cache/bertqueue /app
 USER bertqueue
 EXPOSE 5000
 CMD ["gunicorn", "--bind", "0.0.0.0:5000", "--workers", "2", "--timeout", "120", "web:create_app()"]

@@ -13,6 +13,8 @@ VAR_DIR = REPO_ROOT / "var"
 EMBEDDED_REDIS_PORT = int(os.environ.get("EMBEDDED_REDIS_PORT", "6399"))
 
 
+SQL_MODEL_STORE = "sql"  # MODEL_STORE's value for model files kept in the database (core.artifacts)
+
 MAX_TOKEN_CHARS = 512  # longest API token the web accepts in an Authorization header
 
 
@@ -26,7 +28,13 @@ class Settings:
 
     database_url: str = f"sqlite:///{VAR_DIR / 'bertqueue.db'}"
     redis_url: str = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+    # where model files live (core.artifacts): a directory every process sees (one host, or a shared volume), or
+    # "sql": in the database itself (DATABASE_URL), fetched into each host's MODEL_CACHE_DIR when used
     model_store: str = str(VAR_DIR / "models")
+    # the SQL store's local copies on this host (least recently used evicted past MODEL_CACHE_MB), and the scratch
+    # space of trainings and imports there
+    model_cache_dir: str = str(VAR_DIR / "model-cache")
+    model_cache_mb: int = 10_240
     device: str = "auto"  # auto | cpu | cuda
     max_upload_mb: int = 50
     # a model zip to import (POST /api/v1/models/import): a BERT-base checkpoint is about 440 MB
@@ -99,6 +107,8 @@ class Settings:
         "database_url": "DATABASE_URL",
         "redis_url": "REDIS_URL",
         "model_store": "MODEL_STORE",
+        "model_cache_dir": "MODEL_CACHE_DIR",
+        "model_cache_mb": "MODEL_CACHE_MB",
         "device": "DEVICE",
         "max_upload_mb": "MAX_UPLOAD_MB",
         "max_model_upload_mb": "MAX_MODEL_UPLOAD_MB",
@@ -173,6 +183,11 @@ class Settings:
             raise ValueError("SESSION_LIFETIME_HOURS must be > 0, MAX_BODY_KB >= 1 and PROXY_HOPS >= 0")
         if settings.max_train_batch_tokens < 1:
             raise ValueError("MAX_TRAIN_BATCH_TOKENS must be >= 1")
+        if "://" in settings.model_store:
+            raise ValueError(f"MODEL_STORE={settings.model_store!r}: give a directory, or {SQL_MODEL_STORE!r} to keep "
+                             "model files in the database (object stores such as s3:// are not supported)")
+        if settings.model_cache_mb < 1:
+            raise ValueError("MODEL_CACHE_MB must be >= 1")
         token = settings.admin_token
         if token and not (16 <= len(token) <= MAX_TOKEN_CHARS and token.isprintable() and token.strip() == token
                           and " " not in token):
@@ -183,6 +198,17 @@ class Settings:
     def replace(self, **changes) -> "Settings":
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+    @property
+    def sql_model_store(self) -> bool:
+        """Model files live in the database (``MODEL_STORE=sql``), not in a directory every process sees."""
+        return self.model_store.strip().lower() == SQL_MODEL_STORE
+
+    @property
+    def local_model_dir(self) -> Path:
+        """This host's folder for model files: the store directory itself, or (SQL store) the local cache, under which
+        trainings and imports keep their scratch (``tmp``) and hub encoders are cached (``encoders``)."""
+        return Path(self.model_cache_dir if self.sql_model_store else self.model_store)
 
     @property
     def max_upload_bytes(self) -> int:

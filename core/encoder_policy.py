@@ -2,7 +2,7 @@
 worker share; the worker also checks the folder is there (:func:`check_encoder` with ``on_disk=True``).
 
 Local encoders must lie under an allowed root: the packaged default, ``MODEL_STORE/encoders`` (the platform's own
-cache) and the directories of ``ENCODER_ROOTS``. Every refusal (outside the roots, missing, not a folder, no
+cache; ``MODEL_CACHE_DIR/encoders`` with ``MODEL_STORE=sql``) and the directories of ``ENCODER_ROOTS``. Every refusal (outside the roots, missing, not a folder, no
 ``config.json``, hub ids switched off) reads the same, so a request cannot probe which paths exist.
 """
 from __future__ import annotations
@@ -34,9 +34,9 @@ def packaged_encoder_dir() -> Path:
 
 def allowed_roots(settings: Settings) -> list[Path]:
     """The folders local encoders may come from (symbolic links resolved): ``ENCODER_ROOTS``, the packaged encoder
-    and ``MODEL_STORE/encoders``. An empty ``ENCODER_ROOTS`` adds nothing: any folder must be allowed explicitly."""
+    and ``MODEL_STORE/encoders`` (``settings.local_model_dir``). An empty ``ENCODER_ROOTS`` adds nothing: any folder must be allowed explicitly."""
     roots = [Path(r.strip()).expanduser() for r in settings.encoder_roots.split(os.pathsep) if r.strip()]
-    roots += [packaged_encoder_dir(), Path(settings.model_store) / "encoders"]
+    roots += [packaged_encoder_dir(), settings.local_model_dir / "encoders"]
     return [Path(os.path.realpath(r)) for r in roots]
 
 

@@ -252,6 +252,36 @@ class TrainedModel(Base):
         return self.family == "multitask"
 
 
+ARTIFACT_KEY_MAX = 200  # characters of a stored model's key (ModelFile.artifact_key)
+
+
+class ModelFile(Base):
+    """One file of a model kept in the SQL model store (``MODEL_STORE=sql``, ``core.artifacts``): its bytes are the
+    :class:`ModelFileChunk` rows. ``artifact_key`` is unique per training attempt and per import; the model row's
+    ``artifact_dir`` names it as ``sql:<artifact_key>``."""
+
+    __tablename__ = "model_files"
+    __table_args__ = (UniqueConstraint("artifact_key", "name", name="artifact_file"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    artifact_key: Mapped[str] = mapped_column(String(ARTIFACT_KEY_MAX))
+    name: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))  # checked after every download into a host's cache
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelFileChunk(Base):
+    """A piece of a :class:`ModelFile` (a few MiB: read and written one at a time, so no file is ever whole in
+    memory), in ``seq`` order."""
+
+    __tablename__ = "model_file_chunks"
+
+    file_id: Mapped[int] = mapped_column(ForeignKey("model_files.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class Prediction(Base):
     """One classified text of a classify job; unique per (job, index) so retries never duplicate rows."""
 

@@ -27,7 +27,8 @@ def test_app_services_share_env_wiring():
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql+psycopg://") and "@postgres:5432/" in env["DATABASE_URL"]
         assert env["REDIS_URL"] == "redis://redis:6379/0"
-        assert env["MODEL_STORE"] == "/data/models"
+        assert env["MODEL_STORE"] == "sql"  # model files in PostgreSQL: no shared volume (issue 19)
+        assert env["MODEL_CACHE_DIR"] == "/var/cache/bertqueue"
         assert services[name]["build"] == "."
 
 
@@ -71,8 +72,8 @@ def test_reconciler_runs_as_its_own_process():
     services = _compose()["services"]
     command = services["reconciler"]["command"]
     assert command[-2:] == reconciler_command()[-2:] == ["-m", "worker.reconciler"]
-    # it loads no models, but its sweep reconciles the model folders with the rows (issue 16, item 9)
-    assert "model-store:/data/models" in services["reconciler"].get("volumes", [])
+    # it loads no models; its sweep reconciles the stored model files with the model rows in PostgreSQL itself
+    assert "volumes" not in services["reconciler"]
     for name in ("worker", "classify-worker"):
         assert "-B" not in services[name]["command"] and "--beat" not in services[name]["command"]
 
@@ -90,12 +91,14 @@ def test_worker_layout_matches_the_launcher():
     assert "web:create_app()" in services["web"]["command"]
 
 
-def test_volumes_for_model_store_and_postgres():
+def test_volumes_for_postgres_and_no_shared_model_volume():
+    """Model files live in PostgreSQL (MODEL_STORE=sql): no app service mounts a volume, so each can run on any
+    host and be scaled (docker compose up --scale classify-worker=N) with a cache of its own."""
     compose = _compose()
-    assert {"postgres-data", "model-store"} <= set(compose["volumes"])
+    assert "postgres-data" in compose["volumes"] and "model-store" not in compose["volumes"]
     assert "postgres-data:/var/lib/postgresql/data" in compose["services"]["postgres"]["volumes"]
-    for worker in ("worker", "classify-worker"):
-        assert "model-store:/data/models" in compose["services"][worker]["volumes"]
+    for name in APP_SERVICES:
+        assert "volumes" not in compose["services"][name], name
 
 
 def test_dockerfile_installs_pinned_requirements():

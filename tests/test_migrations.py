@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, inspect
 from core.schema import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TABLES = {"users", "api_tokens", "login_sessions", "datasets", "jobs", "trained_models", "predictions", "alembic_version"}
+TABLES = {"users", "api_tokens", "login_sessions", "datasets", "jobs", "trained_models", "predictions", "model_files",
+          "model_file_chunks", "alembic_version"}
 
 
 def _alembic(url: str) -> Config:

@@ -15,19 +15,18 @@ Both carry a model card, ``README.md``, whose metadata names the task type's Hug
 safetensors header (``core.hf_format``; ``id2label`` must name one label per classifier output), the model's size
 against the ``MAX_MODEL_*`` caps and the store's free disk (:func:`_check_size`, all before extracting anything),
 then writes the platform layout (weights renamed into the platform's names, ``bertqueue_config.json`` of the task
-type, the tokenizer) into a private folder of the model store, moves it into place and inserts the model row; any
-failure removes everything it wrote. Werkzeug has already spooled the upload to a temporary file (past 500 kB),
+type, the tokenizer) into a private folder on this host, publishes it (``core.artifacts.publish``: renamed into the
+store directory, or written to the SQL store) and inserts the model row; any failure removes everything it wrote. A
+download reads the files through ``core.artifacts.local_path`` (with the SQL store: this host's verified cache). Werkzeug has already spooled the upload to a temporary file (past 500 kB),
 bounded by ``MAX_MODEL_UPLOAD_MB`` (:func:`upload_limits` raises the request's limit for the import endpoints only).
 """
 from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import tempfile
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -37,12 +36,11 @@ from typing import Any, BinaryIO
 from flask import request
 from sqlalchemy import select
 
-from core import hf_format, models_registry, quotas, task_types
+from core import artifacts, hf_format, models_registry, quotas, task_types
 from core.accounts import Principal
 from core.archives import ArchiveError, ArchiveLimits, CheckpointArchive, open_checkpoint
 from core.config import Settings
 from core.db import db
-from core.files import fsync_dir, fsync_tree
 from core.hf_format import CheckpointError
 from core.ownership import visible
 from core.schema import Dataset, Job, TrainedModel, utcnow
@@ -180,12 +178,16 @@ def download(user: Principal, model_id: int) -> Download:
                 select(Dataset.name, Dataset.row_count).join(Job, Job.dataset_id == Dataset.id)
                 .where(Job.id == model.training_job_id)).first()
         info["dataset"] = {"name": dataset.name, "rows": dataset.row_count} if dataset is not None else None
-        directory = Path(model.artifact_dir)
+        artifact_dir = model.artifact_dir
     try:
+        directory = artifacts.local_path(context.settings(), artifact_dir)  # fetched into this host's cache if needed
         config = json.loads((directory / hf_format.PLATFORM_CONFIG_NAME).read_text(encoding="utf-8"))
         if not (directory / hf_format.WEIGHTS_NAME).is_file():
             raise OSError("no weights")
-    except (OSError, ValueError):
+    except (artifacts.ArtifactUnavailable, artifacts.CacheFull) as exc:  # CacheFull is an OSError: first
+        raise ApiError(503, "model_store_unavailable", f"the files of model {model_id} cannot be fetched right now: "
+                       f"{exc}; try again later") from None
+    except (OSError, ValueError, artifacts.ModelFilesMissing):
         raise ApiError(410, "model_files_missing", f"the files of model {model_id} are missing from the model "
                        "store") from None
     problem = hf_format.hf_export_problem(config)
@@ -496,11 +498,11 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
     filename, name = _clean_names(filename, name, models_registry.NAME_MAX)
     if name == "dataset":  # _clean_names' fallback is for datasets
         name = "imported-model"
-    store = Path(settings.model_store)
+    store = settings.local_model_dir  # this host's: the scratch space (and, directory store, the models too)
     (store / "tmp").mkdir(parents=True, exist_ok=True)
     _remove_stale_imports(store / "tmp")
     work = Path(tempfile.mkdtemp(prefix="import-", dir=store / "tmp"))
-    final: Path | None = None
+    final: str | None = None  # the published files' artifact_dir until the row owns them
     archive = None
     try:
         archive = open_checkpoint(stream, ArchiveLimits(max_total_bytes=settings.max_model_extracted_bytes))
@@ -509,17 +511,15 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
         hf_format.check_label_count(checked.family, header, len(checked.labels), checked.task_type)
         _check_size(archive, checked, header, settings, store)
         model_dir = _write_model(archive, checked, work, filename or "upload.zip")
-        final = store / "models" / f"imported-{uuid.uuid4().hex}"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fsync_tree(model_dir)  # the files reach the disk before the rename that publishes them
-        os.replace(model_dir, final)
-        fsync_dir(final.parent)
+        config = json.loads((model_dir / hf_format.PLATFORM_CONFIG_NAME).read_text())
+        size_bytes = quotas.directory_bytes(model_dir)
+        final = artifacts.publish(settings, model_dir, artifacts.new_key("imported"))
         try:
-            result = _insert(user, name, checked, final, filename or "upload.zip")
+            result = _insert(user, name, checked, final, config, size_bytes, filename or "upload.zip")
         except ApiError:
             raise  # refused before anything was committed (quota, version race): the files go
         except Exception:
-            if models_registry.model_recorded(str(final)) is not False:
+            if models_registry.model_recorded(final) is not False:
                 final = None  # the commit may have landed though its answer was lost: the files stay with the row
             raise
         final = None  # recorded: the files belong to the row now
@@ -531,16 +531,15 @@ def import_model(user: Principal, stream: BinaryIO, filename: str | None, name: 
             archive.zip.close()
         shutil.rmtree(work, ignore_errors=True)
         if final is not None:
-            shutil.rmtree(final, ignore_errors=True)
+            artifacts.discard(settings, final)
 
 
-def _insert(user: Principal, name: str, checked: _Checked, directory: Path, filename: str) -> dict:
+def _insert(user: Principal, name: str, checked: _Checked, artifact_dir: str, config: dict[str, Any],
+            size_bytes: int, filename: str) -> dict:
     """Insert the model row with the next version of ``name`` (retrying lost version races)."""
-    config = json.loads((directory / hf_format.PLATFORM_CONFIG_NAME).read_text())
     # the model's task type, as a trained model's params (its training request) carry it
     params = {"task_type": checked.task_type, "family": checked.family, "imported_from": filename,
               "max_length": config["max_length"]}
-    size_bytes = quotas.directory_bytes(directory)
     for _ in range(models_registry.VERSION_ATTEMPTS):
         with db.session() as session:
             check_quota(session, user, models=1, model_bytes=size_bytes)  # the files are removed on refusal
@@ -548,7 +547,7 @@ def _insert(user: Principal, name: str, checked: _Checked, directory: Path, file
                 session, name=name, owner_id=user.id, family=checked.family,
                 encoder=f"imported {checked.family} checkpoint"[:500], labels=list(checked.labels),
                 tasks={task: list(labels) for task, labels in config["tasks"].items()}, metrics=None, params=params,
-                artifact_dir=str(directory), training_job_id=None, source="imported", size_bytes=size_bytes,
+                artifact_dir=artifact_dir, training_job_id=None, source="imported", size_bytes=size_bytes,
             )
             if model is not None:
                 return model_to_dict(model)

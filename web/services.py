@@ -10,12 +10,11 @@ from __future__ import annotations
 import io
 import logging
 import math
-import shutil
 import tempfile
 import threading
 import time
 from contextlib import nullcontext
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -23,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
 from core import jobs as job_states
-from core import dataset_store, models_registry, quotas, task_types
+from core import artifacts, dataset_store, models_registry, quotas, task_types
 from core.accounts import Principal
 from core.datasets import DatasetError, check_column_names, check_training_columns, open_rows, scan_upload
 from core.db import db
@@ -789,7 +788,8 @@ def delete_model(user: Principal, model_id: int) -> dict:
     """Delete a model ``user`` may change: 409 ``model_in_use`` (the message and ``job_ids`` name the jobs) while a
     queued or running job uses it, 409 ``model_deleted`` when it already was; otherwise the row is marked deleted
     and committed, then its files are removed from the model store and running workers are told to drop it from
-    their predictor caches (best effort: a worker also evicts a model whose directory is gone when it looks it up).
+    their predictor caches and every host to drop its cached files (best effort: a worker also evicts a model whose
+    directory is gone when it looks it up, and a deleted model is never served from a stale cache).
 
     Its jobs and their predictions stay readable.
     """
@@ -810,19 +810,6 @@ def delete_model(user: Principal, model_id: int) -> dict:
 
 
 def _remove_model_files(artifact_dir: str) -> None:
-    """Remove a deleted model's directory, only if it lies inside MODEL_STORE (a row never makes the web delete
-    anything else). A failure is logged, not raised: the row is already marked deleted."""
-    store = Path(context.settings().model_store).resolve()
-    try:
-        target = Path(artifact_dir).resolve()
-    except (OSError, RuntimeError, ValueError):
-        return
-    if target == store or store not in target.parents:
-        log.warning("not removing %s: it is not inside MODEL_STORE (%s)", artifact_dir, store)
-        return
-    try:
-        shutil.rmtree(target)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        log.warning("could not remove the files of a deleted model at %s", target, exc_info=True)
+    """Remove a deleted model's files from the model store and this host's cache (``core.artifacts.discard``: a
+    directory only inside MODEL_STORE). A failure is logged, not raised: the row is already marked deleted."""
+    artifacts.discard(context.settings(), artifact_dir)

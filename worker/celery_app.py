@@ -62,3 +62,15 @@ def _init_child_process(**_kwargs) -> None:
     # Connections (and their sockets) inherited from the parent must not be shared with it.
     db.after_fork()
     log.info("worker child %s ready (database %s)", os.getpid(), db.engine.url.render_as_string(hide_password=True))
+
+
+@signals.worker_ready.connect
+def _prune_model_cache(**_kwargs) -> None:
+    # With MODEL_STORE=sql, a model deleted while this host's workers were down keeps its cached copy here (the
+    # delete's broadcast reached no one): removed at start (core.artifacts.prune_cache)
+    from core import artifacts
+
+    try:
+        artifacts.prune_cache(runtime.settings())
+    except Exception:  # noqa: BLE001 - a cache that is only larger than needed never stops a worker
+        log.warning("could not prune the model cache", exc_info=True)

@@ -13,7 +13,7 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.control import control_command
 
-from core import runtime
+from core import artifacts, runtime
 from core.queue import CLASSIFY_TASK, DROP_MODEL_COMMAND, EVALUATE_TASK, RECONCILE_TASK, TRAIN_TASK
 from core.schema import JobType
 
@@ -65,11 +65,16 @@ def reconcile(self) -> int:
 
 @control_command(name=DROP_MODEL_COMMAND, args=[("model_dir", str)], signature="<model_dir>")
 def drop_model(state, model_dir: str) -> dict:
-    """Remote control (broadcast by the web when a model is deleted): forget the model saved at ``model_dir`` in
-    this process's predictor cache. Runs in the worker's main process, where the thread-pool classification
-    worker keeps its models; a prefork child evicts a vanished model itself on its next lookup."""
+    """Remote control (broadcast by the web when a model is deleted): forget the model saved at ``model_dir`` (a
+    model row's ``artifact_dir``) in this process's predictor cache, and this host's cached files of a SQL-stored
+    model. Runs in the worker's main process, where the thread-pool classification worker keeps its models; a
+    prefork child evicts a vanished model itself on its next lookup."""
     from ml.inference import drop_predictor
 
-    dropped = drop_predictor(model_dir)
-    log.info("dropped %d cached predictor(s) of deleted model %s", dropped, model_dir)
+    settings = runtime.settings()
+    dropped = drop_predictor(artifacts.cached_path(settings, model_dir))
+    # the SQL store's copy on this host goes too (every host's worker gets the broadcast)
+    removed = artifacts.forget_local(settings, model_dir)
+    log.info("dropped %d cached predictor(s) of deleted model %s%s", dropped, model_dir,
+             " and its cached files" if removed else "")
     return {"ok": f"dropped {dropped}"}

@@ -98,13 +98,15 @@ class Stack:
         self.redis_process.wait()
         wait_until(lambda: not listening(self.redis_port), "redis-server gone", 10, self.logs)
 
-    def start_worker(self, queue: str, *, pool: str | None = None, concurrency: int = 1, **env: str) -> subprocess.Popen:
-        """A Celery worker with ``make run``'s command for ``queue`` (``train`` or ``classify``), ready to consume."""
+    def start_worker(self, queue: str, *, pool: str | None = None, concurrency: int = 1, node: str | None = None,
+                     **env: str) -> subprocess.Popen:
+        """A Celery worker with ``make run``'s command for ``queue`` (``train`` or ``classify``), ready to consume;
+        ``node``: its node name (default: one of its own)."""
         from scripts.run_stack import celery_worker_commands
 
         n = len(self.processes)
         argv = celery_worker_commands(concurrency, train_concurrency=str(concurrency))[queue]
-        argv = [f"{queue}{n}@%h" if part == f"{queue}@%h" else part for part in argv]  # a node name of its own
+        argv = [(node or f"{queue}{n}@%h") if part == f"{queue}@%h" else part for part in argv]
         if pool is not None:
             argv[argv.index("--pool") + 1] = pool
         process = self._spawn(f"worker{n}-{queue}", argv, **env)

@@ -26,6 +26,6 @@ def test_a_deleted_training_job_records_no_model(settings, tmp_path, monkeypatch
     (final_dir / "model.safetensors").write_bytes(b"x")
     request = TrainRequest.model_validate({"dataset_id": dataset, "text_column": "text", "label_column": "label"})
     result = SimpleNamespace(tasks={"label": ["neg", "pos"]}, metrics={})
-    assert train._record_model(job_id, request, None, "reviews", result, final_dir) is False
+    assert train._record_model(job_id, request, None, "reviews", result, str(final_dir), 1) is False
     with db.session() as session:
         assert session.query(TrainedModel).count() == 0 and session.get(Job, job_id) is None

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 
-from core import jobs, models_registry, quotas, runtime
+from core import artifacts, jobs, models_registry, quotas, runtime
 from core.accounts import Principal
 from core.config import Settings
 from core.datasets import DatasetError, read_rows
 from core.db import db
 from core.encoder_policy import EncoderNotAllowed, check_encoder
-from core.files import fsync_dir, fsync_tree
 from core.ownership import visible
 from core.schema import Dataset, Job, JobType, TrainedModel, User
 from core.specs import TrainRequest
@@ -28,6 +27,8 @@ from ..skeleton import JobHandler, register, run_job
 
 log = logging.getLogger(__name__)
 
+STALE_SCRATCH_GRACE_S = 3600.0  # beyond TRAIN_TIME_LIMIT_S: a scratch folder this old belongs to no live training
+
 
 @dataclass
 class TrainingWork:
@@ -39,9 +40,9 @@ class TrainingWork:
     dataset_name: str
     rows: list[dict]
     validation_rows: list[dict] | None
-    store: Path  # MODEL_STORE
+    store: Path  # this host's model folder (settings.local_model_dir): scratch space and the hub encoders' cache
     scratch: Path  # this attempt's files while it trains
-    final_dir: Path  # where they are published: one directory per attempt, so a worker that lost the job can
+    key: str  # what they are published as (core.artifacts): one per attempt, so a worker that lost the job can
     # never touch the winner's files
 
 
@@ -61,8 +62,8 @@ class TrainingJob(JobHandler):
         encoder."""
         attempt = claim.attempts
         settings = runtime.settings()
-        store = Path(settings.model_store)
-        _remove_earlier_attempts(store, job_id, attempt)
+        store = settings.local_model_dir
+        _remove_earlier_attempts(settings, job_id, attempt)
         request, owner_id, content, fmt, dataset_name, validation = db.transact(
             lambda session: _read_training(session, job_id), what=f"job {job_id}: read")
         check_encoder(request.encoder, settings, on_disk=True)
@@ -70,14 +71,13 @@ class TrainingJob(JobHandler):
         validation_rows = read_rows(*validation).rows if validation is not None else None
         # training keeps only the rows: the raw bytes need not stay alive for the whole run
         return TrainingWork(job_id, request, owner_id, dataset_name, rows, validation_rows, store,
-                            scratch=store / "tmp" / f"{job_id}-{attempt}",
-                            final_dir=store / "models" / f"{job_id}-{attempt}")
+                            scratch=store / "tmp" / f"{job_id}-{attempt}", key=f"{job_id}-{attempt}")
 
     def run(self, work: TrainingWork, lease: Lease) -> None:
         try:
             result = _train(work.request, work.rows, work.validation_rows, work.scratch, work.store, lease)
             _publish_model(work.job_id, work.request, work.owner_id, work.dataset_name, result, work.scratch,
-                           work.final_dir, lease)
+                           work.key, lease)
         finally:
             shutil.rmtree(work.scratch, ignore_errors=True)
 
@@ -92,14 +92,30 @@ def run_training(job_id: str) -> None:
     run_job(job_id, TrainingJob.job_type)
 
 
-def _remove_earlier_attempts(store: Path, job_id: str, attempt: int) -> None:
+def _remove_earlier_attempts(settings: Settings, job_id: str, attempt: int) -> None:
     """Delete the files of this job's earlier attempts: a worker killed while saving (or between publishing the files
-    and committing the model row) leaves them behind, and this claim proves that attempt is over."""
-    for directory in ("tmp", "models"):
-        for path in (store / directory).glob(f"{job_id}-*"):
-            if path.name != f"{job_id}-{attempt}":
-                log.info("job %s: removing %s, left by an earlier attempt", job_id, path)
+    and committing the model row) leaves them behind, and this claim proves that attempt is over. (A scratch folder
+    on another host stays there until that host's next training finds it older than any training may run.)"""
+    keep = f"{job_id}-{attempt}"
+    for path in (settings.local_model_dir / "tmp").glob(f"{job_id}-*"):
+        if path.name != keep:
+            log.info("job %s: removing %s, left by an earlier attempt", job_id, path)
+            shutil.rmtree(path, ignore_errors=True)
+    _remove_stale_scratch(settings)
+    artifacts.discard_attempts(settings, job_id, keep)
+
+
+def _remove_stale_scratch(settings: Settings) -> None:
+    """Remove this host's training scratch folders older than any training may run: left by an attempt killed here
+    whose job then finished on another host (imports, ``import-*``, clean up their own)."""
+    cutoff = time.time() - settings.train_time_limit_s - STALE_SCRATCH_GRACE_S
+    for path in (settings.local_model_dir / "tmp").iterdir() if (settings.local_model_dir / "tmp").is_dir() else ():
+        try:
+            if not path.name.startswith("import-") and path.stat().st_mtime < cutoff:
+                log.info("removing %s, a training scratch folder older than the training time limit", path)
                 shutil.rmtree(path, ignore_errors=True)
+        except FileNotFoundError:
+            continue
 
 
 def _read_training(session, job_id: str):
@@ -151,35 +167,35 @@ def _train(request: TrainRequest, rows: list[dict], validation_rows: list[dict] 
 
 
 def _publish_model(job_id: str, request: TrainRequest, owner_id: int | None, dataset_name: str, result,
-                   scratch: Path, final_dir: Path, lease: Lease) -> None:
-    """Move the artifacts into ``final_dir`` and record model + job success in one transaction."""
+                   scratch: Path, key: str, lease: Lease) -> None:
+    """Publish the artifacts as ``key`` (``core.artifacts``: the store every host reaches), then record model + job
+    success in one transaction."""
     if lease.should_stop():  # cancelled (or out of time) while saving: publish nothing
         raise TrainingCancelled("training was cancelled")
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    fsync_tree(scratch)  # the files reach the disk before the rename that publishes them
-    os.replace(scratch, final_dir)
-    fsync_dir(final_dir.parent)
+    settings = runtime.settings()
+    size_bytes = quotas.directory_bytes(scratch)  # usage is one SQL SUM (core.quotas)
+    artifact_dir = artifacts.publish(settings, scratch, key)
     try:
-        recorded = _record_model(job_id, request, owner_id, dataset_name, result, final_dir)
+        recorded = _record_model(job_id, request, owner_id, dataset_name, result, artifact_dir, size_bytes)
     except BaseException:
         # a commit may have landed though its answer was lost: the files go only once a fresh look finds no row
-        landed = models_registry.model_recorded(str(final_dir))
+        landed = models_registry.model_recorded(artifact_dir)
         if landed is False:
-            shutil.rmtree(final_dir, ignore_errors=True)  # no model row, so no files either
+            artifacts.discard(settings, artifact_dir)  # no model row, so no files either
             raise
         if landed:  # the row (and the job's success: the same transaction) landed
             log.warning("job %s: recording the model raised, but its row is there: files kept", job_id, exc_info=True)
             return
         log.warning("job %s: cannot tell whether the model was recorded: files kept at %s (the reconciler's sweep "
-                    "removes them if no row ever names them)", job_id, final_dir)
+                    "removes them if no row ever names them)", job_id, artifact_dir)
         raise
     if not recorded:  # cancelled or reclaimed meanwhile: nothing was recorded
-        shutil.rmtree(final_dir, ignore_errors=True)
+        artifacts.discard(settings, artifact_dir)
         log.info("job %s finished training but no longer owns the job; model discarded", job_id)
 
 
 def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, dataset_name: str, result,
-                  final_dir: Path) -> bool:
+                  artifact_dir: str, size_bytes: int) -> bool:
     """Insert the model row and mark the job succeeded, atomically; False if the job is no longer ours.
 
     Retried on transient errors; a retry after a commit whose answer was lost finds its own model row (one
@@ -189,11 +205,10 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
     labels, tasks = text_classification.model_labels(result)
     encoder = request.encoder or "default (all-MiniLM-L6-v2)"
     owner = worker_id()
-    size_bytes = quotas.directory_bytes(final_dir)  # usage is one SQL SUM (core.quotas)
 
     def record(session) -> bool | None:
         if session.scalar(select(TrainedModel.id).where(TrainedModel.training_job_id == job_id,
-                                                        TrainedModel.artifact_dir == str(final_dir))) is not None:
+                                                        TrainedModel.artifact_dir == artifact_dir)) is not None:
             return True
         # still ours (PostgreSQL: the job row stays locked to the commit)? a job cancelled and then deleted meanwhile
         # is gone: its model would fail the training_job_id foreign key, which insert_model reads as a version race
@@ -209,7 +224,7 @@ def _record_model(job_id: str, request: TrainRequest, owner_id: int | None, data
             tasks=tasks,
             metrics=result.metrics,
             params=request.model_dump(),
-            artifact_dir=str(final_dir),
+            artifact_dir=artifact_dir,
             training_job_id=job_id,
             size_bytes=size_bytes,
         )
