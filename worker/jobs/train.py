@@ -147,6 +147,7 @@ def _train(request: TrainRequest, rows: list[dict], validation_rows: list[dict] 
         progress=lease.progress,
         should_stop=lease.should_stop,
         max_batch_tokens=runtime.settings().max_train_batch_tokens,
+        amp=runtime.settings().amp,
     )
 
 
