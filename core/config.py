@@ -177,6 +177,9 @@ class Settings:
         settings = cls(**values)
         if settings.device not in {"auto", "cpu", "cuda"}:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, not {settings.device!r}")
+        from core.gpus import parse_gpus
+
+        parse_gpus(settings.gpus)  # GpuConfigError (a ValueError) for a malformed GPUS
         if settings.amp not in {"auto", "off"}:
             raise ValueError(f"AMP must be auto or off, not {settings.amp!r}")
         if settings.batch_wait_ms < 0 or any(limit is not None and limit < 1 for limit in

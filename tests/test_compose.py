@@ -102,3 +102,41 @@ def test_dockerfile_installs_pinned_requirements():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert "pip install -r requirements.txt" in dockerfile
     assert "torch==2.13.0" in (REPO_ROOT / "requirements.txt").read_text()
+
+
+GPU_SERVICES = {"worker-gpu": "train", "classify-worker-gpu": "classify"}
+
+
+def test_gpu_profile_runs_one_worker_per_device_through_the_launcher():
+    """`--profile gpu`: each GPU service reserves the NVIDIA devices and runs the launcher's --only mode, which
+    starts one worker per device of GPUS with CUDA_VISIBLE_DEVICES set (tests/core/test_gpus.py)."""
+    from scripts.run_stack import main  # noqa: F401  (the entry point the command names exists)
+
+    services = _compose()["services"]
+    for name, kind in GPU_SERVICES.items():
+        service = services[name]
+        assert service["profiles"] == ["gpu"], name
+        assert service["command"] == ["python", "scripts/run_stack.py", "--only", kind]
+        assert service["environment"]["GPUS"] == "${GPUS:-all}"
+        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"  # the shared app env, merged
+        assert service["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert service["build"] == "."
+        assert "model-store:/data/models" in service["volumes"]
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert service["restart"] == "unless-stopped"
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert services["worker-gpu"]["environment"]["WORKER_CONCURRENCY"] == "${TRAIN_SLOTS_PER_GPU:-1}"
+
+
+def test_cpu_workers_can_be_scaled_to_zero_and_nothing_is_commented_out():
+    services = _compose()["services"]
+    for name in ("worker", "classify-worker"):
+        assert services[name]["deploy"]["replicas"] == "${CPU_WORKERS:-1}"
+        assert "profiles" not in services[name]  # a plain `up` still runs the CPU stack
+    for name in ("web", "migrate", "reconciler", "redis", "postgres"):
+        assert "profiles" not in services[name]
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    # no service definition hidden in comments (issue 19): every "deploy:" / "devices:" line is live YAML
+    assert not re.search(r"^\s*#\s*(deploy|resources|reservations|devices|- driver):", text, re.M)
+    assert services["worker"]["environment"]["AMP"] == "${AMP:-auto}"

@@ -34,6 +34,23 @@ log = logging.getLogger(__name__)
 
 
 @signals.worker_init.connect
+def _check_device(**_kwargs) -> None:
+    # DEVICE=cuda (every GPU worker the launcher starts): no GPU is a start-up error, never a silent CPU fallback.
+    # Probed in a child process: this parent forks the pool and must not initialise CUDA.
+    from ml.device import DeviceUnavailableError
+    from worker.device import EX_CONFIG, check_gpu_at_startup
+
+    try:
+        count = check_gpu_at_startup(settings.device)
+    except DeviceUnavailableError as exc:
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(EX_CONFIG) from None  # a BaseException: Celery's signal dispatch lets it stop the worker
+    if count is not None:
+        log.info("DEVICE=%s: %d CUDA device(s) visible (CUDA_VISIBLE_DEVICES=%s)", settings.device, count,
+                 os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+
+
+@signals.worker_init.connect
 def _preload_ml_stack(**_kwargs) -> None:
     # The worker's main process imports torch, transformers and the model code once, before any pool child forks:
     # every child -- and every replacement of one that crashed or was killed -- starts with them loaded (shared
