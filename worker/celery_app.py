@@ -79,3 +79,32 @@ def _init_child_process(**_kwargs) -> None:
     # Connections (and their sockets) inherited from the parent must not be shared with it.
     db.after_fork()
     log.info("worker child %s ready (database %s)", os.getpid(), db.engine.url.render_as_string(hide_password=True))
+    _start_telemetry()  # each prefork child runs jobs: each reports itself (threads do not survive the fork)
+
+
+_worker: dict[str, object] = {}  # the node name, its queues and whether its pool forks (set by worker_init)
+
+
+@signals.worker_init.connect
+def _remember_worker(sender=None, **_kwargs) -> None:
+    if sender is None:
+        return
+    pool = getattr(sender, "pool_cls", None)
+    _worker.update(node=sender.hostname, queues=sorted(sender.app.amqp.queues.consume_from or []),
+                   forks="prefork" in f"{getattr(pool, '__module__', '')}.{getattr(pool, '__name__', pool)}")
+
+
+@signals.worker_ready.connect
+def _worker_ready(**_kwargs) -> None:
+    if not _worker.get("forks", True):  # a thread pool runs the jobs in this very process
+        _start_telemetry()
+
+
+def _start_telemetry() -> None:
+    """Publish this process's device and metrics to Redis for the web (worker.telemetry)."""
+    from worker import telemetry
+
+    try:
+        telemetry.start(str(_worker.get("node") or f"worker@{os.uname().nodename}"), list(_worker.get("queues") or []))
+    except Exception:  # noqa: BLE001 - metrics must never stop a worker
+        log.exception("telemetry could not start")
