@@ -188,6 +188,7 @@ class WorkerLine(_Out):
     worker: str = Field(description="the Celery node name (train-gpu0@host, classify@host, ...)")
     queues: list[str] | None = None
     device: str | None = Field(None, description="cpu, cuda:N (once the GPU ran a job), or the DEVICE setting")
+    cuda_visible_devices: str | None = Field(None, description="the GPU(s) the process sees (GPUS workers: one)")
     device_name: str | None = None
     amp: str | None = Field(None, description="precision of its forward passes on the GPU: bf16, fp16 or fp32")
     gpu_memory_used_bytes: int | None = None
