@@ -101,9 +101,15 @@ def _worker_ready(**_kwargs) -> None:
 
 
 def _start_telemetry() -> None:
-    """Publish this process's device and metrics to Redis for the web (worker.telemetry)."""
+    """In a process that runs jobs: its CUDA context on a GPU worker (after the fork), then its device and metrics
+    published to Redis for the web (worker.telemetry)."""
     from worker import telemetry
+    from worker.device import initialise_gpu
 
+    try:
+        initialise_gpu()
+    except Exception:  # noqa: BLE001 - the first job reports the same error on its job row
+        log.exception("CUDA could not be initialised")
     try:
         telemetry.start(str(_worker.get("node") or f"worker@{os.uname().nodename}"), list(_worker.get("queues") or []))
     except Exception:  # noqa: BLE001 - metrics must never stop a worker

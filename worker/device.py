@@ -51,3 +51,16 @@ def check_gpu_at_startup(setting: str, run=subprocess.run) -> int | None:
             f"DEVICE={setting} but no CUDA device is usable in this worker ({detail[0]}); check the driver, "
             "CUDA_VISIBLE_DEVICES and GPUS, or set DEVICE=auto / cpu to run on the CPU")
     return count
+
+
+def initialise_gpu() -> str | None:
+    """In a process that runs jobs on a GPU (after any fork): create its CUDA context now, so the first job does not
+    pay for it and the telemetry reports the GPU's memory from the start. Returns the device, None on the CPU."""
+    if not str(runtime.settings().device).startswith("cuda"):
+        return None
+    import torch
+
+    resolved = device()  # DeviceUnavailableError when the GPU went away since the start-up probe
+    torch.cuda.init()
+    log.info("CUDA initialised on %s (%s)", resolved, torch.cuda.get_device_name(torch.cuda.current_device()))
+    return resolved

@@ -126,3 +126,41 @@ def test_a_gpu_worker_without_cuda_stops_at_start_up():
         check_gpu_at_startup("cuda", probe("0\n", 3))
     with pytest.raises(DeviceUnavailableError, match="driver too old"):
         check_gpu_at_startup("cuda", probe("", 1, "RuntimeError: driver too old"))
+
+
+def test_a_training_that_runs_the_gpu_out_of_memory_fails_with_advice():
+    import torch
+
+    from worker.jobs.train import GPU_OOM_MESSAGE, TrainingJob
+
+    message = TrainingJob().failure_message(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+    assert message == GPU_OOM_MESSAGE and "MAX_TRAIN_BATCH_TOKENS" in message
+    assert TrainingJob().failure_message(RuntimeError("shape mismatch")) is None  # a crash stays a crash
+
+
+@pytest.mark.slow
+def test_a_real_worker_started_for_a_gpu_exits_at_start_up_without_one(tmp_path):
+    """`celery worker` with DEVICE=cuda (what GPUS sets) on a machine without CUDA: exit code 78 and the reason in
+    its log, before it takes any message (Redis is not even reachable here)."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from pathlib import Path
+
+    env = dict(os.environ, DEVICE="cuda", REDIS_URL="redis://127.0.0.1:1/0",
+               DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}", PYTHONPATH=str(Path(__file__).parents[2]))
+    done = subprocess.run([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "classify",
+                           "-n", "gpu-probe@%h", "--pool", "threads", "--concurrency", "1", "--without-gossip",
+                           "--without-mingle"], cwd=Path(__file__).parents[2], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 78, done.stderr[-2000:]
+    assert "DEVICE=cuda but no CUDA device is usable" in done.stdout + done.stderr
+
+
+def test_a_cpu_worker_initialises_no_cuda(settings):
+    from worker.device import initialise_gpu
+
+    assert initialise_gpu() is None
