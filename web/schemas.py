@@ -185,7 +185,8 @@ class PredictResponse(_Out):
 
 
 class WorkerLine(_Out):
-    worker: str = Field(description="the Celery node name (train-gpu0@host, classify@host, ...)")
+    worker: str = Field(description="the Celery node name without its host (train-gpu0, classify, ...); /metrics "
+                        "names the host too")
     queues: list[str] | None = None
     device: str | None = Field(None, description="cpu, cuda:N (once the GPU ran a job), or the DEVICE setting")
     cuda_visible_devices: str | None = Field(None, description="the GPU(s) the process sees (GPUS workers: one)")

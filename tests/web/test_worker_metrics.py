@@ -145,7 +145,8 @@ def test_a_published_snapshot_reaches_metrics_and_readyz(redis_db, settings, mon
     ready = app.test_client().get("/readyz")
     assert ready.status_code == 200, ready.json
     schemas.Health.model_validate(ready.json)
-    line = next(w for w in ready.json["workers"] if w["worker"] == node)
+    assert not any("@" in w["worker"] for w in ready.json["workers"])  # no host names for an anonymous probe
+    line = next(w for w in ready.json["workers"] if w["worker"] == node.split("@")[0])
     assert line["device"] == "cpu" and line["queues"] == ["classify"] and line["max_batch_size"] == 64
 
 

@@ -53,7 +53,9 @@ def _check_broker(workers: list) -> str:
         return FAILED
     else:
         try:
-            workers.extend(telemetry.device_lines(telemetry.read_snapshots(client)))
+            for line in telemetry.device_lines(telemetry.read_snapshots(client)):
+                # an anonymous probe learns no host names (as with its errors): the node name without "@host"
+                workers.append({**line, "worker": line["worker"].split("@", 1)[0]})
         except Exception:  # noqa: BLE001 - informative only: readiness is the web's, not the workers'
             log.warning("readiness: could not read the workers' snapshots", exc_info=True)
         return "ok"
