@@ -28,7 +28,8 @@ A request whose ``should_stop`` says so (its job was cancelled or taken over) is
 row gets the exception, never its batch partners. A batch that runs the device out of memory (CUDA OOM) is split
 in halves and retried (:meth:`BatchingEngine._after_oom`), down to single rows, which are retried after a pause
 (the memory may be held by a training on the same GPU): an OOM never fails a job while a smaller batch fits, and
-the engine's token budget drops to what ran so later batches do not hit it again.
+the engine's token budget drops below the failed batch so later batches do not hit it again (it doubles back
+towards the configured budget after every ``OOM_RECOVER_BATCHES`` batches without one).
 
 Every batch that ran is reported to the functions in :data:`BATCH_OBSERVERS` (rows, real and padded tokens,
 seconds): the worker turns them into metrics (``worker.telemetry``); ml itself records nothing.
@@ -56,6 +57,7 @@ POOL_ROWS = 1024  # rows of a large request sorted together by length (less padd
 IDLE_EXIT_S = 60.0  # an idle loop thread exits (and lets an evicted model be freed); the next request restarts it
 OOM_ROW_RETRIES = 3  # one row that runs out of memory alone is retried this often, after OOM_RETRY_WAIT_S doubling
 OOM_RETRY_WAIT_S = 0.5
+OOM_RECOVER_BATCHES = 1000  # after this many batches without an OOM a lowered token budget doubles (up to its own)
 # called after every batch that ran: observer(engine, rows, real_tokens, padded_tokens, seconds)
 BATCH_OBSERVERS: list[Callable[..., None]] = []
 
@@ -161,6 +163,8 @@ class BatchingEngine:
         self.batches_run = 0
         self.rows_run = 0
         self.oom_splits = 0  # batches split (or single rows retried) after running out of device memory
+        self._token_budget = max_batch_tokens  # the configured budget; an OOM lowers max_batch_tokens for a while
+        self._batches_since_oom = 0
 
     # ---------------------------------------------------------------- callers
 
@@ -329,7 +333,11 @@ class BatchingEngine:
         self.rows_run += len(items)
         self._observe(rows, time.perf_counter() - started)
         self._deliver(items, outputs)
-
+        if self.max_batch_tokens < self._token_budget:  # lowered after an OOM: win it back slowly
+            self._batches_since_oom += 1
+            if self._batches_since_oom >= OOM_RECOVER_BATCHES:
+                self.max_batch_tokens = min(self._token_budget, self.max_batch_tokens * 2)
+                self._batches_since_oom = 0
 
     def _after_oom(self, items: list[tuple[_Request, int]], error: BaseException) -> None:
         """A batch ran the device out of memory: free the allocator's cache, lower the token budget below this
@@ -345,6 +353,7 @@ class BatchingEngine:
             budget = max(1, padded // 2)
             if budget < self.max_batch_tokens:
                 self.max_batch_tokens = budget  # later batches are cut smaller instead of failing again
+            self._batches_since_oom = 0
             log.warning("a batch of %d rows (%d padded tokens) ran out of device memory; retrying it in halves, "
                         "token budget now %d", len(items), padded, self.max_batch_tokens)
             half = len(items) // 2

@@ -79,6 +79,19 @@ def test_the_token_budget_drops_after_an_oom_so_later_batches_fit():
     assert len(backend.attempts) - len(backend.ran) == failures_before  # no more OOMs the second time
 
 
+def test_a_lowered_budget_is_won_back_after_batches_without_oom(monkeypatch):
+    monkeypatch.setattr(batching, "OOM_RECOVER_BATCHES", 3)
+    backend = TightMemory(fits_rows=10**6, fits_tokens=64)
+    engine = BatchingEngine(backend, wait_ms=0, max_batch_size=64, max_batch_tokens=1024)
+    engine.predict(["y" * 8] * 64)
+    lowered = engine.max_batch_tokens
+    assert lowered <= 64
+    backend.fits_tokens = 10**9  # the memory was freed (the training on the same GPU ended)
+    for _ in range(3 * 6):
+        engine.predict(["y" * 8] * 8)
+    assert engine.max_batch_tokens == 1024  # doubled back, never above the configured budget
+
+
 def test_concurrent_small_requests_are_all_answered_through_an_oom():
     backend = TightMemory(fits_rows=2)
     engine = BatchingEngine(backend, wait_ms=20, max_batch_size=64)
