@@ -164,3 +164,38 @@ def test_a_cpu_worker_initialises_no_cuda(settings):
     from worker.device import initialise_gpu
 
     assert initialise_gpu() is None
+
+
+def test_only_mode_starts_one_worker_per_gpu_and_nothing_else(monkeypatch):
+    """`run_stack.py --only classify` (compose's gpu profile): one supervised classification worker per GPU, each
+    with its device; no Redis, migrations, reconciler or web."""
+    import scripts.run_stack as run_stack
+
+    started = []
+
+    class FakeProcess:
+        pid = 12345
+
+        def poll(self):
+            return None
+
+    def fake_start(command, env=None, **kwargs):
+        started.append((command, env))
+        return FakeProcess()
+
+    def interrupt(children):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("GPUS", "all")
+    monkeypatch.setattr(run_stack, "resolve_gpus", lambda value: resolve_gpus(value, {}, smi()))
+    monkeypatch.setattr(run_stack, "_start", fake_start)
+    monkeypatch.setattr(run_stack, "supervise", interrupt)
+    monkeypatch.setattr(run_stack, "stop_all", lambda children: None)
+    monkeypatch.setattr(run_stack.signal, "signal", lambda *args: None)
+    monkeypatch.setattr(run_stack.subprocess, "run", lambda *a, **k: pytest.fail("--only runs no set-up step"))
+    assert run_stack.main(["--only", "classify"]) == 0
+    assert len(started) == 2
+    for k, (command, env) in enumerate(started):
+        assert command[command.index("-Q") + 1] == "classify"
+        assert command[command.index("-n") + 1] == f"classify-gpu{k}@%h"
+        assert env["CUDA_VISIBLE_DEVICES"] == str(k) and env["DEVICE"] == "cuda"
