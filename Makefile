@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install migrate worker classify-worker reconciler web bench clean
+.PHONY: run test install migrate worker classify-worker reconciler web flower bench clean
 
 # the last step installs this project editable for the `bertqueue` command (cli/); no build isolation: setuptools
 # comes from requirements.txt, nothing is downloaded to build it
@@ -42,6 +42,10 @@ reconciler: $(STAMP)
 
 web: $(STAMP)
 	$(VENV)/bin/gunicorn --bind 127.0.0.1:5000 --workers 2 --threads 16 'web:create_app()'
+
+## flower: Celery's monitor on http://127.0.0.1:5555, behind FLOWER_BASIC_AUTH=user:password (required)
+flower: $(STAMP)
+	$(PY) scripts/flower.py
 
 bench: $(STAMP)
 	$(PY) bench/serving.py --json bench/results/serving.json

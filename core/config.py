@@ -36,6 +36,12 @@ class Settings:
     model_cache_dir: str = str(VAR_DIR / "model-cache")
     model_cache_mb: int = 10_240
     device: str = "auto"  # auto | cpu | cuda
+    # training precision on CUDA: auto = mixed precision (bf16 where supported, else fp16 + loss scaling), off = fp32
+    # (ml.precision); the CPU always trains in fp32
+    amp: str = "auto"
+    # the GPUs `make run` / compose start one classification and one training worker on each: "" (none: one worker
+    # pair on DEVICE), "all", or indices "0,1" (core.gpus; a GPU that does not exist is a start-up error)
+    gpus: str = ""
     max_upload_mb: int = 50
     # a model zip to import (POST /api/v1/models/import): a BERT-base checkpoint is about 440 MB
     max_model_upload_mb: int = 2048
@@ -61,8 +67,10 @@ class Settings:
     allow_hub_encoders: bool = True  # hub ids (only useful where a hub is reachable)
     # serving engine (ml.batching): how long a batch waits for partners, and how big a batch may get
     batch_wait_ms: float = 2.0
-    max_batch_tokens: int = 8192  # rows x longest row (padded tokens) per forward pass
-    max_batch_size: int = 64
+    # rows x longest row (padded tokens), and rows, per forward pass; None (unset): the device's default
+    # (ml.batching.device_batch_limits: 8192 / 64 on the CPU, larger on a GPU)
+    max_batch_tokens: int | None = None
+    max_batch_size: int | None = None
     quantize_default: bool = False  # int8 dynamic quantization when neither the request nor the model says
     reconcile_every_s: float = 60.0  # how often the reconciler process looks for lost jobs
     # the reconciler removes a model store folder no model row names once it is this old (a publish in flight is
@@ -110,6 +118,8 @@ class Settings:
         "model_cache_dir": "MODEL_CACHE_DIR",
         "model_cache_mb": "MODEL_CACHE_MB",
         "device": "DEVICE",
+        "amp": "AMP",
+        "gpus": "GPUS",
         "max_upload_mb": "MAX_UPLOAD_MB",
         "max_model_upload_mb": "MAX_MODEL_UPLOAD_MB",
         "max_model_extracted_mb": "MAX_MODEL_EXTRACTED_MB",
@@ -169,7 +179,7 @@ class Settings:
             if not raw:
                 continue
             # annotations are strings under `from __future__ import annotations`
-            parse = {"bool": _bool, "int": int, "float": float}.get(f.type, str)
+            parse = {"bool": _bool, "int": int, "int | None": int, "float": float}.get(f.type, str)
             try:
                 values[f.name] = parse(raw)
             except ValueError:
@@ -177,7 +187,13 @@ class Settings:
         settings = cls(**values)
         if settings.device not in {"auto", "cpu", "cuda"}:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, not {settings.device!r}")
-        if settings.batch_wait_ms < 0 or settings.max_batch_tokens < 1 or settings.max_batch_size < 1:
+        from core.gpus import parse_gpus
+
+        parse_gpus(settings.gpus)  # GpuConfigError (a ValueError) for a malformed GPUS
+        if settings.amp not in {"auto", "off"}:
+            raise ValueError(f"AMP must be auto or off, not {settings.amp!r}")
+        if settings.batch_wait_ms < 0 or any(limit is not None and limit < 1 for limit in
+                                              (settings.max_batch_tokens, settings.max_batch_size)):
             raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS and MAX_BATCH_SIZE >= 1")
         if settings.session_lifetime_hours <= 0 or settings.max_body_kb < 1 or settings.proxy_hops < 0:
             raise ValueError("SESSION_LIFETIME_HOURS must be > 0, MAX_BODY_KB >= 1 and PROXY_HOPS >= 0")

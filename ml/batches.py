@@ -94,11 +94,15 @@ class Encoded:
         return (torch.sigmoid(logits.float()) if self.multi_label else logits.argmax(dim=-1)).tolist()
 
     def model_inputs(self, batch: Mapping[str, Any], device: str) -> dict[str, Any]:
-        """The batch's tensors as the model's keyword arguments, on ``device``."""
-        inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
-                  "labels": {t: y.to(device) for t, y in batch["labels"].items()}}
+        """The batch's tensors as the model's keyword arguments, on ``device`` (pinned, non-blocking copies on CUDA:
+        :func:`ml.precision.to_device`)."""
+        from ml.precision import to_device
+
+        inputs = {"input_ids": to_device(batch["input_ids"], device),
+                  "attention_mask": to_device(batch["attention_mask"], device),
+                  "labels": {t: to_device(y, device) for t, y in batch["labels"].items()}}
         if "token_type_ids" in batch:
-            inputs["token_type_ids"] = batch["token_type_ids"].to(device)
+            inputs["token_type_ids"] = to_device(batch["token_type_ids"], device)
         return inputs
 
 

@@ -25,7 +25,14 @@ nothing of the task shape: rows are token-id lists (only their length matters he
 and a single text's row gets type 0 throughout, which is what the encoder assumes without token types.)
 A request whose ``should_stop`` says so (its job was cancelled or taken over) is dropped with
 :class:`RequestCancelled`; a batch that fails is re-run row by row so only the request that owns the failing
-row gets the exception, never its batch partners.
+row gets the exception, never its batch partners. A batch that runs the device out of memory (CUDA OOM) is split
+in halves and retried (:meth:`BatchingEngine._after_oom`), down to single rows, which are retried after a pause
+(the memory may be held by a training on the same GPU): an OOM never fails a job while a smaller batch fits, and
+the engine's token budget drops below the failed batch so later batches do not hit it again (it doubles back
+towards the configured budget after every ``OOM_RECOVER_BATCHES`` batches without one).
+
+Every batch that ran is reported to the functions in :data:`BATCH_OBSERVERS` (rows, real and padded tokens,
+seconds): the worker turns them into metrics (``worker.telemetry``); ml itself records nothing.
 
 :func:`token_budget_batches` (rows x longest row under a budget) is also what ``Predictor.predict`` and the training
 loop cut their batches with.
@@ -41,12 +48,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ml.backend import Backend, input_outputs, row_outputs, rows_of
+from ml.device import is_out_of_memory, release_cached_memory
 
 log = logging.getLogger(__name__)
 
 SMALL_REQUEST_TEXTS = 8  # requests up to this many rows are served first (interactive traffic)
 POOL_ROWS = 1024  # rows of a large request sorted together by length (less padding than batching in order)
 IDLE_EXIT_S = 60.0  # an idle loop thread exits (and lets an evicted model be freed); the next request restarts it
+OOM_ROW_RETRIES = 3  # one row that runs out of memory alone is retried this often, after OOM_RETRY_WAIT_S doubling
+OOM_RETRY_WAIT_S = 0.5
+OOM_RECOVER_BATCHES = 1000  # after this many batches without an OOM a lowered token budget doubles (up to its own)
+# called after every batch that ran: observer(engine, rows, real_tokens, padded_tokens, seconds)
+BATCH_OBSERVERS: list[Callable[..., None]] = []
 
 
 class RequestCancelled(Exception):
@@ -61,6 +74,21 @@ class EngineOptions:
     wait_ms: float = 2.0  # how long a less-than-full batch of small requests waits for partners
     max_batch_tokens: int = 8192  # rows x longest row (padded tokens) per forward pass
     max_batch_size: int = 64  # rows per forward pass
+
+    @classmethod
+    def for_device(cls, device: str, *, wait_ms: float = 2.0, max_batch_tokens: int | None = None,
+                   max_batch_size: int | None = None) -> "EngineOptions":
+        """The options for a model served on ``device``: the limits given, else the device's defaults
+        (:data:`GPU_BATCH_LIMITS` on CUDA, the class defaults on the CPU)."""
+        tokens, size = GPU_BATCH_LIMITS if str(device).startswith("cuda") else (cls.max_batch_tokens,
+                                                                                 cls.max_batch_size)
+        return cls(wait_ms=wait_ms, max_batch_tokens=max_batch_tokens or tokens, max_batch_size=max_batch_size or size)
+
+
+# A GPU runs a batch of 256 short texts in about the time the CPU runs one text: bigger batches keep it busy. 32,768
+# padded tokens of BERT-base in fp16 take well under 2 GB of activations (inference keeps one layer's at a time);
+# a batch that still runs out of memory is split (BatchingEngine._run_batch).
+GPU_BATCH_LIMITS = (32768, 256)
 
 
 def token_budget_batches(order: list[int], lengths: list[int], max_tokens: int, max_size: int) -> list[list[int]]:
@@ -134,6 +162,9 @@ class BatchingEngine:
         # counters for /metrics-style introspection and tests
         self.batches_run = 0
         self.rows_run = 0
+        self.oom_splits = 0  # batches split (or single rows retried) after running out of device memory
+        self._token_budget = max_batch_tokens  # the configured budget; an OOM lowers max_batch_tokens for a while
+        self._batches_since_oom = 0
 
     # ---------------------------------------------------------------- callers
 
@@ -279,9 +310,14 @@ class BatchingEngine:
         return batch
 
     def _run_batch(self, items: list[tuple[_Request, int]]) -> None:
+        rows = [request.rows[i] for request, i in items]
+        started = time.perf_counter()
         try:
-            out = self.backend.forward([request.rows[i] for request, i in items])
+            out = self.backend.forward(rows)
         except Exception as exc:  # noqa: BLE001
+            if is_out_of_memory(exc):
+                self._after_oom(items, exc)
+                return
             if len(items) == 1:
                 request = items[0][0]
                 if not request.future.done():
@@ -295,11 +331,77 @@ class BatchingEngine:
         outputs = row_outputs(out, len(items))  # a malformed answer fails the whole batch (see _loop)
         self.batches_run += 1
         self.rows_run += len(items)
+        self._observe(rows, time.perf_counter() - started)
+        self._deliver(items, outputs)
+        if self.max_batch_tokens < self._token_budget:  # lowered after an OOM: win it back slowly
+            self._batches_since_oom += 1
+            if self._batches_since_oom >= OOM_RECOVER_BATCHES:
+                self.max_batch_tokens = min(self._token_budget, self.max_batch_tokens * 2)
+                self._batches_since_oom = 0
+
+    def _after_oom(self, items: list[tuple[_Request, int]], error: BaseException) -> None:
+        """A batch ran the device out of memory: free the allocator's cache, lower the token budget below this
+        batch's padded size, and run the batch again in two halves (each halved again if it still does not fit);
+        a single row is retried ``OOM_ROW_RETRIES`` times after a growing pause before its request fails."""
+        release_cached_memory()
+        self.oom_splits += 1
+        items = [item for item in items if not item[0].future.done()]
+        if not items:
+            return
+        padded = len(items) * max(len(request.rows[i]) for request, i in items)
+        if len(items) > 1:
+            budget = max(1, padded // 2)
+            if budget < self.max_batch_tokens:
+                self.max_batch_tokens = budget  # later batches are cut smaller instead of failing again
+            self._batches_since_oom = 0
+            log.warning("a batch of %d rows (%d padded tokens) ran out of device memory; retrying it in halves, "
+                        "token budget now %d", len(items), padded, self.max_batch_tokens)
+            half = len(items) // 2
+            for part in (items[:half], items[half:]):
+                self._run_batch(part)
+            return
+        request, i = items[0]
+        for attempt in range(OOM_ROW_RETRIES):
+            if request.stopped():
+                request.future.set_exception(RequestCancelled("the job was cancelled"))
+                return
+            time.sleep(OOM_RETRY_WAIT_S * 2 ** attempt)
+            release_cached_memory()
+            started = time.perf_counter()
+            try:
+                out = self.backend.forward([request.rows[i]])
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+                if not is_out_of_memory(exc):
+                    break
+                continue
+            self._deliver([(request, i)], row_outputs(out, 1))
+            self.batches_run += 1
+            self.rows_run += 1
+            self._observe([request.rows[i]], time.perf_counter() - started)
+            return
+        log.error("one row of %d tokens does not fit the device's memory: %s", len(request.rows[i]), error)
+        if not request.future.done():
+            request.future.set_exception(error)
+
+    def _deliver(self, items: list[tuple[_Request, int]], outputs: list[Any]) -> None:
+        """Hand each row's output to its request; a request whose last row this was is resolved."""
         for (request, i), output in zip(items, outputs):
             request.outputs[i] = output
             request.remaining -= 1
             if request.remaining == 0 and not request.future.done():
                 request.future.set_result(input_outputs(request.future.encoded, request.outputs))
+
+    def _observe(self, rows: list[Any], seconds: float) -> None:
+        """Report a batch that ran to :data:`BATCH_OBSERVERS` (a failing observer is logged, never raised)."""
+        if not BATCH_OBSERVERS:
+            return
+        lengths = [len(row) for row in rows]
+        for observer in list(BATCH_OBSERVERS):
+            try:
+                observer(self, len(rows), sum(lengths), len(rows) * max(lengths), seconds)
+            except Exception:  # noqa: BLE001 - metrics must never fail a batch
+                log.exception("a batch observer failed")
 
 
 class Served:

@@ -78,3 +78,25 @@ def configure_torch_threads() -> int:
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
     return torch.get_num_threads()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a device running out of memory (``torch.cuda.OutOfMemoryError``, or the plain
+    ``RuntimeError`` "CUDA out of memory" / "MPS backend out of memory" of other paths), not any other failure."""
+    import sys
+
+    torch = sys.modules.get("torch")  # no torch loaded: nothing could have raised its OOM
+    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch is not None else None
+    if oom_type is not None and isinstance(error, oom_type):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def release_cached_memory() -> None:
+    """Hand the CUDA caching allocator's free blocks back (after an out-of-memory error, before retrying smaller);
+    nothing when CUDA was never initialised in this process."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -33,6 +33,9 @@ _cache: OrderedDict[tuple, Predictor] = OrderedDict()
 _cache_lock = threading.Lock()
 _loading: dict[tuple, threading.Lock] = {}
 _resolved_paths: dict[str | Path, Path] = {}
+# what the cache did in this process (read by the worker's metrics, worker.telemetry): models loaded from disk,
+# lookups answered from memory, models pushed out by the LRU bound (a deleted or re-saved model is not an eviction)
+cache_stats = {"loads": 0, "hits": 0, "evictions": 0}
 
 
 def _cache_key(model_dir: str | Path, device: str, quantize: bool) -> tuple:
@@ -94,12 +97,14 @@ def _cached_predictor(model_dir: str | Path, device: str, quantize: bool) -> Pre
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
+            cache_stats["hits"] += 1
             return _cache[key]
         load_lock = _loading.setdefault(key, threading.Lock())
     with load_lock:  # one loader per key; others wait here and then find it cached
         with _cache_lock:
             if key in _cache:
                 _cache.move_to_end(key)
+                cache_stats["hits"] += 1  # loaded meanwhile by the caller this one waited for
                 return _cache[key]
         try:
             predictor = _load(key[0], device, key[3])
@@ -112,8 +117,10 @@ def _cached_predictor(model_dir: str | Path, device: str, quantize: bool) -> Pre
             for old in [k for k in _cache if (k[0] == key[0] and k[2:] == key[2:]) or not Path(k[0]).is_dir()]:
                 del _cache[old]
             _cache[key] = predictor
+            cache_stats["loads"] += 1
             while len(_cache) > max(1, CACHE_SIZE):
                 _cache.popitem(last=False)
+                cache_stats["evictions"] += 1
     return predictor
 
 

@@ -10,8 +10,9 @@ step 5 through a *task data* object, :class:`TextTask` or ``ml.token_training.To
    length-bucketed, dynamically padded batches: :mod:`ml.batches`.
 4. **Optimise.** AdamW over the model's parameter groups (no decay on biases and norms; layer-wise learning-rate
    decay when ``layer_lr_decay`` < 1, :mod:`ml.optim`), linear warmup (``warmup_ratio`` of all steps) then linear
-   decay to 0, gradient clipping at 1.0. A logical batch whose padded tokens (rows x longest row) exceed
-   ``max_batch_tokens`` (``MAX_TRAIN_BATCH_TOKENS``) runs as micro-batches under that budget whose gradients are
+   decay to 0, gradient clipping at 1.0; mixed precision on CUDA (:class:`ml.precision.Precision`: bf16, or fp16
+   with loss scaling; the ``AMP`` setting turns it off). A logical batch whose padded tokens (rows x longest row)
+   exceed ``max_batch_tokens`` (``MAX_TRAIN_BATCH_TOKENS``) runs as micro-batches under that budget whose gradients are
    accumulated before the one optimizer step (:func:`train_step`): memory is bounded by the budget, not by
    ``batch_size`` x ``max_length``, and the gradient is the unsplit batch's. Steps, the schedule, the ETA and early
    stopping count logical batches. Learning rates: ``encoder_lr`` defaults to ``learning_rate``;
@@ -37,6 +38,7 @@ written.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -63,6 +65,7 @@ from ml.batching import token_budget_batches
 from ml.data import Examples, prepare_examples, resolve_class_weights, split_indices
 from ml.metrics import _mean, _r, is_better, metric_value, task_metrics
 from ml.optim import parameter_groups
+from ml.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +262,10 @@ def _config_dict(config: Any) -> dict[str, Any]:
 
 def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_size: int,
              heartbeat: _Heartbeat | None = None, fraction: float = 0.0,
-             info: dict[str, Any] | None = None, max_tokens: int | None = None) -> dict[str, Any]:
+             info: dict[str, Any] | None = None, max_tokens: int | None = None,
+             precision: Precision | None = None) -> dict[str, Any]:
     """Loss and predictions on ``rows``, in batches of at most ``batch_size`` rows and ``max_tokens`` padded
-    tokens (rows x longest row; None: no token limit).
+    tokens (rows x longest row; None: no token limit), forward passes under ``precision``'s autocast (None: fp32).
 
     Returns ``{"loss", "task_loss": {task: ...}, "pred": {task: [label id per row]}}``; for a multi-label model
     ``"probs": {task: [[sigmoid probability per label] per row]}`` instead of ``"pred"``.
@@ -276,7 +280,8 @@ def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_
     outputs: dict[str, dict[int, Any]] = {t: {} for t in tasks}
     loss_sum, task_loss_sum = 0.0, {t: 0.0 for t in tasks}
     task_count = {t: 0 for t in tasks}
-    with torch.inference_mode():
+    autocast = precision.autocast() if precision is not None else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
         for chunk in token_budget_batches(order, lengths, max_tokens or math.inf, batch_size):
             inputs = data.model_inputs(data.batch(chunk), device)
             out = model(**inputs)
@@ -309,8 +314,11 @@ def micro_batches(data: Encoded, rows: Sequence[int], max_tokens: int) -> list[l
     return token_budget_batches(order, lengths, max_tokens, len(order))
 
 
-def train_step(model: Any, data: Encoded, rows: Sequence[int], device: str, max_tokens: int) -> float:
+def train_step(model: Any, data: Encoded, rows: Sequence[int], device: str, max_tokens: int,
+               precision: Precision | None = None) -> float:
     """Forward and backward one logical batch (the optimizer step is the caller's); returns its loss.
+
+    Forward passes and losses run under ``precision``'s autocast, backward through its loss scaler (None: fp32).
 
     A batch over ``max_tokens`` padded tokens runs as :func:`micro_batches` whose gradients accumulate. Every loss
     here is a mean -- over labelled rows (class-weighted), or rows x labels for multi-label, per task, and
@@ -318,10 +326,12 @@ def train_step(model: Any, data: Encoded, rows: Sequence[int], device: str, max_
     batch's denominator (``model.loss_denominator``): the summed gradients and losses are then the unsplit
     batch's, whatever the class weights, missing multitask labels or label counts.
     """
+    precision = precision if precision is not None else Precision(device)
     chunks = micro_batches(data, rows, max_tokens)
     if len(chunks) == 1:
-        out = model(**data.model_inputs(data.batch(chunks[0]), device))
-        out.loss.backward()
+        with precision.autocast():
+            out = model(**data.model_inputs(data.batch(chunks[0]), device))
+        precision.backward(out.loss)
         return float(out.loss.detach())
     tasks = list(data.labels)
     batches = [data.batch(chunk) for chunk in chunks]  # token ids only: small next to the activations
@@ -331,11 +341,12 @@ def train_step(model: Any, data: Encoded, rows: Sequence[int], device: str, max_
     for batch, part in zip(batches, parts):
         inputs = data.model_inputs(batch, device)
         labels = inputs.pop("labels")
-        logits = model(**inputs).logits
-        logits = logits if isinstance(logits, dict) else {tasks[0]: logits}
         scale = {t: part[t] / totals[t] if totals[t] else 0.0 for t in tasks}
-        loss = model.compute_loss(logits, labels, task_scale=scale)
-        loss.backward()
+        with precision.autocast():
+            logits = model(**inputs).logits
+            logits = logits if isinstance(logits, dict) else {tasks[0]: logits}
+            loss = model.compute_loss(logits, labels, task_scale=scale)
+        precision.backward(loss)
         loss_sum += float(loss.detach())
     return loss_sum
 
@@ -425,6 +436,7 @@ def train_classifier(
     should_stop: Callable[[], bool] | None = None,
     max_batch_tokens: int | None = None,
     data_report: Mapping[str, Any] | None = None,
+    amp: str = "auto",
 ) -> TrainResult:
     """Train ``config.family`` on ``rows`` and save the best checkpoint to ``output_dir`` (see the module docstring).
 
@@ -435,6 +447,8 @@ def train_classifier(
     ``max_batch_tokens``: padded tokens per forward pass, in training (gradient accumulation over micro-batches)
     and evaluation; the worker passes ``MAX_TRAIN_BATCH_TOKENS``; default ``ml.config.DEFAULT_MAX_TRAIN_BATCH_TOKENS``
     (that setting's default).
+    ``amp``: ``auto`` (mixed precision on CUDA: bf16, or fp16 with loss scaling; fp32 on the CPU) or ``off`` (fp32
+    everywhere); see :mod:`ml.precision`. The weights, the best checkpoint and the saved files are fp32 either way.
     ``data_report``: counts from reading the data that the metrics must carry, recorded as
     ``metrics["data_report"]`` together with the task data's own (``summary()["data_report"]``: a token task's
     character spans snapped to word boundaries or dropped).
@@ -455,7 +469,7 @@ def train_classifier(
          "examples_per_second",                            # training examples / seconds spent in training steps
          "labels": [...], "per_class": {label: {"precision", "recall", "f1", "support"}},
          "confusion_matrix": {"labels": [...], "matrix": [[...]]},  # rows = true label
-         "family", "device", "max_length", "encoder_lr", "head_lr", "class_weights", "stratified_split",
+         "family", "device", "amp", "max_length", "encoder_lr", "head_lr", "class_weights", "stratified_split",
          "skipped_rows"}
 
     Multitask: ``"tasks": {task: {"accuracy", "macro_f1", "val_loss", "labels", "per_class", "confusion_matrix",
@@ -497,6 +511,7 @@ def train_classifier(
     device = resolve_device(device)
     if device == "cpu":
         configure_torch_threads()
+    precision = Precision.for_device(device, amp)
 
     data = task_data(rows, validation_rows, config)
     metric = _metric(config, data)
@@ -558,12 +573,12 @@ def train_classifier(
         model.train()
         for batch_positions in length_bucketed_batches(train_lengths, config.batch_size, rng):
             t0 = time.monotonic()
-            loss = train_step(model, encoded, [train_rows[p] for p in batch_positions], device, max_tokens)
-            if not math.isfinite(loss):
+            loss = train_step(model, encoded, [train_rows[p] for p in batch_positions], device, max_tokens,
+                              precision)
+            if not math.isfinite(loss):  # (fp16's scaler skips steps whose *gradients* overflowed, not this)
                 raise RuntimeError(f"training diverged at epoch {epoch}, step {step + 1} (loss {loss}); "
                                    "try a lower learning rate")
-            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-            optimizer.step()
+            precision.step(optimizer, model.parameters(), MAX_GRAD_NORM)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -584,7 +599,7 @@ def train_classifier(
             evaluation = per_task = None
             if val_rows:
                 evaluation = evaluate(model, encoded, val_rows, device, eval_batch, heartbeat, step / total_steps,
-                                      info, max_tokens=max_tokens)
+                                      info, max_tokens=max_tokens, precision=precision)
                 per_task = data.score(evaluation, encoded, val_rows)
                 model.train()
             record = _history_record(step, step / steps_per_epoch, since_sum / max(1, since_n), evaluation,
@@ -639,6 +654,7 @@ def train_classifier(
         "examples_per_second": _r(seen / clock.step_seconds, 2) if clock.step_seconds > 0 else None,
         "family": config.family,
         "device": device,
+        "amp": precision.name,  # the autocast dtype of training: "bf16", "fp16" or "fp32" (off)
         "max_length": max_length,
         "encoder_lr": encoder_lr,
         "head_lr": head_lr,

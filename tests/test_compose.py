@@ -61,8 +61,9 @@ def test_no_default_secrets():
 def test_web_is_published_on_localhost_unless_told_otherwise():
     assert _compose()["services"]["web"]["ports"] == ["${WEB_BIND:-127.0.0.1}:5000:5000"]
     for name, service in _compose()["services"].items():
-        if name != "web":
+        if name not in ("web", "flower"):
             assert "ports" not in service, name  # nothing else is published
+    assert _compose()["services"]["flower"]["ports"] == ["${FLOWER_BIND:-127.0.0.1}:5555:5555"]
 
 
 def test_reconciler_runs_as_its_own_process():
@@ -105,3 +106,60 @@ def test_dockerfile_installs_pinned_requirements():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert "pip install -r requirements.txt" in dockerfile
     assert "torch==2.13.0" in (REPO_ROOT / "requirements.txt").read_text()
+
+
+GPU_SERVICES = {"worker-gpu": "train", "classify-worker-gpu": "classify"}
+
+
+def test_gpu_profile_runs_one_worker_per_device_through_the_launcher():
+    """`--profile gpu`: each GPU service reserves the NVIDIA devices and runs the launcher's --only mode, which
+    starts one worker per device of GPUS with CUDA_VISIBLE_DEVICES set (tests/core/test_gpus.py)."""
+    from scripts.run_stack import main  # noqa: F401  (the entry point the command names exists)
+
+    services = _compose()["services"]
+    for name, kind in GPU_SERVICES.items():
+        service = services[name]
+        assert service["profiles"] == ["gpu"], name
+        assert service["command"] == ["python", "scripts/run_stack.py", "--only", kind]
+        assert service["environment"]["GPUS"] == "${GPUS:-all}"
+        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"  # the shared app env, merged
+        assert service["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert service["build"] == "."
+        assert "model-store:/data/models" in service["volumes"]
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert service["restart"] == "unless-stopped"
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert services["worker-gpu"]["environment"]["WORKER_CONCURRENCY"] == "${TRAIN_SLOTS_PER_GPU:-1}"
+
+
+def test_cpu_workers_can_be_scaled_to_zero_and_nothing_is_commented_out():
+    services = _compose()["services"]
+    for name in ("worker", "classify-worker"):
+        assert services[name]["deploy"]["replicas"] == "${CPU_WORKERS:-1}"
+        assert "profiles" not in services[name]  # a plain `up` still runs the CPU stack
+    for name in ("web", "migrate", "reconciler", "redis", "postgres"):
+        assert "profiles" not in services[name]
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    # no service definition hidden in comments (issue 19): every "deploy:" / "devices:" line is live YAML
+    assert not re.search(r"^\s*#\s*(deploy|resources|reservations|devices|- driver):", text, re.M)
+    assert services["worker"]["environment"]["AMP"] == "${AMP:-auto}"
+
+
+def test_flower_profile_is_optional_and_authenticated():
+    from scripts.flower import check_basic_auth, flower_command
+
+    flower = _compose()["services"]["flower"]
+    assert flower["profiles"] == ["flower"]
+    assert flower["command"] == ["python", "scripts/flower.py"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:-}"  # checked by the script
+    assert flower["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert check_basic_auth(None) and check_basic_auth("") and check_basic_auth("admin:short")
+    assert check_basic_auth("admin") and check_basic_auth(":" + "x" * 20)
+    assert check_basic_auth("admin:" + "x" * 16) is None
+    assert check_basic_auth("a:" + "x" * 16 + ",b:" + "y" * 20) is None
+    command = flower_command()
+    assert command[-4:-2] == ["worker.celery_app", "flower"] and "--port=5555" in command
+    assert not any("basic" in part for part in command)  # the password stays out of the command line
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "\nflower: $(STAMP)\n\t$(PY) scripts/flower.py" in makefile

@@ -47,12 +47,12 @@ def create_app(config: dict | None = None) -> Flask:
     app.json.sort_keys = False
 
     from .completion import CompletionListener
-    from .metrics import Metrics
+    from .metrics import Metrics, redis_client
 
     app.extensions[EXTENSION_KEY] = WebState(
         settings=settings,
         celery=make_celery(settings),
-        metrics=Metrics(),
+        metrics=Metrics(None if settings.celery_eager else redis_client(settings.redis_url)),
         completion=None if settings.celery_eager else CompletionListener(settings.redis_url),
     )
 

@@ -184,9 +184,25 @@ class PredictResponse(_Out):
     predictions: list[Prediction]
 
 
+class WorkerLine(_Out):
+    worker: str = Field(description="the Celery node name without its host (train-gpu0, classify, ...); /metrics "
+                        "names the host too")
+    queues: list[str] | None = None
+    device: str | None = Field(None, description="cpu, cuda:N (once the GPU ran a job), or the DEVICE setting")
+    cuda_visible_devices: str | None = Field(None, description="the GPU(s) the process sees (GPUS workers: one)")
+    device_name: str | None = None
+    amp: str | None = Field(None, description="precision of its forward passes on the GPU: bf16, fp16 or fp32")
+    gpu_memory_used_bytes: int | None = None
+    gpu_memory_total_bytes: int | None = None
+    max_batch_tokens: int | None = None
+    max_batch_size: int | None = None
+
+
 class Health(_Out):
     status: str
     checks: dict[str, str] | None = None
+    workers: list[WorkerLine] | None = Field(None, description="/readyz: each live worker process (its Redis "
+                                             "snapshot, at most 35 s old), its device and batch limits")
     error: ErrorBody | None = None
 
 

@@ -34,6 +34,23 @@ log = logging.getLogger(__name__)
 
 
 @signals.worker_init.connect
+def _check_device(**_kwargs) -> None:
+    # DEVICE=cuda (every GPU worker the launcher starts): no GPU is a start-up error, never a silent CPU fallback.
+    # Probed in a child process: this parent forks the pool and must not initialise CUDA.
+    from ml.device import DeviceUnavailableError
+    from worker.device import EX_CONFIG, check_gpu_at_startup
+
+    try:
+        count = check_gpu_at_startup(settings.device)
+    except DeviceUnavailableError as exc:
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(EX_CONFIG) from None  # a BaseException: Celery's signal dispatch lets it stop the worker
+    if count is not None:
+        log.info("DEVICE=%s: %d CUDA device(s) visible (CUDA_VISIBLE_DEVICES=%s)", settings.device, count,
+                 os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+
+
+@signals.worker_init.connect
 def _preload_ml_stack(**_kwargs) -> None:
     # The worker's main process imports torch, transformers and the model code once, before any pool child forks:
     # every child -- and every replacement of one that crashed or was killed -- starts with them loaded (shared
@@ -62,6 +79,41 @@ def _init_child_process(**_kwargs) -> None:
     # Connections (and their sockets) inherited from the parent must not be shared with it.
     db.after_fork()
     log.info("worker child %s ready (database %s)", os.getpid(), db.engine.url.render_as_string(hide_password=True))
+    _start_telemetry()  # each prefork child runs jobs: each reports itself (threads do not survive the fork)
+
+
+_worker: dict[str, object] = {}  # the node name, its queues and whether its pool forks (set by worker_init)
+
+
+@signals.worker_init.connect
+def _remember_worker(sender=None, **_kwargs) -> None:
+    if sender is None:
+        return
+    pool = getattr(sender, "pool_cls", None)
+    _worker.update(node=sender.hostname, queues=sorted(sender.app.amqp.queues.consume_from or []),
+                   forks="prefork" in f"{getattr(pool, '__module__', '')}.{getattr(pool, '__name__', pool)}")
+
+
+@signals.worker_ready.connect
+def _worker_ready(**_kwargs) -> None:
+    if not _worker.get("forks", True):  # a thread pool runs the jobs in this very process
+        _start_telemetry()
+
+
+def _start_telemetry() -> None:
+    """In a process that runs jobs: its CUDA context on a GPU worker (after the fork), then its device and metrics
+    published to Redis for the web (worker.telemetry)."""
+    from worker import telemetry
+    from worker.device import initialise_gpu
+
+    try:
+        initialise_gpu()
+    except Exception:  # noqa: BLE001 - the first job reports the same error on its job row
+        log.exception("CUDA could not be initialised")
+    try:
+        telemetry.start(str(_worker.get("node") or f"worker@{os.uname().nodename}"), list(_worker.get("queues") or []))
+    except Exception:  # noqa: BLE001 - metrics must never stop a worker
+        log.exception("telemetry could not start")
 
 
 @signals.worker_ready.connect

@@ -40,14 +40,15 @@ def quantize_choice(requested: bool | None, model) -> bool:
 def predictor_for(artifact_dir: str, quantize: bool):
     """The model at ``artifact_dir`` (a model row's: its folder, or ``sql:<key>``, fetched into this host's cache
     first by ``core.artifacts.local_path``) loaded (once per process, ``ml.inference``'s cache) on this worker's
-    device, its batching engine built with the deployment's BATCH_WAIT_MS / MAX_BATCH_TOKENS / MAX_BATCH_SIZE (ml
-    reads no settings itself)."""
+    device, its batching engine built with the deployment's BATCH_WAIT_MS / MAX_BATCH_TOKENS / MAX_BATCH_SIZE, the
+    last two defaulting to the device's limits when unset (ml reads no settings itself)."""
     from ml.batching import EngineOptions  # lazily: importing worker.tasks stays light
     from ml.inference import get_predictor
 
     settings = runtime.settings()
-    options = EngineOptions(wait_ms=settings.batch_wait_ms, max_batch_tokens=settings.max_batch_tokens,
-                            max_batch_size=settings.max_batch_size)
+    options = EngineOptions.for_device(device(), wait_ms=settings.batch_wait_ms,
+                                       max_batch_tokens=settings.max_batch_tokens,
+                                       max_batch_size=settings.max_batch_size)
     return get_predictor(artifacts.local_path(settings, artifact_dir), device(), quantize=quantize,
                          engine_options=options)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from typing import Any, ClassVar
 
 from sqlalchemy import select
@@ -22,7 +23,7 @@ from core.db import db
 from core.queue import announce_job_done
 from core.schema import Job
 
-from . import oom
+from . import oom, telemetry
 from .lease import Lease, start_attempt, worker_id
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ def run_job(job_id: str, job_type: str) -> None:
     writes its own results and success, conditioned on still holding the lease.
     """
     handler = handler_for(job_type)
-    lease = None
+    lease = claim = None
+    started, outcome = time.monotonic(), "succeeded"
     try:
         claim = _claim(job_id, watch_oom=handler.watch_oom)
         if claim.outcome is not jobs.ClaimOutcome.CLAIMED:
@@ -102,13 +104,17 @@ def run_job(job_id: str, job_type: str) -> None:
         with lease:
             handler.run(work, lease)
     except handler.stop_errors:
+        outcome = "failed" if lease is not None and lease.timed_out else "stopped"
         _stopped(job_id, lease)
     except Exception as exc:  # noqa: BLE001 - every failure must end up on the job row
+        outcome = "failed"
         message = handler.failure_message(exc)
         if message is None:
             log.exception("job %s crashed", job_id)
             message = f"{handler.kind} failed: {type(exc).__name__}: {exc}"
         _fail(job_id, message)
+    if claim is not None and claim.outcome is jobs.ClaimOutcome.CLAIMED:
+        telemetry.job_finished(claim.job, outcome, time.monotonic() - started)  # the duration metric
     if handler.announces_done:
         _announce(job_id)
 

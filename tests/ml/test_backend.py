@@ -132,10 +132,31 @@ def test_row_outputs_accepts_sequences_and_columns_and_refuses_a_wrong_count():
 
 
 def test_engine_option_defaults_are_the_settings_defaults():
-    """ml reads no settings: the engine's defaults must stay BATCH_WAIT_MS', MAX_BATCH_TOKENS' and MAX_BATCH_SIZE's."""
+    """ml reads no settings: the engine's wait must stay BATCH_WAIT_MS' default; MAX_BATCH_TOKENS / MAX_BATCH_SIZE
+    default to None (unset), which means the device's limits."""
     from core.config import Settings
     from ml.batching import EngineOptions
 
     options = EngineOptions()
-    assert (options.wait_ms, options.max_batch_tokens, options.max_batch_size) == (
-        Settings.batch_wait_ms, Settings.max_batch_tokens, Settings.max_batch_size)
+    assert options.wait_ms == Settings.batch_wait_ms
+    assert (Settings.max_batch_tokens, Settings.max_batch_size) == (None, None)
+    cpu = EngineOptions.for_device("cpu", wait_ms=Settings.batch_wait_ms)
+    assert (cpu.wait_ms, cpu.max_batch_tokens, cpu.max_batch_size) == (options.wait_ms, 8192, 64)
+
+
+def test_batch_limits_default_to_the_devices_and_settings_override_them():
+    from core.config import Settings
+    from ml.batching import GPU_BATCH_LIMITS, EngineOptions
+
+    gpu = EngineOptions.for_device("cuda")
+    assert (gpu.max_batch_tokens, gpu.max_batch_size) == GPU_BATCH_LIMITS
+    assert GPU_BATCH_LIMITS[0] > EngineOptions.max_batch_tokens and GPU_BATCH_LIMITS[1] > EngineOptions.max_batch_size
+    assert EngineOptions.for_device("cuda:1").max_batch_size == GPU_BATCH_LIMITS[1]
+    settings = Settings.from_env({"MAX_BATCH_TOKENS": "4000", "MAX_BATCH_SIZE": "16"})
+    chosen = EngineOptions.for_device("cuda", max_batch_tokens=settings.max_batch_tokens,
+                                      max_batch_size=settings.max_batch_size)
+    assert (chosen.max_batch_tokens, chosen.max_batch_size) == (4000, 16)
+    only_size = EngineOptions.for_device("cuda", max_batch_size=32)
+    assert (only_size.max_batch_tokens, only_size.max_batch_size) == (GPU_BATCH_LIMITS[0], 32)
+    with pytest.raises(ValueError, match="MAX_BATCH_TOKENS"):
+        Settings.from_env({"MAX_BATCH_TOKENS": "0"})

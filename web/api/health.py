@@ -6,6 +6,7 @@ import logging
 import redis
 from sqlalchemy import text
 
+from core import telemetry
 from core.db import db
 
 from .. import context, schemas
@@ -37,7 +38,8 @@ def _check_database() -> str:
         return FAILED
 
 
-def _check_broker() -> str:
+def _check_broker(workers: list) -> str:
+    """PING the broker; when it answers, ``workers`` gets each live worker's device line (``core.telemetry``)."""
     settings = context.settings()
     if settings.celery_eager:
         return "skipped (eager mode: tasks run in-process)"
@@ -46,23 +48,32 @@ def _check_broker() -> str:
     )
     try:
         client.ping()
-        return "ok"
     except Exception:  # noqa: BLE001
         log.warning("readiness: the broker is unreachable", exc_info=True)
         return FAILED
+    else:
+        try:
+            for line in telemetry.device_lines(telemetry.read_snapshots(client)):
+                # an anonymous probe learns no host names (as with its errors): the node name without "@host"
+                workers.append({**line, "worker": line["worker"].split("@", 1)[0]})
+        except Exception:  # noqa: BLE001 - informative only: readiness is the web's, not the workers'
+            log.warning("readiness: could not read the workers' snapshots", exc_info=True)
+        return "ok"
     finally:
         client.close()
 
 
 @bp.get("/readyz")
 @documented(
-    "Readiness: database and broker reachable",
+    "Readiness: database and broker reachable; the live workers' devices",
     responses={200: Answer("ready", schemas.Health), 503: Answer("not ready", schemas.Health)},
 )
 def readyz():
     """Ready when the database answers ``SELECT 1`` and the broker answers PING; 503 names what failed (the
-    reason is in the log only)."""
-    checks = {"database": _check_database(), "broker": _check_broker()}
+    reason is in the log only). ``workers``: each live worker process's device, GPU memory and batch limits
+    (informative: the web is ready without workers; jobs wait in their queue)."""
+    workers: list = []
+    checks = {"database": _check_database(), "broker": _check_broker(workers)}
     failed = [name for name, result in checks.items() if result.startswith("error")]
     if failed:
         return {
@@ -70,4 +81,4 @@ def readyz():
             "checks": checks,
             "error": {"code": "unavailable", "message": f"not ready: {', '.join(failed)} unreachable"},
         }, 503
-    return {"status": "ok", "checks": checks}
+    return {"status": "ok", "checks": checks, "workers": workers}

@@ -82,9 +82,17 @@ class TrainingJob(JobHandler):
             shutil.rmtree(work.scratch, ignore_errors=True)
 
     def failure_message(self, exc: Exception) -> str | None:
+        from ml.device import is_out_of_memory
+
         if isinstance(exc, (TrainingDataError, DatasetError, EncoderNotAllowed)):
             return str(exc)
+        if is_out_of_memory(exc):  # the GPU's memory (the kernel's OOM killer is worker.oom's)
+            return GPU_OOM_MESSAGE
         return None
+
+
+GPU_OOM_MESSAGE = ("training ran out of GPU memory: use a smaller batch_size or max_length, or a smaller "
+                   "MAX_TRAIN_BATCH_TOKENS on the worker (a batch over it is split into micro-batches)")
 
 
 def run_training(job_id: str) -> None:
@@ -163,6 +171,7 @@ def _train(request: TrainRequest, rows: list[dict], validation_rows: list[dict] 
         progress=lease.progress,
         should_stop=lease.should_stop,
         max_batch_tokens=runtime.settings().max_train_batch_tokens,
+        amp=runtime.settings().amp,
     )
 
 
