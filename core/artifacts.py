@@ -36,7 +36,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import Counter
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -58,11 +57,9 @@ PIN_S = 60.0  # a cached model used this recently is never evicted: a process ma
 DISK_RESERVE_BYTES = 64 * 1024 * 1024  # a download never takes the cache's disk down to its last bytes
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
-CACHE_HITS = Counter("bertqueue_model_cache_hits", "Models found complete in this host's model cache")
-CACHE_LOADS = Counter("bertqueue_model_cache_loads", "Models downloaded from the SQL model store into the cache")
-CACHE_EVICTIONS = Counter("bertqueue_model_cache_evictions", "Cached models evicted (least recently used first)")
-CACHE_FAILURES = Counter("bertqueue_model_cache_fetch_failures",
-                         "Downloads that failed (store unreachable, checksum mismatch) and were retried")
+# this host's cache events, per process: workers publish them with their telemetry snapshot (worker.telemetry), and
+# the web's /metrics exports them as bertqueue_model_disk_cache_{hits,loads,evictions,fetch_failures}_total
+cache_stats = {"hits": 0, "loads": 0, "evictions": 0, "fetch_failures": 0}
 
 
 class ModelFilesMissing(LookupError):
@@ -211,11 +208,11 @@ class ModelCache:
         """The verified local folder of ``key``, downloaded (and room made) when this host has none."""
         path = self.path(key)
         if self._touch(path):
-            CACHE_HITS.inc()
+            cache_stats["hits"] += 1
             return path
         with self._locked(f"key-{key}"):
             if self._touch(path):  # another process downloaded it while this one waited
-                CACHE_HITS.inc()
+                cache_stats["hits"] += 1
                 return path
             self._fetch(key)
             return path
@@ -237,14 +234,14 @@ class ModelCache:
                 needed = _stored_size(key)
                 self._make_room(needed, keep=key)
                 self._download_and_install(key, needed)
-                CACHE_LOADS.inc()
+                cache_stats["loads"] += 1
                 return
             except (ModelFilesMissing, CacheFull):
                 raise
             except (_ChecksumMismatch, DBAPIError) as exc:
                 if isinstance(exc, DBAPIError) and not is_transient(exc):
                     raise
-                CACHE_FAILURES.inc()
+                cache_stats["fetch_failures"] += 1
                 if time.monotonic() + delay > deadline:
                     raise ArtifactUnavailable(f"could not fetch model {SQL_PREFIX}{key} from the model store within "
                                               f"{FETCH_RETRY_S:g} s: {type(exc).__name__}: {exc}") from exc
@@ -316,7 +313,7 @@ class ModelCache:
                 if path.name == keep or last_use >= pinned_after:
                     continue
                 _remove(path)
-                CACHE_EVICTIONS.inc()
+                cache_stats["evictions"] += 1
                 used -= size
                 log.info("model cache: evicted %s (%.1f MB, unused for %.0f s)", path.name, size / 2**20,
                          time.time() - last_use)

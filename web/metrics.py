@@ -115,6 +115,11 @@ def worker_families(snapshots: list[dict]):
                                         "in-memory model cache (ml.inference)", labels=["worker"])
              for event, what in (("loads", "loaded from disk"), ("hits", "found in memory"),
                                  ("evictions", "evicted (least recently used)"))}
+    disk = {event: CounterMetricFamily(f"bertqueue_model_disk_cache_{event}", f"Models {what} this host's model file "
+                                       "cache (core.artifacts, MODEL_STORE=sql)", labels=["worker"])
+            for event, what in (("hits", "found complete in"), ("loads", "downloaded from the SQL store into"),
+                                ("evictions", "evicted (least recently used) from"),
+                                ("fetch_failures", "failed to download (retried) into"))}
     jobs = HistogramMetricFamily("bertqueue_job_duration_seconds", "Job attempts by type, task type and outcome, "
                                  "timed by the worker that ran them", labels=["worker", "type", "task_type", "outcome"])
     for snapshot in snapshots:
@@ -138,10 +143,12 @@ def worker_families(snapshots: list[dict]):
             padding.add_metric([worker], 1 - real / padded)
         for event, family in cache.items():
             family.add_metric([worker], (snapshot.get("model_memory_cache") or {}).get(event, 0))
+        for event, family in disk.items():
+            family.add_metric([worker], (snapshot.get("model_disk_cache") or {}).get(event, 0))
         for job in snapshot.get("jobs") or []:
             jobs.add_metric([worker, job["type"], job["task_type"], job["outcome"]],
                             telemetry.cumulative_buckets(job["seconds"]), job["seconds"].get("sum", 0))
-    yield from (info, used, total, limits, rows, tokens, padding, *cache.values(), jobs)
+    yield from (info, used, total, limits, rows, tokens, padding, *cache.values(), *disk.values(), jobs)
 
 
 class Metrics:

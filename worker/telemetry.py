@@ -50,6 +50,7 @@ class Recorder:
 
     def metrics(self) -> dict[str, Any]:
         """The metrics part of a snapshot."""
+        from core.artifacts import cache_stats as disk_cache_stats
         from ml.inference import cache_stats  # ml.inference is loaded in every worker (preloaded by celery_app)
 
         with self._lock:
@@ -58,6 +59,7 @@ class Recorder:
                 "real_tokens": self.real_tokens,
                 "padded_tokens": self.padded_tokens,
                 "model_memory_cache": dict(cache_stats),
+                "model_disk_cache": dict(disk_cache_stats),
                 "jobs": [{"type": t, "task_type": task, "outcome": outcome, "seconds": histogram.to_json()}
                          for (t, task, outcome), histogram in sorted(self.jobs.items())],
             }

@@ -66,11 +66,11 @@ def test_published_files_come_back_verified_from_an_empty_cache(sql_settings, tm
     assert stored == {name: (len(data), hashlib.sha256(data).hexdigest()) for name, data in expected.items()}
     assert chunks == 3 + 1 + 1  # 2500 bytes in chunks of 1000; the small files one each
 
-    loads, hits = artifacts.CACHE_LOADS._value.get(), artifacts.CACHE_HITS._value.get()
+    loads, hits = artifacts.cache_stats["loads"], artifacts.cache_stats["hits"]
     local = artifacts.local_path(sql_settings, artifact_dir)
     assert local == Path(sql_settings.model_cache_dir) / "models" / "job-1" and _files(local) == expected
     assert artifacts.local_path(sql_settings, artifact_dir) == local  # the second time: from the cache
-    assert (artifacts.CACHE_LOADS._value.get() - loads, artifacts.CACHE_HITS._value.get() - hits) == (1, 1)
+    assert (artifacts.cache_stats["loads"] - loads, artifacts.cache_stats["hits"] - hits) == (1, 1)
     assert list((Path(sql_settings.model_cache_dir) / "downloads").iterdir()) == []  # no scratch left
 
 
@@ -89,10 +89,10 @@ def test_a_checksum_mismatch_is_retried_and_never_used(sql_settings, tmp_path, m
         session.execute(update(ModelFileChunk).where(ModelFileChunk.file_id == file_id, ModelFileChunk.seq == 1)
                         .values(data=b"x" * 1000))
     monkeypatch.setattr(artifacts, "FETCH_RETRY_S", 0.5)
-    failures = artifacts.CACHE_FAILURES._value.get()
+    failures = artifacts.cache_stats["fetch_failures"]
     with pytest.raises(artifacts.ArtifactUnavailable, match="sha256"):
         artifacts.local_path(sql_settings, artifact_dir)
-    assert artifacts.CACHE_FAILURES._value.get() - failures >= 2  # tried again before giving up
+    assert artifacts.cache_stats["fetch_failures"] - failures >= 2  # tried again before giving up
     cache = Path(sql_settings.model_cache_dir)
     assert not (cache / "models" / "job-1").exists() and list((cache / "downloads").iterdir()) == []
 
@@ -135,7 +135,7 @@ def test_least_recently_used_models_are_evicted(sql_settings, tmp_path):
     settings = sql_settings.replace(model_cache_mb=1)
     # three models of 400 kB: two fit in 1 MB
     a, b, c = (_published(settings, tmp_path, key, 400_000) for key in ("a-1", "b-1", "c-1"))
-    evictions = artifacts.CACHE_EVICTIONS._value.get()
+    evictions = artifacts.cache_stats["evictions"]
     path_a = artifacts.local_path(settings, a)
     path_b = artifacts.local_path(settings, b)
     past = time.time() - 100
@@ -143,7 +143,7 @@ def test_least_recently_used_models_are_evicted(sql_settings, tmp_path):
     os.utime(path_a, (past + 50, past + 50))
     artifacts.local_path(settings, c)
     assert artifacts.cache(settings).keys() == ["a-1", "c-1"]
-    assert artifacts.CACHE_EVICTIONS._value.get() - evictions == 1
+    assert artifacts.cache_stats["evictions"] - evictions == 1
 
 
 def test_models_in_use_are_not_evicted_and_the_error_says_why(sql_settings, tmp_path, monkeypatch):

@@ -32,10 +32,12 @@ def test_histogram_snapshot_becomes_cumulative_prometheus_buckets():
 
 
 def test_recorder_counts_batches_padding_cache_and_job_durations(monkeypatch):
+    from core import artifacts
     from ml import inference
 
     recorder = worker_telemetry.Recorder()
     monkeypatch.setattr(inference, "cache_stats", {"loads": 2, "hits": 40, "evictions": 1})
+    monkeypatch.setattr(artifacts, "cache_stats", {"hits": 5, "loads": 3, "evictions": 2, "fetch_failures": 1})
     recorder.on_batch(None, 4, 30, 40, 0.01)
     recorder.on_batch(None, 64, 1000, 1024, 0.05)
     recorder.job_finished("classify", "text-classification", "succeeded", 0.2)
@@ -54,6 +56,8 @@ def test_recorder_counts_batches_padding_cache_and_job_durations(monkeypatch):
     assert samples[("bertqueue_engine_padding_ratio", (worker,))] == pytest.approx(1 - 1030 / 1064)
     assert samples[("bertqueue_model_memory_cache_hits_total", (worker,))] == 40
     assert samples[("bertqueue_model_memory_cache_evictions_total", (worker,))] == 1
+    assert samples[("bertqueue_model_disk_cache_loads_total", (worker,))] == 3  # the host's model file cache
+    assert samples[("bertqueue_model_disk_cache_fetch_failures_total", (worker,))] == 1
     assert samples[("bertqueue_engine_batch_rows_count", (worker,))] == 2
     job = (("outcome", "failed"), ("task_type", "token-classification"), ("type", "train"), worker)
     assert samples[("bertqueue_job_duration_seconds_count", job)] == 1
