@@ -466,28 +466,14 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
 
 
 def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> ClassifyRequest:
-    """Columns a dataset job leaves out are read as the model was trained: its text column or its
-    ``text_template``, and for a pair model its ``text_pair_column``. 422 ``missing_column`` when the model records
-    no text column (an imported model); the completed request is validated again (e.g. ``id_column`` must differ
-    from the model's text column)."""
-    params = model.params or {}
-    update: dict = {}
-    if params.get("question_column") is not None:  # a QA model reads its question and context columns as the pair
-        update = {"text_column": request.text_column or params["question_column"],
-                  "text_pair_column": request.text_pair_column or params["context_column"]}
-        return validate(ClassifyRequest, {**request.model_dump(exclude_none=True), **update})
-    if request.text_column is None and request.text_template is None:
-        if params.get("text_template") is not None:
-            update["text_template"] = params["text_template"]
-        elif params.get("text_column") is not None:
-            update["text_column"] = params["text_column"]
-        elif params.get("tokens_column") is not None:  # a token model reads its tokens column (JSON arrays of words)
-            update["text_column"] = params["tokens_column"]
-        else:
-            raise ApiError(422, "missing_column", f"give text_column: model {model.id} does not record the column "
-                           "it was trained on")
-    if request.text_pair_column is None and params.get("text_pair_column") is not None:
-        update["text_pair_column"] = params["text_pair_column"]
+    """Columns a dataset job leaves out are read as the model was trained (``TaskType.classify_columns``: its text
+    column or ``text_template``, its pair column, ...); 422 ``missing_column`` when the model records none (an
+    imported text model). The completed request is validated again (e.g. ``id_column`` must differ from the model's
+    text column)."""
+    try:
+        update = task_types.of_params(model.params).classify_columns(request, model.id, model.params or {})
+    except task_types.RequestError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
     if not update:
         return request
     return validate(ClassifyRequest, {**request.model_dump(exclude_none=True), **update})

@@ -21,9 +21,11 @@ What a task type declares (see :class:`TaskType`):
 - evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`) and which datasets can give it
   (:meth:`TaskType.dataset_mismatch`);
 - where the built-in text logic does not fit (question answering, multiple choice): a training request's columns
-  (:meth:`TaskType.resolve_columns`: defaults and checks before any data is read; :meth:`TaskType.dataset_columns`:
-  what a given dataset is read by; :meth:`TaskType.work_per_row`: how many sequences a row becomes) and a classify
-  job's inputs (:meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`);
+  (:meth:`TaskType.resolve_columns`: defaults and checks before any data is read; :meth:`TaskType.text_columns`:
+  the columns its inputs are built from; :meth:`TaskType.dataset_columns`: what a given dataset is read by;
+  :meth:`TaskType.training_work`: how much encoder work training on a dataset is) and a classify job's inputs
+  (:meth:`TaskType.classify_columns`: the columns a dataset job reads by default; :meth:`TaskType.check_classify_dataset`,
+  :meth:`TaskType.classify_inputs`);
 - what a classify request may send a model of it (:meth:`TaskType.check_classify_request`: its own rules;
   :meth:`TaskType.misdirected`: the error for its own inputs and result options sent to a model of another task
   type; :func:`check_classify_request` walks them all), whether a dataset's cells are JSON word lists
@@ -139,6 +141,15 @@ class TaskType:
         (text and token classification)."""
         return False
 
+    def text_columns(self, config: Any) -> list[str]:
+        """Every column a training config's (``core.options.TrainConfig``) inputs are built from, as the request
+        names them (``TrainConfig.text_columns`` asks this). By default (text classification): the text column or
+        the template's columns, then the pair column."""
+        from core.options import template_columns  # lazily: core.options imports this package
+
+        columns = template_columns(config.text_template) if config.text_template else [config.text_column]
+        return [*columns, *([config.text_pair_column] if config.text_pair_column else [])]
+
     def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
         """(text columns, label columns) that training on a dataset with ``columns`` reads (checked to exist before
         any row is read; a task type whose defaults depend on the dataset resolves them here)."""
@@ -166,6 +177,25 @@ class TaskType:
         ``core.datasets.DatasetError`` (422) when it cannot be read. Return True when done, False to leave it to the
         web's text-column defaults and checks."""
         return False
+
+    def classify_columns(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> dict[str, Any]:
+        """The columns a dataset classify request (``core.specs.ClassifyRequest``) leaves out, read as the model
+        (``model_id``, trained with ``model_params``) was trained: ``{field: column}`` to complete the request with
+        (empty: nothing to add). By default (text classification): its text column or ``text_template``, and for a
+        pair model its ``text_pair_column``; :class:`RequestError` ``missing_column`` when the model records no
+        text column (an imported model)."""
+        update: dict[str, Any] = {}
+        if request.text_column is None and request.text_template is None:
+            if model_params.get("text_template") is not None:
+                update["text_template"] = model_params["text_template"]
+            elif model_params.get("text_column") is not None:
+                update["text_column"] = model_params["text_column"]
+            else:
+                raise RequestError("missing_column", f"give text_column: model {model_id} does not record the "
+                                   "column it was trained on")
+        if request.text_pair_column is None and model_params.get("text_pair_column") is not None:
+            update["text_pair_column"] = model_params["text_pair_column"]
+        return update
 
     def classify_inputs(self, request: Any, dataset: tuple[bytes, str] | None,
                         model_params: Mapping[str, Any]) -> Any:

@@ -431,6 +431,12 @@ class MultipleChoice(TaskType):
         check_config(config)
         return True
 
+    def text_columns(self, config: Any) -> list[str]:
+        """The columns the request names (context, question, choices); its defaults depend on the dataset
+        (:meth:`dataset_columns`)."""
+        return [c for c in (config.context_column, config.question_column, *(config.choice_columns or ()),
+                            config.choices_column) if c is not None]
+
     def work_per_row(self, config: Any, columns: Sequence[str]) -> int:
         """One sequence per choice: the numbered choice columns, or :data:`MAX_CHOICES` for a list column (its rows'
         lengths are not known before they are read); a layout that does not resolve is refused later, by the

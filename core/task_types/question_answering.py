@@ -476,6 +476,14 @@ class QuestionAnswering(TaskType):
             if too_long:
                 raise RequestError("question_too_long", f"question {number} {too_long}")
 
+    def classify_columns(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> dict[str, Any]:
+        """A dataset job reads its question column as the text and its context column as the pair: the request's
+        ``text_column`` / ``text_pair_column``, else the model's question and context columns (an imported model
+        records none: the defaults)."""
+        return {"text_column": request.text_column or model_params.get("question_column") or DEFAULT_QUESTION_COLUMN,
+                "text_pair_column": (request.text_pair_column or model_params.get("context_column")
+                                     or DEFAULT_CONTEXT_COLUMN)}
+
     def misdirected(self, request: Any, model_id: Any, model_task_type: str) -> RequestError | None:
         """``questions``, ``top_k`` and ``max_answer_length`` are for question-answering models only."""
         if request.with_questions:
@@ -513,6 +521,10 @@ class QuestionAnswering(TaskType):
             raise ValueError("question answering reads its answers from answers_column: label_column(s) do not apply")
         config.label_columns, config.label_column = [config.answers_column], config.answers_column
         return True
+
+    def text_columns(self, config: Any) -> list[str]:
+        """The question and context columns (a nested SQuAD file's ``data`` column: :meth:`dataset_columns`)."""
+        return [config.question_column, config.context_column]
 
     def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
         return Columns.of(config).in_dataset(columns)
