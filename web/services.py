@@ -310,28 +310,36 @@ def _check_quota(session, user: Principal, *, lock: bool = True) -> None:
         )
 
 
-def _check_training_work(request: TrainRequest, rows: int, validation_rows: int | None = None,
-                         per_row: int = 1) -> None:
-    """Token work bounded by MAX_TRAINING_WORK, so one request cannot hold a worker for days: epochs x rows x
-    max_length of training, plus evaluations x validation rows x max_length (a forward pass: a third of a step's
-    cost), so a huge validation set evaluated every step is bounded too. ``per_row``: the sequences one row is
-    encoded as (``TaskType.work_per_row``: a multiple-choice row's choices), which multiply both."""
+def _check_training_work(request: TrainRequest, rows: int, sequences: int, validation_rows: int | None = None,
+                         validation_sequences: int | None = None) -> None:
+    """Token work bounded by MAX_TRAINING_WORK, so one request cannot hold a worker for days: epochs x sequences x
+    max_length of training, plus evaluations x validation sequences x max_length (a forward pass: a third of a
+    step's cost), so a huge validation set evaluated every step is bounded too. ``sequences``: what the training
+    dataset's ``rows`` encode as (``TaskType.training_sequences``: a row each, a multiple-choice row's choices, a
+    question's windows); ``validation_sequences`` the same of a separate validation dataset of ``validation_rows``
+    (None: the split of the training data)."""
     limit = context.settings().max_training_work
-    train = request.epochs * rows * request.max_length * per_row
+    train = request.epochs * sequences * request.max_length
     if validation_rows is None:
         validation_rows = round(rows * request.validation_split)
+        validation_sequences = round(sequences * request.validation_split)
     steps = request.epochs * math.ceil(max(rows - validation_rows, 1) / request.batch_size)
     evaluations = request.epochs if request.eval_steps is None else steps // request.eval_steps + 1
-    evaluation = evaluations * validation_rows * request.max_length * per_row // 3
+    evaluation = evaluations * (validation_sequences or 0) * request.max_length // 3
     work = train + evaluation
     if work > limit:
-        sequences = f" x {per_row} sequences per row" if per_row > 1 else ""
+        if sequences == rows:
+            what = f"epochs x rows x max_length = {request.epochs} x {rows} x {request.max_length} = {train:,}"
+        else:  # a multiple-choice row's choices, a question's windows
+            what = (f"epochs x sequences x max_length = {request.epochs} x {sequences} x {request.max_length} = "
+                    f"{train:,} (the {rows:,} rows encode as at least {sequences:,} sequences)")
+        validated = (f"{validation_rows} rows" if validation_sequences == validation_rows
+                     else f"{validation_sequences:,} sequences")
         raise ApiError(
             422, "training_too_large",
-            f"epochs x rows x max_length{sequences} = {request.epochs} x {rows} x {request.max_length}"
-            f"{f' x {per_row}' if per_row > 1 else ''} = {train:,}, plus "
-            f"{evaluations} evaluation(s) of {validation_rows} rows ({evaluation:,}), exceeds the limit of {limit:,} "
-            "(MAX_TRAINING_WORK): use fewer epochs or evaluations, a shorter max_length or less data",
+            f"{what}, plus {evaluations} evaluation(s) of {validated} "
+            f"({evaluation:,}), exceeds the limit of {limit:,} (MAX_TRAINING_WORK): use fewer epochs or evaluations, "
+            "a shorter max_length or less data",
         )
 
 
@@ -355,12 +363,18 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
         validation = None
         if request.validation_dataset_id is not None:
             validation = _visible_row(session, Dataset, request.validation_dataset_id, user, "validation dataset")
-        _check_training_work(request, dataset.row_count, validation.row_count if validation is not None else None,
-                             task_types.get(request.task_type).work_per_row(request, dataset.columns))
+        kind = task_types.get(request.task_type)
         try:
             check_column_names(dataset.columns, request)  # from the stored column list: no row read yet
             if validation is not None:
                 check_column_names(validation.columns, request)
+            # the work before the rows are checked: a task type that counts sequences by reading the rows (a
+            # question's windows) reads them without a tokenizer
+            sequences = kind.training_sequences(request, dataset.columns, dataset.row_count, _lazy_rows(dataset))
+            validation_sequences = None if validation is None else kind.training_sequences(
+                request, validation.columns, validation.row_count, _lazy_rows(validation))
+            _check_training_work(request, dataset.row_count, sequences,
+                                 validation.row_count if validation is not None else None, validation_sequences)
             # one streaming pass per dataset: memory bounded by a line and the label counts, not by the rows
             counts = check_training_columns(open_rows(dataset.content, dataset.format), request)
             if validation is not None:

@@ -437,17 +437,18 @@ class MultipleChoice(TaskType):
         return [c for c in (config.context_column, config.question_column, *(config.choice_columns or ()),
                             config.choices_column) if c is not None]
 
-    def work_per_row(self, config: Any, columns: Sequence[str]) -> int:
-        """One sequence per choice: the numbered choice columns, or :data:`MAX_CHOICES` for a list column (its rows'
-        lengths are not known before they are read); a layout that does not resolve is refused later, by the
+    def training_sequences(self, config: Any, columns: Sequence[str], row_count: int,
+                           rows: Iterable[Mapping[str, Any]]) -> int:
+        """One sequence per choice of every row: the numbered choice columns, or :data:`MAX_CHOICES` for a list
+        column (the most a row may have: its rows are not read here); a layout that does not resolve is refused by the
         column checks."""
         from core.datasets import DatasetError
 
         try:
             layout = config_layout(columns, config)
         except DatasetError:
-            return 1
-        return len(layout.choice_columns) if layout.choice_columns is not None else MAX_CHOICES
+            return row_count
+        return row_count * (len(layout.choice_columns) if layout.choice_columns is not None else MAX_CHOICES)
 
     def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
         """The layout's columns (:func:`config_layout`: defaults by what the dataset has; a 422 naming what does not

@@ -146,3 +146,18 @@ def test_no_answer_only_when_allowed_and_best():
     span_heavy = ([0, 0, 9.0, 0, 0], [0, 0, 0, 9.0, 0], offsets)
     assert best_answers("hello world", [span_heavy], allow_no_answer=True)[0]["answer"] == "hello world"
     assert best_answers("hello world", [span_heavy], max_answer_length=1, top_k=2)[0]["answer"] in ("hello", "world")
+
+
+@pytest.mark.parametrize(("max_length", "doc_stride"), [(32, 8), (64, 16), (384, 128)])
+def test_the_training_work_estimate_never_exceeds_the_real_windows(tokenizer, max_length, doc_stride):
+    """``min_training_windows`` (what MAX_TRAINING_WORK counts, no tokenizer) is a lower bound on make_windows'
+    windows, and not a loose one on plain words."""
+    from core.task_types.question_answering import Example, min_training_windows
+
+    rng = random.Random(3)
+    examples = [Example("which word, " * rng.randint(0, 3) + "?", _context(rng.randint(1, 400), seed=i))
+                for i in range(30)] + [Example("who?", "Bob, Ann & co. ran -- fast!! " * 40)]
+    real = len(make_windows(tokenizer, [e.question for e in examples], [e.context for e in examples], max_length,
+                            doc_stride))
+    estimate = min_training_windows(examples, max_length, doc_stride)
+    assert estimate <= real and estimate >= real // 3, (estimate, real)

@@ -345,3 +345,33 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
 def test_evaluating_on_bad_qa_rows_is_a_clear_422(migrated_client, sent, content, filename, code, words):
     client = migrated_client
     assert_evaluation_refused(client, sent, qa_model(), upload(client, content, filename), code, words)
+
+
+def _limit_training_work(client, limit: int) -> None:
+    from web.context import EXTENSION_KEY
+
+    state = client.application.extensions[EXTENSION_KEY]
+    state.settings = state.settings.replace(max_training_work=limit)
+
+
+@pytest.mark.parametrize(("name", "content", "filename", "words"), [
+    # one row whose context is a million characters: 200,000 words, at least 4,651 windows of 64 tokens
+    ("a one-row file of a 1M-character context",
+     jsonl({"question": "where ?", "context": "word " * 199_999 + "Paris",
+            "answers": {"text": ["Paris"], "answer_start": [999_995]}}), "long.jsonl",
+     "the 1 rows encode as at least 4,651 sequences"),
+    # one SQuAD paragraph with 3,000 questions: one row, 3,000 windows
+    ("one paragraph with thousands of questions",
+     _squad([{"paragraphs": [_paragraph(qas=[{"id": str(i), "question": "who flew ?",
+                                               "answers": [{"text": "Bob", "answer_start": 0}]}
+                                              for i in range(3000)])]}]), "many.json",
+     "the 1 rows encode as at least 3,000 sequences"),
+])
+def test_qa_training_work_counts_every_questions_windows(migrated_client, sent, name, content, filename, words):
+    """MAX_TRAINING_WORK counts a QA dataset's windows (a tokenizer-free lower bound), not its rows: one row is a
+    question of a huge context, or a whole SQuAD file; both are refused before any job, as any too large training."""
+    client = migrated_client
+    _limit_training_work(client, 100_000)  # a row-count estimate (1 x 1 x 64, plus an evaluation) passes it
+    error = assert_training_refused(client, sent, content, filename, {**QA_TRAIN, "epochs": 1}, 422,
+                                    "training_too_large", words)
+    assert "exceeds the limit of 100,000 (MAX_TRAINING_WORK)" in error["message"], error
