@@ -179,8 +179,9 @@ class TaskType:
                                rows: Iterable[Mapping[str, str]] | None = None) -> bool:
         """Check a classify request that reads a dataset with ``columns`` (``core.specs.ClassifyRequest``) against
         the model's ``params`` (and its ``rows``, streamed, when the task type must read them); raise
-        ``core.datasets.DatasetError`` (422) when it cannot be read. Return True when done, False to leave it to the
-        web's text-column defaults and checks."""
+        ``core.datasets.DatasetError`` (422) when it cannot be read. Return True when done, False to leave the
+        columns to the web's text-column defaults and checks (:meth:`classify_columns`) -- after checks of its own,
+        or none."""
         return False
 
     def classify_columns(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> dict[str, Any]:

@@ -512,6 +512,24 @@ class QuestionAnswering(TaskType):
                 "text_pair_column": (request.text_pair_column or model_params.get("context_column")
                                      or DEFAULT_CONTEXT_COLUMN)}
 
+    def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any],
+                               rows: Iterable[Mapping[str, str]] | None = None) -> bool:
+        """Every question of the dataset (``rows``, streamed) checked against the model's windows before the job is
+        queued: one surely too long (:func:`question_too_long`) is a 422 ``question_too_long`` naming its row, not a
+        failed job. Returns False: the question and context columns are then defaulted and checked as text columns
+        are (:meth:`classify_columns`; a missing one is named there, so it is not read here)."""
+        windows = serving_windows(model_params)
+        read = self.classify_columns(request, getattr(request, "model_id", None), model_params)
+        question_column = read["text_column"]
+        if windows is None or rows is None or any(c not in columns for c in read.values()):
+            return False
+        for number, row in enumerate(rows, start=1):
+            question = row.get(question_column)
+            too_long = isinstance(question, str) and question.strip() and question_too_long(question, *windows)
+            if too_long:
+                raise _error(f"row {number}: the question {too_long}", "question_too_long")
+        return False
+
     def misdirected(self, request: Any, model_id: Any, model_task_type: str) -> RequestError | None:
         """``questions``, ``top_k`` and ``max_answer_length`` are for question-answering models only."""
         if request.with_questions:

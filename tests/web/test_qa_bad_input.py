@@ -375,3 +375,24 @@ def test_qa_training_work_counts_every_questions_windows(migrated_client, sent, 
     error = assert_training_refused(client, sent, content, filename, {**QA_TRAIN, "epochs": 1}, 422,
                                     "training_too_large", words)
     assert "exceeds the limit of 100,000 (MAX_TRAINING_WORK)" in error["message"], error
+
+
+def test_a_qa_dataset_job_refuses_a_question_too_long_before_queueing(migrated_client, sent):
+    """A dataset classify job reads every question before it is queued: one surely too long for the model's windows
+    is a 422 naming its row (here the 300th, past any chunk of 256), as inline questions and training are."""
+    client = migrated_client
+    rows = [{"question": f"where did Bob fly {i} ?", "context": CONTEXT} for i in range(299)]
+    dataset = upload(client, jsonl(*rows, {"question": LONG_QUESTION, "context": CONTEXT}), "ask.jsonl")
+    error = assert_error(client.post("/api/v1/jobs/classify", json={"model_id": qa_model(), "dataset_id": dataset}),
+                         422, "question_too_long")
+    assert error["message"].startswith("row 300: the question has at least 200 tokens: with max_length 64 and "
+                                       "doc_stride 16"), error
+    # other column names, given by the request: read from them
+    renamed = upload(client, jsonl({"q": LONG_QUESTION, "c": CONTEXT}), "renamed.jsonl")
+    error = assert_error(client.post("/api/v1/jobs/classify", json={
+        "model_id": qa_model(), "dataset_id": renamed, "text_column": "q", "text_pair_column": "c"}), 422,
+        "question_too_long")
+    assert error["message"].startswith("row 1: the question"), error
+    assert count(Job) == 0 and sent == []
+    good = upload(client, jsonl(*rows), "good.jsonl")
+    assert client.post("/api/v1/jobs/classify", json={"model_id": qa_model(), "dataset_id": good}).status_code == 202
