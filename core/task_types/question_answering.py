@@ -96,6 +96,12 @@ class Example:
     context: str
     answers: tuple[tuple[str, int], ...] = ()
     id: str | None = None
+    row: int | None = field(default=None, compare=False)  # its dataset row (1-based; a SQuAD file: 1): messages
+
+    @property
+    def where(self) -> str:
+        """Where it is in its dataset, for a message: ``row 300``, or ``row 1, question id 'q57'`` (a SQuAD file)."""
+        return f"row {self.row}" + (f", question id {self.id!r}" if self.id is not None else "")
 
     @property
     def answerable(self) -> bool:
@@ -271,7 +277,7 @@ def _squad_examples(cell: Any, number: int, budget: tuple[int, int] | None) -> I
                 question = _question(qa.get("question"), number, budget)
                 answers = () if qa.get("is_impossible") else parse_answers(qa.get("answers") or [], context, number)
                 qid = qa.get("id")
-                yield Example(question, context, answers, None if qid is None else str(qid))
+                yield Example(question, context, answers, None if qid is None else str(qid), number)
 
 
 def _question(value: Any, number: int, budget: tuple[int, int] | None) -> str:
@@ -300,7 +306,8 @@ def read_examples(rows: Iterable[Mapping[str, Any]], columns: Columns,
             answers = () if blank else check_answers([text], [start], context, number)
         else:
             answers = parse_answers(row.get(columns.answers, ""), context, number)
-        yield Example(question, context, answers, None if row.get("id") in (None, "") else str(row.get("id")))
+        yield Example(question, context, answers, None if row.get("id") in (None, "") else str(row.get("id")),
+                      number)
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
