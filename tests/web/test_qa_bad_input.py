@@ -396,3 +396,28 @@ def test_a_qa_dataset_job_refuses_a_question_too_long_before_queueing(migrated_c
     assert count(Job) == 0 and sent == []
     good = upload(client, jsonl(*rows), "good.jsonl")
     assert client.post("/api/v1/jobs/classify", json={"model_id": qa_model(), "dataset_id": good}).status_code == 202
+
+
+def test_a_pretty_printed_squad_file_uploads_and_trains(migrated_client, sent):
+    """``json.dumps(indent=2)`` of a SQuAD file: the nested shape is told from the whole file (one row, its ``data``
+    flattened into questions), so training is accepted; JSON Lines still read one row a line."""
+    client = migrated_client
+    squad = {"version": "v2.0", "data": [{"title": "trip", "paragraphs": [
+        _paragraph(), _paragraph(qas=[{"id": "q2", "question": "who flew?", "answers": [
+            {"text": "Bob", "answer_start": 0}]}, {"id": "q3", "question": "what did Bob eat?", "answers": [],
+                                                   "is_impossible": True}])]}]}
+    response = client.post("/api/v1/datasets", data={"file": (io.BytesIO(json.dumps(squad, indent=2).encode()),
+                                                              "train-v2.0.json")}, content_type="multipart/form-data")
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert (body["format"], body["rows"], body["columns"]) == ("jsonl", 1, ["version", "data"])
+    accepted = client.post("/api/v1/jobs/train", json={"dataset_id": body["id"], **QA_TRAIN})
+    assert accepted.status_code == 202, accepted.get_json()
+    assert len(sent) == 1
+    lines = client.post("/api/v1/datasets", data={"file": (io.BytesIO(jsonl(*GOOD)), "qa.json")},
+                        content_type="multipart/form-data")
+    assert lines.status_code == 201 and lines.get_json()["rows"] == 2
+    error = assert_error(client.post("/api/v1/datasets", data={"file": (io.BytesIO(
+        json.dumps(squad, indent=2).encode() + b"\n" + jsonl(*GOOD)), "two.json")}, content_type="multipart/form-data"),
+        400, "invalid_jsonl")
+    assert "must be the whole file" in error["message"], error
