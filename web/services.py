@@ -523,11 +523,16 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
         model = _usable_model(session, user, request)
         dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
         kind = task_types.of_params(model.params)  # the job follows its model's task type
+        own_columns = request.task_columns()  # columns only some task types read: the model's must be one
+        unread = [name for name in own_columns if name not in kind.request_fields]
+        if unread:
+            raise ApiError(422, "invalid_columns", f"{' and '.join(unread)} do(es) not apply to model {model.id}, a "
+                           f"{kind.name} model")
         try:
             plan = kind.plan_evaluation(
                 model.family, model.tasks, model.params, text_column=request.text_column,
                 text_pair_column=request.text_pair_column, label_column=request.label_column,
-                label_columns=request.label_columns, dataset_columns=dataset.columns)
+                label_columns=request.label_columns, dataset_columns=dataset.columns, **own_columns)
             # a token model on a dataset of texts, or the reverse: said so before any missing column is named
             mismatch = kind.dataset_mismatch(dataset.columns, _list_columns(dataset), plan.columns, model.params)
             if mismatch:

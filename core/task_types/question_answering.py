@@ -621,12 +621,16 @@ class QuestionAnswering(TaskType):
 
     def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
                          used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
-        """A QA dataset has the model's question and context columns holding texts (not token lists) and its
-        answers (or a nested SQuAD ``data`` column); missing columns of a plan are named by the caller."""
+        """A QA dataset has the question and context columns holding texts (not token lists) and its answers (or a
+        nested SQuAD ``data`` column): a plan's (``used``, the request's names) or else the model's; missing columns
+        of a plan are named by the caller."""
         params = model_params or {}
-        source = Columns(params.get("context_column") or DEFAULT_CONTEXT_COLUMN,
-                         params.get("question_column") or DEFAULT_QUESTION_COLUMN,
-                         params.get("answers_column") or DEFAULT_ANSWERS_COLUMN)
+        if len(used) == 3:  # a plan's columns (QAEvaluationPlan.columns: question, context, answers): the request's
+            source = Columns(context=used[1], question=used[0], answers=used[2])
+        else:
+            source = Columns(params.get("context_column") or DEFAULT_CONTEXT_COLUMN,
+                             params.get("question_column") or DEFAULT_QUESTION_COLUMN,
+                             params.get("answers_column") or DEFAULT_ANSWERS_COLUMN)
         texts, answers = source.in_dataset(columns)
         listed = [c for c in texts if c in list_columns]
         if listed:

@@ -421,3 +421,30 @@ def test_a_pretty_printed_squad_file_uploads_and_trains(migrated_client, sent):
         json.dumps(squad, indent=2).encode() + b"\n" + jsonl(*GOOD)), "two.json")}, content_type="multipart/form-data"),
         400, "invalid_jsonl")
     assert "must be the whole file" in error["message"], error
+
+
+def test_a_qa_model_evaluates_on_a_dataset_of_other_column_names(migrated_client, sent):
+    """EvaluateRequest's context_column / question_column / answers_column read a dataset whose columns are not the
+    model's; a model of a task type that reads no such column refuses them (422 invalid_columns), and a missing one
+    is named."""
+    client = migrated_client
+    renamed = [{"query": r["question"], "passage": r["context"], "gold": r["answers"]} for r in GOOD]
+    dataset = upload(client, jsonl(*renamed), "renamed.jsonl")
+    qa = qa_model()
+    body = {"model_id": qa, "dataset_id": dataset, "context_column": "passage", "question_column": "query",
+            "answers_column": "gold"}
+    accepted = client.post("/api/v1/jobs/evaluate", json=body)
+    assert accepted.status_code == 202, accepted.get_json()
+    params = client.get(f"/api/v1/jobs/{accepted.get_json()['id']}").get_json()["params"]
+    assert (params["context_column"], params["question_column"], params["answers_column"]) == (
+        "passage", "query", "gold")
+    assert len(sent) == 1
+    error = assert_error(client.post("/api/v1/jobs/evaluate", json={**body, "answers_column": "answers"}), 422,
+                         "unknown_column")
+    assert "'answers'" in error["message"], error
+    text_model = f.make_model(name="plain", params={"text_column": "text", "label_column": "label",
+                                                    "label_columns": ["label"]})
+    error = assert_error(client.post("/api/v1/jobs/evaluate", json={
+        "model_id": text_model, "dataset_id": dataset, "question_column": "query"}), 422, "invalid_columns")
+    assert "question_column do(es) not apply to model" in error["message"], error
+    assert count(Job) == 1 and len(sent) == 1
