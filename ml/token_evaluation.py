@@ -3,8 +3,8 @@ score them against the gold tags (entity-level precision / recall / F1 per type 
 tag sets: token accuracy and per-tag F1). Span data (raw texts with character spans) is read as training reads it:
 each text becomes the tokenizer's words and IOB2 tags (``ml.token_data.span_sentence``), and the spans snapped or
 dropped on the way are reported (``data_report``); a dropped span is still a gold entity, which no prediction can
-find: it counts as a false negative (``data_report["dropped_scored_as"]`` says so). Pure: the caller passes ``predict(sentences) -> [{"tags": [...]}]``
-(and, for span data, the model's tokenizer)."""
+find: it counts as a false negative (``data_report["dropped_scored_as"]`` says so). Pure: the caller passes
+``predict(sentences) -> [{"tags": [...]}]`` (and, for span data, the model's tokenizer)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping

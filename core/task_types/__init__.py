@@ -23,9 +23,9 @@ What a task type declares (see :class:`TaskType`):
 - where the built-in text logic does not fit (question answering, multiple choice): a training request's columns
   (:meth:`TaskType.resolve_columns`: defaults and checks before any data is read; :meth:`TaskType.text_columns`:
   the columns its inputs are built from; :meth:`TaskType.dataset_columns`: what a given dataset is read by;
-  :meth:`TaskType.training_sequences`: how many sequences training on a dataset encodes) and a classify job's inputs
-  (:meth:`TaskType.classify_columns`: the columns a dataset job reads by default; :meth:`TaskType.check_classify_dataset`,
-  :meth:`TaskType.classify_inputs`);
+  :meth:`TaskType.training_sequences`: how many sequences training on a dataset encodes) and a classify job's
+  inputs (:meth:`TaskType.classify_columns`: the columns a dataset job reads by default;
+  :meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`);
 - what a classify request may send a model of it (:meth:`TaskType.check_classify_request`: its own rules;
   :meth:`TaskType.misdirected`: the error for its own inputs and result options sent to a model of another task
   type; :func:`check_classify_request` walks them all), whether a dataset's cells are JSON word lists
@@ -158,11 +158,11 @@ class TaskType:
     def training_sequences(self, config: Any, columns: Sequence[str], row_count: int,
                            rows: Iterable[Mapping[str, Any]]) -> int:
         """How many sequences (encoder inputs of at most ``max_length`` tokens) training ``config`` on a dataset of
-        ``row_count`` rows with ``columns`` encodes per epoch (a lower bound where only a tokenizer could say): what the training-work limit
-        (``MAX_TRAINING_WORK``) counts, before any job is queued. ``rows``: the dataset's rows, streamed (loaded
-        only when iterated), for a task type whose rows become a number of sequences only they tell (question
-        answering's windows); it must not need a tokenizer. Raises ``core.datasets.DatasetError`` (422) for a row
-        it cannot read. By default one sequence per row."""
+        ``row_count`` rows with ``columns`` encodes per epoch (a lower bound where only a tokenizer could say): what
+        the training-work limit (``MAX_TRAINING_WORK``) counts, before any job is queued. ``rows``: the dataset's
+        rows, streamed (loaded only when iterated), for a task type whose rows become a number of sequences only
+        they tell (question answering's windows); it must not need a tokenizer. Raises
+        ``core.datasets.DatasetError`` (422) for a row it cannot read. By default one sequence per row."""
         return row_count
 
     def check_training_rows(self, rows: Any, config: Any, *, known: Mapping[str, set[str]] | None = None

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import re
 import string
-import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,9 +134,6 @@ def min_tokens(text: str) -> int:
     return len(_MIN_TOKEN.findall(text))
 
 
-min_question_tokens = min_tokens  # (the name the question checks were written with)
-
-
 def min_windows(question_tokens: int, context_tokens: int, max_length: int, doc_stride: int) -> int:
     """A lower bound on the windows a question and its context become (``ml.qa_features.make_windows``), from lower
     bounds on their tokens (:func:`min_tokens`): a window holds at most ``max_length - 3 - question_tokens``
@@ -163,8 +159,8 @@ def min_training_windows(examples: Iterable[Example], max_length: int, doc_strid
 
 def question_too_long(question: str, max_length: int, doc_stride: int) -> str | None:
     """Why ``question`` cannot fit windows of ``max_length`` overlapping by ``doc_stride`` (as "has at least N tokens:
-    ..."), or None when it may (:func:`min_question_tokens` is a lower bound: only a surely too long one is named)."""
-    budget, length = question_budget(max_length, doc_stride), min_question_tokens(question)
+    ..."), or None when it may (:func:`min_tokens` is a lower bound: only a surely too long one is named)."""
+    budget, length = question_budget(max_length, doc_stride), min_tokens(question)
     if length <= budget:
         return None
     return (f"has at least {length} tokens: with max_length {max_length} and doc_stride {doc_stride} a question may "

@@ -360,6 +360,11 @@ def _limit_training_work(client, limit: int) -> None:
      jsonl({"question": "where ?", "context": "word " * 199_999 + "Paris",
             "answers": {"text": ["Paris"], "answer_start": [999_995]}}), "long.jsonl",
      "the 1 rows encode as at least 4,651 sequences"),
+    # the same as a one-row SQuAD file (its data cell within the upload's 1,000,000-character cell limit)
+    ("a SQuAD file of one 990,000-character context",
+     _squad([{"paragraphs": [{"context": "word " * 197_990 + "Paris", "qas": [
+         {"id": "q1", "question": "where ?", "answers": [{"text": "Paris", "answer_start": 989_950}]}]}]}]),
+     "long.json", "the 1 rows encode as at least 4,605 sequences"),
     # one SQuAD paragraph with 3,000 questions: one row, 3,000 windows
     ("one paragraph with thousands of questions",
      _squad([{"paragraphs": [_paragraph(qas=[{"id": str(i), "question": "who flew ?",
