@@ -358,15 +358,23 @@ def classify(state: State, model: str, texts: tuple[str, ...], file: str | None,
 @click.option("--dataset", required=True, metavar="ID|FILE", help="a labelled dataset id, or a file to upload first")
 @click.option("--text-column", help="default: the model's")
 @click.option("--label-column", "label_columns", multiple=True, help="default: the model's (repeat for several)")
+@click.option("--context-column", help="question answering, multiple choice: default the model's")
+@click.option("--question-column", help="question answering, multiple choice: default the model's")
+@click.option("--answers-column", help="question answering: default the model's")
 @click.option("--wait/--no-wait", default=False, help="wait for the metrics, showing progress")
 @pass_state
 def evaluate(state: State, model: str, dataset: str, text_column: str | None, label_columns: tuple[str, ...],
+             context_column: str | None, question_column: str | None, answers_column: str | None,
              wait: bool) -> None:
-    """Queue an evaluation of MODEL on a labelled dataset (accuracy, macro-F1, per class, confusion matrix)."""
+    """Queue an evaluation of MODEL on a labelled dataset (accuracy, macro-F1, per class, confusion matrix; a QA
+    model's exact match and F1; a multiple-choice model's accuracy)."""
     body: dict = {**_model_field(model), "dataset_id": _dataset_id(state, dataset)}
     if text_column:
         body["text_column"] = text_column
     body.update(_label_fields(label_columns))
+    body.update({name: value for name, value in (("context_column", context_column),
+                                                 ("question_column", question_column),
+                                                 ("answers_column", answers_column)) if value})
     _finish(state, state.client.create_job("evaluate", body), wait)
 
 

@@ -280,7 +280,7 @@ class RowStream:
             self._column_set = frozenset(self.columns)
         elif fmt in ("jsonl", "json"):
             self._objects = self._array_objects() if fmt == "json" else None
-            self._first = next(self._objects, None) if fmt == "json" else self._parse_json_line(self._first_line())
+            self._first = next(self._objects, None) if fmt == "json" else self._first_json_object()
             if self._first is None:
                 raise DatasetError("the JSON array is empty", code="empty_file")
             _check_width(len(self._first), max_columns)
@@ -392,6 +392,44 @@ class RowStream:
 
     def _parse_json_line(self, line: str) -> dict:
         return self._check_object(self._decode(json.loads, line.rstrip()), line)
+
+    def _first_json_object(self) -> dict:
+        """The first object of a JSON Lines file -- or, when its first line is only the start of an object (a
+        pretty-printed JSON document, as ``json.dumps(indent=2)`` writes a SQuAD file), the whole file as that one
+        object: one row, told from the whole file rather than line by line."""
+        line = self._first_line()
+        text = line.rstrip()
+        try:
+            json.loads(text, object_pairs_hook=_json_object, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            if exc.pos >= len(text):  # the line ends inside a value: a document goes on over the next lines
+                return self._whole_document(line)
+        except (ValueError, RecursionError):
+            pass  # parsed again below, for the dataset's message
+        return self._parse_json_line(line)
+
+    def _whole_document(self, first: str) -> dict:
+        """The rest of the file after its ``first`` line, read as one JSON object spread over lines, at most
+        ``MAX_LINE_CHARS`` in all (what one JSON Lines row may be; the cell limit applies to its values as to any
+        row's); nothing may follow it."""
+        start, parts, size = self.line, [first], len(first)
+        for line in self._lines:
+            size += len(line)
+            if size > MAX_LINE_CHARS:
+                raise self._error(f"a JSON object over several lines may have at most {MAX_LINE_CHARS} characters")
+            parts.append(line)
+        text = "".join(parts)
+        try:
+            value = json.loads(text, object_pairs_hook=_json_object, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            self.line = start + exc.lineno - 1
+            if exc.msg == "Extra data":
+                raise self._error("a JSON object written over several lines must be the whole file (JSON Lines: "
+                                  "one object per line)") from None
+            raise self._error(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        except (ValueError, RecursionError):
+            value = self._decode(json.loads, text)  # raises, with the dataset's message
+        return self._check_object(value, text)
 
     def _decode(self, parse: typing.Callable, text: str) -> typing.Any:
         """``parse(text)`` with the dataset rules (no repeated key, no NaN); errors become :class:`DatasetError`."""

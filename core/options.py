@@ -23,7 +23,6 @@ from pydantic.fields import FieldInfo
 
 from . import task_types
 from .task_types.multiple_choice import MAX_CHOICES
-from .task_types.token_classification import reads_spans
 from .validation import ColumnName, SqlId, StrictModel
 
 
@@ -233,21 +232,10 @@ class TrainConfig(StrictModel):
         return self
 
     def text_columns(self) -> list[str]:
-        """Every column the texts are built from (text or template columns, and the pair column; token
-        classification: the tokens column; question answering: the question and context columns; multiple choice:
-        the columns the request names, its defaults depending on the dataset). What a dataset is read by is
-        ``TaskType.dataset_columns``, which starts from these."""
-        if self.tokens_column is not None:
-            return [self.tokens_column]
-        if self.answers_column is not None:  # question answering (a nested SQuAD file: see dataset_columns)
-            return [self.question_column, self.context_column]
-        if self.context_column is not None:  # multiple choice
-            return [c for c in (self.context_column, self.question_column, *(self.choice_columns or ()),
-                                self.choices_column) if c is not None]
-        if reads_spans(self):
-            return [self.text_column]
-        columns = template_columns(self.text_template) if self.text_template else [self.text_column]
-        return [*columns, *([self.text_pair_column] if self.text_pair_column else [])]
+        """Every column the texts are built from, as the task type says (``TaskType.text_columns``: text
+        classification's text or template columns and pair column, a token model's tokens column, ...). What a
+        dataset is read by is ``TaskType.dataset_columns``, which starts from these."""
+        return task_types.get(self.task_type).text_columns(self)
 
 
 class TrainRequest(TrainConfig):

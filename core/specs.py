@@ -313,6 +313,9 @@ class ClassifyRequest(_ServingOptions):
         return params, list(self.texts)
 
 
+EVALUATION_TASK_COLUMNS = ("context_column", "question_column", "answers_column")  # see EvaluateRequest.task_columns
+
+
 class EvaluateRequest(_Strict):
     """Body of ``POST /api/v1/jobs/evaluate``: score a saved model on a labelled dataset.
 
@@ -333,8 +336,21 @@ class EvaluateRequest(_Strict):
     label_column: ColumnName | None = Field(default=None, description="default: the model's label column(s)")
     label_columns: list[ColumnName] | None = Field(
         default=None, min_length=1, max_length=64, description="multitask: its task names; multi-label: 0/1 columns")
+    # the columns of task types with inputs of their own (a model of another task type refuses them: 422)
+    context_column: ColumnName | None = Field(
+        default=None, description="question answering and multiple choice: the contexts' column (default: the model's)")
+    question_column: ColumnName | None = Field(
+        default=None, description="question answering and multiple choice: the questions' column (default: the "
+        "model's)")
+    answers_column: ColumnName | None = Field(
+        default=None, description="question answering: the gold answers' column (default: the model's)")
     # int8 dynamic quantization (CPU), to measure what serving it quantized would score; None: the default
     quantize: bool | None = None
+
+    def task_columns(self) -> dict[str, str]:
+        """The columns given that only some task types read (``{field: column}``): what the model's task type must
+        take (its ``request_fields``) and plans its evaluation by."""
+        return {name: getattr(self, name) for name in EVALUATION_TASK_COLUMNS if getattr(self, name) is not None}
 
     @model_validator(mode="after")
     def _one_model(self) -> "EvaluateRequest":

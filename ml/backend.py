@@ -27,7 +27,24 @@ from typing import Any, Protocol, runtime_checkable
 
 class InputError(ValueError):
     """Inputs a backend's ``encode`` refuses with a message for the user (a question too long for the model's
-    windows): the job fails with that message, never a traceback."""
+    windows): the job fails with that message, never a traceback.
+
+    ``position``: the 0-based index, among the inputs of that ``encode`` call, of the input it is about (None: not
+    one input); ``reason``: what is wrong with it, without saying which input; ``noun``: what the backend calls an
+    input ("question"). A caller that encodes its inputs chunk by chunk names it by its real number with
+    :meth:`about` (a dataset's row 300, not the 44th of a chunk).
+    """
+
+    def __init__(self, message: str, *, position: int | None = None, reason: str | None = None,
+                 noun: str = "input") -> None:
+        super().__init__(message)
+        self.position, self.reason, self.noun = position, reason, noun
+
+    def about(self, name: str) -> "InputError":
+        """This error naming its input ``name`` (e.g. ``"row 300"``); itself when it is about no one input."""
+        if self.position is None or self.reason is None:
+            return self
+        return type(self)(f"{name} {self.reason}", reason=self.reason, noun=self.noun)
 
 
 @dataclass

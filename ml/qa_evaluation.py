@@ -9,6 +9,7 @@ from typing import Any
 from core.evaluation import EvaluationError
 from core.task_types.question_answering import QAEvaluationPlan, squad_metrics
 
+from .backend import InputError
 from .evaluation import predict_chunks
 
 EVALUATION_CHUNK = 256  # questions per predict() call: progress and should_stop() are checked between chunks
@@ -27,7 +28,13 @@ def evaluate_questions(rows: Iterable[Mapping[str, str]], plan: QAEvaluationPlan
 
     def answer(start: int, end: int) -> list[str]:
         part = examples[start:end]
-        return [result["answer"] for result in predict([e.question for e in part], [e.context for e in part])]
+        try:
+            results = predict([e.question for e in part], [e.context for e in part])
+        except InputError as exc:  # numbered within this chunk: name the question's row of the dataset
+            if exc.position is None or not 0 <= exc.position < len(part):
+                raise
+            raise exc.about(part[exc.position].where) from None
+        return [result["answer"] for result in results]
 
     answers = predict_chunks(len(examples), answer, chunk_size=chunk_size, progress=progress, should_stop=should_stop)
     metrics = squad_metrics(answers, [[text for text, _ in e.answers] for e in examples])

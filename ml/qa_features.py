@@ -43,19 +43,21 @@ class Window:
         return [k for k, span in enumerate(self.offsets) if span is not None]
 
 
-def check_lengths(tokenizer: Any, questions: Sequence[str], max_length: int, doc_stride: int,
-                  first_number: int = 1) -> None:
+def check_lengths(tokenizer: Any, questions: Sequence[str], max_length: int, doc_stride: int) -> None:
     """:class:`QAInputError` for the first question too long for ``max_length`` with ``doc_stride`` (counted in the
-    tokenizer's tokens), before any window is made."""
+    tokenizer's tokens), before any window is made: "question N ..." (N counts from 1 in ``questions``), with its
+    ``position`` so that a caller of a chunk of a dataset can name its row instead (``InputError.about``)."""
     if doc_stride < 1 or question_budget(max_length, doc_stride) < 1:
         raise QAInputError(f"doc_stride ({doc_stride}) must be less than max_length - {SPECIAL_TOKENS + 1} "
                            f"({max_length - SPECIAL_TOKENS - 1})")
     budget = question_budget(max_length, doc_stride)
     lengths = [len(ids) for ids in tokenizer(list(questions), add_special_tokens=False)["input_ids"]]
-    for number, length in enumerate(lengths, start=first_number):
+    for position, length in enumerate(lengths):
         if length > budget:
-            raise QAInputError(f"question {number} has {length} tokens: with max_length {max_length} and doc_stride "
-                               f"{doc_stride} a question may have at most {budget} (shorten it, or lower doc_stride)")
+            reason = (f"has {length} tokens: with max_length {max_length} and doc_stride {doc_stride} a question may "
+                      f"have at most {budget} (shorten it, or lower doc_stride)")
+            raise QAInputError(f"question {position + 1} {reason}", position=position, reason=reason,
+                               noun="question")
 
 
 def _token_positions(offsets: Sequence[tuple[int, int] | None], start: int, end: int) -> tuple[int, int] | None:

@@ -10,8 +10,9 @@ tokenizer's own pre-tokenizer's, so that a model trained on them sees the tokens
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -125,12 +126,14 @@ class SpanReport:
     spans: int = 0  # spans read
     snapped: int = 0  # widened or narrowed to word boundaries (still trained on / scored)
     dropped: int = 0  # covering no word, or overlapping an earlier span once snapped (left out)
+    dropped_types: Counter = field(default_factory=Counter)  # the dropped spans by entity type
 
     def add(self, spans: int, alignment: SpanAlignment) -> None:
         """Count one text's ``spans`` and its alignment."""
         self.spans += spans
         self.snapped += alignment.snapped
         self.dropped += alignment.dropped
+        self.dropped_types.update(alignment.dropped_types)
 
     def as_dict(self) -> dict[str, int]:
         return {"spans": self.spans, "snapped": self.snapped, "dropped": self.dropped}

@@ -2,15 +2,16 @@
 score them against the gold tags (entity-level precision / recall / F1 per type and micro, token accuracy; plain
 tag sets: token accuracy and per-tag F1). Span data (raw texts with character spans) is read as training reads it:
 each text becomes the tokenizer's words and IOB2 tags (``ml.token_data.span_sentence``), and the spans snapped or
-dropped on the way are reported (``data_report``). Pure: the caller passes ``predict(sentences) -> [{"tags": [...]}]``
-(and, for span data, the model's tokenizer)."""
+dropped on the way are reported (``data_report``); a dropped span is still a gold entity, which no prediction can
+find: it counts as a false negative (``data_report["dropped_scored_as"]`` says so). Pure: the caller passes
+``predict(sentences) -> [{"tags": [...]}]`` (and, for span data, the model's tokenizer)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from core.evaluation import EvaluationError
-from core.task_types.tagging import PLAIN, detect_scheme, entity_metrics, tag_metrics
+from core.task_types.tagging import IOB2, PLAIN, detect_scheme, entity_metrics, tag_metrics
 from core.task_types.token_classification import TokenEvaluationPlan, reads_spans
 
 from .evaluation import predict_chunks
@@ -27,8 +28,9 @@ def evaluate_sentences(rows: Iterable[Mapping[str, str]], plan: TokenEvaluationP
     """The metrics of ``predict`` on every sentence of ``rows`` (``plan``: which columns; tags the model does not
     know raise :class:`EvaluationError` ``unknown_labels``). Entity metrics for prefixed tag schemes (as seqeval's
     default mode), per-tag metrics for plain tags; ``examples`` = sentences, ``tokens`` = words scored. Span data
-    needs ``tokenizer`` (the model's) and adds ``data_report`` (``{"spans", "snapped", "dropped"}``); a blank text
-    is skipped (``skipped_rows``)."""
+    needs ``tokenizer`` (the model's) and adds ``data_report`` (``{"spans", "snapped", "dropped", "dropped_types",
+    "dropped_scored_as": "false negatives"}``: every dropped span is in the support of its type); a blank text is
+    skipped (``skipped_rows``)."""
     sentences, gold = [], []
     report, blank = SpanReport(), 0
     spans_data = reads_spans(plan)
@@ -54,11 +56,16 @@ def evaluate_sentences(rows: Iterable[Mapping[str, str]], plan: TokenEvaluationP
                               f"{', '.join(map(repr, unknown[:20]))}", labels=unknown[:100])
     predicted = predict_chunks(len(sentences), lambda start, end: [r["tags"] for r in predict(sentences[start:end])],
                                chunk_size=chunk_size, progress=progress, should_stop=should_stop)
+    if spans_data:  # IOB2 tags made here; a span no word could carry is a gold entity the model cannot find
+        metrics = entity_metrics(gold, predicted, unscored=report.dropped_types)
+        metrics.update(examples=len(sentences), scheme=IOB2)
+        metrics.update(data_report={**report.as_dict(), "dropped_types": dict(sorted(report.dropped_types.items())),
+                                    "dropped_scored_as": "false negatives"},
+                       skipped_rows={"empty_sentence": blank})
+        return metrics
     scheme = detect_scheme(gold)
     metrics = tag_metrics(gold, predicted) if scheme == PLAIN else entity_metrics(gold, predicted)
     metrics.update(examples=len(sentences), scheme=scheme)
-    if spans_data:
-        metrics.update(data_report=report.as_dict(), skipped_rows={"empty_sentence": blank})
     return metrics
 
 

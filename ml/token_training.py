@@ -11,7 +11,8 @@ and ETA code for both:
   and character spans instead: the tag set is IOB2 over the training spans' entity types, and each text becomes
   words and tags in :meth:`TokenTask.encode`, with the tokenizer's pre-tokenizer (``ml.token_data.span_sentence``);
   how many spans were snapped to word boundaries or dropped is reported (``summary()["data_report"]``, which the
-  loop records as ``metrics["data_report"]``);
+  loop records as ``metrics["data_report"]``); a validation sentence's dropped spans are false negatives of the
+  validation metrics, as in an evaluate job (``ml.token_evaluation``);
 - **split by sentence** (``validation_split``), or a separate validation dataset, *before* windowing, so that no
   sentence has windows on both sides;
 - **encode**: each sentence's windows (``ml.token_data.word_windows``: a sentence longer than ``max_length`` is split
@@ -29,6 +30,7 @@ Metric keys: ``f1`` (the default early-stopping metric), ``precision``, ``recall
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -189,6 +191,8 @@ class TokenTask:
         self.config = config
         self.texts: list[SpanTexts] = []  # span data: the training texts, then the validation dataset's
         self.data_report: dict[str, Any] = {}
+        # span data: per sentence, the entity types of its spans no word could carry (false negatives when scored)
+        self.dropped: list[Counter] = []
         if validation_rows is None:
             self.train_sentences, self.val_sentences, _ = split_indices(
                 list(range(n)), float(getattr(config, "validation_split", 0.0) or 0.0), int(config.seed))
@@ -250,7 +254,7 @@ class TokenTask:
     def _words_from_spans(self, tokenizer: Any, check_stop: Callable[[], None] | None) -> None:
         """Span data -> ``words`` / ``tags`` (IOB2) with the tokenizer's words, and ``data_report``: the training
         data's spans read, snapped and dropped (and the validation dataset's under ``validation``)."""
-        self.words, self.tags, self.data_report = [], [], {}
+        self.words, self.tags, self.data_report, self.dropped = [], [], {}, []
         for part, texts in zip(("train", "validation"), self.texts):
             report = SpanReport()
             for i, (text, spans) in enumerate(zip(texts.texts, texts.spans)):
@@ -259,6 +263,7 @@ class TokenTask:
                 words, tags, alignment = span_sentence(tokenizer, text, spans)
                 self.words.append(words)
                 self.tags.append(tags)
+                self.dropped.append(alignment.dropped_types)
                 report.add(len(spans), alignment)
             if part == "train":
                 self.data_report.update(report.as_dict())
@@ -306,7 +311,10 @@ class TokenTask:
             metrics = {"f1": m["accuracy"], "precision": m["accuracy"], "recall": m["accuracy"],
                        "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
         else:
-            m = entity_metrics(gold, pred)
+            unscored: Counter = Counter()  # span data's dropped spans: gold entities no prediction can find
+            for s in sentences if self.dropped else ():
+                unscored.update(self.dropped[s])
+            m = entity_metrics(gold, pred, unscored=unscored)
             per_type = m["per_type"]
             present = [v["f1"] for v in per_type.values() if v["support"]]
             metrics = {k: m[k] for k in ("f1", "precision", "recall", "accuracy")}

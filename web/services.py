@@ -309,28 +309,36 @@ def _check_quota(session, user: Principal, *, lock: bool = True) -> None:
         )
 
 
-def _check_training_work(request: TrainRequest, rows: int, validation_rows: int | None = None,
-                         per_row: int = 1) -> None:
-    """Token work bounded by MAX_TRAINING_WORK, so one request cannot hold a worker for days: epochs x rows x
-    max_length of training, plus evaluations x validation rows x max_length (a forward pass: a third of a step's
-    cost), so a huge validation set evaluated every step is bounded too. ``per_row``: the sequences one row is
-    encoded as (``TaskType.work_per_row``: a multiple-choice row's choices), which multiply both."""
+def _check_training_work(request: TrainRequest, rows: int, sequences: int, validation_rows: int | None = None,
+                         validation_sequences: int | None = None) -> None:
+    """Token work bounded by MAX_TRAINING_WORK, so one request cannot hold a worker for days: epochs x sequences x
+    max_length of training, plus evaluations x validation sequences x max_length (a forward pass: a third of a
+    step's cost), so a huge validation set evaluated every step is bounded too. ``sequences``: what the training
+    dataset's ``rows`` encode as (``TaskType.training_sequences``: a row each, a multiple-choice row's choices, a
+    question's windows); ``validation_sequences`` the same of a separate validation dataset of ``validation_rows``
+    (None: the split of the training data)."""
     limit = context.settings().max_training_work
-    train = request.epochs * rows * request.max_length * per_row
+    train = request.epochs * sequences * request.max_length
     if validation_rows is None:
         validation_rows = round(rows * request.validation_split)
+        validation_sequences = round(sequences * request.validation_split)
     steps = request.epochs * math.ceil(max(rows - validation_rows, 1) / request.batch_size)
     evaluations = request.epochs if request.eval_steps is None else steps // request.eval_steps + 1
-    evaluation = evaluations * validation_rows * request.max_length * per_row // 3
+    evaluation = evaluations * (validation_sequences or 0) * request.max_length // 3
     work = train + evaluation
     if work > limit:
-        sequences = f" x {per_row} sequences per row" if per_row > 1 else ""
+        if sequences == rows:
+            what = f"epochs x rows x max_length = {request.epochs} x {rows} x {request.max_length} = {train:,}"
+        else:  # a multiple-choice row's choices, a question's windows
+            what = (f"epochs x sequences x max_length = {request.epochs} x {sequences} x {request.max_length} = "
+                    f"{train:,} (the {rows:,} rows encode as at least {sequences:,} sequences)")
+        validated = (f"{validation_rows} rows" if validation_sequences == validation_rows
+                     else f"{validation_sequences:,} sequences")
         raise ApiError(
             422, "training_too_large",
-            f"epochs x rows x max_length{sequences} = {request.epochs} x {rows} x {request.max_length}"
-            f"{f' x {per_row}' if per_row > 1 else ''} = {train:,}, plus "
-            f"{evaluations} evaluation(s) of {validation_rows} rows ({evaluation:,}), exceeds the limit of {limit:,} "
-            "(MAX_TRAINING_WORK): use fewer epochs or evaluations, a shorter max_length or less data",
+            f"{what}, plus {evaluations} evaluation(s) of {validated} "
+            f"({evaluation:,}), exceeds the limit of {limit:,} (MAX_TRAINING_WORK): use fewer epochs or evaluations, "
+            "a shorter max_length or less data",
         )
 
 
@@ -354,12 +362,18 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
         validation = None
         if request.validation_dataset_id is not None:
             validation = _visible_row(session, Dataset, request.validation_dataset_id, user, "validation dataset")
-        _check_training_work(request, dataset.row_count, validation.row_count if validation is not None else None,
-                             task_types.get(request.task_type).work_per_row(request, dataset.columns))
+        kind = task_types.get(request.task_type)
         try:
             check_column_names(dataset.columns, request)  # from the stored column list: no row read yet
             if validation is not None:
                 check_column_names(validation.columns, request)
+            # the work before the rows are checked: a task type that counts sequences by reading the rows (a
+            # question's windows) reads them without a tokenizer
+            sequences = kind.training_sequences(request, dataset.columns, dataset.row_count, _lazy_rows(dataset))
+            validation_sequences = None if validation is None else kind.training_sequences(
+                request, validation.columns, validation.row_count, _lazy_rows(validation))
+            _check_training_work(request, dataset.row_count, sequences,
+                                 validation.row_count if validation is not None else None, validation_sequences)
             # one streaming pass per dataset: memory bounded by a line and the label counts, not by the rows
             counts = check_training_columns(open_rows(dataset.content, dataset.format), request)
             if validation is not None:
@@ -465,28 +479,14 @@ def _check_input_kind(request: ClassifyRequest | PredictRequest, model_params: d
 
 
 def _default_text_columns(request: ClassifyRequest, model: TrainedModel) -> ClassifyRequest:
-    """Columns a dataset job leaves out are read as the model was trained: its text column or its
-    ``text_template``, and for a pair model its ``text_pair_column``. 422 ``missing_column`` when the model records
-    no text column (an imported model); the completed request is validated again (e.g. ``id_column`` must differ
-    from the model's text column)."""
-    params = model.params or {}
-    update: dict = {}
-    if params.get("question_column") is not None:  # a QA model reads its question and context columns as the pair
-        update = {"text_column": request.text_column or params["question_column"],
-                  "text_pair_column": request.text_pair_column or params["context_column"]}
-        return validate(ClassifyRequest, {**request.model_dump(exclude_none=True), **update})
-    if request.text_column is None and request.text_template is None:
-        if params.get("text_template") is not None:
-            update["text_template"] = params["text_template"]
-        elif params.get("text_column") is not None:
-            update["text_column"] = params["text_column"]
-        elif params.get("tokens_column") is not None:  # a token model reads its tokens column (JSON arrays of words)
-            update["text_column"] = params["tokens_column"]
-        else:
-            raise ApiError(422, "missing_column", f"give text_column: model {model.id} does not record the column "
-                           "it was trained on")
-    if request.text_pair_column is None and params.get("text_pair_column") is not None:
-        update["text_pair_column"] = params["text_pair_column"]
+    """Columns a dataset job leaves out are read as the model was trained (``TaskType.classify_columns``: its text
+    column or ``text_template``, its pair column, ...); 422 ``missing_column`` when the model records none (an
+    imported text model). The completed request is validated again (e.g. ``id_column`` must differ from the model's
+    text column)."""
+    try:
+        update = task_types.of_params(model.params).classify_columns(request, model.id, model.params or {})
+    except task_types.RequestError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
     if not update:
         return request
     return validate(ClassifyRequest, {**request.model_dump(exclude_none=True), **update})
@@ -522,11 +522,16 @@ def start_evaluation(user: Principal, request: EvaluateRequest) -> dict:
         model = _usable_model(session, user, request)
         dataset = _visible_row(session, Dataset, request.dataset_id, user, "dataset")
         kind = task_types.of_params(model.params)  # the job follows its model's task type
+        own_columns = request.task_columns()  # columns only some task types read: the model's must be one
+        unread = [name for name in own_columns if name not in kind.request_fields]
+        if unread:
+            raise ApiError(422, "invalid_columns", f"{' and '.join(unread)} do(es) not apply to model {model.id}, a "
+                           f"{kind.name} model")
         try:
             plan = kind.plan_evaluation(
                 model.family, model.tasks, model.params, text_column=request.text_column,
                 text_pair_column=request.text_pair_column, label_column=request.label_column,
-                label_columns=request.label_columns, dataset_columns=dataset.columns)
+                label_columns=request.label_columns, dataset_columns=dataset.columns, **own_columns)
             # a token model on a dataset of texts, or the reverse: said so before any missing column is named
             mismatch = kind.dataset_mismatch(dataset.columns, _list_columns(dataset), plan.columns, model.params)
             if mismatch:

@@ -21,9 +21,11 @@ What a task type declares (see :class:`TaskType`):
 - evaluation: its truth per dataset row (:meth:`TaskType.plan_evaluation`) and which datasets can give it
   (:meth:`TaskType.dataset_mismatch`);
 - where the built-in text logic does not fit (question answering, multiple choice): a training request's columns
-  (:meth:`TaskType.resolve_columns`: defaults and checks before any data is read; :meth:`TaskType.dataset_columns`:
-  what a given dataset is read by; :meth:`TaskType.work_per_row`: how many sequences a row becomes) and a classify
-  job's inputs (:meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`);
+  (:meth:`TaskType.resolve_columns`: defaults and checks before any data is read; :meth:`TaskType.text_columns`:
+  the columns its inputs are built from; :meth:`TaskType.dataset_columns`: what a given dataset is read by;
+  :meth:`TaskType.training_sequences`: how many sequences training on a dataset encodes) and a classify job's
+  inputs (:meth:`TaskType.classify_columns`: the columns a dataset job reads by default;
+  :meth:`TaskType.check_classify_dataset`, :meth:`TaskType.classify_inputs`);
 - what a classify request may send a model of it (:meth:`TaskType.check_classify_request`: its own rules;
   :meth:`TaskType.misdirected`: the error for its own inputs and result options sent to a model of another task
   type; :func:`check_classify_request` walks them all), whether a dataset's cells are JSON word lists
@@ -142,15 +144,29 @@ class TaskType:
         (text and token classification)."""
         return False
 
+    def text_columns(self, config: Any) -> list[str]:
+        """Every column a training config's (``core.options.TrainConfig``) inputs are built from, as the request
+        names them (``TrainConfig.text_columns`` asks this). By default (text classification): the text column or
+        the template's columns, then the pair column."""
+        from core.options import template_columns  # lazily: core.options imports this package
+
+        columns = template_columns(config.text_template) if config.text_template else [config.text_column]
+        return [*columns, *([config.text_pair_column] if config.text_pair_column else [])]
+
     def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
         """(text columns, label columns) that training on a dataset with ``columns`` reads (checked to exist before
         any row is read; a task type whose defaults depend on the dataset resolves them here)."""
         return config.text_columns(), list(config.label_columns)
 
-    def work_per_row(self, config: Any, columns: Sequence[str]) -> int:
-        """How many sequences one training row of a dataset with ``columns`` is encoded as, at most (what the
-        training-work limit multiplies rows by): 1 unless a task type encodes more."""
-        return 1
+    def training_sequences(self, config: Any, columns: Sequence[str], row_count: int,
+                           rows: Iterable[Mapping[str, Any]]) -> int:
+        """How many sequences (encoder inputs of at most ``max_length`` tokens) training ``config`` on a dataset of
+        ``row_count`` rows with ``columns`` encodes per epoch (a lower bound where only a tokenizer could say): what
+        the training-work limit (``MAX_TRAINING_WORK``) counts, before any job is queued. ``rows``: the dataset's
+        rows, streamed (loaded only when iterated), for a task type whose rows become a number of sequences only
+        they tell (question answering's windows); it must not need a tokenizer. Raises
+        ``core.datasets.DatasetError`` (422) for a row it cannot read. By default one sequence per row."""
+        return row_count
 
     def check_training_rows(self, rows: Any, config: Any, *, known: Mapping[str, set[str]] | None = None
                             ) -> dict[str, Any]:
@@ -166,9 +182,29 @@ class TaskType:
                                rows: Iterable[Mapping[str, str]] | None = None) -> bool:
         """Check a classify request that reads a dataset with ``columns`` (``core.specs.ClassifyRequest``) against
         the model's ``params`` (and its ``rows``, streamed, when the task type must read them); raise
-        ``core.datasets.DatasetError`` (422) when it cannot be read. Return True when done, False to leave it to the
-        web's text-column defaults and checks."""
+        ``core.datasets.DatasetError`` (422) when it cannot be read. Return True when done, False to leave the
+        columns to the web's text-column defaults and checks (:meth:`classify_columns`) -- after checks of its own,
+        or none."""
         return False
+
+    def classify_columns(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> dict[str, Any]:
+        """The columns a dataset classify request (``core.specs.ClassifyRequest``) leaves out, read as the model
+        (``model_id``, trained with ``model_params``) was trained: ``{field: column}`` to complete the request with
+        (empty: nothing to add). By default (text classification): its text column or ``text_template``, and for a
+        pair model its ``text_pair_column``; :class:`RequestError` ``missing_column`` when the model records no
+        text column (an imported model)."""
+        update: dict[str, Any] = {}
+        if request.text_column is None and request.text_template is None:
+            if model_params.get("text_template") is not None:
+                update["text_template"] = model_params["text_template"]
+            elif model_params.get("text_column") is not None:
+                update["text_column"] = model_params["text_column"]
+            else:
+                raise RequestError("missing_column", f"give text_column: model {model_id} does not record the "
+                                   "column it was trained on")
+        if request.text_pair_column is None and model_params.get("text_pair_column") is not None:
+            update["text_pair_column"] = model_params["text_pair_column"]
+        return update
 
     def classify_inputs(self, request: Any, dataset: tuple[bytes, str] | None,
                         model_params: Mapping[str, Any]) -> Any:

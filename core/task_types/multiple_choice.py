@@ -10,7 +10,9 @@ Training data (column names settable, defaults in brackets):
   holding a JSON array of strings. A row may have fewer choices than another (at least :data:`MIN_CHOICES`):
   numbered columns are read up to the first empty cell, and a filled cell after an empty one is refused (the
   positions would shift); the model pads and masks the missing ones, never scoring them;
-- ``label_column`` [``label``]: the right choice, as its 0-based position (an integer cell) or as its text.
+- ``label_column`` [``label``]: the right choice, as its 0-based position (an integer cell) or as its text; a cell
+  that is a position and the text of another choice (choices that are numbers) is refused, never guessed
+  (:func:`label_index`).
 
 Each (context [+ question], choice) pair is encoded as ``[CLS] context [SEP] question choice [SEP]`` and scored with
 one logit; a softmax across the row's choices picks one. Metrics (:func:`choice_metrics`): ``accuracy`` (the
@@ -191,21 +193,34 @@ def classify_layout(columns: Sequence[str], request: Any, model_params: Mapping[
 
 
 def label_index(cell: Any, choices: Sequence[str], number: int, column: str | None = DEFAULT_LABEL) -> int:
-    """A label cell as a choice position (see :meth:`Layout.label`); 422 ``invalid_label`` otherwise."""
+    """A label cell as a choice position (see :meth:`Layout.label`): an integer cell (``2``, or ``2.0``) is a 0-based
+    position, any other cell the text of exactly one choice (compared without surrounding whitespace). When the
+    choices are numbers themselves, an integer cell may be both: read as the position it names when that choice is
+    also the one whose text it is (or no choice's text is it), as the choice whose text it is when it names no
+    position; a cell that names one position and is the text of another is refused (``ambiguous_label``, both
+    readings) rather than guessed. 422 ``invalid_label`` for a cell that names no choice."""
     text = "" if cell is None else str(cell).strip()
     if not text:
         raise _error(f"row {number}: the label cell ({column!r}) is empty", "invalid_label")
+    matches = [i for i, choice in enumerate(choices) if choice.strip() == text]
     if re.fullmatch(r"[+-]?\d+(\.0*)?", text):  # "2", or "2.0" as a spreadsheet or pandas writes it
         sign, digits = ("-" if text[0] == "-" else ""), text.lstrip("+-").split(".")[0].lstrip("0") or "0"
         # a position has a few digits: a longer integer is out of range without being converted (int() refuses
         # past 4300 digits) and is shown cut short
         index = int(sign + digits) if len(digits) <= MAX_LABEL_DIGITS else None
-        if index is None or not 0 <= index < len(choices):
+        if index is not None and 0 <= index < len(choices):
+            others = [i for i in matches if i != index]
+            if others:
+                raise _error(f"row {number}: label {text[:60]!r} is ambiguous: it is position {index} (choice "
+                             f"{choices[index][:60]!r}) and the text of the choice at position {others[0]}: give the "
+                             "right choice's text, or positions with choices that are not numbers", "ambiguous_label")
+            return index
+        if len(matches) == 1:  # no position: the one choice of that text (choices "10", "20", "30", label "20")
+            return matches[0]
+        if not matches:
             shown = sign + (digits if index is not None else f"{digits[:20]}... ({len(digits)} digits)")
             raise _error(f"row {number}: label {shown} is out of range: the row has {len(choices)} choices "
                          f"(positions 0 to {len(choices) - 1})", "invalid_label")
-        return index
-    matches = [i for i, choice in enumerate(choices) if choice.strip() == text]
     if len(matches) != 1:
         what = "matches no choice" if not matches else "matches several choices"
         raise _error(f"row {number}: label {text[:60]!r} {what}: give the right choice's position or its exact text",
@@ -435,17 +450,24 @@ class MultipleChoice(TaskType):
         check_config(config)
         return True
 
-    def work_per_row(self, config: Any, columns: Sequence[str]) -> int:
-        """One sequence per choice: the numbered choice columns, or :data:`MAX_CHOICES` for a list column (its rows'
-        lengths are not known before they are read); a layout that does not resolve is refused later, by the
+    def text_columns(self, config: Any) -> list[str]:
+        """The columns the request names (context, question, choices); its defaults depend on the dataset
+        (:meth:`dataset_columns`)."""
+        return [c for c in (config.context_column, config.question_column, *(config.choice_columns or ()),
+                            config.choices_column) if c is not None]
+
+    def training_sequences(self, config: Any, columns: Sequence[str], row_count: int,
+                           rows: Iterable[Mapping[str, Any]]) -> int:
+        """One sequence per choice of every row: the numbered choice columns, or :data:`MAX_CHOICES` for a list
+        column (the most a row may have: its rows are not read here); a layout that does not resolve is refused by the
         column checks."""
         from core.datasets import DatasetError
 
         try:
             layout = config_layout(columns, config)
         except DatasetError:
-            return 1
-        return len(layout.choice_columns) if layout.choice_columns is not None else MAX_CHOICES
+            return row_count
+        return row_count * (len(layout.choice_columns) if layout.choice_columns is not None else MAX_CHOICES)
 
     def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
         """The layout's columns (:func:`config_layout`: defaults by what the dataset has; a 422 naming what does not

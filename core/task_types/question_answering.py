@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import re
 import string
-import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +95,12 @@ class Example:
     context: str
     answers: tuple[tuple[str, int], ...] = ()
     id: str | None = None
+    row: int | None = field(default=None, compare=False)  # its dataset row (1-based; a SQuAD file: 1): messages
+
+    @property
+    def where(self) -> str:
+        """Where it is in its dataset, for a message: ``row 300``, or ``row 1, question id 'q57'`` (a SQuAD file)."""
+        return f"row {self.row}" + (f", question id {self.id!r}" if self.id is not None else "")
 
     @property
     def answerable(self) -> bool:
@@ -110,27 +115,52 @@ def question_budget(max_length: int, doc_stride: int) -> int:
 _PUNCTUATION = frozenset(string.punctuation)  # ASCII: what a BERT tokenizer always splits off, what SQuAD drops
 
 
-def min_question_tokens(text: str) -> int:
+# BERT's whitespace (the tokenizer drops \v, \f... as controls) and the ASCII punctuation it always splits off
+_WHITESPACE = "\t\n\r \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"  # \t \n \r and Unicode's Zs
+_ASCII_PUNCTUATION = r"!-/:-@\[-`{-~"
+# a punctuation character, or a run between whitespace and punctuation that holds a letter or digit ([^\W_]: what
+# str.isalnum() accepts): each is at least one token
+_MIN_TOKEN = re.compile(f"[{_ASCII_PUNCTUATION}]|[^{_WHITESPACE}{_ASCII_PUNCTUATION}\\w]*[^\\W_]"
+                        f"[^{_WHITESPACE}{_ASCII_PUNCTUATION}]*")
+
+
+def min_tokens(text: str) -> int:
     """A lower bound on the tokens a BERT-family tokenizer makes of ``text``, torch-free (the web and the data checks
     have no tokenizer): every ASCII punctuation character is a token of its own, and every run of letters or digits
     between whitespace and such punctuation is at least one (a word piece or ``[UNK]``). Characters the tokenizer
     may drop or glue to a word (accents, controls, symbols) count for nothing, so this never says more than the
-    tokenizer's count (``ml.qa_features.check_lengths`` counts exactly, later)."""
-    count, in_word = 0, False
-    for char in text:
-        if char in _PUNCTUATION:
-            count, in_word = count + 1, False
-        elif char in "\t\n\r" or unicodedata.category(char) == "Zs":  # its whitespace (it drops \v, \f...)
-            in_word = False
-        elif char.isalnum() and not in_word:
-            count, in_word = count + 1, True
-    return count
+    tokenizer's count (``ml.qa_features.check_lengths`` counts exactly, later). One regular expression, so a context
+    of a million characters is counted in milliseconds."""
+    return len(_MIN_TOKEN.findall(text))
+
+
+def min_windows(question_tokens: int, context_tokens: int, max_length: int, doc_stride: int) -> int:
+    """A lower bound on the windows a question and its context become (``ml.qa_features.make_windows``), from lower
+    bounds on their tokens (:func:`min_tokens`): a window holds at most ``max_length - 3 - question_tokens``
+    context tokens and the next starts ``doc_stride`` tokens before its end, so ``1 + ceil((context - room) / (room -
+    doc_stride))`` windows, at least; 1 when the question leaves no room (it is refused by its own check)."""
+    room = max_length - SPECIAL_TOKENS - question_tokens
+    if context_tokens <= room or room <= doc_stride:
+        return 1
+    return 1 + -(-(context_tokens - room) // (room - doc_stride))
+
+
+def min_training_windows(examples: Iterable[Example], max_length: int, doc_stride: int) -> int:
+    """A lower bound on the windows training on ``examples`` encodes per epoch (the sum of :func:`min_windows`),
+    torch-free and tokenizer-free: what the training-work limit counts. A context shared by consecutive questions
+    (a SQuAD paragraph, or rows repeating it) is counted once."""
+    total, last_context, context_tokens = 0, None, 0
+    for example in examples:
+        if example.context is not last_context and example.context != last_context:
+            last_context, context_tokens = example.context, min_tokens(example.context)
+        total += min_windows(min_tokens(example.question), context_tokens, max_length, doc_stride)
+    return total
 
 
 def question_too_long(question: str, max_length: int, doc_stride: int) -> str | None:
     """Why ``question`` cannot fit windows of ``max_length`` overlapping by ``doc_stride`` (as "has at least N tokens:
-    ..."), or None when it may (:func:`min_question_tokens` is a lower bound: only a surely too long one is named)."""
-    budget, length = question_budget(max_length, doc_stride), min_question_tokens(question)
+    ..."), or None when it may (:func:`min_tokens` is a lower bound: only a surely too long one is named)."""
+    budget, length = question_budget(max_length, doc_stride), min_tokens(question)
     if length <= budget:
         return None
     return (f"has at least {length} tokens: with max_length {max_length} and doc_stride {doc_stride} a question may "
@@ -243,7 +273,7 @@ def _squad_examples(cell: Any, number: int, budget: tuple[int, int] | None) -> I
                 question = _question(qa.get("question"), number, budget)
                 answers = () if qa.get("is_impossible") else parse_answers(qa.get("answers") or [], context, number)
                 qid = qa.get("id")
-                yield Example(question, context, answers, None if qid is None else str(qid))
+                yield Example(question, context, answers, None if qid is None else str(qid), number)
 
 
 def _question(value: Any, number: int, budget: tuple[int, int] | None) -> str:
@@ -272,7 +302,8 @@ def read_examples(rows: Iterable[Mapping[str, Any]], columns: Columns,
             answers = () if blank else check_answers([text], [start], context, number)
         else:
             answers = parse_answers(row.get(columns.answers, ""), context, number)
-        yield Example(question, context, answers, None if row.get("id") in (None, "") else str(row.get("id")))
+        yield Example(question, context, answers, None if row.get("id") in (None, "") else str(row.get("id")),
+                      number)
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -477,6 +508,32 @@ class QuestionAnswering(TaskType):
             if too_long:
                 raise RequestError("question_too_long", f"question {number} {too_long}")
 
+    def classify_columns(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> dict[str, Any]:
+        """A dataset job reads its question column as the text and its context column as the pair: the request's
+        ``text_column`` / ``text_pair_column``, else the model's question and context columns (an imported model
+        records none: the defaults)."""
+        return {"text_column": request.text_column or model_params.get("question_column") or DEFAULT_QUESTION_COLUMN,
+                "text_pair_column": (request.text_pair_column or model_params.get("context_column")
+                                     or DEFAULT_CONTEXT_COLUMN)}
+
+    def check_classify_dataset(self, columns: Sequence[str], request: Any, model_params: Mapping[str, Any],
+                               rows: Iterable[Mapping[str, str]] | None = None) -> bool:
+        """Every question of the dataset (``rows``, streamed) checked against the model's windows before the job is
+        queued: one surely too long (:func:`question_too_long`) is a 422 ``question_too_long`` naming its row, not a
+        failed job. Returns False: the question and context columns are then defaulted and checked as text columns
+        are (:meth:`classify_columns`; a missing one is named there, so it is not read here)."""
+        windows = serving_windows(model_params)
+        read = self.classify_columns(request, getattr(request, "model_id", None), model_params)
+        question_column = read["text_column"]
+        if windows is None or rows is None or any(c not in columns for c in read.values()):
+            return False
+        for number, row in enumerate(rows, start=1):
+            question = row.get(question_column)
+            too_long = isinstance(question, str) and question.strip() and question_too_long(question, *windows)
+            if too_long:
+                raise _error(f"row {number}: the question {too_long}", "question_too_long")
+        return False
+
     def misdirected(self, request: Any, model_id: Any, model_task_type: str) -> RequestError | None:
         """``questions``, ``top_k`` and ``max_answer_length`` are for question-answering models only."""
         if request.with_questions:
@@ -513,8 +570,20 @@ class QuestionAnswering(TaskType):
         config.label_columns, config.label_column = [config.answers_column], config.answers_column
         return True
 
+    def text_columns(self, config: Any) -> list[str]:
+        """The question and context columns (a nested SQuAD file's ``data`` column: :meth:`dataset_columns`)."""
+        return [config.question_column, config.context_column]
+
     def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
         return Columns.of(config).in_dataset(columns)
+
+    def training_sequences(self, config: Any, columns: Sequence[str], row_count: int,
+                           rows: Iterable[Mapping[str, Any]]) -> int:
+        """The windows of every question, at least (:func:`min_training_windows`: characters counted into tokens
+        by a lower bound, no tokenizer), read from the rows: a row is one question, or a whole SQuAD file; a
+        context of a million characters is hundreds of windows. A malformed row is the same 422 the row checks
+        give."""
+        return min_training_windows(read_examples(rows, Columns.of(config)), config.max_length, config.doc_stride)
 
     def check_training_rows(self, rows: Iterable[Mapping[str, str]], config: Any, *,
                             known: Mapping[str, set[str]] | None = None) -> dict[str, Counter]:
@@ -547,12 +616,16 @@ class QuestionAnswering(TaskType):
 
     def dataset_mismatch(self, columns: Sequence[str], list_columns: Collection[str],
                          used: Sequence[str] = (), model_params: Mapping[str, Any] | None = None) -> str | None:
-        """A QA dataset has the model's question and context columns holding texts (not token lists) and its
-        answers (or a nested SQuAD ``data`` column); missing columns of a plan are named by the caller."""
+        """A QA dataset has the question and context columns holding texts (not token lists) and its answers (or a
+        nested SQuAD ``data`` column): a plan's (``used``, the request's names) or else the model's; missing columns
+        of a plan are named by the caller."""
         params = model_params or {}
-        source = Columns(params.get("context_column") or DEFAULT_CONTEXT_COLUMN,
-                         params.get("question_column") or DEFAULT_QUESTION_COLUMN,
-                         params.get("answers_column") or DEFAULT_ANSWERS_COLUMN)
+        if len(used) == 3:  # a plan's columns (QAEvaluationPlan.columns: question, context, answers): the request's
+            source = Columns(context=used[1], question=used[0], answers=used[2])
+        else:
+            source = Columns(params.get("context_column") or DEFAULT_CONTEXT_COLUMN,
+                             params.get("question_column") or DEFAULT_QUESTION_COLUMN,
+                             params.get("answers_column") or DEFAULT_ANSWERS_COLUMN)
         texts, answers = source.in_dataset(columns)
         listed = [c for c in texts if c in list_columns]
         if listed:

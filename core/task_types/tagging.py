@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 OUTSIDE = "O"
@@ -155,6 +155,7 @@ class SpanAlignment:
     entities: list[Entity] = field(default_factory=list)
     snapped: int = 0  # spans whose ends fell inside a word or on spaces, widened or narrowed to word boundaries
     dropped: int = 0  # spans that covered no word, or that overlapped an earlier span once snapped
+    dropped_types: Counter = field(default_factory=Counter)  # the dropped spans' entity types (gold never tagged)
 
 
 def align_spans(word_offsets: Sequence[tuple[int, int]], spans: Iterable[tuple[int, int, str]]) -> SpanAlignment:
@@ -171,11 +172,9 @@ def align_spans(word_offsets: Sequence[tuple[int, int]], spans: Iterable[tuple[i
     for start, end, kind in sorted(spans, key=lambda s: (s[0], s[1])):
         first = bisect.bisect_right(ends, start)  # first word ending after the span starts
         last = bisect.bisect_left(starts, end) - 1  # last word starting before the span ends
-        if first > last:
+        if first > last or any(taken[first:last + 1]):
             result.dropped += 1
-            continue
-        if any(taken[first:last + 1]):
-            result.dropped += 1
+            result.dropped_types[kind] += 1
             continue
         if starts[first] != start or ends[last] != end:
             result.snapped += 1
@@ -195,9 +194,13 @@ def _prf(true_positives: int, predicted: int, actual: int) -> tuple[float, float
     return precision, recall, f1
 
 
-def entity_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
+def entity_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
+                   unscored: Mapping[str, int] | None = None) -> dict:
     """Entity-level micro precision / recall / F1 (exact span and type, as ``seqeval``'s default mode), the same per
     entity type with its support (gold entities), and token accuracy, over sentences of gold and predicted tags.
+    ``unscored``: gold entities per type that no tag could carry (span data's spans dropped on the way to words:
+    :class:`SpanAlignment`), counted in the support and so as false negatives -- a prediction can never find them,
+    and leaving them out would score a model on the easy spans only.
 
     Returns ``{"precision", "recall", "f1", "accuracy", "per_type": {type: {"precision", "recall", "f1",
     "support"}}, "support", "tokens"}``; every number on a 0-1 scale.
@@ -218,6 +221,7 @@ def entity_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[s
         gold_counts.update(e.type for e in gold_entities)
         pred_counts.update(e.type for e in pred_entities)
         hits.update(e.type for e in gold_entities & pred_entities)
+    gold_counts.update(unscored or {})
     per_type = {}
     for kind in sorted(set(gold_counts) | set(pred_counts)):
         precision, recall, f1 = _prf(hits[kind], pred_counts[kind], gold_counts[kind])

@@ -314,6 +314,18 @@ class TokenClassification(TaskType):
                                 "aggregation_strategy applies to token-classification models")
         return None
 
+    def text_columns(self, config: Any) -> list[str]:
+        """Span data: the text column; token lists: the tokens column."""
+        return [config.text_column] if reads_spans(config) else [config.tokens_column]
+
+    def classify_columns(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> dict[str, Any]:
+        """A model trained on token lists reads its tokens column (JSON arrays of words) as the text column; one
+        trained on span data its text column (text classification's rule)."""
+        if request.text_column is None and request.text_template is None and \
+                model_params.get("text_column") is None and model_params.get("tokens_column") is not None:
+            return {"text_column": model_params["tokens_column"]}
+        return super().classify_columns(request, model_id, model_params)
+
     def resolve_columns(self, config: Any) -> bool:
         """Span data (``spans_column`` with ``text_column``, default ``text``) or token lists (``tokens_column`` /
         ``tags_column``, default ``tokens`` / ``tags``); the spans or the tags are the one label column."""

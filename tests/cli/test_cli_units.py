@@ -198,3 +198,24 @@ def test_questions_need_one_context_each(monkeypatch):
     assert result.exit_code == 2 and "one --context per --question" in result.output
     result = CliRunner().invoke(main, ["classify", "-m", "1", "-q", "where?", "-c", "in Paris", "-t", "text"])
     assert result.exit_code == 2 and "exactly one of them" in result.output
+
+
+def test_evaluate_sends_a_qa_models_columns(monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.client import Client
+    from cli.main import main
+
+    bodies: list[dict] = []
+
+    def create_job(self, kind, body):
+        bodies.append(body)
+        return {"id": "j" * 16, "type": kind, "status": "queued", "progress": 0.0}
+
+    monkeypatch.setattr(Client, "create_job", create_job)
+    result = CliRunner().invoke(main, [
+        "--url", "http://127.0.0.1:9", "--json", "evaluate", "--model", "7", "--dataset", "5", "--context-column",
+        "passage", "--question-column", "query", "--answers-column", "gold"], env={"BERTQUEUE_TOKEN": None})
+    assert result.exit_code == 0, result.output
+    assert bodies[-1] == {"model_id": 7, "dataset_id": 5, "context_column": "passage", "question_column": "query",
+                          "answers_column": "gold"}

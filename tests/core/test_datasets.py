@@ -455,3 +455,32 @@ def test_json_named_json_lines_and_partly_filled_flag_rows():
     assert info.value.code == "invalid_label_value" and "row 2" in info.value.message
     unlabelled = parse_csv(b"text,a,b\nx,1.0,0.0\ny,,\nz,0,yes\n")
     assert check_training_columns(unlabelled, cfg("text", ["a", "b"], multi_label=True))["labels"] == {"a": 1, "b": 1}
+
+
+def test_a_pretty_printed_json_object_is_one_row_and_json_lines_still_read_line_by_line():
+    """A SQuAD file as ``json.dumps(indent=2)`` writes it: its first line only opens the object, so the whole file is
+    that one object (one row, its ``data`` a JSON cell); JSON Lines keep one row a line; a multi-line object followed
+    by more, or broken, is a 400 naming the line."""
+    import io as _io
+
+    from core.datasets import open_rows, scan_upload
+
+    squad = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "Bob flew to Paris.", "qas": [
+        {"id": "q1", "question": "where?", "answers": [{"text": "Paris", "answer_start": 12}]}]}]}]}
+    pretty = json.dumps(squad, indent=2).encode()
+    [row] = list(open_rows(pretty, "jsonl"))
+    assert json.loads(row["data"]) == squad["data"] and row["version"] == "v2.0"
+    for name in ("train-v2.0.json", None):
+        scan = scan_upload(_io.BytesIO(pretty), name)
+        assert (scan.format, scan.row_count, scan.columns) == ("jsonl", 1, ["version", "data"])
+    assert [r["a"] for r in open_rows(b'{"a": 1}\n{"a": 2}\n', "jsonl")] == ["1", "2"]
+    for content, fragment in [
+        (pretty + b"\n{\"a\": 1}\n", "line 26: a JSON object written over several lines must be the whole file"),
+        (b'{\n  "a": [1,\n', "invalid JSON"),
+        (b'{\n  "a": 1,\n  "a": 2\n}\n', "duplicate keys"),
+        (b'{\n  "a": NaN\n}\n', "NaN is not valid JSON"),
+        (b'{\n  "a": "\\u0000"\n}\n', "NUL"),
+    ]:
+        with pytest.raises(DatasetError) as caught:
+            list(open_rows(content, "jsonl"))
+        assert caught.value.code == "invalid_jsonl" and fragment in caught.value.message, caught.value.message

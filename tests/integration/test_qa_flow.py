@@ -136,3 +136,26 @@ def test_a_squad_file_trains(client, tiny_encoders):
         "dataset_id": dataset_id, "task_type": "question-answering", "encoder": str(tiny_encoders["bert"]),
         "epochs": 1, "max_length": 32, "doc_stride": 8, "validation_split": 0.25})
     assert job["metrics"]["questions"] == {"train": 12, "validation": 4}
+
+
+def test_a_question_too_long_for_the_tokenizer_names_its_row_across_chunks(client, tiny_encoders, monkeypatch):
+    """A question only the tokenizer finds too long (10 words of several word pieces: under the web's lower bound)
+    fails its classify and evaluate jobs naming its real row, 300, though the worker encodes 256 rows at a time
+    (the classify job's chunks are cut to 256 here; an evaluation's are 256)."""
+    import worker.jobs.classify as classify_job
+
+    monkeypatch.setattr(classify_job, "CLASSIFY_CHUNK", 256)
+    steps = ApiSteps(client)
+    job = steps.run_job("train", {
+        "dataset_id": steps.upload(qa_jsonl(qa_examples()), "qa.jsonl"), "task_type": "question-answering",
+        "encoder": str(tiny_encoders["bert"]), "epochs": 1, "max_length": 20, "doc_stride": 4,
+        "validation_split": 0.0})
+    rows = [{"question": "where did Bob fly ?", "context": "Bob flew to Paris.", "answers": [("Paris", 12)]}] * 299
+    rows.append({"question": " ".join(["zqxjvkw"] * 10), "context": "Bob flew to Paris.", "answers": []})
+    dataset_id = steps.upload(qa_jsonl(rows), "many.jsonl")
+    for kind in ("classify", "evaluate"):
+        response = client.post(f"/api/v1/jobs/{kind}", json={"model_id": job["model_id"], "dataset_id": dataset_id})
+        assert response.status_code == 202, response.get_json()
+        failed = wait_for_job(client, response.get_json()["id"])
+        assert failed["status"] == "failed" and failed["error"].startswith("row 300 has "), (kind, failed["error"])
+        assert "a question may have at most 12" in failed["error"]

@@ -74,21 +74,21 @@ def test_lengths_are_checked_before_any_window(tokenizer):
 
 
 def test_the_torch_free_token_count_never_exceeds_the_tokenizers(tokenizer):
-    """``min_question_tokens`` (what the web refuses a question by, without a tokenizer) is a lower bound on the
+    """``min_tokens`` (what the web refuses a question by, without a tokenizer) is a lower bound on the
     tokenizer's count, on random strings of what it splits, drops and glues (controls such as \\f, accents,
     symbols, CJK, no-break and ideographic spaces); exact on plain words and ASCII punctuation."""
-    from core.task_types.question_answering import min_question_tokens
+    from core.task_types.question_answering import min_tokens
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    assert min_question_tokens("where did Bob fly ?") == count("where did Bob fly ?") == 5
-    assert min_question_tokens("a.b,c!!") == count("a.b,c!!") == 7
+    assert min_tokens("where did Bob fly ?") == count("where did Bob fly ?") == 5
+    assert min_tokens("a.b,c!!") == count("a.b,c!!") == 7
     chars = "ab1 .,?-_\t\n\r\x0b\x0c\x1c\x85\u2028\u00a0\u3000\u200b\u0301\u00b2\u00e9\u6771\U0001F600\u00bf\u2014"
     rng = random.Random(0)
     for _ in range(2000):
         text = "".join(rng.choice(chars) for _ in range(rng.randint(0, 40)))
-        assert min_question_tokens(text) <= count(text), repr(text)
+        assert min_tokens(text) <= count(text), repr(text)
 
 
 # ------------------------------------------------------------------------------------ post-processing
@@ -146,3 +146,18 @@ def test_no_answer_only_when_allowed_and_best():
     span_heavy = ([0, 0, 9.0, 0, 0], [0, 0, 0, 9.0, 0], offsets)
     assert best_answers("hello world", [span_heavy], allow_no_answer=True)[0]["answer"] == "hello world"
     assert best_answers("hello world", [span_heavy], max_answer_length=1, top_k=2)[0]["answer"] in ("hello", "world")
+
+
+@pytest.mark.parametrize(("max_length", "doc_stride"), [(32, 8), (64, 16), (384, 128)])
+def test_the_training_work_estimate_never_exceeds_the_real_windows(tokenizer, max_length, doc_stride):
+    """``min_training_windows`` (what MAX_TRAINING_WORK counts, no tokenizer) is a lower bound on make_windows'
+    windows, and not a loose one on plain words."""
+    from core.task_types.question_answering import Example, min_training_windows
+
+    rng = random.Random(3)
+    examples = [Example("which word, " * rng.randint(0, 3) + "?", _context(rng.randint(1, 400), seed=i))
+                for i in range(30)] + [Example("who?", "Bob, Ann & co. ran -- fast!! " * 40)]
+    real = len(make_windows(tokenizer, [e.question for e in examples], [e.context for e in examples], max_length,
+                            doc_stride))
+    estimate = min_training_windows(examples, max_length, doc_stride)
+    assert estimate <= real and estimate >= real // 3, (estimate, real)

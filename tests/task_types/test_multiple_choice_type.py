@@ -165,3 +165,20 @@ def test_a_label_of_many_digits_is_out_of_range_without_converting_it(cell, show
         label_index(cell, ["a", "b"], 3)
     assert raised.value.code == "invalid_label" and f"row 3: {shown}" in raised.value.message
     assert label_index("0" * 5000 + "1", ["a", "b"], 3) == 1
+
+
+def test_a_numeric_label_among_numeric_choices_is_read_or_refused_never_guessed():
+    """Choices that are numbers: a label naming a position that holds its own text, or naming no position but one
+    choice's text, has one reading; one that is a position and another choice's text is refused with both."""
+    from core.task_types.multiple_choice import label_index
+
+    assert label_index("1", ["0", "1", "2"], 4) == 1  # position 1 is the choice "1": the same reading
+    assert label_index("2", ["a", "b", "c"], 4) == 2  # no choice is a number: a position
+    assert label_index("20", ["10", "20", "30"], 4) == 1  # no position 20: the choice "20"
+    with pytest.raises(DatasetError) as caught:
+        label_index("1", ["2", "0", "1"], 4)
+    assert caught.value.code == "ambiguous_label" and caught.value.message.startswith(
+        "row 4: label '1' is ambiguous: it is position 1 (choice '0') and the text of the choice at position 2")
+    with pytest.raises(DatasetError) as caught:
+        label_index("1.0", ["x", "y", "1.0"], 4)
+    assert caught.value.code == "ambiguous_label"

@@ -211,3 +211,41 @@ def test_an_imported_qa_checkpoint_takes_start_and_end_whatever_id2label_says():
     ner_leftover = {"id2label": {"0": "O", "1": "B-PER", "2": "I-PER"}, "num_labels": 3}
     assert import_labels(ner_leftover, "question-answering") == ["start", "end"]
     assert import_labels({"num_labels": 1, "problem_type": "regression"}, "question-answering") == ["start", "end"]
+
+
+def test_min_tokens_is_the_documented_lower_bound():
+    """The regular expression counts exactly what the rule in its docstring says (a character loop), on random
+    strings of every kind of character BERT treats differently: whitespace, ASCII punctuation, letters and digits
+    of any script, symbols, accents, controls."""
+    import random
+    import string
+    import unicodedata
+
+    from core.task_types.question_answering import min_tokens
+
+    def by_hand(text: str) -> int:
+        count, in_word = 0, False
+        for char in text:
+            if char in string.punctuation:
+                count, in_word = count + 1, False
+            elif char in "\t\n\r" or unicodedata.category(char) == "Zs":
+                in_word = False
+            elif char.isalnum() and not in_word:
+                count, in_word = count + 1, True
+        return count
+
+    alphabet = list("ab1_ \t\n\r\v\f.,!?-'\"\u00a0\u2003\u3000\u00e9\u20ac\u0301\x00\u200b\u4e2d\u0663\u00b2\u2160")
+    rng = random.Random(0)
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        assert min_tokens(text) == by_hand(text), repr(text)
+
+
+def test_the_training_windows_of_a_long_context_and_of_many_questions():
+    from core.task_types.question_answering import min_training_windows, min_windows
+
+    assert min_windows(2, 59, 64, 16) == 1 and min_windows(2, 60, 64, 16) == 2  # room 59, then 43 more a window
+    assert min_windows(2, 200_000, 64, 16) == 1 + -(-(200_000 - 59) // 43)
+    assert min_windows(60, 10_000, 64, 16) == 1  # no room: the question is refused by its own check
+    paragraph = Example("who?", CONTEXT, (("1889", 46),))
+    assert min_training_windows([paragraph] * 3000, 64, 16) == 3000

@@ -69,9 +69,52 @@ def _mentions(path: Path) -> list[str]:
     return found
 
 
+# the data columns only some task types read: a shared module that reads one branches on a task type in disguise
+TASK_COLUMNS = {"tokens_column", "tags_column", "spans_column", "context_column", "question_column", "answers_column",
+                "choice_columns", "choices_column"}
+# where a shared module may still name them: core.options' list of the data fields checked against request_fields
+FIELD_LISTS = {"_DATA_FIELDS"}
+
+
+def _column_reads(path: Path) -> list[str]:
+    """Where ``path``'s code reads a column only some task types have (``x.question_column``, ``params.get(
+    "context_column")``): those decisions belong to the task types' hooks (``TaskType.text_columns``,
+    ``TaskType.classify_columns``, ...). Declaring the field (a class body's annotation) is no read."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in FIELD_LISTS for t in node.targets):
+            skip.update(id(n) for n in ast.walk(node))
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Attribute) and node.attr in TASK_COLUMNS:
+            found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.Constant) and node.value in TASK_COLUMNS:
+            found.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    return found
+
+
 @pytest.mark.parametrize("path", SHARED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shared_module_names_no_task_type(path):
     assert _mentions(path) == []
+
+
+@pytest.mark.parametrize("path", SHARED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shared_module_reads_no_task_type_column(path):
+    """``web.services``' dataset-job defaults and ``TrainConfig.text_columns`` once branched on a QA model's
+    ``question_column`` or a request's ``answers_column`` / ``context_column``: each task type declares its own."""
+    assert _column_reads(path) == []
+
+
+def test_the_check_finds_a_column_branch(tmp_path):
+    source = tmp_path / "services.py"
+    source.write_text("_DATA_FIELDS = ('question_column',)\n"
+                      "def f(params, config):\n"
+                      "    if params.get('question_column') is not None or config.answers_column:\n"
+                      "        return 1\n")
+    assert len(_column_reads(source)) == 2
 
 
 def test_the_check_finds_a_name_compare(tmp_path):

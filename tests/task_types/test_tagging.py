@@ -177,3 +177,17 @@ def test_conll_round_trip_and_detection():
     assert looks_like_conll(text)
     assert not looks_like_conll("text,label\nhello,pos\n")
     assert not looks_like_conll('{"tokens": ["a"]}\n')
+
+
+def test_spans_dropped_on_the_way_to_words_are_false_negatives():
+    """A gold span no word could carry (``align_spans`` dropped it) stays in the support of its type: the model is
+    scored against every gold entity, not only those the words could hold."""
+    from core.task_types.tagging import align_spans, entity_metrics
+
+    alignment = align_spans([(0, 3), (4, 9)], [(0, 3, "person"), (3, 4, "location"), (4, 9, "location")])
+    assert alignment.dropped == 1 and dict(alignment.dropped_types) == {"location": 1}
+    gold = pred = [["B-person", "B-location"]]
+    metrics = entity_metrics(gold, pred, unscored=alignment.dropped_types)
+    assert metrics["support"] == 3 and metrics["precision"] == 1.0 and metrics["recall"] == 2 / 3
+    assert metrics["per_type"]["location"]["support"] == 2 and metrics["per_type"]["person"]["recall"] == 1.0
+    assert entity_metrics(gold, pred)["recall"] == 1.0

@@ -76,6 +76,12 @@ TRAINING_CASES = [
      "row 3: label '1.5' matches no choice"),
     ("a label text matching no choice", _with(label="the horse flies"), "swag.csv", {}, 422, "invalid_label",
      "row 3: label 'the horse flies' matches no choice: give the right choice's position or its exact text"),
+    ("a label that is a position and another choice's text",
+     _with(ending0="2", ending1="0", ending2="1", ending3="", label="1"), "swag.csv", {}, 422, "ambiguous_label",
+     "row 3: label '1' is ambiguous: it is position 1 (choice '0') and the text of the choice at position 2"),
+    ("a label that is a position and another choice's text (4 choices)",
+     _with(ending0="1", ending1="2", ending2="3", ending3="4", label="2"), "swag.csv", {}, 422, "ambiguous_label",
+     "row 3: label '2' is ambiguous: it is position 2 (choice '3') and the text of the choice at position 1"),
     ("a label text matching two choices", _with(ending1="the cat runs home", label="the cat runs home"),
      "swag.csv", {}, 422, "invalid_label", "matches several choices"),
     ("an empty label", _with(label=""), "swag.csv", {}, 422, "invalid_label", "row 3: the label cell ('label') is "
@@ -294,6 +300,8 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
     (_with(label=HUGE), "invalid_label", "row 3: label 99999999999999999999... (5000 digits) is out of range"),
     (_with(label="the horse flies"), "invalid_label", "row 3: label 'the horse flies' matches no choice"),
     (_with(ending1="", ending2="", ending3=""), "too_few_choices", "row 3: 1 choice(s)"),
+    (_with(ending0="1", ending1="2", ending2="3", ending3="4", label="1"), "ambiguous_label",
+     "row 3: label '1' is ambiguous: it is position 1 (choice '2') and the text of the choice at position 0"),
 ])
 def test_evaluating_on_bad_mc_rows_is_a_clear_422(migrated_client, sent, content, code, words):
     client = migrated_client

@@ -126,11 +126,13 @@ def test_training_work_counts_every_choice(settings, sent):
             "max_length": 64, "validation_split": 0.0}
     assert client.post("/api/v1/jobs/train", json=body).status_code == 202  # 1 x 12 x 64 x 3 = the limit
     refused = client.post("/api/v1/jobs/train", json={**body, "epochs": 2})
-    assert refused.status_code == 422 and "x 3 sequences per row" in refused.get_json()["error"]["message"]
+    assert refused.status_code == 422
+    assert "the 12 rows encode as at least 36 sequences" in refused.get_json()["error"]["message"]
     listed = ("sent1,options,label\n" + "".join(f'a {i},"[""x"", ""y""]",0\n' for i in range(12))).encode()
     listed_id = f.make_dataset(listed, name="listed", owner_id=user.id)
     refused = client.post("/api/v1/jobs/train", json={**body, "dataset_id": listed_id, "choices_column": "options"})
-    assert refused.status_code == 422 and f"x {MAX_CHOICES} sequences per row" in refused.get_json()["error"]["message"]
+    assert refused.status_code == 422
+    assert f"encode as at least {12 * MAX_CHOICES} sequences" in refused.get_json()["error"]["message"]
 
 
 def test_task_types_own_defaults_apply_when_the_form_field_is_left_empty(client, sent):

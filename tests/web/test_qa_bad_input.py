@@ -345,3 +345,111 @@ def test_evaluating_across_task_types_is_a_clear_422(migrated_client, sent):
 def test_evaluating_on_bad_qa_rows_is_a_clear_422(migrated_client, sent, content, filename, code, words):
     client = migrated_client
     assert_evaluation_refused(client, sent, qa_model(), upload(client, content, filename), code, words)
+
+
+def _limit_training_work(client, limit: int) -> None:
+    from web.context import EXTENSION_KEY
+
+    state = client.application.extensions[EXTENSION_KEY]
+    state.settings = state.settings.replace(max_training_work=limit)
+
+
+@pytest.mark.parametrize(("name", "content", "filename", "words"), [
+    # one row whose context is a million characters: 200,000 words, at least 4,651 windows of 64 tokens
+    ("a one-row file of a 1M-character context",
+     jsonl({"question": "where ?", "context": "word " * 199_999 + "Paris",
+            "answers": {"text": ["Paris"], "answer_start": [999_995]}}), "long.jsonl",
+     "the 1 rows encode as at least 4,651 sequences"),
+    # the same as a one-row SQuAD file (its data cell within the upload's 1,000,000-character cell limit)
+    ("a SQuAD file of one 990,000-character context",
+     _squad([{"paragraphs": [{"context": "word " * 197_990 + "Paris", "qas": [
+         {"id": "q1", "question": "where ?", "answers": [{"text": "Paris", "answer_start": 989_950}]}]}]}]),
+     "long.json", "the 1 rows encode as at least 4,605 sequences"),
+    # one SQuAD paragraph with 3,000 questions: one row, 3,000 windows
+    ("one paragraph with thousands of questions",
+     _squad([{"paragraphs": [_paragraph(qas=[{"id": str(i), "question": "who flew ?",
+                                               "answers": [{"text": "Bob", "answer_start": 0}]}
+                                              for i in range(3000)])]}]), "many.json",
+     "the 1 rows encode as at least 3,000 sequences"),
+])
+def test_qa_training_work_counts_every_questions_windows(migrated_client, sent, name, content, filename, words):
+    """MAX_TRAINING_WORK counts a QA dataset's windows (a tokenizer-free lower bound), not its rows: one row is a
+    question of a huge context, or a whole SQuAD file; both are refused before any job, as any too large training."""
+    client = migrated_client
+    _limit_training_work(client, 100_000)  # a row-count estimate (1 x 1 x 64, plus an evaluation) passes it
+    error = assert_training_refused(client, sent, content, filename, {**QA_TRAIN, "epochs": 1}, 422,
+                                    "training_too_large", words)
+    assert "exceeds the limit of 100,000 (MAX_TRAINING_WORK)" in error["message"], error
+
+
+def test_a_qa_dataset_job_refuses_a_question_too_long_before_queueing(migrated_client, sent):
+    """A dataset classify job reads every question before it is queued: one surely too long for the model's windows
+    is a 422 naming its row (here the 300th, past any chunk of 256), as inline questions and training are."""
+    client = migrated_client
+    rows = [{"question": f"where did Bob fly {i} ?", "context": CONTEXT} for i in range(299)]
+    dataset = upload(client, jsonl(*rows, {"question": LONG_QUESTION, "context": CONTEXT}), "ask.jsonl")
+    error = assert_error(client.post("/api/v1/jobs/classify", json={"model_id": qa_model(), "dataset_id": dataset}),
+                         422, "question_too_long")
+    assert error["message"].startswith("row 300: the question has at least 200 tokens: with max_length 64 and "
+                                       "doc_stride 16"), error
+    # other column names, given by the request: read from them
+    renamed = upload(client, jsonl({"q": LONG_QUESTION, "c": CONTEXT}), "renamed.jsonl")
+    error = assert_error(client.post("/api/v1/jobs/classify", json={
+        "model_id": qa_model(), "dataset_id": renamed, "text_column": "q", "text_pair_column": "c"}), 422,
+        "question_too_long")
+    assert error["message"].startswith("row 1: the question"), error
+    assert count(Job) == 0 and sent == []
+    good = upload(client, jsonl(*rows), "good.jsonl")
+    assert client.post("/api/v1/jobs/classify", json={"model_id": qa_model(), "dataset_id": good}).status_code == 202
+
+
+def test_a_pretty_printed_squad_file_uploads_and_trains(migrated_client, sent):
+    """``json.dumps(indent=2)`` of a SQuAD file: the nested shape is told from the whole file (one row, its ``data``
+    flattened into questions), so training is accepted; JSON Lines still read one row a line."""
+    client = migrated_client
+    squad = {"version": "v2.0", "data": [{"title": "trip", "paragraphs": [
+        _paragraph(), _paragraph(qas=[{"id": "q2", "question": "who flew?", "answers": [
+            {"text": "Bob", "answer_start": 0}]}, {"id": "q3", "question": "what did Bob eat?", "answers": [],
+                                                   "is_impossible": True}])]}]}
+    response = client.post("/api/v1/datasets", data={"file": (io.BytesIO(json.dumps(squad, indent=2).encode()),
+                                                              "train-v2.0.json")}, content_type="multipart/form-data")
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert (body["format"], body["rows"], body["columns"]) == ("jsonl", 1, ["version", "data"])
+    accepted = client.post("/api/v1/jobs/train", json={"dataset_id": body["id"], **QA_TRAIN})
+    assert accepted.status_code == 202, accepted.get_json()
+    assert len(sent) == 1
+    lines = client.post("/api/v1/datasets", data={"file": (io.BytesIO(jsonl(*GOOD)), "qa.json")},
+                        content_type="multipart/form-data")
+    assert lines.status_code == 201 and lines.get_json()["rows"] == 2
+    error = assert_error(client.post("/api/v1/datasets", data={"file": (io.BytesIO(
+        json.dumps(squad, indent=2).encode() + b"\n" + jsonl(*GOOD)), "two.json")}, content_type="multipart/form-data"),
+        400, "invalid_jsonl")
+    assert "must be the whole file" in error["message"], error
+
+
+def test_a_qa_model_evaluates_on_a_dataset_of_other_column_names(migrated_client, sent):
+    """EvaluateRequest's context_column / question_column / answers_column read a dataset whose columns are not the
+    model's; a model of a task type that reads no such column refuses them (422 invalid_columns), and a missing one
+    is named."""
+    client = migrated_client
+    renamed = [{"query": r["question"], "passage": r["context"], "gold": r["answers"]} for r in GOOD]
+    dataset = upload(client, jsonl(*renamed), "renamed.jsonl")
+    qa = qa_model()
+    body = {"model_id": qa, "dataset_id": dataset, "context_column": "passage", "question_column": "query",
+            "answers_column": "gold"}
+    accepted = client.post("/api/v1/jobs/evaluate", json=body)
+    assert accepted.status_code == 202, accepted.get_json()
+    params = client.get(f"/api/v1/jobs/{accepted.get_json()['id']}").get_json()["params"]
+    assert (params["context_column"], params["question_column"], params["answers_column"]) == (
+        "passage", "query", "gold")
+    assert len(sent) == 1
+    error = assert_error(client.post("/api/v1/jobs/evaluate", json={**body, "answers_column": "answers"}), 422,
+                         "unknown_column")
+    assert "'answers'" in error["message"], error
+    text_model = f.make_model(name="plain", params={"text_column": "text", "label_column": "label",
+                                                    "label_columns": ["label"]})
+    error = assert_error(client.post("/api/v1/jobs/evaluate", json={
+        "model_id": text_model, "dataset_id": dataset, "question_column": "query"}), 422, "invalid_columns")
+    assert "question_column do(es) not apply to model" in error["message"], error
+    assert count(Job) == 1 and len(sent) == 1

@@ -122,7 +122,10 @@ class ClassifyWork:
         # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
         pending = None
         for chunk in chunks(todo, CLASSIFY_CHUNK):
-            wait = submit(predictor, *tc.chunk_texts(self.request, chunk), lease, **self.result_options)
+            try:
+                wait = submit(predictor, *tc.chunk_texts(self.request, chunk), lease, **self.result_options)
+            except InputError as exc:
+                raise self._named(exc, chunk) from None
             if pending is not None:
                 self._store(*pending, lease)
             pending = (chunk, wait)
@@ -130,6 +133,14 @@ class ClassifyWork:
             db.transact(lambda session: self._succeed(session, started), what=f"job {self.job_id}: succeed")
         else:
             self._store(*pending, lease, started=started)
+
+    def _named(self, exc: InputError, chunk: list[tc.Input]) -> InputError:
+        """A backend's refusal of one input of ``chunk`` naming it by its number in the job (the backend numbers a
+        chunk's inputs from 1): the dataset row it was read from, or its place among the request's inputs."""
+        if exc.position is None or not 0 <= exc.position < len(chunk):
+            return exc
+        number = chunk[exc.position][0] + 1
+        return exc.about(f"row {number}" if self.request.from_dataset else f"{exc.noun} {number}")
 
     def _store(self, chunk: list[tc.Input], wait: Callable[[], list[dict]], lease: Lease, *,
                started: float | None = None) -> None:
