@@ -458,16 +458,25 @@ class MultipleChoice(TaskType):
 
     def training_sequences(self, config: Any, columns: Sequence[str], row_count: int,
                            rows: Iterable[Mapping[str, Any]]) -> int:
-        """One sequence per choice of every row: the numbered choice columns, or :data:`MAX_CHOICES` for a list
-        column (the most a row may have: its rows are not read here); a layout that does not resolve is refused by the
-        column checks."""
+        """One sequence per choice of every row: the numbered choice columns, or for a list column each row's own
+        count (its JSON array read; a cell that is no array counts :data:`MIN_CHOICES`: the row checks refuse it);
+        a layout that does not resolve is refused by the column checks."""
         from core.datasets import DatasetError
 
         try:
             layout = config_layout(columns, config)
         except DatasetError:
             return row_count
-        return row_count * (len(layout.choice_columns) if layout.choice_columns is not None else MAX_CHOICES)
+        if layout.choice_columns is not None:
+            return row_count * len(layout.choice_columns)
+        total = 0
+        for row in rows:
+            try:
+                cell = json.loads(row.get(layout.choices_column) or "null")
+            except ValueError:
+                cell = None
+            total += min(len(cell), MAX_CHOICES) if isinstance(cell, list) and cell else MIN_CHOICES
+        return total
 
     def dataset_columns(self, config: Any, columns: Sequence[str]) -> tuple[list[str], list[str]]:
         """The layout's columns (:func:`config_layout`: defaults by what the dataset has; a 422 naming what does not

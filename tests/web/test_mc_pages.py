@@ -113,8 +113,7 @@ def test_job_page_marks_the_chosen_choice_with_score_bars(client):
 
 def test_training_work_counts_every_choice(settings, sent):
     """The MAX_TRAINING_WORK limit multiplies a multiple-choice row by its choices (one sequence each): three
-    ending columns here, at most MAX_CHOICES for a list column."""
-    from core.task_types.multiple_choice import MAX_CHOICES
+    ending columns here, each row's own count for a list column."""
     from tests.factories import api_client, make_user
     from web import create_app
 
@@ -128,11 +127,16 @@ def test_training_work_counts_every_choice(settings, sent):
     refused = client.post("/api/v1/jobs/train", json={**body, "epochs": 2})
     assert refused.status_code == 422
     assert "the 12 rows encode as at least 36 sequences" in refused.get_json()["error"]["message"]
+    # a list column: each row's own choices count (two here: within the limit; four: over it)
     listed = ("sent1,options,label\n" + "".join(f'a {i},"[""x"", ""y""]",0\n' for i in range(12))).encode()
     listed_id = f.make_dataset(listed, name="listed", owner_id=user.id)
-    refused = client.post("/api/v1/jobs/train", json={**body, "dataset_id": listed_id, "choices_column": "options"})
+    listed_body = {**body, "dataset_id": listed_id, "choices_column": "options"}
+    assert client.post("/api/v1/jobs/train", json=listed_body).status_code == 202
+    four = ("sent1,options,label\n" + "".join(f'a {i},"[""w"", ""x"", ""y"", ""z""]",0\n' for i in range(12))).encode()
+    refused = client.post("/api/v1/jobs/train", json={**listed_body, "dataset_id": f.make_dataset(
+        four, name="four", owner_id=user.id)})
     assert refused.status_code == 422
-    assert f"encode as at least {12 * MAX_CHOICES} sequences" in refused.get_json()["error"]["message"]
+    assert "encode as at least 48 sequences" in refused.get_json()["error"]["message"]
 
 
 def test_task_types_own_defaults_apply_when_the_form_field_is_left_empty(client, sent):
