@@ -396,6 +396,7 @@ def main() -> None:
             ours.update(dev_quality(lambda i, m, t: model(i, m, token_type_ids=t).logits, tokenizer, dev_rows,
                                     config.doc_stride))
             report["runs"].append(ours)
+            print(f"  platform: {ours}", flush=True)
         if "plain" in parts and not args.skip_quality:
             plain, plain_model, plain_tokenizer = run_plain(train_rows, config.doc_stride)
 
