@@ -473,7 +473,7 @@ class MultipleChoice(TaskType):
         for row in rows:
             try:
                 cell = json.loads(row.get(layout.choices_column) or "null")
-            except ValueError:
+            except (ValueError, RecursionError):  # deeply nested JSON: the row checks refuse it with a 422
                 cell = None
             total += min(len(cell), MAX_CHOICES) if isinstance(cell, list) and cell else MIN_CHOICES
         return total
