@@ -167,6 +167,16 @@ def question_too_long(question: str, max_length: int, doc_stride: int) -> str | 
             f"have at most {budget} (shorten it, or lower doc_stride)")
 
 
+def first_too_long(questions: Iterable[Any], windows: tuple[int, int]) -> tuple[int, str] | None:
+    """``(number, why)`` of the first of ``questions`` (numbered from 1; a non-text or blank cell is skipped: the
+    row checks name it) surely too long for ``windows`` = (max_length, doc_stride), or None."""
+    for number, question in enumerate(questions, start=1):
+        too_long = isinstance(question, str) and question.strip() and question_too_long(question, *windows)
+        if too_long:
+            return number, too_long
+    return None
+
+
 def serving_windows(model_params: Mapping[str, Any]) -> tuple[int, int] | None:
     """(max_length, doc_stride) a QA model's inputs are cut to, from its params: a trained model's request, or an
     imported model's ``max_length`` with the overlap its import gave it (:meth:`QuestionAnswering.hf_import_fields`);
@@ -493,8 +503,8 @@ class QuestionAnswering(TaskType):
 
     def check_classify_request(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> None:
         """``questions`` or a dataset (its question and context columns are the pair), nothing else; a question
-        surely too long for the model's windows is refused before a job is queued (a dataset's questions are
-        counted exactly by the worker, which fails the job the same way)."""
+        surely too long for the model's windows is refused before a job is queued (a dataset's: by
+        :meth:`check_classify_dataset`)."""
         if not (request.with_questions or request.from_dataset) or request.with_tokens or \
                 getattr(request, "aggregation_strategy", None) is not None:
             raise RequestError("questions_required", f"model {model_id} is a question-answering model: send "
@@ -503,10 +513,9 @@ class QuestionAnswering(TaskType):
         windows = serving_windows(model_params)
         if windows is None or not request.with_questions:
             return
-        for number, item in enumerate(request.questions, start=1):
-            too_long = question_too_long(item.question, *windows)
-            if too_long:
-                raise RequestError("question_too_long", f"question {number} {too_long}")
+        found = first_too_long((item.question for item in request.questions), windows)
+        if found:
+            raise RequestError("question_too_long", f"question {found[0]} {found[1]}")
 
     def classify_columns(self, request: Any, model_id: Any, model_params: Mapping[str, Any]) -> dict[str, Any]:
         """A dataset job reads its question column as the text and its context column as the pair: the request's
@@ -527,11 +536,9 @@ class QuestionAnswering(TaskType):
         question_column = read["text_column"]
         if windows is None or rows is None or any(c not in columns for c in read.values()):
             return False
-        for number, row in enumerate(rows, start=1):
-            question = row.get(question_column)
-            too_long = isinstance(question, str) and question.strip() and question_too_long(question, *windows)
-            if too_long:
-                raise _error(f"row {number}: the question {too_long}", "question_too_long")
+        found = first_too_long((row.get(question_column) for row in rows), windows)
+        if found:
+            raise _error(f"row {found[0]}: the question {found[1]}", "question_too_long")
         return False
 
     def misdirected(self, request: Any, model_id: Any, model_task_type: str) -> RequestError | None:
