@@ -4,7 +4,7 @@ Each worker process that runs jobs (the classification worker's process; each pr
 writes a JSON snapshot every ``INTERVAL_S`` seconds to ``bertqueue:worker:<node>:<pid>`` with a TTL of
 ``TTL_S`` (``worker.telemetry``): its device, GPU memory used / total, its batching limits, and its metrics since it
 started -- batches (rows per batch as histogram buckets, real and padded tokens), model memory cache loads / hits /
-evictions, job durations per job type and task type (histogram buckets). The web reads them when ``/metrics`` is
+evictions, the host's model file cache (``core.artifacts.cache_stats``), job durations per job type and task type (histogram buckets). The web reads them when ``/metrics`` is
 scraped (``web.metrics.WorkerCollector``) and when ``/readyz`` is asked (the device lines). A worker that stops
 disappears within ``TTL_S``; its counters go with it (Prometheus' ``rate`` treats that as a counter reset).
 
