@@ -47,7 +47,7 @@ def test_hosts_share_models_through_the_database_only(tmp_path, postgres_schema_
         server_b = stack.start_worker("classify", node="hostB-classify@%h", concurrency=2, **host_b)
 
         # host A dies mid-training (the whole worker: no ack, no cleanup) and comes back
-        job_id = stack.train_job(stack.dataset(60), tiny_bert_dir, epochs=3)
+        job_id = stack.train_job(stack.dataset(120), tiny_bert_dir, epochs=12)  # as test_faults: killable
         wait_until(lambda: stack.job(job_id).progress > 0, "training under way", 90, stack.logs)
         signal_group(trainer, signal.SIGKILL)
         trainer.wait()
