@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .schema import TERMINAL_STATUSES, Job, JobStatus, JobType, Prediction, TrainedModel, User, as_utc, utcnow
@@ -220,6 +220,45 @@ def _take(session: Session, job_id: str, worker_id: str, now: datetime, *conditi
 def _claimed(session: Session, job_id: str) -> Claim:
     job = session.get(Job, job_id, populate_existing=True)
     return Claim(ClaimOutcome.CLAIMED, attempts=job.attempts, job=job)
+
+
+def claim_queued_many(session: Session, job_ids: list[str], worker_id: str, *, max_attempts: int,
+                      now: datetime | None = None) -> list[str]:
+    """Claim those of ``job_ids`` that are still queued (and whose owner is active) for ``worker_id`` in one UPDATE;
+    the ids won. Does not commit: the /predict lane (``worker.predict_lane``) stores the jobs' predictions and their
+    success in the same transaction, so a job is never seen running half-done and a crash leaves it queued."""
+    if not job_ids:
+        return []
+    now = now or utcnow()
+    statement = (
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value, Job.attempts < max_attempts,
+               _owner_active)
+        .values(status=JobStatus.RUNNING.value, attempts=Job.attempts + 1, worker_id=worker_id, heartbeat_at=now,
+                started_at=now, progress=0.0, eta_at=None, metrics=None, error=None, oom_watch=None)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.scalars(statement))
+
+
+def succeed_many(session: Session, worker_id: str, metrics: dict[str, dict]) -> int:
+    """running -> succeeded for each job of ``metrics`` (job id -> its metrics) that ``worker_id`` holds, in one
+    executemany; how many. Does not commit (see :func:`claim_queued_many`)."""
+    if not metrics:
+        return 0
+    table = Job.__table__
+    statement = (
+        table.update()
+        .where(table.c.id == bindparam("job_id"), table.c.status == JobStatus.RUNNING.value,
+               table.c.worker_id == worker_id)
+        .values(status=JobStatus.SUCCEEDED.value, progress=1.0, finished_at=bindparam("done_at"), error=None,
+                metrics=bindparam("job_metrics", type_=table.c.metrics.type))
+    )
+    now = utcnow()
+    rows = [{"job_id": job_id, "done_at": now, "job_metrics": values} for job_id, values in metrics.items()]
+    result = session.connection().execute(statement, rows)
+    return result.rowcount if result.rowcount >= 0 else len(rows)
 
 
 def heartbeat(

@@ -23,28 +23,19 @@ def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> 
     ``text_pair``: a pair model's second text). Returns rows actually inserted.
     Does not commit: the caller commits together with the job's heartbeat/progress.
     """
-    rows = [
-        {
-            "job_id": job_id,
-            "index": item["index"],
-            "text": item["text"],
-            "label": item["label"],
-            "score": float(item["score"]),
-            "scores": item["scores"],
-            "tasks": item.get("tasks"),
-            "labels": item.get("labels"),
-            "result": item.get("result"),
-            "text_pair": item.get("text_pair"),
-            "row_id": item.get("row_id"),
-        }
-        for item in items
-    ]
+    return insert_predictions_of_jobs(session, {job_id: items})
+
+
+def insert_predictions_of_jobs(session: Session, items_by_job: dict[str, Iterable[dict]]) -> int:
+    """:func:`insert_predictions` for several jobs in one statement (the /predict lane's batch of jobs)."""
+    rows = [_row(job_id, item) for job_id, items in items_by_job.items() for item in items]
     if not rows:
         return 0
     insert = _INSERTS.get(session.get_bind().dialect.name)
     if insert is None:  # another backend: fall back to skipping known indices by hand
-        known = stored_indices(session, job_id)
-        fresh = [r for r in rows if r["index"] not in known]
+        known = {(p.job_id, p.index) for p in session.execute(
+            select(Prediction.job_id, Prediction.index).where(Prediction.job_id.in_(list(items_by_job))))}
+        fresh = [r for r in rows if (r["job_id"], r["index"]) not in known]
         session.add_all(Prediction(**r) for r in fresh)
         return len(fresh)
     # executemany with one cached statement (SQLAlchemy batches it into multi-row INSERTs): compiling a fresh
@@ -53,6 +44,22 @@ def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> 
     statement = (insert(Prediction.__table__).on_conflict_do_nothing(index_elements=["job_id", "index"])
                  .returning(Prediction.__table__.c.index))
     return len(session.connection().execute(statement, rows).all())
+
+
+def _row(job_id: str, item: dict) -> dict:
+    return {
+        "job_id": job_id,
+        "index": item["index"],
+        "text": item["text"],
+        "label": item["label"],
+        "score": float(item["score"]),
+        "scores": item["scores"],
+        "tasks": item.get("tasks"),
+        "labels": item.get("labels"),
+        "result": item.get("result"),
+        "text_pair": item.get("text_pair"),
+        "row_id": item.get("row_id"),
+    }
 
 
 def stored_indices(session: Session, job_id: str) -> set[int]:

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
 from core import jobs as job_states
-from core import artifacts, dataset_store, models_registry, quotas, task_types
+from core import artifacts, dataset_store, models_registry, predict_lane, quotas, task_types
 from core.accounts import Principal
 from core.datasets import DatasetError, check_column_names, check_training_columns, open_rows, scan_upload
 from core.db import db
@@ -391,8 +391,11 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
     return result
 
 
-def start_classification(user: Principal, request: ClassifyRequest | PredictRequest) -> dict:
-    """Commit a queued classify job (texts, pairs, or a dataset's columns) for an existing model, then enqueue it."""
+def start_classification(user: Principal, request: ClassifyRequest | PredictRequest, *, lane: bool = False) -> dict:
+    """Commit a queued classify job (texts, pairs, or a dataset's columns) for an existing model, then enqueue it.
+
+    ``lane`` (``/predict``, whose caller waits): a small inline job goes through the /predict lane
+    (``core.predict_lane``) while a drainer is alive, else (and always without ``lane``) as a Celery message."""
     with db.session() as session:
         _check_quota(session, user, lock=False)
         model = _usable_model(session, user, request)
@@ -420,7 +423,11 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
             if request.from_dataset else None, inputs=texts, owner_id=user.id,
         )
         result = job_to_dict(job, task_types.of_params(model.params).name)
-    _enqueue(result["id"], JobType.CLASSIFY.value)
+    settings = context.settings()
+    if not (lane and not request.from_dataset and not settings.celery_eager
+            and int(params.get("text_count") or 0) <= predict_lane.MAX_LANE_INPUTS
+            and predict_lane.push(settings.redis_url, result["id"])):
+        _enqueue(result["id"], JobType.CLASSIFY.value)
     return result
 
 

@@ -14,7 +14,7 @@ from celery import signals
 from core import runtime
 from core.config import Settings
 from core.db import db
-from core.queue import make_celery
+from core.queue import CLASSIFY_QUEUE, make_celery
 from worker.lifecycle import die_with_parent
 from worker.memory import tune_malloc
 
@@ -80,6 +80,7 @@ def _init_child_process(**_kwargs) -> None:
     db.after_fork()
     log.info("worker child %s ready (database %s)", os.getpid(), db.engine.url.render_as_string(hide_password=True))
     _start_telemetry()  # each prefork child runs jobs: each reports itself (threads do not survive the fork)
+    _start_predict_lane()
 
 
 _worker: dict[str, object] = {}  # the node name, its queues and whether its pool forks (set by worker_init)
@@ -98,6 +99,28 @@ def _remember_worker(sender=None, **_kwargs) -> None:
 def _worker_ready(**_kwargs) -> None:
     if not _worker.get("forks", True):  # a thread pool runs the jobs in this very process
         _start_telemetry()
+        _start_predict_lane()
+
+
+def _start_predict_lane() -> None:
+    """In a process that runs classification jobs: the /predict lane's drainers (worker.predict_lane)."""
+    if CLASSIFY_QUEUE not in (_worker.get("queues") or []):
+        return
+    from worker import predict_lane
+
+    try:
+        predict_lane.start(app)
+    except Exception:  # noqa: BLE001 - /predict calls then go through Celery messages, as every other job
+        log.exception("the predict lane could not start")
+
+
+@signals.worker_shutdown.connect
+@signals.worker_process_shutdown.connect
+def _stop_predict_lane(**_kwargs) -> None:
+    # a warm shutdown: the batch in hand is finished (its jobs would otherwise wait for the reconciler)
+    from worker import predict_lane
+
+    predict_lane.stop()
 
 
 def _start_telemetry() -> None:

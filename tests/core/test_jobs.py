@@ -8,7 +8,7 @@ import sys
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from core import db as db_module
@@ -417,3 +417,37 @@ def test_disabling_a_user_cancels_their_queued_and_running_jobs(backend):
     assert _get(done).status == "succeeded" and _get(others).status == "queued"
     with db.session() as session:
         assert not jobs.heartbeat(session, running, "w1", 0.5)  # the running worker stops at its next step
+
+
+def test_claim_queued_many_takes_only_queued_jobs_of_active_owners_in_one_transaction(backend):
+    """The /predict lane's bulk claim: queued jobs only (not running, finished or cancelled ones, nor a disabled
+    owner's), within the attempt bound; nothing is visible until the caller commits."""
+    from core import accounts
+
+    queued, running, cancelled, worn = _new_job(), _new_job(), _new_job(), _new_job()
+    assert _claim(running).outcome is ClaimOutcome.CLAIMED
+    with db.session() as session:
+        jobs.cancel(session, cancelled)
+        session.execute(update(Job).where(Job.id == worn).values(attempts=3))
+        user, _ = accounts.create_user(session, "disabled-owner")
+        disabled = jobs.create_job(session, JobType.CLASSIFY, {"texts": ["x"], "model_id": 1}, owner_id=user.id).id
+        user.disabled_at = utcnow()
+        session.commit()
+    ids = [queued, running, cancelled, worn, disabled, "no-such-job"]
+    with db.session() as session:
+        assert jobs.claim_queued_many(session, ids, "lane#1:1", max_attempts=3) == [queued]
+        session.rollback()  # a crash before the commit: the job stays queued
+    assert _get(queued).status == "queued"
+    with db.session() as session:
+        assert jobs.claim_queued_many(session, ids, "lane#1:1", max_attempts=3) == [queued]
+        assert jobs.succeed_many(session, "lane#1:1", {queued: {"texts": 1}, running: {"texts": 1}}) == 1
+        session.commit()
+    job = _get(queued)
+    assert (job.status, job.attempts, job.worker_id, job.metrics, job.progress) == (
+        "succeeded", 1, "lane#1:1", {"texts": 1}, 1.0)
+    assert job.finished_at is not None and job.started_at is not None
+    assert _get(running).status == "running"  # another owner's lease: untouched
+    with db.session() as session:  # a duplicate batch: nothing left to claim
+        assert jobs.claim_queued_many(session, ids, "lane#2:1", max_attempts=3) == []
+        assert jobs.claim_queued_many(session, [], "lane#2:1", max_attempts=3) == []
+        assert jobs.succeed_many(session, "lane#2:1", {}) == 0

@@ -147,6 +147,9 @@ def test_train_and_classify_with_real_worker_redis_postgres_and_minilm(stack):
     response = client.post("/api/v1/predict", json={"model_id": job["model_id"], "texts": texts, "timeout_s": 60})
     assert response.status_code == 200, response.get_json()
     assert [p["label"] for p in response.get_json()["predictions"]] == [i["label"] for i in items]
+    # the waiting call went through the /predict lane (core.predict_lane): a batch run by the worker's drainer
+    predicted = client.get(f"/api/v1/jobs/{response.get_json()['job_id']}").get_json()
+    assert predicted["metrics"]["batch_jobs"] >= 1 and predicted["attempts"] == 1
 
 
 def test_killed_worker_child_job_is_redelivered_and_finishes_once(stack, tiny_encoders):

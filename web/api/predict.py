@@ -60,7 +60,7 @@ def predict(body: PredictRequest):
     slots = _waiters()
     waiting = slots.acquire(blocking=False)  # never blocks: a full house answers 202 instead of queueing here
     try:
-        job = services.start_classification(current(), body)
+        job = services.start_classification(current(), body, lane=True)
         job = services.wait_for_job(current(), job["id"], timeout if waiting else 0.0)
     finally:
         if waiting:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import select
 
@@ -87,11 +87,16 @@ class ClassifyWork:
         self.lease: Lease | None = None  # the attempt's, from run()
 
     @classmethod
-    def read(cls, session, job, *, resumed: bool) -> "ClassifyWork":
-        """Everything the attempt needs, read in the claim's session (closed before inference starts)."""
+    def read(cls, session, job, *, resumed: bool, models: dict | None = None) -> "ClassifyWork":
+        """Everything the attempt needs, read in the claim's session (closed before inference starts). ``job``: the
+        row (or its ``id``, ``params`` and ``inputs``); ``models``: model rows already read, by id (a batch of jobs
+        reads each model once), completed here."""
         job_id = job.id
         request = ClassifyRequest.from_job_params(job.params, None if job.params.get("dataset_id") else job.inputs)
-        model = servable_model(session, request.model_id)
+        models = {} if models is None else models
+        model = models.get(request.model_id)
+        if model is None:
+            model = models[request.model_id] = servable_model(session, request.model_id)
         dataset = None
         if request.from_dataset:
             row = session.execute(
@@ -111,13 +116,7 @@ class ClassifyWork:
         """Classify what is not stored yet, chunk by chunk, under ``lease`` (open: a cold model load is covered)."""
         self.lease = lease
         started = time.monotonic()
-        # the task type's own inputs (multiple choice), else texts; a token model reads a dataset cell holding a JSON
-        # array of words as a pre-tokenized sentence
-        inputs = self.task_type.classify_inputs(self.request, self.dataset, self.model_params)
-        if inputs is None:
-            inputs = tc.job_inputs(self.request, self.dataset,
-                                   words_in_cells=self.task_type.reads_words_in_cells)
-        todo = (item for item in inputs if item[0] not in self.done)
+        todo = (item for item in self.inputs() if item[0] not in self.done)
         predictor = predictor_for(self.artifact_dir, self.quantize)
         # Two chunks in flight: the engine classifies chunk k+1 while this thread writes chunk k to SQL.
         pending = None
@@ -134,6 +133,22 @@ class ClassifyWork:
         else:
             self._store(*pending, lease, started=started)
 
+    def inputs(self) -> Iterator[tc.Input]:
+        """Every input of the job: the task type's own (multiple choice), else texts; a token model reads a dataset
+        cell holding a JSON array of words as a pre-tokenized sentence."""
+        inputs = self.task_type.classify_inputs(self.request, self.dataset, self.model_params)
+        if inputs is None:
+            inputs = tc.job_inputs(self.request, self.dataset, words_in_cells=self.task_type.reads_words_in_cells)
+        return iter(inputs)
+
+    def rows(self, chunk: list[tc.Input], results: list[dict]) -> list[dict]:
+        """The prediction rows of a chunk's results (counted for the job's metrics)."""
+        rows = [prediction_row(index, text, result, self.task_type, row_id, pair)
+                for (index, text, pair, row_id), result in zip(chunk, results)]
+        self.classified += len(rows)
+        self.labels.add(rows)
+        return rows
+
     def _named(self, exc: InputError, chunk: list[tc.Input]) -> InputError:
         """A backend's refusal of one input of ``chunk`` naming it by its number in the job (the backend numbers a
         chunk's inputs from 1): the dataset row it was read from, or its place among the request's inputs."""
@@ -148,10 +163,7 @@ class ClassifyWork:
         results = wait()
         if lease.should_stop():  # cancelled meanwhile: write nothing more
             raise RequestCancelled("the job was cancelled")
-        rows = [prediction_row(index, text, result, self.task_type, row_id, pair)
-                for (index, text, pair, row_id), result in zip(chunk, results)]
-        self.classified += len(rows)
-        self.labels.add(rows)
+        rows = self.rows(chunk, results)
         fraction = min(1.0, (chunk[-1][0] + 1) / max(1, self.total))
         lease.progress(fraction)
         db.transact(lambda session: self._write(session, rows, fraction, started), what=f"job {self.job_id}: store")
@@ -177,7 +189,12 @@ class ClassifyWork:
             self._succeed(session, started)
 
     def _succeed(self, session, started: float) -> None:
-        seconds = time.monotonic() - started
+        metrics = self.metrics(session, time.monotonic() - started)
+        if not jobs.succeed(session, self.job_id, self.lease.owner, metrics=metrics):
+            log.info("job %s finished but no longer owns the job (cancelled or taken over)", self.job_id)
+
+    def metrics(self, session, seconds: float) -> dict:
+        """The finished job's metrics (``session``: to count the labels of earlier attempts' rows)."""
         metrics = {
             "texts": self.total,
             "classified": len(self.done) + self.classified,  # this attempt's and the earlier ones'
@@ -192,5 +209,4 @@ class ClassifyWork:
             metrics["label_counts"] = tc.label_distribution(session, self.job_id)
         else:
             metrics["label_counts"] = self.labels.metrics()
-        if not jobs.succeed(session, self.job_id, self.lease.owner, metrics=metrics):
-            log.info("job %s finished but no longer owns the job (cancelled or taken over)", self.job_id)
+        return metrics

@@ -1,0 +1,185 @@
+"""The /predict lane (core.predict_lane, worker.predict_lane) with the real Redis server and a tiny saved model:
+the web pushes a waiting call's job id while a drainer is alive (else a Celery message), and a drainer's batch
+classifies, stores and finishes every job still queued exactly once, handing anything unusual to Celery."""
+from __future__ import annotations
+
+import pytest
+import redis
+from sqlalchemy import func, select, update
+
+from core import jobs, predict_lane, runtime
+from core.db import db
+from core.schema import Job, JobType, Prediction, TrainedModel, utcnow
+from core.specs import ClassifyRequest
+from tests.factories import api_client, save_tiny_model, tiny_model_row
+
+pytestmark = [pytest.mark.redis]
+
+LANE_REDIS_DB = 5  # a database of its own on the shared server, flushed before each test
+LABELS = ["neg", "pos"]
+TEXTS = ["the crew was amazing", "lost my bag again", "gate changed twice"]
+
+
+class _CeleryStub:
+    """Records the Celery messages the lane hands jobs back with (``core.queue.send``)."""
+
+    class conf:  # noqa: N801 - mirrors Celery's attribute
+        task_always_eager = False
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send_task(self, name, args, queue=None) -> None:
+        self.sent.append(args[0])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_bert_dir, tokenizer, tmp_path_factory):
+    return save_tiny_model("bert", {"sentiment": LABELS}, tiny_bert_dir, tokenizer,
+                           tmp_path_factory.mktemp("lane") / "model", seed=7)
+
+
+@pytest.fixture
+def lane(settings, model_dir):
+    """(web test client, model id, Redis client): a deployment with a broker (not eager), no worker running."""
+    from tests.conftest import _redis_error, require_service
+    from web import create_app
+
+    require_service("Redis", _redis_error())
+    url = settings.redis_url.rsplit("/", 1)[0] + f"/{LANE_REDIS_DB}"
+    conn = redis.Redis.from_url(url)
+    conn.flushdb()
+    live = runtime.configure(settings.replace(redis_url=url, celery_eager=False, predict_timeout_s=0.0))
+    client = api_client(create_app({"TESTING": True, "SETTINGS": live, "WTF_CSRF_ENABLED": False}))
+    predict_lane._alive_seen.clear()
+    yield client, tiny_model_row(model_dir, LABELS), conn
+    conn.flushdb()
+
+
+def _queued(model_id: int, texts: list[str]) -> str:
+    params, inputs = ClassifyRequest(model_id=model_id, texts=texts).job_params()
+    with db.session() as session:
+        return jobs.create_job(session, JobType.CLASSIFY, params, model_id=model_id, inputs=inputs).id
+
+
+def _job(job_id: str) -> Job:
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def _predictions(job_id: str) -> list[tuple]:
+    with db.session() as session:
+        return [tuple(r) for r in session.execute(
+            select(Prediction.index, Prediction.text, Prediction.label, Prediction.score)
+            .where(Prediction.job_id == job_id).order_by(Prediction.index))]
+
+
+def test_waiting_predict_calls_go_through_the_lane_and_one_batch_finishes_them_exactly_once(lane):
+    from worker.jobs.classify import run_classification
+    from worker.predict_lane import run_batch
+
+    client, model_id, conn = lane
+    predict_lane.mark_alive(conn)
+    ids = []
+    for text in TEXTS:
+        response = client.post("/api/v1/predict", json={"model_id": model_id, "texts": [text, text + "!"]})
+        assert response.status_code == 202, response.get_json()  # timeout 0: answered at once, the job to poll
+        ids.append(response.get_json()["id"])
+    assert conn.llen("classify") == 0  # no Celery message: the ids are on the lane
+    popped = predict_lane.pop_batch(conn, wait_s=0.1)
+    assert popped == ids and conn.llen(predict_lane.LANE_KEY) == 0
+
+    celery = _CeleryStub()
+    assert sorted(run_batch(celery, popped)) == sorted(ids)
+    assert celery.sent == []
+    reference = _queued(model_id, [TEXTS[0], TEXTS[0] + "!"])  # the same texts through the ordinary job path
+    run_classification(reference)
+    for job_id, text in zip(ids, TEXTS):
+        job = _job(job_id)
+        assert (job.status, job.attempts, job.progress) == ("succeeded", 1, 1.0)
+        assert job.metrics["batch_jobs"] == 3 and job.metrics["texts"] == job.metrics["classified"] == 2
+        assert sum(job.metrics["label_counts"].values()) == 2
+        stored = _predictions(job_id)
+        assert [(i, t) for i, t, _, _ in stored] == [(0, text), (1, text + "!")]
+        assert all(label in LABELS for _, _, label, _ in stored)
+    expected = [(label, round(score, 4)) for _, _, label, score in _predictions(reference)]
+    assert [(label, round(score, 4)) for _, _, label, score in _predictions(ids[0])] == expected
+    response = client.get(f"/api/v1/jobs/{ids[0]}/predictions").get_json()
+    assert [p["text"] for p in response["items"]] == [TEXTS[0], TEXTS[0] + "!"]
+
+    # a duplicate (Redis redelivering, the reconciler re-sending) finds nothing to claim: nothing written twice
+    assert run_batch(celery, popped) == [] and celery.sent == []
+    assert len(_predictions(ids[0])) == 2
+
+
+def test_without_a_live_drainer_or_for_a_big_call_predict_sends_a_celery_message(lane):
+    client, model_id, conn = lane
+    response = client.post("/api/v1/predict", json={"model_id": model_id, "texts": TEXTS})
+    assert response.status_code == 202
+    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 1  # no drainer: Celery
+
+    predict_lane.mark_alive(conn)
+    texts = [f"text {i}" for i in range(predict_lane.MAX_LANE_INPUTS + 1)]
+    assert client.post("/api/v1/predict", json={"model_id": model_id, "texts": texts}).status_code == 202
+    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 2  # too big for the lane
+    # a job queued for later (the jobs API) never takes the lane either
+    assert client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": TEXTS}).status_code == 202
+    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 3
+
+
+def test_a_batch_skips_finished_jobs_and_hands_back_what_it_cannot_run_plainly(lane, model_dir):
+    from worker.predict_lane import run_batch
+
+    _client, model_id, _conn = lane
+    good, cancelled, refused = _queued(model_id, TEXTS), _queued(model_id, TEXTS), _queued(model_id, ["x" * 50])
+    gone_model = tiny_model_row(model_dir, LABELS)
+    gone = _queued(gone_model, TEXTS)
+    with db.session() as session:
+        jobs.cancel(session, cancelled)
+        session.execute(update(TrainedModel).where(TrainedModel.id == gone_model).values(deleted_at=utcnow()))
+        session.commit()
+
+    celery = _CeleryStub()
+    import worker.predict_lane as lane_module
+
+    real_submit = lane_module.submit
+
+    def refusing_submit(predictor, texts, pairs, lease, **options):
+        if texts == ["x" * 50]:  # an input the backend refuses (too long for a question-answering model, say)
+            from ml.backend import InputError
+
+            raise InputError("text 1 is too long")
+        return real_submit(predictor, texts, pairs, lease, **options)
+
+    lane_module.submit = refusing_submit
+    try:
+        assert run_batch(celery, [good, cancelled, refused, gone]) == [good]
+    finally:
+        lane_module.submit = real_submit
+    assert sorted(celery.sent) == sorted([refused, gone])  # the ordinary path records their precise errors
+    assert _job(cancelled).status == "cancelled" and _predictions(cancelled) == []
+    assert _job(refused).status == _job(gone).status == "queued"
+    assert _job(good).metrics["batch_jobs"] == 1
+
+
+def test_a_crash_before_the_batch_commits_leaves_every_job_queued_for_the_reconciler(lane, monkeypatch):
+    import worker.predict_lane as lane_module
+
+    _client, model_id, _conn = lane
+    ids = [_queued(model_id, TEXTS), _queued(model_id, TEXTS[:1])]
+
+    def crash(session, items_by_job):
+        raise RuntimeError("worker lost mid-batch")
+
+    monkeypatch.setattr(lane_module, "insert_predictions_of_jobs", crash)
+    with pytest.raises(RuntimeError):
+        lane_module.run_batch(_CeleryStub(), ids)
+    for job_id in ids:
+        assert _job(job_id).status == "queued"
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 0
+        # the reconciler re-sends them as ordinary messages once they have waited long enough
+        due = jobs.lost_jobs(session, requeue_after_s=0, lease_seconds=60)
+    assert sorted(job_id for job_id, _ in due) == sorted(ids)

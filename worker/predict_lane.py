@@ -1,0 +1,166 @@
+"""The classification worker's side of the /predict lane (``core.predict_lane``): drainer threads that pop many
+job ids at once and run them as one batch.
+
+A batch costs one SELECT of its jobs (and one of each model), the inputs of every job submitted to the model's
+batching engine together, and one transaction that claims the jobs still queued (``core.jobs.claim_queued_many``),
+inserts all their predictions and marks them succeeded; then one pipelined publish wakes the waiting web requests.
+Jobs go from queued to succeeded in that one transaction: a crash before it leaves them queued (the reconciler
+re-sends them through Celery), a job cancelled or claimed elsewhere meanwhile is simply not claimed, so every job
+is run exactly once. Whatever is not the plain case -- a model that is gone, an input the model refuses, a dataset
+-- is handed to the ordinary Celery task, whose per-job path records the precise error.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from sqlalchemy import select
+
+from core import jobs, predict_lane, runtime
+from core.db import db
+from core.queue import CLASSIFY_TASK, announce_jobs_done, send
+from core.results import insert_predictions_of_jobs
+from core.schema import Job, JobStatus, JobType
+
+from . import telemetry
+from . import text_classification as tc
+from .jobs.classify import ClassifyWork
+from .lease import start_attempt
+from .serving import predictor_for, submit
+
+log = logging.getLogger(__name__)
+
+# Drainer threads per worker process: while one batch's rows are written to SQL, the next one's forward passes run.
+DRAINERS = 2
+
+
+class _NeverStop:
+    """What the batching engine polls for a lane job: never cancelled mid-way (it is claimed only at the end)."""
+
+    @staticmethod
+    def should_stop() -> bool:
+        return False
+
+
+_stop = threading.Event()
+_threads: list[threading.Thread] = []
+
+
+def start(app: Any) -> list[threading.Thread]:
+    """Start this process's drainers (none in eager mode, and only once); ``app``: the Celery app that takes the
+    jobs the lane hands back."""
+    settings = runtime.settings()
+    if settings.celery_eager or any(thread.is_alive() for thread in _threads):
+        return _threads
+    _stop.clear()
+    _threads[:] = [threading.Thread(target=_drain, args=(app, settings.redis_url), name=f"predict-lane-{n}",
+                                    daemon=True) for n in range(DRAINERS)]
+    for thread in _threads:
+        thread.start()
+    log.info("predict lane: %d drainer(s) started", len(_threads))
+    return _threads
+
+
+def stop(timeout_s: float = 10.0) -> None:
+    """Let the drainers finish the batch in hand, then end (a warm shutdown)."""
+    _stop.set()
+    for thread in _threads:
+        thread.join(timeout_s)
+
+
+def _drain(app: Any, redis_url: str) -> None:
+    # a connection of its own: BLPOP holds it while waiting
+    conn = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=2)
+    next_alive, failing = 0.0, False
+    while not _stop.is_set():
+        try:
+            if time.monotonic() >= next_alive:
+                predict_lane.mark_alive(conn)
+                next_alive = time.monotonic() + predict_lane.ALIVE_EVERY_S
+            job_ids = predict_lane.pop_batch(conn, wait_s=1.0)
+            failing = False
+        except redis.RedisError as exc:
+            if not failing:  # once per outage: the web sends Celery messages meanwhile (the alive key expires)
+                log.warning("predict lane: Redis unreachable (%s); retrying", exc)
+            failing = True
+            _stop.wait(1.0)
+            continue
+        if job_ids:
+            try:
+                run_batch(app, job_ids)
+            except Exception:  # noqa: BLE001 - the jobs are still queued in SQL: the ordinary path takes them
+                log.exception("predict lane: a batch of %d job(s) failed; handing them to Celery", len(job_ids))
+                _to_celery(app, job_ids)
+
+
+def run_batch(app: Any, job_ids: list[str]) -> list[str]:
+    """Classify, store and finish the jobs ``job_ids`` (those still queued) as one batch; the ids this call
+    finished. Jobs it cannot run plainly are sent to the Celery ``classify`` task instead."""
+    started = time.monotonic()
+    works, handed_back = db.transact(lambda session: _read(session, job_ids), what="predict lane: read")
+    pending = []
+    for work in works:
+        try:
+            chunk = list(work.inputs())
+            predictor = predictor_for(work.artifact_dir, work.quantize)
+            texts, pairs = tc.chunk_texts(work.request, chunk)
+            pending.append((work, chunk, submit(predictor, texts, pairs, _NeverStop, **work.result_options)))
+        except Exception as exc:  # noqa: BLE001 - the Celery path runs it again and records the precise error
+            log.info("predict lane: job %s goes to Celery (%s: %s)", work.job_id, type(exc).__name__, exc)
+            handed_back.append(work.job_id)
+    results = []
+    for work, chunk, wait in pending:  # every job's texts are in the engine: they share its batches
+        try:
+            results.append((work, work.rows(chunk, wait())))
+        except Exception as exc:  # noqa: BLE001 - as above
+            log.info("predict lane: job %s goes to Celery (%s: %s)", work.job_id, type(exc).__name__, exc)
+            handed_back.append(work.job_id)
+    seconds = time.monotonic() - started
+    owner = start_attempt()
+    finished = db.transact(lambda session: _finish(session, results, owner, seconds), what="predict lane: store")
+    announce_jobs_done(runtime.settings().redis_url, finished, JobStatus.SUCCEEDED.value)
+    for work, _rows in results:
+        if work.job_id in finished:
+            telemetry.recorder.job_finished(JobType.CLASSIFY.value, work.task_type.name, "succeeded", seconds)
+    _to_celery(app, handed_back)
+    return finished
+
+
+def _read(session, job_ids: list[str]) -> tuple[list[ClassifyWork], list[str]]:
+    """The batch's jobs that are still queued, read as an attempt reads them; and those to hand back."""
+    rows = session.execute(select(Job.id, Job.params, Job.inputs).where(
+        Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value, Job.type == JobType.CLASSIFY.value)).all()
+    works, handed_back, models = [], [], {}
+    for row in rows:
+        try:
+            work = ClassifyWork.read(session, row, resumed=False, models=models)
+        except Exception as exc:  # noqa: BLE001 - a vanished model, say: the Celery path fails the job with it
+            log.info("predict lane: job %s goes to Celery (%s: %s)", row.id, type(exc).__name__, exc)
+            handed_back.append(row.id)
+            continue
+        (handed_back.append(row.id) if work.dataset is not None else works.append(work))
+    return works, handed_back
+
+
+def _finish(session, results: list[tuple[ClassifyWork, list[dict]]], owner: str, seconds: float) -> list[str]:
+    """Claim the jobs still queued, store their predictions and mark them succeeded: one transaction."""
+    claimed = set(jobs.claim_queued_many(session, [work.job_id for work, _rows in results], owner,
+                                         max_attempts=runtime.settings().job_max_attempts))
+    mine = [(work, rows) for work, rows in results if work.job_id in claimed]
+    insert_predictions_of_jobs(session, {work.job_id: rows for work, rows in mine})
+    metrics = {work.job_id: {**work.metrics(session, seconds), "batch_jobs": len(mine)} for work, _rows in mine}
+    jobs.succeed_many(session, owner, metrics)
+    session.commit()
+    return [work.job_id for work, _rows in mine]
+
+
+def _to_celery(app: Any, job_ids: list[str]) -> None:
+    """Send the ordinary Celery message of each job (still queued in SQL: a lost send is the reconciler's)."""
+    for job_id in job_ids:
+        try:
+            send(app, CLASSIFY_TASK, job_id)
+        except Exception:  # noqa: BLE001
+            log.warning("predict lane: could not send job %s to Celery; the reconciler will", job_id, exc_info=True)
