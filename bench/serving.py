@@ -11,7 +11,13 @@ P1  one classify job of N texts (submit -> every prediction committed to SQL), v
 P2  500 one-text classify jobs posted by 16 concurrent clients, until all 500 are in SQL, vs raw sorted batch 32;
 P3  ``POST /api/v1/predict`` with one tweet: latency p50/p99 with 1 client and with 16 concurrent clients;
 P4  one dataset job over a 100,000-row upload: throughput vs the raw rate, and the classification worker's
-    peak RSS growth over its idle size.
+    peak RSS growth over its idle size;
+P5  500 one-text ``POST /api/v1/predict`` calls from 16 concurrent clients (the /predict lane: core.predict_lane):
+    texts/s from the first call to the last answer, each a job row with its prediction stored, vs the raw model;
+    p50/p99 latency of those calls.
+
+"The raw model" is its best configuration on the same texts: tokenized once, sorted by token count, at the fastest
+of the batch sizes 8-128 (``RawModel.best``), measured in the same run.
 
 Every measurement is repeated (``--runs``, default 5; P4 ``--p4-runs``, default 1 since one run takes minutes) and
 reported as median [min-max]. In-process references run while the workers are idle, interleaved with the platform
@@ -44,7 +50,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 DATASET = REPO_ROOT.parent / "shared" / "datasets" / "tweets_sentiment.csv"
 
-GOALS = {"P1 platform/raw (fp32)": 0.9, "P1 platform/pipeline (default runtime)": 1.3, "P2 platform/raw (fp32)": 0.6,
+RAW_BATCH_SIZES = (8, 16, 32, 64, 128)
+GOALS = {"P5 platform/raw (fp32)": 0.6, "P5 p99 ms, 16 clients": 500.0, "P1 platform/raw (fp32)": 0.9, "P1 platform/pipeline (default runtime)": 1.3, "P2 platform/raw (fp32)": 0.6,
          "P3 p50 ms, 1 client": 40.0, "P3 p99 ms, 16 clients": 500.0}
 
 
@@ -216,6 +223,10 @@ class RawModel:
                 torch.softmax(logits, dim=-1).tolist()
         return time.perf_counter() - started, padded
 
+    def best(self, texts: list[str]) -> tuple[float, int]:
+        """(texts/s, batch size) of the fastest length-sorted batch size: the best raw configuration."""
+        return max((len(texts) / self.sorted_forward(texts, size)[0], size) for size in RAW_BATCH_SIZES)
+
     def hf_pipeline(self, texts: list[str], batch_size: int = 32) -> float | None:
         """Seconds for transformers' ``pipeline("text-classification")`` on the same weights (bert family only)."""
         import torch
@@ -318,6 +329,41 @@ def p3_latencies(api: Api, model_id: int, texts: list[str], clients: int, per_cl
     return latencies, deferred[0]
 
 
+def p5_predict(api: Api, model_id: int, texts: list[str], clients: int) -> tuple[float, list[float], int]:
+    """One ``/predict`` call per text from ``clients`` concurrent callers: (seconds from the first call to the last
+    answer, each call's milliseconds, calls answered 202 and polled); checks every call became one succeeded job."""
+    before = api.call("GET", "/api/v1/jobs?type=classify&status=succeeded&limit=1")["total"]
+    queue, latencies, deferred = list(texts), [], [0]
+    lock = threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                text = queue.pop()
+            started = time.perf_counter()
+            answer = api.call("POST", "/api/v1/predict", {"model_id": model_id, "texts": [text]})
+            if "predictions" not in answer:  # 202: poll the job, then read its predictions (the contract)
+                api.wait(answer["id"], interval=0.01)
+                answer["predictions"] = api.call("GET", f"/api/v1/jobs/{answer['id']}/predictions")["items"]
+                with lock:
+                    deferred[0] += 1
+            assert len(answer["predictions"]) == 1, answer
+            with lock:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for _ in range(clients):
+            pool.submit(client)
+    seconds = time.perf_counter() - started
+    assert len(latencies) == len(texts), "a /predict call failed"
+    after = api.call("GET", "/api/v1/jobs?type=classify&status=succeeded&limit=1")["total"]
+    assert after - before == len(texts), f"{after - before} succeeded jobs for {len(texts)} calls"
+    return seconds, latencies, deferred[0]
+
+
 def p4_dataset(api: Api, stack: Stack, model_id: int, dataset_id: int, rows: int) -> tuple[float, int, int]:
     """Seconds for a dataset job over ``rows`` rows, the worker's idle RSS and its peak RSS meanwhile (bytes)."""
     import psutil
@@ -375,7 +421,7 @@ def main() -> int:
     parser.add_argument("--p4-runs", type=int, default=1)
     parser.add_argument("--classify-threads", type=int, default=None, help="default: the launcher's")
     parser.add_argument("--web-threads", type=int, default=None, help="default: the launcher's")
-    parser.add_argument("--only", default="P1,P2,P3,P4", help="comma-separated subset")
+    parser.add_argument("--only", default="P1,P2,P3,P4,P5", help="comma-separated subset")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -421,9 +467,10 @@ def main() -> int:
             for run in range(args.runs):
                 runs["platform"].append(len(p1_texts) / p1_platform(api, model_id, p1_texts, False))
                 runs["platform_int8"].append(len(p1_texts) / p1_platform(api, model_id, p1_texts, True))
-                seconds, padded = raw.sorted_forward(p1_texts)
-                runs["raw"].append(len(p1_texts) / seconds)
-                runs["raw_int8"].append(len(p1_texts) / raw_q.sorted_forward(p1_texts)[0])
+                padded = raw.sorted_forward(p1_texts)[1]
+                rate, size = raw.best(p1_texts)
+                runs["raw"].append(rate)
+                runs["raw_int8"].append(raw_q.best(p1_texts)[0])
                 pipeline_s = raw.hf_pipeline(p1_texts)
                 if pipeline_s is not None:
                     runs["pipeline"].append(len(p1_texts) / pipeline_s)
@@ -435,9 +482,9 @@ def main() -> int:
             runs = {"platform": [], "raw": [], "platform_int8": [], "raw_int8": []}
             for run in range(args.runs):
                 runs["platform"].append(len(p2_texts) / p2_platform(api, model_id, p2_texts, args.clients))
-                runs["raw"].append(len(p2_texts) / raw.sorted_forward(p2_texts)[0])
+                runs["raw"].append(raw.best(p2_texts)[0])
                 runs["platform_int8"].append(len(p2_texts) / p2_platform(api, model_id, p2_texts, args.clients, True))
-                runs["raw_int8"].append(len(p2_texts) / raw_q.sorted_forward(p2_texts)[0])
+                runs["raw_int8"].append(raw_q.best(p2_texts)[0])
                 print(f"P2 run {run + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in runs.items()), flush=True)
             results["P2"] = {k: summary(v) for k, v in runs.items()}
         if "P3" in only:
@@ -454,6 +501,22 @@ def main() -> int:
             results["P3"] = {f"{name} {q}": summary([r[q] for r in runs_]) for name, runs_ in
                              (("1 client", one), (f"{args.clients} clients", many)) for q in ("p50", "p99")}
             results["P3"]["calls answered 202"] = deferred
+        if "P5" in only:
+            rates, raws, p50s, p99s, deferred, sizes = [], [], [], [], 0, []
+            for run in range(args.runs):
+                seconds, latencies, late = p5_predict(api, model_id, p2_texts, args.clients)
+                rate, size = raw.best(p2_texts)
+                rates.append(len(p2_texts) / seconds)
+                raws.append(rate)
+                sizes.append(size)
+                p50s.append(percentile(latencies, 50))
+                p99s.append(percentile(latencies, 99))
+                deferred += late
+                print(f"P5 run {run + 1}: platform {rates[-1]:.1f}/s, raw {rate:.1f}/s (batch {size}), "
+                      f"p50 {p50s[-1]:.0f} ms, p99 {p99s[-1]:.0f} ms ({late} answered 202 and polled)", flush=True)
+            results["P5"] = {"platform": summary(rates), "raw": summary(raws), "p50": summary(p50s),
+                             "p99": summary(p99s), "calls answered 202": deferred,
+                             "raw best batch sizes": sizes}
         if "P4" in only:
             big = [{"row_id": f"r{i}", "text": rows[i % len(rows)]["text"]} for i in range(args.p4_rows)]
             dataset_id = api.upload(to_csv(big, ["row_id", "text"]), "bench-p4")
@@ -486,13 +549,16 @@ def main() -> int:
     if "P3" in results:
         ratios["P3 p50 ms, 1 client"] = results["P3"]["1 client p50"]["median"]
         ratios[f"P3 p99 ms, {args.clients} clients"] = results["P3"][f"{args.clients} clients p99"]["median"]
+    if "P5" in results:
+        ratios["P5 platform/raw (fp32)"] = results["P5"]["platform"]["median"] / results["P5"]["raw"]["median"]
+        ratios[f"P5 p99 ms, {args.clients} clients"] = results["P5"]["p99"]["median"]
     if "P4" in results and "P1" in results:
         ratios["P4 platform/raw (raw rate from P1)"] = results["P4"]["platform"]["median"] / results["P1"]["raw"]["median"]
     results["ratios"] = ratios
 
     print(f"\n{args.family}, max_length {args.max_length}, {os.cpu_count()} CPUs, median [min-max] of {args.runs} runs, "
           f"default runtime {results['config']['default_runtime']}")
-    for section in ("P1", "P2", "P3", "P4"):
+    for section in ("P1", "P2", "P3", "P4", "P5"):
         for name, stat in results.get(section, {}).items():
             print(f"  {section} {name:<28} {fmt(stat) if isinstance(stat, dict) else stat}")
     print()
