@@ -173,7 +173,9 @@ def claim(
     if oom_message is not None:
         return _fail_claimable(session, job_id, same, oom_message, now, ClaimOutcome.OOM_KILLED, job.attempts)
     if job.attempts >= max_attempts:
-        message = f"gave up after {job.attempts} attempts (the worker running it was lost)"
+        # the last attempt's reason when it gave the job back (jobs.release), else: its worker was lost
+        reason = job.error or "the worker running it was lost"
+        message = f"gave up after {job.attempts} attempts ({reason})"
         return _fail_claimable(session, job_id, same, message, now, ClaimOutcome.GAVE_UP, job.attempts)
     if _take(session, job_id, worker_id, now, *same, oom_watch=oom_watch):
         return _claimed(session, job_id)
@@ -259,6 +261,24 @@ def succeed_many(session: Session, worker_id: str, metrics: dict[str, dict]) -> 
     rows = [{"job_id": job_id, "done_at": now, "job_metrics": values} for job_id, values in metrics.items()]
     result = session.connection().execute(statement, rows)
     return result.rowcount if result.rowcount >= 0 else len(rows)
+
+
+def release(session: Session, job_id: str, worker_id: str, message: str, *, now: datetime | None = None) -> bool:
+    """Give a running job back for a later attempt (its model's files could not be fetched, say); commits.
+
+    The lease is dropped (``heartbeat_at`` NULL: claimable at once by a message that arrives) and ``message`` is the
+    job's error while it waits; ``enqueued_at`` is now, so the reconciler re-sends it ``lease_seconds`` later. Its
+    attempts stay counted: past ``max_attempts`` the job fails with the last such message. False when the job is
+    no longer ``worker_id``'s."""
+    now = now or utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.worker_id == worker_id)
+        .values(heartbeat_at=None, error=message[:4000], enqueued_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
 
 
 def heartbeat(

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import select
 
-from core import jobs, runtime
+from core import artifacts, jobs, runtime
 from core.config import Settings
 from core.db import db
 from core.queue import announce_job_done
@@ -106,6 +106,11 @@ def run_job(job_id: str, job_type: str) -> None:
     except handler.stop_errors:
         outcome = "failed" if lease is not None and lease.timed_out else "stopped"
         _stopped(job_id, lease)
+    except artifacts.ArtifactUnavailable as exc:
+        # the model store did not answer (or kept handing over corrupt files) for FETCH_RETRY_S: not the job's
+        # fault, so it waits for a later attempt instead of failing (bounded by JOB_MAX_ATTEMPTS)
+        outcome = "released"
+        _release(job_id, f"waiting for the model store: {exc}")
     except Exception as exc:  # noqa: BLE001 - every failure must end up on the job row
         outcome = "failed"
         message = handler.failure_message(exc)
@@ -155,6 +160,12 @@ def _fail(job_id: str, message: str) -> None:
     log.warning("job %s failed: %s", job_id, message)
     owner = worker_id()
     db.transact(lambda session: jobs.fail(session, job_id, message, worker_id=owner), what=f"job {job_id}: fail")
+
+
+def _release(job_id: str, message: str) -> None:
+    log.warning("job %s released for a later attempt: %s", job_id, message)
+    owner = worker_id()
+    db.transact(lambda session: jobs.release(session, job_id, owner, message), what=f"job {job_id}: release")
 
 
 def _stopped(job_id: str, lease: Lease | None) -> None:

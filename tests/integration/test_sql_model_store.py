@@ -125,3 +125,56 @@ def test_an_unreachable_store_answers_503_and_keeps_nothing(client, settings, tm
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "model_store_unavailable"
     cache = Path(settings.model_cache_dir)
     assert not (cache / "models" / "job-1").exists() and list((cache / "downloads").iterdir()) == []
+
+
+def test_a_job_whose_model_store_is_unreachable_waits_and_retries_instead_of_failing(
+        client, settings, tmp_path, monkeypatch, tiny_bert_dir, tokenizer):
+    """Issue 19: the store unreachable (or every download corrupt) for FETCH_RETRY_S gives the job back for a later
+    attempt (the reconciler re-sends it), never a failure for that reason alone, until its attempts run out."""
+    from datetime import timedelta
+
+    from sqlalchemy.exc import OperationalError
+
+    from core import artifacts, jobs
+    from core.schema import Job, utcnow
+    from tests.factories import save_tiny_model, tiny_model_row
+    from worker.jobs.classify import run_classification
+
+    folder = save_tiny_model("bert", {"sentiment": ["neg", "pos"]}, tiny_bert_dir, tokenizer, tmp_path / "m", seed=3)
+    model_id = tiny_model_row(artifacts.publish(settings, folder, "job-2"), ["neg", "pos"])  # type: ignore[arg-type]
+    real = artifacts._download
+
+    def unreachable(key, target):
+        raise OperationalError("SELECT", {}, Exception("could not connect to server"))
+
+    monkeypatch.setattr(artifacts, "_download", unreachable)
+    monkeypatch.setattr(artifacts, "FETCH_RETRY_S", 0.3)
+    job_id = client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": TEXTS}).get_json()["id"]
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "running" and job["attempts"] == 1
+    assert job["error"].startswith("waiting for the model store: could not fetch model")
+    with db.session() as session:
+        assert session.get(Job, job_id).heartbeat_at is None  # no lease: the next message may take it at once
+        later = utcnow() + timedelta(seconds=settings.lease_seconds + 1)
+        due = jobs.lost_jobs(session, requeue_after_s=settings.requeue_after_s,
+                             lease_seconds=settings.lease_seconds, now=later)
+    assert (job_id, "classify") in due  # the reconciler re-sends it once a lease's time has passed
+
+    monkeypatch.setattr(artifacts, "_download", real)  # the store is back
+    run_classification(job_id)
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert (job["status"], job["attempts"], job["error"]) == ("succeeded", 2, None)
+    assert len(client.get(f"/api/v1/jobs/{job_id}/predictions").get_json()["items"]) == len(TEXTS)
+
+    # a store that never comes back: the attempts run out, and the failure says why
+    monkeypatch.setattr(artifacts, "_download", unreachable)
+    shutil.rmtree(Path(settings.model_cache_dir) / "models", ignore_errors=True)
+    from ml.inference import clear_predictor_cache
+
+    clear_predictor_cache()
+    job_id = client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": TEXTS}).get_json()["id"]
+    for _ in range(settings.job_max_attempts):
+        run_classification(job_id)
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "failed" and job["attempts"] == settings.job_max_attempts
+    assert job["error"].startswith(f"gave up after {settings.job_max_attempts} attempts (waiting for the model store")
