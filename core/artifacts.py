@@ -52,7 +52,9 @@ CHUNK_BYTES = 4 * 1024 * 1024  # one ModelFileChunk: large enough for few round 
 CONFIG_NAME = "bertqueue_config.json"  # models.io.CONFIG_NAME: a model folder without it is not a model
 WEIGHTS_NAME = "model.safetensors"
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME)
-FETCH_RETRY_S = 30.0  # how long a download is retried (store unreachable, checksum mismatch) before the job fails
+# how long a download is retried (store unreachable, checksum mismatch) before the job is given back for a later
+# attempt (worker.skeleton, core.jobs.release)
+FETCH_RETRY_S = 30.0
 PIN_S = 60.0  # a cached model used this recently is never evicted: a process may be loading it right now
 DISK_RESERVE_BYTES = 64 * 1024 * 1024  # a download never takes the cache's disk down to its last bytes
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
