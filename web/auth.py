@@ -20,6 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Flask, g, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from core import accounts
@@ -29,6 +30,8 @@ from core.db import db
 
 from . import context
 from .errors import ApiError
+
+API_PREFIX = "/api/"  # the JSON API's routes (web.api): token-authenticated only
 
 # API endpoints that answer without a token (probes and the API description)
 OPEN_ENDPOINTS = frozenset({"api.healthz", "api.readyz", "api.openapi"})
@@ -156,9 +159,21 @@ def _challenge(response):
     return response
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """The signed-cookie session of the pages; an API call (token-authenticated, never by cookie) gets a null
+    session instead, so it does not pay for verifying a cookie it never reads (it is opened before routing, hence
+    the path)."""
+
+    def open_session(self, app: Flask, request):
+        if request.path.startswith(API_PREFIX):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
-    """Install the login manager and the guards that run before every view."""
+    """Install the login manager, the session interface and the guards that run before every view."""
     login_manager.init_app(app)
+    app.session_interface = _SessionInterface()
     app.before_request(_guard)
     app.after_request(_challenge)
 

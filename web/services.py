@@ -397,7 +397,8 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
     ``lane`` (``/predict``, whose caller waits): a small inline job goes through the /predict lane
     (``core.predict_lane``) while a drainer is alive, else (and always without ``lane``) as a Celery message."""
     with db.session() as session:
-        _check_quota(session, user, lock=False)
+        if request.from_dataset:  # an inline request is checked once, locked, before its insert (no heavy work first)
+            _check_quota(session, user, lock=False)
         model = _usable_model(session, user, request)
         request = request.with_model_id(model.id)
         row_count = None
@@ -716,7 +717,14 @@ def prediction_labels(user: Principal, job_id: str) -> list[tuple[str, int | Non
 
 
 def wait_for_job(user: Principal, job_id: str, timeout_s: float) -> dict:
-    """Wait until the job finishes or time runs out; the job as it then is.
+    """Wait until the job finishes or time runs out; the job as it then is (see :func:`wait_for_status`)."""
+    wait_for_status(job_id, timeout_s)
+    return get_job(user, job_id)
+
+
+def wait_for_status(job_id: str, timeout_s: float) -> str:
+    """Wait until the job finishes or time runs out; its status then. The caller has checked that the job is the
+    user's (it created it).
 
     Woken by the worker's job-done announcement (``web.completion``) where there is one; the job's status is
     read from SQL after registering and on every wake-up, so a lost announcement only delays the answer.
@@ -733,17 +741,18 @@ def wait_for_job(user: Principal, job_id: str, timeout_s: float) -> dict:
                 raise _not_found("job", job_id)
             remaining = deadline - time.monotonic()
             if JobStatus(status).terminal or remaining <= 0:
-                return get_job(user, job_id)
+                return status
             done.wait(min(delay, remaining))
             done.clear()
             if listener is None or not listener.connected.is_set():
                 delay = min(delay * 1.5, 0.5)
 
 
-def all_predictions(user: Principal, job_id: str) -> list[dict]:
-    """Every prediction of a job ``user`` may see (none of anyone else's: the scope is part of the one query)."""
+def all_predictions(user: Principal, job_id: str, task_type: str | None = None) -> list[dict]:
+    """Every prediction of a job ``user`` may see (none of anyone else's: the scope is part of the one query);
+    ``task_type``: the job's, when the caller knows it (else read from its model)."""
     with db.session() as session:
-        kind = task_types.of_params(session.scalar(  # the job's model's task type
+        kind = task_types.get(task_type) if task_type else task_types.of_params(session.scalar(
             select(TrainedModel.params).join(Job, Job.model_id == TrainedModel.id)
             .where(Job.id == job_id, visible(Job, user))))
         rows = session.scalars(

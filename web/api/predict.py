@@ -60,14 +60,15 @@ def predict(body: PredictRequest):
     slots = _waiters()
     waiting = slots.acquire(blocking=False)  # never blocks: a full house answers 202 instead of queueing here
     try:
-        job = services.start_classification(current(), body, lane=True)
-        job = services.wait_for_job(current(), job["id"], timeout if waiting else 0.0)
+        created = services.start_classification(current(), body, lane=True)
+        status = services.wait_for_status(created["id"], timeout if waiting else 0.0)
     finally:
         if waiting:
             slots.release()
-    if job["status"] == JobStatus.SUCCEEDED.value:
-        predictions = services.all_predictions(current(), job["id"])
-        return {"job_id": job["id"], "model_id": job["model_id"], "predictions": predictions}
+    if status == JobStatus.SUCCEEDED.value:  # the common case costs one more query: the predictions
+        predictions = services.all_predictions(current(), created["id"], created["task_type"])
+        return {"job_id": created["id"], "model_id": created["model_id"], "predictions": predictions}
+    job = services.get_job(current(), created["id"])
     if job["status"] == JobStatus.FAILED.value:
         raise ApiError(500, "job_failed", job["error"] or "the classification job failed", extra={"job_id": job["id"]})
     if job["status"] == JobStatus.CANCELLED.value:
