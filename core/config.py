@@ -88,6 +88,9 @@ class Settings:
     # /predict calls waiting at once per web process (of its WEB_THREADS, 16 by default: 4 stay free for everything
     # else); the rest answer 202 at once with the job to poll
     predict_max_waiters: int = 12
+    # /predict calls of at most 64 inputs go to the classification workers through one Redis list, many jobs per
+    # batch (core.predict_lane); false: one Celery message each, as every other job
+    predict_lane: bool = True
     train_time_limit_s: float = 6 * 3600.0  # a training running longer fails and frees its slot
     classify_time_limit_s: float = 3600.0
     broker_visibility_timeout_s: int = 3600  # Redis redelivers an unacked message after this long
@@ -151,6 +154,7 @@ class Settings:
         "max_training_work": "MAX_TRAINING_WORK",
         "max_train_batch_tokens": "MAX_TRAIN_BATCH_TOKENS",
         "predict_max_waiters": "PREDICT_MAX_WAITERS",
+        "predict_lane": "PREDICT_LANE",
         "train_time_limit_s": "TRAIN_TIME_LIMIT_S",
         "classify_time_limit_s": "CLASSIFY_TIME_LIMIT_S",
         "broker_visibility_timeout_s": "BROKER_VISIBILITY_TIMEOUT_S",
