@@ -227,21 +227,20 @@ def _claimed(session: Session, job_id: str) -> Claim:
 def claim_queued_many(session: Session, job_ids: list[str], worker_id: str, *, max_attempts: int,
                       now: datetime | None = None) -> list[str]:
     """Claim those of ``job_ids`` that are still queued (and whose owner is active) for ``worker_id`` in one UPDATE;
-    the ids won. Does not commit: the /predict lane (``worker.predict_lane``) stores the jobs' predictions and their
+    the ids won. ``now``: when the attempt started (its ``started_at``). Does not commit: the /predict lane (``worker.predict_lane``) stores the jobs' predictions and their
     success in the same transaction, so a job is never seen running half-done and a crash leaves it queued."""
     if not job_ids:
         return []
     now = now or utcnow()
     statement = (
-        update(Job)
+        update(Job.__table__)  # Core, not the ORM's bulk UPDATE: nothing in the session to synchronise
         .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value, Job.attempts < max_attempts,
                _owner_active)
         .values(status=JobStatus.RUNNING.value, attempts=Job.attempts + 1, worker_id=worker_id, heartbeat_at=now,
                 started_at=now, progress=0.0, eta_at=None, metrics=None, error=None, oom_watch=None)
         .returning(Job.id)
-        .execution_options(synchronize_session=False)
     )
-    return list(session.scalars(statement))
+    return list(session.connection().execute(statement).scalars())
 
 
 def succeed_many(session: Session, worker_id: str, metrics: dict[str, dict]) -> int:

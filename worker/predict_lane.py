@@ -23,7 +23,7 @@ from core import jobs, predict_lane, runtime
 from core.db import db
 from core.queue import CLASSIFY_TASK, announce_jobs_done, send
 from core.results import insert_predictions_of_jobs
-from core.schema import Job, JobStatus, JobType
+from core.schema import Job, JobStatus, JobType, utcnow
 
 from . import telemetry
 from . import text_classification as tc
@@ -99,7 +99,7 @@ def _drain(app: Any, redis_url: str) -> None:
 def run_batch(app: Any, job_ids: list[str]) -> list[str]:
     """Classify, store and finish the jobs ``job_ids`` (those still queued) as one batch; the ids this call
     finished. Jobs it cannot run plainly are sent to the Celery ``classify`` task instead."""
-    started = time.monotonic()
+    started, started_at = time.monotonic(), utcnow()
     works, handed_back = db.transact(lambda session: _read(session, job_ids), what="predict lane: read")
     pending = []
     for work in works:
@@ -120,7 +120,8 @@ def run_batch(app: Any, job_ids: list[str]) -> list[str]:
             handed_back.append(work.job_id)
     seconds = time.monotonic() - started
     owner = start_attempt()
-    finished = db.transact(lambda session: _finish(session, results, owner, seconds), what="predict lane: store")
+    finished = db.transact(lambda session: _finish(session, results, owner, seconds, started_at),
+                           what="predict lane: store")
     announce_jobs_done(runtime.settings().redis_url, finished, JobStatus.SUCCEEDED.value)
     for work, _rows in results:
         if work.job_id in finished:
@@ -145,10 +146,11 @@ def _read(session, job_ids: list[str]) -> tuple[list[ClassifyWork], list[str]]:
     return works, handed_back
 
 
-def _finish(session, results: list[tuple[ClassifyWork, list[dict]]], owner: str, seconds: float) -> list[str]:
+def _finish(session, results: list[tuple[ClassifyWork, list[dict]]], owner: str, seconds: float,
+            started_at) -> list[str]:
     """Claim the jobs still queued, store their predictions and mark them succeeded: one transaction."""
     claimed = set(jobs.claim_queued_many(session, [work.job_id for work, _rows in results], owner,
-                                         max_attempts=runtime.settings().job_max_attempts))
+                                         max_attempts=runtime.settings().job_max_attempts, now=started_at))
     mine = [(work, rows) for work, rows in results if work.job_id in claimed]
     insert_predictions_of_jobs(session, {work.job_id: rows for work, rows in mine})
     metrics = {work.job_id: {**work.metrics(session, seconds), "batch_jobs": len(mine)} for work, _rows in mine}

@@ -127,6 +127,19 @@ def test_without_a_live_drainer_or_for_a_big_call_predict_sends_a_celery_message
     # a job queued for later (the jobs API) never takes the lane either
     assert client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": TEXTS}).status_code == 202
     assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 3
+    # PREDICT_LANE=false: one Celery message per call, drainer or not
+    runtime.configure(runtime.settings().replace(predict_lane=False))
+    client.application.extensions["bertqueue"].settings = runtime.settings()
+    assert client.post("/api/v1/predict", json={"model_id": model_id, "texts": TEXTS}).status_code == 202
+    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 4
+
+
+def test_api_calls_carry_no_session_cookie(lane):
+    """An API call is token-authenticated: it gets a null session (no cookie verified, none set)."""
+    client, model_id, _conn = lane
+    client.set_cookie("session", "not-a-valid-signed-cookie")
+    response = client.get(f"/api/v1/models/{model_id}")
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers
 
 
 def test_a_batch_skips_finished_jobs_and_hands_back_what_it_cannot_run_plainly(lane, model_dir):
