@@ -273,10 +273,13 @@ def p1_platform(api: Api, model_id: int, texts: list[str], quantize: bool) -> fl
     return finished_at(done) - started
 
 
-def p2_platform(api: Api, model_id: int, texts: list[str], clients: int, quantize: bool = False) -> float:
-    """Seconds from the first POST until all ``len(texts)`` one-text jobs are succeeded in SQL (the last one's
-    ``finished_at``; a calm 0.2 s poll only notices the end)."""
-    before = api.call("GET", "/api/v1/jobs?type=classify&status=succeeded&limit=1")["total"]
+def succeeded_classify_jobs(api: Api) -> int:
+    return api.call("GET", "/api/v1/jobs?type=classify&status=succeeded&limit=1")["total"]
+
+
+def each_text(texts: list[str], clients: int, call) -> ThreadPoolExecutor:
+    """``call(text)`` once per text from ``clients`` concurrent threads (the pool is returned running: leave its
+    ``with`` block to wait for the last call)."""
     queue = list(texts)
     lock = threading.Lock()
 
@@ -286,13 +289,22 @@ def p2_platform(api: Api, model_id: int, texts: list[str], clients: int, quantiz
                 if not queue:
                     return
                 text = queue.pop()
-            api.call("POST", "/api/v1/jobs/classify", {"model_id": model_id, "texts": [text], "quantize": quantize})
+            call(text)
 
+    pool = ThreadPoolExecutor(clients)
+    for _ in range(clients):
+        pool.submit(client)
+    return pool
+
+
+def p2_platform(api: Api, model_id: int, texts: list[str], clients: int, quantize: bool = False) -> float:
+    """Seconds from the first POST until all ``len(texts)`` one-text jobs are succeeded in SQL (the last one's
+    ``finished_at``; a calm 0.2 s poll only notices the end)."""
+    before = succeeded_classify_jobs(api)
     started = time.time()
-    with ThreadPoolExecutor(clients) as pool:
-        for _ in range(clients):
-            pool.submit(client)
-        while api.call("GET", "/api/v1/jobs?type=classify&status=succeeded&limit=1")["total"] < before + len(texts):
+    with each_text(texts, clients, lambda text: api.call(
+            "POST", "/api/v1/jobs/classify", {"model_id": model_id, "texts": [text], "quantize": quantize})):
+        while succeeded_classify_jobs(api) < before + len(texts):
             time.sleep(0.2)
             if time.time() - started > 600:
                 raise SystemExit("P2 did not finish in 10 minutes")
@@ -332,34 +344,28 @@ def p3_latencies(api: Api, model_id: int, texts: list[str], clients: int, per_cl
 def p5_predict(api: Api, model_id: int, texts: list[str], clients: int) -> tuple[float, list[float], int]:
     """One ``/predict`` call per text from ``clients`` concurrent callers: (seconds from the first call to the last
     answer, each call's milliseconds, calls answered 202 and polled); checks every call became one succeeded job."""
-    before = api.call("GET", "/api/v1/jobs?type=classify&status=succeeded&limit=1")["total"]
-    queue, latencies, deferred = list(texts), [], [0]
+    before = succeeded_classify_jobs(api)
+    latencies, deferred = [], [0]
     lock = threading.Lock()
 
-    def client() -> None:
-        while True:
+    def call(text: str) -> None:
+        started = time.perf_counter()
+        answer = api.call("POST", "/api/v1/predict", {"model_id": model_id, "texts": [text]})
+        if "predictions" not in answer:  # 202: poll the job, then read its predictions (the contract)
+            api.wait(answer["id"], interval=0.01)
+            answer["predictions"] = api.call("GET", f"/api/v1/jobs/{answer['id']}/predictions")["items"]
             with lock:
-                if not queue:
-                    return
-                text = queue.pop()
-            started = time.perf_counter()
-            answer = api.call("POST", "/api/v1/predict", {"model_id": model_id, "texts": [text]})
-            if "predictions" not in answer:  # 202: poll the job, then read its predictions (the contract)
-                api.wait(answer["id"], interval=0.01)
-                answer["predictions"] = api.call("GET", f"/api/v1/jobs/{answer['id']}/predictions")["items"]
-                with lock:
-                    deferred[0] += 1
-            assert len(answer["predictions"]) == 1, answer
-            with lock:
-                latencies.append((time.perf_counter() - started) * 1000)
+                deferred[0] += 1
+        assert len(answer["predictions"]) == 1, answer
+        with lock:
+            latencies.append((time.perf_counter() - started) * 1000)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        for _ in range(clients):
-            pool.submit(client)
+    with each_text(texts, clients, call):
+        pass
     seconds = time.perf_counter() - started
     assert len(latencies) == len(texts), "a /predict call failed"
-    after = api.call("GET", "/api/v1/jobs?type=classify&status=succeeded&limit=1")["total"]
+    after = succeeded_classify_jobs(api)
     assert after - before == len(texts), f"{after - before} succeeded jobs for {len(texts)} calls"
     return seconds, latencies, deferred[0]
 
