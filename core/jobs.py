@@ -245,7 +245,7 @@ def claim_queued_many(session: Session, job_ids: list[str], worker_id: str, *, m
 
 def succeed_many(session: Session, worker_id: str, metrics: dict[str, dict]) -> int:
     """running -> succeeded for each job of ``metrics`` (job id -> its metrics) that ``worker_id`` holds, in one
-    executemany; how many. Does not commit (see :func:`claim_queued_many`)."""
+    executemany; how many (-1: the driver did not say). Does not commit (see :func:`claim_queued_many`)."""
     if not metrics:
         return 0
     table = Job.__table__
@@ -259,7 +259,7 @@ def succeed_many(session: Session, worker_id: str, metrics: dict[str, dict]) -> 
     now = utcnow()
     rows = [{"job_id": job_id, "done_at": now, "job_metrics": values} for job_id, values in metrics.items()]
     result = session.connection().execute(statement, rows)
-    return result.rowcount if result.rowcount >= 0 else len(rows)
+    return result.rowcount  # -1 where the driver does not report an executemany's count
 
 
 def release(session: Session, job_id: str, worker_id: str, message: str, *, now: datetime | None = None) -> bool:

@@ -75,5 +75,8 @@ def pop_batch(conn: redis.Redis, *, limit: int = BATCH_JOBS, wait_s: float = 1.0
         return []
     ids = [first[1]]
     if limit > 1:
-        ids.extend(conn.lpop(LANE_KEY, limit - 1) or [])
+        try:  # LPOP with a count needs Redis >= 6.2; on an error the first id is still this drainer's to run
+            ids.extend(conn.lpop(LANE_KEY, limit - 1) or [])
+        except redis.RedisError as exc:
+            log.debug("predict lane: could not pop more ids (%s)", exc)
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

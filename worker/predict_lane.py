@@ -53,7 +53,7 @@ def start(app: Any) -> list[threading.Thread]:
     """Start this process's drainers (none in eager mode, and only once); ``app``: the Celery app that takes the
     jobs the lane hands back."""
     settings = runtime.settings()
-    if settings.celery_eager or any(thread.is_alive() for thread in _threads):
+    if settings.celery_eager or not settings.predict_lane or any(thread.is_alive() for thread in _threads):
         return _threads
     _stop.clear()
     _threads[:] = [threading.Thread(target=_drain, args=(app, settings.redis_url), name=f"predict-lane-{n}",
@@ -101,11 +101,11 @@ def run_batch(app: Any, job_ids: list[str]) -> list[str]:
     finished. Jobs it cannot run plainly are sent to the Celery ``classify`` task instead."""
     started, started_at = time.monotonic(), utcnow()
     works, handed_back = db.transact(lambda session: _read(session, job_ids), what="predict lane: read")
-    pending = []
+    pending, predictors = [], {}
     for work in works:
         try:
             chunk = list(work.inputs())
-            predictor = predictor_for(work.artifact_dir, work.quantize)
+            predictor = _predictor(predictors, work)
             texts, pairs = tc.chunk_texts(work.request, chunk)
             pending.append((work, chunk, submit(predictor, texts, pairs, _NeverStop, **work.result_options)))
         except Exception as exc:  # noqa: BLE001 - the Celery path runs it again and records the precise error
@@ -128,6 +128,21 @@ def run_batch(app: Any, job_ids: list[str]) -> list[str]:
             telemetry.recorder.job_finished(JobType.CLASSIFY.value, work.task_type.name, "succeeded", seconds)
     _to_celery(app, handed_back)
     return finished
+
+
+def _predictor(predictors: dict, work: ClassifyWork):
+    """The job's model, loaded once per batch: a model that cannot be loaded (its store unreachable, say) fails
+    once for all its jobs of the batch, which go to Celery at once instead of each retrying the fetch."""
+    key = (work.artifact_dir, work.quantize)
+    if key not in predictors:
+        try:
+            predictors[key] = predictor_for(work.artifact_dir, work.quantize)
+        except Exception as exc:  # noqa: BLE001 - raised again for each job of this model
+            predictors[key] = exc
+    found = predictors[key]
+    if isinstance(found, Exception):
+        raise found
+    return found
 
 
 def _read(session, job_ids: list[str]) -> tuple[list[ClassifyWork], list[str]]:

@@ -41,7 +41,8 @@ class Recorder:
             self.padded_tokens += padded_tokens
 
     def job_finished(self, job_type: str, task_type: str, outcome: str, seconds: float) -> None:
-        """A claimed job's attempt ended (``outcome``: succeeded, failed or stopped) after ``seconds``."""
+        """A claimed job's attempt ended (``outcome``: succeeded, failed, stopped, or released: given back for a later
+        attempt, its model store unreachable) after ``seconds``."""
         with self._lock:
             key = (job_type, task_type, outcome)
             if key not in self.jobs:

@@ -196,3 +196,24 @@ def test_a_crash_before_the_batch_commits_leaves_every_job_queued_for_the_reconc
         # the reconciler re-sends them as ordinary messages once they have waited long enough
         due = jobs.lost_jobs(session, requeue_after_s=0, lease_seconds=60)
     assert sorted(job_id for job_id, _ in due) == sorted(ids)
+
+
+def test_a_model_that_cannot_be_loaded_is_tried_once_per_batch_and_its_jobs_go_to_celery(lane, monkeypatch):
+    """The store unreachable for one model: the drainer does not retry its fetch for each of its jobs (every other
+    job of the batch would wait), it hands them all to Celery at once."""
+    import worker.predict_lane as lane_module
+    from core import artifacts
+
+    _client, model_id, _conn = lane
+    ids = [_queued(model_id, TEXTS[:1]) for _ in range(3)]
+    calls = []
+
+    def unreachable(artifact_dir, quantize):
+        calls.append(artifact_dir)
+        raise artifacts.ArtifactUnavailable("could not fetch the model")
+
+    monkeypatch.setattr(lane_module, "predictor_for", unreachable)
+    celery = _CeleryStub()
+    assert lane_module.run_batch(celery, ids) == []
+    assert len(calls) == 1 and sorted(celery.sent) == sorted(ids)
+    assert all(_job(job_id).status == "queued" for job_id in ids)
