@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import packed
+
 IGNORE_INDEX = -100  # label id meaning "this row has no label for this task" (same as PyTorch's default)
 
 POOLING_MODES = ("pooler", "cls", "mean")
@@ -332,7 +334,11 @@ class EncoderClassifier(nn.Module):
         ``token_type_ids`` (B, T) (0 = first text, 1 = second text of a pair) are passed on only when the encoder
         has token-type embeddings (:attr:`takes_token_types`); otherwise they are ignored.
         """
-        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None and self.takes_token_types else {}
+        types = token_type_ids if self.takes_token_types else None
+        if packed.usable(self.encoder, attention_mask):
+            # inference over a padded batch: the linear layers skip the padding (models/packed.py says why)
+            return packed.packed_forward(self.encoder, input_ids, attention_mask, types)
+        extra = {"token_type_ids": types} if types is not None else {}
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **extra)
 
     def task_loss(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

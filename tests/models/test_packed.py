@@ -1,0 +1,119 @@
+"""models/packed.py: the padding-free inference forward answers exactly what the encoder's own forward answers."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from models import packed
+from models.registry import FAMILIES, build_model
+from tests.models.test_families import IDS, MULTI, SENTENCES, SINGLE, VARIANTS
+
+PAIRS = [("the flight was late", "they lost my bag"), ("ok", "a much longer second text that pads the first")]
+
+
+def _encoder(directory):
+    torch.manual_seed(0)
+    return AutoModel.from_pretrained(str(directory)).eval()
+
+
+def _real_positions_match(reference, got, mask):
+    real = mask.bool()
+    assert torch.allclose(got.last_hidden_state[real], reference.last_hidden_state[real], atol=1e-5)
+    assert (got.last_hidden_state[~real] == 0).all()  # padding holds zeros, never another row's states
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_packed_forward_equals_the_encoders_own_on_every_real_token(kind, tiny_bert_dir, tiny_distilbert_dir,
+                                                                     tokenizer):
+    encoder = _encoder(tiny_bert_dir if kind == "bert" else tiny_distilbert_dir)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert packed.supports(encoder)
+    with torch.inference_mode():
+        assert packed.usable(encoder, mask)
+        reference = encoder(input_ids=ids, attention_mask=mask)
+        got = packed.packed_forward(encoder, ids, mask)
+    _real_positions_match(reference, got, mask)
+    if kind == "bert":
+        assert torch.allclose(got.pooler_output, reference.pooler_output, atol=1e-5)
+    else:
+        assert got.pooler_output is None
+
+
+def test_sentence_pairs_and_left_padding_keep_their_segments_and_positions(tiny_bert_dir, tokenizer):
+    encoder = _encoder(tiny_bert_dir)
+    for side in ("right", "left"):
+        tokenizer.padding_side = side
+        try:
+            batch = tokenizer([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt")
+        finally:
+            tokenizer.padding_side = "right"
+        assert batch["token_type_ids"].max() == 1
+        with torch.inference_mode():
+            reference = encoder(**batch)
+            got = packed.packed_forward(encoder, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        _real_positions_match(reference, got, batch["attention_mask"])
+        if side == "right":  # the platform's side; left-padded rows have a pad, not [CLS], at the pooler's position 0
+            assert torch.allclose(got.pooler_output, reference.pooler_output, atol=1e-5)
+
+
+@pytest.mark.parametrize("family,options", VARIANTS, ids=IDS)
+def test_every_family_predicts_the_same_with_and_without_packing(family, options, tiny_bert_dir,
+                                                                 tiny_distilbert_dir, tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    encoder = tiny_distilbert_dir if family == "distilbert" else tiny_bert_dir
+    model = build_model(family, MULTI if family == "multitask" else SINGLE, encoder, **options).eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    calls = []
+    real_forward = packed.packed_forward
+    monkeypatch.setattr(packed, "packed_forward", lambda *a: calls.append(1) or real_forward(*a))
+    with torch.inference_mode():
+        got = model(batch["input_ids"], batch["attention_mask"]).logits
+        assert calls, "inference over a padded batch should take the packed path"
+        monkeypatch.setattr(packed, "usable", lambda *a: False)
+        reference = model(batch["input_ids"], batch["attention_mask"]).logits
+    got, reference = (x if isinstance(x, dict) else {"t": x} for x in (got, reference))
+    for task in reference:
+        assert torch.allclose(got[task], reference[task], atol=1e-5), task
+
+
+def test_an_int8_model_on_the_packed_path_answers_within_quantization_noise(tiny_bert_dir, tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("bert", SINGLE, tiny_bert_dir).eval()
+    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        got = model(batch["input_ids"], batch["attention_mask"]).logits
+        monkeypatch.setattr(packed, "usable", lambda *a: False)
+        reference = model(batch["input_ids"], batch["attention_mask"]).logits
+    # dynamic int8 scales each Linear's input by its range, and the padded tokens widen that range: the two paths
+    # agree to quantization noise, not to float rounding
+    assert torch.allclose(got, reference, atol=1e-3)
+
+
+def test_training_gradients_and_unpadded_batches_use_the_encoders_own_forward(tiny_bert_dir, tokenizer):
+    encoder = _encoder(tiny_bert_dir)
+    padded = tokenizer(SENTENCES, padding=True, return_tensors="pt")["attention_mask"]
+    full = torch.ones(2, 5, dtype=torch.long)
+    with torch.inference_mode():
+        assert packed.usable(encoder, padded)
+        assert not packed.usable(encoder, full)  # nothing to skip
+    assert not packed.usable(encoder, padded)  # gradients wanted (training, or a caller that needs them)
+    encoder.train()
+    with torch.no_grad():
+        assert not packed.usable(encoder, padded)  # dropout: only the encoder's own forward does it
+
+
+def test_architectures_it_cannot_run_exactly_are_left_to_the_encoder(tiny_bert_dir):
+    encoder = _encoder(tiny_bert_dir)
+    encoder.config.position_embedding_type = "relative_key"
+    assert not packed.supports(encoder)
+    encoder.config.position_embedding_type = "absolute"
+    encoder.config.is_decoder = True
+    assert not packed.supports(encoder)
+    assert not packed.supports(torch.nn.Linear(2, 2))
+
+
+def test_every_family_is_covered():
+    assert {family for family, _ in VARIANTS} == set(FAMILIES)
