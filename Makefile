@@ -41,7 +41,7 @@ reconciler: $(STAMP)
 	$(PY) -m worker.reconciler
 
 web: $(STAMP)
-	$(VENV)/bin/gunicorn --bind 127.0.0.1:5000 --workers 2 --threads 16 'web:create_app()'
+	$(VENV)/bin/gunicorn --bind 127.0.0.1:5000 --workers 2 --threads 24 'web:create_app()'
 
 ## flower: Celery's monitor on http://127.0.0.1:5555, behind FLOWER_BASIC_AUTH=user:password (required)
 flower: $(STAMP)

@@ -85,9 +85,10 @@ class Settings:
     # padded tokens (rows x longest row) per training forward + backward pass: a larger logical batch is split into
     # micro-batches with gradient accumulation (ml.loop.train_step). MiniLM at length 512 costs ~0.3 GB per row.
     max_train_batch_tokens: int = 4096
-    # /predict calls waiting at once per web process (of its WEB_THREADS, 16 by default: 4 stay free for everything
-    # else); the rest answer 202 at once with the job to poll
-    predict_max_waiters: int = 12
+    # /predict calls waiting at once per web process (of its WEB_THREADS, 24 by default: 4 stay free for everything
+    # else); the rest answer 202 at once with the job to poll. 20: 16 concurrent callers never see a 202 even when
+    # their keep-alive connections all landed on one of the two web processes
+    predict_max_waiters: int = 20
     # /predict calls of at most 64 inputs go to the classification workers through one Redis list, many jobs per
     # batch (core.predict_lane); false: one Celery message each, as every other job
     predict_lane: bool = True

@@ -94,13 +94,16 @@ def create_job(
     model_id: int | None = None,
     inputs: list | None = None,
     owner_id: int | None = None,
+    job_id: str | None = None,
 ) -> Job:
     """Add a queued job to ``session`` (the caller commits *before* sending its message).
 
-    ``inputs`` holds bulky job input (a classify job's texts), stored apart from ``params``.
+    ``inputs`` holds bulky job input (a classify job's texts), stored apart from ``params``. ``job_id``: the id
+    to give it (a UUID the caller chose, to watch for the job before sending it); a new UUID by default.
     """
     now = utcnow()
     job = Job(
+        **({"id": job_id} if job_id is not None else {}),
         type=JobType(job_type).value,
         owner_id=owner_id,
         status=JobStatus.QUEUED.value,

@@ -41,7 +41,7 @@ WORKER_CONCURRENCY = os.environ.get("WORKER_CONCURRENCY", "1")
 # Classification: one process, one copy of each model, many jobs in flight (threads) batched together.
 CLASSIFY_THREADS = int(os.environ.get("CLASSIFY_THREADS", "32"))
 WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
-WEB_THREADS = int(os.environ.get("WEB_THREADS", "16"))  # /predict requests wait on a thread each
+WEB_THREADS = int(os.environ.get("WEB_THREADS", "24"))  # /predict requests wait on a thread each
 SAMPLES = [REPO_ROOT / "data" / "sample_tweets.csv", REPO_ROOT / "data" / "sample_tweets_multitask.csv"]
 # Where the first start writes the admin's generated credentials (mode 0600); tests point it elsewhere.
 ADMIN_CREDENTIALS_FILE = os.environ.get("ADMIN_CREDENTIALS_FILE")  # default: core.accounts.DEFAULT_CREDENTIALS_FILE

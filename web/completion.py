@@ -22,21 +22,28 @@ log = logging.getLogger(__name__)
 RECONNECT_MAX_S = 5.0
 
 
+class Announcement(threading.Event):
+    """Set when a job's end is announced; ``status`` is the status the announcement carried (a hint: the worker
+    publishes it after committing, but SQL stays the truth)."""
+
+    status: str | None = None
+
+
 class CompletionListener:
     """Routes job-done messages to the threads waiting for them. Starts its thread on first use."""
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         self.connected = threading.Event()
-        self._waiters: dict[str, set[threading.Event]] = {}
+        self._waiters: dict[str, set[Announcement]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def watch(self, job_id: str) -> Iterator[threading.Event]:
+    def watch(self, job_id: str) -> Iterator[Announcement]:
         """An event set when ``job_id``'s end is announced, for the duration of the ``with`` block."""
         self._ensure_thread()
-        event = threading.Event()
+        event = Announcement()
         with self._lock:
             self._waiters.setdefault(job_id, set()).add(event)
         try:
@@ -80,5 +87,9 @@ class CompletionListener:
             return
         with self._lock:
             events = list(self._waiters.get(channel[len(JOB_DONE_CHANNEL_PREFIX):], ()))
+        status = message.get("data")
+        if isinstance(status, bytes):
+            status = status.decode("utf-8", "replace")
         for event in events:
+            event.status = status if isinstance(status, str) else None
             event.set()

@@ -13,6 +13,7 @@ import math
 import tempfile
 import threading
 import time
+import uuid
 from contextlib import nullcontext
 from pathlib import PurePath
 from typing import BinaryIO, TypeVar
@@ -391,11 +392,13 @@ def start_training(user: Principal, request: TrainRequest) -> dict:
     return result
 
 
-def start_classification(user: Principal, request: ClassifyRequest | PredictRequest, *, lane: bool = False) -> dict:
+def start_classification(user: Principal, request: ClassifyRequest | PredictRequest, *, lane: bool = False,
+                         job_id: str | None = None) -> dict:
     """Commit a queued classify job (texts, pairs, or a dataset's columns) for an existing model, then enqueue it.
 
     ``lane`` (``/predict``, whose caller waits): a small inline job goes through the /predict lane
-    (``core.predict_lane``) while a drainer is alive, else (and always without ``lane``) as a Celery message."""
+    (``core.predict_lane``) while a drainer is alive, else (and always without ``lane``) as a Celery message.
+    ``job_id``: the new job's id, chosen by a caller that watches for the job's end before it is sent."""
     with db.session() as session:
         if request.from_dataset:  # an inline request is checked once, locked, before its insert (no heavy work first)
             _check_quota(session, user, lock=False)
@@ -421,7 +424,7 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
         _check_submission_quotas(session, user, predictions=int(params.get("text_count") or 0))
         job = job_states.create_job(
             session, JobType.CLASSIFY, params, model_id=request.model_id, dataset_id=request.dataset_id
-            if request.from_dataset else None, inputs=texts, owner_id=user.id,
+            if request.from_dataset else None, inputs=texts, owner_id=user.id, job_id=job_id,
         )
         result = job_to_dict(job, task_types.of_params(model.params).name)
     settings = context.settings()
@@ -722,6 +725,38 @@ def wait_for_job(user: Principal, job_id: str, timeout_s: float) -> dict:
     return get_job(user, job_id)
 
 
+# how long /predict waits on the job-done announcement alone before it also reads SQL (a lost message or a
+# reconnecting listener then costs at most this much latency)
+ANNOUNCEMENT_WAIT_S = 0.5
+
+
+def classify_and_wait(user: Principal, request: PredictRequest, timeout_s: float) -> tuple[dict, str, list | None]:
+    """``/predict``: commit and send a classify job, wait up to ``timeout_s`` for it; (the job as created, its
+    status, its predictions when it succeeded else None).
+
+    The common case reads SQL once after the commit: the call watches for the job's end *before* the job is sent
+    (its id is chosen here), so no status read is needed to catch an early finish, and an announced success is
+    confirmed by the same query that reads the predictions (:func:`all_predictions` ``succeeded_only``). Anything
+    else (no announcement within ``ANNOUNCEMENT_WAIT_S``, another status, no listener) falls back to
+    :func:`wait_for_status`, which reads SQL as the truth.
+    """
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    listener = context.completion()
+    job_id = str(uuid.uuid4())
+    watching = listener is not None and listener.connected.is_set() and timeout_s > 0
+    with listener.watch(job_id) if watching else nullcontext(None) as announced:
+        created = start_classification(user, request, lane=True, job_id=job_id)
+        if announced is not None and announced.wait(min(ANNOUNCEMENT_WAIT_S, timeout_s)) \
+                and announced.status == JobStatus.SUCCEEDED.value:
+            predictions = all_predictions(user, job_id, created["task_type"], succeeded_only=True)
+            if predictions:
+                return created, JobStatus.SUCCEEDED.value, predictions
+    status = wait_for_status(job_id, deadline - time.monotonic())
+    if status != JobStatus.SUCCEEDED.value:
+        return created, status, None
+    return created, status, all_predictions(user, job_id, created["task_type"])
+
+
 def wait_for_status(job_id: str, timeout_s: float) -> str:
     """Wait until the job finishes or time runs out; its status then. The caller has checked that the job is the
     user's (it created it).
@@ -748,9 +783,11 @@ def wait_for_status(job_id: str, timeout_s: float) -> str:
                 delay = min(delay * 1.5, 0.5)
 
 
-def all_predictions(user: Principal, job_id: str, task_type: str | None = None) -> list[dict]:
+def all_predictions(user: Principal, job_id: str, task_type: str | None = None, *,
+                    succeeded_only: bool = False) -> list[dict]:
     """Every prediction of a job ``user`` may see (none of anyone else's: the scope is part of the one query);
-    ``task_type``: the job's, when the caller knows it (else read from its model)."""
+    ``task_type``: the job's, when the caller knows it (else read from its model); ``succeeded_only``: none unless
+    SQL says the job succeeded (its predictions commit with its success, so they are then complete)."""
     with db.session() as session:
         kind = task_types.get(task_type) if task_type else task_types.of_params(session.scalar(
             select(TrainedModel.params).join(Job, Job.model_id == TrainedModel.id)
@@ -758,7 +795,8 @@ def all_predictions(user: Principal, job_id: str, task_type: str | None = None) 
         rows = session.scalars(
             select(Prediction)
             .join(Job, Job.id == Prediction.job_id)
-            .where(Prediction.job_id == job_id, visible(Job, user))
+            .where(Prediction.job_id == job_id, visible(Job, user),
+                   *([Job.status == JobStatus.SUCCEEDED.value] if succeeded_only else []))
             .order_by(Prediction.index)
         )
         return [prediction_to_dict(p, kind.name) for p in rows]

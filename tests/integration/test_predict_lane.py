@@ -134,6 +134,50 @@ def test_without_a_live_drainer_or_for_a_big_call_predict_sends_a_celery_message
     assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 4
 
 
+def test_a_waiting_predict_call_is_answered_through_the_announcement_with_one_read_after_its_commit(lane):
+    """The call watches for its job before sending it; the lane's announced success is confirmed by the one query
+    that reads the predictions (no status polling)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from worker.predict_lane import run_batch
+
+    client, model_id, conn = lane
+    predict_lane.mark_alive(conn)
+    runtime.configure(runtime.settings().replace(predict_timeout_s=10.0))
+    state = client.application.extensions["bertqueue"]
+    state.settings = runtime.settings()
+    listener = state.completion
+    with listener.watch("warm-up"):  # starts the listener's thread
+        assert listener.connected.wait(5)
+
+    def drain() -> None:
+        run_batch(_CeleryStub(), predict_lane.pop_batch(conn, wait_s=5))
+
+    statements: list[str] = []
+    caller = threading.get_ident()
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        if threading.get_ident() == caller:
+            statements.append(statement.split()[0].upper())
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        response = client.post("/api/v1/predict", json={"model_id": model_id, "texts": TEXTS[:2]})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+        drainer.join(10)
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert [p["text"] for p in body["predictions"]] == TEXTS[:2]
+    assert _job(body["job_id"]).status == "succeeded"
+    after_commit = statements[len(statements) - statements[::-1].index("INSERT"):]
+    assert after_commit == ["SELECT"], statements  # the predictions, with the job's status, in one query
+
+
 def test_api_calls_carry_no_session_cookie(lane):
     """An API call is token-authenticated: it gets a null session (no cookie verified, none set)."""
     client, model_id, _conn = lane

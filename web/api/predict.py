@@ -60,13 +60,11 @@ def predict(body: PredictRequest):
     slots = _waiters()
     waiting = slots.acquire(blocking=False)  # never blocks: a full house answers 202 instead of queueing here
     try:
-        created = services.start_classification(current(), body, lane=True)
-        status = services.wait_for_status(created["id"], timeout if waiting else 0.0)
+        created, status, predictions = services.classify_and_wait(current(), body, timeout if waiting else 0.0)
     finally:
         if waiting:
             slots.release()
-    if status == JobStatus.SUCCEEDED.value:  # the common case costs one more query: the predictions
-        predictions = services.all_predictions(current(), created["id"], created["task_type"])
+    if predictions is not None:
         return {"job_id": created["id"], "model_id": created["model_id"], "predictions": predictions}
     job = services.get_job(current(), created["id"])
     if job["status"] == JobStatus.FAILED.value:
