@@ -90,6 +90,7 @@ class Stack:
                         MAX_ACTIVE_JOBS_PER_USER="1000000")
         self.classify_threads, self.web_threads = classify_threads, web_threads
         self.classify_worker: subprocess.Popen | None = None
+        self.web: subprocess.Popen | None = None
 
     def start(self) -> None:
         from scripts.run_stack import celery_worker_commands, gunicorn_command, reconciler_command
@@ -113,8 +114,8 @@ class Stack:
             process = self._spawn(command)
             if name == "classify":
                 self.classify_worker = process
-        self._spawn(gunicorn_command("127.0.0.1", self.port, workers=2, threads=self.web_threads,
-                                     loglevel="warning"))
+        self.web = self._spawn(gunicorn_command("127.0.0.1", self.port, workers=2, threads=self.web_threads,
+                                                loglevel="warning"))
         wait_port(self.port)
 
     def _spawn(self, command: list[str]) -> subprocess.Popen:
@@ -370,6 +371,27 @@ def p5_predict(api: Api, model_id: int, texts: list[str], clients: int) -> tuple
     return seconds, latencies, deferred[0]
 
 
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by the web (gunicorn and its workers), the classification worker, and this process
+    (the benchmark's clients, while nothing else runs in it)."""
+    import psutil
+
+    def tree(pid: int) -> float:
+        root = psutil.Process(pid)
+        total = 0.0
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    own = psutil.Process().cpu_times()
+    return {"web": tree(stack.web.pid), "classification worker": tree(stack.classify_worker.pid),
+            "benchmark clients": own.user + own.system}
+
+
 def p4_dataset(api: Api, stack: Stack, model_id: int, dataset_id: int, rows: int) -> tuple[float, int, int]:
     """Seconds for a dataset job over ``rows`` rows, the worker's idle RSS and its peak RSS meanwhile (bytes)."""
     import psutil
@@ -509,8 +531,12 @@ def main() -> int:
             results["P3"]["calls answered 202"] = deferred
         if "P5" in only:
             rates, raws, p50s, p99s, deferred, sizes = [], [], [], [], 0, []
+            cpu_ms: dict[str, list[float]] = {}
             for run in range(args.runs):
+                before = cpu_seconds(stack)
                 seconds, latencies, late = p5_predict(api, model_id, p2_texts, args.clients)
+                for name, used in cpu_seconds(stack).items():
+                    cpu_ms.setdefault(name, []).append((used - before[name]) * 1000 / len(p2_texts))
                 rate, size = raw.best(p2_texts)
                 rates.append(len(p2_texts) / seconds)
                 raws.append(rate)
@@ -519,10 +545,12 @@ def main() -> int:
                 p99s.append(percentile(latencies, 99))
                 deferred += late
                 print(f"P5 run {run + 1}: platform {rates[-1]:.1f}/s, raw {rate:.1f}/s (batch {size}), "
-                      f"p50 {p50s[-1]:.0f} ms, p99 {p99s[-1]:.0f} ms ({late} answered 202 and polled)", flush=True)
+                      f"p50 {p50s[-1]:.0f} ms, p99 {p99s[-1]:.0f} ms ({late} answered 202 and polled); CPU-ms per "
+                      "call: " + ", ".join(f"{name} {values[-1]:.1f}" for name, values in cpu_ms.items()), flush=True)
             results["P5"] = {"platform": summary(rates), "raw": summary(raws), "p50": summary(p50s),
                              "p99": summary(p99s), "calls answered 202": deferred,
-                             "raw best batch sizes": sizes}
+                             "raw best batch sizes": sizes,
+                             **{f"CPU-ms per call, {name}": summary(values) for name, values in cpu_ms.items()}}
         if "P4" in only:
             big = [{"row_id": f"r{i}", "text": rows[i % len(rows)]["text"]} for i in range(args.p4_rows)]
             dataset_id = api.upload(to_csv(big, ["row_id", "text"]), "bench-p4")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -267,16 +267,21 @@ def revoke_token(session: Session, user_id: int | None, token_id: int) -> ApiTok
     return row
 
 
+# Every API call runs this: built once (no per-call statement construction or cache-key work), plain columns (no
+# User entity loaded into the session)
+_TOKEN_LOOKUP = (
+    select(ApiToken.id, ApiToken.last_used_at, User.id.label("user_id"), User.username, User.is_admin)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None), User.disabled_at.is_(None))
+)
+
+
 def authenticate_token(session: Session, token: str) -> Principal | None:
     """The active user owning this unrevoked token, or None. Records when the token was last used; commits."""
-    row = session.execute(
-        select(ApiToken.id, ApiToken.last_used_at, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None), User.disabled_at.is_(None))
-    ).first()
+    row = session.execute(_TOKEN_LOOKUP, {"token_hash": hash_token(token)}).first()
     if row is None:
         return None
-    principal = Principal.of(row.User)
+    principal = Principal(id=row.user_id, username=row.username, is_admin=bool(row.is_admin))
     _touch(session, ApiToken.last_used_at, row.id, row.last_used_at, utcnow())
     return principal
 
