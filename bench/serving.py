@@ -450,6 +450,8 @@ def main() -> int:
     parser.add_argument("--classify-threads", type=int, default=None, help="default: the launcher's")
     parser.add_argument("--web-threads", type=int, default=None, help="default: the launcher's")
     parser.add_argument("--only", default="P1,P2,P3,P4,P5", help="comma-separated subset")
+    parser.add_argument("--stack-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the platform's processes (e.g. TORCH_NUM_THREADS=1)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -466,6 +468,9 @@ def main() -> int:
     p2_texts = [r["text"] for r in rest[args.texts:args.texts + args.p2_jobs]]
     work = Path(tempfile.mkdtemp(prefix="bertqueue-bench-"))
     stack = Stack(work, args.classify_threads or CLASSIFY_THREADS, args.web_threads or WEB_THREADS)
+    for setting in args.stack_env:  # the platform's processes only: the in-process raw reference is untouched
+        name, _, value = setting.partition("=")
+        stack.env[name] = value
     results: dict = {"config": {**vars(args), "json": str(args.json), "cpus": os.cpu_count(),
                                 "python": platform.python_version(), "classify_threads": stack.classify_threads,
                                 "web_threads": stack.web_threads,

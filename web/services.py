@@ -16,6 +16,7 @@ import time
 import uuid
 from contextlib import nullcontext
 from pathlib import PurePath
+from types import SimpleNamespace
 from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -783,6 +784,10 @@ def wait_for_status(job_id: str, timeout_s: float) -> str:
                 delay = min(delay * 1.5, 0.5)
 
 
+# what a stored prediction's answer is made of (serializers.prediction_to_dict and the task types read them)
+_PREDICTION_FIELDS = tuple(column for column in Prediction.__table__.c if column.key not in ("id", "job_id"))
+
+
 def all_predictions(user: Principal, job_id: str, task_type: str | None = None, *,
                     succeeded_only: bool = False) -> list[dict]:
     """Every prediction of a job ``user`` may see (none of anyone else's: the scope is part of the one query);
@@ -792,14 +797,14 @@ def all_predictions(user: Principal, job_id: str, task_type: str | None = None, 
         kind = task_types.get(task_type) if task_type else task_types.of_params(session.scalar(
             select(TrainedModel.params).join(Job, Job.model_id == TrainedModel.id)
             .where(Job.id == job_id, visible(Job, user))))
-        rows = session.scalars(
-            select(Prediction)
+        rows = session.execute(
+            select(*_PREDICTION_FIELDS)  # plain columns: no ORM entity per prediction (/predict reads one per call)
             .join(Job, Job.id == Prediction.job_id)
             .where(Prediction.job_id == job_id, visible(Job, user),
                    *([Job.status == JobStatus.SUCCEEDED.value] if succeeded_only else []))
             .order_by(Prediction.index)
         )
-        return [prediction_to_dict(p, kind.name) for p in rows]
+        return [prediction_to_dict(SimpleNamespace(**row._mapping), kind.name) for row in rows]
 
 
 # ---------------------------------------------------------------- models
