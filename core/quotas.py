@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from .accounts import Principal
 from .config import Settings
-from .schema import Dataset, Job, JobStatus, JobType, Prediction, TrainedModel, User
+from .schema import Dataset, Job, JobStatus, JobType, TrainedModel, User
 
 _MB = 1024 * 1024
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -91,15 +91,14 @@ def usage(session: Session, user_id: int) -> Usage:
     ).one()
     trainings = session.scalar(select(func.count()).select_from(Job).where(
         Job.owner_id == user_id, Job.type == JobType.TRAIN.value, Job.status.in_(_ACTIVE)))
-    stored = session.scalar(
-        select(func.count()).select_from(Prediction).join(Job, Job.id == Prediction.job_id)
-        .where(Job.owner_id == user_id))
+    # kept per job by core.results with each insert: reading the user's jobs, not every prediction they stored
+    stored = session.scalar(select(func.coalesce(func.sum(Job.predictions_stored), 0)).where(Job.owner_id == user_id))
     # at most MAX_ACTIVE_JOBS_PER_USER rows; a running job's stored rows are counted twice, a bounded overcount
     pending = sum(_inputs(params or {}) for params in session.scalars(
         select(Job.params).where(Job.owner_id == user_id, Job.type == JobType.CLASSIFY.value,
                                  Job.status.in_(_ACTIVE))))
     return Usage(datasets=datasets, dataset_bytes=int(dataset_bytes), models=models + trainings,
-                 model_bytes=int(model_bytes), predictions=stored + pending)
+                 model_bytes=int(model_bytes), predictions=int(stored) + pending)  # PostgreSQL sums BIGINT as NUMERIC
 
 
 def _inputs(params: dict) -> int:

@@ -1,16 +1,18 @@
 """Writing and reading predictions. Inserts are idempotent on (job_id, index).
 
 What a prediction row holds is its task type's business (``core.task_types``: ``prediction_columns`` builds the
-columns, ``label_condition`` filters them); this module only stores and counts rows."""
+columns, ``label_condition`` filters them); this module only stores and counts rows, and keeps each job's
+``predictions_stored`` equal to its rows (the prediction quota reads that instead of counting rows)."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .schema import Prediction
+from .schema import Job, Prediction
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -37,13 +39,23 @@ def insert_predictions_of_jobs(session: Session, items_by_job: dict[str, Iterabl
             select(Prediction.job_id, Prediction.index).where(Prediction.job_id.in_(list(items_by_job))))}
         fresh = [r for r in rows if (r["job_id"], r["index"]) not in known]
         session.add_all(Prediction(**r) for r in fresh)
-        return len(fresh)
-    # executemany with one cached statement (SQLAlchemy batches it into multi-row INSERTs): compiling a fresh
-    # ``.values(rows)`` statement with thousands of parameters per chunk cost more CPU than the insert itself.
-    # RETURNING counts what was inserted: under psycopg 3 an executemany reports rowcount -1.
-    statement = (insert(Prediction.__table__).on_conflict_do_nothing(index_elements=["job_id", "index"])
-                 .returning(Prediction.__table__.c.index))
-    return len(session.connection().execute(statement, rows).all())
+        inserted = [r["job_id"] for r in fresh]
+    else:
+        # executemany with one cached statement (SQLAlchemy batches it into multi-row INSERTs): compiling a fresh
+        # ``.values(rows)`` statement with thousands of parameters per chunk cost more CPU than the insert itself.
+        # RETURNING says what was inserted: under psycopg 3 an executemany reports rowcount -1.
+        statement = (insert(Prediction.__table__).on_conflict_do_nothing(index_elements=["job_id", "index"])
+                     .returning(Prediction.__table__.c.job_id))
+        inserted = list(session.connection().execute(statement, rows).scalars())
+    counts = Counter(inserted)
+    if counts:  # same transaction as the rows: the count can never disagree with them
+        session.connection().execute(_COUNT_STORED, [{"job": job, "n": n} for job, n in counts.items()])
+    return len(inserted)
+
+
+# jobs.predictions_stored += n (the prediction quota reads it: core.quotas.usage)
+_COUNT_STORED = (update(Job.__table__).where(Job.__table__.c.id == bindparam("job"))
+                 .values(predictions_stored=Job.__table__.c.predictions_stored + bindparam("n")))
 
 
 def _row(job_id: str, item: dict) -> dict:

@@ -202,6 +202,9 @@ class Job(Base):
     eta_at: Mapped[datetime | None] = mapped_column()
     enqueued_at: Mapped[datetime | None] = mapped_column()  # when its message was last sent
     sends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # messages sent (reconciler backoff)
+    # prediction rows this job has stored, kept by core.results in the transaction of each insert: the prediction
+    # quota sums it over a user's jobs instead of counting their predictions on every submission
+    predictions_stored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # a training attempt's kernel OOM-kill count at claim ({"host", "counter", "oom_kills"}, worker.oom): compared
     # when the job is claimed again after its worker was lost
     oom_watch: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))

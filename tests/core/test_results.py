@@ -4,13 +4,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import jobs, runtime
 from core.db import db
 from core.results import count_predictions, insert_predictions, stored_indices
-from core.schema import JobType, Prediction
+from core.schema import Job, JobType, Prediction
 from core.task_types.text_classification import predicted_label_is
 from tests.factories import migrate
 
@@ -75,6 +75,38 @@ def test_insert_returns_the_rows_it_inserted(backend):
     with db.session() as session:
         assert insert_predictions(session, job_id, _items([4, 1, 3])) == 0
         assert insert_predictions(session, job_id, _items([5, 6]) + _items([6])) == 2
+
+
+def _stored(job_id: str) -> int:
+    with db.session() as session:
+        return session.scalar(select(Job.predictions_stored).where(Job.id == job_id))
+
+
+def test_each_jobs_stored_count_follows_its_rows_and_feeds_the_quota(backend):
+    """jobs.predictions_stored moves with the rows an insert really adds (never with skipped duplicates), per job
+    of a multi-job insert, and the prediction quota sums it over the user's jobs."""
+    from core import quotas
+    from core.results import insert_predictions_of_jobs
+    from tests.factories import make_user
+
+    owner = make_user("counter-owner").id
+    with db.session() as session:
+        first, second = (jobs.create_job(session, JobType.CLASSIFY, {}, owner_id=owner).id for _ in range(2))
+    with db.session() as session:
+        insert_predictions(session, first, _items(range(3)))
+    with db.session() as session:  # a retry's overlapping chunk, and a lane batch of two jobs in one statement
+        insert_predictions(session, first, _items(range(5)))
+        insert_predictions_of_jobs(session, {first: _items([4, 5]), second: _items([0, 1]) + _items([1])})
+    with db.session() as session:
+        assert [_stored(first), _stored(second)] == [count_predictions(session, first),
+                                                     count_predictions(session, second)] == [6, 2]
+        assert quotas.usage(session, owner).predictions == 8
+    with db.session() as session:  # deleting a job takes its rows and its count out of the quota together
+        session.execute(update(Job).where(Job.id == second).values(status="succeeded"))
+    with db.session() as session:
+        assert jobs.delete_finished(session, second) == 2
+    with db.session() as session:
+        assert quotas.usage(session, owner).predictions == 6
 
 
 @pytest.mark.postgres
