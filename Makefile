@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# gunicorn threads per web process (core.config.Settings.web_threads; the web derives PREDICT_MAX_WAITERS from it)
+export WEB_THREADS ?= 24
 
 .PHONY: run test install migrate worker classify-worker reconciler web flower bench clean
 
@@ -41,7 +43,7 @@ reconciler: $(STAMP)
 	$(PY) -m worker.reconciler
 
 web: $(STAMP)
-	$(VENV)/bin/gunicorn --bind 127.0.0.1:5000 --workers 2 --threads 24 'web:create_app()'
+	$(VENV)/bin/gunicorn --bind 127.0.0.1:5000 --workers 2 --threads $(WEB_THREADS) 'web:create_app()'
 
 ## flower: Celery's monitor on http://127.0.0.1:5555, behind FLOWER_BASIC_AUTH=user:password (required)
 flower: $(STAMP)

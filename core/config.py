@@ -85,9 +85,12 @@ class Settings:
     # padded tokens (rows x longest row) per training forward + backward pass: a larger logical batch is split into
     # micro-batches with gradient accumulation (ml.loop.train_step). MiniLM at length 512 costs ~0.3 GB per row.
     max_train_batch_tokens: int = 4096
-    # /predict calls waiting at once per web process (of its WEB_THREADS, 24 by default: 4 stay free for everything
-    # else); the rest answer 202 at once with the job to poll. 20: 16 concurrent callers never see a 202 even when
-    # their keep-alive connections all landed on one of the two web processes
+    # gunicorn threads per web process: `make run`, `make web` and docker-compose start the web with WEB_THREADS
+    # (their defaults equal this one; tests/test_compose.py checks), and the waiters below follow it
+    web_threads: int = 24
+    # /predict calls waiting at once per web process; unset: WEB_THREADS - 4 (4 threads stay free for everything
+    # else), 20 by default, so 16 concurrent callers never see a 202 even when their keep-alive connections all
+    # landed on one of the two web processes. The rest answer 202 at once with the job to poll
     predict_max_waiters: int = 20
     # /predict calls of at most 64 inputs go to the classification workers through one Redis list, many jobs per
     # batch (core.predict_lane); false: one Celery message each, as every other job
@@ -154,6 +157,7 @@ class Settings:
         "max_active_jobs_per_user": "MAX_ACTIVE_JOBS_PER_USER",
         "max_training_work": "MAX_TRAINING_WORK",
         "max_train_batch_tokens": "MAX_TRAIN_BATCH_TOKENS",
+        "web_threads": "WEB_THREADS",
         "predict_max_waiters": "PREDICT_MAX_WAITERS",
         "predict_lane": "PREDICT_LANE",
         "train_time_limit_s": "TRAIN_TIME_LIMIT_S",
@@ -189,7 +193,11 @@ class Settings:
                 values[f.name] = parse(raw)
             except ValueError:
                 raise ValueError(f"{cls._ENV[f.name]}={raw!r} is not a valid {f.type}") from None
+        if "predict_max_waiters" not in values:
+            values["predict_max_waiters"] = max(1, values.get("web_threads", cls.web_threads) - 4)
         settings = cls(**values)
+        if settings.web_threads < 1 or settings.predict_max_waiters < 1:
+            raise ValueError("WEB_THREADS and PREDICT_MAX_WAITERS must be >= 1")
         if settings.device not in {"auto", "cpu", "cuda"}:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, not {settings.device!r}")
         from core.gpus import parse_gpus

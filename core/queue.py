@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 DROP_MODEL_COMMAND = "bertqueue_drop_model"
 BROADCAST_CONNECT_S = 2.0
 
-JOB_DONE_CHANNEL_PREFIX = "bertqueue:job-done:"  # + job id; a worker publishes the terminal status there
+JOB_DONE_CHANNEL_PREFIX = "bertqueue:job-done:"  # + job id; a worker publishes "succeeded", "failed" or "ended"
 
 
 def celery_config(settings: Settings) -> dict:

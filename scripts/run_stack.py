@@ -41,7 +41,7 @@ WORKER_CONCURRENCY = os.environ.get("WORKER_CONCURRENCY", "1")
 # Classification: one process, one copy of each model, many jobs in flight (threads) batched together.
 CLASSIFY_THREADS = int(os.environ.get("CLASSIFY_THREADS", "32"))
 WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
-WEB_THREADS = int(os.environ.get("WEB_THREADS", "24"))  # /predict requests wait on a thread each
+WEB_THREADS = int(os.environ.get("WEB_THREADS") or Settings.web_threads)  # /predict requests wait on a thread each
 SAMPLES = [REPO_ROOT / "data" / "sample_tweets.csv", REPO_ROOT / "data" / "sample_tweets_multitask.csv"]
 # Where the first start writes the admin's generated credentials (mode 0600); tests point it elsewhere.
 ADMIN_CREDENTIALS_FILE = os.environ.get("ADMIN_CREDENTIALS_FILE")  # default: core.accounts.DEFAULT_CREDENTIALS_FILE
@@ -288,15 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     VAR_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("SECRET_KEY", _secret_key())
-    # Waiting /predict calls may hold all but 4 of a web process's threads (pages and polls need the rest).
-    env.setdefault("PREDICT_MAX_WAITERS", str(max(1, WEB_THREADS - 4)))
-    if int(env["PREDICT_MAX_WAITERS"]) >= WEB_THREADS:
-        log(f"warning: PREDICT_MAX_WAITERS={env['PREDICT_MAX_WAITERS']} lets waiting /predict calls hold all "
-            f"{WEB_THREADS} web threads of a process; use fewer than WEB_THREADS")
+    env["WEB_THREADS"] = str(WEB_THREADS)  # the web's settings derive PREDICT_MAX_WAITERS from it
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     settings = Settings.from_env(env)
+    if settings.predict_max_waiters >= WEB_THREADS:  # waiting /predict calls would hold every web thread
+        log(f"warning: PREDICT_MAX_WAITERS={settings.predict_max_waiters} lets waiting /predict calls hold all "
+            f"{WEB_THREADS} web threads of a process; use fewer than WEB_THREADS")
     children: list[Child] = []
 
     def on_signal(signum, _frame):

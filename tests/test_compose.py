@@ -163,3 +163,18 @@ def test_flower_profile_is_optional_and_authenticated():
     assert not any("basic" in part for part in command)  # the password stays out of the command line
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert "\nflower: $(STAMP)\n\t$(PY) scripts/flower.py" in makefile
+
+
+def test_web_threads_default_is_the_settings_one_everywhere():
+    """WEB_THREADS is declared in core.config; compose and the Makefile start the web with the same default and hand
+    it to the web, whose settings derive PREDICT_MAX_WAITERS from it."""
+    from core.config import Settings
+
+    default = Settings.web_threads
+    web = _compose()["services"]["web"]
+    threads = web["command"][web["command"].index("--threads") + 1]
+    assert threads == web["environment"]["WEB_THREADS"] == f"${{WEB_THREADS:-{default}}}"
+    assert f"export WEB_THREADS ?= {default}\n" in (REPO_ROOT / "Makefile").read_text()
+    assert Settings.from_env({}).predict_max_waiters == Settings.predict_max_waiters == default - 4
+    assert Settings.from_env({"WEB_THREADS": "10"}).predict_max_waiters == 6
+    assert Settings.from_env({"WEB_THREADS": "10", "PREDICT_MAX_WAITERS": "3"}).predict_max_waiters == 3

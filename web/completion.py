@@ -1,9 +1,11 @@
 """Being told that a job ended, instead of polling SQL for it (``POST /api/v1/predict``).
 
-Workers publish a job's terminal status on ``core.queue.job_done_channel(job_id)``. Each web process keeps ONE
-Redis connection pattern-subscribed to those channels, in a background thread, and wakes the request threads
-waiting for a job id. The signal is a hint: SQL stays the truth. Waiters re-read the job's status after they
-register and whenever they wake (signal or timeout), so a missed or lost message costs latency, never a result;
+Workers publish a job's terminal status (``succeeded``, ``failed``; ``ended`` otherwise) on
+``core.queue.job_done_channel(job_id)``. Each web process keeps ONE Redis connection pattern-subscribed to those
+channels, in a background thread, and wakes the request threads waiting for a job id. The signal is a hint: SQL
+stays the truth. A waiter either registered before its job was sent (``services.classify_and_wait``: an announced
+success is then confirmed by the query that reads the predictions) or re-reads the job's status after it registers
+and whenever it wakes (``services.wait_for_status``), so a missed or lost message costs latency, never a result;
 while Redis is unreachable the listener retries with backoff and waiters simply poll.
 """
 from __future__ import annotations

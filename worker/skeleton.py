@@ -21,7 +21,7 @@ from core import artifacts, jobs, runtime
 from core.config import Settings
 from core.db import db
 from core.queue import announce_job_done
-from core.schema import Job
+from core.schema import Job, JobStatus
 
 from . import oom, telemetry
 from .lease import Lease, start_attempt, worker_id
@@ -121,7 +121,7 @@ def run_job(job_id: str, job_type: str) -> None:
     if claim is not None and claim.outcome is jobs.ClaimOutcome.CLAIMED:
         telemetry.job_finished(claim.job, outcome, time.monotonic() - started)  # the duration metric
     if handler.announces_done:
-        _announce(job_id)
+        _announce(job_id, outcome)
 
 
 def _claim(job_id: str, *, watch_oom: bool = False) -> jobs.Claim:
@@ -189,9 +189,12 @@ def fail_hard_time_limit(job_id: str, job_type: str, seconds: float) -> None:
         log.warning("job %s failed: %s", job_id, message)
 
 
-def _announce(job_id: str) -> None:
-    """Tell waiting web requests (``/predict``) that the job ended. Best effort: they re-read its status in SQL."""
+def _announce(job_id: str, outcome: str) -> None:
+    """Tell waiting web requests (``/predict``) that the job ended, with its terminal status when it has one
+    (``succeeded`` / ``failed``; ``ended`` for a job stopped or given back). Best effort, and a hint: a waiter
+    confirms it in SQL."""
     settings = runtime.settings()
     if settings.celery_eager:
         return  # the caller runs in this very call stack and reads SQL right after
-    announce_job_done(settings.redis_url, job_id, "ended")
+    status = outcome if outcome in (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value) else "ended"
+    announce_job_done(settings.redis_url, job_id, status)

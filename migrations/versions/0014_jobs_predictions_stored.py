@@ -1,5 +1,6 @@
 """jobs.predictions_stored: each job's count of stored prediction rows (the prediction quota sums it per user
-instead of counting predictions on every classify submission), filled from the rows already stored
+instead of counting predictions on every classify submission), filled from the rows already stored. Run it with
+the workers stopped: a worker of the previous code would go on storing rows without counting them.
 
 Revision ID: 0014
 Revises: 0013

@@ -134,16 +134,19 @@ def test_without_a_live_drainer_or_for_a_big_call_predict_sends_a_celery_message
     assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 4
 
 
-def test_a_waiting_predict_call_is_answered_through_the_announcement_with_one_read_after_its_commit(lane):
+def test_a_waiting_predict_call_is_answered_through_the_announcement_with_one_read_after_its_commit(lane,
+                                                                                                   monkeypatch):
     """The call watches for its job before sending it; the lane's announced success is confirmed by the one query
     that reads the predictions (no status polling)."""
     import threading
 
     from sqlalchemy import event
 
+    from web import services
     from worker.predict_lane import run_batch
 
     client, model_id, conn = lane
+    monkeypatch.setattr(services, "ANNOUNCEMENT_WAIT_S", 10.0)  # a slow machine: still the announcement's path
     predict_lane.mark_alive(conn)
     runtime.configure(runtime.settings().replace(predict_timeout_s=10.0))
     state = client.application.extensions["bertqueue"]

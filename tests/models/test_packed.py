@@ -117,3 +117,32 @@ def test_architectures_it_cannot_run_exactly_are_left_to_the_encoder(tiny_bert_d
 
 def test_every_family_is_covered():
     assert {family for family, _ in VARIANTS} == set(FAMILIES)
+
+
+SHAPES = {  # task type -> (tasks, which logits are compared: "tokens" at real positions, or "rows")
+    "token-classification": ({"ner": ["O", "B-person", "I-person"]}, "tokens"),
+    "question-answering": ({"answer": ["start", "end"]}, "tokens"),
+    "multiple-choice": ({"choice": ["0", "1", "2"]}, "rows"),
+}
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+@pytest.mark.parametrize("task_type", list(SHAPES))
+def test_every_task_type_predicts_the_same_with_and_without_packing(task_type, family, tiny_bert_dir,
+                                                                    tiny_distilbert_dir, tokenizer, monkeypatch):
+    tasks, compared = SHAPES[task_type]
+    torch.manual_seed(0)
+    encoder = tiny_distilbert_dir if family == "distilbert" else tiny_bert_dir
+    model = build_model(family, tasks, encoder, task_type=task_type).eval()
+    batch = tokenizer([a for a, _ in PAIRS] * 3, [b for _, b in PAIRS] * 3, padding=True, return_tensors="pt")
+    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    if task_type == "multiple-choice":  # (B=2, C=3, T): each question's three choices
+        ids, mask, types = (x.view(3, 2, -1).transpose(0, 1).contiguous() for x in (ids, mask, types))
+    with torch.inference_mode():
+        got = model(ids, mask, token_type_ids=types).logits
+        monkeypatch.setattr(packed, "usable", lambda *a: False)
+        reference = model(ids, mask, token_type_ids=types).logits
+    if compared == "tokens":
+        real = mask.bool()
+        got, reference = got[real], reference[real]  # padded positions are nobody's answer or tag
+    assert torch.allclose(got, reference, atol=1e-5)

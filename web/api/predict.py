@@ -1,5 +1,5 @@
 """Synchronous prediction: a classify job on the same queue and workers, waited for (woken by its job-done
-announcement, SQL being the truth: see ``services.wait_for_job``).
+announcement, SQL being the truth: see ``services.classify_and_wait``).
 
 A waiting call holds one of the web process's threads, so at most ``settings.predict_max_waiters`` calls per
 process wait at once; any further call answers at once (202 with the job, unless it already finished) and the
