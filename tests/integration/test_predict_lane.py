@@ -264,3 +264,27 @@ def test_a_model_that_cannot_be_loaded_is_tried_once_per_batch_and_its_jobs_go_t
     assert lane_module.run_batch(celery, ids) == []
     assert len(calls) == 1 and sorted(celery.sent) == sorted(ids)
     assert all(_job(job_id).status == "queued" for job_id in ids)
+
+
+def test_the_celery_path_announces_the_terminal_status_too(lane):
+    """A job run by the ordinary task announces succeeded / failed (a /predict call then reads SQL once, as with
+    the lane); a job stopped or given back announces only that it ended."""
+    from core.queue import job_done_channel
+    from worker.skeleton import _announce
+
+    _client, _model_id, conn = lane
+    import time
+
+    pubsub = conn.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(job_done_channel("j1"))
+    try:
+        for outcome in ("succeeded", "failed", "stopped", "released"):
+            _announce("j1", outcome)
+        heard, deadline = [], time.monotonic() + 5
+        while len(heard) < 4 and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=1)  # None for the subscription's own confirmation
+            if message is not None:
+                heard.append(message["data"].decode())
+    finally:
+        pubsub.close()
+    assert heard == ["succeeded", "failed", "ended", "ended"]
