@@ -37,6 +37,9 @@ _SQL_ID = {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_SQ
 # what a string path segment can hold (web.guards: no NUL; Werkzeug: no slash)
 _SEGMENT = {"type": "string", "minLength": 1, "pattern": "^[^/\\u0000]+$"}
 _CONVERTER_SCHEMAS = {"int": _SQL_ID, "default": _SEGMENT, "string": _SEGMENT}
+# path parameters whose values have a known shape, whatever the converter: a job id is a UUID (core.schema.Job), so
+# the document never suggests that /api/v1/jobs/train (a POST-only route: 405 to a GET) names a job
+_NAMED_SCHEMAS = {"job_id": {"type": "string", "format": "uuid"}}
 _RULE_ARGUMENT = re.compile(r"<(?:(?P<converter>\w+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
 
 BAD_REQUEST = Answer("malformed request (bad JSON, body not an object, bad query parameter)")
@@ -76,8 +79,8 @@ def _path_parameters(rule: Rule) -> list[dict]:
         converter = match["converter"] or "default"
         if converter not in _CONVERTER_SCHEMAS:
             raise ValueError(f"{rule.rule}: no schema for the path converter {converter!r}")
-        parameter = {"name": match["name"], "in": "path", "required": True,
-                     "schema": dict(_CONVERTER_SCHEMAS[converter])}
+        schema = _NAMED_SCHEMAS.get(match["name"], _CONVERTER_SCHEMAS[converter])
+        parameter = {"name": match["name"], "in": "path", "required": True, "schema": dict(schema)}
         if converter == "int":
             parameter["example"] = 1
         parameters.append(parameter)
