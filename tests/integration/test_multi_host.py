@@ -87,6 +87,8 @@ def test_hosts_share_models_through_the_database_only(tmp_path, postgres_schema_
         # both classification workers also dropped the loaded model (the log line follows the files' removal)
         wait_until(lambda: stack.logs(tail=None).count("dropped 1 cached predictor(s) of deleted model") == 2,
                    "both classification workers dropped the model", 20, stack.logs)
-        assert os.listdir(cache_a / "models") == os.listdir(cache_b / "models") == []
+        # the folders are renamed away (.gone-*) at once, then deleted: wait for the deletion too
+        wait_until(lambda: os.listdir(cache_a / "models") == os.listdir(cache_b / "models") == [],
+                   "every host's cache folder emptied", 20, stack.logs)
     finally:
         stack.stop()
