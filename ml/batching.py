@@ -180,20 +180,35 @@ class BatchingEngine:
         """Queue ``inputs`` (texts; with ``pairs``: the sentence pairs ``(inputs[i], pairs[i])``); the future
         resolves to one output per input, in order (for text classification: a ``{task: probabilities}`` dict), and
         :meth:`results` (``backend.results``) turns them into results."""
-        encoded = self.backend.encode(inputs) if pairs is None else self.backend.encode(inputs, pairs=pairs)
-        rows = rows_of(encoded)
-        request = _Request(rows, should_stop, RequestFuture(encoded))
-        if not rows:
-            request.future.set_result(input_outputs(encoded, []))
-            return request.future
-        with self._cond:
-            self._queue.append(request)
-            self._queued_rows += len(rows)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="batching-engine", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        return request.future
+        return self.enqueue([(self.encode(inputs, pairs), should_stop)])[0]
+
+    def encode(self, inputs: list[Any], pairs: list[str] | None = None) -> Any:
+        """The backend's encoding of one request's inputs, in the caller's thread (raises what the backend raises,
+        such as :class:`ml.backend.InputError`)."""
+        return self.backend.encode(inputs) if pairs is None else self.backend.encode(inputs, pairs=pairs)
+
+    def enqueue(self, requests: list[tuple[Any, Callable[[], bool] | None]]) -> list[RequestFuture]:
+        """Queue encoded requests ``(encoded, should_stop)`` together, one future each: the loop sees all their
+        rows at once. A caller holding many small requests (the /predict lane's batch of jobs) gets them into one
+        forward pass, instead of the first ones running alone when the partner wait ends while the rest are still
+        being encoded."""
+        futures, queued = [], []
+        for encoded, should_stop in requests:
+            request = _Request(rows_of(encoded), should_stop, RequestFuture(encoded))
+            futures.append(request.future)
+            if request.rows:
+                queued.append(request)
+            else:
+                request.future.set_result(input_outputs(encoded, []))
+        if queued:
+            with self._cond:
+                self._queue.extend(queued)
+                self._queued_rows += sum(len(request.rows) for request in queued)
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._loop, name="batching-engine", daemon=True)
+                    self._thread.start()
+                self._cond.notify()
+        return futures
 
     def results(self, future: RequestFuture, timeout: float | None = None) -> list[Any]:
         """Wait for a submitted request and return its results (``backend.results``), one per input."""

@@ -29,7 +29,7 @@ from . import telemetry
 from . import text_classification as tc
 from .jobs.classify import ClassifyWork
 from .lease import start_attempt
-from .serving import predictor_for, submit
+from .serving import predictor_for, waiter
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,23 @@ def run_batch(app: Any, job_ids: list[str]) -> list[str]:
     finished. Jobs it cannot run plainly are sent to the Celery ``classify`` task instead."""
     started, started_at = time.monotonic(), utcnow()
     works, handed_back = db.transact(lambda session: _read(session, job_ids), what="predict lane: read")
-    pending, predictors = [], {}
+    encoded, predictors = [], {}
     for work in works:
         try:
             chunk = list(work.inputs())
             predictor = _predictor(predictors, work)
             texts, pairs = tc.chunk_texts(work.request, chunk)
-            pending.append((work, chunk, submit(predictor, texts, pairs, _NeverStop, **work.result_options)))
+            encoded.append((work, chunk, predictor.engine, predictor.engine.encode(texts, pairs)))
         except Exception as exc:  # noqa: BLE001 - the Celery path runs it again and records the precise error
             log.info("predict lane: job %s goes to Celery (%s: %s)", work.job_id, type(exc).__name__, exc)
             handed_back.append(work.job_id)
+    pending = []
+    for engine in {id(engine): engine for _w, _c, engine, _e in encoded}.values():
+        # every job of this model at once: they share the engine's next forward pass instead of trickling in
+        mine = [(work, chunk, request) for work, chunk, owner, request in encoded if owner is engine]
+        futures = engine.enqueue([(request, _NeverStop.should_stop) for _w, _c, request in mine])
+        pending += [(work, chunk, waiter(engine, future, **work.result_options))
+                    for (work, chunk, _r), future in zip(mine, futures)]
     results = []
     for work, chunk, wait in pending:  # every job's texts are in the engine: they share its batches
         try:

@@ -58,7 +58,12 @@ def submit(predictor, texts: list, pairs: list[str] | None, lease: Lease, **opti
     sentences) on the model's batching engine, shared with every concurrent job; returns a function that waits for
     its results (the backend's ``results``, given ``options`` such as a token model's ``aggregation_strategy``)."""
     engine = predictor.engine
-    future = engine.submit(texts, pairs=pairs, should_stop=lease.should_stop)
+    return waiter(engine, engine.submit(texts, pairs=pairs, should_stop=lease.should_stop), **options)
+
+
+def waiter(engine, future, **options: Any) -> Callable[[], list[dict]]:
+    """A function that waits for ``future`` (a request on ``engine``) and returns its results (the backend's
+    ``results``, given ``options``)."""
     return lambda: engine.backend.results(future.result(), future.encoded, **options)
 
 

@@ -189,7 +189,7 @@ def test_api_calls_carry_no_session_cookie(lane):
     assert response.status_code == 200 and "Set-Cookie" not in response.headers
 
 
-def test_a_batch_skips_finished_jobs_and_hands_back_what_it_cannot_run_plainly(lane, model_dir):
+def test_a_batch_skips_finished_jobs_and_hands_back_what_it_cannot_run_plainly(lane, model_dir, monkeypatch):
     from worker.predict_lane import run_batch
 
     _client, model_id, _conn = lane
@@ -202,22 +202,18 @@ def test_a_batch_skips_finished_jobs_and_hands_back_what_it_cannot_run_plainly(l
         session.commit()
 
     celery = _CeleryStub()
-    import worker.predict_lane as lane_module
+    from ml.backend import InputError
+    from ml.batching import BatchingEngine
 
-    real_submit = lane_module.submit
+    real_encode = BatchingEngine.encode
 
-    def refusing_submit(predictor, texts, pairs, lease, **options):
+    def refusing_encode(engine, texts, pairs=None):
         if texts == ["x" * 50]:  # an input the backend refuses (too long for a question-answering model, say)
-            from ml.backend import InputError
-
             raise InputError("text 1 is too long")
-        return real_submit(predictor, texts, pairs, lease, **options)
+        return real_encode(engine, texts, pairs)
 
-    lane_module.submit = refusing_submit
-    try:
-        assert run_batch(celery, [good, cancelled, refused, gone]) == [good]
-    finally:
-        lane_module.submit = real_submit
+    monkeypatch.setattr(BatchingEngine, "encode", refusing_encode)
+    assert run_batch(celery, [good, cancelled, refused, gone]) == [good]
     assert sorted(celery.sent) == sorted([refused, gone])  # the ordinary path records their precise errors
     assert _job(cancelled).status == "cancelled" and _predictions(cancelled) == []
     assert _job(refused).status == _job(gone).status == "queued"

@@ -235,6 +235,19 @@ def test_queued_small_requests_share_one_batch(served, reference, monkeypatch):
     assert (engine.batches_run, engine.rows_run) == (2, 10)
 
 
+def test_requests_enqueued_together_share_one_batch_even_with_an_idle_loop(served, reference, monkeypatch):
+    """The /predict lane's case: many small requests encoded first, then queued at once (``enqueue``), with no
+    partner wait (``wait_ms=0``) and nothing holding the loop: one forward pass for all, not the first alone."""
+    predictor = served["single"]
+    recorder = Recorder(predictor, monkeypatch)
+    engine = BatchingEngine(predictor, wait_ms=0)
+    requests = [[f"job {i} lost my bag"] for i in range(6)] + [[]]  # an empty request resolves at once
+    futures = engine.enqueue([(engine.encode(texts), None) for texts in requests])
+    for texts, future in zip(requests, futures):
+        assert_same(predictor.results(_result(future)), reference["single"].predict(texts) if texts else [])
+    assert [len(batch) for batch in recorder.batches] == [6]
+
+
 def test_two_models_never_share_a_batch(served, reference, monkeypatch):
     single, multi = served["single"], served["multi"]
     recorders = {"single": Recorder(single, monkeypatch), "multi": Recorder(multi, monkeypatch)}
