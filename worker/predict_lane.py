@@ -101,23 +101,23 @@ def run_batch(app: Any, job_ids: list[str]) -> list[str]:
     finished. Jobs it cannot run plainly are sent to the Celery ``classify`` task instead."""
     started, started_at = time.monotonic(), utcnow()
     works, handed_back = db.transact(lambda session: _read(session, job_ids), what="predict lane: read")
-    encoded, predictors = [], {}
+    by_engine: dict[int, tuple[Any, list]] = {}  # id(engine) -> (engine, [(work, chunk, encoded request)])
+    predictors: dict = {}
     for work in works:
         try:
             chunk = list(work.inputs())
-            predictor = _predictor(predictors, work)
+            engine = _predictor(predictors, work).engine
             texts, pairs = tc.chunk_texts(work.request, chunk)
-            encoded.append((work, chunk, predictor.engine, predictor.engine.encode(texts, pairs)))
+            by_engine.setdefault(id(engine), (engine, []))[1].append((work, chunk, engine.encode(texts, pairs)))
         except Exception as exc:  # noqa: BLE001 - the Celery path runs it again and records the precise error
             log.info("predict lane: job %s goes to Celery (%s: %s)", work.job_id, type(exc).__name__, exc)
             handed_back.append(work.job_id)
     pending = []
-    for engine in {id(engine): engine for _w, _c, engine, _e in encoded}.values():
+    for engine, mine in by_engine.values():
         # every job of this model at once: they share the engine's next forward pass instead of trickling in
-        mine = [(work, chunk, request) for work, chunk, owner, request in encoded if owner is engine]
-        futures = engine.enqueue([(request, _NeverStop.should_stop) for _w, _c, request in mine])
+        futures = engine.enqueue([(request, _NeverStop.should_stop) for _work, _chunk, request in mine])
         pending += [(work, chunk, waiter(engine, future, **work.result_options))
-                    for (work, chunk, _r), future in zip(mine, futures)]
+                    for (work, chunk, _request), future in zip(mine, futures)]
     results = []
     for work, chunk, wait in pending:  # every job's texts are in the engine: they share its batches
         try:
