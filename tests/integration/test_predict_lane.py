@@ -3,9 +3,12 @@ the web pushes a waiting call's job id while a drainer is alive (else a Celery m
 classifies, stores and finishes every job still queued exactly once, handing anything unusual to Celery."""
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from core import jobs, predict_lane, runtime
 from core.db import db
@@ -138,10 +141,6 @@ def test_a_waiting_predict_call_is_answered_through_the_announcement_with_one_re
                                                                                                    monkeypatch):
     """The call watches for its job before sending it; the lane's announced success is confirmed by the one query
     that reads the predictions (no status polling)."""
-    import threading
-
-    from sqlalchemy import event
-
     from web import services
     from worker.predict_lane import run_batch
 
@@ -269,8 +268,6 @@ def test_the_celery_path_announces_the_terminal_status_too(lane):
     from worker.skeleton import _announce
 
     _client, _model_id, conn = lane
-    import time
-
     pubsub = conn.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(job_done_channel("j1"))
     try:
