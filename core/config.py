@@ -71,6 +71,9 @@ class Settings:
     # (ml.batching.device_batch_limits: 8192 / 64 on the CPU, larger on a GPU)
     max_batch_tokens: int | None = None
     max_batch_size: int | None = None
+    # batches of one model run at once, each on its share of the cores; None (unset): the device's default
+    # (ml.batching.EngineOptions.for_device: one on a GPU, one per core up to 4 on the CPU)
+    inference_streams: int | None = None
     quantize_default: bool = False  # int8 dynamic quantization when neither the request nor the model says
     reconcile_every_s: float = 60.0  # how often the reconciler process looks for lost jobs
     # the reconciler removes a model store folder no model row names once it is this old (a publish in flight is
@@ -148,6 +151,7 @@ class Settings:
         "batch_wait_ms": "BATCH_WAIT_MS",
         "max_batch_tokens": "MAX_BATCH_TOKENS",
         "max_batch_size": "MAX_BATCH_SIZE",
+        "inference_streams": "INFERENCE_STREAMS",
         "quantize_default": "QUANTIZE",
         "reconcile_every_s": "RECONCILE_EVERY_S",
         "model_sweep_grace_s": "MODEL_SWEEP_GRACE_S",
@@ -206,8 +210,9 @@ class Settings:
         if settings.amp not in {"auto", "off"}:
             raise ValueError(f"AMP must be auto or off, not {settings.amp!r}")
         if settings.batch_wait_ms < 0 or any(limit is not None and limit < 1 for limit in
-                                              (settings.max_batch_tokens, settings.max_batch_size)):
-            raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS and MAX_BATCH_SIZE >= 1")
+                                              (settings.max_batch_tokens, settings.max_batch_size,
+                                               settings.inference_streams)):
+            raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS, MAX_BATCH_SIZE and INFERENCE_STREAMS >= 1")
         if settings.session_lifetime_hours <= 0 or settings.max_body_kb < 1 or settings.proxy_hops < 0:
             raise ValueError("SESSION_LIFETIME_HOURS must be > 0, MAX_BODY_KB >= 1 and PROXY_HOPS >= 0")
         if settings.max_train_batch_tokens < 1:

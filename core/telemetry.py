@@ -90,5 +90,5 @@ def read_snapshots(client: Any, limit: int = 1000) -> list[dict[str, Any]]:
 def device_lines(snapshots: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """What ``/readyz`` says about each worker process: its name, queues, device and GPU memory, batch limits."""
     fields = ("worker", "queues", "device", "cuda_visible_devices", "device_name", "amp", "gpu_memory_used_bytes",
-              "gpu_memory_total_bytes", "max_batch_tokens", "max_batch_size")
+              "gpu_memory_total_bytes", "max_batch_tokens", "max_batch_size", "inference_streams")
     return [{name: snapshot.get(name) for name in fields} for snapshot in snapshots]

@@ -62,8 +62,10 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def configure_torch_threads() -> int:
-    """Set torch's intra-op threads to the CPUs available to this process, unless the user chose a number.
+def configure_torch_threads(streams: int = 1) -> int:
+    """Set torch's intra-op threads to the CPUs available to this process shared by ``streams`` forward passes that
+    run at once (a serving engine's streams, ``ml.batching.EngineOptions``; rounded up), unless the user chose a
+    number.
 
     A user choice is any of ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``TORCH_NUM_THREADS`` in the environment
     (``TORCH_NUM_THREADS`` is applied here). Returns the thread count in effect.
@@ -74,7 +76,7 @@ def configure_torch_threads() -> int:
     if explicit and explicit.strip().isdigit() and int(explicit) > 0:
         torch.set_num_threads(int(explicit))
     elif not any(os.environ.get(name) for name in THREAD_ENV_VARS):
-        wanted = available_cpus()
+        wanted = max(1, -(-available_cpus() // max(1, streams)))
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
     return torch.get_num_threads()

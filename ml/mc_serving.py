@@ -92,7 +92,7 @@ class ChoicePredictor(Served):
             ids[b, 0, :len(row)] = torch.tensor(row, dtype=torch.long)
             mask[b, 0, :len(row)] = 1
             types[b, 0, :len(row)] = torch.tensor(row.token_type_ids, dtype=torch.long)
-        with self._lock, torch.inference_mode(), _autocast(self.device):
+        with self.forward_guard(), torch.inference_mode(), _autocast(self.device):
             logits = self.model(ids.to(self.device), mask.to(self.device),
                                 token_type_ids=types.to(self.device)).logits  # (N, 1)
         return logits.float()[:, 0].cpu().tolist()

@@ -99,7 +99,7 @@ class QAPredictor(Served):
             if types is not None and getattr(row, "token_type_ids", None) is not None:
                 types[b, :len(row)] = torch.tensor(row.token_type_ids, dtype=torch.long)
         extra = {"token_type_ids": types.to(self.device)} if types is not None else {}
-        with self._lock, torch.inference_mode(), _autocast(self.device):
+        with self.forward_guard(), torch.inference_mode(), _autocast(self.device):
             logits = self.model(ids.to(self.device), mask.to(self.device), **extra).logits  # (B, T, 2)
         values = logits.float().cpu().numpy()  # (B, T, 2)
         return [(values[b, :len(row), 0], values[b, :len(row), 1]) for b, row in enumerate(rows)]

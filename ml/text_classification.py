@@ -150,7 +150,7 @@ class Predictor(Served):
             if types is not None and isinstance(row, PairRow):
                 types[b, : len(row)] = torch.tensor(row.token_type_ids, dtype=torch.long)
         extra = {"token_type_ids": types.to(self.device)} if types is not None else {}
-        with self._lock, torch.inference_mode(), _autocast(self.device):
+        with self.forward_guard(), torch.inference_mode(), _autocast(self.device):
             logits = self.model(ids.to(self.device), mask.to(self.device), **extra).logits
         if not isinstance(logits, dict):
             logits = {next(iter(self.tasks)): logits}

@@ -108,7 +108,7 @@ class TokenPredictor(Served):
         for b, row in enumerate(rows):
             ids[b, :len(row)] = torch.tensor(row, dtype=torch.long)
             mask[b, :len(row)] = 1
-        with self._lock, torch.inference_mode(), _autocast(self.device):
+        with self.forward_guard(), torch.inference_mode(), _autocast(self.device):
             logits = self.model(ids.to(self.device), mask.to(self.device)).logits  # (B, T, C)
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()  # (B, T, C)
         return [probs[b, :len(row)] for b, row in enumerate(rows)]

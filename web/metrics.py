@@ -104,7 +104,7 @@ def worker_families(snapshots: list[dict]):
     total = GaugeMetricFamily("bertqueue_worker_gpu_memory_total_bytes", "GPU memory of the worker's device",
                               labels=["worker", "device"])
     limits = GaugeMetricFamily("bertqueue_worker_batch_limit", "The worker's batching limits (max_batch_tokens, "
-                               "max_batch_size)", labels=["worker", "limit"])
+                               "max_batch_size, inference_streams)", labels=["worker", "limit"])
     rows = HistogramMetricFamily("bertqueue_engine_batch_rows", "Rows per forward pass of the batching engine",
                                  labels=["worker"])
     tokens = CounterMetricFamily("bertqueue_engine_tokens", "Tokens the engine ran: real ones, and padded "
@@ -130,7 +130,7 @@ def worker_families(snapshots: list[dict]):
         if snapshot.get("gpu_memory_total_bytes") is not None:
             used.add_metric([worker, device], snapshot.get("gpu_memory_used_bytes") or 0)
             total.add_metric([worker, device], snapshot["gpu_memory_total_bytes"])
-        for limit in ("max_batch_tokens", "max_batch_size"):
+        for limit in ("max_batch_tokens", "max_batch_size", "inference_streams"):
             if snapshot.get(limit) is not None:
                 limits.add_metric([worker, limit], snapshot[limit])
         if isinstance(snapshot.get("batch_rows"), dict):

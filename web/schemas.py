@@ -196,6 +196,7 @@ class WorkerLine(_Out):
     gpu_memory_total_bytes: int | None = None
     max_batch_tokens: int | None = None
     max_batch_size: int | None = None
+    inference_streams: int | None = Field(None, description="batches of one model it runs at once (INFERENCE_STREAMS)")
 
 
 class Health(_Out):

@@ -37,19 +37,35 @@ def quantize_choice(requested: bool | None, model) -> bool:
     return bool(runtime.settings().quantize_default if default is None else default)
 
 
+def engine_options(on_device: str | None = None):
+    """The batching engines' options on ``on_device`` (default: this worker's device): the deployment's
+    BATCH_WAIT_MS / MAX_BATCH_TOKENS / MAX_BATCH_SIZE / INFERENCE_STREAMS, the last three defaulting to the device's
+    when unset (``ml.batching.EngineOptions.for_device``; ml reads no settings itself)."""
+    from ml.batching import EngineOptions  # lazily: importing worker.tasks stays light
+
+    settings = runtime.settings()
+    return EngineOptions.for_device(on_device or device(), wait_ms=settings.batch_wait_ms,
+                                    max_batch_tokens=settings.max_batch_tokens,
+                                    max_batch_size=settings.max_batch_size, streams=settings.inference_streams)
+
+
+_threads_for_streams: list[int] = []  # the stream count this process's torch threads were last split for
+
+
 def predictor_for(artifact_dir: str, quantize: bool):
     """The model at ``artifact_dir`` (a model row's: its folder, or ``sql:<key>``, fetched into this host's cache
     first by ``core.artifacts.local_path``) loaded (once per process, ``ml.inference``'s cache) on this worker's
-    device, its batching engine built with the deployment's BATCH_WAIT_MS / MAX_BATCH_TOKENS / MAX_BATCH_SIZE, the
-    last two defaulting to the device's limits when unset (ml reads no settings itself)."""
-    from ml.batching import EngineOptions  # lazily: importing worker.tasks stays light
+    device, its batching engine built with :func:`engine_options`. On the CPU the process's torch threads are split
+    between the engine's streams first (each stream's forward pass gets its share of the cores)."""
     from ml.inference import get_predictor
 
-    settings = runtime.settings()
-    options = EngineOptions.for_device(device(), wait_ms=settings.batch_wait_ms,
-                                       max_batch_tokens=settings.max_batch_tokens,
-                                       max_batch_size=settings.max_batch_size)
-    return get_predictor(artifacts.local_path(settings, artifact_dir), device(), quantize=quantize,
+    options = engine_options()
+    if device() == "cpu" and _threads_for_streams[-1:] != [options.streams]:
+        from ml.device import configure_torch_threads
+
+        configure_torch_threads(streams=options.streams)
+        _threads_for_streams[:] = [options.streams]
+    return get_predictor(artifacts.local_path(runtime.settings(), artifact_dir), device(), quantize=quantize,
                          engine_options=options)
 
 

@@ -120,16 +120,14 @@ def device_state() -> dict[str, Any]:
 
 def snapshot(node: str, queues: list[str]) -> dict[str, Any]:
     """This process's snapshot (``core.telemetry``)."""
-    from ml.batching import EngineOptions
+    from .serving import engine_options
 
-    settings = runtime.settings()
     state = device_state()
-    limits = EngineOptions.for_device(state["device"] if state["device"] != "auto" else "cpu",
-                                      max_batch_tokens=settings.max_batch_tokens,
-                                      max_batch_size=settings.max_batch_size)
+    limits = engine_options(state["device"] if state["device"] != "auto" else "cpu")
     return {"worker": node, "pid": os.getpid(), "host": socket.gethostname(), "queues": queues, **state,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "max_batch_tokens": limits.max_batch_tokens, "max_batch_size": limits.max_batch_size,
+            "inference_streams": limits.streams,
             "updated_at": time.time(), **recorder.metrics()}
 
 

@@ -160,3 +160,41 @@ def test_batch_limits_default_to_the_devices_and_settings_override_them():
     assert (only_size.max_batch_tokens, only_size.max_batch_size) == (GPU_BATCH_LIMITS[0], 32)
     with pytest.raises(ValueError, match="MAX_BATCH_TOKENS"):
         Settings.from_env({"MAX_BATCH_TOKENS": "0"})
+
+
+def test_inference_streams_default_to_the_devices_and_settings_override_them(monkeypatch):
+    """One stream on a GPU; on the CPU one per core up to MAX_CPU_STREAMS, then evenly sized shares of the cores;
+    INFERENCE_STREAMS overrides both and must be >= 1."""
+    import os
+
+    from core.config import Settings
+    from ml.batching import EngineOptions
+
+    assert EngineOptions().streams == 1  # an engine built without options (tests, scripts): one loop
+    assert EngineOptions.for_device("cuda").streams == 1
+    for cpus, streams in ((1, 1), (2, 2), (3, 3), (4, 4), (6, 3), (8, 4), (16, 4), (64, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)), raising=False)
+        assert batching.cpu_streams() == streams, cpus
+        assert EngineOptions.for_device("cpu").streams == streams, cpus
+    assert EngineOptions.for_device("cpu", streams=3).streams == 3
+    assert EngineOptions.for_device("cuda", streams=2).streams == 2
+    assert Settings.inference_streams is None and Settings.from_env({"INFERENCE_STREAMS": "2"}).inference_streams == 2
+    with pytest.raises(ValueError, match="INFERENCE_STREAMS"):
+        Settings.from_env({"INFERENCE_STREAMS": "0"})
+
+
+def test_the_forward_pass_is_exclusive_on_a_gpu_only():
+    """Several streams may run a CPU model at once; a GPU runs one batch at a time (its backend's lock)."""
+    from contextlib import nullcontext
+
+    from ml.batching import Served
+
+    class Model(Served):
+        def __init__(self, device: str) -> None:
+            self.device, self._lock = device, threading.Lock()
+
+    assert isinstance(Model("cpu").forward_guard(), nullcontext)
+    gpu = Model("cuda:0")
+    with gpu.forward_guard():
+        assert gpu._lock.locked()
+    assert not gpu._lock.locked()

@@ -144,6 +144,7 @@ def test_concurrent_requests_get_their_own_unbatched_results(served, reference, 
             wait_ms=rng.choice([0, 1, 5]),
             max_batch_size=rng.choice([2, 5, 16, 64]),
             max_batch_tokens=rng.choice([24, 256, 8192]),
+            streams=rng.choice([1, 2, 3]),  # several loops forming and running batches side by side
         )
         n_threads = rng.randint(2, 6)
         # sizes 1..40, half of them small (interactive-sized: what the engine batches across requests)
@@ -409,10 +410,42 @@ def test_empty_request_and_zero_wait(served, reference):
         engine.submit("a string, not a list")
 
 
-@pytest.mark.parametrize("options", [{"wait_ms": -1}, {"max_batch_size": 0}, {"max_batch_tokens": 0}])
+@pytest.mark.parametrize("options", [{"wait_ms": -1}, {"max_batch_size": 0}, {"max_batch_tokens": 0},
+                                     {"streams": 0}])
 def test_bad_engine_options(served, options):
     with pytest.raises(ValueError):
         BatchingEngine(served["single"], **options)
+
+
+def test_streams_run_batches_side_by_side(served, reference, monkeypatch):
+    """With two streams a second request runs while the first one's batch is still inside the model (each stream
+    its own loop thread); with one, it waits for that batch."""
+    predictor = served["single"]
+    for streams in (2, 1):
+        recorder = Recorder(predictor, monkeypatch)  # wraps the previous round's recorder, whose holds are spent
+        engine = BatchingEngine(predictor, wait_ms=0, streams=streams)
+        first, first_hold = recorder.hold_loop(engine, "the first request")
+        second_hold = recorder.arm()
+        second = engine.submit(["the second request"])
+        assert second_hold.entered.wait(2 if streams == 2 else 0.5) == (streams == 2)
+        second_hold.release.set()
+        first_hold.release.set()
+        assert_same(predictor.results(_result(second)), reference["single"].predict(["the second request"]))
+        assert_same(predictor.results(_result(first)), reference["single"].predict(["the first request"]))
+        loops = {t.name for t in threading.enumerate() if t.name.startswith("batching-engine")}
+        assert len(loops) >= streams
+
+
+def test_a_large_request_is_shared_by_the_streams(served, reference, monkeypatch):
+    """The batches of one large request (its sorted pool) are taken by whichever stream is free: all its rows run
+    exactly once and its results come back in order."""
+    predictor = served["single"]
+    recorder = Recorder(predictor, monkeypatch)
+    engine = BatchingEngine(predictor, wait_ms=0, max_batch_size=4, streams=3)
+    large = [f"pooled row {i} " + " ".join(WORDS[: i % 17]) for i in range(150)]
+    assert_same(engine.predict(large), reference["single"].predict(large))
+    assert recorder.rows_run() == Counter(tuple(r) for r in reference["single"].encode(large))
+    assert engine.rows_run == len(large) and all(len(batch) <= 4 for batch in recorder.batches)
 
 
 def test_multitask_engine_results(served, reference):
@@ -476,7 +509,7 @@ def test_idle_loop_thread_exits_and_a_later_request_restarts_it(served, referenc
     engine = BatchingEngine(served["single"], wait_ms=0)
 
     def new_loop_threads(before: set) -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "batching-engine" and t not in before]
+        return [t for t in threading.enumerate() if t.name.startswith("batching-engine") and t not in before]
 
     before = set(threading.enumerate())
     texts = ["wake the loop", "and classify"]

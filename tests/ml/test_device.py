@@ -69,6 +69,13 @@ def test_configure_torch_threads_uses_the_available_cpus(monkeypatch, torch_thre
     assert torch.get_num_threads() == 3
 
 
+def test_configure_torch_threads_shares_the_cpus_between_streams(monkeypatch, torch_threads):
+    """A serving engine's streams each get their share of the cores (rounded up: every core has work)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    for streams, threads in ((1, 8), (2, 4), (3, 3), (4, 2), (8, 1), (16, 1)):
+        assert configure_torch_threads(streams=streams) == threads == torch.get_num_threads(), streams
+
+
 def test_configure_torch_threads_respects_the_user(monkeypatch, torch_threads):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     torch.set_num_threads(1)

@@ -133,6 +133,9 @@ def test_a_published_snapshot_reaches_metrics_and_readyz(redis_db, settings, mon
     mine = [s for s in read_snapshots(client) if s["worker"] == node]
     assert len(mine) == 1 and mine[0]["device"] == "cpu" and mine[0]["amp"] == "fp32"
     assert (mine[0]["max_batch_tokens"], mine[0]["max_batch_size"]) == (8192, 64)  # the CPU's defaults
+    from ml.batching import cpu_streams
+
+    assert mine[0]["inference_streams"] == cpu_streams()
     client.rpush("classify", json.dumps({"fake": "message"}), json.dumps({"fake": 2}))
 
     app = create_app({"TESTING": True, "SETTINGS": runtime_settings})
@@ -152,6 +155,9 @@ def test_a_published_snapshot_reaches_metrics_and_readyz(redis_db, settings, mon
     assert not any("@" in w["worker"] for w in ready.json["workers"])  # no host names for an anonymous probe
     line = next(w for w in ready.json["workers"] if w["worker"] == node.split("@")[0])
     assert line["device"] == "cpu" and line["queues"] == ["classify"] and line["max_batch_size"] == 64
+    assert line["inference_streams"] == mine[0]["inference_streams"]
+    assert samples[("bertqueue_worker_batch_limit", (("limit", "inference_streams"), ("worker", worker)))] \
+        == mine[0]["inference_streams"]
 
 
 def test_metrics_survive_redis_being_down(settings):
