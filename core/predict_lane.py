@@ -8,9 +8,13 @@ texts of every job through the model's batching engine together, then one transa
 finishes them all (``worker.predict_lane``). Per request that saves the Celery message (kombu's envelope, the ack,
 the pool's dispatch) and four SQL round trips.
 
-Nothing is lost if Redis drops an id or a drainer dies with ids popped: the job row stays ``queued`` and the
-reconciler re-sends it as an ordinary Celery message (``core.jobs.lost_jobs``); a duplicate meets the claim's
-``status = 'queued'`` condition and is dropped. With no drainer alive the web sends the usual Celery message.
+A drainer moves the ids it pops onto a list of its own (:func:`taken_key`) and deletes that list once their batch is
+finished or handed to Celery; its worker process keeps a holder key fresh (:func:`mark_alive`). When a process dies
+with ids taken (SIGKILL, the machine gone), its holder key expires within :data:`ALIVE_TTL_S` and any live drainer
+process puts the ids back at the front of the lane (:func:`recover`), so the waiting calls are answered by another
+worker within about 20 s instead of waiting for the reconciler. Nothing is lost either if Redis drops an id: the job
+row stays ``queued`` and the reconciler re-sends it as an ordinary Celery message (``core.jobs.lost_jobs``). A
+duplicate meets the claim's ``status = 'queued'`` condition and is dropped. With no drainer alive the web sends the usual Celery message.
 Jobs queued for later (``POST /api/v1/jobs/classify``) always go through Celery.
 """
 from __future__ import annotations
@@ -25,6 +29,8 @@ log = logging.getLogger(__name__)
 
 LANE_KEY = "bertqueue:predict-lane"  # a list of job ids, pushed by the web, popped by drainers
 ALIVE_KEY = "bertqueue:predict-lane:alive"  # set (with a TTL) by every live drainer
+TAKEN_PREFIX = "bertqueue:predict-lane:taken:"  # + holder/drainer: the ids one drainer popped and has not finished
+HOLDER_PREFIX = "bertqueue:predict-lane:holder:"  # + holder: set (with a TTL) while that worker process lives
 ALIVE_TTL_S = 15  # a drainer refreshes it every ALIVE_EVERY_S; a dead one stops being trusted after this
 ALIVE_EVERY_S = 5.0
 ALIVE_CACHE_S = 1.0  # how long the web trusts its last look at ALIVE_KEY
@@ -63,20 +69,82 @@ def push(redis_url: str, job_id: str) -> bool:
         return False
 
 
-def mark_alive(conn: redis.Redis) -> None:
-    """A drainer says it is there (every ``ALIVE_EVERY_S``)."""
-    conn.set(ALIVE_KEY, "1", ex=ALIVE_TTL_S)
+def mark_alive(conn: redis.Redis, holder: str | None = None) -> None:
+    """A drainer process says it is there (every ``ALIVE_EVERY_S``); ``holder``: its name (:func:`taken_key`),
+    whose taken ids stay its own while this is fresh."""
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.set(ALIVE_KEY, "1", ex=ALIVE_TTL_S)
+        if holder is not None:
+            pipe.set(HOLDER_PREFIX + holder, "1", ex=ALIVE_TTL_S)
+        pipe.execute()
 
 
-def pop_batch(conn: redis.Redis, *, limit: int = BATCH_JOBS, wait_s: float = 1.0) -> list[str]:
-    """Up to ``limit`` job ids, waiting at most ``wait_s`` for the first; [] when none came."""
-    first = conn.blpop([LANE_KEY], timeout=wait_s)
-    if first is None:
+def release_holder(conn: redis.Redis, holder: str) -> None:
+    """A process stopping: its holder key goes at once (whatever it still has taken is recovered without waiting)."""
+    conn.delete(HOLDER_PREFIX + holder)
+
+
+def taken_key(holder: str, drainer: int) -> str:
+    """The list of the ids drainer ``drainer`` of process ``holder`` (``host:pid``) popped and has not finished."""
+    return f"{TAKEN_PREFIX}{holder}/{drainer}"
+
+
+# LRANGE + LTRIM + RPUSH in one step: the ids move from the lane to the drainer's list, never in neither
+_TAKE_MORE = """
+local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #ids > 0 then
+  redis.call('LTRIM', KEYS[1], #ids, -1)
+  redis.call('RPUSH', KEYS[2], unpack(ids))
+end
+return ids
+"""
+# a dead drainer's ids back at the front of the lane in their order (they have waited longest), its list gone,
+# in one step
+_GIVE_BACK = """
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+for i = #ids, 1, -1 do
+  redis.call('LPUSH', KEYS[2], ids[i])
+end
+redis.call('DEL', KEYS[1])
+return #ids
+"""
+
+
+def pop_batch(conn: redis.Redis, *, limit: int = BATCH_JOBS, wait_s: float = 1.0,
+              taken: str | None = None) -> list[str]:
+    """Up to ``limit`` job ids, waiting at most ``wait_s`` for the first; [] when none came. ``taken``: the
+    drainer's own list (:func:`taken_key`), which the ids are moved onto (delete it once they are finished)."""
+    if taken is None:
+        first = conn.blpop([LANE_KEY], timeout=wait_s)
+        ids = [] if first is None else [first[1]]
+    else:
+        first = conn.blmove(LANE_KEY, taken, wait_s, "LEFT", "RIGHT")
+        ids = [] if first is None else [first]
+    if not ids:
         return []
-    ids = [first[1]]
     if limit > 1:
-        try:  # LPOP with a count needs Redis >= 6.2; on an error the first id is still this drainer's to run
-            ids.extend(conn.lpop(LANE_KEY, limit - 1) or [])
+        try:  # on an error the first id is still this drainer's to run
+            ids.extend((conn.lpop(LANE_KEY, limit - 1) if taken is None
+                        else conn.eval(_TAKE_MORE, 2, LANE_KEY, taken, limit - 1)) or [])
         except redis.RedisError as exc:
             log.debug("predict lane: could not pop more ids (%s)", exc)
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
+def give_back(conn: redis.Redis, taken: str) -> int:
+    """Put the ids on list ``taken`` back at the front of the lane and delete the list; how many there were."""
+    return int(conn.eval(_GIVE_BACK, 2, taken, LANE_KEY))
+
+
+def recover(conn: redis.Redis) -> int:
+    """Give back the taken ids of every drainer whose process's holder key expired (it died with them); how many.
+    A holder that was only late gets its jobs run twice at worst, which the claim makes harmless."""
+    moved = 0
+    for key in conn.scan_iter(match=TAKEN_PREFIX + "*", count=100):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        holder = name[len(TAKEN_PREFIX):].rpartition("/")[0]
+        if not conn.exists(HOLDER_PREFIX + holder):
+            moved += give_back(conn, name)
+    if moved:
+        log.warning("predict lane: %d job id(s) taken by a drainer that died went back on the lane", moved)
+    return moved

@@ -8,10 +8,15 @@ Jobs go from queued to succeeded in that one transaction: a crash before it leav
 re-sends them through Celery), a job cancelled or claimed elsewhere meanwhile is simply not claimed, so every job
 is run exactly once. Whatever is not the plain case -- a model that is gone, an input the model refuses, a dataset
 -- is handed to the ordinary Celery task, whose per-job path records the precise error.
+
+Each drainer keeps the ids it popped on its own Redis list until their batch is done; the process's keeper thread
+keeps its holder key fresh and puts back on the lane the ids of drainers whose process died (``core.predict_lane``).
 """
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from typing import Any
@@ -49,18 +54,26 @@ _stop = threading.Event()
 _threads: list[threading.Thread] = []
 
 
+def holder_name() -> str:
+    """This process's name on the lane (``host:pid``): its drainers' taken lists carry it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def start(app: Any) -> list[threading.Thread]:
-    """Start this process's drainers (none in eager mode, and only once); ``app``: the Celery app that takes the
-    jobs the lane hands back."""
+    """Start this process's drainers and their keeper (none in eager mode, and only once); ``app``: the Celery app
+    that takes the jobs the lane hands back."""
     settings = runtime.settings()
     if settings.celery_eager or not settings.predict_lane or any(thread.is_alive() for thread in _threads):
         return _threads
     _stop.clear()
-    _threads[:] = [threading.Thread(target=_drain, args=(app, settings.redis_url), name=f"predict-lane-{n}",
-                                    daemon=True) for n in range(DRAINERS)]
+    holder = holder_name()
+    _threads[:] = [threading.Thread(target=_keep, args=(settings.redis_url, holder), name="predict-lane-keeper",
+                                    daemon=True)]
+    _threads.extend(threading.Thread(target=_drain, args=(app, settings.redis_url, predict_lane.taken_key(holder, n)),
+                                     name=f"predict-lane-{n}", daemon=True) for n in range(DRAINERS))
     for thread in _threads:
         thread.start()
-    log.info("predict lane: %d drainer(s) started", len(_threads))
+    log.info("predict lane: %d drainer(s) started", DRAINERS)
     return _threads
 
 
@@ -71,16 +84,34 @@ def stop(timeout_s: float = 10.0) -> None:
         thread.join(timeout_s)
 
 
-def _drain(app: Any, redis_url: str) -> None:
-    # a connection of its own: BLPOP holds it while waiting
-    conn = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=2)
-    next_alive, failing = 0.0, False
+def _keep(redis_url: str, holder: str) -> None:
+    """Every ``ALIVE_EVERY_S``: say this process's drainers are there (the web then uses the lane, and their taken
+    ids stay theirs), and put back on the lane the ids of drainers whose process died. Its own thread, so a batch
+    that runs longer than the keys' TTL does not look like a dead drainer."""
+    conn = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
     while not _stop.is_set():
         try:
-            if time.monotonic() >= next_alive:
-                predict_lane.mark_alive(conn)
-                next_alive = time.monotonic() + predict_lane.ALIVE_EVERY_S
-            job_ids = predict_lane.pop_batch(conn, wait_s=1.0)
+            predict_lane.mark_alive(conn, holder)
+            predict_lane.recover(conn)
+        except redis.RedisError as exc:
+            log.debug("predict lane: keeper could not reach Redis (%s)", exc)
+        _stop.wait(predict_lane.ALIVE_EVERY_S)
+    try:
+        predict_lane.release_holder(conn, holder)
+    except redis.RedisError:
+        pass
+
+
+def _drain(app: Any, redis_url: str, taken: str) -> None:
+    # a connection of its own: BLMOVE holds it while waiting
+    conn = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=2)
+    failing, leftovers_checked = False, False
+    while not _stop.is_set():
+        try:
+            if not leftovers_checked:  # a list under this name is a previous process's (a reused pid): run it again
+                predict_lane.give_back(conn, taken)
+                leftovers_checked = True
+            job_ids = predict_lane.pop_batch(conn, wait_s=1.0, taken=taken)
             failing = False
         except redis.RedisError as exc:
             if not failing:  # once per outage: the web sends Celery messages meanwhile (the alive key expires)
@@ -94,6 +125,10 @@ def _drain(app: Any, redis_url: str) -> None:
             except Exception:  # noqa: BLE001 - the jobs are still queued in SQL: the ordinary path takes them
                 log.exception("predict lane: a batch of %d job(s) failed; handing them to Celery", len(job_ids))
                 _to_celery(app, job_ids)
+            try:
+                conn.delete(taken)  # finished or handed to Celery: no longer this drainer's to give back
+            except redis.RedisError as exc:  # they stay listed while this process lives; the next batch clears them
+                log.debug("predict lane: could not clear the taken ids (%s)", exc)
 
 
 def run_batch(app: Any, job_ids: list[str]) -> list[str]:

@@ -281,3 +281,62 @@ def test_the_celery_path_announces_the_terminal_status_too(lane):
     finally:
         pubsub.close()
     assert heard == ["succeeded", "failed", "ended", "ended"]
+
+
+def test_popped_ids_stay_the_drainers_until_done_and_a_dead_drainers_go_back_on_the_lane(lane):
+    """A drainer's popped ids sit on its own list while its process's holder key lives; once that key is gone (the
+    process died with them), ``recover`` puts them back at the front of the lane in their order."""
+    _client, _model_id, conn = lane
+    conn.rpush(predict_lane.LANE_KEY, "a", "b", "c")
+    live, dead = "host-a:11", "host-b:22"
+    predict_lane.mark_alive(conn, live)
+    predict_lane.mark_alive(conn, dead)
+    assert predict_lane.pop_batch(conn, limit=2, wait_s=0.1, taken=predict_lane.taken_key(dead, 0)) == ["a", "b"]
+    assert predict_lane.pop_batch(conn, limit=5, wait_s=0.1, taken=predict_lane.taken_key(live, 1)) == ["c"]
+    assert conn.lrange(predict_lane.taken_key(dead, 0), 0, -1) == [b"a", b"b"]
+    assert conn.llen(predict_lane.LANE_KEY) == 0
+    assert predict_lane.pop_batch(conn, wait_s=0.1, taken=predict_lane.taken_key(live, 1)) == []
+    assert predict_lane.recover(conn) == 0  # both holders alive: nothing moves
+
+    predict_lane.release_holder(conn, dead)  # as its key expiring after the process died
+    conn.rpush(predict_lane.LANE_KEY, "d")
+    assert predict_lane.recover(conn) == 2
+    assert conn.lrange(predict_lane.LANE_KEY, 0, -1) == [b"a", b"b", b"d"]  # first in line again, in order
+    assert not conn.exists(predict_lane.taken_key(dead, 0))
+    assert conn.lrange(predict_lane.taken_key(live, 1), 0, -1) == [b"c"]  # the live drainer's are left alone
+
+
+def test_a_worker_that_died_with_taken_jobs_has_them_run_by_a_live_drainer_exactly_once(lane, monkeypatch):
+    """The ids a killed worker's drainer had popped (its taken list, its holder key expired) are given back by a
+    live process's keeper and run by its drainers: each job succeeds once, answered well before the reconciler
+    would re-send it; a second give-back of the same ids (a late holder) runs nothing twice."""
+    import worker.predict_lane as lane_module
+
+    _client, model_id, conn = lane
+    ids = [_queued(model_id, [text]) for text in TEXTS]
+    conn.rpush(predict_lane.taken_key("gone-host:4242", 0), *ids)  # no holder key: that process is dead
+    monkeypatch.setattr(predict_lane, "ALIVE_EVERY_S", 0.05)
+    celery = _CeleryStub()
+    threads = lane_module.start(celery)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_job(job_id).status != "succeeded" for job_id in ids):
+            time.sleep(0.05)
+        assert [_job(job_id).status for job_id in ids] == ["succeeded"] * len(ids)
+        assert not conn.exists(predict_lane.taken_key("gone-host:4242", 0))
+        conn.rpush(predict_lane.taken_key("gone-host:4242", 0), *ids)  # the same ids again: claimed already
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (conn.exists(predict_lane.taken_key("gone-host:4242", 0))
+                                               or conn.llen(predict_lane.LANE_KEY)):
+            time.sleep(0.05)
+        time.sleep(0.3)  # a drainer that popped them has finished its (empty) batch
+    finally:
+        lane_module.stop()
+    assert not any(thread.is_alive() for thread in threads)
+    assert celery.sent == []
+    for job_id, text in zip(ids, TEXTS):
+        job = _job(job_id)
+        assert (job.status, job.attempts) == ("succeeded", 1)
+        assert [t for _, t, _, _ in _predictions(job_id)] == [text]
+    holder = lane_module.holder_name()
+    assert not conn.exists(predict_lane.HOLDER_PREFIX + holder)  # a warm stop lets its key go at once
