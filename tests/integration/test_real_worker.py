@@ -296,3 +296,24 @@ def test_reconciler_resends_a_job_whose_message_was_lost(on_running):
     assert (job["status"], job["attempts"]) == ("succeeded", 1), f"{job}\n{_logs(stack.directory)}"
     assert _job(job_id).enqueued_at.year != 2000  # the reconciler recorded its re-send
     assert [i for i, _ in _stored(job_id)] == [0, 1, 2, 3]
+
+
+def test_predict_calls_a_dead_workers_drainer_had_taken_are_run_by_the_live_worker(on_running):
+    """Ids a drainer popped sit on its own list until their batch is done; when its process died (its holder key is
+    gone), the live worker's lane keeper gives them back to the lane within one pass (every 5 s) and its drainers run
+    them: each job succeeds once, well inside /predict's wait, not after the reconciler's REQUEUE_AFTER_S."""
+    from core import predict_lane
+
+    stack, client, model_id = on_running
+    ids = [_classify_row(model_id, [text]) for text in TEXTS[:3]]
+    broker = redis.Redis.from_url(stack.settings.redis_url)
+    dead = predict_lane.taken_key("gone-host:4242", 0)
+    broker.rpush(dead, *ids)  # popped by a drainer of a process that was SIGKILLed: no holder key refreshes it
+    started = time.monotonic()
+    for job_id in ids:
+        job = wait_for_job(client, job_id, timeout=60)
+        assert (job["status"], job["attempts"]) == ("succeeded", 1), f"{job}\n{_logs(stack.directory)}"
+        assert job["metrics"].get("batch_jobs") is not None  # run by the lane, not by a Celery message
+        assert [i for i, _ in _stored(job_id)] == [0]
+    assert time.monotonic() - started < 15
+    assert not broker.exists(dead)
