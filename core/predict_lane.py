@@ -35,6 +35,9 @@ ALIVE_TTL_S = 15  # a drainer refreshes it every ALIVE_EVERY_S; a dead one stops
 ALIVE_EVERY_S = 5.0
 ALIVE_CACHE_S = 1.0  # how long the web trusts its last look at ALIVE_KEY
 MAX_LANE_INPUTS = 64  # a /predict call with more inputs than this is an ordinary Celery job
+# ... and one whose inputs hold more characters than this: a drainer reads a whole batch's inputs at once, so a
+# batch holds at most BATCH_JOBS x 64 Ki characters (4 Mi), not 64 x 64 texts of MAX_TEXT_CHARS (80 Mi)
+MAX_LANE_CHARS = 65_536
 BATCH_JOBS = 64  # job ids one drainer pops at once
 
 _clients: dict[str, redis.Redis] = {}
@@ -50,6 +53,25 @@ def client(redis_url: str) -> redis.Redis:
             found = _clients[redis_url] = redis.Redis.from_url(redis_url, socket_timeout=1.0,
                                                                 socket_connect_timeout=0.5)
         return found
+
+
+def fits(inputs: list) -> bool:
+    """Whether a job of ``inputs`` (texts, pairs, questions, pre-tokenized sentences) is small enough for the lane:
+    at most :data:`MAX_LANE_INPUTS` inputs of at most :data:`MAX_LANE_CHARS` characters in all."""
+    if len(inputs) > MAX_LANE_INPUTS:
+        return False
+    total, left = 0, list(inputs)
+    while left:
+        item = left.pop()
+        if isinstance(item, str):
+            total += len(item)
+            if total > MAX_LANE_CHARS:
+                return False
+        elif isinstance(item, dict):
+            left.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            left.extend(item)
+    return True
 
 
 def push(redis_url: str, job_id: str) -> bool:

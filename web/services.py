@@ -430,7 +430,7 @@ def start_classification(user: Principal, request: ClassifyRequest | PredictRequ
         result = job_to_dict(job, task_types.of_params(model.params).name)
     settings = context.settings()
     if not (lane and settings.predict_lane and not request.from_dataset and not settings.celery_eager
-            and int(params.get("text_count") or 0) <= predict_lane.MAX_LANE_INPUTS
+            and predict_lane.fits(texts or [])
             and predict_lane.push(settings.redis_url, result["id"])):
         _enqueue(result["id"], JobType.CLASSIFY.value)
     return result

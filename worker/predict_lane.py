@@ -52,6 +52,7 @@ class _NeverStop:
 
 _stop = threading.Event()
 _threads: list[threading.Thread] = []
+_started: dict[str, str] = {}  # redis_url and holder of the running drainers (stop lets the holder key go)
 
 
 def holder_name() -> str:
@@ -67,6 +68,7 @@ def start(app: Any) -> list[threading.Thread]:
         return _threads
     _stop.clear()
     holder = holder_name()
+    _started.update(redis_url=settings.redis_url, holder=holder)
     _threads[:] = [threading.Thread(target=_keep, args=(settings.redis_url, holder), name="predict-lane-keeper",
                                     daemon=True)]
     _threads.extend(threading.Thread(target=_drain, args=(app, settings.redis_url, predict_lane.taken_key(holder, n)),
@@ -78,10 +80,17 @@ def start(app: Any) -> list[threading.Thread]:
 
 
 def stop(timeout_s: float = 10.0) -> None:
-    """Let the drainers finish the batch in hand, then end (a warm shutdown)."""
+    """Let the drainers finish the batch in hand, then end (a warm shutdown); then the process's holder key goes at
+    once, so whatever a drainer still had taken is given back without waiting for the key to expire."""
     _stop.set()
     for thread in _threads:
         thread.join(timeout_s)
+    if _started:
+        try:
+            predict_lane.release_holder(predict_lane.client(_started["redis_url"]), _started["holder"])
+        except redis.RedisError:
+            pass
+        _started.clear()
 
 
 def _keep(redis_url: str, holder: str) -> None:
@@ -96,10 +105,6 @@ def _keep(redis_url: str, holder: str) -> None:
         except redis.RedisError as exc:
             log.debug("predict lane: keeper could not reach Redis (%s)", exc)
         _stop.wait(predict_lane.ALIVE_EVERY_S)
-    try:
-        predict_lane.release_holder(conn, holder)
-    except redis.RedisError:
-        pass
 
 
 def _drain(app: Any, redis_url: str, taken: str) -> None:

@@ -126,15 +126,19 @@ def test_without_a_live_drainer_or_for_a_big_call_predict_sends_a_celery_message
     predict_lane.mark_alive(conn)
     texts = [f"text {i}" for i in range(predict_lane.MAX_LANE_INPUTS + 1)]
     assert client.post("/api/v1/predict", json={"model_id": model_id, "texts": texts}).status_code == 202
-    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 2  # too big for the lane
+    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 2  # too many inputs for the lane
+    long_texts = ["long text " * 1_700] * 4  # few inputs (each within MAX_TEXT_CHARS), too many characters in all
+    assert sum(map(len, long_texts)) > predict_lane.MAX_LANE_CHARS
+    assert client.post("/api/v1/predict", json={"model_id": model_id, "texts": long_texts}).status_code == 202
+    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 3
     # a job queued for later (the jobs API) never takes the lane either
     assert client.post("/api/v1/jobs/classify", json={"model_id": model_id, "texts": TEXTS}).status_code == 202
-    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 3
+    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 4
     # PREDICT_LANE=false: one Celery message per call, drainer or not
     runtime.configure(runtime.settings().replace(predict_lane=False))
     client.application.extensions["bertqueue"].settings = runtime.settings()
     assert client.post("/api/v1/predict", json={"model_id": model_id, "texts": TEXTS}).status_code == 202
-    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 4
+    assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 5
 
 
 def test_a_waiting_predict_call_is_answered_through_the_announcement_with_one_read_after_its_commit(lane,
@@ -281,6 +285,17 @@ def test_the_celery_path_announces_the_terminal_status_too(lane):
     finally:
         pubsub.close()
     assert heard == ["succeeded", "failed", "ended", "ended"]
+
+
+def test_what_fits_the_lane_counts_inputs_and_their_characters_whatever_their_shape():
+    small = predict_lane.MAX_LANE_CHARS // 8
+    assert predict_lane.fits(["a text"] * predict_lane.MAX_LANE_INPUTS)
+    assert not predict_lane.fits(["a text"] * (predict_lane.MAX_LANE_INPUTS + 1))
+    assert predict_lane.fits([["x" * small, "y" * small]] * 4)  # sentence pairs: 8 x 1/8 = exactly the limit
+    assert not predict_lane.fits([["x" * small, "y" * small]] * 4 + ["z"])
+    assert not predict_lane.fits([{"question": "q", "context": "c" * predict_lane.MAX_LANE_CHARS}])
+    assert not predict_lane.fits([["word"] * (predict_lane.MAX_LANE_CHARS // 4 + 1)])  # one long tokenized sentence
+    assert predict_lane.fits([])
 
 
 def test_popped_ids_stay_the_drainers_until_done_and_a_dead_drainers_go_back_on_the_lane(lane):
