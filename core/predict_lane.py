@@ -91,11 +91,12 @@ def push(redis_url: str, job_id: str) -> bool:
         return False
 
 
-def mark_alive(conn: redis.Redis, holder: str | None = None) -> None:
-    """A drainer process says it is there (every ``ALIVE_EVERY_S``); ``holder``: its name (:func:`taken_key`),
-    whose taken ids stay its own while this is fresh."""
+def mark_alive(conn: redis.Redis, holder: str | None = None, *, serving: bool = True) -> None:
+    """A drainer process says it is there (every ``ALIVE_EVERY_S``): ``serving``, its drainers take ids (the web
+    may push); ``holder``, its name (:func:`taken_key`), whose taken ids stay its own while this is fresh."""
     with conn.pipeline(transaction=False) as pipe:
-        pipe.set(ALIVE_KEY, "1", ex=ALIVE_TTL_S)
+        if serving:
+            pipe.set(ALIVE_KEY, "1", ex=ALIVE_TTL_S)
         if holder is not None:
             pipe.set(HOLDER_PREFIX + holder, "1", ex=ALIVE_TTL_S)
         pipe.execute()
@@ -144,10 +145,12 @@ def pop_batch(conn: redis.Redis, *, limit: int = BATCH_JOBS, wait_s: float = 1.0
         ids = [] if first is None else [first]
     if not ids:
         return []
-    if limit > 1:
-        try:  # on an error the first id is still this drainer's to run
-            ids.extend((conn.lpop(LANE_KEY, limit - 1) if taken is None
-                        else conn.eval(_TAKE_MORE, 2, LANE_KEY, taken, limit - 1)) or [])
+    if limit > 1 and taken is not None:
+        # an error propagates: the drainer gives its whole list back (what moved is unknown when a reply is lost)
+        ids.extend(conn.eval(_TAKE_MORE, 2, LANE_KEY, taken, limit - 1) or [])
+    elif limit > 1:
+        try:  # on an error the first id is still this caller's to run
+            ids.extend(conn.lpop(LANE_KEY, limit - 1) or [])
         except redis.RedisError as exc:
             log.debug("predict lane: could not pop more ids (%s)", exc)
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

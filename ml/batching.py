@@ -1,4 +1,5 @@
-"""Cross-job dynamic batching: one inference loop per loaded model, shared by every job in the worker process.
+"""Cross-job dynamic batching: inference loops per loaded model (its streams), shared by every job in the worker
+process.
 
 The design of text-embeddings-inference's router queue and Triton's dynamic batcher, sized for a Celery worker
 whose thread pool runs many classification jobs (and ``/predict`` calls) at once:
@@ -45,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,8 @@ class RequestCancelled(Exception):
 @dataclass(frozen=True)
 class EngineOptions:
     """The engine's knobs (the worker passes the settings ``BATCH_WAIT_MS``, ``MAX_BATCH_TOKENS``,
-    ``MAX_BATCH_SIZE``; these defaults are the settings' defaults)."""
+    ``MAX_BATCH_SIZE``, ``INFERENCE_STREAMS``; these defaults are the settings' defaults, the device's defaults come
+    from :meth:`for_device`)."""
 
     wait_ms: float = 2.0  # how long a less-than-full batch of small requests waits for partners
     max_batch_tokens: int = 8192  # rows x longest row (padded tokens) per forward pass
@@ -184,6 +186,7 @@ class BatchingEngine:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []  # the running loops, at most ``streams``
         self._counted = threading.Lock()  # the counters below are updated by every loop
+        self._delivering = threading.Lock()  # rows' outputs handed to their requests (_deliver)
         # counters for /metrics-style introspection and tests
         self.batches_run = 0
         self.rows_run = 0
@@ -279,11 +282,14 @@ class BatchingEngine:
         me = threading.get_ident()
         with self._cond:
             self._taken.pop(me, None)  # the previous step's batches were handed to this loop and ran
-            idle_since = time.monotonic()
+            idle_until = time.monotonic() + IDLE_EXIT_S
             while not self._queued_rows and not self._pool:
-                if not self._cond.wait(timeout=IDLE_EXIT_S) and time.monotonic() - idle_since >= IDLE_EXIT_S:
+                # the queue is looked at again after every wake-up, a timed-out one included: a request queued
+                # while the wait was timing out (its notify spent on this loop) is never left behind by an exit
+                if (left := idle_until - time.monotonic()) <= 0:
                     self._threads = [t for t in self._threads if t is not threading.current_thread()]
                     return None
+                self._cond.wait(timeout=left)
             if not self._pool and self._queued_rows < self.max_batch_size and all(r.small for r in self._queue):
                 # dynamic batching: with less than a full batch waiting, give partners a moment to arrive
                 deadline = time.monotonic() + self.wait_s
@@ -295,11 +301,15 @@ class BatchingEngine:
             if small:
                 lengths = [len(request.rows[i]) for request, i in small]
                 order = sorted(range(len(small)), key=lengths.__getitem__, reverse=True)
-                return [[small[k] for k in batch] for batch in
-                        token_budget_batches(order, lengths, self.max_batch_tokens, self.max_batch_size)]
-            if not self._pool:
-                self._refill_pool()
-            return [self._pop_pool_batch()] if self._pool else []
+                batches = [[small[k] for k in batch] for batch in
+                           token_budget_batches(order, lengths, self.max_batch_tokens, self.max_batch_size)]
+            else:
+                if not self._pool:
+                    self._refill_pool()
+                batches = [self._pop_pool_batch()] if self._pool else []
+            if self._queued_rows or self._pool:
+                self._cond.notify()  # work is left: wake another loop (one enqueue wakes one loop only)
+            return batches
 
     def _fail_everything(self, error: BaseException) -> None:
         """Fail every queued or pooled request and those this loop was forming a batch of (a broken loop must not
@@ -437,12 +447,17 @@ class BatchingEngine:
             request.future.set_exception(error)
 
     def _deliver(self, items: list[tuple[_Request, int]], outputs: list[Any]) -> None:
-        """Hand each row's output to its request; a request whose last row this was is resolved."""
-        for (request, i), output in zip(items, outputs):
-            request.outputs[i] = output
-            request.remaining -= 1
-            if request.remaining == 0 and not request.future.done():
-                request.future.set_result(input_outputs(request.future.encoded, request.outputs))
+        """Hand each row's output to its request; a request whose last row this was is resolved. Under a lock: two
+        loops may deliver rows of one large request at once (a lost ``remaining`` decrement would strand it)."""
+        with self._delivering:
+            for (request, i), output in zip(items, outputs):
+                request.outputs[i] = output
+                request.remaining -= 1
+                if request.remaining == 0 and not request.future.done():
+                    try:
+                        request.future.set_result(input_outputs(request.future.encoded, request.outputs))
+                    except InvalidStateError:  # cancelled by another loop meanwhile: it has its answer
+                        pass
 
     def _observe(self, rows: list[Any], seconds: float) -> None:
         """Report a batch that ran to :data:`BATCH_OBSERVERS` (a failing observer is logged, never raised)."""

@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -34,12 +35,13 @@ from . import telemetry
 from . import text_classification as tc
 from .jobs.classify import ClassifyWork
 from .lease import start_attempt
-from .serving import predictor_for, waiter
+from .serving import engine_options, predictor_for, waiter
 
 log = logging.getLogger(__name__)
 
-# Drainer threads per worker process: while one batch's rows are written to SQL, the next one's forward passes run.
-DRAINERS = 2
+# Drainer threads per worker process: while one batch's rows are written to SQL, the next one's forward passes run;
+# at least one per engine stream, so every stream has a batch to run (worker.serving.engine_options)
+MIN_DRAINERS = 2
 
 
 class _NeverStop:
@@ -50,42 +52,64 @@ class _NeverStop:
         return False
 
 
-_stop = threading.Event()
-_threads: list[threading.Thread] = []
+_stop = threading.Event()  # the drainers' (a warm stop: they finish the batch in hand)
+_keeper_stop = threading.Event()  # the keeper's: it stops after the drainers
+_drainers: list[threading.Thread] = []
+_keeper: list[threading.Thread] = []
 _started: dict[str, str] = {}  # redis_url and holder of the running drainers (stop lets the holder key go)
+_progress: dict[int, float] = {}  # drainer number -> monotonic time it last finished a pop or a batch
 
 
 def holder_name() -> str:
-    """This process's name on the lane (``host:pid``): its drainers' taken lists carry it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """A name for this process's drainers on the lane (``host:pid:random``, unique even where two live processes
+    share a host name and a pid, as containers on the host network can): their taken lists carry it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def drainer_count() -> int:
+    """How many drainers this process runs: :data:`MIN_DRAINERS`, or one per stream of its engines if more."""
+    try:
+        return max(MIN_DRAINERS, engine_options().streams)
+    except Exception:  # noqa: BLE001 - a device that cannot be resolved fails its jobs with the reason, not here
+        return MIN_DRAINERS
 
 
 def start(app: Any) -> list[threading.Thread]:
     """Start this process's drainers and their keeper (none in eager mode, and only once); ``app``: the Celery app
     that takes the jobs the lane hands back."""
     settings = runtime.settings()
-    if settings.celery_eager or not settings.predict_lane or any(thread.is_alive() for thread in _threads):
-        return _threads
+    if settings.celery_eager or not settings.predict_lane or any(t.is_alive() for t in _drainers + _keeper):
+        return _drainers + _keeper
     _stop.clear()
+    _keeper_stop.clear()
+    _progress.clear()
     holder = holder_name()
     _started.update(redis_url=settings.redis_url, holder=holder)
-    _threads[:] = [threading.Thread(target=_keep, args=(settings.redis_url, holder), name="predict-lane-keeper",
-                                    daemon=True)]
-    _threads.extend(threading.Thread(target=_drain, args=(app, settings.redis_url, predict_lane.taken_key(holder, n)),
-                                     name=f"predict-lane-{n}", daemon=True) for n in range(DRAINERS))
-    for thread in _threads:
+    try:  # the holder key before the first pop: no other keeper may take this process's first ids for a dead one's
+        predict_lane.mark_alive(predict_lane.client(settings.redis_url), holder)
+    except redis.RedisError as exc:
+        log.warning("predict lane: Redis unreachable at start (%s); the drainers retry", exc)
+    _drainers[:] = [threading.Thread(target=_drain, name=f"predict-lane-{n}", daemon=True,
+                                     args=(app, settings.redis_url, predict_lane.taken_key(holder, n), n))
+                    for n in range(drainer_count())]
+    _keeper[:] = [threading.Thread(target=_keep, args=(settings.redis_url, holder), name="predict-lane-keeper",
+                                   daemon=True)]
+    for thread in _drainers + _keeper:
         thread.start()
-    log.info("predict lane: %d drainer(s) started", DRAINERS)
-    return _threads
+    log.info("predict lane: %d drainer(s) started", len(_drainers))
+    return _drainers + _keeper
 
 
 def stop(timeout_s: float = 10.0) -> None:
-    """Let the drainers finish the batch in hand, then end (a warm shutdown); then the process's holder key goes at
-    once, so whatever a drainer still had taken is given back without waiting for the key to expire."""
+    """Let the drainers finish the batch in hand, then end (a warm shutdown); then the keeper, and the process's
+    holder key goes at once if they all ended, so nothing of theirs waits for the key to expire."""
     _stop.set()
-    for thread in _threads:
+    for thread in _drainers:
         thread.join(timeout_s)
-    if _started:
+    _keeper_stop.set()
+    for thread in _keeper:
+        thread.join(timeout_s)
+    if _started and not any(thread.is_alive() for thread in _drainers):
         try:
             predict_lane.release_holder(predict_lane.client(_started["redis_url"]), _started["holder"])
         except redis.RedisError:
@@ -94,34 +118,40 @@ def stop(timeout_s: float = 10.0) -> None:
 
 
 def _keep(redis_url: str, holder: str) -> None:
-    """Every ``ALIVE_EVERY_S``: say this process's drainers are there (the web then uses the lane, and their taken
-    ids stay theirs), and put back on the lane the ids of drainers whose process died. Its own thread, so a batch
-    that runs longer than the keys' TTL does not look like a dead drainer."""
+    """Every ``ALIVE_EVERY_S``: keep this process's holder key fresh while its drainer threads live (their taken ids
+    stay theirs, however long a batch runs), say the lane is served (the web then pushes onto it) only while some
+    drainer made progress within the keys' TTL (a stuck drainer must not draw calls to a lane nobody pops), and
+    put back on the lane the ids of drainers whose process died."""
     conn = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
-    while not _stop.is_set():
+    while not _keeper_stop.is_set():
+        now = time.monotonic()
+        living = any(thread.is_alive() for thread in _drainers)
+        working = living and any(now - seen < predict_lane.ALIVE_TTL_S for seen in _progress.values())
         try:
-            predict_lane.mark_alive(conn, holder)
+            if living:
+                predict_lane.mark_alive(conn, holder, serving=working)
             predict_lane.recover(conn)
         except redis.RedisError as exc:
             log.debug("predict lane: keeper could not reach Redis (%s)", exc)
-        _stop.wait(predict_lane.ALIVE_EVERY_S)
+        _keeper_stop.wait(predict_lane.ALIVE_EVERY_S)
 
 
-def _drain(app: Any, redis_url: str, taken: str) -> None:
+def _drain(app: Any, redis_url: str, taken: str, number: int) -> None:
     # a connection of its own: BLMOVE holds it while waiting
     conn = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=2)
-    failing, leftovers_checked = False, False
+    failing, unsure = False, False
     while not _stop.is_set():
         try:
-            if not leftovers_checked:  # a list under this name is a previous process's (a reused pid): run it again
+            if unsure:  # a Redis error may have lost a pop's reply with ids already moved: run them (again)
                 predict_lane.give_back(conn, taken)
-                leftovers_checked = True
+                unsure = False
             job_ids = predict_lane.pop_batch(conn, wait_s=1.0, taken=taken)
             failing = False
+            _progress[number] = time.monotonic()
         except redis.RedisError as exc:
             if not failing:  # once per outage: the web sends Celery messages meanwhile (the alive key expires)
                 log.warning("predict lane: Redis unreachable (%s); retrying", exc)
-            failing = True
+            failing, unsure = True, True
             _stop.wait(1.0)
             continue
         if job_ids:
@@ -130,6 +160,7 @@ def _drain(app: Any, redis_url: str, taken: str) -> None:
             except Exception:  # noqa: BLE001 - the jobs are still queued in SQL: the ordinary path takes them
                 log.exception("predict lane: a batch of %d job(s) failed; handing them to Celery", len(job_ids))
                 _to_celery(app, job_ids)
+            _progress[number] = time.monotonic()
             try:
                 conn.delete(taken)  # finished or handed to Celery: no longer this drainer's to give back
             except redis.RedisError as exc:  # they stay listed while this process lives; the next batch clears them

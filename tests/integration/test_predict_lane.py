@@ -313,6 +313,11 @@ def test_popped_ids_stay_the_drainers_until_done_and_a_dead_drainers_go_back_on_
     assert predict_lane.pop_batch(conn, wait_s=0.1, taken=predict_lane.taken_key(live, 1)) == []
     assert predict_lane.recover(conn) == 0  # both holders alive: nothing moves
 
+    predict_lane.mark_alive(conn, live, serving=False)  # drainers stuck: their ids stay theirs, no calls drawn in
+    assert conn.exists(predict_lane.HOLDER_PREFIX + live) and conn.ttl(predict_lane.ALIVE_KEY) > 0
+    conn.delete(predict_lane.ALIVE_KEY)
+    predict_lane.mark_alive(conn, live, serving=False)
+    assert not conn.exists(predict_lane.ALIVE_KEY)
     predict_lane.release_holder(conn, dead)  # as its key expiring after the process died
     conn.rpush(predict_lane.LANE_KEY, "d")
     assert predict_lane.recover(conn) == 2
@@ -353,5 +358,23 @@ def test_a_worker_that_died_with_taken_jobs_has_them_run_by_a_live_drainer_exact
         job = _job(job_id)
         assert (job.status, job.attempts) == ("succeeded", 1)
         assert [t for _, t, _, _ in _predictions(job_id)] == [text]
-    holder = lane_module.holder_name()
-    assert not conn.exists(predict_lane.HOLDER_PREFIX + holder)  # a warm stop lets its key go at once
+    assert not list(conn.scan_iter(match=predict_lane.HOLDER_PREFIX + "*"))  # a warm stop lets its key go at once
+
+
+def test_a_pop_whose_reply_is_lost_leaves_its_ids_on_the_drainers_list_to_give_back(lane, monkeypatch):
+    """BLMOVE ran but the rest of the pop failed (a reply lost to a timeout): pop_batch raises, the ids that moved
+    are on the drainer's list, and its give-back (what the drainer does after a Redis error) returns them first."""
+    _client, _model_id, conn = lane
+    conn.rpush(predict_lane.LANE_KEY, "a", "b", "c")
+    taken = predict_lane.taken_key("host-c:33:abcd", 0)
+
+    def lost(*args, **kwargs):
+        raise redis.TimeoutError("reply lost")
+
+    monkeypatch.setattr(conn, "eval", lost)
+    with pytest.raises(redis.RedisError):
+        predict_lane.pop_batch(conn, wait_s=0.1, taken=taken)
+    monkeypatch.undo()
+    assert conn.lrange(taken, 0, -1) == [b"a"]
+    assert predict_lane.give_back(conn, taken) == 1
+    assert conn.lrange(predict_lane.LANE_KEY, 0, -1) == [b"a", b"b", b"c"] and not conn.exists(taken)

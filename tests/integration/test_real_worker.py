@@ -315,5 +315,5 @@ def test_predict_calls_a_dead_workers_drainer_had_taken_are_run_by_the_live_work
         assert (job["status"], job["attempts"]) == ("succeeded", 1), f"{job}\n{_logs(stack.directory)}"
         assert job["metrics"].get("batch_jobs") is not None  # run by the lane, not by a Celery message
         assert [i for i, _ in _stored(job_id)] == [0]
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 25  # a keeper pass is every 5 s; the reconciler would wait 300 s
     assert not broker.exists(dead)

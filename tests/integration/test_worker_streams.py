@@ -39,7 +39,16 @@ def test_a_cpu_worker_splits_its_cores_between_the_engine_streams(
         assert predictor.engine.streams == (streams or 4)
         assert torch.get_num_threads() == threads
         expected = Predictor.load(model_dir).predict(TEXTS)
+        in_loops: list[int] = []  # torch's threads as the engine's loop threads see them
+        real_forward = predictor.forward
+
+        def forward(rows):
+            in_loops.append(torch.get_num_threads())
+            return real_forward(rows)
+
+        monkeypatch.setattr(predictor, "forward", forward)
         got = predictor.engine.predict(TEXTS)
+        assert in_loops and set(in_loops) == {threads}
         assert [r["label"] for r in got] == [r["label"] for r in expected]
         for g, e in zip(got, expected):
             assert g["scores"] == pytest.approx(e["scores"], abs=1e-5)

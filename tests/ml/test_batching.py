@@ -67,12 +67,14 @@ class Recorder:
     def __init__(self, predictor: Predictor, monkeypatch, *, poison_id: int | None = None) -> None:
         self.batches: list[list[tuple[int, ...]]] = []
         self.failed: list[list[tuple[int, ...]]] = []
+        self.threads: set[int] = set()  # the loop threads that ran a batch
         self.poison_id = poison_id
         self._holds: deque[Hold] = deque()
         self._real = predictor.forward
         monkeypatch.setattr(predictor, "forward", self._forward)
 
     def _forward(self, rows):
+        self.threads.add(threading.get_ident())
         rows_t = [tuple(r) for r in rows]
         if self._holds:
             hold = self._holds.popleft()
@@ -432,20 +434,35 @@ def test_streams_run_batches_side_by_side(served, reference, monkeypatch):
         first_hold.release.set()
         assert_same(predictor.results(_result(second)), reference["single"].predict(["the second request"]))
         assert_same(predictor.results(_result(first)), reference["single"].predict(["the first request"]))
-        loops = {t.name for t in threading.enumerate() if t.name.startswith("batching-engine")}
-        assert len(loops) >= streams
+        assert len(recorder.threads) == streams  # two loops ran one batch each; one loop ran both
 
 
 def test_a_large_request_is_shared_by_the_streams(served, reference, monkeypatch):
     """The batches of one large request (its sorted pool) are taken by whichever stream is free: all its rows run
     exactly once and its results come back in order."""
     predictor = served["single"]
-    recorder = Recorder(predictor, monkeypatch)
     engine = BatchingEngine(predictor, wait_ms=0, max_batch_size=4, streams=3)
+    engine.predict(["warm the loops up"])  # every loop started; they now sleep until a request wakes them
+    recorder = Recorder(predictor, monkeypatch)
     large = [f"pooled row {i} " + " ".join(WORDS[: i % 17]) for i in range(150)]
     assert_same(engine.predict(large), reference["single"].predict(large))
     assert recorder.rows_run() == Counter(tuple(r) for r in reference["single"].encode(large))
-    assert engine.rows_run == len(large) and all(len(batch) <= 4 for batch in recorder.batches)
+    assert engine.rows_run == 1 + len(large) and all(len(batch) <= 4 for batch in recorder.batches)
+    # one enqueue wakes one loop; a loop that leaves work behind wakes the next, so the warm engine's streams all ran
+    assert len(recorder.threads) >= 2
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_a_request_queued_while_a_loop_leaves_for_idleness_is_still_served(monkeypatch, streams):
+    """Loops that exit after IDLE_EXIT_S (here 5 ms) look at the queue again after a timed-out wait: a request
+    queued just then (whose notify the leaving loop consumed) is served, never stranded."""
+    monkeypatch.setattr(batching, "IDLE_EXIT_S", 0.005)
+    engine = batching.BatchingEngine(_FakeBackendForFailure(), wait_ms=0, streams=streams)
+    rng = random.Random(streams)
+    for n in range(400):
+        assert engine.submit([f"text {n}"]).result(timeout=5) == [{"only": [1.0]}], n
+        if rng.random() < 0.5:
+            threading.Event().wait(rng.choice([0.003, 0.005, 0.006]))
 
 
 def test_multitask_engine_results(served, reference):
