@@ -12,10 +12,11 @@ A drainer moves the ids it pops onto a list of its own (:func:`taken_key`) and d
 finished or handed to Celery; its worker process keeps a holder key fresh (:func:`mark_alive`). When a process dies
 with ids taken (SIGKILL, the machine gone), its holder key expires within :data:`ALIVE_TTL_S` and any live drainer
 process puts the ids back at the front of the lane (:func:`recover`), so the waiting calls are answered by another
-worker within about 20 s instead of waiting for the reconciler. Nothing is lost either if Redis drops an id: the job
-row stays ``queued`` and the reconciler re-sends it as an ordinary Celery message (``core.jobs.lost_jobs``). A
-duplicate meets the claim's ``status = 'queued'`` condition and is dropped. With no drainer alive the web sends the usual Celery message.
-Jobs queued for later (``POST /api/v1/jobs/classify``) always go through Celery.
+worker (or the killed one's restart) within about 20 s instead of waiting for the reconciler. Nothing is lost either
+if Redis drops an id: the job row stays ``queued`` and the reconciler re-sends it as an ordinary Celery message
+(``core.jobs.lost_jobs``). A duplicate meets the claim's ``status = 'queued'`` condition and is dropped. With no
+drainer alive the web sends the usual Celery message. Jobs queued for later (``POST /api/v1/jobs/classify``) always
+go through Celery.
 """
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ def release_holder(conn: redis.Redis, holder: str) -> None:
 
 
 def taken_key(holder: str, drainer: int) -> str:
-    """The list of the ids drainer ``drainer`` of process ``holder`` (``host:pid``) popped and has not finished."""
+    """The list of the ids drainer ``drainer`` of process ``holder`` (``host:pid:random``) popped and has not
+    finished."""
     return f"{TAKEN_PREFIX}{holder}/{drainer}"
 
 

@@ -45,8 +45,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from concurrent.futures import Future, InvalidStateError
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
