@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .accounts import Principal
 from .db import db
-from .ownership import visible, writable
+from .ownership import visible, visible_to_viewer, writable
 from .schema import Job, JobStatus, TrainedModel, utcnow
 
 log = logging.getLogger(__name__)
@@ -142,13 +142,23 @@ def lock_model(session: Session, model: TrainedModel, *, shared: bool = False) -
     locks: a no-op UPDATE takes the database's write lock at once instead (held to the commit), so the reads that
     follow are current and no other writer slips between.
     """
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(TrainedModel).where(TrainedModel.id == model.id).values(id=TrainedModel.id)
-                        .execution_options(synchronize_session=False))
-    deleted_at = session.scalar(select(TrainedModel.deleted_at).where(TrainedModel.id == model.id)
-                                .with_for_update(read=shared, key_share=shared))
+    connection = session.connection()  # Core statements built once: a /predict call runs them each time
+    if connection.dialect.name == "sqlite":
+        connection.execute(_TAKE_WRITE_LOCK, {"model_id": model.id})
+    deleted_at = connection.execute(_LOCKED_DELETED_AT[shared], {"model_id": model.id}).scalar()
     set_committed_value(model, "deleted_at", deleted_at)  # the locked value, without reloading the row's JSON
     return model
+
+
+_MODELS = TrainedModel.__table__
+_TAKE_WRITE_LOCK = update(_MODELS).where(_MODELS.c.id == bindparam("model_id")).values(id=_MODELS.c.id)
+_LOCKED_DELETED_AT = {shared: select(_MODELS.c.deleted_at).where(_MODELS.c.id == bindparam("model_id"))
+                      .with_for_update(read=shared, key_share=shared) for shared in (False, True)}
+# a model by id that the viewer may see (an admin's: any), without its metrics (a training's curves, not needed
+# to queue a job); built once per kind of viewer, as a /predict call looks its model up each time
+_MODEL_BY_ID = {admin: select(TrainedModel).options(defer(TrainedModel.metrics))
+                .where(TrainedModel.id == bindparam("model_id"), visible_to_viewer(TrainedModel, admin))
+                for admin in (False, True)}
 
 
 def resolve_model(session: Session, user: Principal, *, model_id: int | None = None, ref: str | ModelRef | None = None,
@@ -166,7 +176,7 @@ def resolve_model(session: Session, user: Principal, *, model_id: int | None = N
     # metrics (a training's curves) are not needed to queue a job: loaded only if read
     rows = select(TrainedModel).options(defer(TrainedModel.metrics))
     if model_id is not None:
-        model = session.scalar(rows.where(TrainedModel.id == model_id, visible(TrainedModel, user)))
+        model = session.scalar(_MODEL_BY_ID[user.is_admin], {"model_id": model_id, "viewer_id": user.id})
         if model is None:
             raise _missing(f"model {model_id}")
     else:

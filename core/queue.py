@@ -4,6 +4,7 @@ The web never imports the worker (or torch): it sends messages by task name, car
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 
@@ -136,8 +137,12 @@ def announce_job_done(redis_url: str, job_id: str, status: str) -> None:
     announce_jobs_done(redis_url, [job_id], status)
 
 
-def announce_jobs_done(redis_url: str, job_ids: list[str], status: str) -> None:
-    """:func:`announce_job_done` for several jobs, in one round trip (a pipeline)."""
+def announce_jobs_done(redis_url: str, job_ids: list[str], status: str,
+                       stored: dict[str, list[dict]] | None = None) -> None:
+    """:func:`announce_job_done` for several jobs, in one round trip (a pipeline). ``stored``: per job, the
+    prediction rows its success committed (``core.results.stored_columns``, every row of the job), relayed with
+    the announcement when small (:data:`RELAYED_ROWS_MAX_BYTES`) so that the waiting ``/predict`` call answers
+    without reading them back."""
     if not job_ids:
         return
     with _publishers_lock:
@@ -149,7 +154,37 @@ def announce_jobs_done(redis_url: str, job_ids: list[str], status: str) -> None:
     try:
         with client.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.publish(job_done_channel(job_id), status)
+                pipe.publish(job_done_channel(job_id), done_message(status, (stored or {}).get(job_id)))
             pipe.execute()
     except redis.RedisError as exc:
         log.debug("could not announce jobs %s: %s", job_ids[:3], exc)
+
+
+# A job's stored rows ride along with its announcement up to this size (every web process receives every
+# announcement, and parses the one it waits for); larger ones are read from SQL.
+RELAYED_ROWS_MAX_BYTES = 16_384
+
+
+def done_message(status: str, rows: list[dict] | None = None) -> str:
+    """The announcement of a job's end: its status alone, or ``{"status", "rows"}`` as JSON with the rows the
+    job's success committed (when given and at most :data:`RELAYED_ROWS_MAX_BYTES`)."""
+    if rows is not None:
+        # ASCII (other characters escaped): its length is its size, and any text (a lone surrogate too) encodes
+        message = json.dumps({"status": status, "rows": rows}, separators=(",", ":"))
+        if len(message) <= RELAYED_ROWS_MAX_BYTES:
+            return message
+    return status
+
+
+def read_done_message(message: str) -> tuple[str | None, list[dict] | None]:
+    """(status, relayed rows or None) of an announcement (:func:`done_message`); (None, None) if unreadable."""
+    if not message.startswith("{"):
+        return message, None
+    try:
+        found = json.loads(message)
+        status, rows = found["status"], found["rows"]
+    except (ValueError, TypeError, KeyError):
+        return None, None
+    if not isinstance(status, str) or not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        return None, None
+    return status, rows

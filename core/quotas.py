@@ -12,10 +12,11 @@ Refusals are :class:`QuotaExceeded`: 413 when bytes would pass a limit, 429 when
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from .accounts import Principal
@@ -29,7 +30,8 @@ _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 @dataclass(frozen=True)
 class Usage:
     """What one user holds. ``models`` counts live models plus trainings still queued or running (each will
-    publish one); ``predictions`` counts stored rows plus the inputs of classify jobs still queued or running."""
+    publish one); ``predictions`` counts stored rows (``users.predictions_stored``) plus the inputs of classify jobs
+    still queued or running."""
 
     datasets: int = 0
     dataset_bytes: int = 0
@@ -79,26 +81,38 @@ def exempt(settings: Settings, user: Principal) -> bool:
     return bool(user.is_admin and settings.quota_exempt_admins)
 
 
-def usage(session: Session, user_id: int) -> Usage:
-    """The current :class:`Usage` of ``user_id``."""
-    datasets, dataset_bytes = session.execute(
-        select(func.count(), func.coalesce(func.sum(Dataset.size_bytes), 0))
-        .where(Dataset.owner_id == user_id, Dataset.deleted_at.is_(None))
-    ).one()
-    models, model_bytes = session.execute(
-        select(func.count(), func.coalesce(func.sum(TrainedModel.size_bytes), 0))
-        .where(TrainedModel.owner_id == user_id, TrainedModel.deleted_at.is_(None))
-    ).one()
-    trainings = session.scalar(select(func.count()).select_from(Job).where(
-        Job.owner_id == user_id, Job.type == JobType.TRAIN.value, Job.status.in_(_ACTIVE)))
-    # kept per job by core.results with each insert: reading the user's jobs, not every prediction they stored
-    stored = session.scalar(select(func.coalesce(func.sum(Job.predictions_stored), 0)).where(Job.owner_id == user_id))
-    # at most MAX_ACTIVE_JOBS_PER_USER rows; a running job's stored rows are counted twice, a bounded overcount
-    pending = sum(_inputs(params or {}) for params in session.scalars(
-        select(Job.params).where(Job.owner_id == user_id, Job.type == JobType.CLASSIFY.value,
-                                 Job.status.in_(_ACTIVE))))
-    return Usage(datasets=datasets, dataset_bytes=int(dataset_bytes), models=models + trainings,
-                 model_bytes=int(model_bytes), predictions=int(stored) + pending)  # PostgreSQL sums BIGINT as NUMERIC
+def usage(session: Session, user_id: int, only: Iterable[str] | None = None) -> Usage:
+    """The current :class:`Usage` of ``user_id``; ``only``: just those quotas are read (the others read 0), so that
+    a classification's check (``predictions``) reads two small queries, not the dataset and model sums."""
+    wanted = set(QUOTAS if only is None else only)
+    held: dict[str, int] = {}
+    if wanted & {"datasets", "dataset_bytes"}:
+        held["datasets"], held["dataset_bytes"] = session.execute(
+            select(func.count(), func.coalesce(func.sum(Dataset.size_bytes), 0))
+            .where(Dataset.owner_id == user_id, Dataset.deleted_at.is_(None))
+        ).one()
+    if wanted & {"models", "model_bytes"}:
+        models, held["model_bytes"] = session.execute(
+            select(func.count(), func.coalesce(func.sum(TrainedModel.size_bytes), 0))
+            .where(TrainedModel.owner_id == user_id, TrainedModel.deleted_at.is_(None))
+        ).one()
+        held["models"] = models + session.scalar(select(func.count()).select_from(Job).where(
+            Job.owner_id == user_id, Job.type == JobType.TRAIN.value, Job.status.in_(_ACTIVE)))
+    if "predictions" in wanted:
+        connection = session.connection()
+        stored = connection.execute(_PREDICTIONS_STORED, {"user_id": user_id}).scalar()
+        # at most MAX_ACTIVE_JOBS_PER_USER rows; a running job's stored rows are counted twice, a bounded overcount
+        pending = sum(_inputs(params or {}) for params in connection.execute(_ACTIVE_CLASSIFY_PARAMS,
+                                                                             {"user_id": user_id}).scalars())
+        held["predictions"] = int(stored or 0) + pending
+    return Usage(**{quota: int(value) for quota, value in held.items()})  # PostgreSQL sums BIGINT as NUMERIC
+
+
+# kept with each insert (core.results): one row read, not every job the user ran (each /predict call is one)
+_PREDICTIONS_STORED = select(User.__table__.c.predictions_stored).where(User.__table__.c.id == bindparam("user_id"))
+_ACTIVE_CLASSIFY_PARAMS = select(Job.__table__.c.params).where(
+    Job.__table__.c.owner_id == bindparam("user_id"), Job.__table__.c.type == JobType.CLASSIFY.value,
+    Job.__table__.c.status.in_(_ACTIVE))
 
 
 def _inputs(params: dict) -> int:
@@ -127,7 +141,7 @@ def check(session: Session, settings: Settings, user: Principal, *, lock: bool =
         return
     if lock and session.get_bind().dialect.name != "sqlite":
         session.execute(select(User.id).where(User.id == user.id).with_for_update())
-    current = asdict(usage(session, user.id))
+    current = asdict(usage(session, user.id, only=wanted))
     for quota, more in wanted.items():
         held, limit = current[quota], bounds[quota]
         if held + more > limit or (more == 0 and held >= limit):

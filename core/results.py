@@ -2,17 +2,20 @@
 
 What a prediction row holds is its task type's business (``core.task_types``: ``prediction_columns`` builds the
 columns, ``label_condition`` filters them); this module only stores and counts rows, and keeps each job's
-``predictions_stored`` equal to its rows (the prediction quota reads that instead of counting rows)."""
+``predictions_stored`` equal to its rows, and each user's the sum of their jobs' (the prediction quota reads that
+instead of counting rows)."""
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
-from .schema import Job, Prediction
+from .schema import Job, Prediction, User
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -25,14 +28,15 @@ def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> 
     ``text_pair``: a pair model's second text). Returns rows actually inserted.
     Does not commit: the caller commits together with the job's heartbeat/progress.
     """
-    return insert_predictions_of_jobs(session, {job_id: items})
+    return insert_predictions_of_jobs(session, {job_id: items}).total()
 
 
-def insert_predictions_of_jobs(session: Session, items_by_job: dict[str, Iterable[dict]]) -> int:
-    """:func:`insert_predictions` for several jobs in one statement (the /predict lane's batch of jobs)."""
-    rows = [_row(job_id, item) for job_id, items in items_by_job.items() for item in items]
+def insert_predictions_of_jobs(session: Session, items_by_job: dict[str, Iterable[dict]]) -> Counter:
+    """:func:`insert_predictions` for several jobs in one statement (the /predict lane's batch of jobs); how many
+    rows were inserted per job (a job whose rows an earlier attempt stored counts fewer than its items)."""
+    rows = [{"job_id": job_id, **stored_columns(item)} for job_id, items in items_by_job.items() for item in items]
     if not rows:
-        return 0
+        return Counter()
     insert = _INSERTS.get(session.get_bind().dialect.name)
     if insert is None:  # another backend: fall back to skipping known indices by hand
         known = {(p.job_id, p.index) for p in session.execute(
@@ -44,23 +48,41 @@ def insert_predictions_of_jobs(session: Session, items_by_job: dict[str, Iterabl
         # executemany with one cached statement (SQLAlchemy batches it into multi-row INSERTs): compiling a fresh
         # ``.values(rows)`` statement with thousands of parameters per chunk cost more CPU than the insert itself.
         # RETURNING says what was inserted: under psycopg 3 an executemany reports rowcount -1.
-        statement = (insert(Prediction.__table__).on_conflict_do_nothing(index_elements=["job_id", "index"])
-                     .returning(Prediction.__table__.c.job_id))
-        inserted = list(session.connection().execute(statement, rows).scalars())
+        inserted = list(session.connection().execute(_insert_new_rows(insert), rows).scalars())
     counts = Counter(inserted)
-    if counts:  # same transaction as the rows: the count can never disagree with them
-        session.connection().execute(_COUNT_STORED, [{"job": job, "n": n} for job, n in counts.items()])
-    return len(inserted)
+    if counts:  # same transaction as the rows: the counts can never disagree with them
+        connection = session.connection()
+        connection.execute(_COUNT_STORED, [{"job": job, "n": n} for job, n in counts.items()])
+        by_owner: Counter = Counter()
+        for job, owner in connection.execute(_OWNERS, {"jobs": list(counts)}):
+            if owner is not None:
+                by_owner[owner] += counts[job]
+        if by_owner:  # owners in id order: two transactions that count for the same users lock them alike
+            connection.execute(_COUNT_OWNER_STORED, [{"owner": owner, "n": by_owner[owner]}
+                                                     for owner in sorted(by_owner)])
+    return counts
 
 
-# jobs.predictions_stored += n (the prediction quota reads it: core.quotas.usage)
+@functools.cache
+def _insert_new_rows(insert) -> Insert:
+    """INSERT ... ON CONFLICT (job_id, index) DO NOTHING RETURNING job_id, built once per dialect."""
+    return (insert(Prediction.__table__).on_conflict_do_nothing(index_elements=["job_id", "index"])
+            .returning(Prediction.__table__.c.job_id))
+
+
+# jobs.predictions_stored += n, and users.predictions_stored += n for the jobs' owners (the prediction quota reads
+# the latter: core.quotas.usage)
 _COUNT_STORED = (update(Job.__table__).where(Job.__table__.c.id == bindparam("job"))
                  .values(predictions_stored=Job.__table__.c.predictions_stored + bindparam("n")))
+_OWNERS = select(Job.__table__.c.id, Job.__table__.c.owner_id).where(
+    Job.__table__.c.id.in_(bindparam("jobs", expanding=True)))
+_COUNT_OWNER_STORED = (update(User.__table__).where(User.__table__.c.id == bindparam("owner"))
+                       .values(predictions_stored=User.__table__.c.predictions_stored + bindparam("n")))
 
 
-def _row(job_id: str, item: dict) -> dict:
+def stored_columns(item: dict) -> dict:
+    """The columns a prediction row stores for ``item`` (all but ``id`` and ``job_id``), as they read back."""
     return {
-        "job_id": job_id,
         "index": item["index"],
         "text": item["text"],
         "label": item["label"],

@@ -97,6 +97,9 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column()  # a disabled user's tokens and logins stop working
+    # the sum of this user's jobs' predictions_stored, kept with it (core.results, core.jobs.delete_finished): the
+    # prediction quota reads one row per submission, not every job the user ever ran
+    predictions_stored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     @property
     def active(self) -> bool:
@@ -202,8 +205,8 @@ class Job(Base):
     eta_at: Mapped[datetime | None] = mapped_column()
     enqueued_at: Mapped[datetime | None] = mapped_column()  # when its message was last sent
     sends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # messages sent (reconciler backoff)
-    # prediction rows this job has stored, kept by core.results in the transaction of each insert: the prediction
-    # quota sums it over a user's jobs instead of counting their predictions on every submission
+    # prediction rows this job has stored, kept by core.results in the transaction of each insert (with its owner's
+    # users.predictions_stored, which the prediction quota reads)
     predictions_stored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # a training attempt's kernel OOM-kill count at claim ({"host", "counter", "oom_kills"}, worker.oom): compared
     # when the job is claimed again after its worker was lost

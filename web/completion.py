@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import redis
 
-from core.queue import JOB_DONE_CHANNEL_PREFIX
+from core.queue import JOB_DONE_CHANNEL_PREFIX, read_done_message
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,11 @@ RECONNECT_MAX_S = 5.0
 
 class Announcement(threading.Event):
     """Set when a job's end is announced; ``status`` is the status the announcement carried (a hint: the worker
-    publishes it after committing, but SQL stays the truth)."""
+    publishes it after committing, but SQL stays the truth); ``rows``, the prediction rows the job's success
+    committed, when the worker relayed them (``core.queue.done_message``)."""
 
     status: str | None = None
+    rows: list[dict] | None = None
 
 
 class CompletionListener:
@@ -89,9 +91,12 @@ class CompletionListener:
             return
         with self._lock:
             events = list(self._waiters.get(channel[len(JOB_DONE_CHANNEL_PREFIX):], ()))
-        status = message.get("data")
-        if isinstance(status, bytes):
-            status = status.decode("utf-8", "replace")
+        if not events:  # another process's job (every web process hears every announcement): nothing to parse
+            return
+        data = message.get("data")
+        if isinstance(data, bytes):
+            data = data.decode("utf-8", "replace")
+        status, rows = read_done_message(data) if isinstance(data, str) else (None, None)
         for event in events:
-            event.status = status if isinstance(status, str) else None
+            event.status, event.rows = status, rows
             event.set()

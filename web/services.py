@@ -14,13 +14,14 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import PurePath
 from types import SimpleNamespace
 from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import defer
 
 from core import jobs as job_states
@@ -299,16 +300,18 @@ def _check_quota(session, user: Principal, *, lock: bool = True) -> None:
     limit = context.settings().max_active_jobs_per_user
     if lock and session.get_bind().dialect.name != "sqlite":
         session.execute(select(User.id).where(User.id == user.id).with_for_update())
-    active = session.scalar(
-        select(func.count()).select_from(Job).where(
-            Job.owner_id == user.id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])
-        )
-    )
+    active = session.connection().execute(_ACTIVE_JOBS, {"owner_id": user.id}).scalar()
     if active >= limit:
         raise ApiError(
             429, "too_many_active_jobs",
             f"you have {active} queued or running jobs, the limit is {limit}: wait for some to finish",
         )
+
+
+# the caller's queued + running jobs; built once, as every submission (each /predict call) counts them
+_ACTIVE_JOBS = select(func.count()).select_from(Job.__table__).where(
+    Job.__table__.c.owner_id == bindparam("owner_id"),
+    Job.__table__.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
 
 
 def _check_training_work(request: TrainRequest, rows: int, sequences: int, validation_rows: int | None = None,
@@ -735,11 +738,14 @@ def classify_and_wait(user: Principal, request: PredictRequest, timeout_s: float
     """``/predict``: commit and send a classify job, wait up to ``timeout_s`` for it; (the job as created, its
     status, its predictions when it succeeded else None).
 
-    The common case reads SQL once after the commit: the call watches for the job's end *before* the job is sent
-    (its id is chosen here), so no status read is needed to catch an early finish, and an announced success is
-    confirmed by the same query that reads the predictions (:func:`all_predictions` ``succeeded_only``). Anything
-    else (no announcement within ``ANNOUNCEMENT_WAIT_S``, another status, no listener) falls back to
-    :func:`wait_for_status`, which reads SQL as the truth.
+    The common case reads no SQL after the commit: the call watches for the job's end *before* the job is sent
+    (its id is chosen here), so no status read is needed to catch an early finish. A /predict lane worker relays
+    the rows it committed with the job's success in the announcement (``core.queue.done_message``: published after
+    the commit, for jobs this worker's claim won and whose every row it inserted), so they are answered as they
+    would read back. Without relayed rows, an announced success is confirmed by the same query that reads the
+    predictions (:func:`all_predictions` ``succeeded_only``). Anything else (no announcement within
+    ``ANNOUNCEMENT_WAIT_S``, another status, no listener) falls back to :func:`wait_for_status`, which reads SQL as
+    the truth.
     """
     deadline = time.monotonic() + max(0.0, timeout_s)
     listener = context.completion()
@@ -749,6 +755,9 @@ def classify_and_wait(user: Principal, request: PredictRequest, timeout_s: float
         created = start_classification(user, request, lane=True, job_id=job_id)
         if announced is not None and announced.wait(min(ANNOUNCEMENT_WAIT_S, timeout_s)) \
                 and announced.status == JobStatus.SUCCEEDED.value:
+            if announced.rows:
+                return created, JobStatus.SUCCEEDED.value, _predictions_of_rows(announced.rows,
+                                                                                created["task_type"])
             predictions = all_predictions(user, job_id, created["task_type"], succeeded_only=True)
             if predictions:
                 return created, JobStatus.SUCCEEDED.value, predictions
@@ -804,7 +813,14 @@ def all_predictions(user: Principal, job_id: str, task_type: str | None = None, 
                    *([Job.status == JobStatus.SUCCEEDED.value] if succeeded_only else []))
             .order_by(Prediction.index)
         )
-        return [prediction_to_dict(SimpleNamespace(**row._mapping), kind.name) for row in rows]
+        return _predictions_of_rows((row._mapping for row in rows), kind.name)
+
+
+def _predictions_of_rows(rows: Iterable[Mapping], task_type: str) -> list[dict]:
+    """Prediction rows (their stored columns: read back, or relayed by the worker that committed them) as the API
+    answers them, in index order."""
+    return sorted((prediction_to_dict(SimpleNamespace(**row), task_type) for row in rows),
+                  key=lambda item: item["index"])
 
 
 # ---------------------------------------------------------------- models

@@ -23,12 +23,12 @@ import uuid
 from typing import Any
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from core import jobs, predict_lane, runtime
 from core.db import db
 from core.queue import CLASSIFY_TASK, announce_jobs_done, send
-from core.results import insert_predictions_of_jobs
+from core.results import insert_predictions_of_jobs, stored_columns
 from core.schema import Job, JobStatus, JobType, utcnow
 
 from . import telemetry
@@ -198,11 +198,13 @@ def run_batch(app: Any, job_ids: list[str]) -> list[str]:
             handed_back.append(work.job_id)
     seconds = time.monotonic() - started
     owner = start_attempt()
-    finished = db.transact(lambda session: _finish(session, results, owner, seconds, started_at),
-                           what="predict lane: store")
-    announce_jobs_done(runtime.settings().redis_url, finished, JobStatus.SUCCEEDED.value)
+    stored = db.transact(lambda session: _finish(session, results, owner, seconds, started_at),
+                         what="predict lane: store")
+    finished = list(stored)
+    announce_jobs_done(runtime.settings().redis_url, finished, JobStatus.SUCCEEDED.value,
+                       {job_id: rows for job_id, rows in stored.items() if rows is not None})
     for work, _rows in results:
-        if work.job_id in finished:
+        if work.job_id in stored:
             telemetry.recorder.job_finished(JobType.CLASSIFY.value, work.task_type.name, "succeeded", seconds)
     _to_celery(app, handed_back)
     return finished
@@ -225,8 +227,7 @@ def _predictor(predictors: dict, work: ClassifyWork):
 
 def _read(session, job_ids: list[str]) -> tuple[list[ClassifyWork], list[str]]:
     """The batch's jobs that are still queued, read as an attempt reads them; and those to hand back."""
-    rows = session.execute(select(Job.id, Job.params, Job.inputs).where(
-        Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value, Job.type == JobType.CLASSIFY.value)).all()
+    rows = session.execute(_QUEUED_CLASSIFY_JOBS, {"ids": list(job_ids)}).all()
     works, handed_back, models = [], [], {}
     for row in rows:
         try:
@@ -239,17 +240,26 @@ def _read(session, job_ids: list[str]) -> tuple[list[ClassifyWork], list[str]]:
     return works, handed_back
 
 
+# built once (per batch, building it cost about what running it does)
+_QUEUED_CLASSIFY_JOBS = select(Job.id, Job.params, Job.inputs).where(
+    Job.id.in_(bindparam("ids", expanding=True)), Job.status == JobStatus.QUEUED.value,
+    Job.type == JobType.CLASSIFY.value)
+
+
 def _finish(session, results: list[tuple[ClassifyWork, list[dict]]], owner: str, seconds: float,
-            started_at) -> list[str]:
-    """Claim the jobs still queued, store their predictions and mark them succeeded: one transaction."""
+            started_at) -> dict[str, list[dict] | None]:
+    """Claim the jobs still queued, store their predictions and mark them succeeded: one transaction. Per job
+    finished, the rows stored (``core.results.stored_columns``) when this insert stored every row of the job, else
+    None (an earlier attempt's rows were kept: what the job holds is read from SQL)."""
     claimed = set(jobs.claim_queued_many(session, [work.job_id for work, _rows in results], owner,
                                          max_attempts=runtime.settings().job_max_attempts, now=started_at))
     mine = [(work, rows) for work, rows in results if work.job_id in claimed]
-    insert_predictions_of_jobs(session, {work.job_id: rows for work, rows in mine})
+    inserted = insert_predictions_of_jobs(session, {work.job_id: rows for work, rows in mine})
     metrics = {work.job_id: {**work.metrics(session, seconds), "batch_jobs": len(mine)} for work, _rows in mine}
     jobs.succeed_many(session, owner, metrics)
     session.commit()
-    return [work.job_id for work, _rows in mine]
+    return {work.job_id: [stored_columns(item) for item in rows] if inserted[work.job_id] == len(rows) else None
+            for work, rows in mine}
 
 
 def _to_celery(app: Any, job_ids: list[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from core import artifacts, runtime
 from core.task_types import TaskType
@@ -18,15 +18,18 @@ from .lease import Lease
 def servable_model(session, model_id: int | None):
     """The model's ``artifact_dir`` and ``serving`` (a few columns, not the row's JSON blobs: this runs once per job);
     LookupError (the job fails with it as its message) when the model is gone or was deleted."""
-    model = session.execute(select(TrainedModel.artifact_dir, TrainedModel.serving, TrainedModel.deleted_at,
-                                   TrainedModel.name, TrainedModel.version, TrainedModel.params)
-                            .where(TrainedModel.id == model_id)).first()
+    model = session.execute(_SERVABLE_MODEL, {"model_id": model_id}).first()
     if model is None:
         raise LookupError(f"model {model_id} no longer exists")
     if model.deleted_at is not None:
         raise LookupError(f"model {model_id} ({model.name}:{model.version}) was deleted: its files are gone, so this "
                           "job cannot run")
     return model
+
+
+_SERVABLE_MODEL = (select(TrainedModel.artifact_dir, TrainedModel.serving, TrainedModel.deleted_at, TrainedModel.name,
+                          TrainedModel.version, TrainedModel.params)
+                   .where(TrainedModel.id == bindparam("model_id")))  # built once: it runs per job
 
 
 def quantize_choice(requested: bool | None, model) -> bool:

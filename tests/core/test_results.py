@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from core import jobs, runtime
 from core.db import db
 from core.results import count_predictions, insert_predictions, stored_indices
-from core.schema import Job, JobType, Prediction
+from core.schema import Job, JobType, Prediction, User
 from core.task_types.text_classification import predicted_label_is
 from tests.factories import migrate
 
@@ -84,29 +84,43 @@ def _stored(job_id: str) -> int:
 
 def test_each_jobs_stored_count_follows_its_rows_and_feeds_the_quota(backend):
     """jobs.predictions_stored moves with the rows an insert really adds (never with skipped duplicates), per job
-    of a multi-job insert, and the prediction quota sums it over the user's jobs."""
+    of a multi-job insert; each owner's users.predictions_stored with the sum of their jobs' (a batch can hold jobs
+    of several users, and of none), and the prediction quota reads it."""
     from core import quotas
     from core.results import insert_predictions_of_jobs
     from tests.factories import make_user
 
-    owner = make_user("counter-owner").id
+    owner, other = make_user("counter-owner").id, make_user("counter-other").id
     with db.session() as session:
         first, second = (jobs.create_job(session, JobType.CLASSIFY, {}, owner_id=owner).id for _ in range(2))
+        others = jobs.create_job(session, JobType.CLASSIFY, {}, owner_id=other).id
+        ownerless = jobs.create_job(session, JobType.CLASSIFY, {}).id
     with db.session() as session:
         insert_predictions(session, first, _items(range(3)))
-    with db.session() as session:  # a retry's overlapping chunk, and a lane batch of two jobs in one statement
+    with db.session() as session:  # a retry's overlapping chunk, and a lane batch of four jobs in one statement
         insert_predictions(session, first, _items(range(5)))
-        insert_predictions_of_jobs(session, {first: _items([4, 5]), second: _items([0, 1]) + _items([1])})
+        inserted = insert_predictions_of_jobs(session, {first: _items([4, 5]), second: _items([0, 1]) + _items([1]),
+                                                        others: _items(range(4)), ownerless: _items([0])})
+        assert inserted == {first: 1, second: 2, others: 4, ownerless: 1}  # per job, the rows really inserted
     with db.session() as session:
         assert [_stored(first), _stored(second)] == [count_predictions(session, first),
                                                      count_predictions(session, second)] == [6, 2]
+        assert [_user_stored(owner), _user_stored(other)] == [8, 4]
         assert quotas.usage(session, owner).predictions == 8
+        assert quotas.usage(session, other, only={"predictions"}) == quotas.Usage(predictions=4)
     with db.session() as session:  # deleting a job takes its rows and its count out of the quota together
-        session.execute(update(Job).where(Job.id == second).values(status="succeeded"))
+        session.execute(update(Job).where(Job.id.in_([second, ownerless])).values(status="succeeded"))
     with db.session() as session:
         assert jobs.delete_finished(session, second) == 2
+        assert jobs.delete_finished(session, ownerless) == 1
     with db.session() as session:
         assert quotas.usage(session, owner).predictions == 6
+        assert [_user_stored(owner), _user_stored(other)] == [6, 4]
+
+
+def _user_stored(user_id: int) -> int:
+    with db.session() as session:
+        return session.scalar(select(User.predictions_stored).where(User.id == user_id))
 
 
 @pytest.mark.postgres

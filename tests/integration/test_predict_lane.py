@@ -141,10 +141,11 @@ def test_without_a_live_drainer_or_for_a_big_call_predict_sends_a_celery_message
     assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 5
 
 
-def test_a_waiting_predict_call_is_answered_through_the_announcement_with_one_read_after_its_commit(lane,
-                                                                                                   monkeypatch):
-    """The call watches for its job before sending it; the lane's announced success is confirmed by the one query
-    that reads the predictions (no status polling)."""
+def test_a_waiting_predict_call_is_answered_from_the_announcement_without_reading_sql_after_its_commit(lane,
+                                                                                                      monkeypatch):
+    """The call watches for its job before sending it; the lane's worker relays the rows it committed with the
+    job's success, so the call answers without a query after its commit (no status polling, no read back), and
+    its answer is exactly what the stored predictions read back."""
     from web import services
     from worker.predict_lane import run_batch
 
@@ -181,7 +182,46 @@ def test_a_waiting_predict_call_is_answered_through_the_announcement_with_one_re
     assert [p["text"] for p in body["predictions"]] == TEXTS[:2]
     assert _job(body["job_id"]).status == "succeeded"
     after_commit = statements[len(statements) - statements[::-1].index("INSERT"):]
-    assert after_commit == ["SELECT"], statements  # the predictions, with the job's status, in one query
+    assert after_commit == [], statements
+    stored = client.get(f"/api/v1/jobs/{body['job_id']}/predictions").get_json()["items"]
+    assert body["predictions"] == stored
+
+
+def test_rows_an_earlier_attempt_stored_are_not_relayed_the_call_reads_what_sql_holds(lane, monkeypatch):
+    """A job whose rows were partly stored before the lane's batch (an earlier attempt's) keeps those rows (the
+    insert skips them), so the worker relays no rows for it and the waiting call reads the job's rows from SQL:
+    it answers what is stored, not what this batch computed."""
+    from core.results import insert_predictions
+    from web import services
+    from worker.predict_lane import run_batch
+
+    client, model_id, conn = lane
+    monkeypatch.setattr(services, "ANNOUNCEMENT_WAIT_S", 10.0)
+    predict_lane.mark_alive(conn)
+    runtime.configure(runtime.settings().replace(predict_timeout_s=10.0))
+    state = client.application.extensions["bertqueue"]
+    state.settings = runtime.settings()
+    with state.completion.watch("warm-up"):
+        assert state.completion.connected.wait(5)
+    earlier = {"index": 0, "text": TEXTS[0], "label": "earlier", "score": 0.5, "scores": {"earlier": 0.5}}
+
+    def drain() -> None:
+        job_ids = predict_lane.pop_batch(conn, wait_s=5)
+        with db.session() as session:
+            insert_predictions(session, job_ids[0], [earlier])
+            session.commit()
+        run_batch(_CeleryStub(), job_ids)
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    try:
+        response = client.post("/api/v1/predict", json={"model_id": model_id, "texts": TEXTS[:2]})
+    finally:
+        drainer.join(10)
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert [p["label"] for p in body["predictions"]][0] == "earlier"
+    assert body["predictions"] == client.get(f"/api/v1/jobs/{body['job_id']}/predictions").get_json()["items"]
 
 
 def test_api_calls_carry_no_session_cookie(lane):

@@ -1,0 +1,43 @@
+"""Migration 0015 on a database holding rows: users gain ``predictions_stored``, filled with the sum of their
+jobs' ``predictions_stored``; and back."""
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, inspect
+
+from tests.test_migration_0005 import JOB, _execute, _scalar_rows
+from tests.test_migrations import _alembic
+
+USER = "INSERT INTO users (id, username, is_admin, created_at) VALUES (:id, :name, false, CURRENT_TIMESTAMP)"
+OWNED_JOB = JOB.replace("(id, type,", "(id, owner_id, predictions_stored, type,").replace(
+    "VALUES (:id, :type,", "VALUES (:id, :owner, :stored, :type,")
+
+
+def _check_round_trip(url: str) -> None:
+    command.upgrade(_alembic(url), "0014")
+    for user_id, name in ((1, "with-jobs"), (2, "without-jobs"), (3, "with-empty-jobs")):
+        _execute(url, USER, id=user_id, name=name)
+    for job_id, owner, stored in (("a", 1, 3), ("b", 1, 4), ("c", 3, 0), ("d", None, 5)):
+        _execute(url, OWNED_JOB, id=job_id, owner=owner, stored=stored, type="classify")
+
+    command.upgrade(_alembic(url), "0015")
+    assert sorted(_scalar_rows(url, "SELECT id, predictions_stored FROM users")) == [(1, 7), (2, 0), (3, 0)]
+    _execute(url, USER, id=4, name="new")  # the server default: a new user has stored nothing
+    assert _scalar_rows(url, "SELECT predictions_stored FROM users WHERE id = 4") == [(0,)]
+
+    command.downgrade(_alembic(url), "0014")
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert "predictions_stored" not in {c["name"] for c in inspect(connection).get_columns("users")}
+    engine.dispose()
+    assert _scalar_rows(url, "SELECT count(*) FROM users") == [(4,)]
+
+
+def test_0015_round_trip_on_sqlite(tmp_path):
+    _check_round_trip(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+@pytest.mark.postgres
+def test_0015_round_trip_on_postgresql(postgres_schema_url):
+    _check_round_trip(postgres_schema_url)
