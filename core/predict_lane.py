@@ -135,26 +135,16 @@ return #ids
 """
 
 
-def pop_batch(conn: redis.Redis, *, limit: int = BATCH_JOBS, wait_s: float = 1.0,
-              taken: str | None = None) -> list[str]:
-    """Up to ``limit`` job ids, waiting at most ``wait_s`` for the first; [] when none came. ``taken``: the
-    drainer's own list (:func:`taken_key`), which the ids are moved onto (delete it once they are finished)."""
-    if taken is None:
-        first = conn.blpop([LANE_KEY], timeout=wait_s)
-        ids = [] if first is None else [first[1]]
-    else:
-        first = conn.blmove(LANE_KEY, taken, wait_s, "LEFT", "RIGHT")
-        ids = [] if first is None else [first]
-    if not ids:
+def pop_batch(conn: redis.Redis, taken: str, *, limit: int = BATCH_JOBS, wait_s: float = 1.0) -> list[str]:
+    """Up to ``limit`` job ids, waiting at most ``wait_s`` for the first; [] when none came. The ids are moved onto
+    ``taken``, the drainer's own list (:func:`taken_key`): delete it once they are finished. A Redis error
+    propagates: the drainer then gives its whole list back (what moved is unknown when a reply is lost)."""
+    first = conn.blmove(LANE_KEY, taken, wait_s, "LEFT", "RIGHT")
+    if first is None:
         return []
-    if limit > 1 and taken is not None:
-        # an error propagates: the drainer gives its whole list back (what moved is unknown when a reply is lost)
+    ids = [first]
+    if limit > 1:
         ids.extend(conn.eval(_TAKE_MORE, 2, LANE_KEY, taken, limit - 1) or [])
-    elif limit > 1:
-        try:  # on an error the first id is still this caller's to run
-            ids.extend(conn.lpop(LANE_KEY, limit - 1) or [])
-        except redis.RedisError as exc:
-            log.debug("predict lane: could not pop more ids (%s)", exc)
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 

@@ -9,8 +9,10 @@ whose thread pool runs many classification jobs (and ``/predict`` calls) at once
   one *request*; the caller blocks on a future;
 * ``streams`` loop threads per model (one on a GPU; on the CPU one per share of the cores, see
   :attr:`EngineOptions.streams`) each form a batch when they are free (continuous batching): first the queued
-  *small* requests (interactive ``/predict`` calls, one-text jobs; whole requests, oldest first, up to a batch),
-  length-sorted and cut under ``max_batch_tokens`` / ``max_batch_size``; otherwise the next batch of a *pool*
+  *small* requests (interactive ``/predict`` calls, one-text jobs; whole requests, oldest first, up to a batch,
+  and no more than an even share of the small rows waiting among the loops free at that moment, so free streams
+  run them side by side), length-sorted and cut under ``max_batch_tokens`` / ``max_batch_size``; otherwise the
+  next batch of a *pool*
   that holds up to ``POOL_ROWS`` rows of the oldest large request sorted by token length (little padding);
 * the batch runs through the model's narrow backend (``backend.forward(rows)``; for text classification
   :meth:`ml.text_classification.Predictor.forward`);
@@ -185,6 +187,7 @@ class BatchingEngine:
         self._taken: dict[int, list[_Request]] = {}  # per loop thread: the requests of the batches it formed
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []  # the running loops, at most ``streams``
+        self._free_loops = 0  # loops forming their next step (not running a batch): small work is shared by them
         self._counted = threading.Lock()  # the counters below are updated by every loop
         self._delivering = threading.Lock()  # rows' outputs handed to their requests (_deliver)
         # counters for /metrics-style introspection and tests
@@ -282,34 +285,42 @@ class BatchingEngine:
         me = threading.get_ident()
         with self._cond:
             self._taken.pop(me, None)  # the previous step's batches were handed to this loop and ran
-            idle_until = time.monotonic() + IDLE_EXIT_S
-            while not self._queued_rows and not self._pool:
-                # the queue is looked at again after every wake-up, a timed-out one included: a request queued
-                # while the wait was timing out (its notify spent on this loop) is never left behind by an exit
-                if (left := idle_until - time.monotonic()) <= 0:
-                    self._threads = [t for t in self._threads if t is not threading.current_thread()]
-                    return None
+            self._free_loops += 1
+            try:
+                return self._form_step(me)
+            finally:
+                self._free_loops -= 1
+
+    def _form_step(self, me: int) -> list[list[tuple[_Request, int]]] | None:
+        """:meth:`_next_batches` under ``_cond``."""
+        idle_until = time.monotonic() + IDLE_EXIT_S
+        while not self._queued_rows and not self._pool:
+            # the queue is looked at again after every wake-up, a timed-out one included: a request queued
+            # while the wait was timing out (its notify spent on this loop) is never left behind by an exit
+            if (left := idle_until - time.monotonic()) <= 0:
+                self._threads = [t for t in self._threads if t is not threading.current_thread()]
+                return None
+            self._cond.wait(timeout=left)
+        if not self._pool and self._queued_rows < self.max_batch_size and all(r.small for r in self._queue):
+            # dynamic batching: with less than a full batch waiting, give partners a moment to arrive
+            deadline = time.monotonic() + self.wait_s
+            while self._queued_rows < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(timeout=left)
-            if not self._pool and self._queued_rows < self.max_batch_size and all(r.small for r in self._queue):
-                # dynamic batching: with less than a full batch waiting, give partners a moment to arrive
-                deadline = time.monotonic() + self.wait_s
-                while self._queued_rows < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(timeout=left)
-            self._drop_stopped()
-            small = self._take_small()
-            self._taken[me] = [request for request, _ in small]  # until they ran (see _fail_everything)
-            if small:
-                lengths = [len(request.rows[i]) for request, i in small]
-                order = sorted(range(len(small)), key=lengths.__getitem__, reverse=True)
-                batches = [[small[k] for k in batch] for batch in
-                           token_budget_batches(order, lengths, self.max_batch_tokens, self.max_batch_size)]
-            else:
-                if not self._pool:
-                    self._refill_pool()
-                batches = [self._pop_pool_batch()] if self._pool else []
-            if self._queued_rows or self._pool:
-                self._cond.notify()  # work is left: wake another loop (one enqueue wakes one loop only)
-            return batches
+        self._drop_stopped()
+        small = self._take_small(share=self._free_loops)
+        self._taken[me] = [request for request, _ in small]  # until they ran (see _fail_everything)
+        if small:
+            lengths = [len(request.rows[i]) for request, i in small]
+            order = sorted(range(len(small)), key=lengths.__getitem__, reverse=True)
+            batches = [[small[k] for k in batch] for batch in
+                       token_budget_batches(order, lengths, self.max_batch_tokens, self.max_batch_size)]
+        else:
+            if not self._pool:
+                self._refill_pool()
+            batches = [self._pop_pool_batch()] if self._pool else []
+        if self._queued_rows or self._pool:
+            self._cond.notify()  # work is left: wake another loop (one enqueue wakes one loop only)
+        return batches
 
     def _fail_everything(self, error: BaseException) -> None:
         """Fail every queued or pooled request and those this loop was forming a batch of (a broken loop must not
@@ -332,13 +343,17 @@ class BatchingEngine:
         self._queue = [r for r in self._queue if r.next_row < len(r.rows)]
         self._pool = [(r, i) for r, i in self._pool if not r.future.done()]
 
-    def _take_small(self) -> list[tuple[_Request, int]]:
-        """Whole small requests, in arrival order, up to one batch of rows (holds ``_cond``)."""
+    def _take_small(self, share: int = 1) -> list[tuple[_Request, int]]:
+        """Whole small requests, in arrival order, up to one batch of rows, and with ``share`` loops free to run
+        batches (this one included) up to an even share of the small rows waiting, so that the free streams run
+        them side by side instead of one stream running them all while the others wait (holds ``_cond``)."""
+        waiting = sum(len(request.rows) for request in self._queue if request.small)  # taken whole: none begun
+        limit = min(self.max_batch_size, -(-waiting // max(1, share)))
         taken: list[tuple[_Request, int]] = []
         for request in self._queue:
             if not request.small:
                 continue
-            if taken and len(taken) + len(request.rows) > self.max_batch_size:
+            if taken and len(taken) + len(request.rows) > limit:
                 break
             taken.extend((request, i) for i in range(len(request.rows)))
             request.next_row = len(request.rows)

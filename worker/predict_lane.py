@@ -145,7 +145,7 @@ def _drain(app: Any, redis_url: str, taken: str, number: int) -> None:
             if unsure:  # a Redis error may have lost a pop's reply with ids already moved: run them (again)
                 predict_lane.give_back(conn, taken)
                 unsure = False
-            job_ids = predict_lane.pop_batch(conn, wait_s=1.0, taken=taken)
+            job_ids = predict_lane.pop_batch(conn, taken, wait_s=1.0)
             failing = False
             _progress[number] = time.monotonic()
         except redis.RedisError as exc:

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.redis]
 
 LANE_REDIS_DB = 5  # a database of its own on the shared server, flushed before each test
 LABELS = ["neg", "pos"]
+TAKEN = predict_lane.taken_key("tests:1:lane", 0)  # the list a test's pops move their ids onto
 TEXTS = ["the crew was amazing", "lost my bag again", "gate changed twice"]
 
 
@@ -91,7 +92,7 @@ def test_waiting_predict_calls_go_through_the_lane_and_one_batch_finishes_them_e
         assert response.status_code == 202, response.get_json()  # timeout 0: answered at once, the job to poll
         ids.append(response.get_json()["id"])
     assert conn.llen("classify") == 0  # no Celery message: the ids are on the lane
-    popped = predict_lane.pop_batch(conn, wait_s=0.1)
+    popped = predict_lane.pop_batch(conn, TAKEN, wait_s=0.1)
     assert popped == ids and conn.llen(predict_lane.LANE_KEY) == 0
 
     celery = _CeleryStub()
@@ -160,7 +161,7 @@ def test_a_waiting_predict_call_is_answered_from_the_announcement_without_readin
         assert listener.connected.wait(5)
 
     def drain() -> None:
-        run_batch(_CeleryStub(), predict_lane.pop_batch(conn, wait_s=5))
+        run_batch(_CeleryStub(), predict_lane.pop_batch(conn, TAKEN, wait_s=5))
 
     statements: list[str] = []
     caller = threading.get_ident()
@@ -206,7 +207,7 @@ def test_rows_an_earlier_attempt_stored_are_not_relayed_the_call_reads_what_sql_
     earlier = {"index": 0, "text": TEXTS[0], "label": "earlier", "score": 0.5, "scores": {"earlier": 0.5}}
 
     def drain() -> None:
-        job_ids = predict_lane.pop_batch(conn, wait_s=5)
+        job_ids = predict_lane.pop_batch(conn, TAKEN, wait_s=5)
         with db.session() as session:
             insert_predictions(session, job_ids[0], [earlier])
             session.commit()
@@ -346,11 +347,11 @@ def test_popped_ids_stay_the_drainers_until_done_and_a_dead_drainers_go_back_on_
     live, dead = "host-a:11", "host-b:22"
     predict_lane.mark_alive(conn, live)
     predict_lane.mark_alive(conn, dead)
-    assert predict_lane.pop_batch(conn, limit=2, wait_s=0.1, taken=predict_lane.taken_key(dead, 0)) == ["a", "b"]
-    assert predict_lane.pop_batch(conn, limit=5, wait_s=0.1, taken=predict_lane.taken_key(live, 1)) == ["c"]
+    assert predict_lane.pop_batch(conn, predict_lane.taken_key(dead, 0), limit=2, wait_s=0.1) == ["a", "b"]
+    assert predict_lane.pop_batch(conn, predict_lane.taken_key(live, 1), limit=5, wait_s=0.1) == ["c"]
     assert conn.lrange(predict_lane.taken_key(dead, 0), 0, -1) == [b"a", b"b"]
     assert conn.llen(predict_lane.LANE_KEY) == 0
-    assert predict_lane.pop_batch(conn, wait_s=0.1, taken=predict_lane.taken_key(live, 1)) == []
+    assert predict_lane.pop_batch(conn, predict_lane.taken_key(live, 1), wait_s=0.1) == []
     assert predict_lane.recover(conn) == 0  # both holders alive: nothing moves
 
     predict_lane.mark_alive(conn, live, serving=False)  # drainers stuck: their ids stay theirs, no calls drawn in
@@ -413,7 +414,7 @@ def test_a_pop_whose_reply_is_lost_leaves_its_ids_on_the_drainers_list_to_give_b
 
     monkeypatch.setattr(conn, "eval", lost)
     with pytest.raises(redis.RedisError):
-        predict_lane.pop_batch(conn, wait_s=0.1, taken=taken)
+        predict_lane.pop_batch(conn, taken, wait_s=0.1)
     monkeypatch.undo()
     assert conn.lrange(taken, 0, -1) == [b"a"]
     assert predict_lane.give_back(conn, taken) == 1

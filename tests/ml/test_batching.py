@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter, deque
 from concurrent.futures import Future
 
@@ -249,6 +250,25 @@ def test_requests_enqueued_together_share_one_batch_even_with_an_idle_loop(serve
     for texts, future in zip(requests, futures):
         assert_same(predictor.results(_result(future)), reference["single"].predict(texts) if texts else [])
     assert [len(batch) for batch in recorder.batches] == [6]
+
+
+def test_small_requests_queued_together_are_shared_by_the_free_streams(served, reference, monkeypatch):
+    """The lane's batch of one-text jobs on a CPU engine of two streams, both free: each stream takes an even share
+    and they run side by side (one stream running all six while the other waits would leave a core idle)."""
+    predictor = served["single"]
+    engine = BatchingEngine(predictor, wait_ms=0, streams=2)
+    engine.predict(["warm the loops up"])
+    deadline = time.monotonic() + WAIT_S
+    while engine._free_loops < 2:  # both loops back, waiting for work
+        assert time.monotonic() < deadline, "the loops never came back"
+        time.sleep(0.01)
+    recorder = Recorder(predictor, monkeypatch)
+    requests = [[f"job {i} lost my bag"] for i in range(6)]
+    futures = engine.enqueue([(engine.encode(texts), None) for texts in requests])
+    for texts, future in zip(requests, futures):
+        assert_same(predictor.results(_result(future)), reference["single"].predict(texts))
+    assert sorted(len(batch) for batch in recorder.batches) == [3, 3]
+    assert len(recorder.threads) == 2
 
 
 def test_two_models_never_share_a_batch(served, reference, monkeypatch):
