@@ -43,9 +43,11 @@ loop cut their batches with.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from contextlib import nullcontext
@@ -188,6 +190,7 @@ class BatchingEngine:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []  # the running loops, at most ``streams``
         self._free_loops = 0  # loops forming their next step (not running a batch): small work is shared by them
+        self._closing = False  # the process is exiting: idle loops leave at once (_stop_loops_at_exit)
         self._counted = threading.Lock()  # the counters below are updated by every loop
         self._delivering = threading.Lock()  # rows' outputs handed to their requests (_deliver)
         # counters for /metrics-style introspection and tests
@@ -196,6 +199,7 @@ class BatchingEngine:
         self.oom_splits = 0  # batches split (or single rows retried) after running out of device memory
         self._token_budget = max_batch_tokens  # the configured budget; an OOM lowers max_batch_tokens for a while
         self._batches_since_oom = 0
+        _ENGINES.add(self)
 
     # ---------------------------------------------------------------- callers
 
@@ -297,7 +301,7 @@ class BatchingEngine:
         while not self._queued_rows and not self._pool:
             # the queue is looked at again after every wake-up, a timed-out one included: a request queued
             # while the wait was timing out (its notify spent on this loop) is never left behind by an exit
-            if (left := idle_until - time.monotonic()) <= 0:
+            if (left := idle_until - time.monotonic()) <= 0 or self._closing:
                 self._threads = [t for t in self._threads if t is not threading.current_thread()]
                 return None
             self._cond.wait(timeout=left)
@@ -321,6 +325,17 @@ class BatchingEngine:
         if self._queued_rows or self._pool:
             self._cond.notify()  # work is left: wake another loop (one enqueue wakes one loop only)
         return batches
+
+    def _leave(self, timeout: float) -> None:
+        """Make the idle loops leave now, and wait up to ``timeout`` seconds for the busy ones to finish their work
+        and leave too (the process is exiting)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _fail_everything(self, error: BaseException) -> None:
         """Fail every queued or pooled request and those this loop was forming a batch of (a broken loop must not
@@ -513,3 +528,17 @@ class Served:
     def engine(self) -> BatchingEngine:
         """This model's cross-job batching engine (see :meth:`serve`)."""
         return self.serve()
+
+
+_ENGINES: "weakref.WeakSet[BatchingEngine]" = weakref.WeakSet()  # every engine of this process
+EXIT_WAIT_S = 10.0  # how long an exiting process waits for loops still running a batch
+
+
+@atexit.register
+def _stop_loops_at_exit() -> None:
+    """Let the loop threads leave before the interpreter finalizes. They are daemon threads, and one still inside
+    a torch call when it wants the GIL back during finalization is ended by a forced unwind through torch's C++
+    frames, which aborts the process ("terminate called without an active exception", exit status 134)."""
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for engine in list(_ENGINES):
+        engine._leave(max(0.0, deadline - time.monotonic()))

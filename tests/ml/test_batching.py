@@ -271,6 +271,20 @@ def test_small_requests_queued_together_are_shared_by_the_free_streams(served, r
     assert len(recorder.threads) == 2
 
 
+def test_at_exit_the_loops_leave_before_the_interpreter_finalizes(served, reference):
+    """A daemon loop thread still inside torch during finalization aborts the process (exit status 134): the exit
+    hook makes idle loops leave and waits for busy ones. A request queued afterwards is still served."""
+    from ml import batching
+
+    engine = BatchingEngine(served["single"], wait_ms=0, streams=2)
+    engine.predict(["warm the loops up"])
+    loops = list(engine._threads)
+    assert loops and any(thread.is_alive() for thread in loops)
+    batching._stop_loops_at_exit()
+    assert not any(thread.is_alive() for thread in loops)
+    assert_same(engine.predict(["after the exit hook"]), reference["single"].predict(["after the exit hook"]))
+
+
 def test_two_models_never_share_a_batch(served, reference, monkeypatch):
     single, multi = served["single"], served["multi"]
     recorders = {"single": Recorder(single, monkeypatch), "multi": Recorder(multi, monkeypatch)}
