@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from .results import count_for_users
 from .schema import TERMINAL_STATUSES, Job, JobStatus, JobType, Prediction, TrainedModel, User, as_utc, utcnow
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
@@ -513,10 +514,8 @@ def delete_finished(session: Session, job_id: str) -> int:
     predictions = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id))
     # its owner's count of stored predictions (core.results keeps it) loses the job's, in the same transaction
     stored, owner_id = session.execute(select(Job.predictions_stored, Job.owner_id).where(Job.id == job_id)).one()
-    if stored and owner_id is not None:
-        session.execute(update(User).where(User.id == owner_id)
-                        .values(predictions_stored=User.predictions_stored - stored)
-                        .execution_options(synchronize_session=False))
+    if owner_id is not None:
+        count_for_users(session, {owner_id: -stored})
     session.execute(delete(Prediction).where(Prediction.job_id == job_id).execution_options(synchronize_session=False))
     session.execute(delete(Job).where(Job.id == job_id).execution_options(synchronize_session=False))
     return predictions

@@ -169,8 +169,10 @@ def done_message(status: str, rows: list[dict] | None = None) -> str:
     """The announcement of a job's end: its status alone, or ``{"status", "rows"}`` as JSON with the rows the
     job's success committed (when given and at most :data:`RELAYED_ROWS_MAX_BYTES`)."""
     if rows is not None:
-        # ASCII (other characters escaped): its length is its size, and any text (a lone surrogate too) encodes
-        message = json.dumps({"status": status, "rows": rows}, separators=(",", ":"))
+        try:  # ASCII (other characters escaped): its length is its size, and any text (a lone surrogate too) encodes
+            message = json.dumps({"status": status, "rows": rows}, separators=(",", ":"))
+        except (TypeError, ValueError):  # a cell JSON cannot hold: the waiting call reads the rows from SQL
+            return status
         if len(message) <= RELAYED_ROWS_MAX_BYTES:
             return message
     return status

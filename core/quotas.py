@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from .accounts import Principal
 from .config import Settings
-from .schema import Dataset, Job, JobStatus, JobType, TrainedModel, User
+from .schema import Dataset, Job, JobStatus, JobType, TrainedModel, User, UserCounter
 
 _MB = 1024 * 1024
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -30,7 +30,7 @@ _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 @dataclass(frozen=True)
 class Usage:
     """What one user holds. ``models`` counts live models plus trainings still queued or running (each will
-    publish one); ``predictions`` counts stored rows (``users.predictions_stored``) plus the inputs of classify jobs
+    publish one); ``predictions`` counts stored rows (``user_counters.predictions_stored``) plus the inputs of classify jobs
     still queued or running."""
 
     datasets: int = 0
@@ -109,7 +109,8 @@ def usage(session: Session, user_id: int, only: Iterable[str] | None = None) -> 
 
 
 # kept with each insert (core.results): one row read, not every job the user ran (each /predict call is one)
-_PREDICTIONS_STORED = select(User.__table__.c.predictions_stored).where(User.__table__.c.id == bindparam("user_id"))
+_PREDICTIONS_STORED = select(UserCounter.__table__.c.predictions_stored).where(
+    UserCounter.__table__.c.user_id == bindparam("user_id"))
 _ACTIVE_CLASSIFY_PARAMS = select(Job.__table__.c.params).where(
     Job.__table__.c.owner_id == bindparam("user_id"), Job.__table__.c.type == JobType.CLASSIFY.value,
     Job.__table__.c.status.in_(_ACTIVE))
@@ -151,3 +152,14 @@ def check(session: Session, settings: Settings, user: Principal, *, lock: bool =
 def directory_bytes(directory) -> int:
     """The bytes of the files under ``directory`` (a model's folder, once, when it is published or imported)."""
     return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def recount_predictions(session: Session) -> int:
+    """Set every user's ``user_counters.predictions_stored`` to the sum of their jobs' (as migration 0015 filled
+    it), in one transaction (the caller commits); how many users hold predictions. For a counter that drifted
+    (a process of older code wrote rows meanwhile); best run with the workers stopped."""
+    session.execute(delete(UserCounter))
+    sums = select(Job.owner_id, func.sum(Job.predictions_stored)).where(Job.owner_id.is_not(None)).group_by(
+        Job.owner_id)
+    session.execute(insert(UserCounter).from_select(["user_id", "predictions_stored"], sums))
+    return session.scalar(select(func.count()).select_from(UserCounter).where(UserCounter.predictions_stored > 0))

@@ -2,8 +2,8 @@
 
 What a prediction row holds is its task type's business (``core.task_types``: ``prediction_columns`` builds the
 columns, ``label_condition`` filters them); this module only stores and counts rows, and keeps each job's
-``predictions_stored`` equal to its rows, and each user's the sum of their jobs' (the prediction quota reads that
-instead of counting rows)."""
+``predictions_stored`` equal to its rows, and each user's ``user_counters.predictions_stored`` the sum of their
+jobs' (the prediction quota reads that instead of counting rows)."""
 from __future__ import annotations
 
 import functools
@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
-from .schema import Job, Prediction, User
+from .schema import Job, Prediction, UserCounter
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -57,10 +57,27 @@ def insert_predictions_of_jobs(session: Session, items_by_job: dict[str, Iterabl
         for job, owner in connection.execute(_OWNERS, {"jobs": list(counts)}):
             if owner is not None:
                 by_owner[owner] += counts[job]
-        if by_owner:  # owners in id order: two transactions that count for the same users lock them alike
-            connection.execute(_COUNT_OWNER_STORED, [{"owner": owner, "n": by_owner[owner]}
-                                                     for owner in sorted(by_owner)])
+        count_for_users(session, by_owner)
     return counts
+
+
+def count_for_users(session: Session, stored: dict[int, int]) -> None:
+    """Add ``stored[user]`` (negative: rows deleted) to each user's ``user_counters.predictions_stored``, creating
+    the row where there is none; does not commit. Users are written in id order, so two transactions that count
+    for the same users lock their rows alike (no deadlock), and after the jobs they concern (every writer locks a
+    job's row first: the claim, the heartbeat, the delete)."""
+    rows = [{"counted_user": user, "n": stored[user]} for user in sorted(stored) if stored[user]]
+    if not rows:
+        return
+    connection = session.connection()
+    insert = _INSERTS.get(connection.dialect.name)
+    if insert is not None:
+        connection.execute(_add_to_counter(insert), rows)
+        return
+    for row in rows:  # another backend: update, else create
+        if connection.execute(_ADD_TO_COUNTER, row).rowcount == 0:
+            connection.execute(UserCounter.__table__.insert().values(user_id=row["counted_user"],
+                                                                     predictions_stored=row["n"]))
 
 
 @functools.cache
@@ -70,14 +87,24 @@ def _insert_new_rows(insert) -> Insert:
             .returning(Prediction.__table__.c.job_id))
 
 
-# jobs.predictions_stored += n, and users.predictions_stored += n for the jobs' owners (the prediction quota reads
-# the latter: core.quotas.usage)
+# jobs.predictions_stored += n; the jobs' owners (count_for_users: user_counters, which core.quotas.usage reads)
 _COUNT_STORED = (update(Job.__table__).where(Job.__table__.c.id == bindparam("job"))
                  .values(predictions_stored=Job.__table__.c.predictions_stored + bindparam("n")))
 _OWNERS = select(Job.__table__.c.id, Job.__table__.c.owner_id).where(
     Job.__table__.c.id.in_(bindparam("jobs", expanding=True)))
-_COUNT_OWNER_STORED = (update(User.__table__).where(User.__table__.c.id == bindparam("owner"))
-                       .values(predictions_stored=User.__table__.c.predictions_stored + bindparam("n")))
+_COUNTERS = UserCounter.__table__
+_ADD_TO_COUNTER = (update(_COUNTERS).where(_COUNTERS.c.user_id == bindparam("counted_user"))
+                   .values(predictions_stored=_COUNTERS.c.predictions_stored + bindparam("n")))
+
+
+@functools.cache
+def _add_to_counter(insert) -> Insert:
+    """INSERT ... ON CONFLICT (user_id) DO UPDATE SET predictions_stored = predictions_stored + n, built once per
+    dialect."""
+    statement = insert(_COUNTERS).values(user_id=bindparam("counted_user"), predictions_stored=bindparam("n"))
+    return statement.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={"predictions_stored": _COUNTERS.c.predictions_stored + statement.excluded.predictions_stored})
 
 
 def stored_columns(item: dict) -> dict:

@@ -97,13 +97,24 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column()  # a disabled user's tokens and logins stop working
-    # the sum of this user's jobs' predictions_stored, kept with it (core.results, core.jobs.delete_finished): the
-    # prediction quota reads one row per submission, not every job the user ever ran
-    predictions_stored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     @property
     def active(self) -> bool:
         return self.disabled_at is None
+
+
+class UserCounter(Base):
+    """What a user holds that is counted as it changes, so the quota check reads one row instead of every job the
+    user ever ran (each ``/predict`` call is a job). A row of its own, not a column of ``users``: workers write it
+    with every batch of predictions, and a submission's quota check locks the ``users`` row (core.quotas), so the
+    two never wait on each other; a user without a row holds nothing."""
+
+    __tablename__ = "user_counters"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    # the sum of the user's jobs' predictions_stored, kept with it (core.results, core.jobs.delete_finished)
+    predictions_stored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ApiToken(Base):
@@ -206,7 +217,7 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column()  # when its message was last sent
     sends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # messages sent (reconciler backoff)
     # prediction rows this job has stored, kept by core.results in the transaction of each insert (with its owner's
-    # users.predictions_stored, which the prediction quota reads)
+    # user_counters.predictions_stored, which the prediction quota reads)
     predictions_stored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # a training attempt's kernel OOM-kill count at claim ({"host", "counter", "oom_kills"}, worker.oom): compared
     # when the job is claimed again after its worker was lost

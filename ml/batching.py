@@ -190,7 +190,7 @@ class BatchingEngine:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []  # the running loops, at most ``streams``
         self._free_loops = 0  # loops forming their next step (not running a batch): small work is shared by them
-        self._closing = False  # the process is exiting: idle loops leave at once (_stop_loops_at_exit)
+        self._closing = False  # the process is exiting: loops leave, queued work fails (_stop_loops_at_exit)
         self._counted = threading.Lock()  # the counters below are updated by every loop
         self._delivering = threading.Lock()  # rows' outputs handed to their requests (_deliver)
         # counters for /metrics-style introspection and tests
@@ -297,11 +297,15 @@ class BatchingEngine:
 
     def _form_step(self, me: int) -> list[list[tuple[_Request, int]]] | None:
         """:meth:`_next_batches` under ``_cond``."""
+        if self._closing:  # the process is exiting: what waits is failed, and the loop leaves after its last batch
+            self._threads = [t for t in self._threads if t is not threading.current_thread()]
+            self._fail_everything(RuntimeError("the inference loop stopped: the process is exiting"))
+            return None
         idle_until = time.monotonic() + IDLE_EXIT_S
         while not self._queued_rows and not self._pool:
             # the queue is looked at again after every wake-up, a timed-out one included: a request queued
             # while the wait was timing out (its notify spent on this loop) is never left behind by an exit
-            if (left := idle_until - time.monotonic()) <= 0 or self._closing:
+            if (left := idle_until - time.monotonic()) <= 0:
                 self._threads = [t for t in self._threads if t is not threading.current_thread()]
                 return None
             self._cond.wait(timeout=left)
@@ -327,8 +331,8 @@ class BatchingEngine:
         return batches
 
     def _leave(self, timeout: float) -> None:
-        """Make the idle loops leave now, and wait up to ``timeout`` seconds for the busy ones to finish their work
-        and leave too (the process is exiting)."""
+        """The process is exiting: every loop leaves (the idle ones at once, the busy ones after their batch; what
+        is still queued fails), waited for up to ``timeout`` seconds. The engine serves nothing afterwards."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()

@@ -1,5 +1,5 @@
-"""Migration 0015 on a database holding rows: users gain ``predictions_stored``, filled with the sum of their
-jobs' ``predictions_stored``; and back."""
+"""Migration 0015 on a database holding rows: a user_counters row per job owner, holding the sum of their jobs'
+``predictions_stored``; and back."""
 from __future__ import annotations
 
 import pytest
@@ -22,16 +22,16 @@ def _check_round_trip(url: str) -> None:
         _execute(url, OWNED_JOB, id=job_id, owner=owner, stored=stored, type="classify")
 
     command.upgrade(_alembic(url), "0015")
-    assert sorted(_scalar_rows(url, "SELECT id, predictions_stored FROM users")) == [(1, 7), (2, 0), (3, 0)]
-    _execute(url, USER, id=4, name="new")  # the server default: a new user has stored nothing
-    assert _scalar_rows(url, "SELECT predictions_stored FROM users WHERE id = 4") == [(0,)]
+    assert sorted(_scalar_rows(url, "SELECT user_id, predictions_stored FROM user_counters")) == [(1, 7), (3, 0)]
+    _execute(url, "INSERT INTO user_counters (user_id) VALUES (2)")  # the server default: nothing stored
+    assert _scalar_rows(url, "SELECT predictions_stored FROM user_counters WHERE user_id = 2") == [(0,)]
 
     command.downgrade(_alembic(url), "0014")
     engine = create_engine(url)
     with engine.connect() as connection:
-        assert "predictions_stored" not in {c["name"] for c in inspect(connection).get_columns("users")}
+        assert "user_counters" not in inspect(connection).get_table_names()
     engine.dispose()
-    assert _scalar_rows(url, "SELECT count(*) FROM users") == [(4,)]
+    assert _scalar_rows(url, "SELECT count(*) FROM users") == [(3,)]
 
 
 def test_0015_round_trip_on_sqlite(tmp_path):

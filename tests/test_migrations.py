@@ -14,7 +14,7 @@ from core.schema import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLES = {"users", "api_tokens", "login_sessions", "datasets", "jobs", "trained_models", "predictions", "model_files",
-          "model_file_chunks", "alembic_version"}
+          "model_file_chunks", "user_counters", "alembic_version"}
 
 
 def _alembic(url: str) -> Config:

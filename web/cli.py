@@ -147,7 +147,21 @@ def bootstrap(credentials_file: str) -> None:
     click.echo(f"created admin {created.username!r}; credentials written to {credentials_file} (mode 0600)")
 
 
+@click.command("recount-predictions")
+@with_appcontext
+def recount_predictions() -> None:
+    """Recount every user's stored predictions (the prediction quota's counter) from their jobs: after an upgrade
+    that ran old code alongside migration 0015, say. Best with the workers stopped."""
+    from core.quotas import recount_predictions as recount
+
+    with db.session() as session:
+        holders = recount(session)
+        session.commit()
+    click.echo(f"recounted: {holders} user(s) hold stored predictions")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(bootstrap)
+    app.cli.add_command(recount_predictions)

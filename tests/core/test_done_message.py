@@ -27,6 +27,10 @@ def test_rows_read_back_exactly_any_text_included():
         assert read_done_message(message) == ("succeeded", rows)
 
 
+def test_rows_json_cannot_hold_are_left_to_sql():
+    assert done_message("succeeded", [{"index": 0, "scores": {1, 2}}]) == "succeeded"
+
+
 def test_rows_past_the_size_limit_are_left_to_sql():
     rows = _rows("x" * RELAYED_ROWS_MAX_BYTES)
     assert done_message("succeeded", rows) == "succeeded"

@@ -4,13 +4,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import jobs, runtime
 from core.db import db
 from core.results import count_predictions, insert_predictions, stored_indices
-from core.schema import Job, JobType, Prediction, User
+from core.schema import Job, JobType, Prediction, UserCounter
 from core.task_types.text_classification import predicted_label_is
 from tests.factories import migrate
 
@@ -84,7 +84,7 @@ def _stored(job_id: str) -> int:
 
 def test_each_jobs_stored_count_follows_its_rows_and_feeds_the_quota(backend):
     """jobs.predictions_stored moves with the rows an insert really adds (never with skipped duplicates), per job
-    of a multi-job insert; each owner's users.predictions_stored with the sum of their jobs' (a batch can hold jobs
+    of a multi-job insert; each owner's user_counters.predictions_stored with the sum of their jobs' (a batch can hold jobs
     of several users, and of none), and the prediction quota reads it."""
     from core import quotas
     from core.results import insert_predictions_of_jobs
@@ -118,9 +118,34 @@ def test_each_jobs_stored_count_follows_its_rows_and_feeds_the_quota(backend):
         assert [_user_stored(owner), _user_stored(other)] == [6, 4]
 
 
-def _user_stored(user_id: int) -> int:
+def _user_stored(user_id: int) -> int | None:
     with db.session() as session:
-        return session.scalar(select(User.predictions_stored).where(User.id == user_id))
+        return session.scalar(select(UserCounter.predictions_stored).where(UserCounter.user_id == user_id))
+
+
+def test_a_drifted_counter_is_recounted_from_the_jobs(backend):
+    """``recount_predictions`` (``flask --app web recount-predictions``) sets every user's counter to the sum of
+    their jobs', whatever it held: a user without a row gets one, a stale row is corrected, and a user who holds
+    nothing any more reads 0."""
+    from core import quotas
+    from tests.factories import make_user
+
+    owner, other, gone = (make_user(name).id for name in ("recount-owner", "recount-other", "recount-gone"))
+    with db.session() as session:
+        first = jobs.create_job(session, JobType.CLASSIFY, {}, owner_id=owner).id
+        second = jobs.create_job(session, JobType.CLASSIFY, {}, owner_id=other).id
+    with db.session() as session:
+        insert_predictions(session, first, _items(range(3)))
+        insert_predictions(session, second, _items(range(2)))
+    with db.session() as session:  # drift: a stale count, a missing row, a user whose rows are gone
+        session.execute(update(UserCounter).where(UserCounter.user_id == owner).values(predictions_stored=99))
+        session.execute(delete(UserCounter).where(UserCounter.user_id == other))
+        session.add(UserCounter(user_id=gone, predictions_stored=7))
+    with db.session() as session:
+        assert quotas.recount_predictions(session) == 2
+    assert [_user_stored(owner), _user_stored(other), _user_stored(gone)] == [3, 2, None]
+    with db.session() as session:
+        assert [quotas.usage(session, user).predictions for user in (owner, other, gone)] == [3, 2, 0]
 
 
 @pytest.mark.postgres
