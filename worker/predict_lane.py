@@ -227,7 +227,7 @@ def _predictor(predictors: dict, work: ClassifyWork):
 
 def _read(session, job_ids: list[str]) -> tuple[list[ClassifyWork], list[str]]:
     """The batch's jobs that are still queued, read as an attempt reads them; and those to hand back."""
-    rows = session.execute(_QUEUED_CLASSIFY_JOBS, {"ids": list(job_ids)}).all()
+    rows = session.connection().execute(_QUEUED_CLASSIFY_JOBS, {"ids": list(job_ids)}).all()
     works, handed_back, models = [], [], {}
     for row in rows:
         try:
