@@ -30,8 +30,8 @@ _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 @dataclass(frozen=True)
 class Usage:
     """What one user holds. ``models`` counts live models plus trainings still queued or running (each will
-    publish one); ``predictions`` counts stored rows (``user_counters.predictions_stored``) plus the inputs of classify jobs
-    still queued or running."""
+    publish one); ``predictions`` counts stored rows (``user_counters.predictions_stored``) plus the inputs of
+    classify jobs still queued or running."""
 
     datasets: int = 0
     dataset_bytes: int = 0

@@ -12,8 +12,8 @@ whose thread pool runs many classification jobs (and ``/predict`` calls) at once
   *small* requests (interactive ``/predict`` calls, one-text jobs; whole requests, oldest first, up to a batch,
   and no more than an even share of the small rows waiting among the loops free at that moment, so free streams
   run them side by side), length-sorted and cut under ``max_batch_tokens`` / ``max_batch_size``; otherwise the
-  next batch of a *pool*
-  that holds up to ``POOL_ROWS`` rows of the oldest large request sorted by token length (little padding);
+  next batch of a *pool* that holds up to ``POOL_ROWS`` rows of the oldest large request sorted by token length
+  (little padding);
 * the batch runs through the model's narrow backend (``backend.forward(rows)``; for text classification
   :meth:`ml.text_classification.Predictor.forward`);
 * when only a few small requests are waiting the loop waits at most ``wait_ms`` for partners.

@@ -84,8 +84,8 @@ def _stored(job_id: str) -> int:
 
 def test_each_jobs_stored_count_follows_its_rows_and_feeds_the_quota(backend):
     """jobs.predictions_stored moves with the rows an insert really adds (never with skipped duplicates), per job
-    of a multi-job insert; each owner's user_counters.predictions_stored with the sum of their jobs' (a batch can hold jobs
-    of several users, and of none), and the prediction quota reads it."""
+    of a multi-job insert; each owner's user_counters.predictions_stored with the sum of their jobs' (a batch can
+    hold jobs of several users, and of none), and the prediction quota reads it."""
     from core import quotas
     from core.results import insert_predictions_of_jobs
     from tests.factories import make_user

@@ -491,8 +491,8 @@ def _statements_while(fn) -> list[str]:
 
 @pytest.mark.parametrize("texts", [1, 300])
 def test_a_classify_job_costs_a_few_statements_whatever_its_size(client, models, monkeypatch, texts):
-    """Claim, read the job and model, one multi-row INSERT and the job's stored-predictions count (the quota's),
-    the success: not a round trip per text."""
+    """Claim, read the job and model, one multi-row INSERT, the job's stored-predictions count and its owner's
+    (the quota's: the owner read, then one upsert of the counter), the success: not a round trip per text."""
     monkeypatch.setattr("web.services.enqueue_job", lambda *_a, **_k: None)  # run the task by hand below
 
     def new_job() -> str:
@@ -502,7 +502,8 @@ def test_a_classify_job_costs_a_few_statements_whatever_its_size(client, models,
     classify_job.run_classification(new_job())  # warm-up: loads the model into this process's cache
     job_id = new_job()
     statements = _statements_while(lambda: classify_job.run_classification(job_id))
-    assert statements == ["UPDATE", "SELECT", "SELECT", "SELECT", "INSERT", "UPDATE", "UPDATE"], statements
+    assert statements == ["UPDATE", "SELECT", "SELECT", "SELECT", "INSERT", "UPDATE", "SELECT", "INSERT", "UPDATE"], \
+        statements
     with db.session() as session:
         assert session.scalar(select(Job.status).where(Job.id == job_id)) == "succeeded"
         assert session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id)) == texts

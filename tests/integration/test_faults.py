@@ -139,7 +139,9 @@ def test_duplicate_and_redelivered_messages_during_the_last_attempt_are_dropped(
     stack = stack_factory(JOB_MAX_ATTEMPTS="2", BROKER_VISIBILITY_TIMEOUT_S="2")
     stack.start_redis()
     stack.start_worker("train", concurrency=2)  # a free slot to take the copies while the job runs
-    job_id = stack.train_job(stack.dataset(120), tiny_bert_dir, epochs=8, send=False)  # ~5 s
+    # ~8-12 s on 2 cores: the duplicate and the 2 s visibility copy both arrive while it runs (8 epochs, ~3 s on a
+    # fast machine, let the duplicate arrive after the success)
+    job_id = stack.train_job(stack.dataset(120), tiny_bert_dir, epochs=20, send=False)
     with db.session() as session:  # attempt 1 was lost long ago: the next claim is the last one allowed
         job = session.get(jobs.Job, job_id)
         job.status, job.attempts, job.worker_id = "running", 1, "lost-host:1"
