@@ -498,9 +498,11 @@ def delete_finished(session: Session, job_id: str) -> int:
     if session.get_bind().dialect.name == "sqlite":
         session.execute(update(Job).where(Job.id == job_id).values(id=Job.id)
                         .execution_options(synchronize_session=False))
-    status = session.scalar(select(Job.status).where(Job.id == job_id).with_for_update())
-    if status is None:
+    locked = session.execute(select(Job.status, Job.predictions_stored, Job.owner_id).where(Job.id == job_id)
+                             .with_for_update()).first()
+    if locked is None:
         raise LookupError(job_id)
+    status, stored, owner_id = locked
     if not JobStatus(status).terminal:
         raise JobNotDeletable("job_active", f"job {job_id} is {status}: cancel it (or wait for it to finish), "
                               "then delete it")
@@ -513,7 +515,6 @@ def delete_finished(session: Session, job_id: str) -> int:
                     .values(training_job_id=None).execution_options(synchronize_session=False))
     predictions = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.job_id == job_id))
     # its owner's count of stored predictions (core.results keeps it) loses the job's, in the same transaction
-    stored, owner_id = session.execute(select(Job.predictions_stored, Job.owner_id).where(Job.id == job_id)).one()
     if owner_id is not None:
         count_for_users(session, {owner_id: -stored})
     session.execute(delete(Prediction).where(Prediction.job_id == job_id).execution_options(synchronize_session=False))

@@ -154,10 +154,11 @@ _MODELS = TrainedModel.__table__
 _TAKE_WRITE_LOCK = update(_MODELS).where(_MODELS.c.id == bindparam("model_id")).values(id=_MODELS.c.id)
 _LOCKED_DELETED_AT = {shared: select(_MODELS.c.deleted_at).where(_MODELS.c.id == bindparam("model_id"))
                       .with_for_update(read=shared, key_share=shared) for shared in (False, True)}
-# a model by id that the viewer may see (an admin's: any), without its metrics (a training's curves, not needed
-# to queue a job); built once per kind of viewer, as a /predict call looks its model up each time
-_MODEL_BY_ID = {admin: select(TrainedModel).options(defer(TrainedModel.metrics))
-                .where(TrainedModel.id == bindparam("model_id"), visible_to_viewer(TrainedModel, admin))
+# models without their metrics (a training's curves, not needed to queue a job: loaded only if read); by id, as a
+# viewer may see them (an admin's: any), built once per kind of viewer: a /predict call looks its model up each time
+_MODEL_ROWS = select(TrainedModel).options(defer(TrainedModel.metrics))
+_MODEL_BY_ID = {admin: _MODEL_ROWS.where(TrainedModel.id == bindparam("model_id"),
+                                         visible_to_viewer(TrainedModel, admin))
                 for admin in (False, True)}
 
 
@@ -173,8 +174,7 @@ def resolve_model(session: Session, user: Principal, *, model_id: int | None = N
     """
     if (model_id is None) == (ref is None):
         raise ValueError("give exactly one of model_id and ref")
-    # metrics (a training's curves) are not needed to queue a job: loaded only if read
-    rows = select(TrainedModel).options(defer(TrainedModel.metrics))
+    rows = _MODEL_ROWS
     if model_id is not None:
         model = session.scalar(_MODEL_BY_ID[user.is_admin], {"model_id": model_id, "viewer_id": user.id})
         if model is None:

@@ -298,16 +298,14 @@ class BatchingEngine:
     def _form_step(self, me: int) -> list[list[tuple[_Request, int]]] | None:
         """:meth:`_next_batches` under ``_cond``."""
         if self._closing:  # the process is exiting: what waits is failed, and the loop leaves after its last batch
-            self._threads = [t for t in self._threads if t is not threading.current_thread()]
             self._fail_everything(RuntimeError("the inference loop stopped: the process is exiting"))
-            return None
+            return self._exit_loop()
         idle_until = time.monotonic() + IDLE_EXIT_S
         while not self._queued_rows and not self._pool:
             # the queue is looked at again after every wake-up, a timed-out one included: a request queued
             # while the wait was timing out (its notify spent on this loop) is never left behind by an exit
             if (left := idle_until - time.monotonic()) <= 0:
-                self._threads = [t for t in self._threads if t is not threading.current_thread()]
-                return None
+                return self._exit_loop()
             self._cond.wait(timeout=left)
         if not self._pool and self._queued_rows < self.max_batch_size and all(r.small for r in self._queue):
             # dynamic batching: with less than a full batch waiting, give partners a moment to arrive
@@ -329,6 +327,10 @@ class BatchingEngine:
         if self._queued_rows or self._pool:
             self._cond.notify()  # work is left: wake another loop (one enqueue wakes one loop only)
         return batches
+
+    def _exit_loop(self) -> None:
+        """This loop thread leaves (holds ``_cond``): the next enqueue starts a new one."""
+        self._threads = [t for t in self._threads if t is not threading.current_thread()]
 
     def _leave(self, timeout: float) -> None:
         """The process is exiting: every loop leaves (the idle ones at once, the busy ones after their batch; what
