@@ -20,6 +20,9 @@ P5  500 one-text ``POST /api/v1/predict`` calls from 16 concurrent clients (the 
 of the batch sizes 8-128, run as one stream on every core or as the platform's CPU streams side by side (each on its
 share of the cores, ``INFERENCE_STREAMS``) (``RawModel.best``), measured in the same run.
 
+Each client thread keeps one HTTP connection open across its calls, as the platform's own client does
+(``--connections per-call`` opens one per call instead, as ``urllib`` does).
+
 Every measurement is repeated (``--runs``, default 5; P4 ``--p4-runs``, default 1 since one run takes minutes) and
 reported as median [min-max]. In-process references run while the workers are idle, interleaved with the platform
 runs. Ratios are printed with their goals; ``--json`` writes every raw number. No timing enters the test suite.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import http.client
 import io
 import json
 import os
@@ -42,6 +46,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -140,19 +145,54 @@ class Stack:
 
 
 class Api:
-    def __init__(self, base: str) -> None:
-        self.base = base
+    """The benchmark's HTTP client. ``keep_alive`` (the default): each client thread keeps one persistent connection,
+    as the platform's own client does (``cli.client``: a ``requests.Session``) and as any client making many calls
+    would; otherwise a new connection per call (``urllib``, which sends ``Connection: close``)."""
+
+    IDLE_REOPEN_S = 1.0  # gunicorn closes a keep-alive connection idle for 2 s: reopen before reusing an older one
+
+    def __init__(self, base: str, keep_alive: bool = True) -> None:
+        self.base, self.keep_alive = base, keep_alive
+        self._local = threading.local()
 
     def call(self, method: str, path: str, body: dict | None = None, *, raw: bytes | None = None,
              content_type: str = "application/json", timeout: float = 600) -> dict:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         headers = {"Authorization": f"Bearer {BENCH_TOKEN}", **({"Content-Type": content_type} if data else {})}
+        if self.keep_alive:
+            status, payload = self._call_kept(method, path, data, headers, timeout)
+            if status >= 400:
+                raise SystemExit(f"{method} {path} -> {status}: {payload.decode(errors='replace')[:500]}")
+            return json.loads(payload)
         request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise SystemExit(f"{method} {path} -> {exc.code}: {exc.read().decode(errors='replace')[:500]}") from None
+
+    def _call_kept(self, method: str, path: str, data: bytes | None, headers: dict,
+                   timeout: float) -> tuple[int, bytes]:
+        """(status, body) over this thread's persistent connection; a GET is retried once on a connection the
+        server had closed (a POST never is: the idle reopen keeps it from meeting one)."""
+        local = self._local
+        if getattr(local, "connection", None) is None or time.monotonic() - local.used > self.IDLE_REOPEN_S:
+            if getattr(local, "connection", None) is not None:
+                local.connection.close()
+            parts = urllib.parse.urlsplit(self.base)
+            local.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        for attempt in (1, 2):
+            try:
+                local.connection.request(method, path, body=data, headers=headers)
+                response = local.connection.getresponse()
+                payload = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                local.connection.close()
+                if method != "GET" or attempt == 2:
+                    raise
+        local.used = time.monotonic()
+        return response.status, payload
 
     def upload(self, data: bytes, name: str) -> int:
         boundary = "benchboundary7"
@@ -483,6 +523,9 @@ def main() -> int:
     parser.add_argument("--only", default="P1,P2,P3,P4,P5", help="comma-separated subset")
     parser.add_argument("--stack-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the platform's processes (e.g. TORCH_NUM_THREADS=1)")
+    parser.add_argument("--connections", choices=("keep-alive", "per-call"), default="keep-alive",
+                        help="each client's HTTP connections: one persistent connection per client thread (as the "
+                             "platform's own client keeps, cli.client), or a new one per call")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -508,7 +551,7 @@ def main() -> int:
                                 "default_runtime": "int8" if Settings.from_env().quantize_default else "fp32"}}
     try:
         stack.start()
-        api = Api(f"http://127.0.0.1:{stack.port}")
+        api = Api(f"http://127.0.0.1:{stack.port}", keep_alive=args.connections == "keep-alive")
         dataset_id = api.upload(to_csv(train_rows, ["text", "sentiment"]), "bench-train")
         started = time.perf_counter()
         job = api.wait(api.call("POST", "/api/v1/jobs/train", {

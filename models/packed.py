@@ -102,22 +102,26 @@ def supports(encoder: nn.Module) -> bool:
 
 def usable(encoder: nn.Module, attention_mask: torch.Tensor) -> bool:
     """True when the packed forward should replace the encoder's own for this batch: inference (eval mode, no
-    gradient), a supported architecture, and some padding to skip (without padding it would only add copies)."""
+    gradient), a supported architecture, a (B, T) mask. A batch without padding takes it too: it then gathers
+    nothing, and it runs with less Python than the encoder's own forward (measured on one tweet, one thread:
+    15.8 -> 14.9 CPU-ms; the /predict lane runs many batches of one or two texts)."""
     return (not encoder.training and not torch.is_grad_enabled() and supports(encoder)
-            and attention_mask.dim() == 2 and not bool(attention_mask.all()))
+            and attention_mask.dim() == 2)
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, rows: int, length: int,
-               heads: int, key_mask: torch.Tensor) -> torch.Tensor:
-    """Self-attention of packed (N, H) projections within each row; the padded layout only for this step."""
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor | None, rows: int,
+               length: int, heads: int, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Self-attention of packed (N, H) projections within each row; the padded layout only for this step.
+    ``index`` None: no padding, the packed layout is already the flat (B*T, H) one."""
 
     def padded(x: torch.Tensor) -> torch.Tensor:
-        flat = x.new_zeros(rows * length, x.shape[1]).index_copy_(0, index, x)  # (B*T, H)
+        flat = x if index is None else x.new_zeros(rows * length, x.shape[1]).index_copy_(0, index, x)  # (B*T, H)
         return flat.view(rows, length, heads, -1).transpose(1, 2)  # (B, h, T, d)
 
     # scale defaults to 1/sqrt(d), as both architectures scale
     context = F.scaled_dot_product_attention(padded(q), padded(k), padded(v), attn_mask=key_mask)  # (B, h, T, d)
-    return context.transpose(1, 2).reshape(rows * length, -1).index_select(0, index)  # (N, H)
+    flat = context.transpose(1, 2).reshape(rows * length, -1)  # (B*T, H)
+    return flat if index is None else flat.index_select(0, index)  # (N, H)
 
 
 def packed_forward(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -131,11 +135,18 @@ def packed_forward(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: 
     heads = head_count(encoder.config)
     rows, length = attention_mask.shape
     mask = attention_mask.bool()  # (B, T)
-    index = mask.reshape(-1).nonzero().squeeze(1)  # (N,) real tokens' places in the flat (B*T) layout
-    positions = index % length  # (N,) column index = the encoder's own position id
-    types = token_type_ids.reshape(-1).index_select(0, index) if token_type_ids is not None else None  # (N,)
-    hidden = embed(encoder, input_ids.reshape(-1).index_select(0, index), positions, types)  # (N, H)
-    key_mask = mask[:, None, None, :]  # (B, 1, 1, T): every query sees its own row's real keys
+    if bool(mask.all()):  # no padding: every position is real, N = B*T, nothing to gather or mask
+        index, key_mask = None, None
+        positions = torch.arange(length, device=input_ids.device).repeat(rows)  # (N,)
+        ids = input_ids.reshape(-1)  # (N,)
+        types = token_type_ids.reshape(-1) if token_type_ids is not None else None  # (N,)
+    else:
+        index = mask.reshape(-1).nonzero().squeeze(1)  # (N,) real tokens' places in the flat (B*T) layout
+        positions = index % length  # (N,) column index = the encoder's own position id
+        ids = input_ids.reshape(-1).index_select(0, index)  # (N,)
+        types = token_type_ids.reshape(-1).index_select(0, index) if token_type_ids is not None else None  # (N,)
+        key_mask = mask[:, None, None, :]  # (B, 1, 1, T): every query sees its own row's real keys
+    hidden = embed(encoder, ids, positions, types)  # (N, H)
     for layer in layers(encoder):
         context = _attention(layer.query(hidden), layer.key(hidden), layer.value(hidden), index, rows, length,
                              heads, key_mask)  # (N, H)
@@ -143,6 +154,8 @@ def packed_forward(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: 
         inner = layer.activation(layer.ffn_in(hidden))  # (N, I), I = the FFN width
         hidden = layer.output_norm(layer.ffn_out(inner) + hidden)  # (N, H)
     width = hidden.shape[1]
-    last = hidden.new_zeros(rows * length, width).index_copy_(0, index, hidden).view(rows, length, width)  # (B, T, H)
+    if index is not None:
+        hidden = hidden.new_zeros(rows * length, width).index_copy_(0, index, hidden)  # (B*T, H), zeros at padding
+    last = hidden.view(rows, length, width)  # (B, T, H)
     pooler = getattr(encoder, "pooler", None)
     return PackedOutput(last, pooler(last) if pooler is not None else None)

@@ -92,13 +92,33 @@ def test_an_int8_model_on_the_packed_path_answers_within_quantization_noise(tiny
     assert torch.allclose(got, reference, atol=1e-3)
 
 
-def test_training_gradients_and_unpadded_batches_use_the_encoders_own_forward(tiny_bert_dir, tokenizer):
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_a_batch_without_padding_takes_the_packed_path_and_answers_the_same(kind, tiny_bert_dir, tiny_distilbert_dir,
+                                                                           tokenizer, monkeypatch):
+    encoder = _encoder(tiny_bert_dir if kind == "bert" else tiny_distilbert_dir)
+    for texts in (SENTENCES[:1], [SENTENCES[0]] * 3):  # one text (the lane's most common batch), rows of one length
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        assert bool(mask.all())
+        gathers = []
+        real_select = torch.Tensor.index_select
+        monkeypatch.setattr(torch.Tensor, "index_select", lambda *a, **k: gathers.append(1) or real_select(*a, **k))
+        with torch.inference_mode():
+            assert packed.usable(encoder, mask)
+            got = packed.packed_forward(encoder, ids, mask)
+            monkeypatch.undo()
+            reference = encoder(input_ids=ids, attention_mask=mask)
+        assert not gathers, "an unpadded batch has nothing to gather"
+        assert torch.allclose(got.last_hidden_state, reference.last_hidden_state, atol=1e-5)
+        if kind == "bert":
+            assert torch.allclose(got.pooler_output, reference.pooler_output, atol=1e-5)
+
+
+def test_training_and_gradients_use_the_encoders_own_forward(tiny_bert_dir, tokenizer):
     encoder = _encoder(tiny_bert_dir)
     padded = tokenizer(SENTENCES, padding=True, return_tensors="pt")["attention_mask"]
-    full = torch.ones(2, 5, dtype=torch.long)
     with torch.inference_mode():
         assert packed.usable(encoder, padded)
-        assert not packed.usable(encoder, full)  # nothing to skip
     assert not packed.usable(encoder, padded)  # gradients wanted (training, or a caller that needs them)
     encoder.train()
     with torch.no_grad():

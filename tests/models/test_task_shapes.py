@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models import packed
 from models.io import CONFIG_NAME, load_model, save_model
 from models.registry import build_model
 
@@ -197,23 +198,29 @@ def test_label_smoothing_matches_smoothed_cross_entropy(family, tiny_bert_dir, t
 
 
 @pytest.mark.parametrize("family", ["bert", "bert_lstm", "multitask"])
-def test_token_type_ids_reach_a_bert_encoder(family, tiny_bert_dir, tokenizer):
+def test_token_type_ids_reach_a_bert_encoder(family, tiny_bert_dir, tokenizer, monkeypatch):
     tasks = {**SINGLE, **LABELS} if family == "multitask" else SINGLE
     options = {"lstm_hidden": 8} if family == "bert_lstm" else {}
     model = build_model(family, tasks, tiny_bert_dir, **options).eval()
     assert model.takes_token_types
+    enc = tokenizer(["the bag", "a seat"], ["was lost", "was broken"], padding=True, return_tensors="pt")
+    assert enc["token_type_ids"].max() == 1  # the tokenizer marks the second text
+
+    def logits(**types):
+        with torch.no_grad():
+            out = model(enc["input_ids"], enc["attention_mask"], **types).logits
+        return out["sentiment"] if isinstance(out, dict) else out
+
+    # inference takes the packed forward (models/packed.py): segment embeddings change the representation
+    assert not torch.allclose(logits(token_type_ids=enc["token_type_ids"]), logits(), atol=1e-6)
+    # the encoder's own forward (training, or packing unusable) is handed the types as given
+    monkeypatch.setattr(packed, "usable", lambda *a: False)
     seen = []
     model.encoder.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs.get("token_type_ids")),
                                             with_kwargs=True)
-    enc = tokenizer(["the bag", "a seat"], ["was lost", "was broken"], padding=True, return_tensors="pt")
-    assert enc["token_type_ids"].max() == 1  # the tokenizer marks the second text
-    with torch.no_grad():
-        with_types = model(enc["input_ids"], enc["attention_mask"], token_type_ids=enc["token_type_ids"]).logits
-        without = model(enc["input_ids"], enc["attention_mask"]).logits
+    with_types, without = logits(token_type_ids=enc["token_type_ids"]), logits()
     assert seen[0] is enc["token_type_ids"] and seen[1] is None
-    if isinstance(with_types, dict):
-        with_types, without = with_types["sentiment"], without["sentiment"]
-    assert not torch.allclose(with_types, without, atol=1e-6)  # segment embeddings change the representation
+    assert not torch.allclose(with_types, without, atol=1e-6)
 
 
 def test_pair_order_matters_for_bert(tiny_bert_dir, tokenizer):
