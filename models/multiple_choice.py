@@ -23,6 +23,7 @@ from torch import nn
 from .base import BERT_LIKE_TYPES, IGNORE_INDEX, ClassifierOutput, EncoderClassifier
 from .bert import BertClassificationHead, encoder_has_pooler
 from .distilbert import DistilBertClassificationHead
+from .losses import masked_cross_entropy
 
 TASK_TYPE = "multiple-choice"
 
@@ -66,14 +67,8 @@ class MultipleChoiceModel(EncoderClassifier):
         known = labels != IGNORE_INDEX  # (B,)
         if not bool(known.any()):
             return logits.masked_fill(torch.isinf(logits), 0.0).sum() * 0.0
-        log_probs = torch.log_softmax(logits[known].float(), dim=-1)  # (K, C); padded choices -inf
-        target = labels[known]  # (K,)
-        nll = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)  # (K,)
-        if not self.label_smoothing:
-            return nll.mean()
-        real = torch.isfinite(log_probs)  # (K, C)
-        uniform = -log_probs.masked_fill(~real, 0.0).sum(dim=1) / real.sum(dim=1)  # (K,)
-        return ((1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform).mean()
+        # (K, C) with padded choices -inf, (K,)
+        return masked_cross_entropy(logits[known], labels[known], self.label_smoothing).mean()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor | Mapping[str, torch.Tensor] | None = None,

@@ -8,7 +8,8 @@ transformers checkpoint once the prefixes are renamed (``core.hf_format``, from 
 The model has one task (:data:`TASK`, labels ``start`` / ``end``). Labels are (B, 2) token positions of the answer's
 first and last token (an unanswerable window points both at ``[CLS]``, position 0), as transformers' ``run_qa.py``;
 the loss is the mean of the start and end cross-entropies. ``logits`` are (B, T, 2) -- start, end -- for the shared
-training loop, ``start_logits`` / ``end_logits`` (B, T) as HF's output names them.
+training loop, ``start_logits`` / ``end_logits`` (B, T) as HF's output names them; unlike HF's, a padded position's
+are ``-inf`` (nobody's answer), so the loss and its label smoothing cover each window's real positions only.
 Shape legend: B batch, T tokens, H encoder hidden size.
 """
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import BERT_LIKE_TYPES, EncoderClassifier
+from .losses import masked_cross_entropy
 
 TASK_TYPE = "question-answering"
 TASK = "answer"
@@ -83,23 +84,28 @@ class QuestionAnswerer(EncoderClassifier):
     def _task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      token_type_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         states = self.encode(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, H)
-        return {self.task: self.head(states)}  # (B, T, 2)
+        padding = ~attention_mask.bool()[..., None]  # (B, T, 1)
+        # a padded position is nobody's start or end: -inf, so the loss (and its smoothing) sees the window's real
+        # positions only, whatever the batch's padding (the serving path cuts the padding off before reading)
+        return {self.task: self.head(states).masked_fill(padding, float("-inf"))}  # (B, T, 2)
 
     def task_loss(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(CE(start) + CE(end)) / 2 over (B, T, 2) logits and (B, 2) positions; a position past the window
-        (never made by ``ml.qa_features``) is clamped to T and ignored, as in HF."""
+        """(CE(start) + CE(end)) / 2 over (B, T, 2) logits (padded positions ``-inf``) and (B, 2) positions; label
+        smoothing spreads over each window's real positions only. A position past the window (never made by
+        ``ml.qa_features``) is clamped to T and its row ignored, as in HF; with no row left the side gives 0."""
         labels = labels.to(logits.device).long()  # (B, 2)
         if labels.ndim != 2 or labels.shape != (logits.shape[0], 2):
             raise ValueError(f"question-answering labels must have shape ({logits.shape[0]}, 2), got "
                              f"{tuple(labels.shape)}")
         width = logits.shape[1]
         positions = labels.clamp(0, width)  # (B, 2)
-        smoothing = self.label_smoothing
-        start = F.cross_entropy(logits[..., 0].float(), positions[:, 0], ignore_index=width,
-                                label_smoothing=smoothing)  # (B, T), (B,)
-        end = F.cross_entropy(logits[..., 1].float(), positions[:, 1], ignore_index=width,
-                              label_smoothing=smoothing)  # (B, T), (B,)
-        return (start + end) / 2
+        sides = []
+        for side in (0, 1):  # start, end
+            kept = positions[:, side] != width  # (B,)
+            side_logits = logits[..., side]  # (B, T)
+            sides.append(masked_cross_entropy(side_logits[kept], positions[kept, side], self.label_smoothing).mean()
+                         if bool(kept.any()) else side_logits.masked_fill(torch.isinf(side_logits), 0.0).sum() * 0.0)
+        return (sides[0] + sides[1]) / 2
 
     def loss_denominator(self, task: str, labels: torch.Tensor) -> float:
         return float(labels.shape[0])  # the loss is a mean over rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import jobs, runtime
@@ -172,6 +172,53 @@ def test_concurrent_overlapping_writers_on_postgresql(settings, postgres_schema_
         assert count_predictions(session, job_id) == 10
         rows = dict(session.execute(select(Prediction.index, Prediction.label).where(Prediction.job_id == job_id)).all())
     assert rows == {**{i: "pos" for i in range(6)}, **{i: "neg" for i in range(6, 10)}}
+
+
+@pytest.mark.postgres
+def test_concurrent_batches_of_two_users_keep_their_counters_exact_on_postgresql(settings, postgres_schema_url):
+    """Lane batches holding jobs of the same two users, committed at once from many threads in either user order,
+    with deletes of finished jobs among them: no deadlock, no lost update; each user's counter ends as the sum of
+    their jobs' counts."""
+    from core.results import insert_predictions_of_jobs
+    from tests.factories import make_user
+
+    _use_postgres(settings, postgres_schema_url)
+    users = [make_user("race-a").id, make_user("race-b").id]
+    writers, batches_each = 6, 5
+    with db.session() as session:  # per writer and batch: one job of each user (order varies by writer)
+        plan = [[[jobs.create_job(session, JobType.CLASSIFY, {}, owner_id=user).id
+                  for user in (users if w % 2 else users[::-1])] for _ in range(batches_each)] for w in range(writers)]
+        doomed = [jobs.create_job(session, JobType.CLASSIFY, {}, owner_id=users[w % 2]).id for w in range(writers)]
+    with db.session() as session:
+        insert_predictions_of_jobs(session, {job: _items(range(3)) for job in doomed})
+        session.execute(update(Job).where(Job.id.in_(doomed)).values(status="succeeded"))
+    errors: list[BaseException] = []
+    start = threading.Barrier(writers)
+
+    def writer(w: int) -> None:
+        try:
+            start.wait()
+            for b, batch in enumerate(plan[w]):
+                with db.session() as session:
+                    insert_predictions_of_jobs(session, {job: _items(range(b + 1)) for job in batch})
+                if b == 2:
+                    with db.session() as session:
+                        jobs.delete_finished(session, doomed[w])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors and not any(thread.is_alive() for thread in threads), errors
+    per_user = sum(b + 1 for b in range(batches_each)) * writers  # each writer gives each user 1 + 2 + ... rows
+    with db.session() as session:
+        from_jobs = dict(session.execute(select(Job.owner_id, func.sum(Job.predictions_stored))
+                                         .where(Job.owner_id.in_(users)).group_by(Job.owner_id)).all())
+    assert from_jobs == {users[0]: per_user, users[1]: per_user}  # the doomed jobs' rows are gone with them
+    assert [_user_stored(user) for user in users] == [per_user, per_user]
 
 
 def test_unique_constraint_backs_it_up(backend):

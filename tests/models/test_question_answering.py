@@ -34,6 +34,27 @@ def test_start_end_logits_and_loss(family, tiny_bert_dir, tiny_distilbert_dir):
         model(ids, mask, labels=torch.tensor([1, 2]))
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_padding_is_nobodys_answer_and_leaves_the_loss_alone(family, tiny_bert_dir, tiny_distilbert_dir):
+    model = _model(family, tiny_bert_dir, tiny_distilbert_dir, label_smoothing=0.2)
+    ids = torch.tensor([[101, 2000, 2001, 102, 2003, 102], [101, 2002, 102, 2004, 102, 0]])  # (B=2, T=6)
+    mask = (ids != 0).long()
+    labels = torch.tensor([[4, 4], [3, 3]])
+    out = model(ids, mask, labels=labels)
+    assert torch.isinf(out.logits[1, 5]).all() and torch.isfinite(out.logits[mask.bool()]).all()
+    wider = torch.nn.functional.pad(ids, (0, 4))  # four more padded positions: the same loss, smoothing included
+    assert model(wider, (wider != 0).long(), labels=labels).loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
+    rows = []  # smoothing spreads over each row's real positions: F.cross_entropy on the unpadded logits
+    for b, real in enumerate(mask.sum(1).tolist()):
+        for side in (0, 1):
+            rows.append(torch.nn.functional.cross_entropy(out.logits[b:b + 1, :real, side], labels[b:b + 1, side],
+                                                          label_smoothing=0.2))
+    expected = (torch.stack(rows[0::2]).mean() + torch.stack(rows[1::2]).mean()) / 2  # (start + end) / 2
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    gone = model(ids, mask, labels=torch.tensor([[99, 99], [99, 99]])).loss  # past the window: ignored
+    assert gone.item() == 0.0 and gone.requires_grad  # a zero still attached to the graph, never NaN
+
+
 def test_registry_builds_it_and_io_round_trips(tiny_bert_dir, tmp_path):
     assert model_class("distilbert", "question-answering") is FAMILIES["distilbert"]
     model = build_model("bert", {TASK: ["start", "end"]}, tiny_bert_dir, task_type="question-answering",
