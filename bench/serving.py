@@ -173,26 +173,33 @@ class Api:
 
     def _call_kept(self, method: str, path: str, data: bytes | None, headers: dict,
                    timeout: float) -> tuple[int, bytes]:
-        """(status, body) over this thread's persistent connection; a GET is retried once on a connection the
-        server had closed (a POST never is: the idle reopen keeps it from meeting one)."""
+        """(status, body) over this thread's persistent connection. A connection that failed in any way is dropped
+        (the next call opens a new one); a GET is retried once on a new connection, a POST never is (the idle
+        reopen keeps it from meeting a connection the server closed)."""
         local = self._local
-        if getattr(local, "connection", None) is None or time.monotonic() - local.used > self.IDLE_REOPEN_S:
-            if getattr(local, "connection", None) is not None:
-                local.connection.close()
-            parts = urllib.parse.urlsplit(self.base)
-            local.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
         for attempt in (1, 2):
+            if getattr(local, "connection", None) is not None and time.monotonic() - local.used > self.IDLE_REOPEN_S:
+                local.connection.close()
+                local.connection = None
+            if getattr(local, "connection", None) is None:
+                parts = urllib.parse.urlsplit(self.base)
+                local.connection = http.client.HTTPConnection(parts.hostname, parts.port)
+            local.connection.timeout = timeout  # this call's (applied to the socket when it connects)
+            if local.connection.sock is not None:
+                local.connection.sock.settimeout(timeout)
             try:
                 local.connection.request(method, path, body=data, headers=headers)
                 response = local.connection.getresponse()
                 payload = response.read()
-                break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except Exception:
                 local.connection.close()
+                local.connection = None
                 if method != "GET" or attempt == 2:
                     raise
-        local.used = time.monotonic()
-        return response.status, payload
+                continue
+            local.used = time.monotonic()
+            return response.status, payload
+        raise AssertionError("unreachable")
 
     def upload(self, data: bytes, name: str) -> int:
         boundary = "benchboundary7"

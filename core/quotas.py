@@ -116,6 +116,16 @@ _ACTIVE_CLASSIFY_PARAMS = select(Job.__table__.c.params).where(
     Job.__table__.c.status.in_(_ACTIVE))
 
 
+def active_jobs(session: Session, user_id: int) -> int:
+    """The user's queued + running jobs of every type (what ``MAX_ACTIVE_JOBS_PER_USER`` limits): one count,
+    built once (every submission, each ``/predict`` call included, makes it)."""
+    return int(session.connection().execute(_ACTIVE_JOBS, {"user_id": user_id}).scalar() or 0)
+
+
+_ACTIVE_JOBS = select(func.count()).select_from(Job.__table__).where(
+    Job.__table__.c.owner_id == bindparam("user_id"), Job.__table__.c.status.in_(_ACTIVE))
+
+
 def _inputs(params: dict) -> int:
     """How many predictions a classify job's params say it will store (``text_count``; old jobs: their texts)."""
     return int(params.get("text_count") or len(params.get("texts") or []))

@@ -336,7 +336,7 @@ class EncoderClassifier(nn.Module):
         """
         types = token_type_ids if self.takes_token_types else None
         if packed.usable(self.encoder, attention_mask):
-            # inference over a padded batch: the linear layers skip the padding (models/packed.py says why)
+            # inference: the linear layers run on the real tokens only, skipping any padding (models/packed.py)
             return packed.packed_forward(self.encoder, input_ids, attention_mask, types)
         extra = {"token_type_ids": types} if types is not None else {}
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **extra)

@@ -67,7 +67,7 @@ class MultipleChoiceModel(EncoderClassifier):
         known = labels != IGNORE_INDEX  # (B,)
         if not bool(known.any()):
             return logits.masked_fill(torch.isinf(logits), 0.0).sum() * 0.0
-        # (K, C) with padded choices -inf, (K,)
+        # logits (K, C), padded choices -inf; labels (K,)
         return masked_cross_entropy(logits[known], labels[known], self.label_smoothing).mean()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -106,7 +106,7 @@ def usable(encoder: nn.Module, attention_mask: torch.Tensor) -> bool:
     nothing, and it runs with less Python than the encoder's own forward (measured on one tweet, one thread:
     15.8 -> 14.9 CPU-ms; the /predict lane runs many batches of one or two texts)."""
     return (not encoder.training and not torch.is_grad_enabled() and supports(encoder)
-            and attention_mask.dim() == 2)
+            and attention_mask.dim() == 2 and attention_mask.numel() > 0)  # an empty batch: the encoder's own
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor | None, rows: int,

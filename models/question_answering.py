@@ -92,7 +92,8 @@ class QuestionAnswerer(EncoderClassifier):
     def task_loss(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(CE(start) + CE(end)) / 2 over (B, T, 2) logits (padded positions ``-inf``) and (B, 2) positions; label
         smoothing spreads over each window's real positions only. A position past the window (never made by
-        ``ml.qa_features``) is clamped to T and its row ignored, as in HF; with no row left the side gives 0."""
+        ``ml.qa_features``) is clamped to T and its row ignored, as in HF, and so is one on the window's padding; with
+        no row left the side gives 0."""
         labels = labels.to(logits.device).long()  # (B, 2)
         if labels.ndim != 2 or labels.shape != (logits.shape[0], 2):
             raise ValueError(f"question-answering labels must have shape ({logits.shape[0]}, 2), got "
@@ -101,10 +102,14 @@ class QuestionAnswerer(EncoderClassifier):
         positions = labels.clamp(0, width)  # (B, 2)
         sides = []
         for side in (0, 1):  # start, end
-            kept = positions[:, side] != width  # (B,)
-            side_logits = logits[..., side]  # (B, T)
-            sides.append(masked_cross_entropy(side_logits[kept], positions[kept, side], self.label_smoothing).mean()
-                         if bool(kept.any()) else side_logits.masked_fill(torch.isinf(side_logits), 0.0).sum() * 0.0)
+            side_logits, target = logits[..., side], positions[:, side]  # (B, T), (B,)
+            # a position on the window's padding (HF-style start/end positions can name one) is no answer either
+            on_token = torch.isfinite(side_logits.gather(1, target.clamp(max=width - 1)[:, None]))[:, 0]  # (B,)
+            kept = (target != width) & on_token  # (B,)
+            if bool(kept.any()):
+                sides.append(masked_cross_entropy(side_logits[kept], target[kept], self.label_smoothing).mean())
+            else:  # nothing to learn from: 0, still attached to the graph, never NaN
+                sides.append(side_logits.masked_fill(torch.isinf(side_logits), 0.0).sum() * 0.0)
         return (sides[0] + sides[1]) / 2
 
     def loss_denominator(self, task: str, labels: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
 from core import jobs as job_states
@@ -300,18 +300,12 @@ def _check_quota(session, user: Principal, *, lock: bool = True) -> None:
     limit = context.settings().max_active_jobs_per_user
     if lock and session.get_bind().dialect.name != "sqlite":
         session.execute(select(User.id).where(User.id == user.id).with_for_update())
-    active = session.connection().execute(_ACTIVE_JOBS, {"owner_id": user.id}).scalar()
+    active = quotas.active_jobs(session, user.id)
     if active >= limit:
         raise ApiError(
             429, "too_many_active_jobs",
             f"you have {active} queued or running jobs, the limit is {limit}: wait for some to finish",
         )
-
-
-# the caller's queued + running jobs; built once, as every submission (each /predict call) counts them
-_ACTIVE_JOBS = select(func.count()).select_from(Job.__table__).where(
-    Job.__table__.c.owner_id == bindparam("owner_id"),
-    Job.__table__.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
 
 
 def _check_training_work(request: TrainRequest, rows: int, sequences: int, validation_rows: int | None = None,

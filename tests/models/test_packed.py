@@ -64,18 +64,20 @@ def test_every_family_predicts_the_same_with_and_without_packing(family, options
     torch.manual_seed(0)
     encoder = tiny_distilbert_dir if family == "distilbert" else tiny_bert_dir
     model = build_model(family, MULTI if family == "multitask" else SINGLE, encoder, **options).eval()
-    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
-    calls = []
-    real_forward = packed.packed_forward
-    monkeypatch.setattr(packed, "packed_forward", lambda *a: calls.append(1) or real_forward(*a))
-    with torch.inference_mode():
-        got = model(batch["input_ids"], batch["attention_mask"]).logits
-        assert calls, "inference over a padded batch should take the packed path"
-        monkeypatch.setattr(packed, "usable", lambda *a: False)
-        reference = model(batch["input_ids"], batch["attention_mask"]).logits
-    got, reference = (x if isinstance(x, dict) else {"t": x} for x in (got, reference))
-    for task in reference:
-        assert torch.allclose(got[task], reference[task], atol=1e-5), task
+    real_forward, real_usable = packed.packed_forward, packed.usable
+    for texts in (SENTENCES, SENTENCES[:1]):  # a padded batch, and one text (no padding)
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        calls = []
+        monkeypatch.setattr(packed, "packed_forward", lambda *a: calls.append(1) or real_forward(*a))
+        with torch.inference_mode():
+            got = model(batch["input_ids"], batch["attention_mask"]).logits
+            assert calls, "inference should take the packed path"
+            monkeypatch.setattr(packed, "usable", lambda *a: False)
+            reference = model(batch["input_ids"], batch["attention_mask"]).logits
+        monkeypatch.setattr(packed, "usable", real_usable)
+        got, reference = (x if isinstance(x, dict) else {"t": x} for x in (got, reference))
+        for task in reference:
+            assert torch.allclose(got[task], reference[task], atol=1e-5), task
 
 
 def test_an_int8_model_on_the_packed_path_answers_within_quantization_noise(tiny_bert_dir, tokenizer, monkeypatch):
@@ -96,22 +98,31 @@ def test_an_int8_model_on_the_packed_path_answers_within_quantization_noise(tiny
 def test_a_batch_without_padding_takes_the_packed_path_and_answers_the_same(kind, tiny_bert_dir, tiny_distilbert_dir,
                                                                            tokenizer, monkeypatch):
     encoder = _encoder(tiny_bert_dir if kind == "bert" else tiny_distilbert_dir)
-    for texts in (SENTENCES[:1], [SENTENCES[0]] * 3):  # one text (the lane's most common batch), rows of one length
-        batch = tokenizer(texts, padding=True, return_tensors="pt")
+    pair = PAIRS[0]
+    batches = [tokenizer(SENTENCES[:1], return_tensors="pt"),  # one text: the lane's most common batch
+               tokenizer([SENTENCES[0]] * 3, return_tensors="pt"),  # rows of one length
+               tokenizer([pair[0]] * 2, [pair[1]] * 2, return_tensors="pt")]  # sentence pairs: segments 0 and 1
+    assert batches[2]["token_type_ids"].max() == 1
+    for batch in batches:
         ids, mask = batch["input_ids"], batch["attention_mask"]
+        types = batch.get("token_type_ids") if kind == "bert" else None
         assert bool(mask.all())
-        gathers = []
-        real_select = torch.Tensor.index_select
-        monkeypatch.setattr(torch.Tensor, "index_select", lambda *a, **k: gathers.append(1) or real_select(*a, **k))
+        indexes = []
+        real_attention = packed._attention
+        monkeypatch.setattr(packed, "_attention", lambda q, k, v, index, *rest: indexes.append(index)
+                            or real_attention(q, k, v, index, *rest))
         with torch.inference_mode():
             assert packed.usable(encoder, mask)
-            got = packed.packed_forward(encoder, ids, mask)
+            got = packed.packed_forward(encoder, ids, mask, types)
             monkeypatch.undo()
-            reference = encoder(input_ids=ids, attention_mask=mask)
-        assert not gathers, "an unpadded batch has nothing to gather"
+            reference = encoder(input_ids=ids, attention_mask=mask,
+                                **({"token_type_ids": types} if types is not None else {}))
+        assert indexes and all(index is None for index in indexes), "an unpadded batch has nothing to gather"
         assert torch.allclose(got.last_hidden_state, reference.last_hidden_state, atol=1e-5)
         if kind == "bert":
             assert torch.allclose(got.pooler_output, reference.pooler_output, atol=1e-5)
+    with torch.inference_mode():  # an empty batch is the encoder's own business
+        assert not packed.usable(encoder, torch.ones(0, 5, dtype=torch.long))
 
 
 def test_training_and_gradients_use_the_encoders_own_forward(tiny_bert_dir, tokenizer):

@@ -51,6 +51,8 @@ def test_padding_is_nobodys_answer_and_leaves_the_loss_alone(family, tiny_bert_d
                                                           label_smoothing=0.2))
     expected = (torch.stack(rows[0::2]).mean() + torch.stack(rows[1::2]).mean()) / 2  # (start + end) / 2
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    on_padding = model(ids, mask, labels=torch.tensor([[4, 4], [5, 5]])).loss  # row 2's position 5 is padding
+    assert on_padding.item() == pytest.approx(model(ids[:1], mask[:1], labels=labels[:1]).loss.item(), rel=1e-5)
     gone = model(ids, mask, labels=torch.tensor([[99, 99], [99, 99]])).loss  # past the window: ignored
     assert gone.item() == 0.0 and gone.requires_grad  # a zero still attached to the graph, never NaN
 
