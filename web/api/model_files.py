@@ -36,8 +36,8 @@ class ModelImportUpload(BaseModel):
     "`DistilBertForTokenClassification`: `pipeline(\"token-classification\", model=folder, "
     "aggregation_strategy=\"first\")` gives the platform's entities. Question-answering and multiple-choice `bert` / "
     "`distilbert` models download as `Bert/DistilBertForQuestionAnswering` / `...ForMultipleChoice` "
-    "(`AutoModelForQuestionAnswering` / `AutoModelForMultipleChoice` give the platform's logits at every real position). Other models "
-    "download in the platform's own "
+    "(`AutoModelForQuestionAnswering` / `AutoModelForMultipleChoice` give the platform's logits at every real "
+    "position). Other models download in the platform's own "
     "format; their README.md (whose metadata names the Hugging Face `pipeline_tag`) says how to load them.",
     responses={
         200: Answer("the zip", model=None, content=ZIP,
