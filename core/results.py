@@ -34,13 +34,20 @@ def insert_predictions(session: Session, job_id: str, items: Iterable[dict]) -> 
 def insert_predictions_of_jobs(session: Session, items_by_job: dict[str, Iterable[dict]]) -> Counter:
     """:func:`insert_predictions` for several jobs in one statement (the /predict lane's batch of jobs); how many
     rows were inserted per job (a job whose rows an earlier attempt stored counts fewer than its items)."""
-    rows = [{"job_id": job_id, **stored_columns(item)} for job_id, items in items_by_job.items() for item in items]
+    return insert_columns_of_jobs(session, {job_id: [stored_columns(item) for item in items]
+                                            for job_id, items in items_by_job.items()})
+
+
+def insert_columns_of_jobs(session: Session, columns_by_job: dict[str, list[dict]]) -> Counter:
+    """:func:`insert_predictions_of_jobs` for rows already in their stored shape (:func:`stored_columns`): a caller
+    that also relays the rows (the /predict lane) shapes each once."""
+    rows = [{"job_id": job_id, **columns} for job_id, shaped in columns_by_job.items() for columns in shaped]
     if not rows:
         return Counter()
     insert = _INSERTS.get(session.get_bind().dialect.name)
     if insert is None:  # another backend: fall back to skipping known indices by hand
         known = {(p.job_id, p.index) for p in session.execute(
-            select(Prediction.job_id, Prediction.index).where(Prediction.job_id.in_(list(items_by_job))))}
+            select(Prediction.job_id, Prediction.index).where(Prediction.job_id.in_(list(columns_by_job))))}
         fresh = [r for r in rows if (r["job_id"], r["index"]) not in known]
         session.add_all(Prediction(**r) for r in fresh)
         inserted = [r["job_id"] for r in fresh]

@@ -28,7 +28,7 @@ from sqlalchemy import bindparam, select
 from core import jobs, predict_lane, runtime
 from core.db import db
 from core.queue import CLASSIFY_TASK, announce_jobs_done, send
-from core.results import insert_predictions_of_jobs, stored_columns
+from core.results import insert_columns_of_jobs, stored_columns
 from core.schema import Job, JobStatus, JobType, utcnow
 
 from . import telemetry
@@ -254,12 +254,12 @@ def _finish(session, results: list[tuple[ClassifyWork, list[dict]]], owner: str,
     claimed = set(jobs.claim_queued_many(session, [work.job_id for work, _rows in results], owner,
                                          max_attempts=runtime.settings().job_max_attempts, now=started_at))
     mine = [(work, rows) for work, rows in results if work.job_id in claimed]
-    inserted = insert_predictions_of_jobs(session, {work.job_id: rows for work, rows in mine})
+    columns = {work.job_id: [stored_columns(item) for item in rows] for work, rows in mine}  # stored and relayed
+    inserted = insert_columns_of_jobs(session, columns)
     metrics = {work.job_id: {**work.metrics(session, seconds), "batch_jobs": len(mine)} for work, _rows in mine}
     jobs.succeed_many(session, owner, metrics)
     session.commit()
-    return {work.job_id: [stored_columns(item) for item in rows] if inserted[work.job_id] == len(rows) else None
-            for work, rows in mine}
+    return {job_id: shaped if inserted[job_id] == len(shaped) else None for job_id, shaped in columns.items()}
 
 
 def _to_celery(app: Any, job_ids: list[str]) -> None:

@@ -14,7 +14,7 @@ from core import jobs, predict_lane, runtime
 from core.db import db
 from core.schema import Job, JobType, Prediction, TrainedModel, utcnow
 from core.specs import ClassifyRequest
-from tests.factories import api_client, save_tiny_model, tiny_model_row
+from tests.factories import api_client, migrate, save_tiny_model, tiny_model_row
 
 pytestmark = [pytest.mark.redis]
 
@@ -46,6 +46,22 @@ def model_dir(tiny_bert_dir, tokenizer, tmp_path_factory):
 @pytest.fixture
 def lane(settings, model_dir):
     """(web test client, model id, Redis client): a deployment with a broker (not eager), no worker running."""
+    yield from _lane(settings, model_dir)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def lane_on_each_database(request, settings, model_dir):
+    """:func:`lane` on SQLite, then on a migrated PostgreSQL schema (the relayed rows must read back alike on
+    both: JSON columns, floats)."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_schema_url")
+        migrate(url)
+        settings = settings.replace(database_url=url)
+    yield from _lane(settings, model_dir)
+    assert db.engine.dialect.name == request.param
+
+
+def _lane(settings, model_dir):
     from tests.conftest import _redis_error, require_service
     from web import create_app
 
@@ -142,15 +158,15 @@ def test_without_a_live_drainer_or_for_a_big_call_predict_sends_a_celery_message
     assert conn.llen(predict_lane.LANE_KEY) == 0 and conn.llen("classify") == 5
 
 
-def test_a_waiting_predict_call_is_answered_from_the_announcement_without_reading_sql_after_its_commit(lane,
-                                                                                                      monkeypatch):
+def test_a_waiting_predict_call_is_answered_from_the_announcement_without_reading_sql_after_its_commit(
+        lane_on_each_database, monkeypatch):
     """The call watches for its job before sending it; the lane's worker relays the rows it committed with the
     job's success, so the call answers without a query after its commit (no status polling, no read back), and
     its answer is exactly what the stored predictions read back."""
     from web import services
     from worker.predict_lane import run_batch
 
-    client, model_id, conn = lane
+    client, model_id, conn = lane_on_each_database
     monkeypatch.setattr(services, "ANNOUNCEMENT_WAIT_S", 10.0)  # a slow machine: still the announcement's path
     predict_lane.mark_alive(conn)
     runtime.configure(runtime.settings().replace(predict_timeout_s=10.0))
@@ -188,7 +204,8 @@ def test_a_waiting_predict_call_is_answered_from_the_announcement_without_readin
     assert body["predictions"] == stored
 
 
-def test_rows_an_earlier_attempt_stored_are_not_relayed_the_call_reads_what_sql_holds(lane, monkeypatch):
+def test_rows_an_earlier_attempt_stored_are_not_relayed_the_call_reads_what_sql_holds(lane_on_each_database,
+                                                                                      monkeypatch):
     """A job whose rows were partly stored before the lane's batch (an earlier attempt's) keeps those rows (the
     insert skips them), so the worker relays no rows for it and the waiting call reads the job's rows from SQL:
     it answers what is stored, not what this batch computed."""
@@ -196,7 +213,7 @@ def test_rows_an_earlier_attempt_stored_are_not_relayed_the_call_reads_what_sql_
     from web import services
     from worker.predict_lane import run_batch
 
-    client, model_id, conn = lane
+    client, model_id, conn = lane_on_each_database
     monkeypatch.setattr(services, "ANNOUNCEMENT_WAIT_S", 10.0)
     predict_lane.mark_alive(conn)
     runtime.configure(runtime.settings().replace(predict_timeout_s=10.0))
@@ -270,10 +287,10 @@ def test_a_crash_before_the_batch_commits_leaves_every_job_queued_for_the_reconc
     _client, model_id, _conn = lane
     ids = [_queued(model_id, TEXTS), _queued(model_id, TEXTS[:1])]
 
-    def crash(session, items_by_job):
+    def crash(session, columns_by_job):
         raise RuntimeError("worker lost mid-batch")
 
-    monkeypatch.setattr(lane_module, "insert_predictions_of_jobs", crash)
+    monkeypatch.setattr(lane_module, "insert_columns_of_jobs", crash)
     with pytest.raises(RuntimeError):
         lane_module.run_batch(_CeleryStub(), ids)
     for job_id in ids:
