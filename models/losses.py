@@ -17,3 +17,9 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: 
     possible = torch.isfinite(log_probs)  # (K, C)
     uniform = -log_probs.masked_fill(~possible, 0.0).sum(dim=1) / possible.sum(dim=1)  # (K,)
     return (1.0 - smoothing) * nll + smoothing * uniform
+
+
+def attached_zero(logits: torch.Tensor) -> torch.Tensor:
+    """The loss of a batch with nothing to learn from: 0, still attached to the graph (backward works), never NaN
+    (``-inf`` logits times 0 would be)."""
+    return logits.masked_fill(torch.isinf(logits), 0.0).sum() * 0.0

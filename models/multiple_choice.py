@@ -23,7 +23,7 @@ from torch import nn
 from .base import BERT_LIKE_TYPES, IGNORE_INDEX, ClassifierOutput, EncoderClassifier
 from .bert import BertClassificationHead, encoder_has_pooler
 from .distilbert import DistilBertClassificationHead
-from .losses import masked_cross_entropy
+from .losses import attached_zero, masked_cross_entropy
 
 TASK_TYPE = "multiple-choice"
 
@@ -66,7 +66,7 @@ class MultipleChoiceModel(EncoderClassifier):
         labels = labels.to(logits.device).long()  # (B,)
         known = labels != IGNORE_INDEX  # (B,)
         if not bool(known.any()):
-            return logits.masked_fill(torch.isinf(logits), 0.0).sum() * 0.0
+            return attached_zero(logits)
         # logits (K, C), padded choices -inf; labels (K,)
         return masked_cross_entropy(logits[known], labels[known], self.label_smoothing).mean()
 

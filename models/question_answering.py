@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .base import BERT_LIKE_TYPES, EncoderClassifier
-from .losses import masked_cross_entropy
+from .losses import attached_zero, masked_cross_entropy
 
 TASK_TYPE = "question-answering"
 TASK = "answer"
@@ -108,8 +108,8 @@ class QuestionAnswerer(EncoderClassifier):
             kept = (target != width) & on_token  # (B,)
             if bool(kept.any()):
                 sides.append(masked_cross_entropy(side_logits[kept], target[kept], self.label_smoothing).mean())
-            else:  # nothing to learn from: 0, still attached to the graph, never NaN
-                sides.append(side_logits.masked_fill(torch.isinf(side_logits), 0.0).sum() * 0.0)
+            else:
+                sides.append(attached_zero(side_logits))
         return (sides[0] + sides[1]) / 2
 
     def loss_denominator(self, task: str, labels: torch.Tensor) -> float:
