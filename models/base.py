@@ -83,6 +83,12 @@ def pool_hidden_states(
     raise ValueError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLING_MODES)}")
 
 
+def pools_first_position(mode: str) -> bool:
+    """True when pooling ``mode`` reads the first position ([CLS]) alone, so the encoder may compute its last
+    layer for that position only (:meth:`EncoderClassifier.encode` ``first_only``)."""
+    return mode in ("pooler", "cls")
+
+
 def normalize_tasks(tasks: Mapping[str, Sequence[str]]) -> OrderedDict[str, list[str]]:
     """Validate ``{task: [label, ...]}`` and return it as an ordered dict of lists of strings."""
     if not tasks:
@@ -327,17 +333,20 @@ class EncoderClassifier(nn.Module):
         return self
 
     def encode(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+        *, first_only: bool = False,
     ) -> Any:
         """Run the encoder; returns its output (``last_hidden_state`` (B, T, H), maybe ``pooler_output`` (B, H)).
 
         ``token_type_ids`` (B, T) (0 = first text, 1 = second text of a pair) are passed on only when the encoder
         has token-type embeddings (:attr:`takes_token_types`); otherwise they are ignored.
+        ``first_only``: the caller reads position 0 alone ([CLS], the pooler), so inference may compute the last
+        layer for that position only (``last_hidden_state`` is then (B, 1, H); read it as ``[:, 0]``).
         """
         types = token_type_ids if self.takes_token_types else None
         if packed.usable(self.encoder, attention_mask):
             # inference: the linear layers run on the real tokens only, skipping any padding (models/packed.py)
-            return packed.packed_forward(self.encoder, input_ids, attention_mask, types)
+            return packed.packed_forward(self.encoder, input_ids, attention_mask, types, first_only=first_only)
         extra = {"token_type_ids": types} if types is not None else {}
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **extra)
 

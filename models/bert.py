@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import BERT_LIKE_TYPES, POOLING_MODES, EncoderClassifier, pool_hidden_states
+from .base import BERT_LIKE_TYPES, POOLING_MODES, EncoderClassifier, pool_hidden_states, pools_first_position
 
 
 def encoder_has_pooler(encoder: nn.Module) -> bool:
@@ -69,7 +69,7 @@ class BertClassifier(EncoderClassifier):
     def _task_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        out = self.encode(input_ids, attention_mask, token_type_ids)
+        out = self.encode(input_ids, attention_mask, token_type_ids, first_only=pools_first_position(self.pooling))
         pooled = pool_hidden_states(
             self.pooling, out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None)
         )  # (B, T, H) -> (B, H)

@@ -57,5 +57,6 @@ class DistilBertClassifier(EncoderClassifier):
     def _task_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        hidden = self.encode(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, H)
+        out = self.encode(input_ids, attention_mask, token_type_ids, first_only=True)  # [CLS] alone is read
+        hidden = out.last_hidden_state  # (B, T or 1, H)
         return {self.task: self.head(hidden[:, 0])}  # [CLS] (B, H) -> (B, C)

@@ -94,7 +94,7 @@ class BertMultipleChoice(MultipleChoiceModel):
 
     def _pair_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        pooled = self.encode(input_ids, attention_mask, token_type_ids).pooler_output  # (N, H)
+        pooled = self.encode(input_ids, attention_mask, token_type_ids, first_only=True).pooler_output  # (N, H)
         return self.head(pooled).squeeze(-1)  # (N, 1) -> (N,)
 
 
@@ -112,7 +112,8 @@ class DistilBertMultipleChoice(MultipleChoiceModel):
 
     def _pair_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        hidden = self.encode(input_ids, attention_mask, token_type_ids).last_hidden_state  # (N, T, H)
+        out = self.encode(input_ids, attention_mask, token_type_ids, first_only=True)  # [CLS] alone is read
+        hidden = out.last_hidden_state  # (N, T or 1, H)
         return self.head(hidden[:, 0]).squeeze(-1)  # [CLS] (N, H) -> (N, 1) -> (N,)
 
 

@@ -68,10 +68,13 @@ def test_every_family_predicts_the_same_with_and_without_packing(family, options
     for texts in (SENTENCES, SENTENCES[:1]):  # a padded batch, and one text (no padding)
         batch = tokenizer(texts, padding=True, return_tensors="pt")
         calls = []
-        monkeypatch.setattr(packed, "packed_forward", lambda *a: calls.append(1) or real_forward(*a))
+        monkeypatch.setattr(packed, "packed_forward", lambda *a, **k: calls.append(k) or real_forward(*a, **k))
         with torch.inference_mode():
             got = model(batch["input_ids"], batch["attention_mask"]).logits
             assert calls, "inference should take the packed path"
+            # a head that reads [CLS] alone (the pooler, "cls") lets the last layer run on that position only
+            assert calls[0]["first_only"] == (family in ("bert", "distilbert", "multitask")
+                                              and options.get("pooling") != "mean")
             monkeypatch.setattr(packed, "usable", lambda *a: False)
             reference = model(batch["input_ids"], batch["attention_mask"]).logits
         monkeypatch.setattr(packed, "usable", real_usable)
@@ -109,8 +112,8 @@ def test_a_batch_without_padding_takes_the_packed_path_and_answers_the_same(kind
         assert bool(mask.all())
         indexes = []
         real_attention = packed._attention
-        monkeypatch.setattr(packed, "_attention", lambda q, k, v, index, *rest: indexes.append(index)
-                            or real_attention(q, k, v, index, *rest))
+        monkeypatch.setattr(packed, "_attention", lambda q, k, v, index, *rest, **options: indexes.append(index)
+                            or real_attention(q, k, v, index, *rest, **options))
         with torch.inference_mode():
             assert packed.usable(encoder, mask)
             got = packed.packed_forward(encoder, ids, mask, types)
@@ -123,6 +126,54 @@ def test_a_batch_without_padding_takes_the_packed_path_and_answers_the_same(kind
             assert torch.allclose(got.pooler_output, reference.pooler_output, atol=1e-5)
     with torch.inference_mode():  # an empty batch is the encoder's own business
         assert not packed.usable(encoder, torch.ones(0, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_first_only_computes_the_first_positions_last_layer_alone_and_answers_the_same(kind, tiny_bert_dir,
+                                                                                      tiny_distilbert_dir, tokenizer,
+                                                                                      monkeypatch):
+    encoder = _encoder(tiny_bert_dir if kind == "bert" else tiny_distilbert_dir)
+    batches = [tokenizer(SENTENCES, padding=True, return_tensors="pt"),  # padded rows
+               tokenizer(SENTENCES[:1], return_tensors="pt"),  # one text, nothing to gather
+               tokenizer([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt")]  # pairs
+    for batch in batches:
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        types = batch.get("token_type_ids") if kind == "bert" else None
+        queries = []  # per layer: the positions whose outputs it computed
+        real_layer = packed._layer_forward
+
+        def layer_forward(layer, hidden, index, rows, length, heads, key_mask, firsts=None):
+            queries.append(len(hidden) if firsts is None else len(firsts))
+            return real_layer(layer, hidden, index, rows, length, heads, key_mask, firsts)
+
+        monkeypatch.setattr(packed, "_layer_forward", layer_forward)
+        with torch.inference_mode():
+            got = packed.packed_forward(encoder, ids, mask, types, first_only=True)
+            monkeypatch.undo()
+            reference = encoder(input_ids=ids, attention_mask=mask,
+                                **({"token_type_ids": types} if types is not None else {}))
+        rows = ids.shape[0]
+        assert queries[-1] == rows and all(count == int(mask.sum()) for count in queries[:-1])
+        assert got.last_hidden_state.shape == (rows, 1, encoder.config.hidden_size)
+        assert torch.allclose(got.last_hidden_state[:, 0], reference.last_hidden_state[:, 0], atol=1e-5)
+        if kind == "bert":
+            assert torch.allclose(got.pooler_output, reference.pooler_output, atol=1e-5)
+
+
+def test_first_only_on_left_padded_rows_computes_every_position(tiny_bert_dir, tokenizer):
+    # a left-padded row's position 0 is a pad, not [CLS]: the whole layer runs and position 0 reads as it always did
+    encoder = _encoder(tiny_bert_dir)
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = "right"
+    assert not bool(batch["attention_mask"][:, 0].all())
+    with torch.inference_mode():
+        got = packed.packed_forward(encoder, batch["input_ids"], batch["attention_mask"], first_only=True)
+        full = packed.packed_forward(encoder, batch["input_ids"], batch["attention_mask"])
+    assert got.last_hidden_state.shape == full.last_hidden_state.shape
+    assert torch.equal(got.last_hidden_state, full.last_hidden_state)
 
 
 def test_training_and_gradients_use_the_encoders_own_forward(tiny_bert_dir, tokenizer):
