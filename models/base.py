@@ -336,7 +336,8 @@ class EncoderClassifier(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
         *, first_only: bool = False,
     ) -> Any:
-        """Run the encoder; returns its output (``last_hidden_state`` (B, T, H), maybe ``pooler_output`` (B, H)).
+        """Run the encoder; returns its output (``last_hidden_state`` (B, T, H), or (B, 1, H) with ``first_only``;
+        maybe ``pooler_output`` (B, H)).
 
         ``token_type_ids`` (B, T) (0 = first text, 1 = second text of a pair) are passed on only when the encoder
         has token-type embeddings (:attr:`takes_token_types`); otherwise they are ignored.

@@ -133,9 +133,12 @@ def test_first_only_computes_the_first_positions_last_layer_alone_and_answers_th
                                                                                       tiny_distilbert_dir, tokenizer,
                                                                                       monkeypatch):
     encoder = _encoder(tiny_bert_dir if kind == "bert" else tiny_distilbert_dir)
+    holes = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    holes["attention_mask"][0, 2] = 0  # a masked token inside a row: its first token's packed place still counts it
     batches = [tokenizer(SENTENCES, padding=True, return_tensors="pt"),  # padded rows
                tokenizer(SENTENCES[:1], return_tensors="pt"),  # one text, nothing to gather
-               tokenizer([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt")]  # pairs
+               tokenizer([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt"),  # pairs
+               holes]
     for batch in batches:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         types = batch.get("token_type_ids") if kind == "bert" else None
@@ -158,6 +161,19 @@ def test_first_only_computes_the_first_positions_last_layer_alone_and_answers_th
         assert torch.allclose(got.last_hidden_state[:, 0], reference.last_hidden_state[:, 0], atol=1e-5)
         if kind == "bert":
             assert torch.allclose(got.pooler_output, reference.pooler_output, atol=1e-5)
+
+
+def test_an_int8_model_reading_cls_alone_answers_within_quantization_noise_of_every_position(tiny_bert_dir,
+                                                                                              tokenizer):
+    torch.manual_seed(0)
+    model = build_model("bert", SINGLE, tiny_bert_dir).eval()
+    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        first = packed.packed_forward(model.encoder, batch["input_ids"], batch["attention_mask"], first_only=True)
+        every = packed.packed_forward(model.encoder, batch["input_ids"], batch["attention_mask"])
+    # the last layer's int8 inputs are scaled by the range of the [CLS] rows alone instead of every token's
+    assert torch.allclose(first.pooler_output, every.pooler_output, atol=5e-3)
 
 
 def test_first_only_on_left_padded_rows_computes_every_position(tiny_bert_dir, tokenizer):
