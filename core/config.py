@@ -1,6 +1,7 @@
 """Settings read from environment variables, with defaults that work on a laptop with nothing installed."""
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass, field, fields, replace
@@ -65,8 +66,9 @@ class Settings:
     # MODEL_STORE/encoders (always allowed; empty: those only). "/" allows any folder (a single-user laptop).
     encoder_roots: str = ""
     allow_hub_encoders: bool = True  # hub ids (only useful where a hub is reachable)
-    # serving engine (ml.batching): how long a batch waits for partners, and how big a batch may get
-    batch_wait_ms: float = 2.0
+    # serving engine (ml.batching): how long a batch waits for partners, and how big a batch may get.
+    # The wait in ms; None (unset): the device's default (ml.batching.CPU_WAIT_MS / GPU_WAIT_MS: 0 / 2)
+    batch_wait_ms: float | None = None
     # rows x longest row (padded tokens), and rows, per forward pass; None (unset): the device's default
     # (ml.batching.device_batch_limits: 8192 / 64 on the CPU, larger on a GPU)
     max_batch_tokens: int | None = None
@@ -192,7 +194,8 @@ class Settings:
             if not raw:
                 continue
             # annotations are strings under `from __future__ import annotations`
-            parse = {"bool": _bool, "int": int, "int | None": int, "float": float}.get(f.type, str)
+            parse = {"bool": _bool, "int": int, "int | None": int, "float": float,
+                     "float | None": float}.get(f.type, str)
             try:
                 values[f.name] = parse(raw)
             except ValueError:
@@ -209,9 +212,10 @@ class Settings:
         parse_gpus(settings.gpus)  # GpuConfigError (a ValueError) for a malformed GPUS
         if settings.amp not in {"auto", "off"}:
             raise ValueError(f"AMP must be auto or off, not {settings.amp!r}")
-        if settings.batch_wait_ms < 0 or any(limit is not None and limit < 1 for limit in
-                                              (settings.max_batch_tokens, settings.max_batch_size,
-                                               settings.inference_streams)):
+        wait = settings.batch_wait_ms
+        if (wait is not None and not 0 <= wait < math.inf) or any(limit is not None and limit < 1 for limit in
+                                                                 (settings.max_batch_tokens, settings.max_batch_size,
+                                                                  settings.inference_streams)):
             raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS, MAX_BATCH_SIZE and INFERENCE_STREAMS >= 1")
         if settings.session_lifetime_hours <= 0 or settings.max_body_kb < 1 or settings.proxy_hops < 0:
             raise ValueError("SESSION_LIFETIME_HOURS must be > 0, MAX_BODY_KB >= 1 and PROXY_HOPS >= 0")

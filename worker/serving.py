@@ -42,8 +42,8 @@ def quantize_choice(requested: bool | None, model) -> bool:
 
 def engine_options(on_device: str | None = None):
     """The batching engines' options on ``on_device`` (default: this worker's device): the deployment's
-    BATCH_WAIT_MS / MAX_BATCH_TOKENS / MAX_BATCH_SIZE / INFERENCE_STREAMS, the last three defaulting to the device's
-    when unset (``ml.batching.EngineOptions.for_device``; ml reads no settings itself)."""
+    BATCH_WAIT_MS / MAX_BATCH_TOKENS / MAX_BATCH_SIZE / INFERENCE_STREAMS, each defaulting to the device's when
+    unset (``ml.batching.EngineOptions.for_device``; ml reads no settings itself)."""
     from ml.batching import EngineOptions  # lazily: importing worker.tasks stays light
 
     settings = runtime.settings()

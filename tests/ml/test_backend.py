@@ -131,17 +131,29 @@ def test_row_outputs_accepts_sequences_and_columns_and_refuses_a_wrong_count():
         row_outputs({"s": [[0.1]]}, 2)
 
 
-def test_engine_option_defaults_are_the_settings_defaults():
-    """ml reads no settings: the engine's wait must stay BATCH_WAIT_MS' default; MAX_BATCH_TOKENS / MAX_BATCH_SIZE
-    default to None (unset), which means the device's limits."""
+def test_engine_option_defaults_are_the_devices_unless_the_settings_say():
+    """ml reads no settings: BATCH_WAIT_MS, MAX_BATCH_TOKENS and MAX_BATCH_SIZE default to None (unset), which means
+    the device's: no partner wait on the CPU (its streams run side by side), 2 ms on a GPU."""
     from core.config import Settings
-    from ml.batching import EngineOptions
+    from ml.batching import CPU_WAIT_MS, GPU_WAIT_MS, EngineOptions
 
-    options = EngineOptions()
-    assert options.wait_ms == Settings.batch_wait_ms
-    assert (Settings.max_batch_tokens, Settings.max_batch_size) == (None, None)
+    assert (Settings.batch_wait_ms, Settings.max_batch_tokens, Settings.max_batch_size) == (None, None, None)
     cpu = EngineOptions.for_device("cpu", wait_ms=Settings.batch_wait_ms)
-    assert (cpu.wait_ms, cpu.max_batch_tokens, cpu.max_batch_size) == (options.wait_ms, 8192, 64)
+    assert (cpu.wait_ms, cpu.max_batch_tokens, cpu.max_batch_size) == (CPU_WAIT_MS, 8192, 64)
+    assert EngineOptions.for_device("cuda:0", wait_ms=Settings.batch_wait_ms).wait_ms == GPU_WAIT_MS
+    assert (CPU_WAIT_MS, GPU_WAIT_MS) == (0.0, 2.0)
+    for device in ("cpu", "cuda"):
+        chosen = Settings.from_env({"BATCH_WAIT_MS": "5"}).batch_wait_ms
+        assert EngineOptions.for_device(device, wait_ms=chosen).wait_ms == 5.0
+    assert EngineOptions.for_device("cuda", wait_ms=0.0).wait_ms == 0.0  # 0 is a choice, not "unset"
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_a_batch_wait_that_is_not_a_finite_number_of_ms_is_refused_at_start(value):
+    from core.config import Settings
+
+    with pytest.raises(ValueError, match="BATCH_WAIT_MS"):
+        Settings.from_env({"BATCH_WAIT_MS": value})
 
 
 def test_batch_limits_default_to_the_devices_and_settings_override_them():
