@@ -216,7 +216,8 @@ class Settings:
         if (wait is not None and not 0 <= wait < math.inf) or any(limit is not None and limit < 1 for limit in
                                                                  (settings.max_batch_tokens, settings.max_batch_size,
                                                                   settings.inference_streams)):
-            raise ValueError("BATCH_WAIT_MS must be >= 0, MAX_BATCH_TOKENS, MAX_BATCH_SIZE and INFERENCE_STREAMS >= 1")
+            raise ValueError("BATCH_WAIT_MS must be a finite number >= 0, MAX_BATCH_TOKENS, MAX_BATCH_SIZE and "
+                             "INFERENCE_STREAMS >= 1")
         if settings.session_lifetime_hours <= 0 or settings.max_body_kb < 1 or settings.proxy_hops < 0:
             raise ValueError("SESSION_LIFETIME_HOURS must be > 0, MAX_BODY_KB >= 1 and PROXY_HOPS >= 0")
         if settings.max_train_batch_tokens < 1:

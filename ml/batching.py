@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import threading
 import time
 import weakref
@@ -79,7 +80,9 @@ class EngineOptions:
     ``MAX_BATCH_SIZE``, ``INFERENCE_STREAMS``; unset, each is the device's default, from :meth:`for_device`; these
     class defaults serve an engine built without options: tests, scripts)."""
 
-    wait_ms: float = 2.0  # how long a less-than-full batch of small requests waits for partners
+    # how long a less-than-full batch of small requests waits for partners; an engine built without options (tests,
+    # scripts, ``Predictor.serve()``) keeps the GPU's 2 ms, the deployment's engines get the device's (for_device)
+    wait_ms: float = 2.0
     max_batch_tokens: int = 8192  # rows x longest row (padded tokens) per forward pass
     max_batch_size: int = 64  # rows per forward pass
     # batches of one model that run at once, each in its own loop thread. A GPU runs one at a time (1). On the CPU
@@ -185,8 +188,9 @@ class BatchingEngine:
         max_batch_tokens: int = EngineOptions.max_batch_tokens, max_batch_size: int = EngineOptions.max_batch_size,
         streams: int = EngineOptions.streams,
     ) -> None:
-        if max_batch_tokens < 1 or max_batch_size < 1 or wait_ms < 0 or streams < 1:
-            raise ValueError("max_batch_tokens, max_batch_size and streams must be >= 1 and wait_ms >= 0")
+        if max_batch_tokens < 1 or max_batch_size < 1 or not 0 <= wait_ms < math.inf or streams < 1:
+            raise ValueError("max_batch_tokens, max_batch_size and streams must be >= 1 and wait_ms a finite number "
+                             ">= 0")
         self.backend = backend
         self.wait_s = wait_ms / 1000.0
         self.max_batch_tokens = max_batch_tokens

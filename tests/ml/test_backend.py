@@ -148,7 +148,7 @@ def test_engine_option_defaults_are_the_devices_unless_the_settings_say():
     assert EngineOptions.for_device("cuda", wait_ms=0.0).wait_ms == 0.0  # 0 is a choice, not "unset"
 
 
-@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "-inf", "soon"])
 def test_a_batch_wait_that_is_not_a_finite_number_of_ms_is_refused_at_start(value):
     from core.config import Settings
 
@@ -210,3 +210,25 @@ def test_the_forward_pass_is_exclusive_on_a_gpu_only():
     with gpu.forward_guard():
         assert gpu._lock.locked()
     assert not gpu._lock.locked()
+
+
+@pytest.mark.parametrize("wait_ms", [-1.0, float("nan"), float("inf")])
+def test_an_engine_refuses_a_wait_that_is_not_a_finite_number_of_ms(wait_ms):
+    from ml.batching import BatchingEngine
+
+    with pytest.raises(ValueError, match="wait_ms"):
+        BatchingEngine(object(), wait_ms=wait_ms)
+
+
+@pytest.mark.parametrize("device,environ,expected", [
+    ("cpu", {}, 0.0), ("cuda", {}, 2.0), ("cuda:1", {}, 2.0),
+    ("cpu", {"BATCH_WAIT_MS": "3"}, 3.0), ("cuda", {"BATCH_WAIT_MS": "0"}, 0.0),
+])
+def test_the_workers_engines_wait_as_the_device_says_unless_batch_wait_ms_is_set(device, environ, expected,
+                                                                                 monkeypatch):
+    from core import runtime
+    from core.config import Settings
+    from worker import serving
+
+    monkeypatch.setattr(runtime, "_settings", Settings.from_env(environ))
+    assert serving.engine_options(device).wait_ms == expected
