@@ -14,10 +14,12 @@ step 5 through a *task data* object, :class:`TextTask` or ``ml.token_training.To
    with loss scaling; the ``AMP`` setting turns it off). A logical batch whose padded tokens (rows x longest row)
    exceed ``max_batch_tokens`` (``MAX_TRAIN_BATCH_TOKENS``) runs as micro-batches under that budget whose gradients are
    accumulated before the one optimizer step (:func:`train_step`): memory is bounded by the budget, not by
-   ``batch_size`` x ``max_length``, and the gradient is the unsplit batch's. Steps, the schedule, the ETA and early
-   stopping count logical batches. Learning rates: ``encoder_lr`` defaults to ``learning_rate``;
-   ``head_lr`` defaults to ``HEAD_LR_MULTIPLIER`` (10) x ``learning_rate`` -- the heads start from random weights
-   (and the LSTM head from scratch), so they need larger steps than the pretrained encoder.
+   ``batch_size`` x ``max_length``, and the gradient is the unsplit batch's. A pass that runs the device out of
+   memory halves that budget and is redone (:class:`TokenBudget`): a job fails for memory only when one row alone
+   does not fit. Steps, the schedule, the ETA and early stopping count logical batches. Learning rates:
+   ``encoder_lr`` defaults to ``learning_rate``; ``head_lr`` defaults to ``HEAD_LR_MULTIPLIER`` (10) x
+   ``learning_rate`` -- the heads start from random weights (and the LSTM head from scratch), so they need larger
+   steps than the pretrained encoder.
 5. **Evaluate** on the validation rows (in batches under the same token budget) at the end of every epoch, or
    every ``eval_steps`` steps (and after the last step): loss, accuracy, macro-F1 (sklearn, :mod:`ml.metrics`;
    multi-label: sigmoid probabilities scored by :func:`ml.multilabel.multilabel_metrics` at 0.5). Each evaluation appends a record to the *history*.
@@ -62,6 +64,7 @@ from ml.config import (
     _family_options,
 )
 from ml.batching import token_budget_batches
+from ml.device import is_out_of_memory, release_cached_memory
 from ml.data import Examples, prepare_examples, resolve_class_weights, split_indices
 from ml.metrics import _mean, _r, is_better, metric_value, task_metrics
 from ml.optim import parameter_groups
@@ -314,6 +317,65 @@ def micro_batches(data: Encoded, rows: Sequence[int], max_tokens: int) -> list[l
     return token_budget_batches(order, lengths, max_tokens, len(order))
 
 
+class TokenBudget:
+    """The padded tokens per forward pass of one training run (``max_batch_tokens``), halved whenever a pass runs the
+    device out of memory: the step (or the evaluation) that failed is redone in smaller micro-batches instead of
+    failing the job, with the same result (:func:`train_step`'s accumulated gradient is the unsplit batch's). It
+    stays halved for the rest of the run: the batches that ran out once would run out again. Only a pass of a
+    single row that does not fit fails the job (the worker says what to change)."""
+
+    def __init__(self, tokens: int) -> None:
+        if tokens < 1:
+            raise ValueError("max_batch_tokens must be >= 1")
+        self.tokens, self.halvings = tokens, 0
+
+    def run(self, attempt: Callable[[int], Any], chunks: Callable[[int], list[list[int]]],
+            lengths: Callable[[int], int], undo: Callable[[], None] = lambda: None) -> Any:
+        """``attempt(tokens)`` at the current budget; after an out-of-memory error, while the work's ``chunks`` at
+        that budget (``lengths``: a row's tokens) hold a chunk of several rows: ``undo()`` what the failed attempt
+        left (a step's partial gradients), free the cached device memory, halve the budget below that chunk's
+        padded tokens, and attempt again."""
+        while True:
+            tokens = self.tokens
+            try:
+                return attempt(tokens)
+            except Exception as exc:  # noqa: BLE001 - only an out-of-memory error is retried; the rest propagate
+                largest = max((len(c) * max(map(lengths, c)) for c in chunks(tokens) if len(c) > 1), default=0)
+                if not is_out_of_memory(exc) or largest == 0:
+                    raise
+            # here, past the except block, the error and its traceback (which hold the pass's tensors) are freed
+            undo()
+            release_cached_memory()
+            self.tokens, self.halvings = max(1, min(tokens, largest) // 2), self.halvings + 1
+            log.warning("the device ran out of memory at %d padded tokens per pass: retrying at %d", tokens,
+                        self.tokens)
+
+
+def fitted_train_step(model: Any, data: Encoded, rows: Sequence[int], device: str, budget: TokenBudget,
+                      precision: Precision | None = None, optimizer: Any = None) -> float:
+    """:func:`train_step` under ``budget``, redone in smaller micro-batches after an out-of-memory error (the
+    partial gradients are cleared first: ``optimizer.zero_grad``, else each parameter's)."""
+    def clear() -> None:
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            model.zero_grad(set_to_none=True)
+
+    return budget.run(lambda tokens: train_step(model, data, rows, device, tokens, precision),
+                      lambda tokens: micro_batches(data, rows, tokens), lambda i: len(data.input_ids[i]), clear)
+
+
+def fitted_evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_size: int,
+                    budget: TokenBudget, **options: Any) -> dict[str, Any]:
+    """:func:`evaluate` in batches under ``budget``, redone in smaller batches after an out-of-memory error."""
+    def chunks(tokens: int) -> list[list[int]]:
+        order = sorted(rows, key=lambda i: len(data.input_ids[i]), reverse=True)
+        return token_budget_batches(order, {i: len(data.input_ids[i]) for i in order}, tokens, batch_size)
+
+    return budget.run(lambda tokens: evaluate(model, data, rows, device, batch_size, max_tokens=tokens, **options),
+                      chunks, lambda i: len(data.input_ids[i]))
+
+
 def train_step(model: Any, data: Encoded, rows: Sequence[int], device: str, max_tokens: int,
                precision: Precision | None = None) -> float:
     """Forward and backward one logical batch (the optimizer step is the caller's); returns its loss.
@@ -503,9 +565,7 @@ def train_classifier(
     started = time.monotonic()
     task_type = getattr(config, "task_type", None) or TextTask.task_type
     _check_config(config, task_type)
-    max_tokens = max_batch_tokens if max_batch_tokens is not None else DEFAULT_MAX_TRAIN_BATCH_TOKENS
-    if max_tokens < 1:
-        raise ValueError("max_batch_tokens must be >= 1")
+    budget = TokenBudget(max_batch_tokens if max_batch_tokens is not None else DEFAULT_MAX_TRAIN_BATCH_TOKENS)
     heartbeat = _Heartbeat(progress, should_stop)
     heartbeat.check_stop()
     device = resolve_device(device)
@@ -573,8 +633,8 @@ def train_classifier(
         model.train()
         for batch_positions in length_bucketed_batches(train_lengths, config.batch_size, rng):
             t0 = time.monotonic()
-            loss = train_step(model, encoded, [train_rows[p] for p in batch_positions], device, max_tokens,
-                              precision)
+            loss = fitted_train_step(model, encoded, [train_rows[p] for p in batch_positions], device, budget,
+                                     precision, optimizer)
             if not math.isfinite(loss):  # (fp16's scaler skips steps whose *gradients* overflowed, not this)
                 raise RuntimeError(f"training diverged at epoch {epoch}, step {step + 1} (loss {loss}); "
                                    "try a lower learning rate")
@@ -598,8 +658,9 @@ def train_classifier(
             t_eval = time.monotonic()
             evaluation = per_task = None
             if val_rows:
-                evaluation = evaluate(model, encoded, val_rows, device, eval_batch, heartbeat, step / total_steps,
-                                      info, max_tokens=max_tokens, precision=precision)
+                evaluation = fitted_evaluate(model, encoded, val_rows, device, eval_batch, budget,
+                                             heartbeat=heartbeat, fraction=step / total_steps, info=info,
+                                             precision=precision)
                 per_task = data.score(evaluation, encoded, val_rows)
                 model.train()
             record = _history_record(step, step / steps_per_epoch, since_sum / max(1, since_n), evaluation,
@@ -655,6 +716,9 @@ def train_classifier(
         "family": config.family,
         "device": device,
         "amp": precision.name,  # the autocast dtype of training: "bf16", "fp16" or "fp32" (off)
+        # the padded tokens per pass the run ended with, and how often running out of device memory halved them
+        "train_batch_tokens": budget.tokens,
+        "out_of_memory_halvings": budget.halvings,
         "max_length": max_length,
         "encoder_lr": encoder_lr,
         "head_lr": head_lr,

@@ -121,3 +121,97 @@ def test_the_default_training_budget_is_the_settings_default():
     from ml.config import DEFAULT_MAX_TRAIN_BATCH_TOKENS
 
     assert DEFAULT_MAX_TRAIN_BATCH_TOKENS == Settings.max_train_batch_tokens
+
+
+# ---------------------------------------------------------------- out of device memory: halve and redo
+
+
+def _oom_over(model, max_rows: int, calls: list | None = None):
+    """Make ``model`` raise CUDA's out-of-memory error (the real class, which exists without CUDA) for a forward
+    pass of more than ``max_rows`` rows, as a GPU too small for them would; ``calls`` records each pass's rows."""
+    import torch
+
+    def check(_module, _args, kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        if calls is not None:
+            calls.append(rows)
+        if rows > max_rows:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model.register_forward_pre_hook(check, with_kwargs=True)
+    return model
+
+
+def test_a_step_that_runs_out_of_memory_is_redone_smaller_with_the_same_gradient(tiny_bert_dir):
+    """The first micro-batch (the longest rows, few of them) fits and leaves its gradient; a later one of many
+    short rows runs out: the partial gradient is cleared, the budget halved until every pass fits, and the step's
+    gradient is still exactly the unsplit batch's."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model("bert", {"t": LABELS}, str(tiny_bert_dir), dropout=0.0)
+    model.eval()
+    data = _data(24, False, ["t"], seed=1)
+    rows = list(range(24))
+    first, *rest = loop.micro_batches(data, rows, 200)
+    assert len(first) <= 6 < max(map(len, rest))  # the first pass fits, a later one does not
+
+    reference = copy.deepcopy(model)
+    loss_full = loop.train_step(reference, data, rows, "cpu", 10**9)
+    calls: list[int] = []
+    tight = _oom_over(copy.deepcopy(model), 6, calls)
+    optimizer = torch.optim.SGD(tight.parameters(), lr=0.1)
+    budget = loop.TokenBudget(200)
+    loss = loop.fitted_train_step(tight, data, rows, "cpu", budget, optimizer=optimizer)
+
+    assert budget.halvings >= 1 and budget.tokens < 200
+    assert any(n > 6 for n in calls) and calls[-1] <= 6  # it ran out, then every pass of the last try fitted
+    assert loss == pytest.approx(loss_full, rel=1e-5)
+    for p_ref, p_tight in zip(reference.parameters(), tight.parameters()):
+        if p_ref.grad is not None:
+            torch.testing.assert_close(p_tight.grad, p_ref.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_only_a_row_that_does_not_fit_alone_fails_and_other_errors_are_not_retried(tiny_bert_dir):
+    import torch
+
+    torch.manual_seed(0)
+    data = _data(8, False, ["t"], seed=2)
+    calls: list[int] = []
+    model = _oom_over(build_model("bert", {"t": LABELS}, str(tiny_bert_dir), dropout=0.0), 0, calls)
+    budget = loop.TokenBudget(10**6)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        loop.fitted_train_step(model, data, list(range(8)), "cpu", budget)
+    assert calls[-1] == 1 and budget.halvings <= 4  # down to one row per pass, each halving splitting finer
+
+    def broken(_module, _args, _kwargs):
+        raise RuntimeError("shape mismatch")
+
+    other = build_model("bert", {"t": LABELS}, str(tiny_bert_dir), dropout=0.0)
+    other.register_forward_pre_hook(broken, with_kwargs=True)
+    budget = loop.TokenBudget(10**6)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        loop.fitted_train_step(other, data, list(range(8)), "cpu", budget)
+    assert budget.halvings == 0 and budget.tokens == 10**6
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        loop.TokenBudget(0)
+
+
+def test_a_training_on_a_device_too_small_for_its_batches_finishes(tiny_bert_dir, tmp_path, monkeypatch):
+    """Training and evaluation passes of more than 4 rows run out of memory: the job still trains every step
+    and evaluates, at a lowered budget it reports, and learns what the same run learns with room to spare."""
+    import models.registry
+    from tests.ml.test_training import config_for, make_rows
+
+    build = models.registry.build_model
+    monkeypatch.setattr(models.registry, "build_model", lambda *a, **k: _oom_over(build(*a, **k), 4))
+    config = config_for("bert", encoder=str(tiny_bert_dir), epochs=1, batch_size=16)
+    tight = loop.train_classifier(make_rows(60), config, tmp_path / "a", max_batch_tokens=10**6).metrics
+    monkeypatch.setattr(models.registry, "build_model", build)
+    roomy = loop.train_classifier(make_rows(60), config, tmp_path / "b", max_batch_tokens=10**6).metrics
+
+    assert tight["steps"] == tight["total_steps"] == roomy["steps"] == 3
+    assert tight["out_of_memory_halvings"] >= 1 and tight["train_batch_tokens"] < 10**6
+    assert roomy["out_of_memory_halvings"] == 0 and roomy["train_batch_tokens"] == 10**6
+    assert tight["accuracy"] is not None and tight["validation_examples"] == roomy["validation_examples"]
+    assert tight["history"][-1]["train_loss"] == pytest.approx(roomy["history"][-1]["train_loss"], abs=0.05)

@@ -91,8 +91,11 @@ class TrainingJob(JobHandler):
         return None
 
 
-GPU_OOM_MESSAGE = ("training ran out of GPU memory: use a smaller batch_size or max_length, or a smaller "
-                   "MAX_TRAIN_BATCH_TOKENS on the worker (a batch over it is split into micro-batches)")
+# the training loop halves its padded tokens per pass after each GPU out-of-memory error (ml.loop.TokenBudget), down
+# to one row per pass: only a row that does not fit alone gets here
+GPU_OOM_MESSAGE = ("training ran out of GPU memory even with one row per forward pass: use a smaller max_length, or "
+                   "free the GPU (another process may hold its memory; MAX_TRAIN_BATCH_TOKENS sets where the "
+                   "training starts)")
 
 
 def run_training(job_id: str) -> None:
