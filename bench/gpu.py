@@ -49,10 +49,12 @@ def pick_device(requested: str) -> str:
 def gpu_line(device: str) -> dict:
     import torch
 
+    from ml.precision import native_bf16
+
     if device == "cpu":
         return {"device": "cpu", "torch": torch.__version__}
     return {"device": torch.cuda.get_device_name(0), "capability": list(torch.cuda.get_device_capability(0)),
-            "bf16": torch.cuda.is_bf16_supported(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "bf16": native_bf16("cuda"), "torch": torch.__version__, "cuda": torch.version.cuda,
             "memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
 
 

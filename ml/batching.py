@@ -48,6 +48,7 @@ import logging
 import math
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -68,6 +69,14 @@ OOM_RETRY_WAIT_S = 0.5
 OOM_RECOVER_BATCHES = 1000  # after this many batches without an OOM a lowered token budget doubles (up to its own)
 # called after every batch that ran: observer(engine, rows, real_tokens, padded_tokens, seconds)
 BATCH_OBSERVERS: list[Callable[..., None]] = []
+
+
+def _released(error: BaseException) -> BaseException:
+    """``error`` without what its traceback keeps alive: the locals of the frames it passed through (a failed
+    forward's activations, on the GPU), so that the memory is free before a retry (PyTorch's advice: recover from an
+    out-of-memory error outside the ``except`` block, without the exception's frames)."""
+    traceback.clear_frames(error.__traceback__)
+    return error.with_traceback(None)
 
 
 class RequestCancelled(Exception):
@@ -421,18 +430,14 @@ class BatchingEngine:
         try:
             out = self.backend.forward(rows)
         except Exception as exc:  # noqa: BLE001
-            if is_out_of_memory(exc):
-                self._after_oom(items, exc)
+            if not is_out_of_memory(exc):
+                self._after_failure(items, exc)
                 return
-            if len(items) == 1:
-                request = items[0][0]
-                if not request.future.done():
-                    request.future.set_exception(exc)
-                return
-            log.warning("a batch of %d failed (%s); re-running its rows one by one", len(items), exc)
-            for item in items:
-                if not item[0].future.done():
-                    self._run_batch([item])
+            out_of_memory = _released(exc)
+        else:
+            out_of_memory = None
+        if out_of_memory is not None:  # retried out here, where the failed pass's frames are gone
+            self._after_oom(items, out_of_memory)
             return
         outputs = row_outputs(out, len(items))  # a malformed answer fails the whole batch (see _loop)
         self._count(len(items))
@@ -444,6 +449,19 @@ class BatchingEngine:
                 if self._batches_since_oom >= OOM_RECOVER_BATCHES:
                     self.max_batch_tokens = min(self._token_budget, self.max_batch_tokens * 2)
                     self._batches_since_oom = 0
+
+    def _after_failure(self, items: list[tuple[_Request, int]], error: Exception) -> None:
+        """A batch failed (not for memory): a lone row's request gets the error; a batch is re-run row by row, so
+        that only the request owning the failing row gets it, never its batch partners."""
+        if len(items) == 1:
+            request = items[0][0]
+            if not request.future.done():
+                request.future.set_exception(error)
+            return
+        log.warning("a batch of %d failed (%s); re-running its rows one by one", len(items), error)
+        for item in items:
+            if not item[0].future.done():
+                self._run_batch([item])
 
     def _count(self, rows: int) -> None:
         with self._counted:
@@ -483,7 +501,7 @@ class BatchingEngine:
             try:
                 out = self.backend.forward([request.rows[i]])
             except Exception as exc:  # noqa: BLE001
-                error = exc
+                error = _released(exc)  # kept for the request, without the failed pass's tensors
                 if not is_out_of_memory(exc):
                     break
                 continue

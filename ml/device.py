@@ -84,14 +84,16 @@ def configure_torch_threads(streams: int = 1) -> int:
 
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is a device running out of memory (``torch.cuda.OutOfMemoryError``, or the plain
-    ``RuntimeError`` "CUDA out of memory" / "MPS backend out of memory" of other paths), not any other failure."""
+    ``RuntimeError`` "CUDA out of memory" / "MPS backend out of memory" of other paths, or cuBLAS failing to
+    allocate its workspace), not any other failure."""
     import sys
 
     torch = sys.modules.get("torch")  # no torch loaded: nothing could have raised its OOM
     oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch is not None else None
     if oom_type is not None and isinstance(error, oom_type):
         return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "cublas_status_alloc_failed" in message)
 
 
 def release_cached_memory() -> None:

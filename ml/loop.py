@@ -317,6 +317,18 @@ def micro_batches(data: Encoded, rows: Sequence[int], max_tokens: int) -> list[l
     return token_budget_batches(order, lengths, max_tokens, len(order))
 
 
+MAX_OVERFLOWED_STEPS = 3  # fp16 batches in a row whose loss overflowed before the training counts as diverged
+
+
+def _check_overflow(precision: Precision, in_a_row: int, loss: float, epoch: int, step: int) -> None:
+    """A batch's loss is not finite: under fp16 (a forward pass overflowed its range, which a rare batch can do)
+    it is skipped, up to ``MAX_OVERFLOWED_STEPS`` in a row; otherwise (fp32 and bf16 have fp32's range) the training
+    diverged: RuntimeError."""
+    if precision.scaler is None or in_a_row > MAX_OVERFLOWED_STEPS:
+        raise RuntimeError(f"training diverged at epoch {epoch}, step {step} (loss {loss}); try a lower learning rate")
+    log.warning("step %d: the loss overflowed fp16 (%s); the batch is skipped", step, loss)
+
+
 class TokenBudget:
     """The padded tokens per forward pass of one training run (``max_batch_tokens``), halved whenever a pass runs the
     device out of memory: the step (or the evaluation) that failed is redone in smaller micro-batches instead of
@@ -625,7 +637,7 @@ def train_classifier(
 
     history: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
-    step, seen, stopped_early = 0, 0, False
+    step, seen, stopped_early, overflows = 0, 0, False, 0
     since_sum, since_n = 0.0, 0  # training loss since the previous evaluation (row-weighted)
     loop_started = time.monotonic()
     for epoch in range(1, config.epochs + 1):
@@ -635,21 +647,26 @@ def train_classifier(
             t0 = time.monotonic()
             loss = fitted_train_step(model, encoded, [train_rows[p] for p in batch_positions], device, budget,
                                      precision, optimizer)
-            if not math.isfinite(loss):  # (fp16's scaler skips steps whose *gradients* overflowed, not this)
-                raise RuntimeError(f"training diverged at epoch {epoch}, step {step + 1} (loss {loss}); "
-                                   "try a lower learning rate")
-            precision.step(optimizer, model.parameters(), MAX_GRAD_NORM)
-            scheduler.step()
+            n = len(batch_positions)
+            if math.isfinite(loss):
+                overflows = 0
+                # not after a step the fp16 scaler skipped (its gradients overflowed): the warmup and decay count
+                # the optimizer's steps (torch warns of a scheduler stepped before its optimizer)
+                if precision.step(optimizer, model.parameters(), MAX_GRAD_NORM):
+                    scheduler.step()
+            else:
+                overflows += 1
+                _check_overflow(precision, overflows, loss, epoch, step + 1)
+                n = loss = 0  # the batch is skipped, as the scaler skips an overflowed gradient: nothing learned
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            n = len(batch_positions)
             seen += n
             value = loss * n
             epoch_sum, epoch_n, since_sum, since_n = epoch_sum + value, epoch_n + n, since_sum + value, since_n + n
             clock.steps += 1
             clock.step_seconds += time.monotonic() - t0
             info = {"phase": "train", "epoch": epoch, "epochs": config.epochs, "step": step,
-                    "total_steps": total_steps, "train_loss": _r(epoch_sum / epoch_n, 4),
+                    "total_steps": total_steps, "train_loss": _r(epoch_sum / epoch_n, 4) if epoch_n else None,
                     "eta_seconds": clock.eta_seconds(step)}
             heartbeat.tick(step / total_steps, info)
             if not clock.is_eval_step(step):

@@ -1,7 +1,8 @@
 """Numeric precision on the device, declared once for training and serving. Import-light: torch inside functions.
 
 * **Training** (:class:`Precision`, used by ``ml.loop`` for every task type): automatic mixed precision on CUDA --
-  bf16 where ``torch.cuda.is_bf16_supported()`` (Ampere and later: same exponent range as fp32, no loss scaling),
+  bf16 where the GPU runs it natively (:func:`native_bf16`: compute capability 8.0, Ampere, and later; same exponent
+  range as fp32, no loss scaling),
   else fp16 with a ``torch.amp.GradScaler`` (fp16's small range would flush small gradients to zero without one);
   fp32 on the CPU (CPU autocast gains nothing for these models and changes the numbers). The ``AMP`` setting
   (``auto`` | ``off``) turns it off. Autocast only changes the dtype of the operations: the parameters, the
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 AMP_SETTINGS = ("auto", "off")
@@ -32,7 +34,17 @@ def amp_dtype(device: Any, amp: str = "auto") -> Any:
         return None
     import torch
 
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if native_bf16(str(device)) else torch.float16
+
+
+@functools.lru_cache(maxsize=None)
+def native_bf16(device: str) -> bool:
+    """Whether CUDA device ``device`` (``"cuda"``: the current one, ``"cuda:N"``) runs bf16 natively: compute
+    capability 8.0 (Ampere) or later. Not ``torch.cuda.is_bf16_supported()``, which (by default, torch 2.x) says
+    yes on older GPUs too, where bf16 is emulated: slow, and no better than fp16 with a loss scaler there."""
+    import torch
+
+    return torch.cuda.get_device_capability(torch.device(device))[0] >= 8
 
 
 def dtype_name(dtype: Any) -> str:

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from models import packed
 
@@ -81,6 +82,18 @@ def pool_hidden_states(
         counts = mask.sum(dim=1).clamp(min=1.0)  # (B, 1)
         return summed / counts  # (B, H)
     raise ValueError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLING_MODES)}")
+
+
+def packed_lstm(lstm: nn.LSTM, states: torch.Tensor, lengths: torch.Tensor) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    """``lstm`` (batch first) over the real tokens of right-padded ``states`` (B, T, H), ``lengths`` (B,): packed,
+    so padding never feeds it; returns its packed output and ``(h_n, c_n)`` (D, B, L), rows in input order.
+
+    It runs in fp32 outside any autocast: CUDA's autocast casts a cuDNN RNN to fp16 (``AutocastRNN.cpp``) even when
+    the autocast dtype is bf16, whose training has no loss scaler to keep fp16's small gradients from flushing to
+    zero. The LSTM is a small share of the work."""
+    with torch.autocast(states.device.type, enabled=False):
+        packed_states = pack_padded_sequence(states.float(), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return lstm(packed_states)
 
 
 def pools_first_position(mode: str) -> bool:
@@ -243,7 +256,7 @@ class EncoderClassifier(nn.Module):
         if encoder is None:
             from transformers import AutoModel
 
-            encoder = AutoModel.from_config(encoder_config)
+            encoder = AutoModel.from_config(encoder_config, dtype=torch.float32)  # not a config's saved half dtype
         self.encoder = encoder
         self.encoder_config = self.encoder.config
         self.hidden_size = int(self.encoder_config.hidden_size)

@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
-from .base import BERT_LIKE_TYPES, EncoderClassifier
+from .base import BERT_LIKE_TYPES, EncoderClassifier, packed_lstm
 
 
 class LSTMClassificationHead(nn.Module):
@@ -28,8 +27,7 @@ class LSTMClassificationHead(nn.Module):
         self.classifier = nn.Linear(lstm_hidden * (2 if bidirectional else 1), num_labels)
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(hidden, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)  # h_n: (D, B, L), rows back in input order (enforce_sorted=False)
+        _, (h_n, _) = packed_lstm(self.lstm, hidden, lengths)  # h_n: (D, B, L), fp32, rows in input order
         summary = torch.cat(list(h_n), dim=-1)  # (B, D*L): [forward final state, backward final state]
         return self.classifier(self.dropout(summary))  # (B, C)
 

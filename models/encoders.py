@@ -104,6 +104,7 @@ def load_encoder(name_or_path: str | os.PathLike) -> Any:
     The returned module carries ``bertqueue_missing_keys`` (checkpoint weights the architecture expected but the
     checkpoint lacked, e.g. ``pooler.*``) so a family can avoid using randomly initialised parts.
     """
+    import torch
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -116,7 +117,9 @@ def load_encoder(name_or_path: str | os.PathLike) -> Any:
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in worker logs
     try:
-        kwargs: dict[str, Any] = {"output_loading_info": True}
+        # fp32 whatever the checkpoint was saved in (transformers loads an fp16 checkpoint as fp16 by default):
+        # training keeps fp32 weights (mixed precision is autocast's), and the CPU serves fp32
+        kwargs: dict[str, Any] = {"output_loading_info": True, "dtype": torch.float32}
         if local:
             kwargs["local_files_only"] = True
         try:

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pad_packed_sequence
 
-from .base import BERT_LIKE_TYPES, IGNORE_INDEX, EncoderClassifier
+from .base import BERT_LIKE_TYPES, IGNORE_INDEX, EncoderClassifier, packed_lstm
 
 TASK_TYPE = "token-classification"
 
@@ -105,8 +105,7 @@ class LSTMTaggingHead(nn.Module):
         self.classifier = nn.Linear(lstm_hidden * (2 if bidirectional else 1), num_labels)
 
     def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(states, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, _ = self.lstm(packed)
+        output, _ = packed_lstm(self.lstm, states, lengths)  # fp32
         output, _ = pad_packed_sequence(output, batch_first=True, total_length=states.shape[1])  # (B, T, D*L)
         return self.classifier(self.dropout(output))  # (B, T, C)
 

@@ -119,13 +119,19 @@ def celery_worker_commands(
     }
 
 
+# GPUS counts devices as nvidia-smi does (by PCI bus); CUDA, unless told so, counts the fastest first, so on a host
+# of mixed GPUs CUDA_VISIBLE_DEVICES=1 could name another card than nvidia-smi's GPU 1
+CUDA_ORDER = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
 def worker_processes(devices: list[str], kinds: tuple[str, ...] = ("train", "classify"), **options
                      ) -> dict[str, tuple[list[str], dict[str, str]]]:
     """The Celery workers to start: ``{name: (command, extra environment)}``.
 
     No GPU (``devices`` empty): :func:`celery_worker_commands`' pair, on ``DEVICE``. Else one worker of each kind
     per device: node names ``train-gpuK@%h`` / ``classify-gpuK@%h`` (K = position in ``devices``), the process sees
-    only its device (``CUDA_VISIBLE_DEVICES``) and must use it (``DEVICE=cuda``: no CPU fallback).
+    only its device (``CUDA_VISIBLE_DEVICES``, counted in nvidia-smi's order: :data:`CUDA_ORDER`) and must use it
+    (``DEVICE=cuda``: no CPU fallback).
     """
     base = celery_worker_commands(**options)
     if not devices:
@@ -135,7 +141,8 @@ def worker_processes(devices: list[str], kinds: tuple[str, ...] = ("train", "cla
         for kind in kinds:
             command = list(base[kind])
             command[command.index("-n") + 1] = f"{kind}-gpu{k}@%h"
-            out[f"{kind} worker gpu{k}"] = (command, {"CUDA_VISIBLE_DEVICES": device, "DEVICE": "cuda"})
+            out[f"{kind} worker gpu{k}"] = (command, {"CUDA_VISIBLE_DEVICES": device, "DEVICE": "cuda",
+                                                      **CUDA_ORDER})
     return out
 
 

@@ -98,9 +98,11 @@ def job_finished(job: Any, outcome: str, seconds: float) -> None:
     recorder.job_finished(job.type, task_type_of(job), outcome, seconds)
 
 
-def device_state() -> dict[str, Any]:
+def device_state(serving: bool = False) -> dict[str, Any]:
     """This process's device: the ``DEVICE`` setting (or the CUDA device in use), and once CUDA is initialised here,
-    the GPU's name, memory used / total (the whole device, every process on it) and the AMP dtype."""
+    the GPU's name, memory used / total (the whole device, every process on it) and the precision it runs in:
+    ``serving`` (a classification worker), the forward passes' (``ml.precision.inference_autocast``: half on CUDA
+    whatever ``AMP`` says), else training's under ``AMP``."""
     settings = runtime.settings()
     state: dict[str, Any] = {"device": settings.device, "device_name": None, "amp": None,
                              "gpu_memory_used_bytes": None, "gpu_memory_total_bytes": None}
@@ -113,7 +115,7 @@ def device_state() -> dict[str, Any]:
     index = torch.cuda.current_device()
     free, total = torch.cuda.mem_get_info(index)
     state.update(device=f"cuda:{index}", device_name=torch.cuda.get_device_name(index),
-                 amp=dtype_name(amp_dtype("cuda", settings.amp)),
+                 amp=dtype_name(amp_dtype(f"cuda:{index}", "auto" if serving else settings.amp)),
                  gpu_memory_used_bytes=int(total - free), gpu_memory_total_bytes=int(total))
     return state
 
@@ -122,7 +124,7 @@ def snapshot(node: str, queues: list[str]) -> dict[str, Any]:
     """This process's snapshot (``core.telemetry``)."""
     from .serving import engine_options
 
-    state = device_state()
+    state = device_state(serving="classify" in queues and "train" not in queues)
     limits = engine_options(state["device"] if state["device"] != "auto" else "cpu")
     return {"worker": node, "pid": os.getpid(), "host": socket.gethostname(), "queues": queues, **state,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

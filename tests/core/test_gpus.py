@@ -95,7 +95,8 @@ def test_the_launcher_starts_one_worker_pair_per_gpu_with_its_device():
     for k, device in enumerate(["0", "1"]):
         for kind in ("train", "classify"):
             command, env = gpu[f"{kind} worker gpu{k}"]
-            assert env == {"CUDA_VISIBLE_DEVICES": device, "DEVICE": "cuda"}  # never auto: no CPU fallback
+            # never auto: no CPU fallback; devices counted as nvidia-smi (and GPUS) count them
+            assert env == {"CUDA_VISIBLE_DEVICES": device, "DEVICE": "cuda", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
             assert command[command.index("-n") + 1] == f"{kind}-gpu{k}@%h"  # node names stay distinct
             assert command[command.index("-Q") + 1] == kind
     only = worker_processes(["GPU-abc"], ("classify",))

@@ -54,6 +54,7 @@ def quick(monkeypatch):
 def test_oom_is_told_from_other_errors():
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB"))
+    assert is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert not is_out_of_memory(RuntimeError("index out of range"))
     assert not is_out_of_memory(ValueError("out of memory"))  # only the runtime's own errors
 
@@ -151,3 +152,32 @@ def test_batches_are_reported_to_observers(monkeypatch):
     engine = BatchingEngine(TightMemory(fits_rows=64), wait_ms=0)
     engine.predict(["aaa", "a"])
     assert seen == [(2, 4, 6)]  # rows, real tokens, padded tokens (2 rows x 3)
+
+
+def test_the_failed_pass_s_memory_is_released_before_any_retry():
+    """What the failed forward pass held (its activations, here a stand-in object in one of its frames) is freed
+    before the halves, and a lone row's later tries, run: the retry happens outside the ``except`` block and the
+    error kept for the request no longer holds the pass's frames."""
+    import weakref
+
+    class Activations:
+        pass
+
+    held: list[weakref.ref] = []
+    alive_at_retry: list[bool] = []
+    backend = TightMemory(fits_rows=2, always_oom=9)
+
+    def forward(rows):
+        alive_at_retry.append(any(ref() is not None for ref in held))
+        activations = Activations()  # a local of the failing frame, as a forward's tensors are
+        held.append(weakref.ref(activations))
+        return TightMemory.forward(backend, rows)
+
+    backend.forward = forward
+    engine = BatchingEngine(backend, wait_ms=0, max_batch_size=64)
+    assert engine.predict(["x" * 3] * 8) == [3] * 8  # 8 rows -> halves -> quarters: several failed passes
+    doomed = engine.submit(["y" * 9])
+    with pytest.raises(torch.cuda.OutOfMemoryError) as failure:
+        engine.results(doomed, timeout=WAIT_S)
+    assert len(alive_at_retry) > 4 and not any(alive_at_retry)
+    assert failure.value.__traceback__ is None or all(ref() is None for ref in held)

@@ -168,3 +168,30 @@ def test_load_needs_no_training_defaults_no_pickle(tiny_bert_dir, tokenizer, tmp
         load_model(tmp_path)
     with pytest.raises(ValueError, match="not a saved bertqueue model"):
         load_model(tmp_path / "nothing-here")
+
+
+def test_a_half_precision_checkpoint_is_loaded_trained_and_saved_in_fp32(tiny_bert_dir, tokenizer, tmp_path):
+    """Many published encoders are saved in fp16, and transformers loads a checkpoint in its saved dtype by default
+    (from_pretrained and from_config alike): an encoder, and a saved model whose encoder config says fp16, must
+    still come back fp32 (the CPU serves fp32; mixed precision is autocast's, over fp32 weights)."""
+    import shutil
+
+    from transformers import AutoModel
+
+    half_dir = tmp_path / "half-encoder"
+    AutoModel.from_pretrained(str(tiny_bert_dir)).half().save_pretrained(str(half_dir))
+    for name in os.listdir(tiny_bert_dir):  # the tokenizer files beside it
+        if name.startswith(("tokenizer", "vocab", "special_tokens")):
+            shutil.copy(tiny_bert_dir / name, half_dir / name)
+    assert json.loads((half_dir / "config.json").read_text()).get("dtype") == "float16"
+
+    encoder = load_encoder(str(half_dir))
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+    model = build_model("bert", {"label": ["a", "b"]}, str(half_dir))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    save_model(model, tokenizer, tmp_path / "saved")
+    config = json.loads((tmp_path / "saved" / CONFIG_NAME).read_text())
+    config["encoder"]["config"]["dtype"] = "float16"  # as an imported model's config may say
+    (tmp_path / "saved" / CONFIG_NAME).write_text(json.dumps(config))
+    loaded = load_model(tmp_path / "saved")[0]
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}

@@ -278,3 +278,22 @@ def test_wrong_encoder_architecture_is_rejected(tiny_bert_dir, tiny_distilbert_d
         build_model("bert", MULTI, tiny_bert_dir)
     with pytest.raises(ValueError, match="at least 2 labels"):
         build_model("bert", {"s": ["only"]}, tiny_bert_dir)
+
+
+def test_the_lstm_heads_run_in_fp32_under_a_half_precision_autocast():
+    """Mixed-precision training (bf16 autocast) must not run the LSTM in half precision: CUDA's autocast casts a
+    cuDNN RNN to fp16 whatever the autocast dtype, with no loss scaler under bf16. ``packed_lstm`` leaves the
+    autocast and runs it on fp32 states (here CPU autocast, the same context a GPU uses)."""
+    import torch
+
+    from models.base import packed_lstm
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(8, 4, batch_first=True, bidirectional=True)
+    states = torch.randn(3, 5, 8).bfloat16()  # (B, T, H) as a bf16 encoder layer hands them on
+    lengths = torch.tensor([5, 2, 3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, (h_n, c_n) = packed_lstm(lstm, states, lengths)
+    assert output.data.dtype == h_n.dtype == c_n.dtype == torch.float32
+    reference = packed_lstm(lstm, states.float(), lengths)[1][0]
+    torch.testing.assert_close(h_n, reference, rtol=0, atol=0)

@@ -166,3 +166,26 @@ def test_metrics_survive_redis_being_down(settings):
     broken = settings.replace(redis_url="redis://127.0.0.1:1/0", celery_eager=False, metrics_public=True)
     body = create_app({"TESTING": True, "SETTINGS": broken}).test_client().get("/metrics").get_data(as_text=True)
     assert "bertqueue_redis_up 0.0" in body and "bertqueue_sql_up 1.0" in body
+
+
+def test_a_gpu_worker_reports_the_precision_it_runs_in(settings, monkeypatch):
+    """A classification worker serves in half precision on CUDA whatever AMP says (``inference_autocast``); a
+    training worker trains under AMP. Each reports its own (CUDA faked: the process state a GPU worker has)."""
+    import sys
+    import types
+
+    from core import runtime
+    from ml import precision
+
+    cuda = types.SimpleNamespace(is_initialized=lambda: True, current_device=lambda: 0,
+                                 mem_get_info=lambda index: (30 * 2**30, 80 * 2**30),
+                                 get_device_name=lambda index: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setattr(precision, "amp_dtype", lambda device, amp="auto": None if amp == "off" else "bf16")
+    monkeypatch.setattr(precision, "dtype_name", lambda dtype: "fp32" if dtype is None else dtype)
+    monkeypatch.setattr(runtime, "_settings", settings.replace(device="cuda", amp="off"))  # restored after
+
+    serving = worker_telemetry.device_state(serving=True)
+    training = worker_telemetry.device_state()
+    assert serving["amp"] == "bf16" and training["amp"] == "fp32"  # AMP=off is training's setting only
+    assert serving["device"] == "cuda:0" and serving["gpu_memory_used_bytes"] == 50 * 2**30

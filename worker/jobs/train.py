@@ -80,6 +80,11 @@ class TrainingJob(JobHandler):
                            work.key, lease)
         finally:
             shutil.rmtree(work.scratch, ignore_errors=True)
+            # the CUDA caching allocator keeps the training's peak reserved until told otherwise, and the
+            # classification worker on the same GPU needs it between trainings
+            from ml.device import release_cached_memory
+
+            release_cached_memory()
 
     def failure_message(self, exc: Exception) -> str | None:
         from ml.device import is_out_of_memory
