@@ -71,6 +71,11 @@ def train_both(train_rows: list[dict], held_out: list[dict], device: str, args, 
                          batch_size=args.batch_size, learning_rate=args.learning_rate, max_length=args.max_length,
                          seed=args.seed)
     out = {}
+    # a short run of each first: CUDA's context, the cuBLAS handles and each precision's kernels (loaded lazily)
+    # would otherwise be charged to whichever run comes first, fp32's
+    for amp in ("off", "auto"):
+        train_classifier(train_rows[:256], config.model_copy(update={"epochs": 1}), work / f"warm-up-{amp}",
+                         validation_rows=held_out[:64], device=device, amp=amp, encoder_cache_dir=work / "encoders")
     for amp in ("off", "auto"):
         started = time.perf_counter()
         result = train_classifier(train_rows, config, work / f"train-{amp}", validation_rows=held_out,

@@ -54,7 +54,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-DATASET = REPO_ROOT.parent / "shared" / "datasets" / "tweets_sentiment.csv"
+# BERTQUEUE_DATASET: another copy (a lent GPU machine gets a subset carried in .gpu/, bench/gpu_bundle.py)
+DATASET = Path(os.environ.get("BERTQUEUE_DATASET") or REPO_ROOT.parent / "shared" / "datasets" / "tweets_sentiment.csv")
 
 RAW_BATCH_SIZES = (8, 16, 32, 64, 128)
 GOALS = {"P5 platform/raw (fp32)": 0.6, "P5 p99 ms, 16 clients": 500.0, "P1 platform/raw (fp32)": 0.9, "P1 platform/pipeline (default runtime)": 1.3, "P2 platform/raw (fp32)": 0.6,
@@ -90,7 +91,9 @@ class Stack:
         self.work, self.port, self.processes = work, free_port(), []
         self.env = dict(os.environ, DATABASE_URL=os.environ.get("DATABASE_URL", f"sqlite:///{work / 'bench.db'}"),
                         MODEL_STORE=str(work / "store"), DEVICE=os.environ.get("DEVICE", "cpu"), HF_HUB_OFFLINE="1",
-                        SECRET_KEY="bench", PYTHONPATH=str(REPO_ROOT), TOKENIZERS_PARALLELISM="false",
+                        SECRET_KEY="bench", TOKENIZERS_PARALLELISM="false",
+                        # the repository first, then what the caller's path holds (gpu_check.sh's carried packages)
+                        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
                         MAX_UPLOAD_MB="200", BERTQUEUE_ADMIN_TOKEN=BENCH_TOKEN,
                         # P2 submits hundreds of jobs at once: the per-user quota is not what is measured here
                         MAX_ACTIVE_JOBS_PER_USER="1000000")

@@ -154,7 +154,9 @@ def reconciler_command() -> list[str]:
 def gunicorn_command(host: str, port: int, *, workers: int = WEB_WORKERS, threads: int = WEB_THREADS,
                      loglevel: str = "info", access_log: bool = False) -> list[str]:
     """The web server: ``workers`` processes x ``threads`` threads (gthread)."""
-    command = [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"{host}:{port}", "--workers", str(workers),
+    # `python -m gunicorn`: this interpreter's package, also where no console script was installed (a package
+    # carried with pip --target, bench/gpu_check.sh)
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
                "--threads", str(threads), "--timeout", "120", "--log-level", loglevel]
     if access_log:
         command += ["--access-logfile", "-"]
