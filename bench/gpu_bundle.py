@@ -139,6 +139,7 @@ def dataset_subset(target: Path, rows: int) -> None:
 
 
 def size_mb(path: Path) -> float:
+    """The megabytes (MiB) of every file under ``path``."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 

@@ -17,15 +17,19 @@ export PYTHONUNBUFFERED=1
 if [ -d .gpu/whl ]; then
   PY=${PY:-python3}
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
-  [ -f .gpu/encoder/model.safetensors ] || "$PY" -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.gpu/encoder/model.safetensors.xz'), open('.gpu/encoder/model.safetensors', 'wb'))"
+  weights=.gpu/encoder/model.safetensors
+  [ -f "$weights" ] || "$PY" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1] + '.xz'),
+                                                                           open(sys.argv[1], 'wb'))" "$weights"
   export PYTHONPATH="/tmp/site:$PWD/.gpu/site:$PWD" BERTQUEUE_DATASET="$PWD/.gpu/data/tweets_sentiment.csv"
 else
   PY=${PY:-.venv/bin/python}
 fi
 nvidia-smi -L || true
 cpu_smoke=0  # `--device cpu`: bench/gpu.py's CPU smoke run of the same steps (a rehearsal where no GPU is)
-for arg in "$@"; do [ "$arg" = cpu ] && cpu_smoke=1; done
-"$PY" -c "import torch, sys; ok = torch.cuda.is_available(); print('torch', torch.__version__, 'CUDA:', ok, torch.cuda.get_device_name(0) if ok else ''); sys.exit(0 if ok or $cpu_smoke else 2)"
+for arg in "$@"; do case "$arg" in cpu|--device=cpu) cpu_smoke=1 ;; esac; done
+"$PY" -c "import torch, sys; ok = torch.cuda.is_available()
+print('torch', torch.__version__, 'CUDA:', ok, torch.cuda.get_device_name(0) if ok else '')
+sys.exit(0 if ok or $cpu_smoke else 2)"
 # the CUDA tests first (a minute): whatever they say, the benchmark still runs
-"$PY" -m pytest -q -p no:cacheprovider -m cuda tests/ml/test_precision.py 2>&1 | tee "$OUT/gpu_tests.log" || true
+"$PY" -m pytest -q -p no:cacheprovider -m cuda tests/ml/test_precision.py tests/models/test_families.py 2>&1 | tee "$OUT/gpu_tests.log" || true
 "$PY" bench/gpu.py --json "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/gpu.log"

@@ -74,9 +74,10 @@ BATCH_OBSERVERS: list[Callable[..., None]] = []
 def _released(error: BaseException) -> BaseException:
     """``error`` without what its traceback keeps alive: the locals of the frames it passed through (a failed
     forward's activations, on the GPU), so that the memory is free before a retry (PyTorch's advice: recover from an
-    out-of-memory error outside the ``except`` block, without the exception's frames)."""
+    out-of-memory error outside the ``except`` block, without the exception's frames). The traceback itself stays:
+    it still prints where the error came from."""
     traceback.clear_frames(error.__traceback__)
-    return error.with_traceback(None)
+    return error
 
 
 class RequestCancelled(Exception):
@@ -427,17 +428,16 @@ class BatchingEngine:
     def _run_batch(self, items: list[tuple[_Request, int]]) -> None:
         rows = [request.rows[i] for request, i in items]
         started = time.perf_counter()
+        failure: BaseException | None = None
         try:
             out = self.backend.forward(rows)
         except Exception as exc:  # noqa: BLE001
-            if not is_out_of_memory(exc):
-                self._after_failure(items, exc)
-                return
-            out_of_memory = _released(exc)
-        else:
-            out_of_memory = None
-        if out_of_memory is not None:  # retried out here, where the failed pass's frames are gone
-            self._after_oom(items, out_of_memory)
+            failure = _released(exc)  # kept past the block, without the failed pass's tensors
+        if failure is not None:  # retried out here, where the failed pass's frames are gone
+            if is_out_of_memory(failure):
+                self._after_oom(items, failure)
+            else:
+                self._after_failure(items, failure)
             return
         outputs = row_outputs(out, len(items))  # a malformed answer fails the whole batch (see _loop)
         self._count(len(items))

@@ -16,7 +16,9 @@ step 5 through a *task data* object, :class:`TextTask` or ``ml.token_training.To
    accumulated before the one optimizer step (:func:`train_step`): memory is bounded by the budget, not by
    ``batch_size`` x ``max_length``, and the gradient is the unsplit batch's. A pass that runs the device out of
    memory halves that budget and is redone (:class:`TokenBudget`): a job fails for memory only when one row alone
-   does not fit. Steps, the schedule, the ETA and early stopping count logical batches. Learning rates:
+   does not fit. Steps, the ETA and early stopping count logical batches; the learning-rate schedule counts the
+   optimizer's steps (fp16's scaler skips a step whose gradients overflowed, and a batch whose fp16 loss overflowed
+   is skipped, up to ``MAX_OVERFLOWED_STEPS`` in a row). Learning rates:
    ``encoder_lr`` defaults to ``learning_rate``; ``head_lr`` defaults to ``HEAD_LR_MULTIPLIER`` (10) x
    ``learning_rate`` -- the heads start from random weights (and the LSTM head from scratch), so they need larger
    steps than the pretrained encoder.
@@ -332,9 +334,14 @@ def _check_overflow(precision: Precision, in_a_row: int, loss: float, epoch: int
 class TokenBudget:
     """The padded tokens per forward pass of one training run (``max_batch_tokens``), halved whenever a pass runs the
     device out of memory: the step (or the evaluation) that failed is redone in smaller micro-batches instead of
-    failing the job, with the same result (:func:`train_step`'s accumulated gradient is the unsplit batch's). It
-    stays halved for the rest of the run: the batches that ran out once would run out again. Only a pass of a
-    single row that does not fit fails the job (the worker says what to change)."""
+    failing the job, with the same gradient (:func:`train_step`'s accumulated gradient is the unsplit batch's; with
+    dropout, other random draws). It stays halved for the rest of the run: the batches that ran out once would run
+    out again. Once every pass is a single row, the work is retried ``ROW_RETRIES`` times after a growing pause (the
+    memory may be held for a moment by the classification worker on the same GPU) before the error fails the job
+    (the worker says what to change)."""
+
+    ROW_RETRIES = 3
+    RETRY_WAIT_S = 0.5
 
     def __init__(self, tokens: int) -> None:
         if tokens < 1:
@@ -343,24 +350,33 @@ class TokenBudget:
 
     def run(self, attempt: Callable[[int], Any], chunks: Callable[[int], list[list[int]]],
             lengths: Callable[[int], int], undo: Callable[[], None] = lambda: None) -> Any:
-        """``attempt(tokens)`` at the current budget; after an out-of-memory error, while the work's ``chunks`` at
-        that budget (``lengths``: a row's tokens) hold a chunk of several rows: ``undo()`` what the failed attempt
-        left (a step's partial gradients), free the cached device memory, halve the budget below that chunk's
-        padded tokens, and attempt again."""
+        """``attempt(tokens)`` at the current budget; after an out-of-memory error: ``undo()`` what the failed
+        attempt left (a step's partial gradients), free the cached device memory, and attempt again -- with the
+        budget halved below the largest chunk of several rows that the work's ``chunks`` make at this budget
+        (``lengths``: a row's tokens), or, when every chunk is one row, after a pause, ``ROW_RETRIES`` times."""
+        row_retries = 0
         while True:
             tokens = self.tokens
             try:
                 return attempt(tokens)
             except Exception as exc:  # noqa: BLE001 - only an out-of-memory error is retried; the rest propagate
+                if not is_out_of_memory(exc):
+                    raise
                 largest = max((len(c) * max(map(lengths, c)) for c in chunks(tokens) if len(c) > 1), default=0)
-                if not is_out_of_memory(exc) or largest == 0:
+                if largest == 0 and row_retries >= self.ROW_RETRIES:
                     raise
             # here, past the except block, the error and its traceback (which hold the pass's tensors) are freed
             undo()
             release_cached_memory()
-            self.tokens, self.halvings = max(1, min(tokens, largest) // 2), self.halvings + 1
-            log.warning("the device ran out of memory at %d padded tokens per pass: retrying at %d", tokens,
-                        self.tokens)
+            if largest:
+                self.tokens, self.halvings = max(1, min(tokens, largest) // 2), self.halvings + 1
+                log.warning("the device ran out of memory at %d padded tokens per pass: retrying at %d", tokens,
+                            self.tokens)
+            else:
+                time.sleep(self.RETRY_WAIT_S * 2 ** row_retries)
+                row_retries += 1
+                log.warning("the device ran out of memory with one row per pass: retry %d of %d", row_retries,
+                            self.ROW_RETRIES)
 
 
 def fitted_train_step(model: Any, data: Encoded, rows: Sequence[int], device: str, budget: TokenBudget,
@@ -544,7 +560,8 @@ def train_classifier(
          "labels": [...], "per_class": {label: {"precision", "recall", "f1", "support"}},
          "confusion_matrix": {"labels": [...], "matrix": [[...]]},  # rows = true label
          "family", "device", "amp", "max_length", "encoder_lr", "head_lr", "class_weights", "stratified_split",
-         "skipped_rows"}
+         "skipped_rows",
+         "train_batch_tokens", "out_of_memory_halvings"}  # the padded tokens per pass it ended with (TokenBudget)
 
     Multitask: ``"tasks": {task: {"accuracy", "macro_f1", "val_loss", "labels", "per_class", "confusion_matrix",
     "validation_examples"}}``; history and epochs entries carry ``"tasks": {task: {"accuracy", "macro_f1",
@@ -647,7 +664,7 @@ def train_classifier(
             t0 = time.monotonic()
             loss = fitted_train_step(model, encoded, [train_rows[p] for p in batch_positions], device, budget,
                                      precision, optimizer)
-            n = len(batch_positions)
+            n = learned = len(batch_positions)
             if math.isfinite(loss):
                 overflows = 0
                 # not after a step the fp16 scaler skipped (its gradients overflowed): the warmup and decay count
@@ -657,12 +674,13 @@ def train_classifier(
             else:
                 overflows += 1
                 _check_overflow(precision, overflows, loss, epoch, step + 1)
-                n = loss = 0  # the batch is skipped, as the scaler skips an overflowed gradient: nothing learned
+                loss, learned = 0.0, 0  # skipped, as the scaler skips an overflowed gradient: no loss to report
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            seen += n
-            value = loss * n
-            epoch_sum, epoch_n, since_sum, since_n = epoch_sum + value, epoch_n + n, since_sum + value, since_n + n
+            seen += n  # examples/s counts every batch that ran
+            value = loss * learned
+            epoch_sum, epoch_n = epoch_sum + value, epoch_n + learned
+            since_sum, since_n = since_sum + value, since_n + learned
             clock.steps += 1
             clock.step_seconds += time.monotonic() - t0
             info = {"phase": "train", "epoch": epoch, "epochs": config.epochs, "step": step,
@@ -680,8 +698,8 @@ def train_classifier(
                                              precision=precision)
                 per_task = data.score(evaluation, encoded, val_rows)
                 model.train()
-            record = _history_record(step, step / steps_per_epoch, since_sum / max(1, since_n), evaluation,
-                                     data.record_fields(per_task))
+            since = since_sum / since_n if since_n else None  # None: every batch since was skipped (fp16 overflow)
+            record = _history_record(step, step / steps_per_epoch, since, evaluation, data.record_fields(per_task))
             history.append(record)
             since_sum, since_n = 0.0, 0
             stopped_early = best.update(model, step, record, evaluation) and step < total_steps
@@ -699,7 +717,7 @@ def train_classifier(
                 log.info("early stopping at step %d: no better %s in %d evaluations (best at step %s)",
                          step, metric, best.stale, best.step)
                 break
-        epochs.append(_epoch_record(epoch, epoch_sum / max(1, epoch_n), epoch_first_step, history,
+        epochs.append(_epoch_record(epoch, epoch_sum / epoch_n if epoch_n else None, epoch_first_step, history,
                                     time.monotonic() - epoch_started, data.metric_keys))
         if stopped_early:
             break
@@ -769,7 +787,7 @@ def train_classifier(
     return TrainResult(metrics=metrics, tasks={t: list(labels) for t, labels in tasks.items()}, output_dir=output_dir)
 
 
-def _epoch_record(epoch: int, train_loss: float, first_step: int, history: Sequence[Mapping[str, Any]],
+def _epoch_record(epoch: int, train_loss: float | None, first_step: int, history: Sequence[Mapping[str, Any]],
                   seconds: float, metric_keys: Sequence[str] = ("accuracy", "macro_f1")) -> dict[str, Any]:
     """An entry of ``metrics.epochs``: the epoch's mean training loss, and the validation values of its last
     evaluation (None when it had none, e.g. with ``eval_steps`` longer than an epoch)."""

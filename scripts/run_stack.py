@@ -120,8 +120,9 @@ def celery_worker_commands(
 
 
 # GPUS counts devices as nvidia-smi does (by PCI bus); CUDA, unless told so, counts the fastest first, so on a host
-# of mixed GPUs CUDA_VISIBLE_DEVICES=1 could name another card than nvidia-smi's GPU 1
-CUDA_ORDER = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+# of mixed GPUs CUDA_VISIBLE_DEVICES=1 could name another card than nvidia-smi's GPU 1 (an operator's own
+# CUDA_DEVICE_ORDER is kept)
+CUDA_ORDER = "CUDA_DEVICE_ORDER"
 
 
 def worker_processes(devices: list[str], kinds: tuple[str, ...] = ("train", "classify"), **options
@@ -142,7 +143,7 @@ def worker_processes(devices: list[str], kinds: tuple[str, ...] = ("train", "cla
             command = list(base[kind])
             command[command.index("-n") + 1] = f"{kind}-gpu{k}@%h"
             out[f"{kind} worker gpu{k}"] = (command, {"CUDA_VISIBLE_DEVICES": device, "DEVICE": "cuda",
-                                                      **CUDA_ORDER})
+                                                      CUDA_ORDER: os.environ.get(CUDA_ORDER, "PCI_BUS_ID")})
     return out
 
 

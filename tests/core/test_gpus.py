@@ -83,8 +83,10 @@ def test_a_device_that_does_not_exist_is_named_in_the_error():
         resolve_gpus("0,2,7", {}, smi())
 
 
-def test_the_launcher_starts_one_worker_pair_per_gpu_with_its_device():
+def test_the_launcher_starts_one_worker_pair_per_gpu_with_its_device(monkeypatch):
     from scripts.run_stack import celery_worker_commands, worker_processes
+
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
 
     cpu = worker_processes([])
     assert {name: env for name, (_, env) in cpu.items()} == {"train worker": {}, "classify worker": {}}
@@ -99,6 +101,8 @@ def test_the_launcher_starts_one_worker_pair_per_gpu_with_its_device():
             assert env == {"CUDA_VISIBLE_DEVICES": device, "DEVICE": "cuda", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
             assert command[command.index("-n") + 1] == f"{kind}-gpu{k}@%h"  # node names stay distinct
             assert command[command.index("-Q") + 1] == kind
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")  # an operator's own choice is kept
+    assert worker_processes(["0"])["train worker gpu0"][1]["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
     only = worker_processes(["GPU-abc"], ("classify",))
     assert list(only) == ["classify worker gpu0"]
     assert only["classify worker gpu0"][1]["CUDA_VISIBLE_DEVICES"] == "GPU-abc"

@@ -172,9 +172,10 @@ def test_a_step_that_runs_out_of_memory_is_redone_smaller_with_the_same_gradient
             torch.testing.assert_close(p_tight.grad, p_ref.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_only_a_row_that_does_not_fit_alone_fails_and_other_errors_are_not_retried(tiny_bert_dir):
+def test_only_a_row_that_does_not_fit_alone_fails_and_other_errors_are_not_retried(tiny_bert_dir, monkeypatch):
     import torch
 
+    monkeypatch.setattr(loop.TokenBudget, "RETRY_WAIT_S", 0.001)
     torch.manual_seed(0)
     data = _data(8, False, ["t"], seed=2)
     calls: list[int] = []
@@ -183,6 +184,20 @@ def test_only_a_row_that_does_not_fit_alone_fails_and_other_errors_are_not_retri
     with pytest.raises(torch.cuda.OutOfMemoryError):
         loop.fitted_train_step(model, data, list(range(8)), "cpu", budget)
     assert calls[-1] == 1 and budget.halvings <= 4  # down to one row per pass, each halving splitting finer
+    # ... where it was tried again after a pause, ROW_RETRIES times, before failing
+    assert calls[-1 - loop.TokenBudget.ROW_RETRIES:] == [1] * (1 + loop.TokenBudget.ROW_RETRIES)
+
+    # memory held for a moment by another process: one row fails once, then fits
+    fail_once = {"left": 1}
+    flaky = build_model("bert", {"t": LABELS}, str(tiny_bert_dir), dropout=0.0)
+
+    def held_once(_module, _args, kwargs):
+        if kwargs["input_ids"].shape[0] == 1 and fail_once["left"]:
+            fail_once["left"] -= 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    flaky.register_forward_pre_hook(held_once, with_kwargs=True)
+    assert loop.fitted_train_step(flaky, data, [3], "cpu", loop.TokenBudget(10**6)) > 0
 
     def broken(_module, _args, _kwargs):
         raise RuntimeError("shape mismatch")

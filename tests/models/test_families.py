@@ -297,3 +297,18 @@ def test_the_lstm_heads_run_in_fp32_under_a_half_precision_autocast():
     assert output.data.dtype == h_n.dtype == c_n.dtype == torch.float32
     reference = packed_lstm(lstm, states.float(), lengths)[1][0]
     torch.testing.assert_close(h_n, reference, rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_the_lstm_heads_run_in_fp32_under_cuda_bf16_autocast():
+    """On CUDA, where autocast would hand cuDNN's LSTM fp16 tensors: ``packed_lstm`` keeps it in fp32."""
+    import torch
+
+    from models.base import packed_lstm
+
+    lstm = torch.nn.LSTM(8, 4, batch_first=True, bidirectional=True).cuda()
+    states = torch.randn(3, 5, 8, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        output, (h_n, _) = packed_lstm(lstm, states, torch.tensor([5, 2, 3]))
+    assert output.data.dtype == h_n.dtype == torch.float32

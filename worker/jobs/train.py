@@ -80,11 +80,7 @@ class TrainingJob(JobHandler):
                            work.key, lease)
         finally:
             shutil.rmtree(work.scratch, ignore_errors=True)
-            # the CUDA caching allocator keeps the training's peak reserved until told otherwise, and the
-            # classification worker on the same GPU needs it between trainings
-            from ml.device import release_cached_memory
-
-            release_cached_memory()
+            _release_gpu_memory()
 
     def failure_message(self, exc: Exception) -> str | None:
         from ml.device import is_out_of_memory
@@ -97,10 +93,27 @@ class TrainingJob(JobHandler):
 
 
 # the training loop halves its padded tokens per pass after each GPU out-of-memory error (ml.loop.TokenBudget), down
-# to one row per pass: only a row that does not fit alone gets here
-GPU_OOM_MESSAGE = ("training ran out of GPU memory even with one row per forward pass: use a smaller max_length, or "
-                   "free the GPU (another process may hold its memory; MAX_TRAIN_BATCH_TOKENS sets where the "
-                   "training starts)")
+# to one row per pass: what gets here is a row too long to fit alone, or memory the passes never asked for (the
+# model itself, the optimizer's state)
+GPU_OOM_MESSAGE = ("training ran out of GPU memory (its forward passes are split down to one row per pass first): "
+                   "use a smaller max_length or a smaller encoder, or free the GPU (another process may hold its "
+                   "memory); MAX_TRAIN_BATCH_TOKENS sets the passes' starting size")
+
+
+def _release_gpu_memory() -> None:
+    """Hand the CUDA caching allocator's blocks back once a training ends (it keeps the training's peak reserved
+    otherwise, and the classification worker on the same GPU needs it between trainings). When the training
+    failed, the error on its way out still holds the training's frames (the model, the optimizer's state, the
+    activations): their locals are cleared first, so that the memory is free (the traceback still prints)."""
+    import sys
+    import traceback
+
+    from ml.device import release_cached_memory
+
+    failing = sys.exc_info()[1]
+    if failing is not None:
+        traceback.clear_frames(failing.__traceback__)
+    release_cached_memory()
 
 
 def run_training(job_id: str) -> None:
