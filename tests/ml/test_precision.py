@@ -260,3 +260,13 @@ def test_a_step_the_fp16_scaler_skips_does_not_advance_the_schedule(monkeypatch,
     loop.train_classifier(make_rows(60), config_for("bert", encoder=str(tiny_bert_dir), epochs=1, batch_size=16),
                           tmp_path / "out")
     assert len(calls) == 3 and counts["optimizer"] == counts["scheduler"] == 2
+
+
+@pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled, but CUDA is not available")
+def test_a_stretch_of_skipped_batches_reports_no_training_loss_rather_than_zero(monkeypatch, tmp_path,
+                                                                                tiny_bert_dir):
+    _fp16_training(monkeypatch, {1: float("inf"), 2: float("inf")})
+    config = config_for("bert", encoder=str(tiny_bert_dir), epochs=1, batch_size=8, eval_steps=2)
+    history = loop.train_classifier(make_rows(60), config, tmp_path / "out").metrics["history"]
+    assert history[0]["step"] == 2 and history[0]["train_loss"] is None  # both its batches overflowed
+    assert history[1]["train_loss"] is not None and history[1]["train_loss"] > 0
