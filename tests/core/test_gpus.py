@@ -204,3 +204,34 @@ def test_only_mode_starts_one_worker_per_gpu_and_nothing_else(monkeypatch):
         assert command[command.index("-Q") + 1] == "classify"
         assert command[command.index("-n") + 1] == f"classify-gpu{k}@%h"
         assert env["CUDA_VISIBLE_DEVICES"] == str(k) and env["DEVICE"] == "cuda"
+
+
+def test_a_failed_training_frees_what_its_frames_held_before_the_cache_is_released(monkeypatch, tmp_path):
+    """The model, the optimizer's state and the activations of a training that failed live in its frames, which the
+    error on its way out keeps alive: the worker clears them before handing the CUDA cache back, or nothing would
+    be freed in the case that matters most (a training that ran out of memory)."""
+    import types
+    import weakref
+
+    from worker.jobs import train
+
+    class Model:  # stands for tensors on the GPU
+        pass
+
+    held: list[weakref.ref] = []
+    alive_at_release: list[bool] = []
+
+    def failing_training(*_args):
+        model = Model()
+        held.append(weakref.ref(model))
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(train, "_train", failing_training)
+    monkeypatch.setattr("ml.device.release_cached_memory",
+                        lambda: alive_at_release.append(any(ref() is not None for ref in held)))
+    work = types.SimpleNamespace(request=None, rows=[], validation_rows=None, scratch=tmp_path / "scratch",
+                                 store=tmp_path)
+    with pytest.raises(RuntimeError, match="out of memory") as failure:
+        train.TrainingJob().run(work, lease=None)
+    assert alive_at_release == [False]
+    assert failure.value.__traceback__ is not None  # the error still says where it came from
