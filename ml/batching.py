@@ -48,7 +48,6 @@ import logging
 import math
 import threading
 import time
-import traceback
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -57,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ml.backend import Backend, input_outputs, row_outputs, rows_of
-from ml.device import is_out_of_memory, release_cached_memory
+from ml.device import is_out_of_memory, release_cached_memory, without_frame_locals
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +68,6 @@ OOM_RETRY_WAIT_S = 0.5
 OOM_RECOVER_BATCHES = 1000  # after this many batches without an OOM a lowered token budget doubles (up to its own)
 # called after every batch that ran: observer(engine, rows, real_tokens, padded_tokens, seconds)
 BATCH_OBSERVERS: list[Callable[..., None]] = []
-
-
-def _released(error: BaseException) -> BaseException:
-    """``error`` without what its traceback keeps alive: the locals of the frames it passed through (a failed
-    forward's activations, on the GPU), so that the memory is free before a retry (PyTorch's advice: recover from an
-    out-of-memory error outside the ``except`` block, without the exception's frames). The traceback itself stays:
-    it still prints where the error came from."""
-    traceback.clear_frames(error.__traceback__)
-    return error
 
 
 class RequestCancelled(Exception):
@@ -432,7 +422,7 @@ class BatchingEngine:
         try:
             out = self.backend.forward(rows)
         except Exception as exc:  # noqa: BLE001
-            failure = _released(exc)  # kept past the block, without the failed pass's tensors
+            failure = without_frame_locals(exc)  # kept past the block, without the failed pass's tensors
         if failure is not None:  # retried out here, where the failed pass's frames are gone
             if is_out_of_memory(failure):
                 self._after_oom(items, failure)
@@ -501,7 +491,7 @@ class BatchingEngine:
             try:
                 out = self.backend.forward([request.rows[i]])
             except Exception as exc:  # noqa: BLE001
-                error = _released(exc)  # kept for the request, without the failed pass's tensors
+                error = without_frame_locals(exc)  # kept for the request, without the failed pass's tensors
                 if not is_out_of_memory(exc):
                     break
                 continue

@@ -96,6 +96,18 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in message or "cublas_status_alloc_failed" in message)
 
 
+def without_frame_locals(error: BaseException) -> BaseException:
+    """``error``, with the locals of the frames its traceback passed through cleared: a failed pass's tensors (its
+    activations, a training's model and optimizer state), which the error would otherwise keep alive while it is
+    kept or propagates, so that :func:`release_cached_memory` can free them (PyTorch's advice: recover from an
+    out-of-memory error outside the ``except`` block, without the exception's frames). The traceback stays: it
+    still prints where the error came from."""
+    import traceback
+
+    traceback.clear_frames(error.__traceback__)
+    return error
+
+
 def release_cached_memory() -> None:
     """Hand the CUDA caching allocator's free blocks back (after an out-of-memory error, before retrying smaller);
     nothing when CUDA was never initialised in this process."""

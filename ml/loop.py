@@ -65,7 +65,7 @@ from ml.config import (
     _check_config,
     _family_options,
 )
-from ml.batching import token_budget_batches
+from ml.batching import OOM_RETRY_WAIT_S, OOM_ROW_RETRIES, token_budget_batches
 from ml.device import is_out_of_memory, release_cached_memory
 from ml.data import Examples, prepare_examples, resolve_class_weights, split_indices
 from ml.metrics import _mean, _r, is_better, metric_value, task_metrics
@@ -279,15 +279,12 @@ def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_
 
     model.eval()
     tasks = list(data.labels)
-    # longest first: token_budget_batches sizes each batch by its first row
-    order = sorted(rows, key=lambda i: len(data.input_ids[i]), reverse=True)
-    lengths = {i: len(data.input_ids[i]) for i in order}
     outputs: dict[str, dict[int, Any]] = {t: {} for t in tasks}
     loss_sum, task_loss_sum = 0.0, {t: 0.0 for t in tasks}
     task_count = {t: 0 for t in tasks}
     autocast = precision.autocast() if precision is not None else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
-        for chunk in token_budget_batches(order, lengths, max_tokens or math.inf, batch_size):
+        for chunk in evaluation_batches(data, rows, max_tokens, batch_size):
             inputs = data.model_inputs(data.batch(chunk), device)
             out = model(**inputs)
             logits = out.logits if isinstance(out.logits, dict) else {tasks[0]: out.logits}
@@ -303,10 +300,19 @@ def evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_
             if heartbeat is not None:
                 heartbeat.tick(fraction, {**(info or {}), "phase": "evaluate"})
     return {
-        "loss": loss_sum / max(1, len(order)),
+        "loss": loss_sum / max(1, len(rows)),
         "task_loss": {t: (task_loss_sum[t] / task_count[t] if task_count[t] else None) for t in tasks},
         ("probs" if data.multi_label else "pred"): {t: [outputs[t][i] for i in rows] for t in tasks},
     }
+
+
+def evaluation_batches(data: Encoded, rows: Sequence[int], max_tokens: int | None,
+                       batch_size: int) -> list[list[int]]:
+    """How :func:`evaluate` cuts ``rows``: longest first (``token_budget_batches`` sizes each batch by its first
+    row), at most ``batch_size`` rows and ``max_tokens`` padded tokens (None: no token limit) a batch."""
+    order = sorted(rows, key=lambda i: len(data.input_ids[i]), reverse=True)
+    lengths = {i: len(data.input_ids[i]) for i in order}
+    return token_budget_batches(order, lengths, max_tokens or math.inf, batch_size)
 
 
 def micro_batches(data: Encoded, rows: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -340,8 +346,8 @@ class TokenBudget:
     memory may be held for a moment by the classification worker on the same GPU) before the error fails the job
     (the worker says what to change)."""
 
-    ROW_RETRIES = 3
-    RETRY_WAIT_S = 0.5
+    ROW_RETRIES = OOM_ROW_RETRIES  # as serving's engine retries a row (ml.batching)
+    RETRY_WAIT_S = OOM_RETRY_WAIT_S
 
     def __init__(self, tokens: int) -> None:
         if tokens < 1:
@@ -396,12 +402,9 @@ def fitted_train_step(model: Any, data: Encoded, rows: Sequence[int], device: st
 def fitted_evaluate(model: Any, data: Encoded, rows: Sequence[int], device: str, batch_size: int,
                     budget: TokenBudget, **options: Any) -> dict[str, Any]:
     """:func:`evaluate` in batches under ``budget``, redone in smaller batches after an out-of-memory error."""
-    def chunks(tokens: int) -> list[list[int]]:
-        order = sorted(rows, key=lambda i: len(data.input_ids[i]), reverse=True)
-        return token_budget_batches(order, {i: len(data.input_ids[i]) for i in order}, tokens, batch_size)
-
     return budget.run(lambda tokens: evaluate(model, data, rows, device, batch_size, max_tokens=tokens, **options),
-                      chunks, lambda i: len(data.input_ids[i]))
+                      lambda tokens: evaluation_batches(data, rows, tokens, batch_size),
+                      lambda i: len(data.input_ids[i]))
 
 
 def train_step(model: Any, data: Encoded, rows: Sequence[int], device: str, max_tokens: int,

@@ -106,13 +106,12 @@ def _release_gpu_memory() -> None:
     failed, the error on its way out still holds the training's frames (the model, the optimizer's state, the
     activations): their locals are cleared first, so that the memory is free (the traceback still prints)."""
     import sys
-    import traceback
 
-    from ml.device import release_cached_memory
+    from ml.device import release_cached_memory, without_frame_locals
 
     failing = sys.exc_info()[1]
     if failing is not None:
-        traceback.clear_frames(failing.__traceback__)
+        without_frame_locals(failing)
     release_cached_memory()
 
 
